@@ -1,0 +1,1381 @@
+//! The configuration: TOML in, a validated and typed [`Config`] out.
+//!
+//! Loading parses rather than validates: an FQDN arrives as an [`Fqdn`], a number as an
+//! [`E164`], so nothing downstream re-checks them. Every problem found is reported with
+//! the dotted path of the field (`tenant[0].trunk[1].port: ...`), all of them at once,
+//! because a voice engineer editing a lab file wants the whole list, not one per run.
+//! Unknown keys are errors too (a misspelt `send_option` must not silently mean the
+//! default).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::transport::tls::TlsVersion;
+
+/// The lab configuration shipped in `config/drhub.toml`, compiled in so that
+/// `drhub run` works from any directory.
+pub const BUILTIN_LAB_CONFIG: &str = include_str!("../config/drhub.toml");
+
+/// A fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub proxy: ProxySettings,
+    pub log: LogSettings,
+    pub limits: Limits,
+    pub certs: CertSettings,
+    pub listeners: Vec<Listener>,
+    pub tenants: Vec<Tenant>,
+}
+
+/// How drhub presents itself: the emulated proxy FQDNs and the shape of its answers.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// The Direct Routing proxy names, first one is the default identity.
+    pub fqdns: Vec<Fqdn>,
+    pub profile: Profile,
+    /// The `Server` header value (DR-OPT-1).
+    pub server: String,
+    /// Add the `ms-diagnostics` header to rejections (DR-VAL-8).
+    pub ms_diagnostics: bool,
+}
+
+/// Which response shape drhub uses (DR-OPT-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Byte-for-byte the shape of the real service: upper-case names, no To tag.
+    Faithful,
+    /// An RFC 3261 textbook answer: To tag, Contact, Accept, Supported.
+    Rfc3261,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A tracing-subscriber filter (`info`, `drhub=debug`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub json: bool,
+}
+
+/// Resource limits per connection (DR-TLS-2).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    /// A connection with no traffic at all for this long is closed.
+    pub idle_timeout: Duration,
+    /// A message whose first byte has arrived must be complete within this time
+    /// (defeats a peer that trickles one byte a second).
+    pub message_timeout: Duration,
+    /// The TLS handshake must be over within this time.
+    pub handshake_timeout: Duration,
+    /// Connections accepted at once over all listeners; more are refused at accept.
+    pub max_connections: usize,
+    /// How long SIGTERM waits for connections to close before exiting.
+    pub shutdown_grace: Duration,
+}
+
+/// Where the lab PKI lives and what `drhub certs` adds beyond the trunks.
+#[derive(Debug, Clone)]
+pub struct CertSettings {
+    pub dir: PathBuf,
+    /// Write the lab certificates the listeners name when they are missing at start.
+    pub auto_create: bool,
+    /// Extra SBC certificate names (e.g. `*.contoso.com` for a carrier SBC).
+    pub extra_sbc_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerTransport {
+    Tls,
+    Tcp,
+}
+
+impl fmt::Display for ListenerTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListenerTransport::Tls => "tls",
+            ListenerTransport::Tcp => "tcp",
+        })
+    }
+}
+
+/// One SBC-facing listener, i.e. one emulated datacenter.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub transport: ListenerTransport,
+    pub address: SocketAddr,
+    /// The proxy FQDN this listener speaks as (Server identity, ms-diagnostics source).
+    pub fqdn: Fqdn,
+    pub enabled: bool,
+    /// Present exactly when `transport` is TLS.
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub versions: Vec<TlsVersion>,
+}
+
+/// One Microsoft 365 tenant of the lab.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    /// Domains registered in the tenant: the keys of DR-TEN-1/2.
+    pub domains: Vec<Fqdn>,
+    pub trunks: Vec<Trunk>,
+    pub users: Vec<User>,
+    /// Caller numbers refused with 403/510534 (DR-TEN-5).
+    pub blocked_callers: Vec<NumberPattern>,
+}
+
+/// One SBC of a tenant: the `Set-CsOnlinePSTNGateway` settings (DR-TEN-6).
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    pub fqdn: Fqdn,
+    pub port: u16,
+    pub enabled: bool,
+    pub send_options: bool,
+    pub media_bypass: bool,
+    pub forward_call_history: bool,
+    pub forward_pai: bool,
+    /// Alert threshold only; calls are never refused for it.
+    pub max_concurrent_sessions: Option<u32>,
+    pub failover_response_codes: Vec<u16>,
+    pub failover_time: Duration,
+    /// Accept this SBC on the plain-TCP lab listener without a certificate (DR-TLS-5).
+    pub allow_insecure: bool,
+}
+
+/// A Teams user.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// The user's SIP address (`user1@adatum.biz`), stored lower-case.
+    pub sip_address: SipAddress,
+    pub display_name: String,
+    pub line_uri: Option<LineUri>,
+}
+
+/// `user@domain`, case-folded for lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SipAddress {
+    pub user: String,
+    pub domain: String,
+}
+
+impl fmt::Display for SipAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.user, self.domain)
+    }
+}
+
+impl FromStr for SipAddress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.strip_prefix("sip:").unwrap_or(s);
+        let (user, domain) = s
+            .split_once('@')
+            .ok_or_else(|| format!("`{s}` is not a SIP address of the form user@domain"))?;
+        if user.is_empty() {
+            return Err(format!("`{s}` has an empty user part"));
+        }
+        if user
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | '"' | ';' | ':'))
+        {
+            return Err(format!("`{s}` has characters not allowed in a user part"));
+        }
+        let domain = Fqdn::from_str(domain)?;
+        Ok(SipAddress {
+            user: user.to_ascii_lowercase(),
+            domain: domain.0,
+        })
+    }
+}
+
+/// A fully qualified domain name: ASCII, lower-case, at least two labels, not an IP
+/// address. A leading `*.` is not allowed here (see [`Fqdn::parse_wildcard`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fqdn(String);
+
+impl Fqdn {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name with its first label removed (`sbc12.adatum.biz` -> `adatum.biz`), if
+    /// what remains still has two labels (DR-TEN-2).
+    pub fn parent(&self) -> Option<&str> {
+        let (_, rest) = self.0.split_once('.')?;
+        rest.contains('.').then_some(rest)
+    }
+
+    /// Accepts a certificate-style name with an optional leading `*.` label.
+    pub fn parse_wildcard(s: &str) -> Result<String, String> {
+        match s.strip_prefix("*.") {
+            Some(rest) => Ok(format!("*.{}", Fqdn::from_str(rest)?.0)),
+            None => Ok(Fqdn::from_str(s)?.0),
+        }
+    }
+}
+
+impl fmt::Display for Fqdn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Fqdn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.strip_suffix('.').unwrap_or(s);
+        if t.parse::<IpAddr>().is_ok() {
+            return Err(format!(
+                "`{s}` is an IP address; Direct Routing needs an FQDN"
+            ));
+        }
+        if t.len() > 253 || !t.contains('.') {
+            return Err(format!("`{s}` is not a fully qualified domain name"));
+        }
+        for label in t.split('.') {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-');
+            if !ok {
+                return Err(format!(
+                    "`{s}` is not a fully qualified domain name (label `{label}`)"
+                ));
+            }
+        }
+        if t.rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "`{s}` is not a fully qualified domain name (numeric top label)"
+            ));
+        }
+        Ok(Fqdn(t.to_ascii_lowercase()))
+    }
+}
+
+/// A phone number in E.164 form: `+` then 1 to 15 digits, separators removed.
+/// Non-DID numbers such as `+1001` are E.164-shaped too, which is how Teams stores them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct E164(String);
+
+impl E164 {
+    /// The number with its `+`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parses a dialled number: `+` then digits, with the visual separators `-.()`
+    /// of RFC 3966 ignored (DR-TEN-3). No `+`: `None`.
+    pub fn parse_dialled(s: &str) -> Option<E164> {
+        let rest = s.strip_prefix('+')?;
+        let mut out = String::with_capacity(s.len());
+        out.push('+');
+        for c in rest.chars() {
+            match c {
+                '0'..='9' => out.push(c),
+                '-' | '.' | '(' | ')' => {}
+                _ => return None,
+            }
+        }
+        (2..=16).contains(&out.len()).then_some(E164(out))
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for E164 {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.starts_with('+') {
+            return Err(format!("`{s}` must start with `+` (E.164)"));
+        }
+        E164::parse_dialled(s)
+            .ok_or_else(|| format!("`{s}` is not an E.164 number (`+` then 1 to 15 digits)"))
+    }
+}
+
+/// A user's line URI: `tel:+18338006777` with an optional `;ext=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineUri {
+    pub number: E164,
+    pub ext: Option<String>,
+}
+
+impl fmt::Display for LineUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tel:{}", self.number)?;
+        if let Some(ext) = &self.ext {
+            write!(f, ";ext={ext}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for LineUri {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let body = s.strip_prefix("tel:").unwrap_or(s);
+        let (num, params) = match body.split_once(';') {
+            Some((n, p)) => (n, Some(p)),
+            None => (body, None),
+        };
+        let number = E164::from_str(num)?;
+        let mut ext = None;
+        if let Some(params) = params {
+            for p in params.split(';') {
+                match p.split_once('=') {
+                    Some((k, v)) if k.eq_ignore_ascii_case("ext") => {
+                        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                            return Err(format!("`{s}`: ext must be digits"));
+                        }
+                        ext = Some(v.to_owned());
+                    }
+                    _ => return Err(format!("`{s}`: only the `ext` parameter is allowed")),
+                }
+            }
+        }
+        Ok(LineUri { number, ext })
+    }
+}
+
+/// A blocked-caller pattern: an E.164 prefix ending in `*`, or an exact number.
+/// `?` stands for any one digit (`+1555???0100`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberPattern {
+    text: String,
+    prefix: bool,
+}
+
+impl NumberPattern {
+    pub fn matches(&self, number: &E164) -> bool {
+        let pat = self.text.as_bytes();
+        let num = number.as_str().as_bytes();
+        if self.prefix {
+            num.len() >= pat.len() && digits_match(pat, &num[..pat.len()])
+        } else {
+            num.len() == pat.len() && digits_match(pat, num)
+        }
+    }
+}
+
+fn digits_match(pat: &[u8], num: &[u8]) -> bool {
+    pat.iter().zip(num).all(|(p, n)| *p == b'?' || p == n)
+}
+
+impl fmt::Display for NumberPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)?;
+        if self.prefix {
+            f.write_str("*")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for NumberPattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (text, prefix) = match s.strip_suffix('*') {
+            Some(t) => (t, true),
+            None => (s, false),
+        };
+        let valid = text.starts_with('+')
+            && text.len() >= 2
+            && text[1..].bytes().all(|b| b.is_ascii_digit() || b == b'?');
+        if !valid {
+            return Err(format!(
+                "`{s}` is not a number pattern (`+` then digits or `?`, optionally ending in `*`)"
+            ));
+        }
+        Ok(NumberPattern {
+            text: text.to_owned(),
+            prefix,
+        })
+    }
+}
+
+/// One problem in a configuration, with the path of the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub source_name: String,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: name.clone(),
+            issues: vec![ConfigIssue {
+                path: name.clone(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Config::parse(&text, &name)
+    }
+
+    /// Validates configuration text; `source_name` names it in messages.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+            source_name: source_name.to_owned(),
+            issues: vec![ConfigIssue {
+                path: source_name.to_owned(),
+                message: format!("not valid TOML: {}", e.to_string().trim_end()),
+            }],
+        })?;
+        let errs = Issues::default();
+        let config = build(&table, &errs);
+        let issues = errs.0.into_inner();
+        match config {
+            Some(c) if issues.is_empty() => Ok(c),
+            _ => Err(ConfigError {
+                source_name: source_name.to_owned(),
+                issues,
+            }),
+        }
+    }
+
+    /// The first proxy FQDN: drhub's default identity.
+    pub fn primary_fqdn(&self) -> &Fqdn {
+        // Invariant: `build` refuses an empty `proxy.fqdns`.
+        &self.proxy.fqdns[0]
+    }
+
+    /// Every SBC certificate name the lab PKI should issue: trunk FQDNs and extras.
+    pub fn sbc_certificate_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tenants
+            .iter()
+            .flat_map(|t| t.trunks.iter().map(|k| k.fqdn.to_string()))
+            .chain(self.certs.extra_sbc_names.iter().cloned())
+            .collect();
+        let mut seen = HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        names
+    }
+}
+
+#[derive(Default)]
+struct Issues(RefCell<Vec<ConfigIssue>>);
+
+impl Issues {
+    fn push(&self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.borrow_mut().push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// A TOML table being read, remembering its path for error messages.
+struct Section<'a> {
+    path: String,
+    table: &'a toml::Table,
+    errs: &'a Issues,
+}
+
+impl<'a> Section<'a> {
+    /// Opens a table and reports every key not in `known`.
+    fn new(table: &'a toml::Table, path: String, known: &[&str], errs: &'a Issues) -> Self {
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                errs.push(
+                    join(&path, key),
+                    format!("unknown field; expected one of: {}", known.join(", ")),
+                );
+            }
+        }
+        Section { path, table, errs }
+    }
+
+    fn at(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    fn err(&self, key: &str, message: impl Into<String>) {
+        self.errs.push(self.at(key), message);
+    }
+
+    fn str(&self, key: &str) -> Option<&'a str> {
+        match self.table.get(key)? {
+            toml::Value::String(s) => Some(s),
+            other => {
+                self.err(
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn req_str(&self, key: &str) -> Option<&'a str> {
+        if !self.table.contains_key(key) {
+            self.err(key, "missing (required)");
+        }
+        self.str(key)
+    }
+
+    /// A string field converted by `FromStr`, reporting the conversion error.
+    fn parsed<T: FromStr<Err = String>>(&self, key: &str) -> Option<T> {
+        let s = self.str(key)?;
+        T::from_str(s).map_err(|e| self.err(key, e)).ok()
+    }
+
+    fn req_parsed<T: FromStr<Err = String>>(&self, key: &str) -> Option<T> {
+        let s = self.req_str(key)?;
+        T::from_str(s).map_err(|e| self.err(key, e)).ok()
+    }
+
+    fn bool(&self, key: &str, default: bool) -> bool {
+        match self.table.get(key) {
+            None => default,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                self.err(
+                    key,
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                default
+            }
+        }
+    }
+
+    fn int(&self, key: &str, default: i64, min: i64, max: i64) -> i64 {
+        match self.table.get(key) {
+            None => default,
+            Some(toml::Value::Integer(i)) if (min..=max).contains(i) => *i,
+            Some(toml::Value::Integer(i)) => {
+                self.err(key, format!("{i} is out of range ({min} to {max})"));
+                default
+            }
+            Some(other) => {
+                self.err(
+                    key,
+                    format!("expected an integer, found {}", other.type_str()),
+                );
+                default
+            }
+        }
+    }
+
+    /// A duration in seconds; fractions are allowed (`0.5`).
+    fn seconds(&self, key: &str, default: f64, min: f64, max: f64) -> Duration {
+        let v = match self.table.get(key) {
+            None => default,
+            Some(toml::Value::Integer(i)) => *i as f64,
+            Some(toml::Value::Float(f)) => *f,
+            Some(other) => {
+                self.err(
+                    key,
+                    format!("expected a number of seconds, found {}", other.type_str()),
+                );
+                default
+            }
+        };
+        if !(min..=max).contains(&v) || !v.is_finite() {
+            self.err(key, format!("{v} seconds is out of range ({min} to {max})"));
+            return Duration::from_secs_f64(default);
+        }
+        Duration::from_secs_f64(v)
+    }
+
+    fn array(&self, key: &str) -> Vec<(String, &'a toml::Value)> {
+        match self.table.get(key) {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{}[{i}]", self.at(key)), v))
+                .collect(),
+            Some(other) => {
+                self.err(
+                    key,
+                    format!("expected an array, found {}", other.type_str()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn str_list(&self, key: &str) -> Vec<(String, &'a str)> {
+        self.array(key)
+            .into_iter()
+            .filter_map(|(path, v)| match v {
+                toml::Value::String(s) => Some((path, s.as_str())),
+                other => {
+                    self.errs.push(
+                        path,
+                        format!("expected a string, found {}", other.type_str()),
+                    );
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn parsed_list<T: FromStr<Err = String>>(&self, key: &str) -> Vec<T> {
+        self.str_list(key)
+            .into_iter()
+            .filter_map(|(path, s)| T::from_str(s).map_err(|e| self.errs.push(path, e)).ok())
+            .collect()
+    }
+
+    fn tables(&self, key: &str) -> Vec<(String, &'a toml::Table)> {
+        self.array(key)
+            .into_iter()
+            .filter_map(|(path, v)| match v {
+                toml::Value::Table(t) => Some((path, t)),
+                other => {
+                    self.errs.push(
+                        path,
+                        format!("expected a table, found {}", other.type_str()),
+                    );
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn table(&self, key: &str) -> Option<&'a toml::Table> {
+        match self.table.get(key)? {
+            toml::Value::Table(t) => Some(t),
+            other => {
+                self.err(key, format!("expected a table, found {}", other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn sub(&self, key: &str, known: &[&str]) -> Section<'a> {
+        static EMPTY: std::sync::OnceLock<toml::Table> = std::sync::OnceLock::new();
+        let table = self
+            .table(key)
+            .unwrap_or_else(|| EMPTY.get_or_init(toml::Table::new));
+        Section::new(table, self.at(key), known, self.errs)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+const DEFAULT_FQDNS: [&str; 3] = [
+    "sip.pstnhub.microsoft.com",
+    "sip2.pstnhub.microsoft.com",
+    "sip3.pstnhub.microsoft.com",
+];
+/// The Server string of the real service in the captures of DR-OPT-1.
+pub const DEFAULT_SERVER: &str = "Microsoft.PSTNHub.SIPProxy v.2020.7.31.1 i.USWE2.3";
+
+fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
+    let root = Section::new(
+        table,
+        String::new(),
+        &["proxy", "log", "limits", "certs", "listener", "tenant"],
+        errs,
+    );
+    let proxy = build_proxy(&root.sub("proxy", &["fqdns", "profile", "server", "ms_diagnostics"]));
+    let log = {
+        let s = root.sub("log", &["level", "format"]);
+        let json = match s.str("format").unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                s.err(
+                    "format",
+                    format!("`{other}` is not a log format; use \"text\" or \"json\""),
+                );
+                false
+            }
+        };
+        LogSettings {
+            level: s.str("level").unwrap_or("info").to_owned(),
+            json,
+        }
+    };
+    let limits = {
+        let s = root.sub(
+            "limits",
+            &[
+                "max_header_bytes",
+                "max_body_bytes",
+                "idle_timeout_seconds",
+                "message_timeout_seconds",
+                "handshake_timeout_seconds",
+                "max_connections",
+                "shutdown_grace_seconds",
+            ],
+        );
+        Limits {
+            max_header_bytes: s.int("max_header_bytes", 16 * 1024, 1024, 1 << 20) as usize,
+            max_body_bytes: s.int("max_body_bytes", 64 * 1024, 0, 16 << 20) as usize,
+            idle_timeout: s.seconds("idle_timeout_seconds", 600.0, 0.05, 86_400.0),
+            message_timeout: s.seconds("message_timeout_seconds", 10.0, 0.05, 3600.0),
+            handshake_timeout: s.seconds("handshake_timeout_seconds", 10.0, 0.05, 600.0),
+            max_connections: s.int("max_connections", 10_000, 1, 1_000_000) as usize,
+            shutdown_grace: s.seconds("shutdown_grace_seconds", 5.0, 0.0, 3600.0),
+        }
+    };
+    let certs = {
+        let s = root.sub("certs", &["dir", "auto_create", "extra_sbc_names"]);
+        let extra_sbc_names = s
+            .str_list("extra_sbc_names")
+            .into_iter()
+            .filter_map(|(path, n)| Fqdn::parse_wildcard(n).map_err(|e| errs.push(path, e)).ok())
+            .collect();
+        CertSettings {
+            dir: PathBuf::from(s.str("dir").unwrap_or("certs")),
+            auto_create: s.bool("auto_create", true),
+            extra_sbc_names,
+        }
+    };
+    let default_fqdn = proxy.as_ref().and_then(|p| p.fqdns.first().cloned());
+    let listeners: Vec<Listener> = root
+        .tables("listener")
+        .into_iter()
+        .filter_map(|(path, t)| {
+            build_listener(
+                Section::new(t, path, LISTENER_KEYS, errs),
+                &certs,
+                default_fqdn.clone(),
+            )
+        })
+        .collect();
+    if !root.table.contains_key("listener") {
+        errs.push(
+            "listener",
+            "no listener configured; add a [[listener]] table",
+        );
+    }
+    check_listeners(&listeners, errs);
+    let tenants: Vec<Tenant> = root
+        .tables("tenant")
+        .into_iter()
+        .filter_map(|(path, t)| build_tenant(Section::new(t, path, TENANT_KEYS, errs)))
+        .collect();
+    check_tenants(&root.tables("tenant"), &tenants, errs);
+    Some(Config {
+        proxy: proxy?,
+        log,
+        limits,
+        certs,
+        listeners,
+        tenants,
+    })
+}
+
+fn build_proxy(s: &Section) -> Option<ProxySettings> {
+    let fqdns: Vec<Fqdn> = if s.table.contains_key("fqdns") {
+        s.parsed_list("fqdns")
+    } else {
+        DEFAULT_FQDNS
+            .iter()
+            .filter_map(|f| Fqdn::from_str(f).ok())
+            .collect()
+    };
+    if fqdns.is_empty() {
+        s.err("fqdns", "at least one proxy FQDN is needed");
+    }
+    let profile = match s.str("profile").unwrap_or("faithful") {
+        "faithful" => Profile::Faithful,
+        "rfc3261" => Profile::Rfc3261,
+        other => {
+            s.err(
+                "profile",
+                format!("`{other}` is not a profile; use \"faithful\" or \"rfc3261\""),
+            );
+            Profile::Faithful
+        }
+    };
+    let server = s.str("server").unwrap_or(DEFAULT_SERVER);
+    if server.chars().any(|c| c.is_control()) {
+        s.err("server", "must not contain control characters");
+    }
+    let ms_diagnostics = s.bool("ms_diagnostics", true);
+    (!fqdns.is_empty()).then(|| ProxySettings {
+        fqdns,
+        profile,
+        server: server.to_owned(),
+        ms_diagnostics,
+    })
+}
+
+const LISTENER_KEYS: &[&str] = &[
+    "name",
+    "transport",
+    "address",
+    "fqdn",
+    "enabled",
+    "certificate",
+    "key",
+    "client_ca",
+    "tls_versions",
+];
+
+fn build_listener(
+    s: Section,
+    certs: &CertSettings,
+    default_fqdn: Option<Fqdn>,
+) -> Option<Listener> {
+    let name = s.req_str("name").map(str::to_owned);
+    let transport = match s.str("transport").unwrap_or("tls") {
+        "tls" => Some(ListenerTransport::Tls),
+        "tcp" => Some(ListenerTransport::Tcp),
+        other => {
+            s.err(
+                "transport",
+                format!("`{other}` is not a transport; use \"tls\" or \"tcp\""),
+            );
+            None
+        }
+    };
+    let address = s.req_str("address").and_then(|a| {
+        a.parse::<SocketAddr>()
+            .map_err(|_| {
+                s.err(
+                    "address",
+                    format!("`{a}` is not an address:port such as 127.0.0.1:5061"),
+                )
+            })
+            .ok()
+    });
+    let fqdn = s.parsed::<Fqdn>("fqdn").or(default_fqdn);
+    let enabled = s.bool("enabled", true);
+    let tls_keys = ["certificate", "key", "client_ca", "tls_versions"];
+    let tls = match transport {
+        Some(ListenerTransport::Tls) => {
+            let path = |key: &str, file: &str| {
+                s.str(key)
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| certs.dir.join(file))
+            };
+            let versions = if s.table.contains_key("tls_versions") {
+                s.str_list("tls_versions")
+                    .into_iter()
+                    .filter_map(|(p, v)| match v {
+                        "1.2" => Some(TlsVersion::V1_2),
+                        "1.3" => Some(TlsVersion::V1_3),
+                        other => {
+                            s.errs.push(
+                                p,
+                                format!("`{other}` is not supported; use \"1.2\" and/or \"1.3\" (1.0 and 1.1 are refused, as by the real service)"),
+                            );
+                            None
+                        }
+                    })
+                    .collect()
+            } else {
+                vec![TlsVersion::V1_2]
+            };
+            if versions.is_empty() && s.table.contains_key("tls_versions") {
+                s.err("tls_versions", "at least one TLS version is needed");
+            }
+            Some(ListenerTls {
+                certificate: path("certificate", "proxy.pem"),
+                key: path("key", "proxy.key"),
+                client_ca: path("client_ca", "ca.pem"),
+                versions,
+            })
+        }
+        Some(ListenerTransport::Tcp) => {
+            for key in tls_keys {
+                if s.table.contains_key(key) {
+                    s.err(key, "only meaningful with transport = \"tls\"");
+                }
+            }
+            None
+        }
+        None => None,
+    };
+    Some(Listener {
+        name: name?,
+        transport: transport?,
+        address: address?,
+        fqdn: fqdn?,
+        enabled,
+        tls,
+    })
+}
+
+fn check_listeners(listeners: &[Listener], errs: &Issues) {
+    let mut names = HashSet::new();
+    let mut addrs = HashMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if !names.insert(l.name.as_str()) {
+            errs.push(
+                format!("listener[{i}].name"),
+                format!("`{}` is used by another listener", l.name),
+            );
+        }
+        if l.enabled && l.address.port() != 0 {
+            if let Some(j) = addrs.insert(l.address, i) {
+                errs.push(
+                    format!("listener[{i}].address"),
+                    format!("{} is also the address of listener[{j}]", l.address),
+                );
+            }
+        }
+    }
+    if !listeners.is_empty() && !listeners.iter().any(|l| l.enabled) {
+        errs.push(
+            "listener",
+            "every listener is disabled; drhub would serve nothing",
+        );
+    }
+}
+
+const TENANT_KEYS: &[&str] = &["id", "name", "domains", "trunk", "user", "blocked_callers"];
+const TRUNK_KEYS: &[&str] = &[
+    "fqdn",
+    "port",
+    "enabled",
+    "send_options",
+    "media_bypass",
+    "forward_call_history",
+    "forward_pai",
+    "max_concurrent_sessions",
+    "failover_response_codes",
+    "failover_time_seconds",
+    "allow_insecure",
+];
+const USER_KEYS: &[&str] = &["sip_address", "display_name", "line_uri"];
+
+fn build_tenant(s: Section) -> Option<Tenant> {
+    let id = s.req_str("id");
+    if id.is_some_and(|id| id.is_empty() || id.chars().any(|c| c.is_whitespace() || c == '"')) {
+        s.err("id", "must be non-empty, without spaces or quotes");
+    }
+    let domains: Vec<Fqdn> = s.parsed_list("domains");
+    if !s.table.contains_key("domains") {
+        s.err(
+            "domains",
+            "missing (required): the DNS domains registered in this tenant",
+        );
+    }
+    let trunks = s
+        .tables("trunk")
+        .into_iter()
+        .filter_map(|(path, t)| build_trunk(&Section::new(t, path, TRUNK_KEYS, s.errs)))
+        .collect();
+    let users = s
+        .tables("user")
+        .into_iter()
+        .filter_map(|(path, t)| {
+            let u = Section::new(t, path, USER_KEYS, s.errs);
+            let sip_address = u.req_parsed::<SipAddress>("sip_address");
+            let display_name = u.str("display_name");
+            let line_uri = u.parsed::<LineUri>("line_uri");
+            let sip_address = sip_address?;
+            Some(User {
+                display_name: display_name
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| sip_address.user.clone()),
+                sip_address,
+                line_uri,
+            })
+        })
+        .collect();
+    let blocked_callers = s.parsed_list("blocked_callers");
+    let id = id?.to_owned();
+    Some(Tenant {
+        name: s
+            .str("name")
+            .map(str::to_owned)
+            .unwrap_or_else(|| id.clone()),
+        id,
+        domains,
+        trunks,
+        users,
+        blocked_callers,
+    })
+}
+
+fn build_trunk(s: &Section) -> Option<Trunk> {
+    let fqdn = s.req_parsed::<Fqdn>("fqdn");
+    let codes: Vec<u16> = if s.table.contains_key("failover_response_codes") {
+        s.array("failover_response_codes")
+            .into_iter()
+            .filter_map(|(path, v)| match v {
+                toml::Value::Integer(c) if (300..=699).contains(c) => Some(*c as u16),
+                toml::Value::Integer(c) => {
+                    s.errs.push(
+                        path,
+                        format!("{c} is not a SIP final failure code (300 to 699)"),
+                    );
+                    None
+                }
+                other => {
+                    s.errs.push(
+                        path,
+                        format!("expected a SIP status code, found {}", other.type_str()),
+                    );
+                    None
+                }
+            })
+            .collect()
+    } else {
+        vec![408, 503, 504]
+    };
+    let max = s
+        .table
+        .contains_key("max_concurrent_sessions")
+        .then(|| s.int("max_concurrent_sessions", 1, 1, u32::MAX as i64) as u32);
+    Some(Trunk {
+        fqdn: fqdn?,
+        port: s.int("port", 5061, 1, 65535) as u16,
+        enabled: s.bool("enabled", true),
+        send_options: s.bool("send_options", true),
+        media_bypass: s.bool("media_bypass", false),
+        forward_call_history: s.bool("forward_call_history", false),
+        forward_pai: s.bool("forward_pai", false),
+        max_concurrent_sessions: max,
+        failover_response_codes: codes,
+        failover_time: s.seconds("failover_time_seconds", 10.0, 1.0, 600.0),
+        allow_insecure: s.bool("allow_insecure", false),
+    })
+}
+
+/// Cross-tenant rules: ids and domains unique, trunks reachable by DR-TEN-1/2, numbers
+/// unique inside a tenant (but not across tenants: non-DID numbers may repeat, DR-TEN-4).
+fn check_tenants(raw: &[(String, &toml::Table)], tenants: &[Tenant], errs: &Issues) {
+    // `tenants` may be shorter than `raw` when a tenant failed to build; pair by id.
+    let path_of = |id: &str| {
+        raw.iter()
+            .find(|(_, t)| t.get("id").and_then(|v| v.as_str()) == Some(id))
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| "tenant".to_owned())
+    };
+    let mut ids = HashSet::new();
+    let mut domain_owner: HashMap<&Fqdn, &str> = HashMap::new();
+    for t in tenants {
+        let path = path_of(&t.id);
+        if !ids.insert(t.id.as_str()) {
+            errs.push(
+                format!("{path}.id"),
+                format!("`{}` is used by another tenant", t.id),
+            );
+        }
+        for (i, d) in t.domains.iter().enumerate() {
+            if let Some(other) = domain_owner.insert(d, &t.id) {
+                errs.push(
+                    format!("{path}.domains[{i}]"),
+                    format!("`{d}` is already registered in tenant `{other}`; a domain belongs to one tenant"),
+                );
+            }
+        }
+    }
+    for t in tenants {
+        let path = path_of(&t.id);
+        let mut trunk_fqdns = HashSet::new();
+        for (i, k) in t.trunks.iter().enumerate() {
+            if !trunk_fqdns.insert(&k.fqdn) {
+                errs.push(
+                    format!("{path}.trunk[{i}].fqdn"),
+                    format!("`{}` appears twice in this tenant", k.fqdn),
+                );
+            }
+            let owner = domain_owner.get(&k.fqdn).or_else(|| {
+                k.fqdn
+                    .parent()
+                    .and_then(|p| Fqdn::from_str(p).ok())
+                    .and_then(|p| domain_owner.get(&p))
+            });
+            match owner {
+                Some(o) if *o == t.id => {}
+                Some(o) => errs.push(
+                    format!("{path}.trunk[{i}].fqdn"),
+                    format!("`{}` resolves to tenant `{o}` by DR-TEN-1/2, not to `{}`", k.fqdn, t.id),
+                ),
+                None => errs.push(
+                    format!("{path}.trunk[{i}].fqdn"),
+                    format!(
+                        "`{}` resolves to no tenant (DR-TEN-1/2): add `{}` or `{}` to this tenant's domains",
+                        k.fqdn,
+                        k.fqdn,
+                        k.fqdn.parent().unwrap_or("its parent domain")
+                    ),
+                ),
+            }
+        }
+        let mut numbers = HashMap::new();
+        let mut addresses = HashSet::new();
+        for (i, u) in t.users.iter().enumerate() {
+            if !addresses.insert(&u.sip_address) {
+                errs.push(
+                    format!("{path}.user[{i}].sip_address"),
+                    format!("`{}` is used by another user of this tenant", u.sip_address),
+                );
+            }
+            if let Some(line) = &u.line_uri {
+                if let Some(j) = numbers.insert((&line.number, &line.ext), i) {
+                    errs.push(
+                        format!("{path}.user[{i}].line_uri"),
+                        format!("`{line}` is also the line of {path}.user[{j}]"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[listener]]
+        name = "sip"
+        address = "127.0.0.1:5061"
+
+        [[tenant]]
+        id = "adatum"
+        domains = ["adatum.biz"]
+        [[tenant.trunk]]
+        fqdn = "sbc1.adatum.biz"
+        [[tenant.user]]
+        sip_address = "user1@adatum.biz"
+        line_uri = "tel:+18338006777"
+    "#;
+
+    fn issues(text: &str) -> Vec<String> {
+        match Config::parse(text, "test.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.issues.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn builtin_lab_config_is_valid() {
+        let c = Config::parse(BUILTIN_LAB_CONFIG, "builtin").unwrap();
+        assert_eq!(c.primary_fqdn().as_str(), "sip.pstnhub.microsoft.com");
+        assert!(c.tenants.iter().any(|t| t.id == "adatum"));
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.proxy.fqdns.len(), 3);
+        assert_eq!(c.proxy.profile, Profile::Faithful);
+        assert_eq!(c.proxy.server, DEFAULT_SERVER);
+        let l = &c.listeners[0];
+        assert_eq!(l.transport, ListenerTransport::Tls);
+        assert_eq!(
+            l.tls.as_ref().unwrap().certificate,
+            PathBuf::from("certs/proxy.pem")
+        );
+        assert_eq!(l.tls.as_ref().unwrap().versions, vec![TlsVersion::V1_2]);
+        let k = &c.tenants[0].trunks[0];
+        assert_eq!((k.port, k.send_options, k.enabled), (5061, true, true));
+        assert_eq!(k.failover_response_codes, vec![408, 503, 504]);
+        assert_eq!(k.failover_time, Duration::from_secs(10));
+        assert_eq!(c.limits.max_header_bytes, 16 * 1024);
+        assert_eq!(c.limits.max_body_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn every_error_is_listed_with_its_path() {
+        let text = r#"
+            bogus = 1
+            [proxy]
+            profile = "loud"
+            [[listener]]
+            name = "sip"
+            address = "localhost"
+            transport = "udp"
+            [[tenant]]
+            id = "adatum"
+            domains = ["10.0.0.1"]
+            [[tenant.trunk]]
+            fqdn = "sbc1.adatum.biz"
+            port = 70000
+            send_option = false
+            [[tenant.user]]
+            sip_address = "user1@adatum.biz"
+            line_uri = "18338006777"
+        "#;
+        let got = issues(text);
+        let expect = [
+            "bogus: unknown field",
+            "proxy.profile: `loud` is not a profile",
+            "listener[0].address: `localhost` is not an address:port",
+            "listener[0].transport: `udp` is not a transport",
+            "tenant[0].domains[0]: `10.0.0.1` is an IP address",
+            "tenant[0].trunk[0].port: 70000 is out of range",
+            "tenant[0].trunk[0].send_option: unknown field",
+            "tenant[0].user[0].line_uri: `18338006777` must start with `+`",
+        ];
+        for e in expect {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing `{e}` in {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_the_file() {
+        let got = issues("[[listener]\n");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("test.toml: not valid TOML"), "{got:?}");
+    }
+
+    #[test]
+    fn trunk_must_resolve_to_its_own_tenant() {
+        let text = MINIMAL.replace("sbc1.adatum.biz", "sbc1.other.biz");
+        let got = issues(&text);
+        assert!(
+            got.iter().any(|g| g
+                .starts_with("tenant[0].trunk[0].fqdn: `sbc1.other.biz` resolves to no tenant")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn dr_ten_4_same_number_in_two_tenants_is_allowed_but_not_twice_in_one() {
+        let two = format!(
+            "{MINIMAL}\n[[tenant]]\nid = \"contoso\"\ndomains = [\"contoso.com\"]\n[[tenant.user]]\nsip_address = \"a@contoso.com\"\nline_uri = \"tel:+18338006777\"\n"
+        );
+        assert!(issues(&two).is_empty(), "{:?}", issues(&two));
+        let dup = format!("{MINIMAL}\n[[tenant.user]]\nsip_address = \"u2@adatum.biz\"\nline_uri = \"tel:+18338006777\"\n");
+        assert!(issues(&dup)
+            .iter()
+            .any(|g| g.starts_with("tenant[0].user[1].line_uri")));
+    }
+
+    #[test]
+    fn domains_belong_to_one_tenant() {
+        let text = format!("{MINIMAL}\n[[tenant]]\nid = \"x\"\ndomains = [\"ADATUM.biz\"]\n");
+        assert!(issues(&text)
+            .iter()
+            .any(|g| g.starts_with("tenant[1].domains[0]: `adatum.biz` is already registered")));
+    }
+
+    #[test]
+    fn fqdn_parsing() {
+        for ok in [
+            "a.b",
+            "SBC1.Adatum.Biz",
+            "x-1.y.z.",
+            "sip.pstnhub.microsoft.com",
+        ] {
+            assert!(Fqdn::from_str(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "localhost",
+            "1.2.3.4",
+            "::1",
+            "a..b",
+            "-a.b",
+            "a_b.c",
+            "a.123",
+            "*.a.com",
+        ] {
+            assert!(Fqdn::from_str(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Fqdn::from_str("SBC1.Adatum.Biz.").unwrap().as_str(),
+            "sbc1.adatum.biz"
+        );
+        assert_eq!(
+            Fqdn::from_str("sbc12.adatum.biz").unwrap().parent(),
+            Some("adatum.biz")
+        );
+        assert_eq!(Fqdn::from_str("adatum.biz").unwrap().parent(), None);
+        assert_eq!(
+            Fqdn::parse_wildcard("*.Contoso.com").unwrap(),
+            "*.contoso.com"
+        );
+    }
+
+    #[test]
+    fn e164_and_line_uri() {
+        assert_eq!(E164::parse_dialled("+1 (833)").map(|e| e.0), None);
+        assert_eq!(
+            E164::parse_dialled("+1-833-800.6777").unwrap().as_str(),
+            "+18338006777"
+        );
+        assert_eq!(E164::parse_dialled("18338006777"), None);
+        assert_eq!(E164::parse_dialled("+"), None);
+        assert_eq!(E164::parse_dialled("+1234567890123456"), None);
+        let l = LineUri::from_str("tel:+1001;ext=12").unwrap();
+        assert_eq!((l.number.as_str(), l.ext.as_deref()), ("+1001", Some("12")));
+        assert_eq!(l.to_string(), "tel:+1001;ext=12");
+        assert!(LineUri::from_str("tel:+1001;foo=1").is_err());
+        assert!(LineUri::from_str("+18338006777").is_ok());
+    }
+
+    #[test]
+    fn number_patterns() {
+        let n = |s: &str| E164::from_str(s).unwrap();
+        let p = NumberPattern::from_str("+1555*").unwrap();
+        assert!(p.matches(&n("+15551234567")));
+        assert!(!p.matches(&n("+16551234567")));
+        let exact = NumberPattern::from_str("+1716871278?").unwrap();
+        assert!(exact.matches(&n("+17168712781")));
+        assert!(!exact.matches(&n("+171687127811")));
+        assert!(NumberPattern::from_str("1555*").is_err());
+        assert!(NumberPattern::from_str("+15a").is_err());
+    }
+
+    #[test]
+    fn sip_address_parsing() {
+        let a = SipAddress::from_str("sip:User1@Adatum.biz").unwrap();
+        assert_eq!(a.to_string(), "user1@adatum.biz");
+        assert!(SipAddress::from_str("@adatum.biz").is_err());
+        assert!(SipAddress::from_str("user1").is_err());
+    }
+}
