@@ -1,3 +1,32 @@
+//! drhub: a lab emulator of the Microsoft Teams Direct Routing SIP proxy.
+//!
+//! - `config`: TOML in, validated typed [`config::Config`] out; errors name their path
+//! - `directory`: tenants, domains, trunks, users, numbers (DR-TEN), pure lookups
+//! - `policy`: the Direct Routing checks on SBC requests (DR-VAL), pure
+//! - `diagnostics`: the catalogue of rejections: SIP status, ms-diagnostics code, Q.850
+//! - `sip`: zero-copy SIP parser and the response/request builder; no I/O
+//! - `transport`: TLS and TCP listeners, stream framing, the registry of flows
+//! - `proxy`: what the proxy does with each message from an SBC (OPTIONS, rejections)
+//! - `health`: per-SBC status from OPTIONS (DR-OPT-2)
+//! - `certs`: the lab PKI behind `drhub certs`
+//! - `check`: the `drhub check` summary
+//! - `logging`, `systemd`: process plumbing
+//!
+//! [`Daemon::bind`] then [`Daemon::serve`] is the whole daemon; `main.rs` adds the CLI.
+
+pub mod certs;
+pub mod check;
 pub mod config;
+pub mod diagnostics;
 pub mod directory;
+pub mod health;
+pub mod logging;
+pub mod policy;
+pub mod proxy;
+pub mod sip;
+pub mod systemd;
 pub mod transport;
+
+mod daemon;
+
+pub use daemon::{Daemon, StartError};

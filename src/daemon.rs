@@ -1,0 +1,262 @@
+//! Assembling the daemon: certificates, listeners, the proxy; then serving until
+//! shutdown and draining within a bounded grace period.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::certs::{self, PkiRequest};
+use crate::config::{Config, Listener, ListenerTransport};
+use crate::proxy::Proxy;
+use crate::sip;
+use crate::transport::listener::{self, Listening, Shared};
+use crate::transport::stream::StreamLimits;
+use crate::transport::tls::{self, TlsFiles};
+use crate::transport::Flows;
+
+/// Why the daemon could not start. Each names the listener or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener[{index}] `{name}`: {source}")]
+    Tls {
+        index: usize,
+        name: String,
+        source: Box<tls::TlsError>,
+    },
+    #[error("listener[{index}] `{name}`: {path}: file not found (and it is not a lab file drhub can create; see [certs] auto_create)")]
+    MissingFile {
+        index: usize,
+        name: String,
+        path: PathBuf,
+    },
+    #[error("creating the lab certificates in {dir}: {source}")]
+    Certs {
+        dir: PathBuf,
+        source: Box<certs::CertError>,
+    },
+    #[error("listener[{index}] `{name}`: cannot listen on {address}: {source}")]
+    Bind {
+        index: usize,
+        name: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// True for errors the user fixes in the configuration or its files (exit 64).
+    pub fn is_config_error(&self) -> bool {
+        !matches!(self, StartError::Bind { .. })
+    }
+}
+
+/// A daemon whose listeners are bound, ready to serve.
+pub struct Daemon {
+    config: Arc<Config>,
+    listening: Vec<Listening>,
+    addrs: Vec<(String, SocketAddr)>,
+    proxy: Arc<Proxy>,
+    flows: Arc<Flows>,
+}
+
+impl Daemon {
+    /// Creates missing lab certificates when allowed, loads TLS, binds every enabled
+    /// listener. Nothing is served until [`Daemon::serve`].
+    pub async fn bind(config: Arc<Config>) -> Result<Daemon, StartError> {
+        ensure_lab_pki(&config)?;
+        let flows = Arc::new(Flows::default());
+        let proxy = Arc::new(Proxy::new(config.clone(), flows.clone()));
+        let limits = StreamLimits {
+            sip: sip::Limits {
+                max_header_bytes: config.limits.max_header_bytes,
+                max_body_bytes: config.limits.max_body_bytes,
+            },
+            idle_timeout: config.limits.idle_timeout,
+            message_timeout: config.limits.message_timeout,
+        };
+        let mut listening = Vec::new();
+        let mut addrs = Vec::new();
+        for (index, l) in config
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.enabled)
+        {
+            let tls = match &l.tls {
+                Some(t) => {
+                    let files = TlsFiles {
+                        cert: t.certificate.clone(),
+                        key: t.key.clone(),
+                        client_ca: t.client_ca.clone(),
+                    };
+                    let cfg = tls::server_config(&files, &t.versions).map_err(|source| {
+                        StartError::Tls {
+                            index,
+                            name: l.name.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
+                    Some(TlsAcceptor::from(cfg))
+                }
+                None => None,
+            };
+            let socket = TcpListener::bind(l.address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    index,
+                    name: l.name.clone(),
+                    address: l.address,
+                    source,
+                })?;
+            let local = socket.local_addr().map_err(|source| StartError::Bind {
+                index,
+                name: l.name.clone(),
+                address: l.address,
+                source,
+            })?;
+            info!(listener = %l.name, transport = %l.transport, address = %local, fqdn = %l.fqdn, "listening");
+            if l.transport == ListenerTransport::Tcp {
+                warn!(listener = %l.name, "plain TCP listener enabled: only trunks with allow_insecure = true are served there");
+            }
+            addrs.push((l.name.clone(), local));
+            listening.push(Listening {
+                name: l.name.clone(),
+                proxy_fqdn: l.fqdn.clone(),
+                transport: l.transport,
+                socket,
+                tls,
+                limits: limits.clone(),
+                handshake_timeout: config.limits.handshake_timeout,
+            });
+        }
+        Ok(Daemon {
+            config,
+            listening,
+            addrs,
+            proxy,
+            flows,
+        })
+    }
+
+    /// The bound address of every enabled listener, by listener name.
+    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The address of the named listener.
+    pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.addrs
+            .iter()
+            .find(|(n, _)| n == listener)
+            .map(|(_, a)| *a)
+    }
+
+    /// The proxy state, for status reporting and tests.
+    pub fn proxy(&self) -> Arc<Proxy> {
+        self.proxy.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets work in
+    /// progress finish within `limits.shutdown_grace`, closes every connection and
+    /// returns.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let shared = Shared {
+            dispatch: self.proxy.clone(),
+            flows: self.flows.clone(),
+            permits: Arc::new(Semaphore::new(self.config.limits.max_connections)),
+            stop_accepting: shutdown.clone(),
+            close_connections: CancellationToken::new(),
+            tracker: tracker.clone(),
+        };
+        for l in self.listening {
+            tracker.spawn(listener::accept_loop(l, shared.clone()));
+        }
+        shutdown.cancelled().await;
+        self.proxy.set_draining();
+        let grace = self.config.limits.shutdown_grace;
+        let drained = tokio::time::timeout(grace, self.proxy.idle()).await.is_ok();
+        if !drained {
+            warn!(
+                ?grace,
+                "grace period over with work in progress; closing anyway"
+            );
+        }
+        shared.close_connections.cancel();
+        tracker.close();
+        // Each connection's close is itself bounded (2 s for close_notify).
+        if tokio::time::timeout(std::time::Duration::from_secs(3), tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("some connections did not close in time");
+        }
+    }
+}
+
+/// Writes the lab PKI when a TLS listener names missing files that are the lab's own
+/// (`proxy.pem`, `proxy.key`, `ca.pem` in `[certs] dir`) and `auto_create` is on.
+fn ensure_lab_pki(config: &Config) -> Result<(), StartError> {
+    let dir = &config.certs.dir;
+    let mut need = false;
+    for (index, l) in config
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.enabled)
+    {
+        let Some(t) = &l.tls else { continue };
+        for path in [&t.certificate, &t.key, &t.client_ca] {
+            if path.exists() {
+                continue;
+            }
+            if config.certs.auto_create && is_lab_file(dir, path) {
+                need = true;
+            } else {
+                return Err(missing(index, l, path));
+            }
+        }
+    }
+    if !need {
+        return Ok(());
+    }
+    let proxy_names: Vec<String> = config.proxy.fqdns.iter().map(ToString::to_string).collect();
+    let sbc = config.sbc_certificate_names();
+    let req = PkiRequest {
+        dir,
+        proxy_names: &proxy_names,
+        sbc_fqdns: &sbc,
+        force: false,
+    };
+    let report = certs::write_lab_pki(&req).map_err(|source| StartError::Certs {
+        dir: dir.clone(),
+        source: Box::new(source),
+    })?;
+    info!(
+        dir = %dir.display(),
+        sbc_certificates = report.sbcs.len(),
+        "created the lab PKI (certificates were missing); an SBC trusts ca.pem and presents its <fqdn>.pem/.key"
+    );
+    Ok(())
+}
+
+fn is_lab_file(dir: &Path, path: &Path) -> bool {
+    ["proxy.pem", "proxy.key", "ca.pem"]
+        .iter()
+        .any(|f| path == dir.join(f))
+}
+
+fn missing(index: usize, l: &Listener, path: &Path) -> StartError {
+    StartError::MissingFile {
+        index,
+        name: l.name.clone(),
+        path: path.to_owned(),
+    }
+}

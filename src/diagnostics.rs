@@ -1,0 +1,424 @@
+//! The catalogue of reasons drhub refuses or fails something, and how each is told.
+//!
+//! Every rejection is one [`Diagnostic`]: it fixes the SIP status, the Microsoft
+//! response code (`5XYZZZ`, spec DR-VAL-8), the Q.850 cause for the `Reason` header and
+//! the requirement it enforces. [`Rejection`] adds what was observed (the FQDN that
+//! failed, the certificate's names ...) so that the SBC engineer reads, in the
+//! response and in the log, the same precise account of what to fix.
+
+use std::fmt::Write as _;
+
+/// One entry of the catalogue. The README's diagnostic-code table lists them all (a
+/// test keeps the two in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diagnostic {
+    /// Malformed or unsupported SIP (DR-ERR-3); carries the specific fault.
+    Malformed(&'static str),
+    /// A stream message larger than the configured limit (DR-TLS-2).
+    TooLarge(&'static str),
+    /// SIP version other than 2.0.
+    VersionNotSupported,
+    /// DR-VAL-1: Contact missing from OPTIONS or INVITE.
+    ContactMissing,
+    /// DR-VAL-2: the first Contact's host is an IP address.
+    ContactIsIp,
+    /// DR-VAL-3: the Contact FQDN is not a name of the client certificate.
+    ContactCertMismatch,
+    /// DR-VAL-4: the top Record-Route carries an IP address.
+    RecordRouteIsIp,
+    /// DR-VAL-4: the top Record-Route FQDN is not a name of the client certificate.
+    RecordRouteCertMismatch,
+    /// DR-VAL-5: a `sips:` URI.
+    SipsUri,
+    /// A URI scheme drhub cannot route (RFC 3261 §8.2.2.1).
+    UnsupportedScheme,
+    /// DR-VAL-6: a Replaces header.
+    Replaces,
+    /// DR-VAL-7: `@` with an empty user part.
+    EmptyUserPart,
+    /// RFC 3261 §8.2.2.3: a Require option drhub does not support.
+    BadExtension,
+    /// DR-TEN-2 / DR-TEN-6: no tenant or no trunk for the SBC FQDN.
+    NoTrunk,
+    /// DR-TLS-5: plain TCP from a trunk without `allow_insecure`.
+    InsecureNotAllowed,
+    /// A method the proxy does not accept from an SBC outside a dialog.
+    MethodNotAllowed,
+    /// An in-dialog request or CANCEL that matches nothing.
+    NoSuchDialog,
+    /// DR-ERR-1: over capacity or draining.
+    Overloaded,
+}
+
+/// Static facts of a catalogue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub status: u16,
+    /// The SIP reason phrase of the response.
+    pub phrase: &'static str,
+    /// Microsoft-style response code for `ms-diagnostics`.
+    pub code: u32,
+    /// The diagnostic text (the `reason=` of ms-diagnostics and the log line).
+    pub text: &'static str,
+    /// The requirement of the spec this enforces.
+    pub requirement: &'static str,
+    /// Q.850 cause for the `Reason` header.
+    pub q850: u8,
+    /// True when the code is drhub's own choice, not one Microsoft publishes.
+    pub emulator_choice: bool,
+}
+
+impl Diagnostic {
+    /// Every catalogue entry, one per variant, for the README and for tests.
+    pub const ALL: &'static [Diagnostic] = &[
+        Diagnostic::Malformed("Bad Request"),
+        Diagnostic::TooLarge("Request Entity Too Large"),
+        Diagnostic::VersionNotSupported,
+        Diagnostic::ContactMissing,
+        Diagnostic::ContactIsIp,
+        Diagnostic::ContactCertMismatch,
+        Diagnostic::RecordRouteIsIp,
+        Diagnostic::RecordRouteCertMismatch,
+        Diagnostic::SipsUri,
+        Diagnostic::UnsupportedScheme,
+        Diagnostic::Replaces,
+        Diagnostic::EmptyUserPart,
+        Diagnostic::BadExtension,
+        Diagnostic::NoTrunk,
+        Diagnostic::InsecureNotAllowed,
+        Diagnostic::MethodNotAllowed,
+        Diagnostic::NoSuchDialog,
+        Diagnostic::Overloaded,
+    ];
+
+    pub fn entry(self) -> Entry {
+        use Diagnostic::*;
+        let e = |status, phrase, code, text, requirement, emulator_choice| Entry {
+            status,
+            phrase,
+            code,
+            text,
+            requirement,
+            q850: q850_for(status),
+            emulator_choice,
+        };
+        match self {
+            Malformed(fault) => e(
+                400,
+                fault,
+                540400,
+                "Malformed or unsupported SIP from the SBC",
+                "DR-ERR-3",
+                false,
+            ),
+            TooLarge(fault) => e(
+                413,
+                fault,
+                540413,
+                "Message larger than the configured limit",
+                "DR-TLS-2",
+                true,
+            ),
+            VersionNotSupported => e(
+                505,
+                "Version Not Supported",
+                540505,
+                "Only SIP/2.0 is supported",
+                "DR-ERR-3",
+                true,
+            ),
+            ContactMissing => e(
+                400,
+                "Contact Header Missing",
+                540400,
+                "Contact header is mandatory",
+                "DR-VAL-1",
+                false,
+            ),
+            ContactIsIp => e(
+                403,
+                "Forbidden",
+                540431,
+                "Contact host is an IP address; Direct Routing needs the SBC FQDN",
+                "DR-VAL-2",
+                true,
+            ),
+            ContactCertMismatch => e(
+                403,
+                "Forbidden",
+                540403,
+                "Contact FQDN does not match the TLS certificate (CN or SAN)",
+                "DR-VAL-3",
+                true,
+            ),
+            RecordRouteIsIp => e(
+                403,
+                "Forbidden",
+                540432,
+                "Record-Route host is an IP address; Direct Routing needs the SBC FQDN",
+                "DR-VAL-4",
+                true,
+            ),
+            RecordRouteCertMismatch => e(
+                403,
+                "Forbidden",
+                540433,
+                "Record-Route FQDN does not match the TLS certificate (CN or SAN)",
+                "DR-VAL-4",
+                true,
+            ),
+            SipsUri => e(
+                416,
+                "Unsupported URI Scheme",
+                540416,
+                "SIPS URIs are not supported by Direct Routing",
+                "DR-VAL-5",
+                true,
+            ),
+            UnsupportedScheme => e(
+                416,
+                "Unsupported URI Scheme",
+                540417,
+                "URI scheme not supported; use sip:",
+                "DR-VAL-5",
+                true,
+            ),
+            Replaces => e(
+                403,
+                "Forbidden",
+                540434,
+                "Replaces header is not supported by Direct Routing",
+                "DR-VAL-6",
+                true,
+            ),
+            EmptyUserPart => e(
+                400,
+                "Empty User Part In URI",
+                540400,
+                "A URI with @ must have a non-empty user part (RFC 3261 section 19.1.1)",
+                "DR-VAL-7",
+                false,
+            ),
+            BadExtension => e(
+                420,
+                "Bad Extension",
+                540420,
+                "Required SIP extension is not supported",
+                "DR-ERR-3",
+                true,
+            ),
+            NoTrunk => e(
+                403,
+                "Forbidden",
+                510532,
+                "No trunk config was found",
+                "DR-TEN-2",
+                false,
+            ),
+            InsecureNotAllowed => e(
+                403,
+                "Forbidden",
+                540435,
+                "Plain TCP is allowed only for trunks with allow_insecure = true",
+                "DR-TLS-5",
+                true,
+            ),
+            MethodNotAllowed => e(
+                405,
+                "Method Not Allowed",
+                540405,
+                "Method not accepted from an SBC outside a dialog",
+                "DR-ERR-3",
+                true,
+            ),
+            NoSuchDialog => e(
+                481,
+                "Call/Transaction Does Not Exist",
+                540481,
+                "No dialog or transaction matches the request",
+                "DR-ERR-3",
+                true,
+            ),
+            Overloaded => e(
+                503,
+                "Service Unavailable",
+                540503,
+                "Proxy is busy; retry later",
+                "DR-ERR-1",
+                true,
+            ),
+        }
+    }
+}
+
+/// The Q.850 cause a SIP status maps to (RFC 3398 §8.2.6.1 and common practice for
+/// the codes it leaves out).
+pub fn q850_for(status: u16) -> u8 {
+    match status {
+        400 | 481 | 500 | 503 => 41,
+        401 | 402 | 403 | 407 | 603 => 21,
+        404 | 485 | 604 => 1,
+        405 => 63,
+        406 | 415 | 501 => 79,
+        408 | 504 => 102,
+        410 => 22,
+        480 => 18,
+        482 | 483 => 25,
+        484 => 28,
+        486 | 600 => 17,
+        487 => 16,
+        502 => 38,
+        606 => 58,
+        _ => 127,
+    }
+}
+
+/// A catalogue entry plus what was observed; rendered into the response headers and
+/// the log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub diagnostic: Diagnostic,
+    /// Observed values, in order: `fqdn="sbc9.adatum.biz"`, `certificate="..."`.
+    pub facts: Vec<(&'static str, String)>,
+}
+
+impl Rejection {
+    pub fn new(diagnostic: Diagnostic) -> Self {
+        Rejection {
+            diagnostic,
+            facts: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.facts.push((key, value.into()));
+        self
+    }
+
+    pub fn entry(&self) -> Entry {
+        self.diagnostic.entry()
+    }
+
+    /// `Q.850;cause=<n>;text="<correlation-id>;<phrase>"` (DR-VAL-8).
+    pub fn reason_header(&self, correlation_id: &str) -> String {
+        let e = self.entry();
+        format!(
+            "Q.850;cause={};text=\"{};{}\"",
+            e.q850,
+            correlation_id,
+            quote_safe(e.text)
+        )
+    }
+
+    /// `<code>;reason="...";<facts>;source="<proxy fqdn>"` in the seed trace's format.
+    pub fn ms_diagnostics(&self, source: &str) -> String {
+        let e = self.entry();
+        let mut out = format!("{};reason=\"{}\"", e.code, quote_safe(e.text));
+        for (k, v) in &self.facts {
+            let _ = write!(out, ";{k}=\"{}\"", quote_safe(v));
+        }
+        let _ = write!(out, ";source=\"{}\"", quote_safe(source));
+        out
+    }
+
+    /// The facts as one human line for logs: `fqdn=sbc9.adatum.biz certificate=...`.
+    pub fn facts_line(&self) -> String {
+        let mut out = String::new();
+        for (k, v) in &self.facts {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            let _ = write!(out, "{k}={v:?}");
+        }
+        out
+    }
+}
+
+/// Makes a value safe inside a SIP quoted-string: no quotes, backslashes or controls.
+fn quote_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+/// A fresh correlation id in the 8-4-4-4-12 hex form the real service uses.
+pub fn correlation_id() -> String {
+    let a = fastrand::u128(..);
+    let h = format!("{a:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dr_val_8_ms_diagnostics_has_the_seed_trace_shape() {
+        let r = Rejection::new(Diagnostic::NoTrunk).with("fqdn", "sbc9.adatum.biz");
+        assert_eq!(
+            r.ms_diagnostics("sip.pstnhub.microsoft.com"),
+            "510532;reason=\"No trunk config was found\";fqdn=\"sbc9.adatum.biz\";source=\"sip.pstnhub.microsoft.com\""
+        );
+    }
+
+    #[test]
+    fn dr_val_8_reason_header_carries_correlation_id_and_phrase() {
+        let r = Rejection::new(Diagnostic::ContactIsIp);
+        let h = r.reason_header("0f3c2a1b-0000-4000-8000-000000000000");
+        assert!(h.starts_with(
+            "Q.850;cause=21;text=\"0f3c2a1b-0000-4000-8000-000000000000;Contact host is an IP"
+        ));
+        assert!(h.ends_with('"'));
+    }
+
+    #[test]
+    fn quoted_values_cannot_break_the_header() {
+        let r = Rejection::new(Diagnostic::ContactCertMismatch).with("fqdn", "a\"b\\c\r\nd");
+        let h = r.ms_diagnostics("x");
+        assert!(h.contains("fqdn=\"a'b/c  d\""), "{h}");
+    }
+
+    #[test]
+    fn correlation_ids_are_uuid_shaped_and_fresh() {
+        let a = correlation_id();
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+        assert_ne!(a, correlation_id());
+    }
+
+    #[test]
+    fn catalogue_is_consistent() {
+        for d in Diagnostic::ALL {
+            let e = d.entry();
+            assert!((400..700).contains(&e.status), "{d:?}");
+            assert!(e.requirement.starts_with("DR-"), "{d:?}");
+            assert!(!e.text.is_empty() && !e.phrase.is_empty());
+            // Microsoft's own codes are 5XYZZZ; drhub's choices stay in 540xxx.
+            assert!((500_000..=599_999).contains(&e.code), "{d:?}");
+            if e.emulator_choice {
+                assert_eq!(e.code / 1000, 540, "{d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn q850_mapping_follows_rfc_3398() {
+        assert_eq!(q850_for(404), 1);
+        assert_eq!(q850_for(486), 17);
+        assert_eq!(q850_for(480), 18);
+        assert_eq!(q850_for(403), 21);
+        assert_eq!(q850_for(599), 127);
+    }
+}

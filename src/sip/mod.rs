@@ -1,0 +1,26 @@
+//! SIP messages as bytes on the wire: stream framing, the borrowed message view, URIs and
+//! typed header views, and the RFC 3261 message-level checks. No I/O, no tokio, no heap
+//! allocation on the parse path; everything borrows from the transport's read buffer and is
+//! copied out only by the layers that need it to outlive the read.
+//!
+//! Entry points: [`Message::parse`] (stream framing, RFC 3261 §18.3),
+//! [`Message::parse_head`] (header block only, for error responses), then
+//! [`Message::check_request`] / [`Message::check_response`] before any layer acts on it.
+
+mod lex;
+
+pub mod header;
+pub mod parse;
+pub mod uri;
+
+pub use header::{
+    unescape_quoted, unquote, CSeq, CallId, Contact, ContentLength, HeaderName, MaxForwards,
+    Method, NameAddr, Param, ParamIter, Params, SipDate, SyntaxError, Transport, Via, MAGIC_COOKIE,
+};
+pub use parse::{
+    Header, Invalid, Limits, Message, ParseError, StartLine, Status, Values, Version, MAX_HEADERS,
+};
+pub use uri::{
+    decode_into, pct_eq, pct_eq_ignore_case, DecodeError, Host, Scheme, Uri, UriHeaders,
+};
+pub mod build;

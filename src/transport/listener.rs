@@ -1,0 +1,175 @@
+//! Accept loops: one per configured listener. A TLS listener completes the mutual-TLS
+//! handshake (DR-TLS-1) before anything is read; a failed handshake is logged with its
+//! cause and touches nothing else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use super::stream::{self, StreamLimits};
+use super::tls::PeerIdentity;
+use super::{Dispatch, FlowHandle, FlowId, FlowInfo, Flows};
+use crate::config::{Fqdn, ListenerTransport};
+
+/// Bytes other tasks may queue for one connection before `FlowHandle::send` refuses.
+const FLOW_QUEUE: usize = 256;
+
+/// Everything an accept loop needs, shared by all its connections.
+pub struct Listening {
+    pub name: String,
+    pub proxy_fqdn: Fqdn,
+    pub transport: ListenerTransport,
+    pub socket: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    pub limits: StreamLimits,
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl Listening {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+}
+
+/// Shared by every listener: where to dispatch, the flow registry, the connection cap,
+/// shutdown and the task tracker that shutdown waits on.
+#[derive(Clone)]
+pub struct Shared {
+    pub dispatch: Arc<dyn Dispatch>,
+    pub flows: Arc<Flows>,
+    pub permits: Arc<Semaphore>,
+    /// Cancelled first on shutdown: no new connections.
+    pub stop_accepting: CancellationToken,
+    /// Cancelled once the drain is over: live connections close (TLS close_notify).
+    pub close_connections: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// Accepts until shutdown. Connections already up are served by their own tasks.
+pub async fn accept_loop(listening: Listening, shared: Shared) {
+    let listening = Arc::new(listening);
+    loop {
+        let accepted = tokio::select! {
+            a = listening.socket.accept() => a,
+            _ = shared.stop_accepting.cancelled() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                warn!(listener = %listening.name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+            warn!(listener = %listening.name, peer = %peer, "connection limit reached; refusing");
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let l = listening.clone();
+        let s = shared.clone();
+        let span = tracing::info_span!("conn", peer.addr = %peer, listener = %l.name);
+        shared.tracker.spawn(
+            async move {
+                connection(tcp, peer, l, s).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    debug!(listener = %listening.name, "stopped accepting");
+}
+
+async fn connection(tcp: TcpStream, peer: SocketAddr, l: Arc<Listening>, s: Shared) {
+    let local = match tcp.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let info = |identity| {
+        Arc::new(FlowInfo {
+            id: FlowId::next(),
+            peer,
+            local,
+            listener: l.name.clone(),
+            proxy_fqdn: l.proxy_fqdn.clone(),
+            transport: l.transport,
+            identity,
+        })
+    };
+    match &l.tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(l.handshake_timeout, acceptor.accept(tcp));
+            let tls = tokio::select! {
+                r = handshake => r,
+                _ = s.close_connections.cancelled() => return,
+            };
+            let tls = match tls {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    // DR-TLS-1: the real service resets; nothing is parsed.
+                    warn!(error = %e, "TLS handshake failed; connection dropped (DR-TLS-1)");
+                    return;
+                }
+                Err(_) => {
+                    warn!("TLS handshake timed out; connection dropped");
+                    return;
+                }
+            };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(PeerIdentity::from_der);
+            let identity = match identity {
+                Some(Ok(id)) => id,
+                Some(Err(e)) => {
+                    warn!(error = %e, "client certificate unreadable; connection dropped");
+                    return;
+                }
+                None => {
+                    // The verifier requires a certificate; this is defence in depth.
+                    warn!("TLS client presented no certificate; connection dropped (DR-TLS-1)");
+                    return;
+                }
+            };
+            info!(cert.names = %identity.names().collect::<Vec<_>>().join(","), "SBC connected");
+            run_flow(tls, info(Some(Arc::new(identity))), &l, &s).await;
+        }
+        None => {
+            info!("plain TCP connection (lab listener, DR-TLS-5)");
+            run_flow(tcp, info(None), &l, &s).await;
+        }
+    }
+}
+
+async fn run_flow<S>(stream: S, info: Arc<FlowInfo>, l: &Listening, s: &Shared)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (tx, rx) = mpsc::channel::<Bytes>(FLOW_QUEUE);
+    s.flows.insert(FlowHandle {
+        info: info.clone(),
+        tx,
+    });
+    let reason = stream::serve(
+        stream,
+        info.clone(),
+        s.dispatch.clone(),
+        l.limits.clone(),
+        rx,
+        s.close_connections.clone(),
+    )
+    .await;
+    s.flows.remove(info.id);
+    info!(flow = %info.id, ?reason, "connection closed");
+}

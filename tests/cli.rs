@@ -1,0 +1,309 @@
+//! Black-box: the `drhub` binary as a user runs it: `check`, `certs`, and `run` serving
+//! an SBC over TLS until SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_drhub");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("drhub-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/drhub.toml")
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_prints_a_summary() {
+    let dir = scratch("check-ok");
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["check", "-c"])
+        .arg(shipped_config())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "proxy: sip.pstnhub.microsoft.com, sip2.pstnhub.microsoft.com, sip3.pstnhub.microsoft.com",
+        "sip        tls 127.0.0.1:5061",
+        "lab-tcp    tcp 127.0.0.1:5060",
+        "adatum (Adatum): domains adatum.biz",
+        "trunk sbc1.adatum.biz:5061",
+        "user User1 <user1@adatum.biz> tel:+18338006777",
+        "contoso (Contoso): domains contoso.com",
+        "missing; `drhub run` creates the lab PKI",
+    ] {
+        assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
+    }
+}
+
+#[test]
+fn check_reports_every_error_with_its_path_and_exits_64() {
+    let dir = scratch("check-bad");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[proxy]
+profile = "loud"
+[[listener]]
+name = "sip"
+address = "127.0.0.1:99999"
+[[tenant]]
+id = "adatum"
+domains = ["adatum.biz"]
+[[tenant.trunk]]
+fqdn = "192.0.2.1"
+sendoptions = true
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "proxy.profile: ",
+        "listener[0].address: `127.0.0.1:99999` is not an address",
+        "tenant[0].trunk[0].fqdn: `192.0.2.1` is an IP address",
+        "tenant[0].trunk[0].sendoptions: unknown field",
+    ] {
+        assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn run_with_a_bad_config_exits_64_before_listening() {
+    let dir = scratch("run-bad");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "[[listener]]\nname = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listener[0].name: expected a string"));
+}
+
+#[test]
+fn check_flags_tls_files_that_do_not_load() {
+    let dir = scratch("check-files");
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[listener]]\nname = \"sip\"\naddress = \"127.0.0.1:5061\"\ncertificate = \"nowhere/proxy.pem\"\nkey = \"nowhere/proxy.key\"\nclient_ca = \"nowhere/ca.pem\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listener[0].certificate: nowhere/proxy.pem: file not found"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn certs_writes_a_lab_pki_with_private_keys_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("certs");
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args([
+            "certs",
+            "--dir",
+            "pki",
+            "--sbc",
+            "*.fabrikam.com",
+            "--sbc",
+            "sbc7.fabrikam.com",
+            "-c",
+        ])
+        .arg(shipped_config())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "proxy.pem",
+        "proxy.key",
+        "sbc1.adatum.biz.pem",
+        "sbc2.contoso.com.key",
+        "star.contoso.com.pem",
+        "star.fabrikam.com.pem",
+        "sbc7.fabrikam.com.key",
+    ] {
+        assert!(
+            dir.join("pki").join(f).exists(),
+            "{f} not written; output:\n{stdout}"
+        );
+    }
+    for key in ["ca.key", "proxy.key", "sbc1.adatum.biz.key"] {
+        let mode = std::fs::metadata(dir.join("pki").join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    assert!(
+        stdout.contains("trust"),
+        "tells what the SBC needs:\n{stdout}"
+    );
+    // The CA is reused on a second run unless --force.
+    let ca = std::fs::read(dir.join("pki/ca.pem")).unwrap();
+    let again = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["certs", "--dir", "pki", "-c"])
+        .arg(shipped_config())
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(std::fs::read(dir.join("pki/ca.pem")).unwrap(), ca);
+    let forced = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["certs", "--dir", "pki", "--force", "-c"])
+        .arg(shipped_config())
+        .output()
+        .unwrap();
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read(dir.join("pki/ca.pem")).unwrap(), ca);
+}
+
+/// The daemon binary on a fresh directory: it creates the lab PKI, serves OPTIONS over
+/// mutual TLS, and exits 0 on SIGTERM within the grace period.
+#[tokio::test]
+async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
+    let dir = scratch("run");
+    let cfg = dir.join("drhub.toml");
+    let text = std::fs::read_to_string(shipped_config())
+        .unwrap()
+        .replace("127.0.0.1:5061", "127.0.0.1:0");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut addr = None;
+    let mut log = String::new();
+    while addr.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("listening") && line.contains("listener=sip ") {
+                addr = line
+                    .split("address=")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .and_then(|a| a.parse().ok());
+            }
+        }
+    }
+    let addr: std::net::SocketAddr =
+        addr.unwrap_or_else(|| panic!("daemon did not report its address:\n{log}"));
+    assert!(
+        dir.join("certs/ca.pem").exists() && dir.join("certs/sbc1.adatum.biz.pem").exists(),
+        "{log}"
+    );
+
+    // An SBC presenting certs/sbc1.adatum.biz.pem and trusting certs/ca.pem.
+    let connector = tls_from(&dir.join("certs"), "sbc1.adatum.biz");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("sip.pstnhub.microsoft.com").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let mut sbc = Sbc::from_stream(tls, "sbc1.adatum.biz");
+    let r = sbc.options().await;
+    assert_eq!(r.status(), 200, "{}", r.text);
+    assert_eq!(
+        r.header("SERVER"),
+        Some("Microsoft.PSTNHub.SIPProxy v.2020.7.31.1 i.USWE2.3")
+    );
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "daemon did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    let (closed, _) = sbc.closed().await;
+    assert!(closed);
+}
+
+fn tls_from(dir: &Path, stem: &str) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = drhub::transport::tls::provider(&[drhub::transport::tls::TlsVersion::V1_2]);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join(format!("{stem}.pem")))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{stem}.key"))).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+}

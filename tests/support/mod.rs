@@ -1,0 +1,414 @@
+//! Black-box harness: a real drhub daemon on loopback sockets, and an SBC that talks to
+//! it over real mutual TLS (or plain TCP), the way a lab SBC does.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use drhub::certs::{self, LabCa, LeafSpec, PkiRequest, Usage};
+use drhub::config::{Config, BUILTIN_LAB_CONFIG};
+use drhub::proxy::Proxy;
+use drhub::sip::{Limits, Message, Status};
+use drhub::transport::tls::TlsVersion;
+
+/// How long a test waits for an answer before failing (not a sleep: a ceiling).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The lab PKI of the shipped config plus the odd certificates the bad-input tests
+/// need, written once per test binary (RSA key generation is the slow part).
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("drhub-test-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config::parse(BUILTIN_LAB_CONFIG, "lab").expect("the shipped config is valid");
+        let proxy: Vec<String> = config.proxy.fqdns.iter().map(ToString::to_string).collect();
+        let mut sbc = config.sbc_certificate_names();
+        sbc.extend([
+            "sbc9.adatum.biz".to_owned(),
+            "sbc1.fabrikam.com".to_owned(),
+            "*.adatum.biz".to_owned(),
+        ]);
+        let req = PkiRequest {
+            dir: &dir,
+            proxy_names: &proxy,
+            sbc_fqdns: &sbc,
+            force: true,
+        };
+        certs::write_lab_pki(&req).expect("lab PKI");
+        let ca = LabCa::load(&dir).expect("lab CA");
+        // serverAuth-only (what public CAs issue since 2026), expired, and untrusted.
+        ca.issue(&LeafSpec::new(["sbc1.adatum.biz"]).usages(&[Usage::ServerAuth]))
+            .and_then(|c| c.write(&dir, "serverauth-only"))
+            .expect("serverAuth-only cert");
+        ca.issue(&LeafSpec::new(["sbc1.adatum.biz"]).expired())
+            .and_then(|c| c.write(&dir, "expired"))
+            .expect("expired cert");
+        let rogue = LabCa::generate().expect("rogue CA");
+        rogue
+            .issue(&LeafSpec::new(["sbc1.adatum.biz"]))
+            .and_then(|c| c.write(&dir, "untrusted"))
+            .expect("untrusted cert");
+        Pki { dir }
+    })
+}
+
+impl Pki {
+    pub fn cert(&self, stem: &str) -> PathBuf {
+        self.dir.join(format!("{stem}.pem"))
+    }
+    pub fn key(&self, stem: &str) -> PathBuf {
+        self.dir.join(format!("{stem}.key"))
+    }
+}
+
+/// The shipped lab config with loopback port 0 and the test PKI; `edit` may change
+/// the TOML text before it is parsed.
+pub fn lab_config(edit: impl FnOnce(String) -> String) -> Config {
+    let dir = pki().dir.display().to_string();
+    let text = BUILTIN_LAB_CONFIG
+        .replace("127.0.0.1:5061", "127.0.0.1:0")
+        .replace("127.0.0.1:5060", "127.0.0.1:0")
+        .replace("\"certs/", &format!("\"{dir}/"))
+        .replace("dir = \"certs\"", &format!("dir = \"{dir}\""))
+        .replace("auto_create = true", "auto_create = false");
+    let text = edit(text);
+    Config::parse(&text, "test config").unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
+}
+
+/// A running daemon, stopped (and drained) on drop or by [`TestDaemon::stop`].
+pub struct TestDaemon {
+    pub config: Arc<Config>,
+    pub proxy: Arc<Proxy>,
+    addrs: Vec<(String, SocketAddr)>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    pub async fn start() -> TestDaemon {
+        Self::start_with(lab_config(|t| t)).await
+    }
+
+    pub async fn start_with(config: Config) -> TestDaemon {
+        let config = Arc::new(config);
+        let daemon = drhub::Daemon::bind(config.clone())
+            .await
+            .expect("daemon binds");
+        let addrs = daemon.local_addrs().to_vec();
+        let proxy = daemon.proxy();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(daemon.serve(shutdown.clone()));
+        TestDaemon {
+            config,
+            proxy,
+            addrs,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(n, _)| n == listener)
+            .map(|(_, a)| *a)
+            .expect("listener is enabled")
+    }
+
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.addr("sip")
+    }
+
+    /// Sends SIGTERM's equivalent and waits for the daemon to finish its drain.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .expect("daemon stops in time")
+                .expect("daemon task");
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn client_tls(cert: Option<(&Path, &Path)>, versions: &[TlsVersion]) -> TlsConnector {
+    let pki = pki();
+    let provider = drhub::transport::tls::provider(versions);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.dir.join("ca.pem")).expect("ca.pem") {
+        roots.add(c.expect("ca cert")).expect("add root");
+    }
+    let protocol_versions: Vec<&'static rustls::SupportedProtocolVersion> = versions
+        .iter()
+        .map(|v| match v {
+            TlsVersion::V1_2 => &rustls::version::TLS12,
+            TlsVersion::V1_3 => &rustls::version::TLS13,
+        })
+        .collect();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&protocol_versions)
+        .expect("protocol versions")
+        .with_root_certificates(roots);
+    let config = match cert {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .expect("cert file")
+                .map(|c| c.expect("cert"))
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(key).expect("key file");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+/// One SBC connection to the daemon.
+pub struct Sbc<S> {
+    pub stream: S,
+    buf: BytesMut,
+    /// The FQDN this SBC puts in Contact and From.
+    pub fqdn: String,
+}
+
+pub type TlsSbc = Sbc<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Connects as the SBC whose lab certificate is `<stem>.pem` (usually its FQDN).
+pub async fn connect_as(daemon: &TestDaemon, stem: &str) -> std::io::Result<TlsSbc> {
+    let pki = pki();
+    let connector = client_tls(Some((&pki.cert(stem), &pki.key(stem))), &[TlsVersion::V1_2]);
+    let fqdn = if stem.starts_with("star.") {
+        stem.replacen("star", "sbc5", 1)
+    } else {
+        stem.to_owned()
+    };
+    connect_with(daemon, connector, fqdn).await
+}
+
+pub async fn connect_with(
+    daemon: &TestDaemon,
+    connector: TlsConnector,
+    fqdn: String,
+) -> std::io::Result<TlsSbc> {
+    let tcp = TcpStream::connect(daemon.tls_addr()).await?;
+    let name = ServerName::try_from("sip.pstnhub.microsoft.com").expect("server name");
+    let mut tls = connector.connect(name, tcp).await?;
+    // With TLS 1.3 a refused client certificate only shows on the first read; make
+    // the handshake outcome visible here by a zero-length flush.
+    tls.flush().await?;
+    Ok(Sbc {
+        stream: tls,
+        buf: BytesMut::new(),
+        fqdn,
+    })
+}
+
+pub async fn connect_tcp(addr: SocketAddr, fqdn: &str) -> Sbc<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    Sbc {
+        stream: tcp,
+        buf: BytesMut::new(),
+        fqdn: fqdn.to_owned(),
+    }
+}
+
+/// A response as text with helpers to read it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub text: String,
+}
+
+impl Reply {
+    pub fn status(&self) -> u16 {
+        self.text
+            .get(8..11)
+            .and_then(|s| s.parse().ok())
+            .expect("status line")
+    }
+
+    /// The first header with this name (case-insensitive), value trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.text
+            .split("\r\n")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+    }
+
+    pub fn ms_code(&self) -> Option<u32> {
+        self.header("ms-diagnostics")?
+            .split(';')
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(1);
+
+pub fn next_id() -> usize {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// An OPTIONS as an SBC sends it; `extra` lines are inserted before Content-Length,
+/// and `contact` replaces the Contact value (`Some("")` removes the header).
+pub fn options(fqdn: &str, contact: Option<&str>, extra: &[&str]) -> String {
+    let n = next_id();
+    let mut s = format!(
+        "OPTIONS sip:sip.pstnhub.microsoft.com:5061;transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS {fqdn}:5061;branch=z9hG4bKopt{n}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:{fqdn}:5061;transport=tls>;tag=opt{n}\r\n\
+To: <sip:sip.pstnhub.microsoft.com>\r\n\
+Call-ID: options-{n}@{fqdn}\r\n\
+CSeq: {n} OPTIONS\r\n\
+Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY\r\n\
+User-Agent: drhub-test-sbc\r\n"
+    );
+    match contact {
+        None => s.push_str(&format!("Contact: <sip:{fqdn}:5061;transport=tls>\r\n")),
+        Some("") => {}
+        Some(c) => s.push_str(&format!("Contact: {c}\r\n")),
+    }
+    for e in extra {
+        s.push_str(e);
+        s.push_str("\r\n");
+    }
+    s.push_str("Content-Length: 0\r\n\r\n");
+    s
+}
+
+/// An INVITE from the SBC with an SDP offer, for the DR-VAL tests on INVITE.
+pub fn invite(fqdn: &str, to_number: &str, extra: &[&str]) -> String {
+    let n = next_id();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let mut s = format!(
+        "INVITE sip:{to_number}@sip.pstnhub.microsoft.com:5061;user=phone SIP/2.0\r\n\
+Via: SIP/2.0/TLS {fqdn}:5061;branch=z9hG4bKinv{n}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:+17168712781@{fqdn}:5061;user=phone>;tag=inv{n}\r\n\
+To: <sip:{to_number}@sip.pstnhub.microsoft.com;user=phone>\r\n\
+Call-ID: invite-{n}@{fqdn}\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:+17168712781@{fqdn}:5061;transport=tls>\r\n"
+    );
+    for e in extra {
+        s.push_str(e);
+        s.push_str("\r\n");
+    }
+    s.push_str(&format!(
+        "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    ));
+    s
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
+    pub fn from_stream(stream: S, fqdn: &str) -> Self {
+        Sbc {
+            stream,
+            buf: BytesMut::new(),
+            fqdn: fqdn.to_owned(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).await.expect("send");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// The next complete SIP message from the daemon.
+    pub async fn recv(&mut self) -> Reply {
+        tokio::time::timeout(WAIT, self.recv_inner())
+            .await
+            .expect("reply in time")
+            .expect("a reply, not a close")
+    }
+
+    async fn recv_inner(&mut self) -> Option<Reply> {
+        loop {
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.advance(2);
+            }
+            if let Ok(Status::Complete(m)) = Message::parse(&self.buf, &Limits::default()) {
+                let len = m.len();
+                let text = String::from_utf8_lossy(&self.buf[..len]).into_owned();
+                self.buf.advance(len);
+                return Some(Reply { text });
+            }
+            if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Raw bytes as they arrive (for the keep-alive pong), up to `n`.
+    pub async fn recv_raw(&mut self, n: usize) -> Vec<u8> {
+        tokio::time::timeout(WAIT, async {
+            while self.buf.len() < n {
+                if self.stream.read_buf(&mut self.buf).await.expect("read") == 0 {
+                    break;
+                }
+            }
+            let take = n.min(self.buf.len());
+            self.buf.split_to(take).to_vec()
+        })
+        .await
+        .expect("bytes in time")
+    }
+
+    /// True when the daemon closes the connection (EOF or reset) within [`WAIT`],
+    /// after draining any pending response bytes into the returned text.
+    pub async fn closed(&mut self) -> (bool, String) {
+        let r = tokio::time::timeout(WAIT, async {
+            loop {
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        (r, String::from_utf8_lossy(&self.buf).into_owned())
+    }
+
+    pub async fn options(&mut self) -> Reply {
+        let req = options(&self.fqdn.clone(), None, &[]);
+        self.send(req).await;
+        self.recv().await
+    }
+
+    pub async fn request(&mut self, text: &str) -> Reply {
+        self.send(text).await;
+        self.recv().await
+    }
+}
