@@ -139,7 +139,7 @@ impl Diagnostic {
                 403,
                 "Forbidden",
                 540431,
-                "Contact host is an IP address; Direct Routing needs the SBC FQDN",
+                "Contact host is an IP address, Direct Routing needs the SBC FQDN",
                 "DR-VAL-2",
                 true,
             ),
@@ -155,7 +155,7 @@ impl Diagnostic {
                 403,
                 "Forbidden",
                 540432,
-                "Record-Route host is an IP address; Direct Routing needs the SBC FQDN",
+                "Record-Route host is an IP address, Direct Routing needs the SBC FQDN",
                 "DR-VAL-4",
                 true,
             ),
@@ -179,7 +179,7 @@ impl Diagnostic {
                 416,
                 "Unsupported URI Scheme",
                 540417,
-                "URI scheme not supported; use sip:",
+                "URI scheme not supported, use sip:",
                 "DR-VAL-5",
                 true,
             ),
@@ -243,7 +243,7 @@ impl Diagnostic {
                 503,
                 "Service Unavailable",
                 540503,
-                "Proxy is busy; retry later",
+                "Proxy is busy, retry later",
                 "DR-ERR-1",
                 true,
             ),
@@ -405,6 +405,9 @@ mod tests {
             assert!((400..700).contains(&e.status), "{d:?}");
             assert!(e.requirement.starts_with("DR-"), "{d:?}");
             assert!(!e.text.is_empty() && !e.phrase.is_empty());
+            // The Reason text is `<correlation-id>;<text>`: a ';' in the text would
+            // split it for anyone parsing it.
+            assert!(!e.text.contains(';') && !e.text.contains('"'), "{d:?}");
             // Microsoft's own codes are 5XYZZZ; drhub's choices stay in 540xxx.
             assert!((500_000..=599_999).contains(&e.code), "{d:?}");
             if e.emulator_choice {

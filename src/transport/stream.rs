@@ -185,4 +185,141 @@ mod tests {
         // Followed by a message: dropped.
         assert_eq!(run(b"\r\nINVITE"), (b"INVITE".to_vec(), vec![]));
     }
+
+    // Virtual-time tests: `serve` over an in-memory duplex with paused tokio time, so
+    // the timers fire at exact virtual instants and no test waits in real time.
+    mod timers {
+        use super::super::*;
+        use crate::config::{Fqdn, ListenerTransport};
+        use crate::sip::ParseError;
+        use crate::transport::{Dispatch, FlowId, FlowInfo};
+        use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+        /// Answers every framed message with its own length, so framing is visible.
+        struct Echo;
+        impl Dispatch for Echo {
+            fn on_message(&self, _: &FlowInfo, msg: &Message<'_>, out: &mut BytesMut) {
+                out.extend_from_slice(format!("len={}\n", msg.len()).as_bytes());
+            }
+            fn on_unframeable(&self, _: &FlowInfo, _: &[u8], e: &ParseError, out: &mut BytesMut) {
+                out.extend_from_slice(format!("bad={}\n", e.status()).as_bytes());
+            }
+        }
+
+        fn limits(idle: u64, message: u64) -> StreamLimits {
+            StreamLimits {
+                sip: sip::Limits::default(),
+                idle_timeout: Duration::from_secs(idle),
+                message_timeout: Duration::from_secs(message),
+            }
+        }
+
+        fn start(
+            l: StreamLimits,
+        ) -> (
+            DuplexStream,
+            tokio::task::JoinHandle<CloseReason>,
+            mpsc::Sender<Bytes>,
+        ) {
+            let (client, server) = duplex(64 * 1024);
+            let flow = Arc::new(FlowInfo {
+                id: FlowId::next(),
+                peer: "192.0.2.1:5061".parse().unwrap(),
+                local: "127.0.0.1:5061".parse().unwrap(),
+                listener: "sip".into(),
+                proxy_fqdn: "sip.pstnhub.microsoft.com".parse::<Fqdn>().unwrap(),
+                transport: ListenerTransport::Tls,
+                identity: None,
+            });
+            let (tx, rx) = mpsc::channel(4);
+            let task = tokio::spawn(serve(
+                server,
+                flow,
+                Arc::new(Echo),
+                l,
+                rx,
+                CancellationToken::new(),
+            ));
+            (client, task, tx)
+        }
+
+        const MSG: &[u8] = b"OPTIONS sip:a.b SIP/2.0\r\nVia: SIP/2.0/TLS a.b;branch=z9hG4bK1\r\nFrom: <sip:a.b>;tag=1\r\nTo: <sip:a.b>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+        #[tokio::test(start_paused = true)]
+        async fn idle_connection_closes_exactly_at_the_idle_timeout() {
+            let t0 = tokio::time::Instant::now();
+            let (_client, task, _tx) = start(limits(600, 10));
+            assert_eq!(task.await.unwrap(), CloseReason::Idle);
+            assert_eq!(t0.elapsed(), Duration::from_secs(600));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn dr_tls_3_keepalives_keep_a_connection_alive() {
+            let t0 = tokio::time::Instant::now();
+            let (mut client, task, _tx) = start(limits(60, 10));
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                client.write_all(b"\r\n\r\n").await.unwrap();
+                let mut pong = [0u8; 2];
+                client.read_exact(&mut pong).await.unwrap();
+                assert_eq!(&pong, b"\r\n");
+            }
+            assert_eq!(task.await.unwrap(), CloseReason::Idle);
+            assert_eq!(t0.elapsed(), Duration::from_secs(250 + 60));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn dr_tls_2_trickled_message_is_cut_at_the_message_timeout() {
+            let t0 = tokio::time::Instant::now();
+            let (mut client, task, _tx) = start(limits(600, 10));
+            // One byte a second: never idle, never complete.
+            let writer = tokio::spawn(async move {
+                for b in MSG {
+                    if client.write_all(&[*b]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                client
+            });
+            assert_eq!(task.await.unwrap(), CloseReason::SlowMessage);
+            assert_eq!(t0.elapsed(), Duration::from_secs(10));
+            drop(writer);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn pipelined_messages_in_one_write_are_all_framed() {
+            let (mut client, task, _tx) = start(limits(600, 10));
+            let three = [MSG, MSG, MSG].concat();
+            client.write_all(&three).await.unwrap();
+            let mut got = vec![0u8; 3 * format!("len={}\n", MSG.len()).len()];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                format!("len={0}\nlen={0}\nlen={0}\n", MSG.len())
+            );
+            drop(client);
+            assert_eq!(task.await.unwrap(), CloseReason::PeerClosed);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn queued_bytes_from_other_tasks_are_written() {
+            let (mut client, _task, tx) = start(limits(600, 10));
+            tx.send(Bytes::from_static(b"NOTIFY")).await.unwrap();
+            let mut got = [0u8; 6];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"NOTIFY");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn dr_tls_2_unframeable_stream_is_answered_then_closed() {
+            let (mut client, task, _tx) = start(limits(600, 10));
+            let no_length = b"OPTIONS sip:a.b SIP/2.0\r\nVia: SIP/2.0/TLS a.b\r\n\r\n";
+            client.write_all(no_length).await.unwrap();
+            let mut got = String::new();
+            client.read_to_string(&mut got).await.unwrap();
+            assert_eq!(got, "bad=400\n");
+            assert_eq!(task.await.unwrap(), CloseReason::Unframeable);
+        }
+    }
 }
