@@ -1,0 +1,156 @@
+//! Shared by the load benches: a lab PKI in a temp dir, the `drhub` release binary
+//! started on it, and a TLS client config that presents an SBC certificate.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use drhub::certs::{self, PkiRequest};
+use drhub::config::{Config, BUILTIN_LAB_CONFIG};
+use drhub::transport::tls::{provider, TlsVersion};
+
+/// A temp directory with the lab PKI and a config pointing at it on port 0.
+pub fn lab(name: &str, edit: impl FnOnce(String) -> String) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("drhub-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let config = Config::parse(BUILTIN_LAB_CONFIG, "lab").expect("lab config");
+    let proxy: Vec<String> = config.proxy.fqdns.iter().map(ToString::to_string).collect();
+    let sbc = config.sbc_certificate_names();
+    let certs_dir = dir.join("certs");
+    certs::write_lab_pki(&PkiRequest {
+        dir: &certs_dir,
+        proxy_names: &proxy,
+        sbc_fqdns: &sbc,
+        force: true,
+    })
+    .expect("lab PKI");
+    let text = edit(
+        BUILTIN_LAB_CONFIG
+            .replace("127.0.0.1:5061", "127.0.0.1:0")
+            .replace("level = \"info\"", "level = \"warn,drhub::daemon=info\""),
+    );
+    let cfg = dir.join("drhub.toml");
+    std::fs::write(&cfg, text).expect("bench config");
+    (dir, cfg)
+}
+
+/// Starts the release `drhub` binary in `dir` and returns it with the TLS address it
+/// logged.
+pub fn spawn_daemon(dir: &Path, cfg: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drhub"))
+        .current_dir(dir)
+        .arg("run")
+        .arg("-c")
+        .arg(cfg)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn drhub");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains("listening") && line.contains("listener=sip ") {
+                if let Some(addr) = line
+                    .split("address=")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .and_then(|a| a.parse().ok())
+                {
+                    // Keep draining the log so the daemon never blocks on a full pipe.
+                    std::thread::spawn(move || while rx.recv().is_ok() {});
+                    return (child, addr);
+                }
+            }
+        }
+    }
+    let _ = child.kill();
+    panic!("drhub did not report its listening address");
+}
+
+pub fn tls_client(dir: &Path, stem: &str) -> tokio_rustls::TlsConnector {
+    let certs = dir.join("certs");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("ca.pem") {
+        roots.add(c.expect("ca")).expect("root");
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.join(format!("{stem}.pem")))
+            .expect("cert")
+            .map(|c| c.expect("cert"))
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join(format!("{stem}.key"))).expect("key");
+    let cfg = rustls::ClientConfig::builder_with_provider(provider(&[TlsVersion::V1_2]))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+pub fn server_name() -> rustls_pki_types::ServerName<'static> {
+    rustls_pki_types::ServerName::try_from("sip.pstnhub.microsoft.com").expect("name")
+}
+
+/// The OPTIONS an SBC sends, numbered.
+pub fn options(n: u64) -> String {
+    format!(
+        "OPTIONS sip:sip.pstnhub.microsoft.com:5061;transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKload{n}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:sbc1.adatum.biz:5061;transport=tls>;tag=load{n}\r\n\
+To: <sip:sip.pstnhub.microsoft.com>\r\n\
+Call-ID: load-{n}@sbc1.adatum.biz\r\n\
+CSeq: {n} OPTIONS\r\n\
+Contact: <sip:sbc1.adatum.biz:5061;transport=tls>\r\n\
+Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Resident set size of a process in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of a process in microseconds, from /proc.
+pub fn cpu_micros(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ')' of the command name; utime and stime are 14th and 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Linux reports in clock ticks, USER_HZ = 100 on every mainstream kernel config.
+    ticks * 10_000
+}
+
+pub fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
