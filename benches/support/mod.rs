@@ -79,6 +79,7 @@ pub fn spawn_daemon(dir: &Path, cfg: &Path) -> (Child, SocketAddr) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("drhub did not report its listening address");
 }
 

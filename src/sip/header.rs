@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::lex;
-use super::uri::{parse_ipv6, parse_port, pct_eq_ignore_case, Host, Uri};
+use super::uri::{self, parse_ipv6, parse_port, pct_eq_ignore_case, Host, Uri};
 
 /// What was wrong with a header value or URI; detail for logs, not a SIP reason phrase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,21 +127,32 @@ pub struct Params<'b> {
 }
 
 impl<'b> Params<'b> {
-    pub(crate) fn empty(kind: ParamKind) -> Self {
-        Params { raw: "", kind }
+    /// Wraps a list a caller's own single-pass scanner has already validated.
+    pub(crate) fn from_validated(raw: &'b str, kind: ParamKind) -> Self {
+        Params { raw, kind }
     }
 
     /// Validates `raw` (empty, or starting with `;`) as a list of the given kind.
     pub(crate) fn parse(raw: &'b str, kind: ParamKind) -> Result<Self, SyntaxError> {
-        let raw = if kind == ParamKind::Header {
-            lex::trim_lws(raw)
-        } else {
-            raw
-        };
+        Self::parse_with(raw, kind, |_| Ok(()))
+    }
+
+    /// Validates like [`Params::parse`] and hands every parameter to `seen`, so that a view
+    /// can pick out (and check) the parameters it knows in the same single pass.
+    pub(crate) fn parse_with(
+        raw: &'b str,
+        kind: ParamKind,
+        mut seen: impl FnMut(Param<'b>) -> Result<(), SyntaxError>,
+    ) -> Result<Self, SyntaxError> {
+        if kind == ParamKind::Header {
+            let raw = scan_header_params(raw, seen)?;
+            return Ok(Params { raw, kind });
+        }
         let mut rest = raw;
         while !rest.is_empty() {
             let (p, next) = next_param(rest, kind)?;
             validate_param(p, kind)?;
+            seen(p)?;
             rest = next;
         }
         Ok(Params { raw, kind })
@@ -235,18 +246,26 @@ fn next_param(s: &str, kind: ParamKind) -> Result<(Param<'_>, &str), SyntaxError
     // The parameter ends at the next `;` outside a quoted string.
     let b = s.as_bytes();
     let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b';' => break,
-            b'"' if kind == ParamKind::Header => {
-                i += s.get(i..).and_then(lex::quoted_len).unwrap_or(b.len() - i);
-            }
-            _ => i += 1,
+    loop {
+        let tail = b.get(i..).unwrap_or(&[]);
+        let hit = if kind == ParamKind::Header {
+            lex::find_byte3(tail, b';', b'"', b';')
+        } else {
+            lex::find_byte(tail, b';')
+        };
+        let Some(j) = hit else {
+            i = b.len();
+            break;
+        };
+        i += j;
+        if b.get(i) == Some(&b';') {
+            break;
         }
+        i += s.get(i..).and_then(lex::quoted_len).unwrap_or(b.len() - i);
     }
     let seg = s.get(..i).unwrap_or(s);
     let rest = s.get(i..).unwrap_or("");
-    let (name, value) = match seg.split_once('=') {
+    let (name, value) = match lex::split_at_byte(seg, b'=') {
         Some((n, v)) => (n, Some(v)),
         None => (seg, None),
     };
@@ -269,16 +288,12 @@ fn validate_param(p: Param<'_>, kind: ParamKind) -> Result<(), SyntaxError> {
                     None => true,
                     // gen-value = token / host / quoted-string
                     Some(v) if v.starts_with('"') => lex::quoted_len(v) == Some(v.len()),
-                    Some(v) => {
-                        !v.is_empty()
-                            && v.bytes()
-                                .all(|b| lex::is_token_byte(b) || matches!(b, b'[' | b']' | b':'))
-                    }
+                    Some(v) => !v.is_empty() && lex::run(v.as_bytes(), 0, lex::GENVALUE) == v.len(),
                 }
         }
         ParamKind::Uri | ParamKind::Tel => {
             let name_ok = if kind == ParamKind::Uri {
-                lex::is_escaped_run(p.name, lex::is_paramchar)
+                lex::is_escaped_run(p.name, lex::PARAMCHAR)
             } else {
                 p.name
                     .bytes()
@@ -287,7 +302,7 @@ fn validate_param(p: Param<'_>, kind: ParamKind) -> Result<(), SyntaxError> {
             !p.name.is_empty()
                 && name_ok
                 && p.value
-                    .is_none_or(|v| !v.is_empty() && lex::is_escaped_run(v, lex::is_paramchar))
+                    .is_none_or(|v| !v.is_empty() && lex::is_escaped_run(v, lex::PARAMCHAR))
         }
     };
     if ok {
@@ -295,6 +310,61 @@ fn validate_param(p: Param<'_>, kind: ParamKind) -> Result<(), SyntaxError> {
     } else {
         Err(SyntaxError::Param)
     }
+}
+
+/// Validates `*( SEMI generic-param )` (SEMI and EQUAL allow LWS around them) in one pass,
+/// handing each parameter to `seen`; returns the list trimmed of surrounding LWS.
+///
+/// Text before the first `;` is [`SyntaxError::Trailing`]; a malformed parameter is
+/// [`SyntaxError::Param`].
+fn scan_header_params<'b>(
+    s: &'b str,
+    mut seen: impl FnMut(Param<'b>) -> Result<(), SyntaxError>,
+) -> Result<&'b str, SyntaxError> {
+    let b = s.as_bytes();
+    let mut i = lex::skip_lws_at(b, 0);
+    let start = i;
+    let mut end = i;
+    while let Some(&c) = b.get(i) {
+        if c != b';' {
+            return Err(if i == start {
+                SyntaxError::Trailing
+            } else {
+                SyntaxError::Param
+            });
+        }
+        let name_start = lex::skip_lws_at(b, i + 1);
+        let name_end = lex::run(b, name_start, lex::TOKEN);
+        if name_end == name_start {
+            return Err(SyntaxError::Param);
+        }
+        i = lex::skip_lws_at(b, name_end);
+        let mut value = None;
+        let mut last = name_end;
+        if b.get(i) == Some(&b'=') {
+            let vs = lex::skip_lws_at(b, i + 1);
+            let ve = if b.get(vs) == Some(&b'"') {
+                vs + s
+                    .get(vs..)
+                    .and_then(lex::quoted_len)
+                    .ok_or(SyntaxError::Param)?
+            } else {
+                lex::run(b, vs, lex::GENVALUE)
+            };
+            if ve == vs {
+                return Err(SyntaxError::Param);
+            }
+            value = s.get(vs..ve);
+            last = ve;
+            i = lex::skip_lws_at(b, ve);
+        }
+        seen(Param {
+            name: s.get(name_start..name_end).unwrap_or(""),
+            value,
+        })?;
+        end = last;
+    }
+    Ok(s.get(start..end).unwrap_or(""))
 }
 
 /// Strips the quotes of a quoted-string parameter value; other values are returned as is.
@@ -356,23 +426,160 @@ macro_rules! header_names {
                     _ => None,
                 }
             }
+        }
 
-            /// Resolves a header name as received (any case, compact forms included).
-            pub fn from_name(name: &str) -> HeaderName {
-                let mut buf = [0u8; 24];
-                let Some(dst) = buf.get_mut(..name.len()) else {
-                    return HeaderName::Other;
-                };
-                for (d, s) in dst.iter_mut().zip(name.bytes()) {
-                    *d = s.to_ascii_lowercase();
-                }
-                match &*dst {
-                    $( $lower $( | [$compact] )? => HeaderName::$variant, )*
-                    _ => HeaderName::Other,
-                }
+        /// Every lower-case spelling (full and compact) with its name.
+        const NAME_TABLE: &[(&[u8], HeaderName)] = &[
+            $( ($lower, HeaderName::$variant), $( (&[$compact], HeaderName::$variant), )? )*
+        ];
+    };
+}
+
+/// Slots of the open-addressing table over [`NAME_TABLE`]; a power of two well above its
+/// length so probes stay short.
+const NAME_SLOTS: usize = 256;
+
+/// Longest name the table knows; anything longer is `Other` without a lookup.
+const MAX_KNOWN_NAME: usize = 24;
+
+/// ASCII case folding eight bytes at a time: `| 0x20` lower-cases letters and leaves every
+/// other `token` character distinct (only `_` moves, to DEL, which no token contains).
+const FOLD: u64 = 0x2020_2020_2020_2020;
+
+/// A name as three folded little-endian words, padded with (folded) spaces: equal keys
+/// mean equal names, compared with three integer comparisons.
+type NameKey = [u64; 3];
+
+const fn const_key(name: &[u8]) -> NameKey {
+    let mut key = [FOLD; 3];
+    let mut i = 0;
+    while i < name.len() {
+        let w = i / 8;
+        let shift = (i % 8) * 8;
+        key[w] &= !(0xffu64 << shift);
+        key[w] |= ((name[i] | 0x20) as u64) << shift;
+        i += 1;
+    }
+    key
+}
+
+const fn key_hash(key: &NameKey, len: usize) -> usize {
+    let h = (key[0] ^ key[1].rotate_left(21) ^ key[2].rotate_left(42) ^ len as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 56) as usize & (NAME_SLOTS - 1)
+}
+
+/// Built at compile time: slot -> 1 + index into [`NAME_TABLE`], 0 for empty.
+const fn build_name_index() -> [u8; NAME_SLOTS] {
+    let mut t = [0u8; NAME_SLOTS];
+    let mut i = 0;
+    while i < NAME_TABLE.len() {
+        let name = NAME_TABLE[i].0;
+        let mut s = key_hash(&const_key(name), name.len());
+        while t[s] != 0 {
+            s = (s + 1) & (NAME_SLOTS - 1);
+        }
+        t[s] = (i + 1) as u8;
+        i += 1;
+    }
+    t
+}
+
+const fn build_name_keys() -> [NameKey; NAME_TABLE.len()] {
+    let mut k = [[0u64; 3]; NAME_TABLE.len()];
+    let mut i = 0;
+    while i < NAME_TABLE.len() {
+        k[i] = const_key(NAME_TABLE[i].0);
+        i += 1;
+    }
+    k
+}
+
+static NAME_INDEX: [u8; NAME_SLOTS] = build_name_index();
+static NAME_KEYS: [NameKey; NAME_TABLE.len()] = build_name_keys();
+
+// The table must stay sparse (short probes, indices fit in a u8) and every known name must
+// fit a key.
+const _: () = {
+    assert!(NAME_TABLE.len() * 3 <= NAME_SLOTS);
+    let mut i = 0;
+    while i < NAME_TABLE.len() {
+        assert!(NAME_TABLE[i].0.len() <= MAX_KNOWN_NAME);
+        i += 1;
+    }
+};
+
+/// Word `w` (0-2) of the key of the `n`-byte name at the start of `line`.
+#[inline(always)]
+fn key_word(line: &[u8], n: usize, w: usize) -> u64 {
+    let start = w * 8;
+    if n <= start {
+        return FOLD;
+    }
+    let word = match line.get(start..start + 8) {
+        Some(chunk) => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(chunk);
+            u64::from_le_bytes(a)
+        }
+        None => {
+            let mut a = [0u8; 8];
+            for (d, s) in a.iter_mut().zip(line.get(start..).unwrap_or(&[])) {
+                *d = *s;
             }
+            u64::from_le_bytes(a)
         }
     };
+    let valid = n - start;
+    if valid >= 8 {
+        word | FOLD
+    } else {
+        let mask = (1u64 << (valid * 8)) - 1;
+        (word & mask) | FOLD
+    }
+}
+
+impl HeaderName {
+    /// Resolves a header name as received (any case, compact forms included).
+    pub fn from_name(name: &str) -> HeaderName {
+        Self::from_bytes(name.as_bytes())
+    }
+
+    pub(crate) fn from_bytes(name: &[u8]) -> HeaderName {
+        match Self::scan(name) {
+            (h, n) if n == name.len() => h,
+            _ => HeaderName::Other,
+        }
+    }
+
+    /// Scans the leading `token` of `line` and resolves it; returns the name and the
+    /// token's length.
+    pub(crate) fn scan(line: &[u8]) -> (HeaderName, usize) {
+        let n = lex::run(line, 0, lex::TOKEN);
+        if n == 0 || n > MAX_KNOWN_NAME {
+            return (HeaderName::Other, n);
+        }
+        let key = [
+            key_word(line, n, 0),
+            key_word(line, n, 1),
+            key_word(line, n, 2),
+        ];
+        let mut slot = key_hash(&key, n);
+        // The table is at most a third full, so an empty slot always ends the probe.
+        for _ in 0..NAME_SLOTS {
+            let e = usize::from(NAME_INDEX.get(slot).copied().unwrap_or(0));
+            let Some(i) = e.checked_sub(1) else {
+                return (HeaderName::Other, n);
+            };
+            if let (Some(k), Some((name, id))) = (NAME_KEYS.get(i), NAME_TABLE.get(i)) {
+                if *k == key && name.len() == n {
+                    return (*id, n);
+                }
+            }
+            slot = (slot + 1) & (NAME_SLOTS - 1);
+        }
+        (HeaderName::Other, n)
+    }
 }
 
 header_names! {
@@ -537,23 +744,37 @@ pub enum Method<'b> {
 impl<'b> Method<'b> {
     /// Maps a method name; never fails, unknown names become `Other`.
     pub fn parse(s: &'b str) -> Method<'b> {
-        match s {
-            "INVITE" => Method::Invite,
-            "ACK" => Method::Ack,
-            "BYE" => Method::Bye,
-            "CANCEL" => Method::Cancel,
-            "OPTIONS" => Method::Options,
-            "REGISTER" => Method::Register,
-            "REFER" => Method::Refer,
-            "NOTIFY" => Method::Notify,
-            "SUBSCRIBE" => Method::Subscribe,
-            "UPDATE" => Method::Update,
-            "INFO" => Method::Info,
-            "PRACK" => Method::Prack,
-            "MESSAGE" => Method::Message,
-            "PUBLISH" => Method::Publish,
-            other => Method::Other(other),
-        }
+        // Dispatch on length first: at most three comparisons per method.
+        let known = match s.len() {
+            3 => match s {
+                "ACK" => Some(Method::Ack),
+                "BYE" => Some(Method::Bye),
+                _ => None,
+            },
+            4 => (s == "INFO").then_some(Method::Info),
+            5 => match s {
+                "REFER" => Some(Method::Refer),
+                "PRACK" => Some(Method::Prack),
+                _ => None,
+            },
+            6 => match s {
+                "INVITE" => Some(Method::Invite),
+                "CANCEL" => Some(Method::Cancel),
+                "NOTIFY" => Some(Method::Notify),
+                "UPDATE" => Some(Method::Update),
+                _ => None,
+            },
+            7 => match s {
+                "OPTIONS" => Some(Method::Options),
+                "MESSAGE" => Some(Method::Message),
+                "PUBLISH" => Some(Method::Publish),
+                _ => None,
+            },
+            8 => (s == "REGISTER").then_some(Method::Register),
+            9 => (s == "SUBSCRIBE").then_some(Method::Subscribe),
+            _ => None,
+        };
+        known.unwrap_or(Method::Other(s))
     }
 
     /// The method name.
@@ -605,102 +826,106 @@ pub struct NameAddr<'b> {
     uri: Uri<'b>,
     bracketed: bool,
     params: Params<'b>,
+    tag: Option<&'b str>,
+}
+
+/// Parses header parameters after a URI, remembering the first `tag`.
+fn addr_params(after: &str) -> Result<(Params<'_>, Option<&str>), SyntaxError> {
+    let mut tag = None;
+    let raw = scan_header_params(after, |p| {
+        if tag.is_none() && p.name.len() == 3 && lex::eq_ci(p.name, "tag") {
+            tag = p.value;
+        }
+        Ok(())
+    })?;
+    Ok((Params::from_validated(raw, ParamKind::Header), tag))
 }
 
 impl<'b> NameAddr<'b> {
     /// Parses one element of a header value (one comma-separated item).
     pub fn parse(s: &'b str) -> Result<NameAddr<'b>, SyntaxError> {
         let s = lex::trim_lws(s);
-        if s.is_empty() {
-            return Err(SyntaxError::Empty);
-        }
+        let b = s.as_bytes();
         let mut display_name = None;
         let mut quoted = false;
-        let rest = if s.starts_with('"') {
-            let q = lex::quoted_len(s).ok_or(SyntaxError::Quote)?;
-            display_name = Some(s.get(1..q - 1).ok_or(SyntaxError::Quote)?);
-            quoted = true;
-            lex::skip_lws(s.get(q..).unwrap_or(""))
-        } else if s.starts_with('<') {
-            s
-        } else {
-            let first = lex::span(s, lex::is_token_byte);
-            if first > 0 && s.as_bytes().get(first) == Some(&b':') {
-                return Self::parse_addr_spec(s);
+        let lt = match b.first() {
+            None => return Err(SyntaxError::Empty),
+            Some(b'<') => 0,
+            Some(b'"') => {
+                let q = lex::quoted_len(s).ok_or(SyntaxError::Quote)?;
+                display_name = s.get(1..q - 1);
+                quoted = true;
+                lex::skip_lws_at(b, q)
             }
-            // display-name = *(token LWS): tokens separated by whitespace up to `<`.
-            let mut pos = 0;
-            let mut end = 0;
-            loop {
-                let rest = s.get(pos..).unwrap_or("");
-                let t = lex::span(rest, lex::is_token_byte);
-                if t == 0 {
-                    break;
+            Some(_) => {
+                let first = lex::run(b, 0, lex::TOKEN);
+                if first > 0 && b.get(first) == Some(&b':') {
+                    return Self::parse_addr_spec(s);
                 }
-                end = pos + t;
-                let after = s.get(end..).unwrap_or("");
-                pos = s.len() - lex::skip_lws(after).len();
+                // display-name = *(token LWS): tokens separated by whitespace up to `<`.
+                let mut end = first;
+                let mut pos = lex::skip_lws_at(b, first);
+                loop {
+                    let t = lex::run(b, pos, lex::TOKEN);
+                    if t == pos {
+                        break;
+                    }
+                    end = t;
+                    pos = lex::skip_lws_at(b, t);
+                }
+                if end == 0 {
+                    return Err(SyntaxError::DisplayName);
+                }
+                display_name = s.get(..end);
+                pos
             }
-            if end == 0 {
-                return Err(SyntaxError::DisplayName);
-            }
-            display_name = s.get(..end);
-            s.get(pos..).unwrap_or("")
         };
-        let inner_and_rest = rest.strip_prefix('<').ok_or(if display_name.is_some() {
-            SyntaxError::DisplayName
-        } else {
-            SyntaxError::Angle
-        })?;
-        let close = inner_and_rest.find('>').ok_or(SyntaxError::Angle)?;
-        let inner = inner_and_rest.get(..close).unwrap_or("");
+        if b.get(lt) != Some(&b'<') {
+            return Err(if display_name.is_some() {
+                SyntaxError::DisplayName
+            } else {
+                SyntaxError::Angle
+            });
+        }
+        let gt = lt + lex::find_byte(b.get(lt..).unwrap_or(&[]), b'>').ok_or(SyntaxError::Angle)?;
         // LAQUOT = SWS "<" and RAQUOT = ">" SWS: no whitespace inside (RFC 4475 §3.1.2.14).
-        let bad_edge = |b: Option<&u8>| b.is_none_or(|&b| lex::is_lws(b));
-        if bad_edge(inner.as_bytes().first()) || bad_edge(inner.as_bytes().last()) {
+        let inside = |i: usize| b.get(i).is_some_and(|&c| !lex::is_lws(c));
+        if gt == lt + 1 || !inside(lt + 1) || !inside(gt - 1) {
             return Err(SyntaxError::Angle);
         }
-        let uri = Uri::parse(inner)?;
-        let after = inner_and_rest.get(close + 1..).unwrap_or("");
-        let params = Params::parse(after, ParamKind::Header).map_err(|e| {
-            if lex::skip_lws(after).starts_with(';') {
-                e
-            } else {
-                SyntaxError::Trailing
-            }
-        })?;
+        let uri = Uri::parse(s.get(lt + 1..gt).unwrap_or(""))?;
+        let (params, tag) = addr_params(s.get(gt + 1..).unwrap_or(""))?;
         Ok(NameAddr {
             display_name,
             quoted,
             uri,
             bracketed: true,
             params,
+            tag,
         })
     }
 
     fn parse_addr_spec(s: &'b str) -> Result<NameAddr<'b>, SyntaxError> {
-        let end = s
-            .bytes()
-            .position(|b| b == b';' || lex::is_lws(b))
-            .unwrap_or(s.len());
-        let uri_text = s.get(..end).unwrap_or(s);
-        if uri_text.contains(['?', ',']) {
-            return Err(SyntaxError::Unbracketed);
-        }
-        let uri = Uri::parse(uri_text)?;
-        let after = s.get(end..).unwrap_or("");
-        let params = Params::parse(after, ParamKind::Header).map_err(|e| {
-            if lex::skip_lws(after).starts_with(';') {
-                e
-            } else {
-                SyntaxError::Trailing
+        let b = s.as_bytes();
+        let mut end = 0;
+        while let Some(&c) = b.get(end) {
+            if c == b';' || lex::is_lws(c) {
+                break;
             }
-        })?;
+            if c == b'?' || c == b',' {
+                return Err(SyntaxError::Unbracketed);
+            }
+            end += 1;
+        }
+        let uri = Uri::parse(s.get(..end).unwrap_or(s))?;
+        let (params, tag) = addr_params(s.get(end..).unwrap_or(""))?;
         Ok(NameAddr {
             display_name: None,
             quoted: false,
             uri,
             bracketed: false,
             params,
+            tag,
         })
     }
 
@@ -737,7 +962,7 @@ impl<'b> NameAddr<'b> {
 
     /// The `tag` parameter (From/To, RFC 3261 §19.3).
     pub fn tag(&self) -> Option<&'b str> {
-        self.params.value("tag")
+        self.tag
     }
 }
 
@@ -802,18 +1027,16 @@ pub enum Transport<'b> {
 
 impl<'b> Transport<'b> {
     fn parse(s: &'b str) -> Transport<'b> {
-        const KNOWN: [(&str, Transport<'static>); 6] = [
-            ("UDP", Transport::Udp),
-            ("TCP", Transport::Tcp),
-            ("TLS", Transport::Tls),
-            ("SCTP", Transport::Sctp),
-            ("WS", Transport::Ws),
-            ("WSS", Transport::Wss),
-        ];
-        KNOWN
-            .iter()
-            .find(|(n, _)| lex::eq_ci(n, s))
-            .map_or(Transport::Other(s), |(_, t)| *t)
+        let t = match s.len() {
+            2 if lex::eq_ci(s, "WS") => Transport::Ws,
+            3 if lex::eq_ci(s, "UDP") => Transport::Udp,
+            3 if lex::eq_ci(s, "TCP") => Transport::Tcp,
+            3 if lex::eq_ci(s, "TLS") => Transport::Tls,
+            3 if lex::eq_ci(s, "WSS") => Transport::Wss,
+            4 if lex::eq_ci(s, "SCTP") => Transport::Sctp,
+            _ => Transport::Other(s),
+        };
+        t
     }
 
     /// The transport name (upper case for the known ones).
@@ -843,6 +1066,60 @@ pub struct Via<'b> {
     host: Host<'b>,
     port: Option<u16>,
     params: Params<'b>,
+    known: ViaParams<'b>,
+}
+
+/// The Via parameters RFC 3261 and RFC 3581 define, picked out while validating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct ViaParams<'b> {
+    branch: Option<&'b str>,
+    received: Option<IpAddr>,
+    rport: Option<Option<u16>>,
+    maddr: Option<Host<'b>>,
+    ttl: Option<u8>,
+}
+
+impl<'b> ViaParams<'b> {
+    /// Checks and records one Via parameter; the first occurrence of a name wins.
+    fn note(&mut self, p: Param<'b>) -> Result<(), SyntaxError> {
+        let v = p.value;
+        let ok = match p.name.len() {
+            6 if lex::eq_ci(p.name, "branch") => {
+                self.branch = self.branch.or(v);
+                v.is_some_and(lex::is_token)
+            }
+            8 if lex::eq_ci(p.name, "received") => {
+                let ip = v.and_then(parse_received);
+                self.received = self.received.or(ip);
+                ip.is_some()
+            }
+            3 if lex::eq_ci(p.name, "ttl") => {
+                let ttl = v
+                    .and_then(lex::parse_digits)
+                    .and_then(|n| u8::try_from(n).ok());
+                self.ttl = self.ttl.or(ttl);
+                ttl.is_some()
+            }
+            5 if lex::eq_ci(p.name, "rport") => {
+                let port = v.map(parse_port);
+                if self.rport.is_none() {
+                    self.rport = Some(port.flatten());
+                }
+                port.is_none_or(|p| p.is_some())
+            }
+            5 if lex::eq_ci(p.name, "maddr") => {
+                let host = v.and_then(|v| Host::parse(v).ok());
+                self.maddr = self.maddr.or(host);
+                host.is_some()
+            }
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(SyntaxError::Param)
+        }
+    }
 }
 
 impl<'b> Via<'b> {
@@ -850,67 +1127,52 @@ impl<'b> Via<'b> {
     /// COLON in RFC 3261 §25.1).
     pub fn parse(s: &'b str) -> Result<Via<'b>, SyntaxError> {
         let s = lex::trim_lws(s);
-        let (protocol_name, s) = take_token(s).ok_or(SyntaxError::Protocol)?;
-        let s = expect_sep(s, b'/').ok_or(SyntaxError::Protocol)?;
-        let (protocol_version, s) = take_token(s).ok_or(SyntaxError::Protocol)?;
-        let s = expect_sep(s, b'/').ok_or(SyntaxError::Protocol)?;
-        let (transport, s) = take_token(s).ok_or(SyntaxError::Protocol)?;
+        let b = s.as_bytes();
+        // sent-protocol = protocol-name SLASH protocol-version SLASH transport
+        let token_at = |from: usize| -> Result<(&'b str, usize), SyntaxError> {
+            let end = lex::run(b, from, lex::TOKEN);
+            if end == from {
+                return Err(SyntaxError::Protocol);
+            }
+            Ok((s.get(from..end).unwrap_or(""), end))
+        };
+        let slash = |from: usize| -> Result<usize, SyntaxError> {
+            let i = lex::skip_lws_at(b, from);
+            if b.get(i) != Some(&b'/') {
+                return Err(SyntaxError::Protocol);
+            }
+            Ok(lex::skip_lws_at(b, i + 1))
+        };
+        let (protocol_name, i) = token_at(0)?;
+        let (protocol_version, i) = token_at(slash(i)?)?;
+        let (transport, i) = token_at(slash(i)?)?;
         // sent-protocol LWS sent-by: at least one whitespace character.
-        if !s.as_bytes().first().is_some_and(|&b| lex::is_lws(b)) {
+        if !b.get(i).is_some_and(|&c| lex::is_lws(c)) {
             return Err(SyntaxError::Protocol);
         }
-        let s = lex::skip_lws(s);
-        let host_len = if s.starts_with('[') {
-            s.find(']').map(|i| i + 1).ok_or(SyntaxError::Host)?
-        } else {
-            lex::span(s, |b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        };
-        let host = Host::parse(s.get(..host_len).unwrap_or(""))?;
-        let mut s = lex::skip_lws(s.get(host_len..).unwrap_or(""));
+        let (host, end) = uri::scan_host(s, lex::skip_lws_at(b, i))?;
+        let mut i = lex::skip_lws_at(b, end);
         let mut port = None;
-        if let Some(p) = s.strip_prefix(':') {
-            let p = lex::skip_lws(p);
-            let n = lex::span(p, |b| b.is_ascii_digit());
-            port = Some(parse_port(p.get(..n).unwrap_or("")).ok_or(SyntaxError::Port)?);
-            s = p.get(n..).unwrap_or("");
+        if b.get(i) == Some(&b':') {
+            let start = lex::skip_lws_at(b, i + 1);
+            let mut j = start;
+            while b.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+            port = Some(parse_port(s.get(start..j).unwrap_or("")).ok_or(SyntaxError::Port)?);
+            i = j;
         }
-        if !lex::skip_lws(s).is_empty() && !lex::skip_lws(s).starts_with(';') {
-            return Err(SyntaxError::Trailing);
-        }
-        let params = Params::parse(s, ParamKind::Header)?;
-        let via = Via {
+        let mut known = ViaParams::default();
+        let raw = scan_header_params(s.get(i..).unwrap_or(""), |p| known.note(p))?;
+        Ok(Via {
             protocol_name,
             protocol_version,
             transport: Transport::parse(transport),
             host,
             port,
-            params,
-        };
-        via.validate_params()?;
-        Ok(via)
-    }
-
-    fn validate_params(&self) -> Result<(), SyntaxError> {
-        for p in self.params {
-            let v = p.value;
-            let ok = if lex::eq_ci(p.name, "branch") {
-                v.is_some_and(lex::is_token)
-            } else if lex::eq_ci(p.name, "received") {
-                v.and_then(parse_received).is_some()
-            } else if lex::eq_ci(p.name, "ttl") {
-                v.and_then(lex::parse_digits).is_some_and(|n| n <= 255)
-            } else if lex::eq_ci(p.name, "rport") {
-                v.is_none_or(|v| parse_port(v).is_some())
-            } else if lex::eq_ci(p.name, "maddr") {
-                v.is_some_and(|v| Host::parse(v).is_ok())
-            } else {
-                true
-            };
-            if !ok {
-                return Err(SyntaxError::Param);
-            }
-        }
-        Ok(())
+            params: Params::from_validated(raw, ParamKind::Header),
+            known,
+        })
     }
 
     /// The protocol name (`SIP`).
@@ -950,7 +1212,7 @@ impl<'b> Via<'b> {
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'b str> {
-        self.params.value("branch")
+        self.known.branch
     }
 
     /// True if the branch starts with the RFC 3261 magic cookie `z9hG4bK`.
@@ -967,30 +1229,27 @@ impl<'b> Via<'b> {
 
     /// The `received` address; with or without brackets, as RFC 5118 §4.5 asks.
     pub fn received(&self) -> Option<IpAddr> {
-        self.params.value("received").and_then(parse_received)
+        self.known.received
     }
 
     /// True if `rport` is present (with or without a value, RFC 3581).
     pub fn has_rport(&self) -> bool {
-        self.params.contains("rport")
+        self.known.rport.is_some()
     }
 
     /// The `rport` value filled in by a server, if any.
     pub fn rport(&self) -> Option<u16> {
-        self.params.value("rport").and_then(parse_port)
+        self.known.rport.flatten()
     }
 
     /// The `maddr` host.
     pub fn maddr(&self) -> Option<Host<'b>> {
-        self.params.value("maddr").and_then(|v| Host::parse(v).ok())
+        self.known.maddr
     }
 
     /// The `ttl` parameter.
     pub fn ttl(&self) -> Option<u8> {
-        self.params
-            .value("ttl")
-            .and_then(lex::parse_digits)
-            .and_then(|n| u8::try_from(n).ok())
+        self.known.ttl
     }
 }
 
@@ -1000,28 +1259,11 @@ fn parse_received(v: &str) -> Option<IpAddr> {
         .strip_prefix('[')
         .and_then(|v| v.strip_suffix(']'))
         .unwrap_or(v);
-    if inner.contains(':') {
+    if lex::find(inner, b':').is_some() {
         parse_ipv6(inner).map(IpAddr::V6)
     } else {
-        inner.parse().ok().map(IpAddr::V4)
+        uri::parse_ipv4(inner.as_bytes()).map(IpAddr::V4)
     }
-}
-
-fn take_token(s: &str) -> Option<(&str, &str)> {
-    let n = lex::span(s, lex::is_token_byte);
-    if n == 0 {
-        return None;
-    }
-    Some((s.get(..n)?, s.get(n..)?))
-}
-
-/// `SWS sep SWS`.
-fn expect_sep(s: &str, sep: u8) -> Option<&str> {
-    let s = lex::skip_lws(s);
-    if s.as_bytes().first() != Some(&sep) {
-        return None;
-    }
-    Some(lex::skip_lws(s.get(1..)?))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1044,22 +1286,28 @@ impl<'b> CSeq<'b> {
     /// Parses a CSeq value (folds allowed between number and method).
     pub fn parse(s: &'b str) -> Result<CSeq<'b>, SyntaxError> {
         let s = lex::trim_lws(s);
-        let n = lex::span(s, |b| b.is_ascii_digit());
-        let digits = s.get(..n).unwrap_or("");
-        if digits.is_empty() {
+        let b = s.as_bytes();
+        let mut seq: u64 = 0;
+        let mut i = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            // Saturate: anything past u32 is out of range anyway.
+            seq = (seq * 10 + u64::from(c - b'0')).min(u64::from(u32::MAX) + 1);
+            i += 1;
+        }
+        if i == 0 {
             return Err(SyntaxError::Number);
         }
-        let rest = s.get(n..).unwrap_or("");
-        if !rest.as_bytes().first().is_some_and(|&b| lex::is_lws(b)) {
+        if !b.get(i).is_some_and(|&c| lex::is_lws(c)) {
             return Err(SyntaxError::Method);
         }
-        let method = lex::skip_lws(rest);
+        let method = s.get(lex::skip_lws_at(b, i)..).unwrap_or("");
         if !lex::is_token(method) {
             return Err(SyntaxError::Method);
         }
-        let seq = lex::parse_digits(digits)
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or(SyntaxError::OutOfRange)?;
+        let seq = u32::try_from(seq).map_err(|_| SyntaxError::OutOfRange)?;
         Ok(CSeq {
             seq,
             method: Method::parse(method),
@@ -1111,10 +1359,17 @@ impl<'b> CallId<'b> {
     /// Validates a Call-ID value.
     pub fn parse(s: &'b str) -> Result<CallId<'b>, SyntaxError> {
         let s = lex::trim_lws(s);
-        let word = |w: &str| !w.is_empty() && w.bytes().all(lex::is_word_byte);
-        let ok = match s.split_once('@') {
-            Some((a, b)) => word(a) && word(b),
-            None => word(s),
+        let b = s.as_bytes();
+        let first = lex::run(b, 0, lex::WORD);
+        let ok = match b.get(first) {
+            None => first > 0,
+            Some(b'@') => {
+                first > 0 && {
+                    let second = lex::run(b, first + 1, lex::WORD);
+                    second > first + 1 && second == b.len()
+                }
+            }
+            Some(_) => false,
         };
         if ok {
             Ok(CallId(s))
@@ -1173,7 +1428,7 @@ impl SipDate {
                 || !at(19, b':')
                 || !at(22, b':')
                 || !at(25, b' ')
-                || !s.get(26..29).is_some_and(|z| z == "GMT")
+                || s.get(26..29).is_none_or(|z| z != "GMT")
             {
                 return None;
             }

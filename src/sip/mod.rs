@@ -5,10 +5,16 @@
 //!
 //! Entry points: [`Message::parse`] (stream framing, RFC 3261 §18.3),
 //! [`Message::parse_head`] (header block only, for error responses), then
-//! [`Message::check_request`] / [`Message::check_response`] before any layer acts on it.
+//! [`Message::checked_request`] / [`Message::checked_response`] (the RFC 3261 checks,
+//! returning the typed From, To, Call-ID, CSeq, top Via and Contact they parsed) before any
+//! layer acts on it.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod lex;
 
+pub mod build;
 pub mod header;
 pub mod parse;
 pub mod uri;
@@ -18,9 +24,9 @@ pub use header::{
     Method, NameAddr, Param, ParamIter, Params, SipDate, SyntaxError, Transport, Via, MAGIC_COOKIE,
 };
 pub use parse::{
-    Header, Invalid, Limits, Message, ParseError, StartLine, Status, Values, Version, MAX_HEADERS,
+    Checked, Header, Headers, Invalid, Limits, Message, ParseError, StartLine, Status, Values,
+    Version, MAX_HEADERS,
 };
 pub use uri::{
     decode_into, pct_eq, pct_eq_ignore_case, DecodeError, Host, Scheme, Uri, UriHeaders,
 };
-pub mod build;

@@ -74,11 +74,10 @@ impl<'b> Host<'b> {
 
     /// Parses `hostname / IPv4address / IPv6reference` (brackets required for IPv6).
     pub fn parse(s: &'b str) -> Result<Host<'b>, SyntaxError> {
-        if let Some(inner) = s.strip_prefix('[') {
-            let inner = inner.strip_suffix(']').ok_or(SyntaxError::Host)?;
-            return parse_ipv6(inner).map(Host::V6).ok_or(SyntaxError::Host);
+        match scan_host(s, 0)? {
+            (h, end) if end == s.len() => Ok(h),
+            _ => Err(SyntaxError::Host),
         }
-        parse_name_or_v4(s)
     }
 }
 
@@ -92,33 +91,73 @@ impl fmt::Display for Host<'_> {
     }
 }
 
-/// `hostname / IPv4address` (RFC 3261 §25.1).
+/// Scans `host` (RFC 3261 §25.1) starting at `from`: an IPv6 reference in brackets, or a
+/// run of name characters checked as `hostname` (labels of alphanumerics and inner hyphens)
+/// in the same pass. Returns the host and the index just past it.
 ///
 /// A name whose last label starts with a digit can only be an IPv4 address (the `toplabel`
 /// rule), so `1.2.3` and `256.1.1.1` are rejected rather than taken as names.
-fn parse_name_or_v4(s: &str) -> Result<Host<'_>, SyntaxError> {
-    if s.is_empty() {
+pub(crate) fn scan_host(s: &str, from: usize) -> Result<(Host<'_>, usize), SyntaxError> {
+    let b = s.as_bytes();
+    if b.get(from) == Some(&b'[') {
+        let close =
+            from + lex::find_byte(b.get(from..).unwrap_or(&[]), b']').ok_or(SyntaxError::Host)?;
+        let inner = s.get(from + 1..close).ok_or(SyntaxError::Host)?;
+        let a = parse_ipv6(inner).ok_or(SyntaxError::Host)?;
+        return Ok((Host::V6(a), close + 1));
+    }
+    let end = lex::run(b, from, lex::HOST);
+    let name = b.get(from..end).unwrap_or(&[]);
+    // Structure: labels are non-empty and do not start or end with `-`; one trailing dot
+    // (a fully qualified name) is allowed. Only the dots need looking at.
+    let body = name.strip_suffix(b".").unwrap_or(name);
+    let bad_edge = |c: Option<&u8>| matches!(c, None | Some(b'-' | b'.'));
+    if bad_edge(body.first()) || bad_edge(body.last()) {
         return Err(SyntaxError::Host);
     }
-    let name = s.strip_suffix('.').unwrap_or(s);
-    let top = name.rsplit('.').next().unwrap_or(name);
-    if top.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<Ipv4Addr>()
-            .map(Host::V4)
-            .map_err(|_| SyntaxError::Host);
-    }
-    for label in name.split('.') {
-        let b = label.as_bytes();
-        let ok = !b.is_empty()
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-            && b.first() != Some(&b'-')
-            && b.last() != Some(&b'-');
-        if !ok {
+    let mut top = 0;
+    while let Some(d) = body.get(top..).and_then(|t| lex::find_byte(t, b'.')) {
+        let d = top + d;
+        if bad_edge(d.checked_sub(1).and_then(|p| body.get(p))) || body.get(d + 1) == Some(&b'-') {
             return Err(SyntaxError::Host);
         }
+        top = d + 1;
     }
-    Ok(Host::Domain(s))
+    let text = s.get(from..end).ok_or(SyntaxError::Host)?;
+    if body.get(top).is_some_and(u8::is_ascii_digit) {
+        let a = parse_ipv4(text.as_bytes()).ok_or(SyntaxError::Host)?;
+        return Ok((Host::V4(a), end));
+    }
+    Ok((Host::Domain(text), end))
+}
+
+/// Dotted-quad IPv4 (RFC 5954 `dec-octet`: 0-255, no leading zeros).
+pub(crate) fn parse_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut n = 0usize;
+    let mut val: u16 = 0;
+    let mut digits = 0u8;
+    for &c in b {
+        if c.is_ascii_digit() {
+            if digits == 3 || (digits == 1 && val == 0) {
+                return None;
+            }
+            val = val * 10 + u16::from(c - b'0');
+            digits += 1;
+        } else if c == b'.' && digits > 0 {
+            *octets.get_mut(n)? = u8::try_from(val).ok()?;
+            n += 1;
+            val = 0;
+            digits = 0;
+        } else {
+            return None;
+        }
+    }
+    if digits == 0 || n != 3 {
+        return None;
+    }
+    *octets.get_mut(3)? = u8::try_from(val).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Parses the text between an IPv6 reference's brackets.
@@ -134,10 +173,10 @@ pub(crate) fn parse_ipv6(s: &str) -> Option<Ipv6Addr> {
     if let Ok(a) = s.parse::<Ipv6Addr>() {
         return Some(a);
     }
-    let i = s.find(":::")?;
+    let i = s.as_bytes().windows(3).position(|w| w == b":::")?;
     let head = s.get(..i)?;
     let tail = s.get(i + 3..)?;
-    if tail.contains(':') || !tail.contains('.') {
+    if lex::find(tail, b':').is_some() || lex::find(tail, b'.').is_none() {
         return None;
     }
     // Rebuild "head::tail" on the stack; the longest valid text form is 45 bytes.
@@ -152,63 +191,109 @@ pub(crate) fn parse_ipv6(s: &str) -> Option<Ipv6Addr> {
     std::str::from_utf8(out).ok()?.parse().ok()
 }
 
+/// A byte range within a URI (URIs longer than 64 KiB are rejected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Span {
+    start: u16,
+    end: u16,
+}
+
+impl Span {
+    fn new(start: usize, end: usize) -> Result<Span, SyntaxError> {
+        match (u16::try_from(start), u16::try_from(end)) {
+            (Ok(start), Ok(end)) => Ok(Span { start, end }),
+            _ => Err(SyntaxError::Uri),
+        }
+    }
+
+    fn of(self, raw: &str) -> &str {
+        raw.get(usize::from(self.start)..usize::from(self.end))
+            .unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemeTag {
+    Sip,
+    Sips,
+    Tel,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostRepr {
+    None,
+    Domain(Span),
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
 /// A parsed URI borrowed from the message.
 ///
 /// Guarantees: the text matched RFC 3261 §25.1 (`sip`/`sips`), RFC 3966 (`tel`) or the
 /// generic `absoluteURI` rule; `%` escapes are well formed; SIP hosts are valid names or
-/// addresses; no whitespace anywhere.
+/// addresses; no whitespace anywhere. Stored as the text plus offsets, so it is small to
+/// copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Uri<'b> {
     raw: &'b str,
-    scheme: Scheme<'b>,
-    user: Option<&'b str>,
-    password: Option<&'b str>,
-    host: Option<Host<'b>>,
+    scheme: SchemeTag,
+    /// Index just after `scheme:`.
+    rest: u16,
+    user: Option<Span>,
+    password: Option<Span>,
+    host: HostRepr,
     port: Option<u16>,
-    params: Params<'b>,
-    headers: Option<&'b str>,
-    opaque: &'b str,
+    params: Span,
+    headers: Option<Span>,
 }
 
 impl<'b> Uri<'b> {
     /// Parses one URI; the text must be exactly the URI (no brackets, no surrounding LWS).
     pub fn parse(raw: &'b str) -> Result<Uri<'b>, SyntaxError> {
-        let colon = raw.find(':').ok_or(SyntaxError::Scheme)?;
-        let scheme_str = raw.get(..colon).ok_or(SyntaxError::Scheme)?;
-        let rest = raw.get(colon + 1..).ok_or(SyntaxError::Scheme)?;
-        let scheme = if lex::eq_ci(scheme_str, "sip") {
-            Scheme::Sip
-        } else if lex::eq_ci(scheme_str, "sips") {
-            Scheme::Sips
-        } else if lex::eq_ci(scheme_str, "tel") {
-            Scheme::Tel
-        } else {
-            // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
-            let mut b = scheme_str.bytes();
-            let first_ok = b.next().is_some_and(|c| c.is_ascii_alphabetic());
-            if !first_ok || !b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
-            {
-                return Err(SyntaxError::Scheme);
+        let b = raw.as_bytes();
+        if b.len() > usize::from(u16::MAX) {
+            return Err(SyntaxError::Uri);
+        }
+        let lower = |i: usize| b.get(i).map(|c| c.to_ascii_lowercase());
+        // Fast paths for the schemes drhub speaks; anything else goes through the generic rule.
+        let (scheme, colon) = match (lower(0), lower(1), lower(2), lower(3), b.get(4)) {
+            (Some(b's'), Some(b'i'), Some(b'p'), Some(b':'), _) => (SchemeTag::Sip, 3),
+            (Some(b's'), Some(b'i'), Some(b'p'), Some(b's'), Some(b':')) => (SchemeTag::Sips, 4),
+            (Some(b't'), Some(b'e'), Some(b'l'), Some(b':'), _) => (SchemeTag::Tel, 3),
+            _ => {
+                let colon = lex::find(raw, b':').ok_or(SyntaxError::Scheme)?;
+                let name = raw.get(..colon).ok_or(SyntaxError::Scheme)?;
+                // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+                let mut it = name.bytes();
+                let first_ok = it.next().is_some_and(|c| c.is_ascii_alphabetic());
+                if !first_ok
+                    || !it.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+                {
+                    return Err(SyntaxError::Scheme);
+                }
+                (SchemeTag::Other, colon)
             }
-            Scheme::Other(scheme_str)
         };
         let mut uri = Uri {
             raw,
             scheme,
+            // `raw` is at most u16::MAX bytes long, so this is exact.
+            rest: (colon + 1) as u16,
             user: None,
             password: None,
-            host: None,
+            host: HostRepr::None,
             port: None,
-            params: Params::empty(ParamKind::Uri),
+            params: Span::default(),
             headers: None,
-            opaque: rest,
         };
         match scheme {
-            Scheme::Sip | Scheme::Sips => uri.parse_sip(rest)?,
-            Scheme::Tel => uri.parse_tel(rest)?,
-            Scheme::Other(_) => {
+            SchemeTag::Sip | SchemeTag::Sips => uri.parse_sip(colon + 1)?,
+            SchemeTag::Tel => uri.parse_tel(colon + 1)?,
+            SchemeTag::Other => {
                 // absoluteURI: opaque-part or hier-part, all `uric` characters.
-                if rest.is_empty() || !lex::is_escaped_run(rest, lex::is_uric) {
+                let rest = raw.get(colon + 1..).unwrap_or("");
+                if rest.is_empty() || !lex::is_escaped_run(rest, lex::URIC) {
                     return Err(SyntaxError::Uri);
                 }
             }
@@ -216,85 +301,88 @@ impl<'b> Uri<'b> {
         Ok(uri)
     }
 
-    /// `[ userinfo ] hostport uri-parameters [ headers ]`.
-    fn parse_sip(&mut self, rest: &'b str) -> Result<(), SyntaxError> {
+    /// `[ userinfo ] hostport uri-parameters [ headers ]`, in one forward pass from `from`.
+    fn parse_sip(&mut self, from: usize) -> Result<(), SyntaxError> {
+        let raw = self.raw;
+        let b = raw.as_bytes();
+        let mut i = from;
         // `@` cannot appear unescaped in host, parameters or headers, so the first one
         // ends the userinfo even when the user part holds `;` or `?` (RFC 4475 §3.1.1.9).
-        let hostpart = match memchr::memchr(b'@', rest.as_bytes()) {
-            Some(at) => {
-                let userinfo = rest.get(..at).ok_or(SyntaxError::UserInfo)?;
-                let (user, password) = match userinfo.find(':') {
-                    Some(c) => (
-                        userinfo.get(..c).unwrap_or(""),
-                        Some(userinfo.get(c + 1..).unwrap_or("")),
-                    ),
-                    None => (userinfo, None),
-                };
-                // user = 1*(...): an `@` with nothing before it is invalid (DR-VAL-7).
-                if user.is_empty() || !lex::is_escaped_run(user, lex::is_user_byte) {
+        if let Some(at) = b.get(from..).and_then(|r| lex::find_byte(r, b'@')) {
+            let at = from + at;
+            let user_end = lex::run_escaped(b, from, lex::USER).ok_or(SyntaxError::UserInfo)?;
+            // user = 1*(...): an `@` with nothing before it is invalid (DR-VAL-7).
+            if user_end == from {
+                return Err(SyntaxError::UserInfo);
+            }
+            self.user = Some(Span::new(from, user_end)?);
+            if user_end != at {
+                if b.get(user_end) != Some(&b':') {
                     return Err(SyntaxError::UserInfo);
                 }
-                if let Some(p) = password {
-                    if !lex::is_escaped_run(p, lex::is_password_byte) {
-                        return Err(SyntaxError::UserInfo);
-                    }
+                let pw_end = lex::run_escaped(b, user_end + 1, lex::PASSWORD)
+                    .ok_or(SyntaxError::UserInfo)?;
+                if pw_end != at {
+                    return Err(SyntaxError::UserInfo);
                 }
-                self.user = Some(user);
-                self.password = password;
-                rest.get(at + 1..).ok_or(SyntaxError::Host)?
+                self.password = Some(Span::new(user_end + 1, at)?);
             }
-            None => rest,
-        };
-        // host [ ":" port ], then ";params", then "?headers".
-        let (host, after) = if hostpart.starts_with('[') {
-            let close = hostpart.find(']').ok_or(SyntaxError::Host)?;
-            (
-                hostpart.get(..close + 1).ok_or(SyntaxError::Host)?,
-                hostpart.get(close + 1..).unwrap_or(""),
-            )
-        } else {
-            let end = hostpart
-                .bytes()
-                .position(|b| matches!(b, b':' | b';' | b'?'))
-                .unwrap_or(hostpart.len());
-            (
-                hostpart.get(..end).unwrap_or(""),
-                hostpart.get(end..).unwrap_or(""),
-            )
-        };
-        self.host = Some(Host::parse(host)?);
-        let mut after = after;
-        if let Some(p) = after.strip_prefix(':') {
-            let end = p
-                .bytes()
-                .position(|b| matches!(b, b';' | b'?'))
-                .unwrap_or(p.len());
-            let digits = p.get(..end).unwrap_or("");
-            self.port = Some(parse_port(digits).ok_or(SyntaxError::Port)?);
-            after = p.get(end..).unwrap_or("");
+            i = at + 1;
         }
-        let (params, headers) = match after.find('?') {
-            Some(q) => (
-                after.get(..q).unwrap_or(""),
-                Some(after.get(q + 1..).unwrap_or("")),
-            ),
-            None => (after, None),
+        let (host, end) = scan_host(raw, i)?;
+        self.host = match host {
+            Host::Domain(_) => HostRepr::Domain(Span::new(i, end)?),
+            Host::V4(a) => HostRepr::V4(a),
+            Host::V6(a) => HostRepr::V6(a),
         };
-        if !params.is_empty() && !params.starts_with(';') {
-            return Err(SyntaxError::Host);
+        i = end;
+        if b.get(i) == Some(&b':') {
+            let start = i + 1;
+            let mut j = start;
+            while b.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+            self.port = Some(parse_port(raw.get(start..j).unwrap_or("")).ok_or(SyntaxError::Port)?);
+            i = j;
         }
-        self.params = Params::parse(params, ParamKind::Uri)?;
-        if let Some(h) = headers {
-            validate_uri_headers(h)?;
-            self.headers = Some(h);
+        // uri-parameters = *( ";" pname [ "=" pvalue ] )
+        let params_start = i;
+        while b.get(i) == Some(&b';') {
+            let name_end = lex::run_escaped(b, i + 1, lex::PARAMCHAR).ok_or(SyntaxError::Param)?;
+            if name_end == i + 1 {
+                return Err(SyntaxError::Param);
+            }
+            i = name_end;
+            if b.get(i) == Some(&b'=') {
+                let value_end =
+                    lex::run_escaped(b, i + 1, lex::PARAMCHAR).ok_or(SyntaxError::Param)?;
+                if value_end == i + 1 {
+                    return Err(SyntaxError::Param);
+                }
+                i = value_end;
+            }
+        }
+        self.params = Span::new(params_start, i)?;
+        if b.get(i) == Some(&b'?') {
+            validate_uri_headers(raw.get(i + 1..).unwrap_or(""))?;
+            self.headers = Some(Span::new(i + 1, b.len())?);
+            i = b.len();
+        }
+        if i != b.len() {
+            return Err(match b.get(i) {
+                Some(b':') => SyntaxError::Port,
+                _ => SyntaxError::Uri,
+            });
         }
         Ok(())
     }
 
     /// `telephone-subscriber` (RFC 3966 §3); the number goes into `user`.
-    fn parse_tel(&mut self, rest: &'b str) -> Result<(), SyntaxError> {
-        let end = rest.find(';').unwrap_or(rest.len());
+    fn parse_tel(&mut self, from: usize) -> Result<(), SyntaxError> {
+        let rest = self.raw.get(from..).unwrap_or("");
+        let end = lex::find(rest, b';').unwrap_or(rest.len());
         let number = rest.get(..end).unwrap_or("");
+        // (tel: URIs are rare on the hot path; the generic parameter scanner is fine here)
         let params = Params::parse(rest.get(end..).unwrap_or(""), ParamKind::Tel)?;
         let visual = |b: u8| matches!(b, b'-' | b'.' | b'(' | b')');
         let ok = if let Some(digits) = number.strip_prefix('+') {
@@ -314,8 +402,8 @@ impl<'b> Uri<'b> {
         if !ok {
             return Err(SyntaxError::UserInfo);
         }
-        self.user = Some(number);
-        self.params = params;
+        self.user = Some(Span::new(from, from + end)?);
+        self.params = Span::new(from + end, self.raw.len())?;
         Ok(())
     }
 
@@ -326,27 +414,43 @@ impl<'b> Uri<'b> {
 
     /// The scheme.
     pub fn scheme(&self) -> Scheme<'b> {
-        self.scheme
+        match self.scheme {
+            SchemeTag::Sip => Scheme::Sip,
+            SchemeTag::Sips => Scheme::Sips,
+            SchemeTag::Tel => Scheme::Tel,
+            SchemeTag::Other => Scheme::Other(
+                self.raw
+                    .get(..usize::from(self.rest).saturating_sub(1))
+                    .unwrap_or(""),
+            ),
+        }
     }
 
     /// True for `sips:` URIs.
     pub fn is_sips(&self) -> bool {
-        self.scheme == Scheme::Sips
+        self.scheme == SchemeTag::Sips
     }
 
     /// The user part, still `%`-escaped; for `tel:` the number (`+1-201-555-0123`).
     pub fn user(&self) -> Option<&'b str> {
-        self.user
+        let raw = self.raw;
+        self.user.map(|s| s.of(raw))
     }
 
     /// The password part of the userinfo (deprecated by RFC 3261 §19.1.1, kept as received).
     pub fn password(&self) -> Option<&'b str> {
-        self.password
+        let raw = self.raw;
+        self.password.map(|s| s.of(raw))
     }
 
     /// The host of a `sip:`/`sips:` URI; `None` for `tel:` and opaque URIs.
     pub fn host(&self) -> Option<Host<'b>> {
-        self.host
+        match self.host {
+            HostRepr::None => None,
+            HostRepr::Domain(s) => Some(Host::Domain(s.of(self.raw))),
+            HostRepr::V4(a) => Some(Host::V4(a)),
+            HostRepr::V6(a) => Some(Host::V6(a)),
+        }
     }
 
     /// The explicit port, if any.
@@ -356,12 +460,17 @@ impl<'b> Uri<'b> {
 
     /// URI parameters (`;transport=tls;lr`), names and values still escaped.
     pub fn params(&self) -> Params<'b> {
-        self.params
+        let kind = if self.scheme == SchemeTag::Tel {
+            ParamKind::Tel
+        } else {
+            ParamKind::Uri
+        };
+        Params::from_validated(self.params.of(self.raw), kind)
     }
 
     /// First URI parameter with this name (case-insensitive, escapes in the name decoded).
     pub fn param(&self, name: &str) -> Option<Param<'b>> {
-        self.params.get(name)
+        self.params().get(name)
     }
 
     /// True if the URI carries escaped headers after `?` (forbidden in a Request-URI).
@@ -371,31 +480,32 @@ impl<'b> Uri<'b> {
 
     /// The escaped headers after `?` (`hname=hvalue` pairs joined by `&`).
     pub fn headers(&self) -> UriHeaders<'b> {
+        let raw = self.raw;
         UriHeaders {
-            rest: self.headers.filter(|h| !h.is_empty()),
+            rest: self.headers.map(|s| s.of(raw)).filter(|h| !h.is_empty()),
         }
     }
 
     /// Everything after `scheme:`; the only content of an opaque (`Scheme::Other`) URI.
     pub fn opaque(&self) -> &'b str {
-        self.opaque
+        self.raw.get(usize::from(self.rest)..).unwrap_or("")
     }
 
     /// True for a `tel:` URI or a SIP URI with `user=phone` (RFC 3261 §19.1.1).
     pub fn is_phone(&self) -> bool {
         match self.scheme {
-            Scheme::Tel => true,
-            Scheme::Sip | Scheme::Sips => self
+            SchemeTag::Tel => true,
+            SchemeTag::Sip | SchemeTag::Sips => self
                 .param("user")
                 .and_then(|p| p.value)
                 .is_some_and(|v| pct_eq_ignore_case(v, "phone")),
-            Scheme::Other(_) => false,
+            SchemeTag::Other => false,
         }
     }
 
     /// Decodes the user part into `out` (no allocation); the bytes may be any octets.
     pub fn user_decoded<'o>(&self, out: &'o mut [u8]) -> Result<&'o [u8], DecodeError> {
-        decode_into(self.user.unwrap_or(""), out)
+        decode_into(self.user().unwrap_or(""), out)
     }
 }
 
@@ -413,10 +523,11 @@ pub(crate) fn parse_port(s: &str) -> Option<u16> {
 /// `headers = "?" header *( "&" header )`, `header = hname "=" hvalue`.
 fn validate_uri_headers(h: &str) -> Result<(), SyntaxError> {
     for pair in h.split('&') {
-        let (name, value) = pair.split_once('=').ok_or(SyntaxError::UriHeaders)?;
+        // (validation only; runs once per URI that has headers, which is rare)
+        let (name, value) = lex::split_at_byte(pair, b'=').ok_or(SyntaxError::UriHeaders)?;
         if name.is_empty()
-            || !lex::is_escaped_run(name, lex::is_hnv)
-            || !lex::is_escaped_run(value, lex::is_hnv)
+            || !lex::is_escaped_run(name, lex::HNV)
+            || !lex::is_escaped_run(value, lex::HNV)
         {
             return Err(SyntaxError::UriHeaders);
         }
@@ -435,12 +546,12 @@ impl<'b> Iterator for UriHeaders<'b> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.rest?;
-        let (pair, next) = match rest.split_once('&') {
+        let (pair, next) = match lex::split_at_byte(rest, b'&') {
             Some((p, n)) => (p, Some(n)),
             None => (rest, None),
         };
         self.rest = next;
-        Some(pair.split_once('=').unwrap_or((pair, "")))
+        Some(lex::split_at_byte(pair, b'=').unwrap_or((pair, "")))
     }
 }
 
@@ -551,7 +662,7 @@ pub fn pct_eq(escaped: &str, plain: &str) -> bool {
 
 /// Like [`pct_eq`] but ASCII case-insensitive (parameter names, most parameter values).
 pub fn pct_eq_ignore_case(escaped: &str, plain: &str) -> bool {
-    if !escaped.contains('%') {
+    if lex::find(escaped, b'%').is_none() {
         return lex::eq_ci(escaped, plain);
     }
     pct_cmp(escaped, plain, true)
