@@ -239,6 +239,9 @@ impl Usage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafSpec {
     pub names: Vec<String>,
+    /// Subject Common Name; `None` uses the first name. Not validated as a DNS name, so
+    /// a test can issue what real SBC certificates sometimes carry (`CN=f*.x.com`).
+    pub common_name: Option<String>,
     pub ips: Vec<IpAddr>,
     /// Extended key usages; empty writes no EKU extension.
     pub usages: Vec<Usage>,
@@ -253,11 +256,18 @@ impl LeafSpec {
         let now = OffsetDateTime::now_utc();
         Self {
             names: names.into_iter().map(Into::into).collect(),
+            common_name: None,
             ips: Vec::new(),
             usages: vec![Usage::ServerAuth, Usage::ClientAuth],
             not_before: now - BACKDATE,
             not_after: now + LEAF_VALIDITY,
         }
+    }
+
+    /// Sets the subject Common Name (see [`LeafSpec::common_name`]).
+    pub fn common_name(mut self, cn: impl Into<String>) -> Self {
+        self.common_name = Some(cn.into());
+        self
     }
 
     /// Replaces the extended key usages.
@@ -498,7 +508,11 @@ impl LabCa {
     /// Issues an RSA 2048 / SHA-256 leaf certificate with a fresh key. Names are checked
     /// to be DNS names (a wildcard only as the whole left-most label).
     pub fn issue(&self, spec: &LeafSpec) -> Result<IssuedCert, CertError> {
-        let cn = spec.names.first().ok_or(CertError::NoName)?;
+        let cn = spec
+            .common_name
+            .as_ref()
+            .or(spec.names.first())
+            .ok_or(CertError::NoName)?;
         let mut sans = Vec::with_capacity(spec.names.len() + spec.ips.len());
         for name in &spec.names {
             check_dns_name(name)?;

@@ -262,6 +262,26 @@ async fn dr_val_3_contact_fqdn_must_match_the_certificate() {
 }
 
 #[tokio::test]
+async fn dr_val_3_fragment_wildcard_in_the_common_name() {
+    // `f*.com matches foo.com, not bar.com` (RFC 2818 §3.1), here CN=sb*.adatum.biz.
+    let d = TestDaemon::start().await;
+    let mut sbc = connect_as(&d, "fragment-wildcard").await.unwrap();
+    let r = sbc.request(&options("sbc1.adatum.biz", None, &[])).await;
+    assert_eq!(r.status(), 200, "sb* covers sbc1: {}", r.text);
+    let r = sbc.request(&options("xbc1.adatum.biz", None, &[])).await;
+    assert_eq!(
+        (r.status(), r.ms_code()),
+        (403, Some(540403)),
+        "sb* must not cover xbc1: {}",
+        r.text
+    );
+    assert!(r
+        .header("ms-diagnostics")
+        .unwrap()
+        .contains("sb*.adatum.biz"));
+}
+
+#[tokio::test]
 async fn dr_val_4_record_route_must_be_an_fqdn_on_the_certificate() {
     let d = TestDaemon::start().await;
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();

@@ -60,6 +60,11 @@ pub fn pki() -> &'static Pki {
         ca.issue(&LeafSpec::new(["sbc1.adatum.biz"]).expired())
             .and_then(|c| c.write(&dir, "expired"))
             .expect("expired cert");
+        // RFC 2818 fragment wildcard in the Common Name only: CN=sb*.adatum.biz, with a
+        // SAN the SBC does not use, so DR-VAL-3 must take the CN.
+        ca.issue(&LeafSpec::new(["unused.adatum.biz"]).common_name("sb*.adatum.biz"))
+            .and_then(|c| c.write(&dir, "fragment-wildcard"))
+            .expect("fragment wildcard cert");
         let rogue = LabCa::generate().expect("rogue CA");
         rogue
             .issue(&LeafSpec::new(["sbc1.adatum.biz"]))
