@@ -417,6 +417,16 @@ mod tests {
     }
 
     #[test]
+    fn readme_lists_every_code() {
+        let readme = include_str!("../README.md");
+        for d in Diagnostic::ALL {
+            let e = d.entry();
+            let row = format!("| {} | {} |", e.status, e.code);
+            assert!(readme.contains(&row), "README's diagnostic table lacks `{row}` ({d:?})");
+        }
+    }
+
+    #[test]
     fn q850_mapping_follows_rfc_3398() {
         assert_eq!(q850_for(404), 1);
         assert_eq!(q850_for(486), 17);
