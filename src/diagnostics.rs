@@ -422,7 +422,10 @@ mod tests {
         for d in Diagnostic::ALL {
             let e = d.entry();
             let row = format!("| {} | {} |", e.status, e.code);
-            assert!(readme.contains(&row), "README's diagnostic table lacks `{row}` ({d:?})");
+            assert!(
+                readme.contains(&row),
+                "README's diagnostic table lacks `{row}` ({d:?})"
+            );
         }
     }
 
