@@ -5,6 +5,7 @@
 //! - `policy`: the Direct Routing checks on SBC requests (DR-VAL), pure
 //! - `diagnostics`: the catalogue of rejections: SIP status, ms-diagnostics code, Q.850
 //! - `sip`: zero-copy SIP parser and the response/request builder; no I/O
+//! - `transaction`: RFC 3261 §17 / RFC 6026 transactions as sans-IO machines plus one driver
 //! - `transport`: TLS and TCP listeners, stream framing, the registry of flows
 //! - `proxy`: what the proxy does with each message from an SBC (OPTIONS, rejections)
 //! - `health`: per-SBC status from OPTIONS (DR-OPT-2)
@@ -25,6 +26,7 @@ pub mod policy;
 pub mod proxy;
 pub mod sip;
 pub mod systemd;
+pub mod transaction;
 pub mod transport;
 
 mod daemon;
