@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Profile};
@@ -16,7 +16,7 @@ use crate::health::{Health, OptionsSeen};
 use crate::policy::{self, PeerAuth, SUPPORTED_OPTIONS};
 use crate::sip::build::{ResponseWriter, Style};
 use crate::sip::{HeaderName, Message, Method, ParseError};
-use crate::transport::{Dispatch, FlowInfo, Flows};
+use crate::transport::{Dispatch, FlowInfo, Flows, Handled};
 
 /// The methods the proxy advertises, as the real service does (DR-OPT-1).
 pub const ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY";
@@ -252,11 +252,21 @@ impl Proxy {
 }
 
 impl Dispatch for Proxy {
-    fn on_message(&self, flow: &FlowInfo, msg: &Message<'_>, out: &mut BytesMut) {
+    fn on_message(&self, flow: &Arc<FlowInfo>, msg: &Message<'_>, out: &mut BytesMut) -> Handled {
         match msg.method() {
             Some(method) => self.on_request(flow, msg, method, out),
             None => debug!(flow = %flow.id, "response with no client transaction; ignored"),
         }
+        Handled::Done
+    }
+
+    fn on_owned(
+        &self,
+        _flow: &Arc<FlowInfo>,
+        _msg: &Message<'_>,
+        _wire: &Bytes,
+        _out: &mut BytesMut,
+    ) {
     }
 
     fn on_unframeable(&self, flow: &FlowInfo, buf: &[u8], error: &ParseError, out: &mut BytesMut) {

@@ -53,11 +53,25 @@ pub struct FlowInfo {
     pub identity: Option<Arc<PeerIdentity>>,
 }
 
+/// What the dispatcher did with a borrowed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Fully handled from the borrowed view.
+    Done,
+    /// Needs the message as owned bytes (it outlives the read buffer, e.g. in a
+    /// transaction): the transport calls [`Dispatch::on_owned`] with the same message.
+    Owned,
+}
+
 /// The SIP layer above the transport.
 pub trait Dispatch: Send + Sync + 'static {
-    /// A complete message framed off the stream. Any bytes written to `out` are sent
-    /// on the same connection once the current batch of messages is processed.
-    fn on_message(&self, flow: &FlowInfo, msg: &Message<'_>, out: &mut BytesMut);
+    /// A complete message framed off the stream, borrowed from the read buffer. Any
+    /// bytes written to `out` are sent on the same connection once the current batch of
+    /// messages is processed.
+    fn on_message(&self, flow: &Arc<FlowInfo>, msg: &Message<'_>, out: &mut BytesMut) -> Handled;
+
+    /// The same message again, now backed by `wire` (exactly its bytes, no copy made).
+    fn on_owned(&self, flow: &Arc<FlowInfo>, msg: &Message<'_>, wire: &Bytes, out: &mut BytesMut);
 
     /// The stream could not be framed at `buf`. Write a response to `out` if one can be
     /// formed; the connection is closed afterwards (DR-TLS-2).

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{Dispatch, FlowInfo};
+use super::{Dispatch, FlowInfo, Handled};
 use crate::sip::{self, Message, Status};
 
 /// The per-connection limits, from the `[limits]` section.
@@ -69,9 +69,18 @@ where
             match Message::parse(&buf, &limits.sip) {
                 Ok(Status::Complete(msg)) => {
                     let len = msg.len();
-                    dispatch.on_message(&flow, &msg, &mut out);
-                    buf.advance(len);
+                    let handled = dispatch.on_message(&flow, &msg, &mut out);
                     message_started = None;
+                    if handled == Handled::Done {
+                        buf.advance(len);
+                        continue;
+                    }
+                    // Hand the bytes over without copying; re-frame them to borrow from
+                    // the owned buffer (framing the same bytes again cannot fail).
+                    let wire = buf.split_to(len).freeze();
+                    if let Ok(Status::Complete(msg)) = Message::parse(&wire, &limits.sip) {
+                        dispatch.on_owned(&flow, &msg, &wire, &mut out);
+                    }
                 }
                 Ok(Status::Partial) => {
                     message_started.get_or_insert(Instant::now());
@@ -192,14 +201,34 @@ mod tests {
         use super::super::*;
         use crate::config::{Fqdn, ListenerTransport};
         use crate::sip::ParseError;
-        use crate::transport::{Dispatch, FlowId, FlowInfo};
+        use crate::transport::{Dispatch, FlowId, FlowInfo, Handled};
         use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
         /// Answers every framed message with its own length, so framing is visible.
         struct Echo;
         impl Dispatch for Echo {
-            fn on_message(&self, _: &FlowInfo, msg: &Message<'_>, out: &mut BytesMut) {
+            fn on_message(
+                &self,
+                _: &Arc<FlowInfo>,
+                msg: &Message<'_>,
+                out: &mut BytesMut,
+            ) -> Handled {
+                // INVITEs take the owned path, everything else the borrowed one.
+                if msg.method() == Some(crate::sip::Method::Invite) {
+                    return Handled::Owned;
+                }
                 out.extend_from_slice(format!("len={}\n", msg.len()).as_bytes());
+                Handled::Done
+            }
+            fn on_owned(
+                &self,
+                _: &Arc<FlowInfo>,
+                msg: &Message<'_>,
+                wire: &Bytes,
+                out: &mut BytesMut,
+            ) {
+                assert_eq!(msg.len(), wire.len());
+                out.extend_from_slice(format!("owned={}\n", wire.len()).as_bytes());
             }
             fn on_unframeable(&self, _: &FlowInfo, _: &[u8], e: &ParseError, out: &mut BytesMut) {
                 out.extend_from_slice(format!("bad={}\n", e.status()).as_bytes());
@@ -300,6 +329,18 @@ mod tests {
             );
             drop(client);
             assert_eq!(task.await.unwrap(), CloseReason::PeerClosed);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn owned_path_gets_exactly_the_message_bytes_in_order() {
+            let (mut client, _task, _tx) = start(limits(600, 10));
+            let invite = String::from_utf8_lossy(MSG).replace("OPTIONS", "INVITE");
+            let all = [MSG, invite.as_bytes(), MSG].concat();
+            client.write_all(&all).await.unwrap();
+            let expect = format!("len={0}\nowned={1}\nlen={0}\n", MSG.len(), invite.len());
+            let mut got = vec![0u8; expect.len()];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), expect);
         }
 
         #[tokio::test(start_paused = true)]
