@@ -28,8 +28,51 @@ pub struct Config {
     pub log: LogSettings,
     pub limits: Limits,
     pub certs: CertSettings,
+    pub timers: SipTimers,
+    pub media: MediaSettings,
+    pub calls: CallSettings,
+    pub endpoints: EndpointListener,
     pub listeners: Vec<Listener>,
     pub tenants: Vec<Tenant>,
+}
+
+/// RFC 3261 §17 timer bases (Table 4); every transaction timer derives from them.
+#[derive(Debug, Clone, Copy)]
+pub struct SipTimers {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+}
+
+/// The emulated media processor: what its SDP says (drhub relays no media).
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub address: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+/// Call handling: ring timeout (DR-FORK-7) and overload limits (DR-ERR-1).
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    pub ring_timeout: Duration,
+    /// 408 or 480 when nobody answers within `ring_timeout`.
+    pub ring_timeout_status: u16,
+    /// New INVITEs over this many calls up get 503 with Retry-After.
+    pub max_concurrent: usize,
+    /// New INVITEs over this rate get 503 with Retry-After.
+    pub max_per_second: u32,
+    /// Default delay before a user's voicemail answers.
+    pub voicemail_answer_after: Duration,
+}
+
+/// Where SIP endpoints (softphones, sipp) register and are reached.
+#[derive(Debug, Clone)]
+pub struct EndpointListener {
+    /// UDP and TCP on this address; `None` disables SIP endpoints' listener.
+    pub address: Option<SocketAddr>,
+    pub min_expires: u32,
+    pub max_expires: u32,
 }
 
 /// How drhub presents itself: the emulated proxy FQDNs and the shape of its answers.
@@ -162,6 +205,57 @@ pub struct User {
     pub sip_address: SipAddress,
     pub display_name: String,
     pub line_uri: Option<LineUri>,
+    /// Digest password for SIP endpoints registering as this user.
+    pub password: Option<String>,
+    /// Delay before this user's voicemail answers (DR-FORK-9).
+    pub voicemail_answer_after: Duration,
+    /// The user's clients; every call forks to all of them (DR-FORK-1).
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One client of a user: a fork target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub name: String,
+    pub kind: EndpointKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointKind {
+    /// A scripted client inside drhub.
+    Virtual(Script),
+    /// A real SIP user agent: every contact registered for the user, plus an optional
+    /// static contact.
+    Sip { contact: Option<String> },
+}
+
+/// What a virtual endpoint does with a call, on the fork's clock (from the INVITE).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    /// Send "call progress" (180) after this long.
+    pub ring_after: Option<Duration>,
+    /// Send "media answer" (183 with SDP) after this long.
+    pub media_answer_after: Option<Duration>,
+    /// How the fork ends, and when; `None` rings until cancelled.
+    pub outcome: Option<(Duration, Outcome)>,
+    /// After answering, hang up (BYE) after this long.
+    pub hangup_after: Option<Duration>,
+    /// Whether this client can do media bypass (DR-ICE-1).
+    pub bypass: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Answer,
+    Reject(u16),
+    /// 302/303 to voicemail (`opaque=app:voicemail`) or a number (DR-FORK-9).
+    Redirect(RedirectTarget),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectTarget {
+    Voicemail,
+    Number(E164),
 }
 
 /// `user@domain`, case-folded for lookup.
@@ -724,7 +818,18 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
     let root = Section::new(
         table,
         String::new(),
-        &["proxy", "log", "limits", "certs", "listener", "tenant"],
+        &[
+            "proxy",
+            "log",
+            "limits",
+            "certs",
+            "timers",
+            "media",
+            "calls",
+            "endpoints",
+            "listener",
+            "tenant",
+        ],
         errs,
     );
     let proxy = build_proxy(&root.sub("proxy", &["fqdns", "profile", "server", "ms_diagnostics"]));
@@ -782,6 +887,89 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             extra_sbc_names,
         }
     };
+    let timers = {
+        let s = root.sub("timers", &["t1_seconds", "t2_seconds", "t4_seconds"]);
+        SipTimers {
+            t1: s.seconds("t1_seconds", 0.5, 0.01, 10.0),
+            t2: s.seconds("t2_seconds", 4.0, 0.1, 60.0),
+            t4: s.seconds("t4_seconds", 5.0, 0.1, 60.0),
+        }
+    };
+    let media = {
+        let s = root.sub("media", &["address", "port_min", "port_max"]);
+        let address = match s.str("address") {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(a) => a.parse().unwrap_or_else(|_| {
+                s.err("address", format!("`{a}` is not an IP address"));
+                IpAddr::from([127, 0, 0, 1])
+            }),
+        };
+        let port_min = s.int("port_min", 49152, 1024, 65534) as u16;
+        let port_max = s.int("port_max", 65534, 1025, 65535) as u16;
+        if port_max <= port_min {
+            s.err(
+                "port_max",
+                format!("{port_max} must be above port_min ({port_min})"),
+            );
+        }
+        MediaSettings {
+            address,
+            port_min,
+            port_max,
+        }
+    };
+    let calls = {
+        let s = root.sub(
+            "calls",
+            &[
+                "ring_timeout_seconds",
+                "ring_timeout_status",
+                "max_concurrent",
+                "max_per_second",
+                "voicemail_answer_after_seconds",
+            ],
+        );
+        let ring_timeout_status = s.int("ring_timeout_status", 480, 408, 480) as u16;
+        if ring_timeout_status != 408 && ring_timeout_status != 480 {
+            s.err(
+                "ring_timeout_status",
+                format!("{ring_timeout_status} must be 408 or 480"),
+            );
+        }
+        CallSettings {
+            ring_timeout: s.seconds("ring_timeout_seconds", 60.0, 1.0, 3600.0),
+            ring_timeout_status,
+            max_concurrent: s.int("max_concurrent", 20_000, 1, 10_000_000) as usize,
+            max_per_second: s.int("max_per_second", 5_000, 1, 1_000_000) as u32,
+            voicemail_answer_after: s.seconds("voicemail_answer_after_seconds", 5.0, 0.0, 600.0),
+        }
+    };
+    let endpoints = {
+        let s = root.sub("endpoints", &["address", "min_expires", "max_expires"]);
+        let address = match s.str("address") {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 5070))),
+            Some("") | Some("off") => None,
+            Some(a) => a
+                .parse::<SocketAddr>()
+                .map_err(|_| {
+                    s.err(
+                        "address",
+                        format!("`{a}` is not an address:port (or \"off\")"),
+                    )
+                })
+                .ok(),
+        };
+        let min_expires = s.int("min_expires", 60, 1, 86_400) as u32;
+        let max_expires = s.int("max_expires", 3600, 1, 604_800) as u32;
+        if max_expires < min_expires {
+            s.err("max_expires", "must not be below min_expires");
+        }
+        EndpointListener {
+            address,
+            min_expires,
+            max_expires,
+        }
+    };
     let default_fqdn = proxy.as_ref().and_then(|p| p.fqdns.first().cloned());
     let listeners: Vec<Listener> = root
         .tables("listener")
@@ -804,7 +992,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
     let tenants: Vec<Tenant> = root
         .tables("tenant")
         .into_iter()
-        .filter_map(|(path, t)| build_tenant(Section::new(t, path, TENANT_KEYS, errs)))
+        .filter_map(|(path, t)| build_tenant(Section::new(t, path, TENANT_KEYS, errs), &calls))
         .collect();
     check_tenants(&root.tables("tenant"), &tenants, errs);
     Some(Config {
@@ -812,6 +1000,10 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
         log,
         limits,
         certs,
+        timers,
+        media,
+        calls,
+        endpoints,
         listeners,
         tenants,
     })
@@ -991,9 +1183,30 @@ const TRUNK_KEYS: &[&str] = &[
     "failover_time_seconds",
     "allow_insecure",
 ];
-const USER_KEYS: &[&str] = &["sip_address", "display_name", "line_uri"];
+const USER_KEYS: &[&str] = &[
+    "sip_address",
+    "display_name",
+    "line_uri",
+    "password",
+    "voicemail_answer_after_seconds",
+    "endpoint",
+];
+const ENDPOINT_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "contact",
+    "ring_after_seconds",
+    "media_answer_after_seconds",
+    "answer_after_seconds",
+    "reject_status",
+    "reject_after_seconds",
+    "redirect_to",
+    "redirect_after_seconds",
+    "hangup_after_seconds",
+    "bypass",
+];
 
-fn build_tenant(s: Section) -> Option<Tenant> {
+fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
     let id = s.req_str("id");
     if id.is_some_and(|id| id.is_empty() || id.chars().any(|c| c.is_whitespace() || c == '"')) {
         s.err("id", "must be non-empty, without spaces or quotes");
@@ -1018,6 +1231,30 @@ fn build_tenant(s: Section) -> Option<Tenant> {
             let sip_address = u.req_parsed::<SipAddress>("sip_address");
             let display_name = u.str("display_name");
             let line_uri = u.parsed::<LineUri>("line_uri");
+            let password = u.str("password").map(str::to_owned);
+            let voicemail_answer_after = u.seconds(
+                "voicemail_answer_after_seconds",
+                calls.voicemail_answer_after.as_secs_f64(),
+                0.0,
+                600.0,
+            );
+            let endpoints: Vec<Endpoint> = u
+                .tables("endpoint")
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, (path, t))| {
+                    build_endpoint(&Section::new(t, path, ENDPOINT_KEYS, u.errs), i)
+                })
+                .collect();
+            let mut names = HashSet::new();
+            for (i, e) in endpoints.iter().enumerate() {
+                if !names.insert(e.name.as_str()) {
+                    u.errs.push(
+                        format!("{}.endpoint[{i}].name", u.path),
+                        format!("`{}` is used by another endpoint of this user", e.name),
+                    );
+                }
+            }
             let sip_address = sip_address?;
             Some(User {
                 display_name: display_name
@@ -1025,6 +1262,9 @@ fn build_tenant(s: Section) -> Option<Tenant> {
                     .unwrap_or_else(|| sip_address.user.clone()),
                 sip_address,
                 line_uri,
+                password,
+                voicemail_answer_after,
+                endpoints,
             })
         })
         .collect();
@@ -1041,6 +1281,107 @@ fn build_tenant(s: Section) -> Option<Tenant> {
         users,
         blocked_callers,
     })
+}
+
+fn build_endpoint(s: &Section, index: usize) -> Option<Endpoint> {
+    let name = s
+        .str("name")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("endpoint{}", index + 1));
+    let secs = |key: &str| {
+        s.table
+            .contains_key(key)
+            .then(|| s.seconds(key, 0.0, 0.0, 86_400.0))
+    };
+    let kind = match s.str("kind").unwrap_or("virtual") {
+        "virtual" => {
+            if s.table.contains_key("contact") {
+                s.err("contact", "only meaningful with kind = \"sip\"");
+            }
+            let mut outcomes = Vec::new();
+            if let Some(t) = secs("answer_after_seconds") {
+                outcomes.push((t, Outcome::Answer));
+            }
+            if s.table.contains_key("reject_status") {
+                let code = s.int("reject_status", 486, 300, 699) as u16;
+                if !(400..=699).contains(&code) {
+                    s.err(
+                        "reject_status",
+                        format!("{code} is not a failure status (400 to 699)"),
+                    );
+                }
+                outcomes.push((
+                    secs("reject_after_seconds").unwrap_or_default(),
+                    Outcome::Reject(code),
+                ));
+            } else if s.table.contains_key("reject_after_seconds") {
+                s.err("reject_after_seconds", "needs reject_status");
+            }
+            if let Some(to) = s.str("redirect_to") {
+                let target = if to == "voicemail" {
+                    Some(RedirectTarget::Voicemail)
+                } else {
+                    E164::from_str(to)
+                        .map(RedirectTarget::Number)
+                        .map_err(|e| s.err("redirect_to", format!("{e}; or \"voicemail\"")))
+                        .ok()
+                };
+                if let Some(target) = target {
+                    outcomes.push((
+                        secs("redirect_after_seconds").unwrap_or_default(),
+                        Outcome::Redirect(target),
+                    ));
+                }
+            } else if s.table.contains_key("redirect_after_seconds") {
+                s.err("redirect_after_seconds", "needs redirect_to");
+            }
+            if outcomes.len() > 1 {
+                s.err("answer_after_seconds", "an endpoint either answers, rejects or redirects: set only one of answer_after_seconds, reject_status, redirect_to");
+            }
+            let hangup_after = secs("hangup_after_seconds");
+            if hangup_after.is_some() && !matches!(outcomes.first(), Some((_, Outcome::Answer))) {
+                s.err(
+                    "hangup_after_seconds",
+                    "only meaningful for an endpoint that answers",
+                );
+            }
+            EndpointKind::Virtual(Script {
+                ring_after: secs("ring_after_seconds"),
+                media_answer_after: secs("media_answer_after_seconds"),
+                outcome: outcomes.into_iter().next(),
+                hangup_after,
+                bypass: s.bool("bypass", true),
+            })
+        }
+        "sip" => {
+            for key in ENDPOINT_KEYS
+                .iter()
+                .filter(|k| !matches!(**k, "name" | "kind" | "contact"))
+            {
+                if s.table.contains_key(*key) {
+                    s.err(key, "only meaningful with kind = \"virtual\"");
+                }
+            }
+            let contact = s.str("contact").map(str::to_owned);
+            if let Some(c) = &contact {
+                if !c.starts_with("sip:") || c.len() < 5 {
+                    s.err(
+                        "contact",
+                        format!("`{c}` is not a SIP URI such as sip:alice@127.0.0.1:5080"),
+                    );
+                }
+            }
+            EndpointKind::Sip { contact }
+        }
+        other => {
+            s.err(
+                "kind",
+                format!("`{other}` is not an endpoint kind; use \"virtual\" or \"sip\""),
+            );
+            return None;
+        }
+    };
+    Some(Endpoint { name, kind })
 }
 
 fn build_trunk(s: &Section) -> Option<Trunk> {
@@ -1262,6 +1603,38 @@ mod tests {
                 got.iter().any(|g| g.starts_with(e)),
                 "missing `{e}` in {got:#?}"
             );
+        }
+    }
+
+    #[test]
+    fn endpoints_are_typed_and_contradictions_reported() {
+        let c = Config::parse(BUILTIN_LAB_CONFIG, "builtin").unwrap();
+        let user1 = &c.tenants[0].users[0];
+        assert_eq!(user1.endpoints.len(), 3);
+        let EndpointKind::Virtual(desktop) = &user1.endpoints[0].kind else {
+            panic!("virtual")
+        };
+        assert_eq!(desktop.ring_after, Some(Duration::from_millis(200)));
+        assert_eq!(
+            desktop.outcome,
+            Some((Duration::from_secs(2), Outcome::Answer))
+        );
+        assert_eq!(user1.endpoints[2].kind, EndpointKind::Sip { contact: None });
+
+        let bad = format!(
+            "{MINIMAL}\n[[tenant.user.endpoint]]\nanswer_after_seconds = 1\nreject_status = 486\nhangup_after_seconds = 3\n\
+             [[tenant.user.endpoint]]\nkind = \"robot\"\n\
+             [[tenant.user.endpoint]]\nkind = \"sip\"\nring_after_seconds = 1\n\
+             [[tenant.user.endpoint]]\nredirect_to = \"12345\"\n"
+        );
+        let got = issues(&bad);
+        for e in [
+            "tenant[0].user[0].endpoint[0].answer_after_seconds: an endpoint either answers, rejects or redirects",
+            "tenant[0].user[0].endpoint[1].kind: `robot` is not an endpoint kind",
+            "tenant[0].user[0].endpoint[2].ring_after_seconds: only meaningful with kind = \"virtual\"",
+            "tenant[0].user[0].endpoint[3].redirect_to: `12345` must start with `+`",
+        ] {
+            assert!(got.iter().any(|g| g.starts_with(e)), "missing `{e}` in {got:#?}");
         }
     }
 

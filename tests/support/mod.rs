@@ -90,6 +90,7 @@ pub fn lab_config(edit: impl FnOnce(String) -> String) -> Config {
     let text = BUILTIN_LAB_CONFIG
         .replace("127.0.0.1:5061", "127.0.0.1:0")
         .replace("127.0.0.1:5060", "127.0.0.1:0")
+        .replace("127.0.0.1:5070", "127.0.0.1:0")
         .replace("\"certs/", &format!("\"{dir}/"))
         .replace("dir = \"certs\"", &format!("dir = \"{dir}\""))
         .replace("auto_create = true", "auto_create = false");
