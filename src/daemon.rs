@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::call::Dest;
 use crate::certs::{self, PkiRequest};
 use crate::config::{Config, Listener, ListenerTransport};
 use crate::proxy::Proxy;
 use crate::sip;
+use crate::transaction::{LayerHandle, Output, Timers, TransactionLayer};
 use crate::transport::listener::{self, Listening, Shared};
 use crate::transport::stream::StreamLimits;
 use crate::transport::tls::{self, TlsFiles};
@@ -64,6 +66,8 @@ pub struct Daemon {
     addrs: Vec<(String, SocketAddr)>,
     proxy: Arc<Proxy>,
     flows: Arc<Flows>,
+    layer: TransactionLayer<Dest>,
+    layer_handle: LayerHandle<Dest>,
 }
 
 impl Daemon {
@@ -72,7 +76,17 @@ impl Daemon {
     pub async fn bind(config: Arc<Config>) -> Result<Daemon, StartError> {
         ensure_lab_pki(&config)?;
         let flows = Arc::new(Flows::default());
-        let proxy = Arc::new(Proxy::new(config.clone(), flows.clone()));
+        let timers = Timers {
+            t1: config.timers.t1,
+            t2: config.timers.t2,
+            t4: config.timers.t4,
+        };
+        let (layer, layer_handle) = TransactionLayer::new(timers);
+        let proxy = Arc::new(Proxy::new(
+            config.clone(),
+            flows.clone(),
+            layer_handle.clone(),
+        ));
         let limits = StreamLimits {
             sip: sip::Limits {
                 max_header_bytes: config.limits.max_header_bytes,
@@ -142,6 +156,8 @@ impl Daemon {
             addrs,
             proxy,
             flows,
+            layer,
+            layer_handle,
         })
     }
 
@@ -179,6 +195,11 @@ impl Daemon {
         for l in self.listening {
             tracker.spawn(listener::accept_loop(l, shared.clone()));
         }
+        let layer_task = tokio::spawn(drive_layer(
+            self.layer,
+            self.layer_handle,
+            self.proxy.clone(),
+        ));
         shutdown.cancelled().await;
         self.proxy.set_draining();
         let grace = self.config.limits.shutdown_grace;
@@ -190,6 +211,7 @@ impl Daemon {
             );
         }
         shared.close_connections.cancel();
+        layer_task.abort();
         tracker.close();
         // Each connection's close is itself bounded (2 s for close_notify).
         if tokio::time::timeout(std::time::Duration::from_secs(3), tracker.wait())
@@ -197,6 +219,30 @@ impl Daemon {
             .is_err()
         {
             warn!("some connections did not close in time");
+        }
+    }
+}
+
+/// The transaction layer's one task: writes what it must transmit, hands core events to
+/// the proxy. A failed write is reported back so the transaction ends (§17.1.4).
+async fn drive_layer(
+    mut layer: TransactionLayer<Dest>,
+    handle: LayerHandle<Dest>,
+    proxy: Arc<Proxy>,
+) {
+    loop {
+        match layer.next().await {
+            Output::Transmit(t) => {
+                let sent = match &t.dest {
+                    Dest::Flow(flow) => flow.send(t.bytes),
+                };
+                if !sent {
+                    if let Some(tx) = t.tx {
+                        let _ = handle.transport_error(tx);
+                    }
+                }
+            }
+            Output::Event(ev) => proxy.on_core_event(ev),
         }
     }
 }

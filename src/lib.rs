@@ -7,7 +7,9 @@
 //! - `sip`: zero-copy SIP parser and the response/request builder; no I/O
 //! - `transaction`: RFC 3261 §17 / RFC 6026 transactions as sans-IO machines plus one driver
 //! - `transport`: TLS and TCP listeners, stream framing, the registry of flows
-//! - `proxy`: what the proxy does with each message from an SBC (OPTIONS, rejections)
+//! - `proxy`: what the proxy does with each message from an SBC; routes to calls
+//! - `call`: admission of an SBC INVITE and one task per call with its forks (DR-FORK)
+//! - `sdp`: offer parsing and the media processor's and endpoints' answers
 //! - `health`: per-SBC status from OPTIONS (DR-OPT-2)
 //! - `certs`: the lab PKI behind `drhub certs`
 //! - `check`: the `drhub check` summary
@@ -15,6 +17,7 @@
 //!
 //! [`Daemon::bind`] then [`Daemon::serve`] is the whole daemon; `main.rs` adds the CLI.
 
+pub mod call;
 pub mod certs;
 pub mod check;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod health;
 pub mod logging;
 pub mod policy;
 pub mod proxy;
+pub mod sdp;
 pub mod sip;
 pub mod systemd;
 pub mod transaction;

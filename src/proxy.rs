@@ -7,16 +7,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
+use crate::call::{CallCtx, CallEvent, CallKey, CallTable, Dest, NewCall};
 use crate::config::{Config, Profile};
 use crate::diagnostics::{correlation_id, Diagnostic, Rejection};
 use crate::directory::Directory;
 use crate::health::{Health, OptionsSeen};
 use crate::policy::{self, PeerAuth, SUPPORTED_OPTIONS};
 use crate::sip::build::{ResponseWriter, Style};
+use crate::sip::Status;
 use crate::sip::{HeaderName, Message, Method, ParseError};
-use crate::transport::{Dispatch, FlowInfo, Flows, Handled};
+use crate::transaction::{CancelTarget, CoreEvent, Final, LayerHandle, ServerTx, TransportKind};
+use crate::transport::{Dispatch, FlowHandle, FlowInfo, Flows, Handled};
 
 /// The methods the proxy advertises, as the real service does (DR-OPT-1).
 pub const ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY";
@@ -30,26 +33,37 @@ pub struct Counters {
     pub malformed: AtomicU64,
 }
 
-/// The SBC-facing proxy: owns the directory and the per-SBC health records.
+/// The SBC-facing proxy: owns the directory, the per-SBC health records and the call
+/// table; routes what the transaction layer hands up.
 pub struct Proxy {
     config: Arc<Config>,
     directory: Directory,
     health: Health,
     flows: Arc<Flows>,
+    calls: Arc<CallCtx>,
+    layer: LayerHandle<Dest>,
     draining: AtomicBool,
     pub counters: Counters,
 }
 
 impl Proxy {
-    pub fn new(config: Arc<Config>, flows: Arc<Flows>) -> Proxy {
+    pub fn new(config: Arc<Config>, flows: Arc<Flows>, layer: LayerHandle<Dest>) -> Proxy {
+        let table = Arc::new(CallTable::default());
         Proxy {
             directory: Directory::new(&config.tenants),
+            calls: Arc::new(CallCtx::new(config.clone(), layer.clone(), table)),
             config,
             health: Health::default(),
             flows,
+            layer,
             draining: AtomicBool::new(false),
             counters: Counters::default(),
         }
+    }
+
+    /// The live calls.
+    pub fn calls(&self) -> &CallTable {
+        &self.calls.calls
     }
 
     pub fn health(&self) -> &Health {
@@ -73,8 +87,10 @@ impl Proxy {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Resolves when no work is in progress (no calls up); the drain waits on it.
-    pub async fn idle(&self) {}
+    /// Resolves when no call is up; the shutdown drain waits on it.
+    pub async fn idle(&self) {
+        self.calls.calls.idle().await
+    }
 
     fn style(&self) -> Style {
         match self.config.proxy.profile {
@@ -100,35 +116,7 @@ impl Proxy {
             return self.reject(flow, msg, Rejection::new(d), out);
         }
         match method {
-            // ACK to a non-2xx final is absorbed (RFC 3261 §17.2.1); there are no
-            // dialogs yet for a 2xx ACK to belong to.
-            Method::Ack => debug!(flow = %flow.id, "ACK absorbed"),
             Method::Options => self.on_options(flow, msg, out),
-            Method::Invite => {
-                let peer = peer_auth(flow);
-                match policy::check_sbc_request(msg, peer, &self.directory) {
-                    Err(r) => self.reject(flow, msg, r, out),
-                    Ok(_) if self.is_draining() => self.reject(
-                        flow,
-                        msg,
-                        Rejection::new(Diagnostic::Overloaded).with("detail", "shutting down"),
-                        out,
-                    ),
-                    Ok(accepted) => {
-                        info!(flow = %flow.id, sbc = %accepted.sbc_fqdn, "INVITE passed Direct Routing checks; calls are not implemented yet");
-                        let mut w = ResponseWriter::start(
-                            out,
-                            self.style(),
-                            msg,
-                            501,
-                            "Not Implemented",
-                            Some(&to_tag()),
-                        );
-                        w.header("Server", &self.config.proxy.server);
-                        w.finish(b"");
-                    }
-                }
-            }
             Method::Bye | Method::Cancel => self.reject(
                 flow,
                 msg,
@@ -204,6 +192,26 @@ impl Proxy {
         rejection: Rejection,
         out: &mut BytesMut,
     ) {
+        self.write_rejection(flow, msg, &rejection, out);
+    }
+
+    /// [`Proxy::reject`] through a server transaction (INVITE and in-dialog requests).
+    fn reject_tx(&self, flow: &FlowInfo, tx: ServerTx, msg: &Message<'_>, rejection: Rejection) {
+        let mut out = BytesMut::new();
+        self.write_rejection(flow, msg, &rejection, &mut out);
+        match Final::new(out.freeze()) {
+            Ok(f) => drop(tx.respond(f)),
+            Err(_) => drop(tx),
+        }
+    }
+
+    fn write_rejection(
+        &self,
+        flow: &FlowInfo,
+        msg: &Message<'_>,
+        rejection: &Rejection,
+        out: &mut BytesMut,
+    ) {
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
         let e = rejection.entry();
         let id = correlation_id();
@@ -211,7 +219,7 @@ impl Proxy {
         warn!(
             flow = %flow.id,
             call_id,
-            status = e.status,
+            status = rejection.status(),
             code = e.code,
             requirement = e.requirement,
             correlation = %id,
@@ -223,8 +231,14 @@ impl Proxy {
             warn!(flow = %flow.id, "no response possible (Via, From, To, Call-ID or CSeq missing); dropped");
             return;
         }
-        let mut w =
-            ResponseWriter::start(out, self.style(), msg, e.status, e.phrase, Some(&to_tag()));
+        let mut w = ResponseWriter::start(
+            out,
+            self.style(),
+            msg,
+            rejection.status(),
+            rejection.phrase(),
+            Some(&to_tag()),
+        );
         w.header("Reason", &rejection.reason_header(&id));
         if self.config.proxy.ms_diagnostics {
             w.header(
@@ -249,24 +263,176 @@ impl Proxy {
         w.header("Server", &self.config.proxy.server);
         w.finish(b"");
     }
+
+    /// What the transaction layer hands up that belongs to no transaction yet: new
+    /// requests, CANCELs, ACKs for 2xx, stray responses.
+    pub fn on_core_event(&self, ev: CoreEvent<Dest>) {
+        match ev {
+            CoreEvent::Request(req) => {
+                let Dest::Flow(flow) = req.source.clone();
+                let Ok(Status::Complete(msg)) = Message::parse(&req.request, &crate::call::OWN)
+                else {
+                    return;
+                };
+                let in_dialog = msg
+                    .to()
+                    .and_then(Result::ok)
+                    .is_some_and(|t| t.tag().is_some());
+                if msg.method() == Some(Method::Invite) && !in_dialog {
+                    return self.on_invite(&flow, req.tx, &req.request, &msg);
+                }
+                let ev = CallEvent::Request {
+                    tx: req.tx,
+                    request: req.request.clone(),
+                };
+                let routed = match CallKey::of(&msg) {
+                    Some(k) => self.calls.calls.send(&k, ev),
+                    None => Err(ev),
+                };
+                if let Err(CallEvent::Request { tx, .. }) = routed {
+                    let method = msg.method().map_or("-", |m| m.as_str());
+                    let r = Rejection::new(Diagnostic::NoSuchDialog).with("method", method);
+                    self.reject_tx(&flow.info, tx, &msg, r);
+                }
+            }
+            CoreEvent::Cancel { request, target } => {
+                let Dest::Flow(flow) = request.source.clone();
+                let Ok(Status::Complete(msg)) = Message::parse(&request.request, &crate::call::OWN)
+                else {
+                    return;
+                };
+                let ev = CallEvent::Cancel {
+                    tx: request.tx,
+                    request: request.request.clone(),
+                };
+                let routed = match (&target, CallKey::of(&msg)) {
+                    (CancelTarget::Unknown, _) | (_, None) => Err(ev),
+                    (_, Some(k)) => self.calls.calls.send(&k, ev),
+                };
+                if let Err(CallEvent::Cancel { tx, .. }) = routed {
+                    let r = Rejection::new(Diagnostic::NoSuchDialog).with("method", "CANCEL");
+                    self.reject_tx(&flow.info, tx, &msg, r);
+                }
+            }
+            CoreEvent::Ack { request, .. } => {
+                if let Ok(Status::Complete(msg)) = Message::parse(&request, &crate::call::OWN) {
+                    if let Some(k) = CallKey::of(&msg) {
+                        if self.calls.calls.send(&k, CallEvent::Ack).is_err() {
+                            debug!(call_id = %k.call_id, "ACK for no live call; dropped");
+                        }
+                    }
+                }
+            }
+            CoreEvent::StrayResponse { .. } => debug!("response matching no transaction; dropped"),
+        }
+    }
+
+    /// A new INVITE from an SBC: DR-VAL, then admission, then the call task.
+    fn on_invite(&self, flow: &FlowHandle, tx: ServerTx, wire: &Bytes, msg: &Message<'_>) {
+        let accepted = match policy::check_sbc_request(msg, peer_auth(&flow.info), &self.directory)
+        {
+            Ok(a) => a,
+            Err(r) => return self.reject_tx(&flow.info, tx, msg, r),
+        };
+        let admitted = crate::call::admit(&self.calls, self, msg, &accepted, self.is_draining());
+        let (user, caller, caller_name, offer) = match admitted {
+            Ok(a) => a,
+            Err(r) => return self.reject_tx(&flow.info, tx, msg, r),
+        };
+        let Some(key) = CallKey::of(msg) else {
+            let r = Rejection::new(Diagnostic::Malformed("From Tag Missing"));
+            return self.reject_tx(&flow.info, tx, msg, r);
+        };
+        if self.calls.calls.contains(&key) {
+            // The dialog set is already up: a second INVITE without To tag (a new branch)
+            // is a loop or an SBC bug, not a new call.
+            let r = Rejection::new(Diagnostic::Malformed("Call Already Exists"))
+                .with("call_id", key.call_id.clone());
+            return self.reject_tx(&flow.info, tx, msg, r);
+        }
+        let tenant = self.directory.tenant(accepted.tenant).id.clone();
+        crate::call::spawn(
+            self.calls.clone(),
+            NewCall {
+                tx,
+                // An exact-size copy: the wire bytes share the connection's read buffer.
+                invite: Bytes::copy_from_slice(wire),
+                sbc: flow.clone(),
+                key,
+                tenant,
+                user,
+                bypass: accepted.trunk.media_bypass,
+                offer,
+                caller,
+                caller_name,
+            },
+        );
+    }
 }
 
 impl Dispatch for Proxy {
     fn on_message(&self, flow: &Arc<FlowInfo>, msg: &Message<'_>, out: &mut BytesMut) -> Handled {
-        match msg.method() {
-            Some(method) => self.on_request(flow, msg, method, out),
-            None => debug!(flow = %flow.id, "response with no client transaction; ignored"),
+        let Some(method) = msg.method() else {
+            // Responses go to the transaction layer (answers to our BYE ...).
+            return Handled::Owned;
+        };
+        let in_dialog = msg
+            .to()
+            .and_then(Result::ok)
+            .is_some_and(|t| t.tag().is_some());
+        match method {
+            Method::Options if !in_dialog => {
+                self.on_request(flow, msg, method, out);
+                Handled::Done
+            }
+            Method::Invite | Method::Ack | Method::Cancel => Handled::Owned,
+            _ if in_dialog => Handled::Owned,
+            _ => {
+                self.on_request(flow, msg, method, out);
+                Handled::Done
+            }
         }
-        Handled::Done
     }
 
-    fn on_owned(
-        &self,
-        _flow: &Arc<FlowInfo>,
-        _msg: &Message<'_>,
-        _wire: &Bytes,
-        _out: &mut BytesMut,
-    ) {
+    fn on_owned(&self, flow: &Arc<FlowInfo>, msg: &Message<'_>, wire: &Bytes, out: &mut BytesMut) {
+        let checked = if msg.is_request() {
+            msg.check_request()
+        } else {
+            msg.check_response()
+        };
+        if let Err(invalid) = checked {
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            if msg.is_request() && msg.method() != Some(Method::Ack) {
+                let d = match invalid.status {
+                    505 => Diagnostic::VersionNotSupported,
+                    _ => Diagnostic::Malformed(invalid.reason),
+                };
+                self.reject(flow, msg, Rejection::new(d), out);
+            }
+            return;
+        }
+        if msg.is_request() {
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(handle) = self.flows.get(flow.id) else {
+            return;
+        };
+        if let Err(e) = self.layer.receive(
+            msg,
+            wire.clone(),
+            Dest::Flow(handle),
+            TransportKind::Reliable,
+        ) {
+            debug!(flow = %flow.id, error = %e, "not taken by the transaction layer");
+            if msg.is_request() && msg.method() != Some(Method::Ack) {
+                self.reject(
+                    flow,
+                    msg,
+                    Rejection::new(Diagnostic::Malformed("Unmatchable Request")),
+                    out,
+                );
+            }
+        }
     }
 
     fn on_unframeable(&self, flow: &FlowInfo, buf: &[u8], error: &ParseError, out: &mut BytesMut) {

@@ -149,18 +149,47 @@ impl<'o> ResponseWriter<'o> {
     }
 }
 
-fn has_tag(to: &str) -> bool {
-    // Header parameters follow the closing '>' (or the addr-spec's first ';').
-    let params = match to.rfind('>') {
-        Some(i) => &to[i + 1..],
-        None => to.split_once(';').map_or("", |(_, p)| p),
-    };
-    params.split(';').any(|p| {
-        p.trim()
-            .split('=')
-            .next()
-            .is_some_and(|n| n.trim().eq_ignore_ascii_case("tag"))
-    })
+/// A request being written (requests the proxy originates: BYE, CANCEL, INVITE ...).
+/// Header names are written as given; values are cleaned like response values.
+#[must_use = "a request is only complete after finish()"]
+pub struct RequestWriter<'o> {
+    out: &'o mut BytesMut,
+}
+
+impl<'o> RequestWriter<'o> {
+    /// Writes the request line `METHOD uri SIP/2.0`.
+    pub fn start(out: &'o mut BytesMut, method: &str, uri: &str) -> Self {
+        out.reserve(512);
+        put_clean(out, method);
+        out.put_u8(b' ');
+        put_clean(out, uri);
+        out.put_slice(b" SIP/2.0\r\n");
+        RequestWriter { out }
+    }
+
+    /// Adds a header line; control characters in `value` are replaced.
+    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
+        put_clean(self.out, name);
+        self.out.put_slice(b": ");
+        put_clean(self.out, value);
+        self.out.put_slice(b"\r\n");
+        self
+    }
+
+    /// Ends the header block with Content-Length and appends `body`.
+    pub fn finish(self, body: &[u8]) {
+        self.out.put_slice(b"Content-Length: ");
+        put_decimal(self.out, body.len());
+        self.out.put_slice(b"\r\n\r\n");
+        self.out.put_slice(body);
+    }
+}
+
+/// True when a To (or From) value already carries a `tag` parameter. Uses the parser's
+/// name-addr grammar, so a `>` or `;tag` inside a quoted display name or parameter
+/// value cannot mislead it.
+pub fn has_tag(to: &str) -> bool {
+    super::NameAddr::parse(to).is_ok_and(|n| n.tag().is_some())
 }
 
 /// Writes a status code or length as decimal, without allocating.
