@@ -9,6 +9,7 @@
 //! - `transport`: TLS and TCP listeners, stream framing, the registry of flows
 //! - `proxy`: what the proxy does with each message from an SBC; routes to calls
 //! - `call`: admission of an SBC INVITE and one task per call with its forks (DR-FORK)
+//! - `endpoint`: SIP endpoints: REGISTER with digest authentication (RFC 8760)
 //! - `sdp`: offer parsing and the media processor's and endpoints' answers
 //! - `health`: per-SBC status from OPTIONS (DR-OPT-2)
 //! - `certs`: the lab PKI behind `drhub certs`
@@ -23,6 +24,7 @@ pub mod check;
 pub mod config;
 pub mod diagnostics;
 pub mod directory;
+pub mod endpoint;
 pub mod health;
 pub mod logging;
 pub mod policy;

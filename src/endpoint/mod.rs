@@ -1,0 +1,4 @@
+//! Endpoints of Teams users: digest authentication and the SIP registrar.
+
+pub mod digest;
+pub mod registrar;
