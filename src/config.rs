@@ -937,7 +937,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             );
         }
         CallSettings {
-            ring_timeout: s.seconds("ring_timeout_seconds", 60.0, 1.0, 3600.0),
+            ring_timeout: s.seconds("ring_timeout_seconds", 60.0, 0.05, 3600.0),
             ring_timeout_status,
             max_concurrent: s.int("max_concurrent", 20_000, 1, 10_000_000) as usize,
             max_per_second: s.int("max_per_second", 5_000, 1, 1_000_000) as u32,

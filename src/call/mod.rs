@@ -328,9 +328,14 @@ pub fn spawn(ctx: Arc<CallCtx>, new: NewCall) {
         async move {
             let key = new.key.clone();
             let ctx2 = ctx.clone();
-            CallTask::new(ctx, new, tx, rx).run().await;
+            let pending_ack = CallTask::new(ctx, new, tx, rx).run().await;
             ctx2.calls.remove(&key);
             ctx2.live.fetch_sub(1, Ordering::Relaxed);
+            if let Some(mut answered) = pending_ack {
+                if answered.outcome().await == ServerOutcome::AckTimeout {
+                    warn!("the SBC did not ACK the final response (Timer H)");
+                }
+            }
         }
         .instrument(span),
     );
@@ -430,7 +435,9 @@ impl CallTask {
         }
     }
 
-    async fn run(mut self) {
+    /// Runs the call to its end; returns the INVITE's failed final response when the
+    /// SBC's ACK for it is still outstanding.
+    async fn run(mut self) -> Option<crate::transaction::Answered> {
         self.send_provisional(100, "Trying", None, None);
         self.start_forks();
         info!(
@@ -450,11 +457,11 @@ impl CallTask {
                 _ = sleep_until_opt(deadline) => self.on_timer(Instant::now()),
             }
         }
-        if let Some(mut answered) = self.answered.take() {
-            // Let a non-2xx final's ACK wait (Timer H) without holding the task's state.
-            if matches!(answered.outcome().await, ServerOutcome::AckTimeout) {
-                warn!("the SBC did not ACK the final response");
-            }
+        // A non-2xx final still waits for the SBC's ACK (Timer H); the caller awaits it
+        // after the call has left the table. After a 2xx the dialog saw its ACK already.
+        match self.answered.take() {
+            Some(answered) if self.final_2xx.is_none() => Some(answered),
+            _ => None,
         }
     }
 

@@ -418,3 +418,98 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
         self.recv().await
     }
 }
+
+/// Scales every `*_after_seconds` of the config by `factor`, so scripted endpoints run
+/// in milliseconds in black-box tests (the scripts' order is unchanged).
+pub fn fast(text: String, factor: f64) -> String {
+    text.lines()
+        .map(|l| match l.split_once("_after_seconds = ") {
+            Some((k, v)) => match v
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+            {
+                Some(n) => format!("{k}_after_seconds = {}", n * factor),
+                None => l.to_owned(),
+            },
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Header value of a request text (first match, case-insensitive).
+pub fn req_header<'a>(req: &'a str, name: &str) -> Option<&'a str> {
+    req.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+}
+
+impl Reply {
+    /// The To tag of the response.
+    pub fn to_tag(&self) -> Option<String> {
+        let to = self.header("To")?;
+        to.split(';')
+            .find_map(|p| p.trim().strip_prefix("tag=").map(str::to_owned))
+    }
+
+    /// The body after the header block.
+    pub fn body(&self) -> &str {
+        self.text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+
+    pub fn cseq_method(&self) -> Option<&str> {
+        self.header("CSeq")?.split_whitespace().nth(1)
+    }
+}
+
+/// An in-dialog request the SBC sends after the INVITE: ACK (2xx: new branch; non-2xx:
+/// the INVITE's branch), BYE, CANCEL (the INVITE's branch and To, CSeq number).
+pub fn in_dialog(invite: &str, method: &str, to_tag: Option<&str>, cseq: u32) -> String {
+    let first = invite.lines().next().unwrap_or_default();
+    let uri = first.split_whitespace().nth(1).unwrap_or_default();
+    let via = req_header(invite, "Via").unwrap_or_default();
+    let via = match method {
+        "CANCEL" => via.to_owned(),
+        _ => format!(
+            "{};branch=z9hG4bK{}{}",
+            via.split(";branch=").next().unwrap_or(via),
+            method.to_lowercase(),
+            next_id()
+        ),
+    };
+    let to = req_header(invite, "To").unwrap_or_default();
+    let to = match to_tag {
+        Some(t) => format!("{to};tag={t}"),
+        None => to.to_owned(),
+    };
+    format!(
+        "{method} {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        req_header(invite, "From").unwrap_or_default(),
+        req_header(invite, "Call-ID").unwrap_or_default(),
+    )
+}
+
+/// ACK for a non-2xx final: the INVITE's branch (RFC 3261 §17.1.1.3).
+pub fn ack_non2xx(invite: &str, to_tag: Option<&str>) -> String {
+    in_dialog(invite, "CANCEL", to_tag, 1).replacen("CANCEL", "ACK", 2)
+}
+
+impl TestDaemon {
+    /// Waits until no call is up (bounded by [`WAIT`]).
+    pub async fn calls_drained(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.proxy.calls().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} call(s) left in the call table",
+                self.proxy.calls().len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

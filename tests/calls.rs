@@ -1,0 +1,439 @@
+//! Black-box: inbound calls from an SBC over mutual TLS to the shipped lab users, with
+//! the virtual endpoints' scripts sped up 20x (so a 2 s answer takes 100 ms).
+
+mod support;
+
+use support::*;
+
+const USER1: &str = "+18338006777";
+
+async fn lab() -> TestDaemon {
+    TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await
+}
+
+/// Reads replies until one with `status` arrives; returns it and everything before it.
+async fn until(sbc: &mut TlsSbc, status: u16) -> (Reply, Vec<Reply>) {
+    let mut before = Vec::new();
+    loop {
+        let r = sbc.recv().await;
+        if r.status() == status {
+            return (r, before);
+        }
+        assert!(
+            r.status() < 200 || r.cseq_method() != Some("INVITE"),
+            "unexpected final {}: {}",
+            r.status(),
+            r.text
+        );
+        before.push(r);
+    }
+}
+
+#[tokio::test]
+async fn dr_fork_1_2_5_two_endpoints_ring_then_desktop_answers() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    sbc.send(&inv).await;
+    // DR-FORK-1: 100 Trying at once.
+    let first = sbc.recv().await;
+    assert_eq!(first.status(), 100, "{}", first.text);
+    let (ok, progress) = until(&mut sbc, 200).await;
+    // DR-FORK-2: a 180 per endpoint, each its own early dialog (own To tag).
+    let ringing: Vec<&Reply> = progress.iter().filter(|r| r.status() == 180).collect();
+    assert_eq!(ringing.len(), 2, "{progress:#?}");
+    let tags: Vec<String> = ringing
+        .iter()
+        .map(|r| r.to_tag().expect("180 has a To tag"))
+        .collect();
+    assert_ne!(tags[0], tags[1]);
+    // DR-FORK-3: non-bypass trunk: one 183 for the call, with the media processor's SDP.
+    let sp: Vec<&Reply> = progress.iter().filter(|r| r.status() == 183).collect();
+    assert_eq!(sp.len(), 1, "{progress:#?}");
+    assert!(sp[0].body().contains("m=audio "), "{}", sp[0].text);
+    // DR-FORK-5: 200 with SDP on the answering fork's tag (the desktop rang first).
+    let tag = ok.to_tag().unwrap();
+    assert_eq!(
+        tag, tags[0],
+        "the 200 belongs to the desktop's early dialog"
+    );
+    assert_eq!(ok.header("Content-Type"), Some("application/sdp"));
+    assert!(
+        ok.body().contains("a=rtpmap:0 PCMU/8000"),
+        "first offered codec chosen: {}",
+        ok.body()
+    );
+    assert!(ok
+        .header("Contact")
+        .unwrap()
+        .contains("sip.pstnhub.microsoft.com"));
+    // ACK, then BYE from the SBC ends the call.
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    let bye = sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2)).await;
+    assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_fork_8_cancel_gets_200_and_487_and_leaves_nothing() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    sbc.send(&inv).await;
+    until(&mut sbc, 180).await;
+    sbc.send(in_dialog(&inv, "CANCEL", None, 1)).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let r = sbc.recv().await;
+        if r.status() >= 200 {
+            got.push((
+                r.status(),
+                r.cseq_method().unwrap_or("").to_owned(),
+                r.to_tag(),
+            ));
+        }
+    }
+    assert!(
+        got.iter().any(|(s, m, _)| *s == 200 && m == "CANCEL"),
+        "{got:?}"
+    );
+    let (_, _, tag) = got
+        .iter()
+        .find(|(s, m, _)| *s == 487 && m == "INVITE")
+        .expect("487 to the INVITE")
+        .clone();
+    sbc.send(ack_non2xx(&inv, tag.as_deref())).await;
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_fork_8_cancel_for_an_unknown_transaction_is_481() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    let r = sbc.request(&in_dialog(&inv, "CANCEL", None, 1)).await;
+    assert_eq!((r.status(), r.cseq_method()), (481, Some("CANCEL")));
+}
+
+#[tokio::test]
+async fn bye_for_an_unknown_dialog_is_481() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    let r = sbc
+        .request(&in_dialog(&inv, "BYE", Some("nosuchtag"), 2))
+        .await;
+    assert_eq!(r.status(), 481, "{}", r.text);
+    // A stray ACK gets no answer and harms nothing.
+    sbc.send(in_dialog(&inv, "ACK", Some("nosuchtag"), 1)).await;
+    assert_eq!(sbc.options().await.status(), 200);
+}
+
+#[tokio::test]
+async fn dr_ten_3_unknown_number_and_number_without_plus_are_404_511404() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    for number in ["+15555550100", "18338006777"] {
+        let inv = invite("sbc1.adatum.biz", number, &[]);
+        let r = sbc.request(&inv).await;
+        assert_eq!(
+            (r.status(), r.ms_code()),
+            (404, Some(511404)),
+            "{number}: {}",
+            r.text
+        );
+        sbc.send(ack_non2xx(&inv, r.to_tag().as_deref())).await;
+    }
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_ten_3_without_user_phone_a_plus_number_is_still_a_number() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+1-833-800-6777", &[]).replacen(
+        ";user=phone SIP/2.0",
+        " SIP/2.0",
+        1,
+    );
+    sbc.send(&inv).await;
+    assert_eq!(sbc.recv().await.status(), 100);
+}
+
+#[tokio::test]
+async fn dr_ten_4_non_did_number_resolves_inside_the_callers_tenant() {
+    // +1001 exists in adatum and contoso; neither reception user has endpoints, so the
+    // 480's diagnostic shows which tenant's user was found.
+    let d = lab().await;
+    for (sbc_name, fqdn, user) in [
+        ("sbc1.adatum.biz", "sbc1.adatum.biz", "reception@adatum.biz"),
+        (
+            "star.contoso.com",
+            "sbc2.contoso.com",
+            "reception@contoso.com",
+        ),
+    ] {
+        let mut sbc = connect_as(&d, sbc_name).await.unwrap();
+        let r = sbc.request(&invite(fqdn, "+1001", &[])).await;
+        assert_eq!((r.status(), r.ms_code()), (480, Some(10037)), "{}", r.text);
+        assert!(
+            r.header("ms-diagnostics").unwrap().contains(user),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.header("Reason").unwrap().starts_with("Q.850;cause=31;"),
+            "{}",
+            r.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn dr_ten_5_blocked_caller_is_403_510534() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]).replace("+17168712781@", "+19005550100@");
+    let r = sbc.request(&inv).await;
+    assert_eq!((r.status(), r.ms_code()), (403, Some(510534)), "{}", r.text);
+    assert!(r
+        .header("ms-diagnostics")
+        .unwrap()
+        .contains("pattern=\"+1900*\""));
+}
+
+#[tokio::test]
+async fn dr_fork_6_invite_without_sdp_is_415() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    let head = inv.split("Content-Type:").next().unwrap();
+    let delayed = format!("{head}Content-Length: 0\r\n\r\n");
+    let r = sbc.request(&delayed).await;
+    assert_eq!((r.status(), r.ms_code()), (415, Some(540415)), "{}", r.text);
+}
+
+#[tokio::test]
+async fn unusable_offer_is_488_531000_naming_what_was_offered() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    let head = inv.split("Content-Type:").next().unwrap();
+    let g729 = format!(
+        "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    let r = sbc.request(&g729).await;
+    assert_eq!((r.status(), r.ms_code()), (488, Some(531000)), "{}", r.text);
+    assert!(
+        r.header("ms-diagnostics").unwrap().contains("G729/8000"),
+        "{}",
+        r.text
+    );
+    let junk = format!("{head}Content-Type: application/sdp\r\nContent-Length: 9\r\n\r\nnot sdp!!");
+    assert_eq!(sbc.request(&junk).await.status(), 488);
+}
+
+#[tokio::test]
+async fn dr_fork_7_every_fork_busy_gives_486_with_reason() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006778", &[]);
+    sbc.send(&inv).await;
+    let (busy, _) = until(&mut sbc, 486).await;
+    assert_eq!(busy.ms_code(), Some(540100));
+    assert!(
+        busy.header("Reason")
+            .unwrap()
+            .starts_with("Q.850;cause=17;"),
+        "{}",
+        busy.text
+    );
+    assert!(busy
+        .header("ms-diagnostics")
+        .unwrap()
+        .contains("desktop=486"));
+    sbc.send(ack_non2xx(&inv, busy.to_tag().as_deref())).await;
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_fork_7_ring_timeout_gives_the_configured_status() {
+    let cfg = lab_config(|t| {
+        fast(t, 0.05)
+            .replace("ring_timeout_seconds = 60", "ring_timeout_seconds = 0.3")
+            .replace("ring_timeout_status = 480", "ring_timeout_status = 408")
+            // Nobody answers: drop the answers from user1's endpoints.
+            .replace("answer_after_seconds = 0.1\n", "\n")
+            .replace("answer_after_seconds = 0.125\n", "\n")
+    });
+    let d = TestDaemon::start_with(cfg).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    sbc.send(&inv).await;
+    let (timeout, _) = until(&mut sbc, 408).await;
+    assert_eq!(timeout.ms_code(), Some(540480), "{}", timeout.text);
+    sbc.send(ack_non2xx(&inv, timeout.to_tag().as_deref()))
+        .await;
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_fork_9_deflection_to_voicemail_is_answered_by_voicemail() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006779", &[]);
+    sbc.send(&inv).await;
+    let (ok, progress) = until(&mut sbc, 200).await;
+    let ringing_tag = progress
+        .iter()
+        .find(|r| r.status() == 180)
+        .and_then(Reply::to_tag)
+        .expect("the web client rang");
+    assert_ne!(
+        ok.to_tag().unwrap(),
+        ringing_tag,
+        "voicemail answers on its own dialog"
+    );
+    assert!(ok.body().contains("m=audio"));
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    assert_eq!(
+        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
+            .await
+            .status(),
+        200
+    );
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_fork_3_bypass_trunk_gets_one_183_per_fork_with_endpoint_sdp() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
+    let inv = invite("sbc2.contoso.com", "+14255550190", &[]);
+    sbc.send(&inv).await;
+    let (ok, progress) = until(&mut sbc, 200).await;
+    let sp: Vec<&Reply> = progress.iter().filter(|r| r.status() == 183).collect();
+    assert_eq!(sp.len(), 2, "one 183 per answering fork: {progress:#?}");
+    assert_ne!(sp[0].to_tag(), sp[1].to_tag());
+    assert_ne!(sp[0].body(), sp[1].body(), "each endpoint's own SDP");
+    // DR-FORK-5 on bypass: the 200 carries the answering endpoint's SDP, the same it
+    // showed in its 183.
+    let desktop_183 = sp
+        .iter()
+        .find(|r| r.to_tag() == ok.to_tag())
+        .expect("the answering fork sent a 183");
+    assert_eq!(desktop_183.body(), ok.body());
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    assert_eq!(
+        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
+            .await
+            .status(),
+        200
+    );
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn retransmitted_invite_is_absorbed() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+15555550100", &[]);
+    let first = sbc.request(&inv).await;
+    assert_eq!(first.status(), 404);
+    // The same INVITE again (same branch): the transaction re-sends its final response.
+    let again = sbc.request(&inv).await;
+    assert_eq!(
+        again.text, first.text,
+        "the very same response, not a new rejection"
+    );
+    assert_eq!(
+        d.proxy
+            .counters
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn endpoint_hangs_up_and_the_proxy_sends_bye() {
+    let cfg = lab_config(|t| {
+        fast(t, 0.05).replacen(
+            "answer_after_seconds = 0.1\n",
+            "answer_after_seconds = 0.1\n    hangup_after_seconds = 0.1\n",
+            1,
+        )
+    });
+    let d = TestDaemon::start_with(cfg).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    sbc.send(&inv).await;
+    let (ok, _) = until(&mut sbc, 200).await;
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    let bye = sbc.recv().await;
+    assert!(
+        bye.text
+            .starts_with("BYE sip:+17168712781@sbc1.adatum.biz:5061;transport=tls SIP/2.0"),
+        "{}",
+        bye.text
+    );
+    assert!(bye.header("From").unwrap().contains(&tag));
+    // Answer the BYE like an SBC.
+    let via = bye.header("Via").unwrap();
+    let resp = format!(
+        "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        bye.header("From").unwrap(),
+        bye.header("To").unwrap(),
+        bye.header("Call-ID").unwrap(),
+        bye.header("CSeq").unwrap()
+    );
+    sbc.send(resp).await;
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn sbc_that_never_acks_the_200_gets_a_bye_with_1106() {
+    let cfg = lab_config(|t| fast(t, 0.05).replace("t1_seconds = 0.5", "t1_seconds = 0.01"));
+    let d = TestDaemon::start_with(cfg).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    sbc.send(&inv).await;
+    until(&mut sbc, 200).await;
+    // No ACK: the 200 is retransmitted, then after 64*T1 the proxy gives up with BYE.
+    loop {
+        let r = sbc.recv().await;
+        if r.text.starts_with("BYE ") {
+            assert!(
+                r.header("ms-diagnostics").unwrap().starts_with("1106;"),
+                "{}",
+                r.text
+            );
+            break;
+        }
+        assert_eq!(
+            r.status(),
+            200,
+            "only 200 retransmissions before the BYE: {}",
+            r.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn draining_daemon_refuses_new_calls_with_503_retry_after() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    d.proxy.set_draining();
+    let r = sbc.request(&invite("sbc1.adatum.biz", USER1, &[])).await;
+    assert_eq!(
+        (r.status(), r.header("Retry-After")),
+        (503, Some("1")),
+        "{}",
+        r.text
+    );
+}
