@@ -15,6 +15,8 @@ use tracing::{info, warn};
 use crate::call::Dest;
 use crate::certs::{self, PkiRequest};
 use crate::config::{Config, Listener, ListenerTransport};
+use crate::endpoint::net::{serve_udp, EndpointDispatch};
+use crate::endpoint::service::Endpoints;
 use crate::proxy::Proxy;
 use crate::sip;
 use crate::transaction::{LayerHandle, Output, Timers, TransactionLayer};
@@ -43,6 +45,8 @@ pub enum StartError {
         dir: PathBuf,
         source: Box<certs::CertError>,
     },
+    #[error(transparent)]
+    Endpoints(crate::endpoint::service::EndpointError),
     #[error("listener[{index}] `{name}`: cannot listen on {address}: {source}")]
     Bind {
         index: usize,
@@ -55,7 +59,7 @@ pub enum StartError {
 impl StartError {
     /// True for errors the user fixes in the configuration or its files (exit 64).
     pub fn is_config_error(&self) -> bool {
-        !matches!(self, StartError::Bind { .. })
+        !matches!(self, StartError::Bind { .. } | StartError::Endpoints(_))
     }
 }
 
@@ -68,6 +72,7 @@ pub struct Daemon {
     flows: Arc<Flows>,
     layer: TransactionLayer<Dest>,
     layer_handle: LayerHandle<Dest>,
+    endpoint_udp: Option<Arc<tokio::net::UdpSocket>>,
 }
 
 impl Daemon {
@@ -82,10 +87,27 @@ impl Daemon {
             t4: config.timers.t4,
         };
         let (layer, layer_handle) = TransactionLayer::new(timers);
+        let endpoint_sockets = match config.endpoints.address {
+            Some(address) => Some(
+                crate::endpoint::service::bind(address)
+                    .await
+                    .map_err(StartError::Endpoints)?,
+            ),
+            None => None,
+        };
+        let endpoints = match &endpoint_sockets {
+            Some((udp, _)) => {
+                let e = Endpoints::new(&config, udp.clone()).map_err(StartError::Endpoints)?;
+                info!(address = %e.local, "endpoint listener (UDP and TCP) for SIP endpoints");
+                Some(Arc::new(e))
+            }
+            None => None,
+        };
         let proxy = Arc::new(Proxy::new(
             config.clone(),
             flows.clone(),
             layer_handle.clone(),
+            endpoints.clone(),
         ));
         let limits = StreamLimits {
             sip: sip::Limits {
@@ -142,10 +164,30 @@ impl Daemon {
             addrs.push((l.name.clone(), local));
             listening.push(Listening {
                 name: l.name.clone(),
+                dispatch: proxy.clone(),
                 proxy_fqdn: l.fqdn.clone(),
                 transport: l.transport,
                 socket,
                 tls,
+                limits: limits.clone(),
+                handshake_timeout: config.limits.handshake_timeout,
+            });
+        }
+        let mut endpoint_udp = None;
+        if let Some((udp, tcp)) = endpoint_sockets {
+            if let Ok(a) = udp.local_addr() {
+                addrs.push((crate::proxy::ENDPOINT_LISTENER.to_owned(), a));
+            }
+            endpoint_udp = Some(udp);
+            listening.push(Listening {
+                name: crate::proxy::ENDPOINT_LISTENER.to_owned(),
+                dispatch: Arc::new(EndpointDispatch {
+                    proxy: proxy.clone(),
+                }),
+                proxy_fqdn: config.primary_fqdn().clone(),
+                transport: ListenerTransport::Tcp,
+                socket: tcp,
+                tls: None,
                 limits: limits.clone(),
                 handshake_timeout: config.limits.handshake_timeout,
             });
@@ -158,6 +200,7 @@ impl Daemon {
             flows,
             layer,
             layer_handle,
+            endpoint_udp,
         })
     }
 
@@ -185,7 +228,6 @@ impl Daemon {
     pub async fn serve(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let shared = Shared {
-            dispatch: self.proxy.clone(),
             flows: self.flows.clone(),
             permits: Arc::new(Semaphore::new(self.config.limits.max_connections)),
             stop_accepting: shutdown.clone(),
@@ -200,6 +242,25 @@ impl Daemon {
             self.layer_handle,
             self.proxy.clone(),
         ));
+        if let Some(udp) = self.endpoint_udp {
+            tracker.spawn(serve_udp(
+                udp,
+                self.proxy.clone(),
+                shared.close_connections.clone(),
+            ));
+        }
+        if let Some(endpoints) = self.proxy.endpoints().cloned() {
+            let stop = shared.close_connections.clone();
+            tracker.spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => endpoints.expire(),
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
         shutdown.cancelled().await;
         self.proxy.set_draining();
         let grace = self.config.limits.shutdown_grace;
@@ -233,9 +294,7 @@ async fn drive_layer(
     loop {
         match layer.next().await {
             Output::Transmit(t) => {
-                let sent = match &t.dest {
-                    Dest::Flow(flow) => flow.send(t.bytes),
-                };
+                let sent = t.dest.send(t.bytes);
                 if !sent {
                     if let Some(tx) = t.tx {
                         let _ = handle.transport_error(tx);

@@ -64,6 +64,8 @@ pub enum Diagnostic {
     AllForksFailed,
     /// The SBC never ACKed the 200 OK (the call is ended with BYE).
     SbcDidNotAck,
+    /// A capability of a later milestone (outbound calls from endpoints).
+    NotImplemented,
 }
 
 /// Static facts of a catalogue entry.
@@ -113,6 +115,7 @@ impl Diagnostic {
         Diagnostic::RingTimeout,
         Diagnostic::AllForksFailed,
         Diagnostic::SbcDidNotAck,
+        Diagnostic::NotImplemented,
     ];
 
     pub fn entry(self) -> Entry {
@@ -338,6 +341,14 @@ impl Diagnostic {
                 "The SBC did not ACK the 200 OK",
                 "DR-FORK-8",
                 false,
+            ),
+            NotImplemented => e(
+                501,
+                "Not Implemented",
+                540501,
+                "Not implemented in this drhub version",
+                "DR-OUT-1",
+                true,
             ),
         }
     }

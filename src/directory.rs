@@ -105,6 +105,13 @@ impl Directory {
             .map(|id| (*id, TenantMatch::Parent))
     }
 
+    /// The tenant that registered exactly this domain (case-insensitive).
+    pub fn tenant_by_domain(&self, domain: &str) -> Option<TenantId> {
+        self.domains
+            .get(&domain.trim_end_matches('.').to_ascii_lowercase())
+            .copied()
+    }
+
     pub fn tenant(&self, id: TenantId) -> &Tenant {
         // Invariant: a TenantId is only made by this directory, from an index into it.
         &self.tenants[id.0].tenant

@@ -13,6 +13,7 @@ use crate::call::{CallCtx, CallEvent, CallKey, CallTable, Dest, NewCall};
 use crate::config::{Config, Profile};
 use crate::diagnostics::{correlation_id, Diagnostic, Rejection};
 use crate::directory::Directory;
+use crate::endpoint::service::Endpoints;
 use crate::health::{Health, OptionsSeen};
 use crate::policy::{self, PeerAuth, SUPPORTED_OPTIONS};
 use crate::sip::build::{ResponseWriter, Style};
@@ -20,6 +21,9 @@ use crate::sip::Status;
 use crate::sip::{HeaderName, Message, Method, ParseError};
 use crate::transaction::{CancelTarget, CoreEvent, Final, LayerHandle, ServerTx, TransportKind};
 use crate::transport::{Dispatch, FlowHandle, FlowInfo, Flows, Handled};
+
+/// The listener name of the endpoint side's TCP socket.
+pub const ENDPOINT_LISTENER: &str = "endpoints";
 
 /// The methods the proxy advertises, as the real service does (DR-OPT-1).
 pub const ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY";
@@ -42,20 +46,33 @@ pub struct Proxy {
     flows: Arc<Flows>,
     calls: Arc<CallCtx>,
     layer: LayerHandle<Dest>,
+    endpoints: Option<Arc<Endpoints>>,
     draining: AtomicBool,
     pub counters: Counters,
 }
 
 impl Proxy {
-    pub fn new(config: Arc<Config>, flows: Arc<Flows>, layer: LayerHandle<Dest>) -> Proxy {
+    pub fn new(
+        config: Arc<Config>,
+        flows: Arc<Flows>,
+        layer: LayerHandle<Dest>,
+        endpoints: Option<Arc<Endpoints>>,
+    ) -> Proxy {
         let table = Arc::new(CallTable::default());
         Proxy {
             directory: Directory::new(&config.tenants),
-            calls: Arc::new(CallCtx::new(config.clone(), layer.clone(), table)),
+            calls: Arc::new(CallCtx::new(
+                config.clone(),
+                layer.clone(),
+                table,
+                endpoints.clone(),
+                flows.clone(),
+            )),
             config,
             health: Health::default(),
             flows,
             layer,
+            endpoints,
             draining: AtomicBool::new(false),
             counters: Counters::default(),
         }
@@ -64,6 +81,16 @@ impl Proxy {
     /// The live calls.
     pub fn calls(&self) -> &CallTable {
         &self.calls.calls
+    }
+
+    /// SIP endpoints' registrations; `None` when `[endpoints] address = "off"`.
+    pub fn endpoints(&self) -> Option<&Arc<Endpoints>> {
+        self.endpoints.as_ref()
+    }
+
+    /// The transaction layer's input side.
+    pub fn layer(&self) -> &LayerHandle<Dest> {
+        &self.layer
     }
 
     pub fn health(&self) -> &Health {
@@ -192,13 +219,18 @@ impl Proxy {
         rejection: Rejection,
         out: &mut BytesMut,
     ) {
-        self.write_rejection(flow, msg, &rejection, out);
+        let label = flow.id.to_string();
+        self.write_rejection(flow.proxy_fqdn.as_str(), &label, msg, &rejection, out);
     }
 
     /// [`Proxy::reject`] through a server transaction (INVITE and in-dialog requests).
-    fn reject_tx(&self, flow: &FlowInfo, tx: ServerTx, msg: &Message<'_>, rejection: Rejection) {
+    fn reject_tx(&self, source: &Dest, tx: ServerTx, msg: &Message<'_>, rejection: Rejection) {
+        let (fqdn, label) = match source {
+            Dest::Flow(f) => (f.info.proxy_fqdn.as_str(), f.info.id.to_string()),
+            Dest::Udp { addr, .. } => (self.config.primary_fqdn().as_str(), format!("udp:{addr}")),
+        };
         let mut out = BytesMut::new();
-        self.write_rejection(flow, msg, &rejection, &mut out);
+        self.write_rejection(fqdn, &label, msg, &rejection, &mut out);
         match Final::new(out.freeze()) {
             Ok(f) => drop(tx.respond(f)),
             Err(_) => drop(tx),
@@ -207,7 +239,8 @@ impl Proxy {
 
     fn write_rejection(
         &self,
-        flow: &FlowInfo,
+        source: &str,
+        flow: &str,
         msg: &Message<'_>,
         rejection: &Rejection,
         out: &mut BytesMut,
@@ -217,7 +250,7 @@ impl Proxy {
         let id = correlation_id();
         let call_id = msg.header(HeaderName::CallId).unwrap_or("-");
         warn!(
-            flow = %flow.id,
+            flow,
             call_id,
             status = rejection.status(),
             code = e.code,
@@ -228,7 +261,10 @@ impl Proxy {
             e.text
         );
         if !can_respond(msg) {
-            warn!(flow = %flow.id, "no response possible (Via, From, To, Call-ID or CSeq missing); dropped");
+            warn!(
+                flow,
+                "no response possible (Via, From, To, Call-ID or CSeq missing); dropped"
+            );
             return;
         }
         let mut w = ResponseWriter::start(
@@ -241,10 +277,7 @@ impl Proxy {
         );
         w.header("Reason", &rejection.reason_header(&id));
         if self.config.proxy.ms_diagnostics {
-            w.header(
-                "ms-diagnostics",
-                &rejection.ms_diagnostics(flow.proxy_fqdn.as_str()),
-            );
+            w.header("ms-diagnostics", &rejection.ms_diagnostics(source));
         }
         match rejection.diagnostic {
             Diagnostic::BadExtension => {
@@ -269,7 +302,7 @@ impl Proxy {
     pub fn on_core_event(&self, ev: CoreEvent<Dest>) {
         match ev {
             CoreEvent::Request(req) => {
-                let Dest::Flow(flow) = req.source.clone();
+                let source = req.source.clone();
                 let Ok(Status::Complete(msg)) = Message::parse(&req.request, &crate::call::OWN)
                 else {
                     return;
@@ -279,24 +312,41 @@ impl Proxy {
                     .and_then(Result::ok)
                     .is_some_and(|t| t.tag().is_some());
                 if msg.method() == Some(Method::Invite) && !in_dialog {
-                    return self.on_invite(&flow, req.tx, &req.request, &msg);
+                    match &source {
+                        Dest::Flow(flow) if flow.info.listener != ENDPOINT_LISTENER => {
+                            return self.on_invite(flow, req.tx, &req.request, &msg);
+                        }
+                        _ => {
+                            let r = Rejection::new(Diagnostic::NotImplemented).with(
+                                "detail",
+                                "calls from endpoints (DR-OUT) are not implemented yet",
+                            );
+                            return self.reject_tx(&source, req.tx, &msg, r);
+                        }
+                    }
                 }
                 let ev = CallEvent::Request {
                     tx: req.tx,
                     request: req.request.clone(),
                 };
+                // SBC legs are keyed by Call-ID and the SBC's From tag; endpoint legs by
+                // the Call-ID drhub chose for them.
                 let routed = match CallKey::of(&msg) {
                     Some(k) => self.calls.calls.send(&k, ev),
                     None => Err(ev),
                 };
+                let routed = match (routed, msg.call_id()) {
+                    (Err(ev), Some(id)) => self.calls.calls.send_leg(id, ev),
+                    (r, _) => r,
+                };
                 if let Err(CallEvent::Request { tx, .. }) = routed {
                     let method = msg.method().map_or("-", |m| m.as_str());
                     let r = Rejection::new(Diagnostic::NoSuchDialog).with("method", method);
-                    self.reject_tx(&flow.info, tx, &msg, r);
+                    self.reject_tx(&source, tx, &msg, r);
                 }
             }
             CoreEvent::Cancel { request, target } => {
-                let Dest::Flow(flow) = request.source.clone();
+                let source = request.source.clone();
                 let Ok(Status::Complete(msg)) = Message::parse(&request.request, &crate::call::OWN)
                 else {
                     return;
@@ -311,19 +361,43 @@ impl Proxy {
                 };
                 if let Err(CallEvent::Cancel { tx, .. }) = routed {
                     let r = Rejection::new(Diagnostic::NoSuchDialog).with("method", "CANCEL");
-                    self.reject_tx(&flow.info, tx, &msg, r);
+                    self.reject_tx(&source, tx, &msg, r);
                 }
             }
             CoreEvent::Ack { request, .. } => {
-                if let Ok(Status::Complete(msg)) = Message::parse(&request, &crate::call::OWN) {
-                    if let Some(k) = CallKey::of(&msg) {
-                        if self.calls.calls.send(&k, CallEvent::Ack).is_err() {
-                            debug!(call_id = %k.call_id, "ACK for no live call; dropped");
-                        }
-                    }
+                let Ok(Status::Complete(msg)) = Message::parse(&request, &crate::call::OWN) else {
+                    return;
+                };
+                let sent = match CallKey::of(&msg) {
+                    Some(k) => self.calls.calls.send(&k, CallEvent::Ack).is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    debug!(
+                        call_id = msg.call_id().unwrap_or("-"),
+                        "ACK for no live call; dropped"
+                    );
                 }
             }
-            CoreEvent::StrayResponse { .. } => debug!("response matching no transaction; dropped"),
+            CoreEvent::StrayResponse { response, source } => {
+                // A 2xx retransmitted after Timer M still needs its ACK (§13.2.2.4): the
+                // endpoint leg it belongs to decides.
+                let call_id = match Message::parse(&response, &crate::call::OWN) {
+                    Ok(Status::Complete(msg)) => msg.call_id().map(str::to_owned),
+                    _ => None,
+                };
+                let delivered = match call_id {
+                    Some(id) => self
+                        .calls
+                        .calls
+                        .send_leg(&id, CallEvent::Stray { response, source })
+                        .is_ok(),
+                    None => false,
+                };
+                if !delivered {
+                    debug!("response matching no transaction; dropped");
+                }
+            }
         }
     }
 
@@ -332,23 +406,23 @@ impl Proxy {
         let accepted = match policy::check_sbc_request(msg, peer_auth(&flow.info), &self.directory)
         {
             Ok(a) => a,
-            Err(r) => return self.reject_tx(&flow.info, tx, msg, r),
+            Err(r) => return self.reject_tx(&Dest::Flow(flow.clone()), tx, msg, r),
         };
         let admitted = crate::call::admit(&self.calls, self, msg, &accepted, self.is_draining());
         let (user, caller, caller_name, offer) = match admitted {
             Ok(a) => a,
-            Err(r) => return self.reject_tx(&flow.info, tx, msg, r),
+            Err(r) => return self.reject_tx(&Dest::Flow(flow.clone()), tx, msg, r),
         };
         let Some(key) = CallKey::of(msg) else {
             let r = Rejection::new(Diagnostic::Malformed("From Tag Missing"));
-            return self.reject_tx(&flow.info, tx, msg, r);
+            return self.reject_tx(&Dest::Flow(flow.clone()), tx, msg, r);
         };
         if self.calls.calls.contains(&key) {
             // The dialog set is already up: a second INVITE without To tag (a new branch)
             // is a loop or an SBC bug, not a new call.
             let r = Rejection::new(Diagnostic::Malformed("Call Already Exists"))
                 .with("call_id", key.call_id.clone());
-            return self.reject_tx(&flow.info, tx, msg, r);
+            return self.reject_tx(&Dest::Flow(flow.clone()), tx, msg, r);
         }
         let tenant = self.directory.tenant(accepted.tenant).id.clone();
         crate::call::spawn(

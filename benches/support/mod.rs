@@ -35,6 +35,7 @@ pub fn lab(name: &str, edit: impl FnOnce(String) -> String) -> (PathBuf, PathBuf
     let text = edit(
         BUILTIN_LAB_CONFIG
             .replace("127.0.0.1:5061", "127.0.0.1:0")
+            .replace("127.0.0.1:5070", "127.0.0.1:0")
             .replace("level = \"info\"", "level = \"warn,drhub::daemon=info\""),
     );
     let cfg = dir.join("drhub.toml");

@@ -9,6 +9,7 @@
 //! state; the only shared structure is the [`CallTable`] that routes messages to calls.
 
 pub mod fork;
+pub mod sip_leg;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,7 +25,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::config::{Config, EndpointKind, Script, User, E164};
 use crate::diagnostics::{correlation_id, Diagnostic, Rejection};
 use crate::directory::{classify_target, TargetError};
-use crate::sdp::{self, Answer, MediaConfig, Offer};
+use crate::endpoint::registrar::Transport;
+use crate::endpoint::service::{self, Endpoints};
+use crate::sdp::{self, MediaConfig, Offer};
 use crate::sip::build::{RequestWriter, ResponseWriter, Style};
 use crate::sip::{HeaderName, Limits, Message, Status};
 use crate::transaction::{
@@ -38,6 +41,20 @@ use fork::{best_final, schedule, ForkState, Step};
 #[derive(Debug, Clone)]
 pub enum Dest {
     Flow(FlowHandle),
+    Udp {
+        socket: Arc<tokio::net::UdpSocket>,
+        addr: std::net::SocketAddr,
+    },
+}
+
+impl Dest {
+    /// Sends without waiting; false when the bytes could not be queued or sent.
+    pub fn send(&self, bytes: Bytes) -> bool {
+        match self {
+            Dest::Flow(flow) => flow.send(bytes),
+            Dest::Udp { socket, addr } => socket.try_send_to(&bytes, *addr).is_ok(),
+        }
+    }
 }
 
 /// The SBC side of a dialog set: Call-ID and the SBC's From tag. Every request the SBC
@@ -69,8 +86,11 @@ pub enum CallEvent {
     Ack,
     /// A request inside the call (BYE, re-INVITE, INFO ...).
     Request { tx: ServerTx, request: Bytes },
-    /// A response to a request the call sent to the SBC.
+    /// A response to a request the call sent (to the SBC or an endpoint).
     Client(ClientTxEvent),
+    /// A response that matched no transaction, on one of the call's endpoint legs (a 2xx
+    /// retransmitted after Timer M: the call must ACK it again).
+    Stray { response: Bytes, source: Dest },
 }
 
 /// Live calls by SBC dialog set. Also counts calls for the overload rules (DR-ERR-1)
@@ -78,6 +98,8 @@ pub enum CallEvent {
 #[derive(Debug, Default)]
 pub struct CallTable {
     map: Mutex<HashMap<CallKey, mpsc::UnboundedSender<CallEvent>>>,
+    /// Endpoint legs by the Call-ID drhub gave them.
+    legs: Mutex<HashMap<String, mpsc::UnboundedSender<CallEvent>>>,
     idle: Notify,
     /// Admission rate window: (second, count).
     rate: Mutex<(u64, u32)>,
@@ -103,6 +125,29 @@ impl CallTable {
             Some(tx) => tx.send(ev).map_err(|e| e.0),
             None => Err(ev),
         }
+    }
+
+    /// Routes an event to the call owning an endpoint leg with this Call-ID.
+    #[allow(clippy::result_large_err)]
+    pub fn send_leg(&self, call_id: &str, ev: CallEvent) -> Result<(), CallEvent> {
+        match self.legs_lock().get(call_id) {
+            Some(tx) => tx.send(ev).map_err(|e| e.0),
+            None => Err(ev),
+        }
+    }
+
+    fn add_leg(&self, call_id: String, tx: mpsc::UnboundedSender<CallEvent>) {
+        self.legs_lock().insert(call_id, tx);
+    }
+
+    fn remove_leg(&self, call_id: &str) {
+        self.legs_lock().remove(call_id);
+    }
+
+    fn legs_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<CallEvent>>> {
+        self.legs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn contains(&self, key: &CallKey) -> bool {
@@ -161,13 +206,21 @@ pub struct CallCtx {
     pub config: Arc<Config>,
     pub layer: LayerHandle<Dest>,
     pub calls: Arc<CallTable>,
+    pub endpoints: Option<Arc<Endpoints>>,
+    pub flows: Arc<crate::transport::Flows>,
     pub media: MediaConfig,
     next_port: AtomicU16,
     live: AtomicUsize,
 }
 
 impl CallCtx {
-    pub fn new(config: Arc<Config>, layer: LayerHandle<Dest>, calls: Arc<CallTable>) -> CallCtx {
+    pub fn new(
+        config: Arc<Config>,
+        layer: LayerHandle<Dest>,
+        calls: Arc<CallTable>,
+        endpoints: Option<Arc<Endpoints>>,
+        flows: Arc<crate::transport::Flows>,
+    ) -> CallCtx {
         let mut media = MediaConfig::new(config.media.address);
         media.port_min = config.media.port_min;
         media.port_max = config.media.port_max;
@@ -176,6 +229,8 @@ impl CallCtx {
             config,
             layer,
             calls,
+            endpoints,
+            flows,
             media,
             live: AtomicUsize::new(0),
         }
@@ -301,7 +356,7 @@ pub fn admit(
     // Also refuses offers whose codecs drhub cannot answer (488 before ringing anyone).
     sdp::media_processor_answer(&offer, &ctx.media, ctx.media.port_min, 1)
         .map_err(|e| Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()))?;
-    if !has_forks(&user) {
+    if !has_forks(ctx, &user) {
         return Err(
             Rejection::new(Diagnostic::NoEndpoints).with("user", user.sip_address.to_string())
         );
@@ -310,11 +365,51 @@ pub fn admit(
 }
 
 /// Whether the user has any endpoint a call can ring now.
-fn has_forks(user: &User) -> bool {
+fn has_forks(ctx: &CallCtx, user: &User) -> bool {
     user.endpoints.iter().any(|e| match &e.kind {
         EndpointKind::Virtual(_) => true,
-        EndpointKind::Sip { contact } => contact.is_some(),
+        EndpointKind::Sip { contact } => !sip_targets(ctx, user, contact.as_deref()).is_empty(),
     })
+}
+
+/// Where a SIP endpoint of the user can be rung: every registered contact, plus the
+/// static contact of the config (UDP, an IP address and port: a lab phone or sipp).
+fn sip_targets(ctx: &CallCtx, user: &User, contact: Option<&str>) -> Vec<service::Target> {
+    let Some(endpoints) = &ctx.endpoints else {
+        return Vec::new();
+    };
+    let mut targets = endpoints.targets(&user.sip_address);
+    if let Some(c) = contact {
+        match static_target(c) {
+            Some(t) => targets.push(t),
+            None => warn!(
+                contact = c,
+                "static contact is not sip:user@ip:port; skipped"
+            ),
+        }
+    }
+    targets
+}
+
+fn static_target(contact: &str) -> Option<service::Target> {
+    let uri = crate::sip::Uri::parse(contact).ok()?;
+    let ip = uri.host()?.ip()?;
+    let transport = match uri.param("transport").and_then(|p| p.value) {
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+        _ => Transport::Udp,
+    };
+    Some(service::Target {
+        uri: contact.to_owned(),
+        addr: std::net::SocketAddr::new(ip, uri.port().unwrap_or(5060)),
+        transport,
+    })
+}
+
+fn transport_kind(t: Transport) -> TransportKind {
+    match t {
+        Transport::Udp => TransportKind::Unreliable,
+        Transport::Tcp => TransportKind::Reliable,
+    }
 }
 
 /// Starts the call task (DR-FORK-1: 100 Trying first, then every fork at once).
@@ -349,8 +444,10 @@ struct Fork {
     steps: Vec<(Duration, Step)>,
     next_step: usize,
     /// The SDP this fork would answer with (bypass: its own; else the media processor's).
-    answer: Option<Answer>,
+    answer: Option<Bytes>,
     script: Option<Script>,
+    /// The SIP leg, for a SIP endpoint; `None` for a virtual one.
+    sip: Option<sip_leg::SipLeg>,
 }
 
 /// Where the call as a whole stands.
@@ -382,7 +479,7 @@ struct CallTask {
     answered: Option<crate::transaction::Answered>,
     forks: Vec<Fork>,
     /// Non-bypass trunks: the media processor's one answer, and whether its 183 went out.
-    media_answer: Option<Answer>,
+    media_answer: Option<Bytes>,
     sent_183: bool,
     phase: Phase,
     started: Instant,
@@ -457,6 +554,11 @@ impl CallTask {
                 _ = sleep_until_opt(deadline) => self.on_timer(Instant::now()),
             }
         }
+        for f in &self.forks {
+            if let Some(leg) = &f.sip {
+                self.ctx.calls.remove_leg(&leg.call_id);
+            }
+        }
         // A non-2xx final still waits for the SBC's ACK (Timer H); the caller awaits it
         // after the call has left the table. After a 2xx the dialog saw its ACK already.
         match self.answered.take() {
@@ -503,12 +605,13 @@ impl CallTask {
                         next_step: 0,
                         answer: None,
                         script: Some(script),
+                        sip: None,
                     });
                 }
-                EndpointKind::Sip { .. } => {
-                    // SIP endpoint forks are not wired yet; admission counted only
-                    // endpoints with a static contact, and those are skipped here too.
-                    debug!(endpoint = %e.name, "SIP endpoint forks are not implemented yet; skipped");
+                EndpointKind::Sip { contact } => {
+                    for target in sip_targets(&self.ctx, &self.user, contact.as_deref()) {
+                        self.start_sip_fork(&e.name, target);
+                    }
                 }
             }
         }
@@ -591,7 +694,7 @@ impl CallTask {
                 self.sent_183 = true;
                 let tag = self.forks[i].to_tag.clone();
                 debug!(fork = %self.forks[i].name, "media answer -> 183 with SDP");
-                self.send_provisional(183, "Session Progress", Some(&tag), Some(answer.as_bytes()));
+                self.send_provisional(183, "Session Progress", Some(&tag), Some(&answer[..]));
             }
             Step::Answer if live => self.accept(i),
             Step::Reject(code) if live => {
@@ -631,6 +734,7 @@ impl CallTask {
             next_step: 0,
             answer: None,
             script: None,
+            sip: None,
         });
         self.voicemail = Some(self.forks.len() - 1);
     }
@@ -638,9 +742,17 @@ impl CallTask {
     /// The SDP a fork answers with: on bypass trunks the endpoint's own (voicemail is a
     /// cloud service, so always the media processor's), else the call's one
     /// media-processor answer.
-    fn fork_answer(&mut self, i: usize) -> Option<Answer> {
-        let endpoint_sdp = self.bypass && self.forks[i].script.as_ref().is_some_and(|s| s.bypass);
+    fn fork_answer(&mut self, i: usize) -> Option<Bytes> {
+        let endpoint_sdp = self.bypass
+            && match (&self.forks[i].sip, &self.forks[i].script) {
+                (Some(_), _) => true,
+                (None, Some(script)) => script.bypass,
+                (None, None) => false,
+            };
         if endpoint_sdp {
+            if let Some(leg) = &self.forks[i].sip {
+                return leg.sdp.clone();
+            }
             if self.forks[i].answer.is_none() {
                 let a = sdp::endpoint_answer(
                     &self.offer,
@@ -649,6 +761,7 @@ impl CallTask {
                     session_id(),
                 );
                 self.forks[i].answer = a
+                    .map(|a| Bytes::copy_from_slice(a.as_bytes()))
                     .map_err(|e| warn!(error = %e, "endpoint SDP answer failed"))
                     .ok();
             }
@@ -662,6 +775,7 @@ impl CallTask {
                 session_id(),
             );
             self.media_answer = a
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
                 .map_err(|e| warn!(error = %e, "media processor SDP answer failed"))
                 .ok();
         }
@@ -678,7 +792,7 @@ impl CallTask {
         self.forks[i].state = ForkState::Answered;
         self.cancel_forks(Some(i));
         let tag = self.forks[i].to_tag.clone();
-        let bytes = self.response(200, "OK", Some(&tag), Some(answer.as_bytes()));
+        let bytes = self.response(200, "OK", Some(&tag), Some(&answer[..]));
         let Some(tx) = self.tx.take() else { return };
         let Ok(f) = Final::new(bytes.clone()) else {
             return;
@@ -696,10 +810,210 @@ impl CallTask {
     /// Stops every live fork except `keep`. SIP forks will get CANCEL with
     /// `Reason: SIP;cause=200;text="Call completed elsewhere"` (DR-FORK-5).
     fn cancel_forks(&mut self, keep: Option<usize>) {
-        for (i, f) in self.forks.iter_mut().enumerate() {
-            if Some(i) != keep && f.state.is_live() {
-                f.state = ForkState::Cancelled;
+        let reason = match keep {
+            Some(_) => "SIP;cause=200;text=\"Call completed elsewhere\"",
+            None => "SIP;cause=487;text=\"Request terminated\"",
+        };
+        for i in 0..self.forks.len() {
+            if Some(i) == keep || !self.forks[i].state.is_live() {
+                continue;
             }
+            self.forks[i].state = ForkState::Cancelled;
+            let send_now = match &mut self.forks[i].sip {
+                Some(leg) if leg.got_provisional => true,
+                Some(leg) => {
+                    // RFC 3261 §9.1: no CANCEL before a provisional; send it on the first.
+                    leg.cancel_pending = Some(reason);
+                    false
+                }
+                None => false,
+            };
+            if send_now {
+                self.send_cancel(i, reason);
+            }
+        }
+    }
+
+    fn send_cancel(&mut self, i: usize, reason: &str) {
+        let Some(leg) = &self.forks[i].sip else {
+            return;
+        };
+        let Ok(Status::Complete(inv)) = Message::parse(&leg.invite, &OWN) else {
+            return;
+        };
+        match crate::transaction::build_cancel(&inv, &[("Reason", reason)]) {
+            Ok(cancel) => {
+                let kind = transport_kind(leg.transport);
+                if let Err(e) = self
+                    .ctx
+                    .layer
+                    .send_request(cancel, leg.dest.clone(), kind, |_| {})
+                {
+                    warn!(fork = %self.forks[i].name, error = %e, "CANCEL not sent");
+                }
+            }
+            Err(e) => warn!(fork = %self.forks[i].name, error = %e, "CANCEL not built"),
+        }
+    }
+
+    fn start_sip_fork(&mut self, name: &str, target: service::Target) {
+        let Some(endpoints) = &self.ctx.endpoints else {
+            return;
+        };
+        let dest = match target.transport {
+            Transport::Udp => Dest::Udp {
+                socket: endpoints.udp.clone(),
+                addr: target.addr,
+            },
+            Transport::Tcp => match self.ctx.flows.find_by_peer(target.addr) {
+                Some(flow) => Dest::Flow(flow),
+                None => {
+                    warn!(endpoint = name, addr = %target.addr, "TCP endpoint's connection is gone; not rung");
+                    return;
+                }
+            },
+        };
+        let caller = self.caller.as_ref().map(ToString::to_string);
+        let callee = self.user.sip_address.to_string();
+        let sdp = match Message::parse(&self.invite, &OWN) {
+            Ok(Status::Complete(m)) => Bytes::copy_from_slice(m.body()),
+            _ => return,
+        };
+        let leg = sip_leg::SipLeg::new(
+            dest.clone(),
+            &sip_leg::InviteParams {
+                target: &target.uri,
+                local: endpoints.local,
+                transport: target.transport,
+                proxy_fqdn: self.sbc.info.proxy_fqdn.as_str(),
+                caller: caller.as_deref(),
+                caller_name: self.caller_name.as_deref(),
+                callee: &callee,
+                sdp: &sdp,
+                server: &self.ctx.config.proxy.server,
+            },
+        );
+        let events = self.self_tx.clone();
+        let sent = self.ctx.layer.send_request(
+            leg.invite.clone(),
+            dest,
+            transport_kind(target.transport),
+            move |ev| {
+                let _ = events.send(CallEvent::Client(ev));
+            },
+        );
+        match sent {
+            Ok(key) => {
+                self.ctx
+                    .calls
+                    .add_leg(leg.call_id.clone(), self.self_tx.clone());
+                let mut leg = leg;
+                leg.client = Some(key);
+                debug!(endpoint = name, target = %target.uri, "INVITE to SIP endpoint");
+                self.forks.push(Fork {
+                    name: name.to_owned(),
+                    to_tag: tag(),
+                    state: ForkState::Trying,
+                    steps: Vec::new(),
+                    next_step: 0,
+                    answer: None,
+                    script: None,
+                    sip: Some(leg),
+                });
+            }
+            Err(e) => warn!(endpoint = name, error = %e, "INVITE to SIP endpoint not sent"),
+        }
+    }
+
+    /// A response on a SIP fork's INVITE transaction (DR-FORK-2..5, 7, 9).
+    fn on_sip_event(&mut self, i: usize, event: crate::transaction::ClientEvent) {
+        use crate::transaction::ClientEvent;
+        let bytes = match &event {
+            ClientEvent::Provisional(b) | ClientEvent::Final(b) | ClientEvent::Additional2xx(b) => {
+                b.clone()
+            }
+            ClientEvent::Timeout(_) | ClientEvent::TransportError => {
+                warn!(fork = %self.forks[i].name, "SIP endpoint did not answer (timeout or transport error)");
+                if self.forks[i].state.is_live() {
+                    self.forks[i].state = ForkState::Failed(408);
+                    self.check_all_failed();
+                }
+                return;
+            }
+        };
+        let Ok(Status::Complete(resp)) = Message::parse(&bytes, &OWN) else {
+            return;
+        };
+        let code = resp.status_code().unwrap_or(500);
+        if let Some(leg) = &mut self.forks[i].sip {
+            leg.learn(&resp);
+        }
+        if (100..200).contains(&code) {
+            let pending = self.forks[i].sip.as_mut().and_then(|leg| {
+                leg.got_provisional = true;
+                leg.cancel_pending.take()
+            });
+            if let Some(reason) = pending {
+                self.send_cancel(i, reason);
+                return;
+            }
+            match code {
+                180..=182 => self.on_step(i, Step::Ring),
+                183 if self.forks[i].sip.as_ref().is_some_and(|l| l.sdp.is_some()) => {
+                    self.on_step(i, Step::MediaAnswer)
+                }
+                _ => {}
+            }
+            return;
+        }
+        if (200..300).contains(&code) {
+            // §13.2.2.4: the UAC core ACKs every 2xx, even one it will not keep.
+            if let Some(leg) = &self.forks[i].sip {
+                let _ = self.ctx.layer.send_stateless(leg.ack(), leg.dest.clone());
+            }
+            if matches!(event, ClientEvent::Final(_))
+                && self.forks[i].state.is_live()
+                && self.phase == Phase::Ringing
+            {
+                self.accept(i);
+            } else if !matches!(self.phase, Phase::Up(n) | Phase::AwaitingAck(n) if n == i) {
+                // A 2xx from a fork that lost the race: ACK (above), then BYE.
+                self.bye_endpoint(i);
+            }
+            return;
+        }
+        if !self.forks[i].state.is_live() {
+            return;
+        }
+        if (300..400).contains(&code) {
+            let voicemail = resp.contacts().filter_map(Result::ok).any(|c| {
+                c.uri()
+                    .and_then(|u| u.param("opaque"))
+                    .and_then(|p| p.value)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("app:voicemail"))
+            });
+            let step = if voicemail {
+                Step::RedirectVoicemail
+            } else {
+                Step::RedirectNumber
+            };
+            return self.on_step(i, step);
+        }
+        self.on_step(i, Step::Reject(code));
+    }
+
+    fn bye_endpoint(&mut self, i: usize) {
+        let Some(leg) = &mut self.forks[i].sip else {
+            return;
+        };
+        if leg.remote_tag.is_none() {
+            return;
+        }
+        let bye = leg.bye();
+        let dest = leg.dest.clone();
+        let kind = transport_kind(leg.transport);
+        if let Err(e) = self.ctx.layer.send_request(bye, dest, kind, |_| {}) {
+            warn!(fork = %self.forks[i].name, error = %e, "BYE to the endpoint not sent");
         }
     }
 
@@ -801,8 +1115,32 @@ impl CallTask {
                 }
             }
             CallEvent::Request { tx, request } => self.on_request(tx, &request),
+            CallEvent::Stray { response, .. } => {
+                // A 2xx retransmitted after the transaction ended: ACK it again.
+                if let Ok(Status::Complete(m)) = Message::parse(&response, &OWN) {
+                    let leg = self
+                        .forks
+                        .iter()
+                        .filter_map(|f| f.sip.as_ref())
+                        .find(|l| Some(l.call_id.as_str()) == m.call_id());
+                    if let (Some(leg), true) = (
+                        leg,
+                        m.status_code().is_some_and(|c| (200..300).contains(&c)),
+                    ) {
+                        let _ = self.ctx.layer.send_stateless(leg.ack(), leg.dest.clone());
+                    }
+                }
+            }
             CallEvent::Client(ev) => {
                 use crate::transaction::ClientEvent;
+                let fork = self.forks.iter().position(|f| {
+                    f.sip
+                        .as_ref()
+                        .is_some_and(|l| l.client.as_ref() == Some(&ev.key))
+                });
+                if let Some(i) = fork {
+                    return self.on_sip_event(i, ev.event);
+                }
                 if let ClientEvent::Final(_)
                 | ClientEvent::Timeout(_)
                 | ClientEvent::TransportError = ev.event
@@ -823,9 +1161,33 @@ impl CallTask {
             drop(tx);
             return;
         };
+        let from_endpoint = msg.call_id() != Some(self.key.call_id.as_str());
+        if from_endpoint {
+            let ok = self.response_to(&msg, 200, "OK");
+            if let Some(ok) = ok {
+                let _ = tx.respond(ok);
+            }
+            if msg.method() == Some(crate::sip::Method::Bye) {
+                info!("the endpoint hung up (BYE); BYE to the SBC");
+                if let Some(f) = self.forks.iter_mut().find(|f| {
+                    f.sip
+                        .as_ref()
+                        .is_some_and(|l| Some(l.call_id.as_str()) == msg.call_id())
+                }) {
+                    if let Some(leg) = &mut f.sip {
+                        leg.remote_tag = None; // the dialog is over on that side
+                    }
+                }
+                self.send_bye(None);
+            }
+            return;
+        }
         match msg.method() {
             Some(crate::sip::Method::Bye) => {
                 info!(after = ?self.started.elapsed(), "the SBC hung up (BYE)");
+                if let Phase::Up(i) | Phase::AwaitingAck(i) = self.phase {
+                    self.bye_endpoint(i);
+                }
                 if let Some(ok) = self.response_to(&msg, 200, "OK") {
                     let _ = tx.respond(ok);
                 }
@@ -842,7 +1204,7 @@ impl CallTask {
                     _ => None,
                 };
                 let resp = match sdp {
-                    Some(a) => self.response_to_with_body(&msg, 200, "OK", a.as_bytes()),
+                    Some(a) => self.response_to_with_body(&msg, 200, "OK", &a),
                     None => self.response_to(&msg, 491, "Request Pending"),
                 };
                 if let Some(resp) = resp {

@@ -24,6 +24,8 @@ const FLOW_QUEUE: usize = 256;
 /// Everything an accept loop needs, shared by all its connections.
 pub struct Listening {
     pub name: String,
+    /// What handles this listener's messages (SBC proxy, or the endpoint side).
+    pub dispatch: Arc<dyn Dispatch>,
     pub proxy_fqdn: Fqdn,
     pub transport: ListenerTransport,
     pub socket: TcpListener,
@@ -38,11 +40,10 @@ impl Listening {
     }
 }
 
-/// Shared by every listener: where to dispatch, the flow registry, the connection cap,
+/// Shared by every listener: the flow registry, the connection cap,
 /// shutdown and the task tracker that shutdown waits on.
 #[derive(Clone)]
 pub struct Shared {
-    pub dispatch: Arc<dyn Dispatch>,
     pub flows: Arc<Flows>,
     pub permits: Arc<Semaphore>,
     /// Cancelled first on shutdown: no new connections.
@@ -164,12 +165,13 @@ where
     let reason = stream::serve(
         stream,
         info.clone(),
-        s.dispatch.clone(),
+        l.dispatch.clone(),
         l.limits.clone(),
         rx,
         s.close_connections.clone(),
     )
     .await;
     s.flows.remove(info.id);
+    l.dispatch.on_closed(&info);
     info!(flow = %info.id, ?reason, "connection closed");
 }

@@ -76,6 +76,9 @@ pub trait Dispatch: Send + Sync + 'static {
     /// The stream could not be framed at `buf`. Write a response to `out` if one can be
     /// formed; the connection is closed afterwards (DR-TLS-2).
     fn on_unframeable(&self, flow: &FlowInfo, buf: &[u8], error: &ParseError, out: &mut BytesMut);
+
+    /// The connection has closed (its flow is already out of the registry).
+    fn on_closed(&self, _flow: &FlowInfo) {}
 }
 
 /// A handle to send bytes on a live connection.
@@ -123,9 +126,18 @@ impl Flows {
     /// The most recent live connection whose certificate (or, on plain TCP, whose
     /// peer) is the given SBC, for reuse by requests the proxy originates (DR-TLS-4).
     pub fn find_by_name(&self, fqdn: &str) -> Option<FlowHandle> {
+        self.find(|h| h.info.identity.as_ref().is_some_and(|id| id.matches(fqdn)))
+    }
+
+    /// The most recent live connection from this peer address (endpoints over TCP).
+    pub fn find_by_peer(&self, peer: SocketAddr) -> Option<FlowHandle> {
+        self.find(|h| h.info.peer == peer)
+    }
+
+    fn find(&self, pred: impl Fn(&FlowHandle) -> bool) -> Option<FlowHandle> {
         self.lock()
             .values()
-            .filter(|h| h.info.identity.as_ref().is_some_and(|id| id.matches(fqdn)))
+            .filter(|h| pred(h))
             .max_by_key(|h| h.info.id)
             .cloned()
     }

@@ -1,0 +1,280 @@
+//! Black-box: a SIP softphone (a UDP socket in the test) registers to the endpoint
+//! listener with digest authentication and is rung as a fork of the user.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use md5::{Digest, Md5};
+use support::*;
+use tokio::net::UdpSocket;
+
+struct Phone {
+    sock: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Phone {
+    async fn new(server: SocketAddr) -> Phone {
+        Phone {
+            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            server,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    async fn send(&self, text: &str) {
+        self.sock
+            .send_to(text.as_bytes(), self.server)
+            .await
+            .unwrap();
+    }
+
+    async fn recv(&self) -> Reply {
+        let mut buf = vec![0u8; 65535];
+        let (n, _) = tokio::time::timeout(WAIT, self.sock.recv_from(&mut buf))
+            .await
+            .expect("datagram in time")
+            .unwrap();
+        Reply {
+            text: String::from_utf8_lossy(&buf[..n]).into_owned(),
+        }
+    }
+
+    /// Receives until a request with this method arrives (responses and retransmissions skipped).
+    async fn recv_request(&self, method: &str) -> Reply {
+        loop {
+            let r = self.recv().await;
+            if r.text.starts_with(&format!("{method} ")) {
+                return r;
+            }
+        }
+    }
+
+    fn register(&self, cseq: u32, auth: Option<&str>) -> String {
+        let a = self.addr();
+        let mut s = format!(
+            "REGISTER sip:adatum.biz SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bKreg{cseq}\r\nMax-Forwards: 70\r\n\
+From: <sip:user1@adatum.biz>;tag=ph1\r\nTo: <sip:user1@adatum.biz>\r\nCall-ID: reg-{}@test\r\nCSeq: {cseq} REGISTER\r\n\
+Contact: <sip:user1@{a}>\r\nExpires: 600\r\n",
+            a.port()
+        );
+        if let Some(auth) = auth {
+            s.push_str(&format!("Authorization: {auth}\r\n"));
+        }
+        s.push_str("Content-Length: 0\r\n\r\n");
+        s
+    }
+
+    /// REGISTER, answer the MD5 challenge with `password`; returns the final status.
+    async fn register_with(&self, password: &str) -> u16 {
+        self.send(&self.register(1, None)).await;
+        let challenge = self.recv().await;
+        assert_eq!(challenge.status(), 401, "{}", challenge.text);
+        let md5_line = challenge
+            .text
+            .split("\r\n")
+            .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
+            .expect("an MD5 challenge (RFC 8760: SHA-256 first, MD5 too)");
+        let param = |name: &str| {
+            md5_line
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap()
+                .to_owned()
+        };
+        let (realm, nonce) = (param("realm"), param("nonce"));
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let h = |s: String| hex(&Md5::digest(s.as_bytes()));
+        let ha1 = h(format!("user1:{realm}:{password}"));
+        let ha2 = h("REGISTER:sip:adatum.biz".to_owned());
+        let response = h(format!("{ha1}:{nonce}:00000001:abcdef:auth:{ha2}"));
+        let auth = format!(
+            "Digest username=\"user1\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"sip:adatum.biz\", response=\"{response}\", algorithm=MD5, cnonce=\"abcdef\", qop=auth, nc=00000001"
+        );
+        self.send(&self.register(2, Some(&auth))).await;
+        self.recv().await.status()
+    }
+
+    /// Answers a request with a status, mirroring its headers; `tag` is our To tag.
+    async fn answer(&self, req: &Reply, status: u16, phrase: &str, tag: &str, sdp: Option<&str>) {
+        let mut s = format!("SIP/2.0 {status} {phrase}\r\n");
+        for h in req.text.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+            let name = h
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            match name.as_str() {
+                "via" | "from" | "call-id" | "cseq" => s.push_str(&format!("{h}\r\n")),
+                "to" if h.contains("tag=") => s.push_str(&format!("{h}\r\n")),
+                "to" => s.push_str(&format!("{h};tag={tag}\r\n")),
+                _ => {}
+            }
+        }
+        s.push_str(&format!("Contact: <sip:user1@{}>\r\n", self.addr()));
+        match sdp {
+            Some(b) => s.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )),
+            None => s.push_str("Content-Length: 0\r\n\r\n"),
+        }
+        self.send(&s).await;
+    }
+}
+
+const PHONE_SDP: &str = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+/// User1's virtual clients ring but never answer, so the softphone decides.
+fn config_virtual_never_answer() -> drhub::config::Config {
+    lab_config(|t| {
+        fast(t, 0.05)
+            .replace("answer_after_seconds = 0.1\n", "\n")
+            .replace("answer_after_seconds = 0.125\n", "\n")
+    })
+}
+
+#[tokio::test]
+async fn register_with_digest_wrong_password_and_unknown_user_get_401() {
+    let d = TestDaemon::start_with(config_virtual_never_answer()).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("wrong-password").await, 401);
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+}
+
+#[tokio::test]
+async fn registered_softphone_is_a_fork_and_its_answer_reaches_the_sbc() {
+    let d = TestDaemon::start_with(config_virtual_never_answer()).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006777", &[]);
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    assert!(
+        to_phone
+            .header("From")
+            .unwrap()
+            .contains("+17168712781@sip.pstnhub.microsoft.com"),
+        "{}",
+        to_phone.text
+    );
+    assert_ne!(
+        to_phone.header("Call-ID"),
+        req_header(&inv, "Call-ID"),
+        "a B2BUA leg has its own Call-ID"
+    );
+    phone
+        .answer(&to_phone, 180, "Ringing", "phone1", None)
+        .await;
+    phone
+        .answer(&to_phone, 200, "OK", "phone1", Some(PHONE_SDP))
+        .await;
+    // The proxy ACKs the phone's 2xx.
+    let ack = phone.recv_request("ACK").await;
+    assert!(
+        ack.header("To").unwrap().contains("tag=phone1"),
+        "{}",
+        ack.text
+    );
+    // The SBC: 100, 180s (virtual clients and the phone), then the 200.
+    let ok = loop {
+        let r = sbc.recv().await;
+        if r.status() == 200 {
+            break r;
+        }
+        assert!(r.status() < 200, "{}", r.text);
+    };
+    assert!(ok.body().contains("m=audio"), "{}", ok.text);
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    // SBC hangs up: the phone gets a BYE in its dialog.
+    assert_eq!(
+        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
+            .await
+            .status(),
+        200
+    );
+    let bye = phone.recv_request("BYE").await;
+    assert_eq!(bye.header("Call-ID"), to_phone.header("Call-ID"));
+    phone.answer(&bye, 200, "OK", "phone1", None).await;
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_fork_5_losing_softphone_gets_cancel_call_completed_elsewhere() {
+    // Default lab scripts: the desktop answers at 100 ms; the phone only rings.
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006777", &[]);
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    phone
+        .answer(&to_phone, 180, "Ringing", "phone2", None)
+        .await;
+    let cancel = phone.recv_request("CANCEL").await;
+    assert_eq!(
+        cancel.header("Reason"),
+        Some("SIP;cause=200;text=\"Call completed elsewhere\""),
+        "{}",
+        cancel.text
+    );
+    phone.answer(&cancel, 200, "OK", "phone2", None).await;
+    phone
+        .answer(&to_phone, 487, "Request Terminated", "phone2", None)
+        .await;
+    let ok = loop {
+        let r = sbc.recv().await;
+        if r.status() == 200 {
+            break r;
+        }
+    };
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    assert_eq!(
+        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
+            .await
+            .status(),
+        200
+    );
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_fork_7_every_fork_fails_and_the_busy_softphone_wins_486() {
+    // All of user1's forks fail: the virtual clients reject, the phone is busy.
+    let cfg = lab_config(|t| {
+        fast(t, 0.05)
+            .replace("answer_after_seconds = 0.1\n", "reject_status = 480\n")
+            .replace("answer_after_seconds = 0.125\n", "reject_status = 480\n")
+    });
+    let d = TestDaemon::start_with(cfg).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006777", &[]);
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    phone
+        .answer(&to_phone, 486, "Busy Here", "phone3", None)
+        .await;
+    let fin = loop {
+        let r = sbc.recv().await;
+        if r.status() >= 300 {
+            break r;
+        }
+    };
+    // DR-FORK-7: 486 Busy Here beats 480.
+    assert_eq!(fin.status(), 486, "{}", fin.text);
+    sbc.send(ack_non2xx(&inv, fin.to_tag().as_deref())).await;
+    d.calls_drained().await;
+}
