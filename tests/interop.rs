@@ -51,3 +51,123 @@ async fn sipp_options_over_tcp_get_200() {
     assert_eq!(d.proxy.counters.options_ok.load(Ordering::Relaxed), 20);
     assert_eq!(d.proxy.counters.rejected.load(Ordering::Relaxed), 0);
 }
+
+/// sipp as the SBC (over the plain-TCP lab listener) calls User1, whose desktop client
+/// answers: 100, 180s, 200 with SDP, ACK, BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_sbc_calls_user1_over_tcp() {
+    if !sipp_available() {
+        eprintln!("SKIPPED: sipp not installed (apt-get install sip-tester)");
+        return;
+    }
+    let cfg = lab_config(|t| {
+        fast(t, 0.05)
+            .replace("enabled = false\n", "enabled = true\n")
+            .replace("allow_insecure = false", "allow_insecure = true")
+    });
+    let d = TestDaemon::start_with(cfg).await;
+    let addr = d.addr("lab-tcp");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/call_uac.xml");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("sipp")
+            .args([
+                "-sf",
+                scenario,
+                "-t",
+                "t1",
+                "-m",
+                "5",
+                "-r",
+                "10",
+                "-l",
+                "5",
+                "-s",
+                "+18338006777",
+            ])
+            .args(["-timeout", "15s", "-timeout_error", "-nostdin"])
+            .arg(addr.to_string())
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "sipp failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.proxy.calls().answered.load(Ordering::Relaxed), 5);
+    d.calls_drained().await;
+}
+
+/// sipp's built-in UAS is User1's SIP endpoint (a static contact): the SBC (the test
+/// harness over mutual TLS) calls, sipp rings and answers, and the answer reaches the SBC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_uas_endpoint_answers_a_call_from_the_sbc() {
+    if !sipp_available() {
+        eprintln!("SKIPPED: sipp not installed (apt-get install sip-tester)");
+        return;
+    }
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let cfg = lab_config(|t| {
+        fast(t, 0.05)
+            // User1's virtual clients ring but never answer; the softphone slot gets sipp.
+            .replace("answer_after_seconds = 0.1\n", "\n")
+            .replace("answer_after_seconds = 0.125\n", "\n")
+            .replace("    name = \"softphone\"\n    kind = \"sip\"\n", &format!("    name = \"softphone\"\n    kind = \"sip\"\n    contact = \"sip:sipp@127.0.0.1:{port}\"\n"))
+    });
+    let d = TestDaemon::start_with(cfg).await;
+    let mut uas = std::process::Command::new("sipp")
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "15s",
+        ])
+        .arg(d.addr("endpoints").to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Give sipp a moment to bind before the call reaches it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006777", &[]);
+    sbc.send(&inv).await;
+    let ok = loop {
+        let r = sbc.recv().await;
+        if r.status() >= 200 {
+            break r;
+        }
+    };
+    assert_eq!(ok.status(), 200, "{}", ok.text);
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    assert_eq!(
+        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
+            .await
+            .status(),
+        200
+    );
+    let status = tokio::task::spawn_blocking(move || uas.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "sipp UAS saw the call through to its BYE: {status:?}"
+    );
+    d.calls_drained().await;
+}
