@@ -296,6 +296,7 @@ async fn drive_layer(
             Output::Transmit(t) => {
                 let sent = t.dest.send(t.bytes);
                 if !sent {
+                    warn!("message not sent: the connection is gone or its send queue is full");
                     if let Some(tx) = t.tx {
                         let _ = handle.transport_error(tx);
                     }

@@ -409,7 +409,13 @@ impl Proxy {
             Err(r) => return self.reject_tx(&Dest::Flow(flow.clone()), tx, msg, r),
         };
         let admitted = crate::call::admit(&self.calls, self, msg, &accepted, self.is_draining());
-        let (user, caller, caller_name, offer) = match admitted {
+        let crate::call::Admitted {
+            user,
+            caller,
+            caller_name,
+            offer,
+            media_answer,
+        } = match admitted {
             Ok(a) => a,
             Err(r) => return self.reject_tx(&Dest::Flow(flow.clone()), tx, msg, r),
         };
@@ -429,14 +435,15 @@ impl Proxy {
             self.calls.clone(),
             NewCall {
                 tx,
-                // An exact-size copy: the wire bytes share the connection's read buffer.
-                invite: Bytes::copy_from_slice(wire),
+                // Shared with the transaction (the transport already made it exact-size).
+                invite: wire.clone(),
                 sbc: flow.clone(),
                 key,
                 tenant,
                 user,
                 bypass: accepted.trunk.media_bypass,
                 offer,
+                media_answer,
                 caller,
                 caller_name,
             },

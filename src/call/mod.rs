@@ -93,13 +93,17 @@ pub enum CallEvent {
     Stray { response: Bytes, source: Dest },
 }
 
+/// A call's inbox. Events are boxed so the channel's slot block stays small (tokio
+/// allocates 32 slots per block, per call).
+pub type CallSender = mpsc::UnboundedSender<Box<CallEvent>>;
+
 /// Live calls by SBC dialog set. Also counts calls for the overload rules (DR-ERR-1)
 /// and wakes the shutdown drain when the last call ends.
 #[derive(Debug, Default)]
 pub struct CallTable {
-    map: Mutex<HashMap<CallKey, mpsc::UnboundedSender<CallEvent>>>,
+    map: Mutex<HashMap<CallKey, CallSender>>,
     /// Endpoint legs by the Call-ID drhub gave them.
-    legs: Mutex<HashMap<String, mpsc::UnboundedSender<CallEvent>>>,
+    legs: Mutex<HashMap<String, CallSender>>,
     idle: Notify,
     /// Admission rate window: (second, count).
     rate: Mutex<(u64, u32)>,
@@ -122,7 +126,7 @@ impl CallTable {
     #[allow(clippy::result_large_err)]
     pub fn send(&self, key: &CallKey, ev: CallEvent) -> Result<(), CallEvent> {
         match self.lock().get(key) {
-            Some(tx) => tx.send(ev).map_err(|e| e.0),
+            Some(tx) => tx.send(Box::new(ev)).map_err(|e| *e.0),
             None => Err(ev),
         }
     }
@@ -131,12 +135,12 @@ impl CallTable {
     #[allow(clippy::result_large_err)]
     pub fn send_leg(&self, call_id: &str, ev: CallEvent) -> Result<(), CallEvent> {
         match self.legs_lock().get(call_id) {
-            Some(tx) => tx.send(ev).map_err(|e| e.0),
+            Some(tx) => tx.send(Box::new(ev)).map_err(|e| *e.0),
             None => Err(ev),
         }
     }
 
-    fn add_leg(&self, call_id: String, tx: mpsc::UnboundedSender<CallEvent>) {
+    fn add_leg(&self, call_id: String, tx: CallSender) {
         self.legs_lock().insert(call_id, tx);
     }
 
@@ -144,9 +148,7 @@ impl CallTable {
         self.legs_lock().remove(call_id);
     }
 
-    fn legs_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<CallEvent>>> {
+    fn legs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CallSender>> {
         self.legs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -178,7 +180,7 @@ impl CallTable {
         r.1 <= max_per_second
     }
 
-    fn insert(&self, key: CallKey, tx: mpsc::UnboundedSender<CallEvent>) {
+    fn insert(&self, key: CallKey, tx: CallSender) {
         self.lock().insert(key, tx);
     }
 
@@ -193,9 +195,7 @@ impl CallTable {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<CallKey, mpsc::UnboundedSender<CallEvent>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CallKey, CallSender>> {
         // Single insert/remove operations keep the map consistent even after a panic.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -267,6 +267,7 @@ pub struct NewCall {
     pub user: User,
     pub bypass: bool,
     pub offer: Offer,
+    pub media_answer: Bytes,
     pub caller: Option<E164>,
     pub caller_name: Option<String>,
 }
@@ -279,7 +280,7 @@ pub fn admit(
     msg: &Message<'_>,
     accepted: &crate::policy::Accepted<'_>,
     draining: bool,
-) -> Result<(User, Option<E164>, Option<String>, Offer), Rejection> {
+) -> Result<Admitted, Rejection> {
     let dir = proxy.directory();
     // DR-ERR-1
     if draining {
@@ -353,15 +354,33 @@ pub fn admit(
     }
     let offer = Offer::parse(msg.body())
         .map_err(|e| Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()))?;
-    // Also refuses offers whose codecs drhub cannot answer (488 before ringing anyone).
-    sdp::media_processor_answer(&offer, &ctx.media, ctx.media.port_min, 1)
+    // The media processor's answer for the whole call; it also refuses offers whose
+    // codecs drhub cannot answer (488 before ringing anyone).
+    let media_answer = sdp::media_processor_answer(&offer, &ctx.media, ctx.port(), session_id())
+        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
         .map_err(|e| Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()))?;
     if !has_forks(ctx, &user) {
         return Err(
             Rejection::new(Diagnostic::NoEndpoints).with("user", user.sip_address.to_string())
         );
     }
-    Ok((user, caller, caller_name, offer))
+    Ok(Admitted {
+        user,
+        caller,
+        caller_name,
+        offer,
+        media_answer,
+    })
+}
+
+/// What admission found: the callee, the caller, the parsed offer and the media
+/// processor's answer to it.
+pub struct Admitted {
+    pub user: User,
+    pub caller: Option<E164>,
+    pub caller_name: Option<String>,
+    pub offer: Offer,
+    pub media_answer: Bytes,
 }
 
 /// Whether the user has any endpoint a call can ring now.
@@ -471,7 +490,8 @@ struct CallTask {
     key: CallKey,
     user: User,
     bypass: bool,
-    offer: Offer,
+    /// The SBC's offer, until every fork's answer has been computed at start.
+    offer: Option<Offer>,
     caller: Option<E164>,
     caller_name: Option<String>,
     /// The INVITE's server transaction until its final response.
@@ -488,19 +508,21 @@ struct CallTask {
     retransmit: Option<(Instant, Duration)>,
     ack_deadline: Option<Instant>,
     final_2xx: Option<Bytes>,
+    /// The INVITE got a 2xx (its ACK belongs to the dialog, not to Timer H).
+    answered_2xx: bool,
     /// Voicemail fork index once the call was deflected (DR-FORK-9).
     voicemail: Option<usize>,
     local_cseq: u32,
-    self_tx: mpsc::UnboundedSender<CallEvent>,
-    rx: mpsc::UnboundedReceiver<CallEvent>,
+    self_tx: CallSender,
+    rx: mpsc::UnboundedReceiver<Box<CallEvent>>,
 }
 
 impl CallTask {
     fn new(
         ctx: Arc<CallCtx>,
         new: NewCall,
-        self_tx: mpsc::UnboundedSender<CallEvent>,
-        rx: mpsc::UnboundedReceiver<CallEvent>,
+        self_tx: CallSender,
+        rx: mpsc::UnboundedReceiver<Box<CallEvent>>,
     ) -> CallTask {
         let now = Instant::now();
         let ring_deadline = now + ctx.config.calls.ring_timeout;
@@ -510,13 +532,13 @@ impl CallTask {
             key: new.key,
             user: new.user,
             bypass: new.bypass,
-            offer: new.offer,
+            offer: Some(new.offer),
             caller: new.caller,
             caller_name: new.caller_name,
             tx: Some(new.tx),
             answered: None,
             forks: Vec::new(),
-            media_answer: None,
+            media_answer: Some(new.media_answer),
             sent_183: false,
             phase: Phase::Ringing,
             started: now,
@@ -524,6 +546,7 @@ impl CallTask {
             retransmit: None,
             ack_deadline: None,
             final_2xx: None,
+            answered_2xx: false,
             voicemail: None,
             local_cseq: 0,
             self_tx,
@@ -537,6 +560,14 @@ impl CallTask {
     async fn run(mut self) -> Option<crate::transaction::Answered> {
         self.send_provisional(100, "Trying", None, None);
         self.start_forks();
+        // Compute every answer a fork may need now, then drop the parsed offer: a call
+        // keeps a few hundred bytes of SDP instead of the whole parsed session.
+        for i in 0..self.forks.len() {
+            if self.forks[i].script.is_some() {
+                let _ = self.fork_answer(i);
+            }
+        }
+        self.offer = None;
         info!(
             forks = self.forks.len(),
             caller = %self.caller.as_ref().map_or("-".to_owned(), ToString::to_string),
@@ -548,7 +579,7 @@ impl CallTask {
             let deadline = self.next_deadline();
             tokio::select! {
                 ev = self.rx.recv() => match ev {
-                    Some(ev) => self.on_event(ev),
+                    Some(ev) => self.on_event(*ev),
                     None => break,
                 },
                 _ = sleep_until_opt(deadline) => self.on_timer(Instant::now()),
@@ -562,7 +593,7 @@ impl CallTask {
         // A non-2xx final still waits for the SBC's ACK (Timer H); the caller awaits it
         // after the call has left the table. After a 2xx the dialog saw its ACK already.
         match self.answered.take() {
-            Some(answered) if self.final_2xx.is_none() => Some(answered),
+            Some(answered) if !self.answered_2xx => Some(answered),
             _ => None,
         }
     }
@@ -592,7 +623,8 @@ impl CallTask {
     }
 
     fn start_forks(&mut self) {
-        let endpoints = self.user.endpoints.clone();
+        // The endpoint list is not needed after this; free it with the offer below.
+        let endpoints = std::mem::take(&mut self.user.endpoints);
         for e in endpoints {
             match e.kind {
                 EndpointKind::Virtual(script) => {
@@ -754,8 +786,11 @@ impl CallTask {
                 return leg.sdp.clone();
             }
             if self.forks[i].answer.is_none() {
+                let Some(offer) = &self.offer else {
+                    return None;
+                };
                 let a = sdp::endpoint_answer(
-                    &self.offer,
+                    offer,
                     endpoint_address(&self.ctx, i),
                     self.ctx.port(),
                     session_id(),
@@ -768,12 +803,11 @@ impl CallTask {
             return self.forks[i].answer.clone();
         }
         if self.media_answer.is_none() {
-            let a = sdp::media_processor_answer(
-                &self.offer,
-                &self.ctx.media,
-                self.ctx.port(),
-                session_id(),
-            );
+            let Some(offer) = &self.offer else {
+                return None;
+            };
+            let a =
+                sdp::media_processor_answer(offer, &self.ctx.media, self.ctx.port(), session_id());
             self.media_answer = a
                 .map(|a| Bytes::copy_from_slice(a.as_bytes()))
                 .map_err(|e| warn!(error = %e, "media processor SDP answer failed"))
@@ -799,6 +833,7 @@ impl CallTask {
         };
         self.answered = Some(tx.respond(f));
         self.final_2xx = Some(bytes);
+        self.answered_2xx = true;
         let t1 = self.ctx.config.timers.t1;
         self.retransmit = Some((Instant::now() + t1, t1));
         self.ack_deadline = Some(Instant::now() + 64 * t1);
@@ -899,7 +934,7 @@ impl CallTask {
             dest,
             transport_kind(target.transport),
             move |ev| {
-                let _ = events.send(CallEvent::Client(ev));
+                let _ = events.send(Box::new(CallEvent::Client(ev)));
             },
         );
         match sent {
@@ -1109,6 +1144,7 @@ impl CallTask {
             CallEvent::Ack => {
                 if let Phase::AwaitingAck(i) = self.phase {
                     debug!("ACK for the 200 OK");
+                    self.final_2xx = None;
                     self.retransmit = None;
                     self.ack_deadline = None;
                     self.phase = Phase::Up(i);
@@ -1268,7 +1304,7 @@ impl CallTask {
             Dest::Flow(self.sbc.clone()),
             TransportKind::Reliable,
             move |ev| {
-                let _ = events.send(CallEvent::Client(ev));
+                let _ = events.send(Box::new(CallEvent::Client(ev)));
             },
         );
         match sent {

@@ -248,8 +248,11 @@ impl InviteServer {
             // RFC 6026 §7.1: a 2xx moves to Accepted and starts Timer L = 64*T1; 2xx
             // retransmissions are the TU's (§13.3.1.4).
             ServerState::Proceeding if response.is_success() => {
-                self.out.transmit.push_back(response.wire.clone());
-                self.last_final = Some(response.wire);
+                // Accepted absorbs INVITE retransmissions without answering them, so
+                // neither response is kept (they would live for Timer L, 32 s).
+                self.out.transmit.push_back(response.wire);
+                self.last_final = None;
+                self.last_provisional = None;
                 self.state = ServerState::Accepted;
                 self.start(Timer::TimerL, now);
                 Ok(())
@@ -259,6 +262,7 @@ impl InviteServer {
             ServerState::Proceeding => {
                 self.out.transmit.push_back(response.wire.clone());
                 self.last_final = Some(response.wire);
+                self.last_provisional = None;
                 self.state = ServerState::Completed;
                 self.g_interval = self.timers.t1;
                 self.start(Timer::TimerG, now);

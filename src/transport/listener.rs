@@ -19,7 +19,7 @@ use super::{Dispatch, FlowHandle, FlowId, FlowInfo, Flows};
 use crate::config::{Fqdn, ListenerTransport};
 
 /// Bytes other tasks may queue for one connection before `FlowHandle::send` refuses.
-const FLOW_QUEUE: usize = 256;
+const FLOW_QUEUE: usize = 4096;
 
 /// Everything an accept loop needs, shared by all its connections.
 pub struct Listening {

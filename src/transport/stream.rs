@@ -75,9 +75,12 @@ where
                         buf.advance(len);
                         continue;
                     }
-                    // Hand the bytes over without copying; re-frame them to borrow from
-                    // the owned buffer (framing the same bytes again cannot fail).
-                    let wire = buf.split_to(len).freeze();
+                    // An exact-size copy: a zero-copy split would keep the whole read
+                    // chunk alive for as long as a transaction holds the message (32 s
+                    // after a 2xx), which costs far more memory than the copy costs time.
+                    // Re-frame it to borrow from the copy (cannot fail on the same bytes).
+                    let wire = Bytes::copy_from_slice(&buf[..len]);
+                    buf.advance(len);
                     if let Ok(Status::Complete(msg)) = Message::parse(&wire, &limits.sip) {
                         dispatch.on_owned(&flow, &msg, &wire, &mut out);
                     }

@@ -1,0 +1,220 @@
+//! Inbound call load: an SBC over one mutual-TLS connection to the release `drhub`
+//! binary, calling a user whose one virtual endpoint rings and answers at once.
+//!
+//! `cargo bench --bench calls_load -- --rate 2000 --seconds 60`
+//!   full cycle per call (INVITE, 100, 180, 200, ACK, BYE, 200) at a fixed rate:
+//!   completed and failed calls, p50/p99 INVITE-to-100, daemon CPU per call.
+//! `cargo bench --bench calls_load -- --hold 20000`
+//!   establishes that many calls (INVITE .. ACK) and keeps them up: daemon resident
+//!   memory per established call.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use drhub::sip::{Limits, Message, Status};
+use support::*;
+
+/// The bench user: one virtual endpoint that rings and answers at once.
+const BENCH_USER: &str = r#"
+  [[tenant.user]]
+  sip_address = "bench@adatum.biz"
+  display_name = "Bench"
+  line_uri = "tel:+18338009999"
+
+    [[tenant.user.endpoint]]
+    name = "instant"
+    ring_after_seconds = 0
+    answer_after_seconds = 0
+"#;
+
+fn invite(n: u64) -> String {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    format!(
+        "INVITE sip:+18338009999@sip.pstnhub.microsoft.com:5061;user=phone SIP/2.0\r\n\
+Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKi{n}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:+17168712781@sbc1.adatum.biz:5061;user=phone>;tag=f{n}\r\n\
+To: <sip:+18338009999@sip.pstnhub.microsoft.com;user=phone>\r\n\
+Call-ID: c{n}@sbc1.adatum.biz\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:+17168712781@sbc1.adatum.biz:5061;transport=tls>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+fn in_dialog(method: &str, n: u64, to_tag: &str, cseq: u32) -> String {
+    format!(
+        "{method} sip:+18338009999@sip.pstnhub.microsoft.com:5061 SIP/2.0\r\n\
+Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bK{}{n}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:+17168712781@sbc1.adatum.biz:5061;user=phone>;tag=f{n}\r\n\
+To: <sip:+18338009999@sip.pstnhub.microsoft.com;user=phone>;tag={to_tag}\r\n\
+Call-ID: c{n}@sbc1.adatum.biz\r\n\
+CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        method.to_ascii_lowercase()
+    )
+}
+
+fn main() {
+    let hold = arg("--hold", 0);
+    let rate = arg("--rate", 2000);
+    let seconds = arg("--seconds", 60);
+    let (dir, cfg) = lab("calls", |t| {
+        format!("{t}\n")
+            .replace(
+                "[[tenant]]\nid = \"contoso\"",
+                &format!("{BENCH_USER}\n[[tenant]]\nid = \"contoso\""),
+            )
+            .replace("max_per_second = 5000", "max_per_second = 1000000")
+            .replace("max_concurrent = 20000", "max_concurrent = 1000000")
+            .replace(
+                "level = \"warn,drhub::daemon=info\"",
+                "level = \"error,drhub::daemon=info\"",
+            )
+    });
+    let (mut daemon, addr) = spawn_daemon(&dir, &cfg);
+    let pid = daemon.id();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let tls = tls_client(&dir, "sbc1.adatum.biz").connect(server_name(), tcp).await.expect("handshake");
+        let (mut rd, mut wr) = tokio::io::split(tls);
+        let (to_writer, mut outbox) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some(first) = outbox.recv().await {
+                let mut batch = first;
+                while let Ok(more) = outbox.try_recv() {
+                    batch.push_str(&more);
+                }
+                if wr.write_all(batch.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let total = if hold > 0 { hold } else { rate * seconds };
+        let per_tick = if hold > 0 { 20 } else { (rate / 1000).max(1) };
+        let tick = if hold > 0 { Duration::from_millis(1) } else { Duration::from_micros(1_000_000 * per_tick / rate) };
+        // When each INVITE went out, by call number; the reader takes it on the 100.
+        let sent_at = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<u64, Instant>::new()));
+        let sender = {
+            let to_writer = to_writer.clone();
+            let sent_at = sent_at.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(tick);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut n = 0;
+                while n < total {
+                    interval.tick().await;
+                    let mut s = String::new();
+                    let now = Instant::now();
+                    {
+                        let mut map = sent_at.lock().unwrap_or_else(|p| p.into_inner());
+                        for _ in 0..per_tick.min(total - n) {
+                            n += 1;
+                            map.insert(n, now);
+                            s.push_str(&invite(n));
+                        }
+                    }
+                    let _ = to_writer.send(s);
+                }
+            })
+        };
+        let started = Instant::now();
+        let cpu0 = cpu_micros(pid);
+        let rss0 = rss_kib(pid);
+        let mut latencies = Vec::with_capacity(total as usize);
+        let mut up = std::collections::HashSet::new();
+        let mut failures: std::collections::BTreeMap<u16, u64> = Default::default();
+        let (mut completed, mut failed, mut established) = (0u64, 0u64, 0u64);
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        let limits = Limits::default();
+        let deadline = Instant::now() + Duration::from_secs(seconds.max(10) * 3 + hold / 500);
+        while completed + failed < total && !(hold > 0 && established + failed >= total) && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), rd.read_buf(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Err(_) => continue,
+                Ok(Ok(_)) => {}
+            }
+            while let Ok(Status::Complete(m)) = Message::parse(&buf, &limits) {
+                let len = m.len();
+                let n: u64 = m.call_id().and_then(|c| c.strip_prefix('c')).and_then(|c| c.split('@').next()).and_then(|c| c.parse().ok()).unwrap_or(0);
+                let method = m.cseq().and_then(Result::ok).map(|c| c.method.as_str().to_owned()).unwrap_or_default();
+                match (m.status_code(), method.as_str()) {
+                    (Some(100), "INVITE") => {
+                        let sent = sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&n);
+                        if let Some(t) = sent {
+                            latencies.push(t.elapsed());
+                        }
+                    }
+                    (Some(200), "INVITE") => {
+                        let tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned)).unwrap_or_default();
+                        let mut s = in_dialog("ACK", n, &tag, 1);
+                        if hold == 0 {
+                            s.push_str(&in_dialog("BYE", n, &tag, 2));
+                        } else if up.insert(n) {
+                            // A retransmitted 200 (sent before our ACK arrived) counts once.
+                            established += 1;
+                        }
+                        let _ = to_writer.send(s);
+                    }
+                    (Some(200), "BYE") => completed += 1,
+                    (Some(c), "INVITE") if c >= 300 => {
+                        failed += 1;
+                        *failures.entry(c).or_insert(0u64) += 1;
+                    }
+                    // The proxy hanging up on its own is a failed call here.
+                    (None, "BYE") => {
+                        failed += 1;
+                        if failed <= 3 {
+                            println!("  the proxy hung up: {}", String::from_utf8_lossy(&buf[..len]).lines().find(|l| l.starts_with("ms-diagnostics") || l.starts_with("Reason")).unwrap_or("(no reason)"));
+                        }
+                    }
+                    _ => {}
+                }
+                buf.advance(len);
+            }
+        }
+        sender.abort();
+        let elapsed = started.elapsed();
+        let cpu = cpu_micros(pid) - cpu0;
+        latencies.sort();
+        let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
+        if !failures.is_empty() {
+            println!("  failures by status: {failures:?}");
+        }
+        if hold > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let rss1 = rss_kib(pid);
+            println!("calls_load --hold: {established} established calls ({failed} failed) held over one TLS connection");
+            println!("  daemon RSS before {rss0} KiB, after {rss1} KiB");
+            println!("  {:.2} KiB resident per established call", (rss1.saturating_sub(rss0)) as f64 / established.max(1) as f64);
+            let settle = arg("--settle", 35);
+            // After Timer L (64*T1 = 32 s) the INVITE transactions are gone: what an
+            // established call costs for the rest of its life.
+            tokio::time::sleep(Duration::from_secs(settle)).await;
+            let rss2 = rss_kib(pid);
+            println!(
+                "  after {settle} s more (transactions ended): RSS {rss2} KiB, {:.2} KiB per established call",
+                (rss2.saturating_sub(rss0)) as f64 / established.max(1) as f64
+            );
+        } else {
+            println!("calls_load: {rate} calls/s offered for {seconds} s over one TLS 1.2 connection");
+            println!("  {completed} calls completed, {failed} failed, {:.0} calls/s achieved", completed as f64 / elapsed.as_secs_f64());
+            println!("  INVITE-to-100: p50 {:?}, p99 {:?}, max {:?}", pct(0.50), pct(0.99), latencies.last().copied().unwrap_or_default());
+            println!("  daemon CPU: {:.1} us per call (7 messages)", cpu as f64 / completed.max(1) as f64);
+        }
+    });
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
