@@ -172,21 +172,35 @@ impl UserLookup for DirectoryUsers<'_> {
 }
 
 /// Binds the endpoint listener: one UDP socket and one TCP listener on the same address.
+/// With port 0 the UDP port is chosen first and TCP takes the same number; when that
+/// number is taken for TCP, a new pair is tried.
 pub async fn bind(address: SocketAddr) -> Result<(Arc<UdpSocket>, TcpListener), EndpointError> {
-    let udp = UdpSocket::bind(address)
-        .await
-        .map_err(|source| EndpointError::Bind { address, source })?;
-    // Port 0: TCP takes the port UDP got, so both share one address.
-    let bound = udp
-        .local_addr()
-        .map_err(|source| EndpointError::Bind { address, source })?;
-    let tcp = TcpListener::bind(bound)
-        .await
-        .map_err(|source| EndpointError::Bind {
-            address: bound,
-            source,
-        })?;
-    Ok((Arc::new(udp), tcp))
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let udp = UdpSocket::bind(address)
+            .await
+            .map_err(|source| EndpointError::Bind { address, source })?;
+        let bound = udp
+            .local_addr()
+            .map_err(|source| EndpointError::Bind { address, source })?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((Arc::new(udp), tcp)),
+            Err(e)
+                if address.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempts < 20 =>
+            {
+                continue
+            }
+            Err(source) => {
+                return Err(EndpointError::Bind {
+                    address: bound,
+                    source,
+                })
+            }
+        }
+    }
 }
 
 /// Frames one UDP datagram (RFC 3261 §18.3): Content-Length when present; without it the
