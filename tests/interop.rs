@@ -68,6 +68,11 @@ async fn sipp_sbc_calls_user1_over_tcp() {
     let d = TestDaemon::start_with(cfg).await;
     let addr = d.addr("lab-tcp");
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/call_uac.xml");
+    let err_file = std::env::temp_dir()
+        .join(format!("drhub-sipp-call-{}.err", std::process::id()))
+        .display()
+        .to_string();
+    let err_path = err_file.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("sipp")
             .args([
