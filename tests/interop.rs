@@ -97,9 +97,10 @@ async fn sipp_sbc_calls_user1_over_tcp() {
     .unwrap()
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let errors = std::fs::read_to_string(&err_path).unwrap_or_default();
     assert!(
         out.status.success(),
-        "sipp failed ({:?}):\n{stdout}\n{}",
+        "sipp failed ({:?}):\n{stdout}\n{}\nsipp errors:\n{errors}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
