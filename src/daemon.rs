@@ -366,3 +366,175 @@ fn missing(index: usize, l: &Listener, path: &Path) -> StartError {
         path: path.to_owned(),
     }
 }
+
+/// Virtual-time tests of whole calls: the real proxy, transaction layer and call tasks,
+/// with the SBC on an in-memory stream, so paused tokio time drives every timer at its
+/// configured value (60 s ring timeout, 64*T1 ACK wait) without waiting in real time.
+#[cfg(test)]
+mod virtual_time {
+    use super::*;
+    use crate::config::BUILTIN_LAB_CONFIG;
+    use crate::sip::{Message, Status};
+    use crate::transport::tls::PeerIdentity;
+    use crate::transport::{FlowHandle, FlowId, FlowInfo};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    struct Lab {
+        proxy: Arc<Proxy>,
+        sbc: DuplexStream,
+        buf: Vec<u8>,
+    }
+
+    async fn lab(edit: impl FnOnce(String) -> String) -> Lab {
+        let text =
+            edit(BUILTIN_LAB_CONFIG.replace("address = \"127.0.0.1:5070\"", "address = \"off\""));
+        let config = Arc::new(Config::parse(&text, "test").expect("config"));
+        let flows = Arc::new(Flows::default());
+        let t = &config.timers;
+        let (layer, handle) = TransactionLayer::new(Timers {
+            t1: t.t1,
+            t2: t.t2,
+            t4: t.t4,
+        });
+        let proxy = Arc::new(Proxy::new(
+            config.clone(),
+            flows.clone(),
+            handle.clone(),
+            None,
+        ));
+        tokio::spawn(drive_layer(layer, handle, proxy.clone()));
+        let now = time::OffsetDateTime::now_utc();
+        let identity = PeerIdentity {
+            subject_cn: Some("sbc1.adatum.biz".into()),
+            dns_names: vec!["sbc1.adatum.biz".into()],
+            ip_addresses: Vec::new(),
+            not_before: now,
+            not_after: now + time::Duration::days(30),
+            serial: "01".into(),
+            issuer: "CN=test".into(),
+        };
+        let info = Arc::new(FlowInfo {
+            id: FlowId::next(),
+            peer: "192.0.2.10:5061".parse().expect("addr"),
+            local: "127.0.0.1:5061".parse().expect("addr"),
+            listener: "sip".into(),
+            proxy_fqdn: config.primary_fqdn().clone(),
+            transport: ListenerTransport::Tls,
+            identity: Some(Arc::new(identity)),
+        });
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        flows.insert(FlowHandle::new(info.clone(), tx));
+        let limits = StreamLimits {
+            sip: sip::Limits::default(),
+            idle_timeout: config.limits.idle_timeout,
+            message_timeout: config.limits.message_timeout,
+        };
+        tokio::spawn(crate::transport::stream::serve(
+            server,
+            info,
+            proxy.clone(),
+            limits,
+            rx,
+            CancellationToken::new(),
+        ));
+        Lab {
+            proxy,
+            sbc: client,
+            buf: Vec::new(),
+        }
+    }
+
+    const SDP: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+    fn invite(number: &str) -> String {
+        format!(
+            "INVITE sip:{number}@sip.pstnhub.microsoft.com;user=phone SIP/2.0\r\nVia: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKvt1\r\nMax-Forwards: 70\r\nFrom: <sip:+17168712781@sbc1.adatum.biz;user=phone>;tag=vt\r\nTo: <sip:{number}@sip.pstnhub.microsoft.com;user=phone>\r\nCall-ID: vt-1\r\nCSeq: 1 INVITE\r\nContact: <sip:+17168712781@sbc1.adatum.biz:5061;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        )
+    }
+
+    impl Lab {
+        /// The next message from the proxy, and the virtual time it arrived.
+        async fn next(&mut self) -> (String, tokio::time::Instant) {
+            loop {
+                while self.buf.starts_with(b"\r\n") {
+                    self.buf.drain(..2);
+                }
+                if let Ok(Status::Complete(m)) = Message::parse(&self.buf, &sip::Limits::default())
+                {
+                    let len = m.len();
+                    let text = String::from_utf8_lossy(&self.buf[..len]).into_owned();
+                    self.buf.drain(..len);
+                    return (text, tokio::time::Instant::now());
+                }
+                let mut chunk = [0u8; 8192];
+                let n = self.sbc.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the proxy closed the connection");
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dr_fork_7_default_ring_timeout_fires_at_exactly_60_seconds() {
+        // User1's clients ring but never answer.
+        let mut lab = lab(|t| {
+            t.replace("answer_after_seconds = 2\n", "\n")
+                .replace("answer_after_seconds = 2.5\n", "\n")
+        })
+        .await;
+        let t0 = tokio::time::Instant::now();
+        lab.sbc
+            .write_all(invite("+18338006777").as_bytes())
+            .await
+            .expect("write");
+        let final_response = loop {
+            let (text, at) = lab.next().await;
+            if !text.starts_with("SIP/2.0 1") {
+                break (text, at);
+            }
+        };
+        assert!(
+            final_response.0.starts_with("SIP/2.0 480 "),
+            "{}",
+            final_response.0
+        );
+        assert_eq!(final_response.1 - t0, Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_hundred_is_retransmitted_then_bye_after_64_t1_without_ack() {
+        let mut lab = lab(|t| t).await;
+        let t0 = tokio::time::Instant::now();
+        lab.sbc
+            .write_all(invite("+18338006777").as_bytes())
+            .await
+            .expect("write");
+        let mut oks = Vec::new();
+        let bye_at = loop {
+            let (text, at) = lab.next().await;
+            if text.starts_with("SIP/2.0 200 ") {
+                oks.push(at - t0);
+            }
+            if text.starts_with("BYE ") {
+                assert!(text.contains("ms-diagnostics: 1106;"), "{text}");
+                break at - t0;
+            }
+        };
+        // The desktop answers at 2 s; retransmissions at +0.5, +1.5, +3.5, +7.5, then every
+        // T2 = 4 s (RFC 3261 §13.3.1.4); the BYE at 2 s + 64*T1 = 34 s.
+        let secs = |s: f64| Duration::from_secs_f64(s);
+        assert_eq!(
+            &oks[..5],
+            &[secs(2.0), secs(2.5), secs(3.5), secs(5.5), secs(9.5)]
+        );
+        assert_eq!(bye_at, secs(34.0));
+        assert_eq!(
+            lab.proxy.calls().len(),
+            1,
+            "the call waits for the BYE's answer"
+        );
+    }
+}

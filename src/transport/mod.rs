@@ -26,7 +26,7 @@ use tls::PeerIdentity;
 pub struct FlowId(u64);
 
 impl FlowId {
-    fn next() -> FlowId {
+    pub(crate) fn next() -> FlowId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         FlowId(NEXT.fetch_add(1, Ordering::Relaxed))
     }
@@ -89,6 +89,11 @@ pub struct FlowHandle {
 }
 
 impl FlowHandle {
+    /// A handle on a connection whose task reads `tx`'s other end.
+    pub(crate) fn new(info: Arc<FlowInfo>, tx: mpsc::Sender<Bytes>) -> FlowHandle {
+        FlowHandle { info, tx }
+    }
+
     /// Queues bytes for the connection; false when it has closed or its queue is full.
     pub fn send(&self, bytes: Bytes) -> bool {
         self.tx.try_send(bytes).is_ok()
@@ -103,7 +108,7 @@ pub struct Flows {
 }
 
 impl Flows {
-    fn insert(&self, handle: FlowHandle) {
+    pub(crate) fn insert(&self, handle: FlowHandle) {
         self.lock().insert(handle.info.id, handle);
     }
 
