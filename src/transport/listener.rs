@@ -158,7 +158,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (tx, rx) = mpsc::channel::<Bytes>(FLOW_QUEUE);
-    s.flows.insert(FlowHandle {
+XX
         info: info.clone(),
         tx,
     });
