@@ -158,10 +158,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (tx, rx) = mpsc::channel::<Bytes>(FLOW_QUEUE);
-XX
-        info: info.clone(),
-        tx,
-    });
+    s.flows.insert(FlowHandle::new(info.clone(), tx));
     let reason = stream::serve(
         stream,
         info.clone(),
