@@ -437,3 +437,71 @@ async fn draining_daemon_refuses_new_calls_with_503_retry_after() {
         r.text
     );
 }
+
+#[tokio::test]
+async fn dr_val_failures_on_invite_get_the_same_answers_as_on_options() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let base = invite("sbc1.adatum.biz", USER1, &[]);
+    let contact = "Contact: <sip:+17168712781@sbc1.adatum.biz:5061;transport=tls>";
+    let cases: Vec<(&str, String, u16, Option<u32>)> = vec![
+        (
+            "DR-VAL-1 no Contact",
+            base.replace(&format!("{contact}\r\n"), ""),
+            400,
+            Some(540400),
+        ),
+        (
+            "DR-VAL-2 IP in Contact",
+            base.replace(contact, "Contact: <sip:+17168712781@192.0.2.10:5061>"),
+            403,
+            Some(540431),
+        ),
+        (
+            "DR-VAL-3 FQDN not on certificate",
+            base.replace(contact, "Contact: <sip:+17168712781@sbc2.contoso.com>"),
+            403,
+            Some(540403),
+        ),
+        (
+            "DR-VAL-4 IP in Record-Route",
+            invite(
+                "sbc1.adatum.biz",
+                USER1,
+                &["Record-Route: <sip:192.0.2.10;lr>"],
+            ),
+            403,
+            Some(540432),
+        ),
+        (
+            "DR-VAL-5 sips Request-URI",
+            base.replacen("INVITE sip:", "INVITE sips:", 1),
+            416,
+            Some(540416),
+        ),
+        (
+            "DR-VAL-7 empty user",
+            base.replace(contact, "Contact: <sip:@sbc1.adatum.biz:5061>"),
+            400,
+            Some(540400),
+        ),
+    ];
+    for (what, req, status, code) in cases {
+        let r = sbc.request(&req).await;
+        assert_eq!(
+            (r.status(), r.ms_code()),
+            (status, code),
+            "{what}: {}",
+            r.text
+        );
+        assert!(r.header("Reason").is_some(), "{what}: DR-VAL-8 Reason");
+        sbc.send(ack_non2xx(&req, r.to_tag().as_deref())).await;
+    }
+    // An SBC in no tenant.
+    let mut stranger = connect_as(&d, "sbc1.fabrikam.com").await.unwrap();
+    let r = stranger
+        .request(&invite("sbc1.fabrikam.com", USER1, &[]))
+        .await;
+    assert_eq!((r.status(), r.ms_code()), (403, Some(510532)));
+    d.calls_drained().await;
+}

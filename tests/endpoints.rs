@@ -278,3 +278,69 @@ async fn dr_fork_7_every_fork_fails_and_the_busy_softphone_wins_486() {
     sbc.send(ack_non2xx(&inv, fin.to_tag().as_deref())).await;
     d.calls_drained().await;
 }
+
+#[tokio::test]
+async fn register_for_an_unknown_user_is_challenged_like_a_wrong_password() {
+    let d = TestDaemon::start_with(config_virtual_never_answer()).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    let unknown = phone
+        .register(1, None)
+        .replace("user1@adatum.biz", "nobody@adatum.biz");
+    phone.send(&unknown).await;
+    let r = phone.recv().await;
+    assert_eq!(r.status(), 401, "{}", r.text);
+    let challenges = r.text.matches("WWW-Authenticate:").count();
+    phone.send(&phone.register(1, None)).await;
+    let known = phone.recv().await;
+    assert_eq!(known.status(), 401);
+    assert_eq!(
+        challenges,
+        known.text.matches("WWW-Authenticate:").count(),
+        "no hint whether the user exists"
+    );
+}
+
+#[tokio::test]
+async fn an_endpoint_that_vanishes_mid_ring_times_out_and_the_call_goes_on() {
+    // T1 = 10 ms: the silent phone's INVITE times out (Timer B, 64*T1 = 640 ms) while the
+    // desktop answers at 1 s.
+    let cfg = lab_config(|t| fast(t, 0.5).replace("t1_seconds = 0.5", "t1_seconds = 0.01"));
+    let d = TestDaemon::start_with(cfg).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006777", &[]);
+    sbc.send(&inv).await;
+    let _ = phone.recv_request("INVITE").await; // and then the phone says nothing
+    let ok = loop {
+        let r = sbc.recv().await;
+        if r.status() >= 200 {
+            break r;
+        }
+    };
+    assert_eq!(ok.status(), 200, "the desktop still answers: {}", ok.text);
+    // The phone's fork had already failed (Timer B), so it gets no CANCEL: only the
+    // INVITE's retransmissions (Timer A), which stopped at Timer B.
+    let mut buf = vec![0u8; 65535];
+    while let Ok(Ok((n, _))) = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        phone.sock.recv_from(&mut buf),
+    )
+    .await
+    {
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            text.starts_with("INVITE "),
+            "after its timeout the phone got: {text}"
+        );
+    }
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    assert_eq!(
+        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
+            .await
+            .status(),
+        200
+    );
+    d.calls_drained().await;
+}
