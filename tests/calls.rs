@@ -505,3 +505,103 @@ async fn dr_val_failures_on_invite_get_the_same_answers_as_on_options() {
     assert_eq!((r.status(), r.ms_code()), (403, Some(510532)));
     d.calls_drained().await;
 }
+
+#[tokio::test]
+async fn dr_fork_4_an_endpoint_may_go_straight_to_accepted() {
+    // User2 on the bypass trunk: the desktop answers without a 180 or 183 first.
+    let cfg = lab_config(|t| {
+        let direct = t.replace(
+            "    ring_after_seconds = 0.1\n    media_answer_after_seconds = 0.5\n    answer_after_seconds = 1.5\n",
+            "    answer_after_seconds = 0.4\n",
+        );
+        assert_ne!(direct, t, "the lab config's User2 desktop script changed");
+        fast(direct, 0.05)
+    });
+    let d = TestDaemon::start_with(cfg).await;
+    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
+    let inv = invite("sbc2.contoso.com", "+14255550190", &[]);
+    sbc.send(&inv).await;
+    let (ok, progress) = until(&mut sbc, 200).await;
+    let answered = ok.to_tag().unwrap();
+    assert!(
+        progress
+            .iter()
+            .all(|r| r.to_tag().as_deref() != Some(answered.as_str())),
+        "the answering fork sent nothing before its 200: {progress:#?}"
+    );
+    sbc.send(in_dialog(&inv, "ACK", Some(&answered), 1)).await;
+    assert_eq!(
+        sbc.request(&in_dialog(&inv, "BYE", Some(&answered), 2))
+            .await
+            .status(),
+        200
+    );
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_fork_10_an_invite_with_a_3_kb_sdp_is_handled_whole() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let mut sdp = String::from("v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n");
+    for i in 0..60 {
+        sdp.push_str(&format!(
+            "a=candidate:{i} 1 UDP 2130706431 192.0.2.{} {} typ host\r\n",
+            i + 10,
+            40000 + i
+        ));
+    }
+    assert!(sdp.len() > 3000, "{}", sdp.len());
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    let head = inv.split("Content-Type:").next().unwrap();
+    let big = format!(
+        "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sbc.send(&big).await;
+    let (ok, _) = until(&mut sbc, 200).await;
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&big, "ACK", Some(&tag), 1)).await;
+    assert_eq!(
+        sbc.request(&in_dialog(&big, "BYE", Some(&tag), 2))
+            .await
+            .status(),
+        200
+    );
+    d.calls_drained().await;
+}
+
+#[tokio::test]
+async fn dr_ten_1_tenant_by_the_full_sbc_fqdn() {
+    // contoso also registers the SBC's own FQDN: the exact match (DR-TEN-1) finds it.
+    let cfg = lab_config(|t| {
+        fast(t, 0.05).replace(
+            "domains = [\"contoso.com\"]",
+            "domains = [\"contoso.com\", \"sbc2.contoso.com\"]",
+        )
+    });
+    let d = TestDaemon::start_with(cfg).await;
+    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
+    sbc.fqdn = "sbc2.contoso.com".into();
+    assert_eq!(sbc.options().await.status(), 200);
+    let (id, how) = d
+        .proxy
+        .directory()
+        .tenant_for_sbc("sbc2.contoso.com")
+        .unwrap();
+    assert_eq!(
+        (d.proxy.directory().tenant(id).id.as_str(), how),
+        ("contoso", drhub::directory::TenantMatch::Exact)
+    );
+    let inv = invite("sbc2.contoso.com", "+14255550190", &[]);
+    sbc.send(&inv).await;
+    let (ok, _) = until(&mut sbc, 200).await;
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    assert_eq!(
+        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
+            .await
+            .status(),
+        200
+    );
+}

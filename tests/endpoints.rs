@@ -344,3 +344,28 @@ async fn an_endpoint_that_vanishes_mid_ring_times_out_and_the_call_goes_on() {
     );
     d.calls_drained().await;
 }
+
+#[tokio::test]
+async fn register_over_tcp_is_challenged_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = TestDaemon::start_with(config_virtual_never_answer()).await;
+    let mut tcp = tokio::net::TcpStream::connect(d.addr("endpoints"))
+        .await
+        .unwrap();
+    let local = tcp.local_addr().unwrap();
+    let reg = format!(
+        "REGISTER sip:adatum.biz SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg\r\nMax-Forwards: 70\r\nFrom: <sip:user1@adatum.biz>;tag=t1\r\nTo: <sip:user1@adatum.biz>\r\nCall-ID: tcpreg@test\r\nCSeq: 1 REGISTER\r\nContact: <sip:user1@{local};transport=tcp>\r\nContent-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(reg.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("SIP/2.0 401 "), "{text}");
+    assert!(
+        text.contains("algorithm=SHA-256"),
+        "RFC 8760 challenge first: {text}"
+    );
+}
