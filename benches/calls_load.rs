@@ -7,16 +7,25 @@
 //! `cargo bench --bench calls_load -- --hold 20000`
 //!   establishes that many calls (INVITE .. ACK) and keeps them up: daemon resident
 //!   memory per established call.
+//! `cargo bench --bench calls_load -- --target 127.0.0.1:5071 --pid 1234 --certs DIR`
+//!   the same call cycle against another server (a stateful proxy in front of a UAS,
+//!   see `benches/kamailio_baseline.sh`) instead of a drhub it starts itself: the SBC
+//!   presents `DIR/sbc1.adatum.biz.pem` and trusts `DIR/ca.pem`, ACK and BYE follow the
+//!   dialog's route set (Record-Route, Contact), and the CPU is that of the given
+//!   process(es) and all their descendants. `--uas-pid PID[,PID..]` also reports the
+//!   CPU of the UAS behind the proxy, separately.
 
 mod support;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use drhub::sip::{Limits, Message, Status};
+use drhub::sip::{HeaderName, Limits, Message, Status};
 use support::*;
 
 /// The bench user: one virtual endpoint that rings and answers at once.
@@ -61,25 +70,119 @@ CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
     )
 }
 
+/// An in-dialog request that follows the dialog's route set: Request-URI the remote
+/// target (the 200's Contact), Route the 200's Record-Route in reverse (RFC 3261 12.1.2).
+fn routed_in_dialog(
+    method: &str,
+    n: u64,
+    to_tag: &str,
+    cseq: u32,
+    target: &str,
+    route: &[String],
+) -> String {
+    let mut routes = String::new();
+    for r in route {
+        routes.push_str(&format!("Route: {r}\r\n"));
+    }
+    format!(
+        "{method} {target} SIP/2.0\r\n\
+Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bK{}{n}\r\n\
+{routes}Max-Forwards: 70\r\n\
+From: <sip:+17168712781@sbc1.adatum.biz:5061;user=phone>;tag=f{n}\r\n\
+To: <sip:+18338009999@sip.pstnhub.microsoft.com;user=phone>;tag={to_tag}\r\n\
+Call-ID: c{n}@sbc1.adatum.biz\r\n\
+CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        method.to_ascii_lowercase()
+    )
+}
+
+/// `--target`: a server this bench does not start.
+struct External {
+    addr: SocketAddr,
+    /// Server processes whose CPU (with their descendants') is the figure.
+    pids: Vec<u32>,
+    /// A UAS behind the server, reported apart.
+    uas_pids: Vec<u32>,
+    /// Lab PKI directory the server was given (ca.pem, sbc1.adatum.biz.pem/.key).
+    certs: PathBuf,
+}
+
+fn pid_list(name: &str) -> Vec<u32> {
+    str_arg(name)
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: not a process id: {p}"))
+        })
+        .collect()
+}
+
+fn external() -> Option<External> {
+    let addr = str_arg("--target")?;
+    let addr = addr
+        .parse()
+        .unwrap_or_else(|_| panic!("--target: not an address: {addr}"));
+    let pids = pid_list("--pid");
+    assert!(
+        !pids.is_empty(),
+        "--target needs --pid PID[,PID..] (the server to measure)"
+    );
+    let certs = PathBuf::from(
+        str_arg("--certs").expect("--target needs --certs DIR (the lab PKI the server uses)"),
+    );
+    assert!(
+        arg("--hold", 0) == 0,
+        "--hold is for drhub only (Kamailio's memory is shared across processes)"
+    );
+    Some(External {
+        addr,
+        pids,
+        uas_pids: pid_list("--uas-pid"),
+        certs,
+    })
+}
+
 fn main() {
     let hold = arg("--hold", 0);
     let rate = arg("--rate", 2000);
     let seconds = arg("--seconds", 60);
-    let (dir, cfg) = lab("calls", |t| {
-        format!("{t}\n")
-            .replace(
-                "[[tenant]]\nid = \"contoso\"",
-                &format!("{BENCH_USER}\n[[tenant]]\nid = \"contoso\""),
-            )
-            .replace("max_per_second = 5000", "max_per_second = 1000000")
-            .replace("max_concurrent = 20000", "max_concurrent = 1000000")
-            .replace(
-                "level = \"warn,drhub::daemon=info\"",
-                "level = \"error,drhub::daemon=info\"",
-            )
-    });
-    let (mut daemon, addr) = spawn_daemon(&dir, &cfg);
-    let pid = daemon.id();
+    let ext = external();
+    let routed = ext.is_some();
+    // drhub, started here, unless --target names another server.
+    let mut daemon = None;
+    let (addr, connector, dir) = if let Some(e) = &ext {
+        (e.addr, tls_client_from(&e.certs, "sbc1.adatum.biz"), None)
+    } else {
+        let (dir, cfg) = lab("calls", |t| {
+            format!("{t}\n")
+                .replace(
+                    "[[tenant]]\nid = \"contoso\"",
+                    &format!("{BENCH_USER}\n[[tenant]]\nid = \"contoso\""),
+                )
+                .replace("max_per_second = 5000", "max_per_second = 1000000")
+                .replace("max_concurrent = 20000", "max_concurrent = 1000000")
+                .replace(
+                    "level = \"warn,drhub::daemon=info\"",
+                    "level = \"error,drhub::daemon=info\"",
+                )
+        });
+        let (child, addr) = spawn_daemon(&dir, &cfg);
+        let connector = tls_client(&dir, "sbc1.adatum.biz");
+        daemon = Some(child);
+        (addr, connector, Some(dir))
+    };
+    let pid = daemon.as_ref().map(std::process::Child::id);
+    // The measured server's CPU in microseconds and how many processes that sums.
+    let server_cpu = || match (&ext, pid) {
+        (Some(e), _) => cpu_micros_tree(&e.pids),
+        (None, Some(pid)) => (cpu_micros(pid), 1),
+        (None, None) => (0, 0),
+    };
+    // A UAS behind --target, reported apart.
+    let uas_cpu = || ext.as_ref().map_or(0, |e| cpu_micros_tree(&e.uas_pids).0);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,7 +190,7 @@ fn main() {
     rt.block_on(async {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
-        let tls = tls_client(&dir, "sbc1.adatum.biz").connect(server_name(), tcp).await.expect("handshake");
+        let tls = connector.connect(server_name(), tcp).await.expect("handshake");
         let (mut rd, mut wr) = tokio::io::split(tls);
         let (to_writer, mut outbox) = tokio::sync::mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
@@ -130,8 +233,9 @@ fn main() {
             })
         };
         let started = Instant::now();
-        let cpu0 = cpu_micros(pid);
-        let rss0 = rss_kib(pid);
+        let cpu0 = server_cpu().0;
+        let uas0 = uas_cpu();
+        let rss0 = pid.map(rss_kib).unwrap_or(0);
         let mut latencies = Vec::with_capacity(total as usize);
         let mut up = std::collections::HashSet::new();
         let mut failures: std::collections::BTreeMap<u16, u64> = Default::default();
@@ -158,13 +262,27 @@ fn main() {
                     }
                     (Some(200), "INVITE") => {
                         let tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned)).unwrap_or_default();
-                        let mut s = in_dialog("ACK", n, &tag, 1);
-                        if hold == 0 {
-                            s.push_str(&in_dialog("BYE", n, &tag, 2));
-                        } else if up.insert(n) {
-                            // A retransmitted 200 (sent before our ACK arrived) counts once.
-                            established += 1;
-                        }
+                        let s = if routed {
+                            // Through a proxy: to the UAS's Contact, via the Record-Route set.
+                            let target = m.contact().and_then(Result::ok).and_then(|c| c.uri().map(|u| u.as_str().to_owned())).unwrap_or_default();
+                            let mut route: Vec<String> = m.values(HeaderName::RecordRoute).map(|r| r.trim().to_owned()).collect();
+                            route.reverse();
+                            let mut s = routed_in_dialog("ACK", n, &tag, 1, &target, &route);
+                            // A retransmitted 200 (our ACK was late) is ACKed again but hung up once.
+                            if up.insert(n) {
+                                s.push_str(&routed_in_dialog("BYE", n, &tag, 2, &target, &route));
+                            }
+                            s
+                        } else {
+                            let mut s = in_dialog("ACK", n, &tag, 1);
+                            if hold == 0 {
+                                s.push_str(&in_dialog("BYE", n, &tag, 2));
+                            } else if up.insert(n) {
+                                // A retransmitted 200 (sent before our ACK arrived) counts once.
+                                established += 1;
+                            }
+                            s
+                        };
                         let _ = to_writer.send(s);
                     }
                     (Some(200), "BYE") => completed += 1,
@@ -186,7 +304,9 @@ fn main() {
         }
         sender.abort();
         let elapsed = started.elapsed();
-        let cpu = cpu_micros(pid) - cpu0;
+        let (cpu1, processes) = server_cpu();
+        let cpu = cpu1.saturating_sub(cpu0);
+        let uas = uas_cpu().saturating_sub(uas0);
         latencies.sort();
         let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
         if !failures.is_empty() {
@@ -194,6 +314,7 @@ fn main() {
         }
         if hold > 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            let pid = pid.expect("--hold measures drhub");
             let rss1 = rss_kib(pid);
             println!("calls_load --hold: {established} established calls ({failed} failed) held over one TLS connection");
             println!("  daemon RSS before {rss0} KiB, after {rss1} KiB");
@@ -211,10 +332,19 @@ fn main() {
             println!("calls_load: {rate} calls/s offered for {seconds} s over one TLS 1.2 connection");
             println!("  {completed} calls completed, {failed} failed, {:.0} calls/s achieved", completed as f64 / elapsed.as_secs_f64());
             println!("  INVITE-to-100: p50 {:?}, p99 {:?}, max {:?}", pct(0.50), pct(0.99), latencies.last().copied().unwrap_or_default());
-            println!("  daemon CPU: {:.1} us per call (7 messages)", cpu as f64 / completed.max(1) as f64);
+            if routed {
+                println!("  server CPU: {:.1} us per call (7 messages), over {processes} processes", cpu as f64 / completed.max(1) as f64);
+                println!("  UAS CPU: {:.1} us per call (not counted above)", uas as f64 / completed.max(1) as f64);
+            } else {
+                println!("  daemon CPU: {:.1} us per call (7 messages)", cpu as f64 / completed.max(1) as f64);
+            }
         }
     });
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(mut daemon) = daemon {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

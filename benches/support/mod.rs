@@ -85,7 +85,12 @@ pub fn spawn_daemon(dir: &Path, cfg: &Path) -> (Child, SocketAddr) {
 }
 
 pub fn tls_client(dir: &Path, stem: &str) -> tokio_rustls::TlsConnector {
-    let certs = dir.join("certs");
+    tls_client_from(&dir.join("certs"), stem)
+}
+
+/// A TLS client presenting `<stem>.pem`/`<stem>.key` from a lab PKI directory and
+/// trusting its `ca.pem`.
+pub fn tls_client_from(certs: &Path, stem: &str) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("ca.pem") {
         roots.add(c.expect("ca")).expect("root");
@@ -146,6 +151,52 @@ pub fn cpu_micros(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // Linux reports in clock ticks, USER_HZ = 100 on every mainstream kernel config.
     ticks * 10_000
+}
+
+/// CPU time (user + system) in microseconds of each of these processes and of all their
+/// descendants (a multi-process server such as Kamailio), and how many processes that
+/// was.
+pub fn cpu_micros_tree(roots: &[u32]) -> (u64, usize) {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The field after the ')' of the command name and the state is the parent.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut all: Vec<u32> = roots.to_vec();
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        for &(child, _) in parent_of.iter().filter(|(_, pp)| *pp == p) {
+            if !all.contains(&child) {
+                all.push(child);
+            }
+        }
+        i += 1;
+    }
+    (all.iter().map(|&p| cpu_micros(p)).sum(), all.len())
+}
+
+/// The value after `name` on the command line, if any.
+pub fn str_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 pub fn arg(name: &str, default: u64) -> u64 {
