@@ -11,6 +11,12 @@ use std::sync::atomic::Ordering;
 
 use support::*;
 
+/// A local port for sipp to bind; sipp's default (5060) would collide between tests.
+fn free_port() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
+    probe.local_addr().expect("probe addr").port().to_string()
+}
+
 fn sipp_available() -> bool {
     Command::new("sipp").arg("-v").output().is_ok()
 }
@@ -33,6 +39,7 @@ async fn sipp_options_over_tcp_get_200() {
             .args([
                 "-sf", scenario, "-t", "t1", "-m", "20", "-r", "50", "-l", "5",
             ])
+            .args(["-i", "127.0.0.1", "-p", &free_port()])
             .args(["-timeout", "10s", "-timeout_error", "-nostdin"])
             .arg(addr.to_string())
             .output()
@@ -89,6 +96,7 @@ async fn sipp_sbc_calls_user1_over_tcp() {
                 "-s",
                 "+18338006777",
             ])
+            .args(["-i", "127.0.0.1", "-p", &free_port()])
             .args(["-timeout", "15s", "-timeout_error", "-nostdin"])
             .arg(addr.to_string())
             .output()

@@ -321,50 +321,149 @@ fn scan_header_params<'b>(
     s: &'b str,
     mut seen: impl FnMut(Param<'b>) -> Result<(), SyntaxError>,
 ) -> Result<&'b str, SyntaxError> {
+    scan_header_params_whole(s, |s, p| seen(p.param(s)))
+}
+
+/// [`scan_header_params`] with the parameters handed over as offsets.
+#[inline(always)]
+fn scan_header_params_whole<'b>(
+    s: &'b str,
+    seen: impl FnMut(&'b str, RawParam) -> Result<(), SyntaxError>,
+) -> Result<&'b str, SyntaxError> {
+    let scan = scan_header_params_prefix(s, seen)?;
+    if scan.stop < s.len() {
+        return Err(if scan.stop == scan.start {
+            SyntaxError::Trailing
+        } else {
+            SyntaxError::Param
+        });
+    }
+    Ok(scan.raw)
+}
+
+/// One parameter found by [`scan_header_params_prefix`], as offsets into the list: the
+/// name, and the value if there is one.
+#[derive(Clone, Copy)]
+struct RawParam {
+    name: (usize, usize),
+    value: Option<(usize, usize)>,
+    /// The value is a `token` (not quoted, no `[`, `]` or `:`).
+    token: bool,
+}
+
+impl RawParam {
+    /// The name's bytes.
+    #[inline(always)]
+    fn name<'s>(&self, s: &'s str) -> &'s [u8] {
+        s.as_bytes().get(self.name.0..self.name.1).unwrap_or(&[])
+    }
+
+    /// True if the name is `name` (given in lower case), compared case-insensitively.
+    #[inline(always)]
+    fn is(&self, s: &str, name: &str) -> bool {
+        self.name.1 - self.name.0 == name.len()
+            && self.name(s).eq_ignore_ascii_case(name.as_bytes())
+    }
+
+    /// The value's text.
+    #[inline(always)]
+    fn value<'b>(&self, s: &'b str) -> Option<&'b str> {
+        self.value.and_then(|(a, b)| s.get(a..b))
+    }
+
+    fn param<'b>(&self, s: &'b str) -> Param<'b> {
+        Param {
+            name: s.get(self.name.0..self.name.1).unwrap_or(""),
+            value: self.value(s),
+        }
+    }
+}
+
+/// What [`scan_header_params_prefix`] found.
+struct ParamScan<'b> {
+    /// The parameters, trimmed of surrounding LWS.
+    raw: &'b str,
+    /// Where the list would start (past leading LWS).
+    start: usize,
+    /// The first byte after the list and any LWS that follows it, which is not `;`
+    /// (`s.len()` when the list runs to the end).
+    stop: usize,
+}
+
+/// [`scan_header_params`] for a list that may be followed by more text: it stops, without
+/// an error, at the first non-LWS byte that does not start a parameter.
+#[inline(always)]
+fn scan_header_params_prefix<'b>(
+    s: &'b str,
+    mut seen: impl FnMut(&'b str, RawParam) -> Result<(), SyntaxError>,
+) -> Result<ParamScan<'b>, SyntaxError> {
     let b = s.as_bytes();
-    let mut i = lex::skip_lws_at(b, 0);
+    let lws = |i: usize| b.get(i).is_some_and(|&c| lex::is_lws(c));
+    let mut i = if lws(0) { lex::skip_lws_at(b, 0) } else { 0 };
     let start = i;
     let mut end = i;
-    while let Some(&c) = b.get(i) {
-        if c != b';' {
-            return Err(if i == start {
-                SyntaxError::Trailing
-            } else {
-                SyntaxError::Param
-            });
-        }
-        let name_start = lex::skip_lws_at(b, i + 1);
+    while b.get(i) == Some(&b';') {
+        let name_start = if lws(i + 1) {
+            lex::skip_lws_at(b, i + 1)
+        } else {
+            i + 1
+        };
         let name_end = lex::run(b, name_start, lex::TOKEN);
         if name_end == name_start {
             return Err(SyntaxError::Param);
         }
-        i = lex::skip_lws_at(b, name_end);
+        i = if lws(name_end) {
+            lex::skip_lws_at(b, name_end)
+        } else {
+            name_end
+        };
         let mut value = None;
+        let mut token = true;
         let mut last = name_end;
         if b.get(i) == Some(&b'=') {
-            let vs = lex::skip_lws_at(b, i + 1);
+            let vs = if lws(i + 1) {
+                lex::skip_lws_at(b, i + 1)
+            } else {
+                i + 1
+            };
             let ve = if b.get(vs) == Some(&b'"') {
+                token = false;
                 vs + s
                     .get(vs..)
                     .and_then(lex::quoted_len)
                     .ok_or(SyntaxError::Param)?
             } else {
-                lex::run(b, vs, lex::GENVALUE)
+                // gen-value: a token, or a host (which may add `[`, `]` and `:`).
+                let t = lex::run_long(b, vs, lex::TOKEN);
+                if b.get(t).is_some_and(|&c| lex::is_class(c, lex::GENVALUE)) {
+                    token = false;
+                    lex::run(b, t, lex::GENVALUE)
+                } else {
+                    t
+                }
             };
             if ve == vs {
                 return Err(SyntaxError::Param);
             }
-            value = s.get(vs..ve);
+            value = Some((vs, ve));
             last = ve;
-            i = lex::skip_lws_at(b, ve);
+            i = if lws(ve) { lex::skip_lws_at(b, ve) } else { ve };
         }
-        seen(Param {
-            name: s.get(name_start..name_end).unwrap_or(""),
-            value,
-        })?;
+        seen(
+            s,
+            RawParam {
+                name: (name_start, name_end),
+                value,
+                token,
+            },
+        )?;
         end = last;
     }
-    Ok(s.get(start..end).unwrap_or(""))
+    Ok(ParamScan {
+        raw: s.get(start..end).unwrap_or(""),
+        start,
+        stop: i,
+    })
 }
 
 /// Strips the quotes of a quoted-string parameter value; other values are returned as is.
@@ -435,10 +534,6 @@ macro_rules! header_names {
     };
 }
 
-/// Slots of the open-addressing table over [`NAME_TABLE`]; a power of two well above its
-/// length so probes stay short.
-const NAME_SLOTS: usize = 256;
-
 /// Longest name the table knows; anything longer is `Other` without a lookup.
 const MAX_KNOWN_NAME: usize = 24;
 
@@ -463,26 +558,24 @@ const fn const_key(name: &[u8]) -> NameKey {
     key
 }
 
-const fn key_hash(key: &NameKey, len: usize) -> usize {
-    let h = (key[0] ^ key[1].rotate_left(21) ^ key[2].rotate_left(42) ^ len as u64)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h >> 56) as usize & (NAME_SLOTS - 1)
-}
+/// Candidates by length and initial: `NAME_BUCKETS[len][initial - 'a']` is 1 + the index
+/// into [`NAME_TABLE`] of the first name of that shape (0: none), and `NAME_NEXT[i]` chains
+/// to the next one the same way. Few shapes hold more than one name, so a lookup is one
+/// table load and usually a single key comparison.
+type Buckets = [[u8; 26]; MAX_KNOWN_NAME + 1];
 
-/// Built at compile time: slot -> 1 + index into [`NAME_TABLE`], 0 for empty.
-const fn build_name_index() -> [u8; NAME_SLOTS] {
-    let mut t = [0u8; NAME_SLOTS];
-    let mut i = 0;
-    while i < NAME_TABLE.len() {
+const fn build_buckets() -> (Buckets, [u8; NAME_TABLE.len()]) {
+    let mut buckets = [[0u8; 26]; MAX_KNOWN_NAME + 1];
+    let mut next = [0u8; NAME_TABLE.len()];
+    let mut i = NAME_TABLE.len();
+    while i > 0 {
+        i -= 1;
         let name = NAME_TABLE[i].0;
-        let mut s = key_hash(&const_key(name), name.len());
-        while t[s] != 0 {
-            s = (s + 1) & (NAME_SLOTS - 1);
-        }
-        t[s] = (i + 1) as u8;
-        i += 1;
+        let f = (name[0] - b'a') as usize;
+        next[i] = buckets[name.len()][f];
+        buckets[name.len()][f] = (i + 1) as u8;
     }
-    t
+    (buckets, next)
 }
 
 const fn build_name_keys() -> [NameKey; NAME_TABLE.len()] {
@@ -495,47 +588,52 @@ const fn build_name_keys() -> [NameKey; NAME_TABLE.len()] {
     k
 }
 
-static NAME_INDEX: [u8; NAME_SLOTS] = build_name_index();
+const BUCKETS_AND_NEXT: (Buckets, [u8; NAME_TABLE.len()]) = build_buckets();
+static NAME_BUCKETS: Buckets = BUCKETS_AND_NEXT.0;
+static NAME_NEXT: [u8; NAME_TABLE.len()] = BUCKETS_AND_NEXT.1;
 static NAME_KEYS: [NameKey; NAME_TABLE.len()] = build_name_keys();
 
-// The table must stay sparse (short probes, indices fit in a u8) and every known name must
-// fit a key.
+// Every known name is lower case, starts with a letter, is made of letters and `-` only
+// (so a folded key match proves the text was a token, given it holds no CR), fits a key,
+// and the indices fit a u8.
 const _: () = {
-    assert!(NAME_TABLE.len() * 3 <= NAME_SLOTS);
+    assert!(NAME_TABLE.len() < 255);
     let mut i = 0;
     while i < NAME_TABLE.len() {
-        assert!(NAME_TABLE[i].0.len() <= MAX_KNOWN_NAME);
+        let name = NAME_TABLE[i].0;
+        assert!(!name.is_empty() && name.len() <= MAX_KNOWN_NAME);
+        assert!(name[0].is_ascii_lowercase());
+        let mut j = 0;
+        while j < name.len() {
+            assert!(name[j].is_ascii_lowercase() || name[j] == b'-');
+            j += 1;
+        }
         i += 1;
     }
 };
 
-/// Word `w` (0-2) of the key of the `n`-byte name at the start of `line`.
+/// Word `w` (0-2) of the key of the `n`-byte name at `buf[at..]`.
 #[inline(always)]
-fn key_word(line: &[u8], n: usize, w: usize) -> u64 {
-    let start = w * 8;
-    if n <= start {
+fn key_word(buf: &[u8], at: usize, n: usize, w: usize) -> u64 {
+    let start = at + w * 8;
+    let valid = n.saturating_sub(w * 8);
+    if valid == 0 {
         return FOLD;
     }
-    let word = match line.get(start..start + 8) {
-        Some(chunk) => {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(chunk);
-            u64::from_le_bytes(a)
-        }
+    let word = match lex::word_at(buf, start) {
+        Some(x) => x,
         None => {
             let mut a = [0u8; 8];
-            for (d, s) in a.iter_mut().zip(line.get(start..).unwrap_or(&[])) {
+            for (d, s) in a.iter_mut().zip(buf.get(start..).unwrap_or(&[])) {
                 *d = *s;
             }
             u64::from_le_bytes(a)
         }
     };
-    let valid = n - start;
     if valid >= 8 {
         word | FOLD
     } else {
-        let mask = (1u64 << (valid * 8)) - 1;
-        (word & mask) | FOLD
+        (word & ((1u64 << (valid * 8)) - 1)) | FOLD
     }
 }
 
@@ -546,39 +644,78 @@ impl HeaderName {
     }
 
     pub(crate) fn from_bytes(name: &[u8]) -> HeaderName {
-        match Self::scan(name) {
-            (h, n) if n == name.len() => h,
-            _ => HeaderName::Other,
+        if name.is_empty() || lex::run(name, 0, lex::TOKEN) != name.len() {
+            return HeaderName::Other;
         }
+        Self::known_at(name, 0, name.len()).unwrap_or(HeaderName::Other)
     }
 
-    /// Scans the leading `token` of `line` and resolves it; returns the name and the
-    /// token's length.
-    pub(crate) fn scan(line: &[u8]) -> (HeaderName, usize) {
-        let n = lex::run(line, 0, lex::TOKEN);
-        if n == 0 || n > MAX_KNOWN_NAME {
-            return (HeaderName::Other, n);
+    /// The known name spelled by `buf[at..at + n]` (any case), if any.
+    ///
+    /// A match means those bytes are letters and `-`, or CR in place of `-`: callers make
+    /// sure the text holds no CR, and then a match also proves it is a `token`.
+    #[inline]
+    pub(crate) fn known_at(buf: &[u8], at: usize, n: usize) -> Option<HeaderName> {
+        let initial = usize::from((*buf.get(at)? | 0x20).wrapping_sub(b'a'));
+        let e = usize::from(*NAME_BUCKETS.get(n)?.get(initial)?);
+        if e == 0 {
+            return None;
         }
         let key = [
-            key_word(line, n, 0),
-            key_word(line, n, 1),
-            key_word(line, n, 2),
+            key_word(buf, at, n, 0),
+            if n > 8 { key_word(buf, at, n, 1) } else { FOLD },
+            if n > 16 {
+                key_word(buf, at, n, 2)
+            } else {
+                FOLD
+            },
         ];
-        let mut slot = key_hash(&key, n);
-        // The table is at most a third full, so an empty slot always ends the probe.
-        for _ in 0..NAME_SLOTS {
-            let e = usize::from(NAME_INDEX.get(slot).copied().unwrap_or(0));
-            let Some(i) = e.checked_sub(1) else {
-                return (HeaderName::Other, n);
-            };
-            if let (Some(k), Some((name, id))) = (NAME_KEYS.get(i), NAME_TABLE.get(i)) {
-                if *k == key && name.len() == n {
-                    return (*id, n);
+        Self::known_key(e, &key)
+    }
+
+    /// [`known_at`](HeaderName::known_at) for a name of `n` (1-16) bytes whose first
+    /// sixteen bytes, little-endian, are `w0` and `w1` (bytes past the name are ignored).
+    #[inline(always)]
+    pub(crate) fn known_words(w0: u64, w1: u64, n: usize) -> Option<HeaderName> {
+        if n > 16 {
+            return None;
+        }
+        let initial = usize::from(((w0 as u8) | 0x20).wrapping_sub(b'a'));
+        let e = usize::from(*NAME_BUCKETS.get(n)?.get(initial)?);
+        if e == 0 {
+            return None;
+        }
+        let mask = |valid: usize| match valid {
+            0 => 0,
+            1..=7 => (1u64 << (valid * 8)) - 1,
+            _ => u64::MAX,
+        };
+        let k0 = (w0 & mask(n)) | FOLD;
+        let k1 = (w1 & mask(n.saturating_sub(8))) | FOLD;
+        // Candidates all have length n (at most 16), so their third word is padding and,
+        // for n <= 8, so is their second.
+        let mut e = e;
+        while let Some(i) = e.checked_sub(1) {
+            if let Some(&[c0, c1, _]) = NAME_KEYS.get(i) {
+                if c0 == k0 && (n <= 8 || c1 == k1) {
+                    return NAME_TABLE.get(i).map(|t| t.1);
                 }
             }
-            slot = (slot + 1) & (NAME_SLOTS - 1);
+            e = usize::from(NAME_NEXT.get(i).copied().unwrap_or(0));
         }
-        (HeaderName::Other, n)
+        None
+    }
+
+    /// Walks the candidate chain starting at entry `e` (1-based) for `key`.
+    #[inline(always)]
+    fn known_key(mut e: usize, key: &NameKey) -> Option<HeaderName> {
+        while let Some(i) = e.checked_sub(1) {
+            if NAME_KEYS.get(i) == Some(key) {
+                return NAME_TABLE.get(i).map(|t| t.1);
+            }
+            e = usize::from(NAME_NEXT.get(i).copied().unwrap_or(0));
+        }
+        None
     }
 }
 
@@ -800,7 +937,10 @@ impl<'b> Method<'b> {
 
     /// True if the name is a valid `token` (always true for the known methods).
     pub fn is_token(&self) -> bool {
-        lex::is_token(self.as_str())
+        match self {
+            Method::Other(s) => lex::is_token(s),
+            _ => true,
+        }
     }
 }
 
@@ -829,22 +969,43 @@ pub struct NameAddr<'b> {
     tag: Option<&'b str>,
 }
 
-/// Parses header parameters after a URI, remembering the first `tag`.
-fn addr_params(after: &str) -> Result<(Params<'_>, Option<&str>), SyntaxError> {
+/// Parses header parameters after a URI, remembering the first `tag`: the whole of `after`
+/// (`list` false), or up to the first byte that does not start a parameter, whose index
+/// is returned (`after.len()` otherwise).
+#[inline(always)]
+fn addr_params<'b>(
+    after: &'b str,
+    list: bool,
+) -> Result<(Params<'b>, Option<&'b str>, usize), SyntaxError> {
     let mut tag = None;
-    let raw = scan_header_params(after, |p| {
-        if tag.is_none() && p.name.len() == 3 && lex::eq_ci(p.name, "tag") {
-            tag = p.value;
+    let note = |s: &'b str, p: RawParam| {
+        if tag.is_none() && p.is(s, "tag") {
+            tag = p.value(s);
         }
         Ok(())
-    })?;
-    Ok((Params::from_validated(raw, ParamKind::Header), tag))
+    };
+    let (raw, stop) = if list {
+        let scan = scan_header_params_prefix(after, note)?;
+        (scan.raw, scan.stop)
+    } else {
+        (scan_header_params_whole(after, note)?, after.len())
+    };
+    Ok((Params::from_validated(raw, ParamKind::Header), tag, stop))
 }
 
 impl<'b> NameAddr<'b> {
     /// Parses one element of a header value (one comma-separated item).
     pub fn parse(s: &'b str) -> Result<NameAddr<'b>, SyntaxError> {
-        let s = lex::trim_lws(s);
+        Self::parse_from(lex::trim_lws(s), false).map(|(a, _)| a)
+    }
+
+    /// Parses the element at the start of `s` (which starts with no LWS). With `list`
+    /// false `s` must be exactly the element (trimmed); with `list` true the element may
+    /// be followed by more of a list, and the index of the first byte after it and its
+    /// trailing LWS is returned, for the caller to check it is `,` or the end. No byte of
+    /// a valid element is a `,` outside quoted strings and `<...>`, so an element that
+    /// parses this way is exactly the one splitting the list would have produced.
+    pub(crate) fn parse_from(s: &'b str, list: bool) -> Result<(NameAddr<'b>, usize), SyntaxError> {
         let b = s.as_bytes();
         let mut display_name = None;
         let mut quoted = false;
@@ -860,7 +1021,7 @@ impl<'b> NameAddr<'b> {
             Some(_) => {
                 let first = lex::run(b, 0, lex::TOKEN);
                 if first > 0 && b.get(first) == Some(&b':') {
-                    return Self::parse_addr_spec(s);
+                    return Self::parse_addr_spec(s, list);
                 }
                 // display-name = *(token LWS): tokens separated by whitespace up to `<`.
                 let mut end = first;
@@ -887,29 +1048,41 @@ impl<'b> NameAddr<'b> {
                 SyntaxError::Angle
             });
         }
-        let gt = lt + lex::find_byte(b.get(lt..).unwrap_or(&[]), b'>').ok_or(SyntaxError::Angle)?;
-        // LAQUOT = SWS "<" and RAQUOT = ">" SWS: no whitespace inside (RFC 4475 §3.1.2.14).
-        let inside = |i: usize| b.get(i).is_some_and(|&c| !lex::is_lws(c));
-        if gt == lt + 1 || !inside(lt + 1) || !inside(gt - 1) {
-            return Err(SyntaxError::Angle);
-        }
-        let uri = Uri::parse(s.get(lt + 1..gt).unwrap_or(""))?;
-        let (params, tag) = addr_params(s.get(gt + 1..).unwrap_or(""))?;
-        Ok(NameAddr {
-            display_name,
-            quoted,
-            uri,
-            bracketed: true,
-            params,
-            tag,
-        })
+        // A SIP URI parses in one pass up to its `>` (no whitespace inside the brackets
+        // then, as a URI starts with its scheme and ends with a URI character).
+        let (uri, gt) = match Uri::parse_bracketed(s, lt + 1) {
+            Some(found) => found,
+            None => {
+                let gt = lt
+                    + lex::find_byte(b.get(lt..).unwrap_or(&[]), b'>').ok_or(SyntaxError::Angle)?;
+                // LAQUOT = SWS "<" and RAQUOT = ">" SWS: no whitespace inside (RFC 4475
+                // §3.1.2.14).
+                let inside = |i: usize| b.get(i).is_some_and(|&c| !lex::is_lws(c));
+                if gt == lt + 1 || !inside(lt + 1) || !inside(gt - 1) {
+                    return Err(SyntaxError::Angle);
+                }
+                (Uri::parse(s.get(lt + 1..gt).unwrap_or(""))?, gt)
+            }
+        };
+        let (params, tag, stop) = addr_params(s.get(gt + 1..).unwrap_or(""), list)?;
+        Ok((
+            NameAddr {
+                display_name,
+                quoted,
+                uri,
+                bracketed: true,
+                params,
+                tag,
+            },
+            gt + 1 + stop,
+        ))
     }
 
-    fn parse_addr_spec(s: &'b str) -> Result<NameAddr<'b>, SyntaxError> {
+    fn parse_addr_spec(s: &'b str, list: bool) -> Result<(NameAddr<'b>, usize), SyntaxError> {
         let b = s.as_bytes();
         let mut end = 0;
         while let Some(&c) = b.get(end) {
-            if c == b';' || lex::is_lws(c) {
+            if c == b';' || lex::is_lws(c) || (list && c == b',') {
                 break;
             }
             if c == b'?' || c == b',' {
@@ -918,15 +1091,18 @@ impl<'b> NameAddr<'b> {
             end += 1;
         }
         let uri = Uri::parse(s.get(..end).unwrap_or(s))?;
-        let (params, tag) = addr_params(s.get(end..).unwrap_or(""))?;
-        Ok(NameAddr {
-            display_name: None,
-            quoted: false,
-            uri,
-            bracketed: false,
-            params,
-            tag,
-        })
+        let (params, tag, stop) = addr_params(s.get(end..).unwrap_or(""), list)?;
+        Ok((
+            NameAddr {
+                display_name: None,
+                quoted: false,
+                uri,
+                bracketed: false,
+                params,
+                tag,
+            },
+            end + stop,
+        ))
     }
 
     /// The display name as written: a quoted string's content without the quotes
@@ -983,6 +1159,18 @@ impl<'b> Contact<'b> {
         } else {
             NameAddr::parse(s).map(Contact::Addr)
         }
+    }
+
+    /// The element at the start of a list, as [`NameAddr::parse_from`] with `list` set.
+    pub(crate) fn parse_list_item(s: &'b str) -> Result<(Contact<'b>, usize), SyntaxError> {
+        let b = s.as_bytes();
+        if b.first() == Some(&b'*') {
+            let stop = lex::skip_lws_at(b, 1);
+            if matches!(b.get(stop), None | Some(b',')) {
+                return Ok((Contact::Star, stop));
+            }
+        }
+        NameAddr::parse_from(s, true).map(|(a, stop)| (Contact::Addr(a), stop))
     }
 
     /// The address, unless this is `*`.
@@ -1064,54 +1252,35 @@ pub struct Via<'b> {
     protocol_version: &'b str,
     transport: Transport<'b>,
     host: Host<'b>,
+    /// The parameters, validated (see [`Via::params`]).
+    params: &'b str,
+    /// The first `branch`, the one parameter every layer reads; the other known ones are
+    /// found again in `params` when asked for.
+    branch: Option<&'b str>,
     port: Option<u16>,
-    params: Params<'b>,
-    known: ViaParams<'b>,
 }
 
-/// The Via parameters RFC 3261 and RFC 3581 define, picked out while validating.
+/// Validation of the Via parameters RFC 3261 and RFC 3581 define (their values must be
+/// well formed), picking out the first `branch` on the way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct ViaParams<'b> {
     branch: Option<&'b str>,
-    received: Option<IpAddr>,
-    rport: Option<Option<u16>>,
-    maddr: Option<Host<'b>>,
-    ttl: Option<u8>,
 }
 
 impl<'b> ViaParams<'b> {
-    /// Checks and records one Via parameter; the first occurrence of a name wins.
-    fn note(&mut self, p: Param<'b>) -> Result<(), SyntaxError> {
-        let v = p.value;
-        let ok = match p.name.len() {
-            6 if lex::eq_ci(p.name, "branch") => {
+    /// Checks one Via parameter; the first `branch` is kept.
+    #[inline]
+    fn note(&mut self, s: &'b str, p: RawParam) -> Result<(), SyntaxError> {
+        let ok = match p.name.1 - p.name.0 {
+            6 if p.is(s, "branch") => {
+                let v = p.value(s);
                 self.branch = self.branch.or(v);
-                v.is_some_and(lex::is_token)
+                v.is_some() && p.token
             }
-            8 if lex::eq_ci(p.name, "received") => {
-                let ip = v.and_then(parse_received);
-                self.received = self.received.or(ip);
-                ip.is_some()
-            }
-            3 if lex::eq_ci(p.name, "ttl") => {
-                let ttl = v
-                    .and_then(lex::parse_digits)
-                    .and_then(|n| u8::try_from(n).ok());
-                self.ttl = self.ttl.or(ttl);
-                ttl.is_some()
-            }
-            5 if lex::eq_ci(p.name, "rport") => {
-                let port = v.map(parse_port);
-                if self.rport.is_none() {
-                    self.rport = Some(port.flatten());
-                }
-                port.is_none_or(|p| p.is_some())
-            }
-            5 if lex::eq_ci(p.name, "maddr") => {
-                let host = v.and_then(|v| Host::parse(v).ok());
-                self.maddr = self.maddr.or(host);
-                host.is_some()
-            }
+            8 if p.is(s, "received") => p.value(s).and_then(parse_received).is_some(),
+            3 if p.is(s, "ttl") => p.value(s).and_then(parse_ttl).is_some(),
+            5 if p.is(s, "rport") => p.value(s).is_none_or(|v| parse_port(v).is_some()),
+            5 if p.is(s, "maddr") => p.value(s).is_some_and(|v| Host::parse(v).is_ok()),
             _ => true,
         };
         if ok {
@@ -1122,11 +1291,19 @@ impl<'b> ViaParams<'b> {
     }
 }
 
+fn parse_ttl(v: &str) -> Option<u8> {
+    lex::parse_digits(v).and_then(|n| u8::try_from(n).ok())
+}
+
 impl<'b> Via<'b> {
     /// Parses one Via element; LWS (folds included) is allowed around `/` and `:` (SLASH,
     /// COLON in RFC 3261 §25.1).
     pub fn parse(s: &'b str) -> Result<Via<'b>, SyntaxError> {
-        let s = lex::trim_lws(s);
+        Self::parse_from(lex::trim_lws(s), false).map(|(v, _)| v)
+    }
+
+    /// Parses the element at the start of `s`, like [`NameAddr::parse_from`].
+    pub(crate) fn parse_from(s: &'b str, list: bool) -> Result<(Via<'b>, usize), SyntaxError> {
         let b = s.as_bytes();
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport
         let token_at = |from: usize| -> Result<(&'b str, usize), SyntaxError> {
@@ -1143,9 +1320,18 @@ impl<'b> Via<'b> {
             }
             Ok(lex::skip_lws_at(b, i + 1))
         };
-        let (protocol_name, i) = token_at(0)?;
-        let (protocol_version, i) = token_at(slash(i)?)?;
-        let (transport, i) = token_at(slash(i)?)?;
+        // `SIP/2.0/` as it is always written takes no scanning.
+        let (protocol_name, protocol_version, (transport, i)) = if b.starts_with(b"SIP/2.0/") {
+            (
+                s.get(..3).unwrap_or(""),
+                s.get(4..7).unwrap_or(""),
+                token_at(lex::skip_lws_at(b, 8))?,
+            )
+        } else {
+            let (protocol_name, i) = token_at(0)?;
+            let (protocol_version, i) = token_at(slash(i)?)?;
+            (protocol_name, protocol_version, token_at(slash(i)?)?)
+        };
         // sent-protocol LWS sent-by: at least one whitespace character.
         if !b.get(i).is_some_and(|&c| lex::is_lws(c)) {
             return Err(SyntaxError::Protocol);
@@ -1154,25 +1340,55 @@ impl<'b> Via<'b> {
         let mut i = lex::skip_lws_at(b, end);
         let mut port = None;
         if b.get(i) == Some(&b':') {
+            // port = 1*DIGIT, within u16 (saturating past it).
             let start = lex::skip_lws_at(b, i + 1);
             let mut j = start;
-            while b.get(j).is_some_and(u8::is_ascii_digit) {
+            let mut n: u32 = 0;
+            while let Some(&c) = b.get(j) {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                n = (n * 10 + u32::from(c - b'0')).min(0x1_0000);
                 j += 1;
             }
-            port = Some(parse_port(s.get(start..j).unwrap_or("")).ok_or(SyntaxError::Port)?);
+            if j == start {
+                return Err(SyntaxError::Port);
+            }
+            port = Some(u16::try_from(n).map_err(|_| SyntaxError::Port)?);
             i = j;
         }
         let mut known = ViaParams::default();
-        let raw = scan_header_params(s.get(i..).unwrap_or(""), |p| known.note(p))?;
-        Ok(Via {
-            protocol_name,
-            protocol_version,
-            transport: Transport::parse(transport),
-            host,
-            port,
-            params: Params::from_validated(raw, ParamKind::Header),
-            known,
-        })
+        let rest = s.get(i..).unwrap_or("");
+        let (raw, stop) = if list {
+            let scan = scan_header_params_prefix(rest, |s, p| known.note(s, p))?;
+            (scan.raw, i + scan.stop)
+        } else {
+            (
+                scan_header_params_whole(rest, |s, p| known.note(s, p))?,
+                s.len(),
+            )
+        };
+        Ok((
+            Via {
+                protocol_name,
+                protocol_version,
+                transport: Transport::parse(transport),
+                host,
+                params: raw,
+                branch: known.branch,
+                port,
+            },
+            stop,
+        ))
+    }
+
+    /// The value of the first parameter named `name` (ASCII lower case, compared
+    /// case-insensitively), if it has one.
+    fn first_param(&self, name: &str) -> Option<Option<&'b str>> {
+        self.params()
+            .iter()
+            .find(|p| lex::eq_ci(p.name, name))
+            .map(|p| p.value)
     }
 
     /// The protocol name (`SIP`).
@@ -1202,17 +1418,17 @@ impl<'b> Via<'b> {
 
     /// All Via parameters.
     pub fn params(&self) -> Params<'b> {
-        self.params
+        Params::from_validated(self.params, ParamKind::Header)
     }
 
     /// A parameter by name (case-insensitive).
     pub fn param(&self, name: &str) -> Option<Param<'b>> {
-        self.params.get(name)
+        self.params().get(name)
     }
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'b str> {
-        self.known.branch
+        self.branch
     }
 
     /// True if the branch starts with the RFC 3261 magic cookie `z9hG4bK`.
@@ -1229,27 +1445,31 @@ impl<'b> Via<'b> {
 
     /// The `received` address; with or without brackets, as RFC 5118 §4.5 asks.
     pub fn received(&self) -> Option<IpAddr> {
-        self.known.received
+        self.first_param("received")
+            .flatten()
+            .and_then(parse_received)
     }
 
     /// True if `rport` is present (with or without a value, RFC 3581).
     pub fn has_rport(&self) -> bool {
-        self.known.rport.is_some()
+        self.first_param("rport").is_some()
     }
 
     /// The `rport` value filled in by a server, if any.
     pub fn rport(&self) -> Option<u16> {
-        self.known.rport.flatten()
+        self.first_param("rport").flatten().and_then(parse_port)
     }
 
     /// The `maddr` host.
     pub fn maddr(&self) -> Option<Host<'b>> {
-        self.known.maddr
+        self.first_param("maddr")
+            .flatten()
+            .and_then(|v| Host::parse(v).ok())
     }
 
     /// The `ttl` parameter.
     pub fn ttl(&self) -> Option<u8> {
-        self.known.ttl
+        self.first_param("ttl").flatten().and_then(parse_ttl)
     }
 }
 
@@ -1285,7 +1505,11 @@ pub struct CSeq<'b> {
 impl<'b> CSeq<'b> {
     /// Parses a CSeq value (folds allowed between number and method).
     pub fn parse(s: &'b str) -> Result<CSeq<'b>, SyntaxError> {
-        let s = lex::trim_lws(s);
+        Self::parse_trimmed(lex::trim_lws(s))
+    }
+
+    /// [`CSeq::parse`] of a value with no surrounding LWS (as `Message` stores them).
+    pub(crate) fn parse_trimmed(s: &'b str) -> Result<CSeq<'b>, SyntaxError> {
         let b = s.as_bytes();
         let mut seq: u64 = 0;
         let mut i = 0;
@@ -1303,15 +1527,15 @@ impl<'b> CSeq<'b> {
         if !b.get(i).is_some_and(|&c| lex::is_lws(c)) {
             return Err(SyntaxError::Method);
         }
-        let method = s.get(lex::skip_lws_at(b, i)..).unwrap_or("");
-        if !lex::is_token(method) {
-            return Err(SyntaxError::Method);
+        let method = Method::parse(s.get(lex::skip_lws_at(b, i)..).unwrap_or(""));
+        // The known methods are tokens; anything else is checked.
+        if let Method::Other(m) = method {
+            if !lex::is_token(m) {
+                return Err(SyntaxError::Method);
+            }
         }
         let seq = u32::try_from(seq).map_err(|_| SyntaxError::OutOfRange)?;
-        Ok(CSeq {
-            seq,
-            method: Method::parse(method),
-        })
+        Ok(CSeq { seq, method })
     }
 }
 
@@ -1322,15 +1546,27 @@ pub struct MaxForwards(pub u8);
 impl MaxForwards {
     /// Parses the value; leading zeros are fine (`0068` is 68).
     pub fn parse(s: &str) -> Result<MaxForwards, SyntaxError> {
-        let s = lex::trim_lws(s);
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        digits_value(s)
+            .and_then(|n| u8::try_from(n).map_err(|_| SyntaxError::OutOfRange))
+            .map(MaxForwards)
+    }
+}
+
+/// `1*DIGIT` after trimming LWS: `Number` if it is not that, else the value, saturated
+/// past `u32::MAX` (which every caller's range rejects).
+fn digits_value(s: &str) -> Result<u64, SyntaxError> {
+    let s = lex::trim_lws(s);
+    if s.is_empty() {
+        return Err(SyntaxError::Number);
+    }
+    let mut n: u64 = 0;
+    for c in s.bytes() {
+        if !c.is_ascii_digit() {
             return Err(SyntaxError::Number);
         }
-        lex::parse_digits(s)
-            .and_then(|n| u8::try_from(n).ok())
-            .map(MaxForwards)
-            .ok_or(SyntaxError::OutOfRange)
+        n = (n * 10 + u64::from(c - b'0')).min(u64::from(u32::MAX) + 1);
     }
+    Ok(n)
 }
 
 /// `Content-Length: 1*DIGIT`.
@@ -1340,14 +1576,9 @@ pub struct ContentLength(pub u32);
 impl ContentLength {
     /// Parses the value.
     pub fn parse(s: &str) -> Result<ContentLength, SyntaxError> {
-        let s = lex::trim_lws(s);
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(SyntaxError::Number);
-        }
-        lex::parse_digits(s)
-            .and_then(|n| u32::try_from(n).ok())
+        digits_value(s)
+            .and_then(|n| u32::try_from(n).map_err(|_| SyntaxError::OutOfRange))
             .map(ContentLength)
-            .ok_or(SyntaxError::OutOfRange)
     }
 }
 
@@ -1358,7 +1589,11 @@ pub struct CallId<'b>(&'b str);
 impl<'b> CallId<'b> {
     /// Validates a Call-ID value.
     pub fn parse(s: &'b str) -> Result<CallId<'b>, SyntaxError> {
-        let s = lex::trim_lws(s);
+        Self::parse_trimmed(lex::trim_lws(s))
+    }
+
+    /// [`CallId::parse`] of a value with no surrounding LWS (as `Message` stores them).
+    pub(crate) fn parse_trimmed(s: &'b str) -> Result<CallId<'b>, SyntaxError> {
         let b = s.as_bytes();
         let first = lex::run(b, 0, lex::WORD);
         let ok = match b.get(first) {

@@ -3,7 +3,7 @@
 //! [`Message::parse`] is httparse-shaped: it takes whatever bytes the transport has read,
 //! returns `Ok(Status::Partial)` when they are a strict prefix of a message (never an
 //! error), and otherwise a [`Message`] that borrows every string from the buffer. Header
-//! lines are recorded in a fixed inline array ([`MAX_HEADERS`] entries of 12-byte offsets
+//! lines are recorded in a fixed inline array ([`MAX_HEADERS`] entries of 8-byte offsets
 //! into the header block, handed out as [`Header`] slices), so parsing allocates nothing;
 //! names are resolved to [`HeaderName`] once; values are `&str` slices of the buffer, a
 //! folded value included (its CR LF counts as whitespace for every tokenizer).
@@ -95,8 +95,14 @@ impl Version {
         *self == Self::SIP_2_0
     }
 
-    fn parse(s: &str) -> Option<Version> {
-        let b = s.as_bytes();
+    #[inline(always)]
+    fn parse_bytes(b: &[u8]) -> Option<Version> {
+        // The one version seen in practice, in one comparison of seven bytes.
+        if let Ok(&[s, i, p, slash, b'2', b'.', b'0']) = <&[u8; 7]>::try_from(b) {
+            if [s, i, p, slash].eq_ignore_ascii_case(b"SIP/") {
+                return Some(Version::SIP_2_0);
+            }
+        }
         if b.len() < 7 || !b.get(..4)?.eq_ignore_ascii_case(b"SIP/") {
             return None;
         }
@@ -165,26 +171,61 @@ pub struct Header<'b> {
 }
 
 /// Where one header line sits in the header block: offsets, not slices, so that the inline
-/// array stays small (12 bytes a line, all-zero when empty) and cheap to initialise and move.
+/// array stays small (8 bytes a line, all-zero when empty) and cheap to initialise and move.
 /// Limits that follow: a header name is at most 255 bytes and a value at most 64 KiB.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    name_start: u32,
     value_start: u32,
     value_len: u16,
-    name_len: u8,
+    /// `value_start` minus the start of the name, or `u8::MAX` when that does not fit (the
+    /// name is then found by scanning back from the value).
+    name_back: u8,
     name: HeaderName,
 }
 
 /// An unused slot. `HeaderName::Via` is discriminant 0, so this is all zero bytes and the
 /// array initialises with one `memset`; `count` says which slots are real.
 const EMPTY_SLOT: Slot = Slot {
-    name_start: 0,
     value_start: 0,
     value_len: 0,
-    name_len: 0,
+    name_back: 0,
     name: HeaderName::Via,
 };
+
+/// The headers the message-level checks look at: for each, where it first occurs and how
+/// often, recorded while framing so that the checks never walk the header list.
+const TRACKED: [HeaderName; 11] = [
+    HeaderName::To,
+    HeaderName::From,
+    HeaderName::CallId,
+    HeaderName::CSeq,
+    HeaderName::Via,
+    HeaderName::MaxForwards,
+    HeaderName::ContentLength,
+    HeaderName::Contact,
+    HeaderName::RecordRoute,
+    HeaderName::Route,
+    HeaderName::Date,
+];
+
+/// `TRACK[name as usize]`: the index of `name` in [`TRACKED`], or [`NOT_TRACKED`].
+static TRACK: [u8; HeaderName::Other as usize + 1] = {
+    let mut t = [NOT_TRACKED; HeaderName::Other as usize + 1];
+    let mut i = 0;
+    while i < TRACKED.len() {
+        t[TRACKED[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+const NOT_TRACKED: u8 = u8::MAX;
+
+/// Index in [`TRACKED`] of a name the checks use (a constant lookup for constant names).
+#[inline(always)]
+fn tracked(name: HeaderName) -> usize {
+    usize::from(TRACK.get(name as usize).copied().unwrap_or(NOT_TRACKED))
+}
 
 /// Why a buffer is not (the start of) a SIP message on a stream.
 ///
@@ -329,35 +370,100 @@ pub struct Message<'b> {
     head: &'b str,
     slots: [Slot; MAX_HEADERS],
     count: usize,
+    /// Per [`TRACKED`] name: the slot of its first line, and how many lines (saturating).
+    first: [u8; TRACKED.len()],
+    seen: [u8; TRACKED.len()],
     body: &'b [u8],
     len: usize,
     framing: Framing,
 }
 
-fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
-    let b = line.as_bytes();
-    if b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+/// Whether the CR or LF at `i` starts a CR LF: `Some(true)` yes, `Some(false)` a CR that
+/// is the last byte so far, `None` a bare CR or LF.
+#[inline(always)]
+fn crlf_at(region: &[u8], i: usize) -> Option<bool> {
+    match (region.get(i), region.get(i + 1)) {
+        (Some(b'\r'), Some(b'\n')) => Some(true),
+        (Some(b'\r'), None) => Some(false),
+        _ => None,
+    }
+}
+
+/// The start line as offsets into itself, found before the header block is known to be
+/// complete (so before it has been validated as one `&str`).
+#[derive(Debug, Clone, Copy)]
+enum RawStart {
+    Request {
+        method_end: usize,
+        uri_start: usize,
+        uri_end: usize,
+        version: Version,
+    },
+    Response {
+        version: Version,
+        code: u16,
+        reason_start: usize,
+    },
+}
+
+impl RawStart {
+    /// The borrowed start line, from the validated text of the line.
+    #[inline(always)]
+    fn resolve(self, line: &str) -> StartLine<'_> {
+        match self {
+            RawStart::Request {
+                method_end,
+                uri_start,
+                uri_end,
+                version,
+            } => StartLine::Request {
+                method: Method::parse(line.get(..method_end).unwrap_or("")),
+                uri: line.get(uri_start..uri_end).unwrap_or(""),
+                version,
+            },
+            RawStart::Response {
+                version,
+                code,
+                reason_start,
+            } => StartLine::Response {
+                version,
+                code,
+                reason: line.get(reason_start..).unwrap_or(""),
+            },
+        }
+    }
+}
+
+/// Parses the start line (without CRLF). Every split point is an ASCII space, so the
+/// offsets are character boundaries of the line.
+fn parse_start_line(b: &[u8]) -> Result<RawStart, ParseError> {
+    let is_status = match b.get(..4) {
+        // Letters fold exactly under `| 0x20`; the slash is compared as it is.
+        Some(&[s, i, p, b'/']) => [s | 0x20, i | 0x20, p | 0x20] == *b"sip",
+        _ => false,
+    };
+    if is_status {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let sp = lex::find_byte(b, b' ').ok_or(ParseError::BadStatusLine)?;
-        let version = line
+        let version = b
             .get(..sp)
-            .and_then(Version::parse)
+            .and_then(Version::parse_bytes)
             .ok_or(ParseError::BadStatusLine)?;
         let code = b.get(sp + 1..sp + 4).ok_or(ParseError::BadStatusLine)?;
         if !code.iter().all(u8::is_ascii_digit) {
             return Err(ParseError::BadStatusLine);
         }
         // A missing separator before an empty reason is tolerated (RFC 4475 §3.1.1.13).
-        let reason = match b.get(sp + 4) {
-            Some(b' ') => line.get(sp + 5..).unwrap_or(""),
-            None => "",
+        let reason_start = match b.get(sp + 4) {
+            Some(b' ') => sp + 5,
+            None => b.len(),
             Some(_) => return Err(ParseError::BadStatusLine),
         };
         let code = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-        return Ok(StartLine::Response {
+        return Ok(RawStart::Response {
             version,
             code,
-            reason,
+            reason_start,
         });
     }
     // Request-Line: split at the first and the last space so that a Request-URI with
@@ -367,25 +473,28 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
         .iter()
         .rposition(|&c| c != b' ' && c != b'\t')
         .map_or(0, |i| i + 1);
-    let last = memchr::memrchr(b' ', b.get(..trimmed_len).unwrap_or(&[]))
+    // The version is short, so the last space is a few bytes from the end.
+    let last = b
+        .get(..trimmed_len)
+        .unwrap_or(&[])
+        .iter()
+        .rposition(|&c| c == b' ')
         .ok_or(ParseError::BadRequestLine)?;
     if first == 0 || last <= first {
         return Err(ParseError::BadRequestLine);
     }
-    let method = line.get(..first).ok_or(ParseError::BadRequestLine)?;
-    let uri = line
-        .get(first + 1..last)
-        .ok_or(ParseError::BadRequestLine)?;
-    let version = line
+    let version = b
         .get(last + 1..trimmed_len)
-        .and_then(Version::parse)
+        .and_then(Version::parse_bytes)
         .ok_or(ParseError::BadRequestLine)?;
-    if lex::trim_lws(uri).is_empty() {
+    let uri = b.get(first + 1..last).ok_or(ParseError::BadRequestLine)?;
+    if uri.iter().all(|&c| lex::is_lws(c)) {
         return Err(ParseError::BadRequestLine);
     }
-    Ok(StartLine::Request {
-        method: Method::parse(method),
-        uri,
+    Ok(RawStart::Request {
+        method_end: first,
+        uri_start: first + 1,
+        uri_end: last,
         version,
     })
 }
@@ -396,29 +505,40 @@ impl<'b> Message<'b> {
     /// `Ok(Partial)` for every strict prefix of a valid message (the body included); after
     /// `Complete(msg)` the next message starts at `&buf[msg.len()..]`.
     pub fn parse(buf: &'b [u8], limits: &Limits) -> Result<Status<Message<'b>>, ParseError> {
-        // Built in the value that is returned, so the inline header array is not copied.
+        // Built in the value that is returned, and returned from one place, so that the
+        // inline header array is not copied.
         let mut out = Ok(Status::Complete(Message::empty(Framing::Stream)));
-        if let Ok(Status::Complete(msg)) = &mut out {
-            match msg.scan(buf, limits.max_header_bytes) {
-                Ok(true) => {}
-                Ok(false) => return Ok(Status::Partial),
-                Err(e) => return Err(e),
-            }
-            if !msg.version().is_sip_2_0() {
-                return Err(ParseError::VersionNotSupported);
-            }
-            let cl = msg.stream_content_length()?;
-            if cl > limits.max_body_bytes {
-                return Err(ParseError::BodyTooLarge);
-            }
-            let total = msg.len.checked_add(cl).ok_or(ParseError::BodyTooLarge)?;
-            let Some(body) = buf.get(msg.len..total) else {
-                return Ok(Status::Partial);
-            };
-            msg.body = body;
-            msg.len = total;
+        let framed = match &mut out {
+            Ok(Status::Complete(msg)) => msg.frame_stream(buf, limits),
+            _ => Ok(true),
+        };
+        match framed {
+            Ok(true) => {}
+            Ok(false) => out = Ok(Status::Partial),
+            Err(e) => out = Err(e),
         }
         out
+    }
+
+    /// [`parse`](Message::parse) on the message being built: `Ok(false)` for a prefix.
+    fn frame_stream(&mut self, buf: &'b [u8], limits: &Limits) -> Result<bool, ParseError> {
+        if !self.scan(buf, limits.max_header_bytes)? {
+            return Ok(false);
+        }
+        if !self.version().is_sip_2_0() {
+            return Err(ParseError::VersionNotSupported);
+        }
+        let cl = self.stream_content_length()?;
+        if cl > limits.max_body_bytes {
+            return Err(ParseError::BodyTooLarge);
+        }
+        let total = self.len.checked_add(cl).ok_or(ParseError::BodyTooLarge)?;
+        let Some(body) = buf.get(self.len..total) else {
+            return Ok(false);
+        };
+        self.body = body;
+        self.len = total;
+        Ok(true)
     }
 
     /// Parses only the start line and header block, ignoring Content-Length and the body,
@@ -428,12 +548,14 @@ impl<'b> Message<'b> {
     /// datagram-style input; `len()` is the header block length and `body()` is empty.
     pub fn parse_head(buf: &'b [u8]) -> Result<Status<Message<'b>>, ParseError> {
         let mut out = Ok(Status::Complete(Message::empty(Framing::HeadOnly)));
-        if let Ok(Status::Complete(msg)) = &mut out {
-            match msg.scan(buf, usize::MAX) {
-                Ok(true) => {}
-                Ok(false) => return Ok(Status::Partial),
-                Err(e) => return Err(e),
-            }
+        let framed = match &mut out {
+            Ok(Status::Complete(msg)) => msg.scan(buf, usize::MAX),
+            _ => Ok(true),
+        };
+        match framed {
+            Ok(true) => {}
+            Ok(false) => out = Ok(Status::Partial),
+            Err(e) => out = Err(e),
         }
         out
     }
@@ -450,6 +572,8 @@ impl<'b> Message<'b> {
             head: "",
             slots: [EMPTY_SLOT; MAX_HEADERS],
             count: 0,
+            first: [0; TRACKED.len()],
+            seen: [0; TRACKED.len()],
             body: &[],
             len: 0,
             framing,
@@ -459,105 +583,250 @@ impl<'b> Message<'b> {
     /// One pass over the lines of the header block, looking only at complete lines so that
     /// a prefix is never an error it would not be in full. `Ok(false)`: need more bytes.
     ///
-    /// Each step finds the next CR or LF (SWAR); a line must end in CR LF, so a lone CR or
-    /// LF anywhere in the block is caught on the way, with no separate pass.
+    /// Each line is taken up to its first CR or LF (SWAR); a line must end in CR LF, so a
+    /// lone CR or LF anywhere in the block is caught on the way, with no separate pass.
+    /// Header names are resolved from the text before the colon; the block is validated
+    /// as UTF-8 once, when it is complete.
     fn scan(&mut self, buf: &'b [u8], limit: usize) -> Result<bool, ParseError> {
         let region = buf.get(..limit.min(buf.len())).unwrap_or(buf);
         // Offsets are stored as u32; a block that long is over any sane limit anyway.
         let region = region.get(..u32::MAX as usize).unwrap_or(region);
-        let mut line_start = 0usize;
-        // The slot of the header whose value may still grow by continuation lines.
-        let mut open: Option<usize> = None;
-        let mut value_end = 0usize;
-        while let Some(cr) = region
-            .get(line_start..)
-            .and_then(|rest| memchr::memchr2(b'\r', b'\n', rest))
-            .map(|i| line_start + i)
-        {
-            match (region.get(cr), region.get(cr + 1)) {
-                (Some(b'\r'), Some(b'\n')) => {}
-                (Some(b'\r'), None) => break,
-                _ => return Err(ParseError::BadLineEnding),
-            }
-            let next = cr + 2;
-            if line_start == 0 {
-                if cr == 0 {
-                    return Err(ParseError::EmptyStartLine);
-                }
-                let raw = region.get(..cr).ok_or(ParseError::BadLineEnding)?;
-                let raw = std::str::from_utf8(raw).map_err(|_| ParseError::NotUtf8)?;
-                self.start = parse_start_line(raw)?;
-                self.start_raw = raw;
-            } else if cr == line_start {
-                // The empty line: the header block is complete.
-                if let Some(k) = open {
-                    self.close_value(region, k, value_end)?;
-                }
-                let block = region.get(..next).ok_or(ParseError::BadLineEnding)?;
-                self.head = std::str::from_utf8(block).map_err(|_| ParseError::NotUtf8)?;
-                self.len = next;
-                return Ok(true);
-            } else if matches!(region.get(line_start), Some(b' ' | b'\t')) {
-                // RFC 3261 §7.3.1: a line starting with SP/HT continues the previous value.
-                if open.is_none() {
-                    return Err(ParseError::MalformedHeaderLine);
-                }
-                value_end = cr;
-            } else {
-                if let Some(k) = open {
-                    self.close_value(region, k, value_end)?;
-                }
-                open = Some(self.open_header(region, line_start, cr)?);
-                value_end = cr;
-            }
-            line_start = next;
-        }
-        if buf.len() >= limit {
+        let need_more = if buf.len() >= limit {
             Err(ParseError::HeaderTooLarge)
         } else {
             Ok(false)
+        };
+        // The start line.
+        let Some(cr) = lex::find_eol(region, 0) else {
+            return need_more;
+        };
+        match crlf_at(region, cr) {
+            Some(true) => {}
+            Some(false) => return need_more,
+            None => return Err(ParseError::BadLineEnding),
+        }
+        if cr == 0 {
+            return Err(ParseError::EmptyStartLine);
+        }
+        let line = region.get(..cr).unwrap_or(&[]);
+        if !line.is_ascii() && std::str::from_utf8(line).is_err() {
+            return Err(ParseError::NotUtf8);
+        }
+        let start = parse_start_line(line)?;
+        let start_len = cr;
+        let mut line_start = cr + 2;
+        // The slot of the latest header (continuation lines extend its value), and the
+        // error its value owes, raised when it is complete (at the next header line or
+        // the end of the block), where a check of the finished value would find it.
+        let mut last: Option<usize> = None;
+        let mut owed: Option<ParseError> = None;
+        loop {
+            if owed.is_none() {
+                while let Some((k, next)) = self.plain_header(region, line_start) {
+                    last = Some(k);
+                    line_start = next;
+                }
+            }
+            let first = match region.get(line_start) {
+                Some(&c) => c,
+                None => return need_more,
+            };
+            if first == b' ' || first == b'\t' {
+                // RFC 3261 §7.3.1: a line starting with SP/HT continues the previous value.
+                let Some(cr) = lex::find_eol(region, line_start) else {
+                    return need_more;
+                };
+                match crlf_at(region, cr) {
+                    Some(true) => {}
+                    Some(false) => return need_more,
+                    None => return Err(ParseError::BadLineEnding),
+                }
+                let k = last.ok_or(ParseError::MalformedHeaderLine)?;
+                if let Some(e) = self.extend_value(region, k, cr) {
+                    owed = Some(e);
+                }
+                line_start = cr + 2;
+                continue;
+            }
+            // (A line starting with CR is the empty line or a bad line ending.)
+            let hit = if first == b'\r' {
+                line_start
+            } else {
+                match lex::find_colon_or_eol(region, line_start) {
+                    Some(hit) => hit,
+                    None => return need_more,
+                }
+            };
+            let (colon, cr) = if region.get(hit) == Some(&b':') {
+                match lex::find_eol(region, hit + 1) {
+                    Some(cr) => (Some(hit), cr),
+                    None => return need_more,
+                }
+            } else {
+                (None, hit)
+            };
+            match crlf_at(region, cr) {
+                Some(true) => {}
+                Some(false) => return need_more,
+                None => return Err(ParseError::BadLineEnding),
+            }
+            if let Some(e) = owed {
+                return Err(e);
+            }
+            if cr == line_start {
+                // The empty line: the header block is complete.
+                let next = cr + 2;
+                let block = region.get(..next).ok_or(ParseError::BadLineEnding)?;
+                self.head = std::str::from_utf8(block).map_err(|_| ParseError::NotUtf8)?;
+                let raw = self.head.get(..start_len).unwrap_or("");
+                self.start = start.resolve(raw);
+                self.start_raw = raw;
+                self.len = next;
+                return Ok(true);
+            }
+            let colon = colon.ok_or(ParseError::MalformedHeaderLine)?;
+            let (k, e) = self.open_header(region, line_start, colon, cr)?;
+            last = Some(k);
+            owed = e;
+            line_start = cr + 2;
         }
     }
 
-    /// Reads `name *(SP/HT) ":"` of the header line `region[start..end]`, resolving the name
-    /// while scanning it (RFC 3261 §7.3.1 HCOLON), and fills the next slot; returns it.
+    /// The common header line, `Name: value CRLF` with a known name of at most 15 bytes
+    /// right before the colon, taken in straight-line code: fills the next slot and
+    /// returns it with the start of the next line. `None` leaves everything untouched for
+    /// [`open_header`](Message::open_header) and the general loop, which also produce
+    /// every error.
+    #[inline(always)]
+    fn plain_header(&mut self, region: &[u8], start: usize) -> Option<(usize, usize)> {
+        let w0 = lex::word_at(region, start)?;
+        let m0 = lex::colon_or_control(w0);
+        let (colon, w1) = if m0 != 0 {
+            (start + (m0.trailing_zeros() / 8) as usize, 0)
+        } else {
+            let w1 = lex::word_at(region, start + 8)?;
+            let m1 = lex::colon_or_control(w1);
+            if m1 == 0 {
+                return None;
+            }
+            (start + 8 + (m1.trailing_zeros() / 8) as usize, w1)
+        };
+        // The first flagged byte must be the colon, right after the name.
+        if region.get(colon) != Some(&b':') || colon == start {
+            return None;
+        }
+        if matches!(region.get(colon - 1), Some(b' ' | b'\t')) {
+            return None;
+        }
+        // A known name is a token (the name holds no CR: a CR would have been flagged).
+        let name = HeaderName::known_words(w0, w1, colon - start)?;
+        let mut value_start = colon + 1;
+        while matches!(region.get(value_start), Some(b' ' | b'\t')) {
+            value_start += 1;
+        }
+        let cr = lex::find_eol(region, value_start)?;
+        if crlf_at(region, cr) != Some(true) {
+            return None;
+        }
+        let mut value_end = cr;
+        while value_end > value_start && matches!(region.get(value_end - 1), Some(b' ' | b'\t')) {
+            value_end -= 1;
+        }
+        let value_len = u16::try_from(value_end - value_start).ok()?;
+        let k = self.count;
+        let slot = self.slots.get_mut(k)?;
+        // `region` is at most u32::MAX bytes long, so this cast is exact.
+        *slot = Slot {
+            value_start: value_start as u32,
+            value_len,
+            name_back: u8::try_from(value_start - start).unwrap_or(u8::MAX),
+            name,
+        };
+        self.count += 1;
+        let t = tracked(name);
+        if let (Some(first), Some(seen)) = (self.first.get_mut(t), self.seen.get_mut(t)) {
+            if *seen == 0 {
+                // k < MAX_HEADERS, which fits a u8.
+                *first = k as u8;
+            }
+            *seen = seen.saturating_add(1);
+        }
+        Some((k, cr + 2))
+    }
+
+    /// Reads `name *(SP/HT)` before the colon at `colon` of the header line
+    /// `region[start..cr]` (RFC 3261 §7.3.1 HCOLON), resolving the name, and fills the next
+    /// slot with it and the trimmed value; returns the slot, and the error the value owes
+    /// if it is too long to record. The line holds no CR or LF before `cr`.
+    #[inline]
     fn open_header(
         &mut self,
         region: &[u8],
         start: usize,
-        end: usize,
-    ) -> Result<usize, ParseError> {
-        let line = region
-            .get(start..end)
-            .ok_or(ParseError::MalformedHeaderLine)?;
-        let (name, name_len) = HeaderName::scan(line);
-        let mut colon = name_len;
-        while matches!(line.get(colon), Some(b' ' | b'\t')) {
-            colon += 1;
+        colon: usize,
+        cr: usize,
+    ) -> Result<(usize, Option<ParseError>), ParseError> {
+        let mut name_end = colon;
+        while name_end > start && matches!(region.get(name_end - 1), Some(b' ' | b'\t')) {
+            name_end -= 1;
         }
-        if name_len == 0 || name_len > usize::from(u8::MAX) || line.get(colon) != Some(&b':') {
+        let name_len = name_end - start;
+        if name_len == 0 || name_len > usize::from(u8::MAX) {
             return Err(ParseError::MalformedHeaderLine);
         }
+        let name = match HeaderName::known_at(region, start, name_len) {
+            Some(name) => name,
+            None => {
+                let rest = region.get(start..).unwrap_or(&[]);
+                if lex::run(rest, 0, lex::TOKEN) != name_len {
+                    return Err(ParseError::MalformedHeaderLine);
+                }
+                HeaderName::Other
+            }
+        };
         let k = self.count;
         let slot = self.slots.get_mut(k).ok_or(ParseError::TooManyHeaders)?;
-        // `region` is at most u32::MAX bytes long, so these casts are exact.
+        // The value, trimmed (the line has no CR or LF, so SP and HT are all its LWS).
+        let mut value_start = colon + 1;
+        while value_start < cr && matches!(region.get(value_start), Some(b' ' | b'\t')) {
+            value_start += 1;
+        }
+        let mut value_end = cr;
+        while value_end > value_start && matches!(region.get(value_end - 1), Some(b' ' | b'\t')) {
+            value_end -= 1;
+        }
+        let (value_len, owed) = match u16::try_from(value_end - value_start) {
+            Ok(n) => (n, None),
+            Err(_) => (0, Some(ParseError::HeaderTooLarge)),
+        };
+        // `region` is at most u32::MAX bytes long, so this cast is exact.
         *slot = Slot {
-            name_start: start as u32,
-            value_start: (start + colon + 1) as u32,
-            value_len: 0,
-            name_len: name_len as u8,
+            value_start: value_start as u32,
+            value_len,
+            name_back: u8::try_from(value_start - start).unwrap_or(u8::MAX),
             name,
         };
         self.count += 1;
-        Ok(k)
+        let t = tracked(name);
+        if let (Some(first), Some(seen)) = (self.first.get_mut(t), self.seen.get_mut(t)) {
+            if *seen == 0 {
+                // k < MAX_HEADERS, which fits a u8.
+                *first = k as u8;
+            }
+            *seen = seen.saturating_add(1);
+        }
+        Ok((k, owed))
     }
 
-    /// Sets the value of slot `k` to end at `end`, trimming LWS (folds included) around it.
-    fn close_value(&mut self, region: &[u8], k: usize, end: usize) -> Result<(), ParseError> {
-        let Some(slot) = self.slots.get_mut(k) else {
-            return Ok(());
-        };
-        let mut start = slot.value_start as usize;
+    /// Extends the value of slot `k` over a continuation line ending at `end`, trimming
+    /// LWS (folds included) around it; returns the error it owes if it got too long.
+    ///
+    /// A value that was empty starts at the end of what it covered, so the new start is
+    /// the first non-LWS byte from there; a non-empty one keeps its start.
+    fn extend_value(&mut self, region: &[u8], k: usize, end: usize) -> Option<ParseError> {
+        let slot = self.slots.get_mut(k)?;
+        let old_start = slot.value_start as usize;
+        let mut start = old_start;
         let mut end = end;
         while start < end && region.get(start).is_some_and(|&c| lex::is_lws(c)) {
             start += 1;
@@ -566,42 +835,112 @@ impl<'b> Message<'b> {
             end -= 1;
         }
         slot.value_start = start as u32;
-        slot.value_len = u16::try_from(end - start).map_err(|_| ParseError::HeaderTooLarge)?;
-        Ok(())
+        let back = usize::from(slot.name_back) + (start - old_start);
+        slot.name_back = u8::try_from(back).unwrap_or(u8::MAX);
+        match u16::try_from(end - start) {
+            Ok(n) => {
+                slot.value_len = n;
+                None
+            }
+            Err(_) => {
+                slot.value_len = 0;
+                Some(ParseError::HeaderTooLarge)
+            }
+        }
+    }
+
+    /// The value of a header line.
+    #[inline]
+    fn value_at(&self, slot: &Slot) -> &'b str {
+        let start = slot.value_start as usize;
+        self.head
+            .get(start..start + usize::from(slot.value_len))
+            .unwrap_or("")
+    }
+
+    /// The name of a header line as received.
+    fn raw_name_at(&self, slot: &Slot) -> &'b str {
+        let b = self.head.as_bytes();
+        let value_start = slot.value_start as usize;
+        let start = match value_start.checked_sub(usize::from(slot.name_back)) {
+            Some(start) if slot.name_back != u8::MAX => start,
+            _ => {
+                // Back over the LWS before the value, the colon, the SP/HT before it and
+                // the name (a token, preceded by the LF of the line before).
+                let mut i = value_start;
+                while i > 0 && b.get(i - 1).is_some_and(|&c| lex::is_lws(c)) {
+                    i -= 1;
+                }
+                i = i.saturating_sub(1);
+                while i > 0 && matches!(b.get(i - 1), Some(b' ' | b'\t')) {
+                    i -= 1;
+                }
+                while i > 0 && b.get(i - 1).is_some_and(|&c| lex::is_token_char(c)) {
+                    i -= 1;
+                }
+                i
+            }
+        };
+        let end = lex::run(b, start, lex::TOKEN);
+        self.head.get(start..end).unwrap_or("")
+    }
+
+    /// The slot of the first line of a [`TRACKED`] name, and how many lines it has.
+    #[inline(always)]
+    fn first_tracked(&self, name: HeaderName) -> (usize, Option<&Slot>) {
+        let t = tracked(name);
+        let seen = usize::from(self.seen.get(t).copied().unwrap_or(0));
+        let slot = match seen {
+            0 => None,
+            _ => self
+                .first
+                .get(t)
+                .and_then(|&k| self.slots.get(usize::from(k))),
+        };
+        (seen, slot)
     }
 
     fn header_at(&self, slot: &Slot) -> Header<'b> {
-        let name_start = slot.name_start as usize;
-        let value_start = slot.value_start as usize;
         Header {
             name: slot.name,
-            raw_name: self
-                .head
-                .get(name_start..name_start + usize::from(slot.name_len))
-                .unwrap_or(""),
-            value: self
-                .head
-                .get(value_start..value_start + usize::from(slot.value_len))
-                .unwrap_or(""),
+            raw_name: self.raw_name_at(slot),
+            value: self.value_at(slot),
         }
     }
 
     /// The Content-Length that frames this message on a stream.
     fn stream_content_length(&self) -> Result<usize, ParseError> {
-        let mut found: Option<u64> = None;
-        for h in self.headers_named(HeaderName::ContentLength) {
-            let v = h.value;
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        /// 1*DIGIT; all digits, so an overflow is simply a body that is too large.
+        fn digits(v: &str) -> Result<u64, ParseError> {
+            if v.is_empty() {
                 return Err(ParseError::InvalidContentLength);
             }
-            // All digits: an overflow is simply a body that is too large.
-            let n = lex::parse_digits(v).unwrap_or(u64::MAX);
-            match found {
-                Some(f) if f != n => return Err(ParseError::ConflictingContentLength),
-                _ => found = Some(n),
+            let mut n: u64 = 0;
+            for c in v.bytes() {
+                if !c.is_ascii_digit() {
+                    return Err(ParseError::InvalidContentLength);
+                }
+                n = n.saturating_mul(10).saturating_add(u64::from(c - b'0'));
+            }
+            Ok(n)
+        }
+        let (seen, first) = self.first_tracked(HeaderName::ContentLength);
+        let Some(&slot) = first else {
+            return Err(ParseError::MissingContentLength);
+        };
+        let n = digits(self.value_at(&slot))?;
+        if seen > 1 {
+            for s in self
+                .slots_from(HeaderName::ContentLength)
+                .iter()
+                .filter(|s| s.name == HeaderName::ContentLength)
+                .skip(1)
+            {
+                if digits(self.value_at(s))? != n {
+                    return Err(ParseError::ConflictingContentLength);
+                }
             }
         }
-        let n = found.ok_or(ParseError::MissingContentLength)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -689,7 +1028,10 @@ impl<'b> Message<'b> {
 
     /// Value of the first header with this name.
     pub fn header(&self, name: HeaderName) -> Option<&'b str> {
-        self.headers_named(name).next().map(|h| h.value)
+        self.slots_from(name)
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| self.value_at(s))
     }
 
     /// Value of the first header whose raw name matches (case-insensitive; for headers
@@ -702,7 +1044,7 @@ impl<'b> Message<'b> {
 
     /// All header lines with this name, in order.
     pub fn headers_named(&self, name: HeaderName) -> impl Iterator<Item = Header<'b>> + '_ {
-        self.used_slots()
+        self.slots_from(name)
             .iter()
             .filter(move |s| s.name == name)
             .map(|s| self.header_at(s))
@@ -710,7 +1052,24 @@ impl<'b> Message<'b> {
 
     /// Number of header lines with this name.
     pub fn count(&self, name: HeaderName) -> usize {
-        self.used_slots().iter().filter(|s| s.name == name).count()
+        match self.seen.get(tracked(name)) {
+            // At most MAX_HEADERS lines, so the saturating count is exact.
+            Some(&n) => usize::from(n),
+            None => self.used_slots().iter().filter(|s| s.name == name).count(),
+        }
+    }
+
+    /// The used slots from the first line that can have this name on: for a [`TRACKED`]
+    /// name its first line (none if it has none), otherwise all of them.
+    #[inline]
+    fn slots_from(&self, name: HeaderName) -> &[Slot] {
+        let t = tracked(name);
+        let from = match (self.seen.get(t), self.first.get(t)) {
+            (Some(0), _) => self.count,
+            (Some(_), Some(&k)) => usize::from(k),
+            _ => 0,
+        };
+        self.used_slots().get(from..).unwrap_or(&[])
     }
 
     /// The comma-separated elements of every header line with this name, in order, split
@@ -721,7 +1080,7 @@ impl<'b> Message<'b> {
     pub fn values(&self, name: HeaderName) -> Values<'_, 'b> {
         Values {
             msg: self,
-            slots: self.used_slots().iter(),
+            slots: self.slots_from(name).iter(),
             name,
             rest: None,
         }
@@ -816,7 +1175,7 @@ impl<'b> Message<'b> {
             });
         }
         // RFC 4475 §3.1.2.8 lwsruri: whitespace inside the Request-URI.
-        if uri.bytes().any(lex::is_lws) {
+        if lex::has_lws(uri.as_bytes()) {
             return Err(Invalid::bad("Whitespace in Request-URI"));
         }
         let ruri = Uri::parse(uri).map_err(|_| Invalid::bad("Malformed Request-URI"))?;
@@ -855,44 +1214,61 @@ impl<'b> Message<'b> {
         self.check_common(None)
     }
 
-    fn check_common(&self, method: Option<Method<'b>>) -> Result<Checked<'b>, Invalid> {
-        use HeaderName as H;
-        // One pass over the header lines for every count and first value needed below.
-        const TRACKED: usize = 11;
-        let index = |name: HeaderName| -> Option<usize> {
-            Some(match name {
-                H::To => 0,
-                H::From => 1,
-                H::CallId => 2,
-                H::CSeq => 3,
-                H::Via => 4,
-                H::MaxForwards => 5,
-                H::ContentLength => 6,
-                H::Contact => 7,
-                H::RecordRoute => 8,
-                H::Route => 9,
-                H::Date => 10,
-                _ => return None,
-            })
+    /// Parses every element of every line of a list-valued header, in order, as
+    /// [`values`](Message::values) would split them: `item` parses the element at the
+    /// start of its argument (no leading LWS) and returns where it and the LWS after it
+    /// end, which must be a `,` or the end of the line; `each` sees every element.
+    #[inline]
+    fn for_each_item<T>(
+        &self,
+        name: HeaderName,
+        mut item: impl FnMut(&'b str) -> Result<(T, usize), SyntaxError>,
+        mut each: impl FnMut(T),
+    ) -> Result<(), SyntaxError> {
+        // The lines of a tracked name are counted, so the walk stops at the last one.
+        let mut lines = match self.seen.get(tracked(name)) {
+            Some(&n) => usize::from(n),
+            None => usize::MAX,
         };
-        let mut count = [0usize; TRACKED];
-        let mut first: [&str; TRACKED] = [""; TRACKED];
-        for slot in self.used_slots() {
-            if let Some(k) = index(slot.name) {
-                if let (Some(c), Some(f)) = (count.get_mut(k), first.get_mut(k)) {
-                    if *c == 0 {
-                        *f = self.header_at(slot).value;
+        for slot in self.slots_from(name) {
+            if lines == 0 {
+                break;
+            }
+            if slot.name != name {
+                continue;
+            }
+            lines -= 1;
+            let mut rest = self.value_at(slot);
+            if rest.is_empty() {
+                continue;
+            }
+            loop {
+                let s = lex::skip_lws(rest);
+                let (v, stop) = item(s)?;
+                match s.as_bytes().get(stop) {
+                    None => {
+                        each(v);
+                        break;
                     }
-                    *c += 1;
+                    Some(b',') => {
+                        each(v);
+                        rest = s.get(stop + 1..).unwrap_or("");
+                    }
+                    Some(_) => return Err(SyntaxError::Trailing),
                 }
             }
         }
-        let n = |name: HeaderName| index(name).and_then(|k| count.get(k)).copied().unwrap_or(0);
+        Ok(())
+    }
+
+    fn check_common(&self, method: Option<Method<'b>>) -> Result<Checked<'b>, Invalid> {
+        use HeaderName as H;
+        // Counts and first lines were recorded while framing.
+        let n = |name: HeaderName| self.first_tracked(name).0;
         let value = |name: HeaderName| {
-            index(name)
-                .and_then(|k| first.get(k))
-                .copied()
-                .unwrap_or("")
+            self.first_tracked(name)
+                .1
+                .map_or("", |slot| self.value_at(slot))
         };
         // RFC 3261 §8.1.1: To, From, CSeq, Call-ID exactly once; Via at least once
         // (RFC 4475 §3.3.1 insuf, §3.3.8 multi01).
@@ -911,12 +1287,16 @@ impl<'b> Message<'b> {
                 return Err(Invalid::bad(multiple(name)));
             }
         }
-        let to = NameAddr::parse(value(H::To)).map_err(|_| Invalid::bad("Malformed To header"))?;
-        let from =
-            NameAddr::parse(value(H::From)).map_err(|_| Invalid::bad("Malformed From header"))?;
-        let call_id = CallId::parse(value(H::CallId))
+        // Values are stored trimmed, so the element parser can take them as they are.
+        let to = NameAddr::parse_from(value(H::To), false)
+            .map_err(|_| Invalid::bad("Malformed To header"))?
+            .0;
+        let from = NameAddr::parse_from(value(H::From), false)
+            .map_err(|_| Invalid::bad("Malformed From header"))?
+            .0;
+        let call_id = CallId::parse_trimmed(value(H::CallId))
             .map_err(|_| Invalid::bad("Malformed Call-ID header"))?;
-        let cseq = CSeq::parse(value(H::CSeq)).map_err(|e| {
+        let cseq = CSeq::parse_trimmed(value(H::CSeq)).map_err(|e| {
             Invalid::bad(if e == SyntaxError::OutOfRange {
                 "CSeq number out of range"
             } else {
@@ -934,10 +1314,12 @@ impl<'b> Message<'b> {
         }
         // RFC 4475 §3.1.2.1 badinv01: empty Via elements and parameters.
         let mut top_via = None;
-        for via in self.values(H::Via) {
-            let v = Via::parse(via).map_err(|_| Invalid::bad("Malformed Via header"))?;
-            top_via = top_via.or(Some(v));
-        }
+        self.for_each_item(
+            H::Via,
+            |s| Via::parse_from(s, true),
+            |v| top_via = top_via.or(Some(v)),
+        )
+        .map_err(|_| Invalid::bad("Malformed Via header"))?;
         let top_via = top_via.ok_or(Invalid::bad("Missing Via header"))?;
         let max_forwards = if n(H::MaxForwards) > 0 {
             Some(MaxForwards::parse(value(H::MaxForwards)).map_err(|e| {
@@ -953,12 +1335,12 @@ impl<'b> Message<'b> {
         let mut contacts = 0usize;
         let mut star = false;
         let mut contact = None;
-        for c in self.values(H::Contact) {
+        self.for_each_item(H::Contact, Contact::parse_list_item, |c| {
             contacts += 1;
-            let c = Contact::parse(c).map_err(|_| Invalid::bad("Malformed Contact header"))?;
             star |= c == Contact::Star;
             contact = contact.or(Some(c));
-        }
+        })
+        .map_err(|_| Invalid::bad("Malformed Contact header"))?;
         // RFC 3261 §10.2.2: `*` stands alone.
         if star && contacts > 1 {
             return Err(Invalid::bad("Contact '*' must be the only Contact"));
@@ -970,12 +1352,17 @@ impl<'b> Message<'b> {
             if n(name) == 0 {
                 continue;
             }
-            for r in self.values(name) {
-                // route-param = name-addr: angle brackets are mandatory.
-                if !NameAddr::parse(r).is_ok_and(|a| a.is_bracketed()) {
-                    return Err(Invalid::bad(reason));
-                }
-            }
+            // route-param = name-addr: angle brackets are mandatory.
+            self.for_each_item(
+                name,
+                |s| match NameAddr::parse_from(s, true) {
+                    Ok((a, stop)) if a.is_bracketed() => Ok(((), stop)),
+                    Ok(_) => Err(SyntaxError::Angle),
+                    Err(e) => Err(e),
+                },
+                |()| {},
+            )
+            .map_err(|_| Invalid::bad(reason))?;
         }
         if n(H::ContentLength) > 0 {
             let cl = ContentLength::parse(value(H::ContentLength))
@@ -1090,7 +1477,7 @@ impl<'b> Iterator for Values<'_, 'b> {
             }
             let name = self.name;
             let slot = self.slots.find(|s| s.name == name)?;
-            let value = self.msg.header_at(slot).value;
+            let value = self.msg.value_at(slot);
             if !value.is_empty() {
                 self.rest = Some(value);
             }

@@ -97,6 +97,7 @@ impl fmt::Display for Host<'_> {
 ///
 /// A name whose last label starts with a digit can only be an IPv4 address (the `toplabel`
 /// rule), so `1.2.3` and `256.1.1.1` are rejected rather than taken as names.
+#[inline(always)]
 pub(crate) fn scan_host(s: &str, from: usize) -> Result<(Host<'_>, usize), SyntaxError> {
     let b = s.as_bytes();
     if b.get(from) == Some(&b'[') {
@@ -106,29 +107,100 @@ pub(crate) fn scan_host(s: &str, from: usize) -> Result<(Host<'_>, usize), Synta
         let a = parse_ipv6(inner).ok_or(SyntaxError::Host)?;
         return Ok((Host::V6(a), close + 1));
     }
-    let end = lex::run(b, from, lex::HOST);
-    let name = b.get(from..end).unwrap_or(&[]);
-    // Structure: labels are non-empty and do not start or end with `-`; one trailing dot
-    // (a fully qualified name) is allowed. Only the dots need looking at.
-    let body = name.strip_suffix(b".").unwrap_or(name);
-    let bad_edge = |c: Option<&u8>| matches!(c, None | Some(b'-' | b'.'));
-    if bad_edge(body.first()) || bad_edge(body.last()) {
+    // A dotted quad that ends the host is taken directly (the general rule below would
+    // find the same name and read it as the same address).
+    if b.get(from).is_some_and(u8::is_ascii_digit) {
+        if let Some((a, end)) = dotted_quad(b, from) {
+            if !b
+                .get(end)
+                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+            {
+                return Ok((Host::V4(a), end));
+            }
+        }
+    }
+    // One pass over the name characters, checking the label structure on the way: labels
+    // are non-empty and do not start or end with `-`; one trailing dot (a fully qualified
+    // name) is allowed. `last_dot`/`last_dash` are one past the latest `.`/`-` (0: none),
+    // so that "the byte before is a dot" is one comparison.
+    let mut i = from;
+    let mut last_dot = 0usize;
+    let mut last_dash = 0usize;
+    // Start of the last label, and of the one before it (for a trailing dot).
+    let mut label = from;
+    let mut prev_label = from;
+    loop {
+        i = lex::run(b, i, lex::ALNUM);
+        match b.get(i) {
+            Some(b'-') => {
+                // A label cannot start with `-`.
+                if i == label {
+                    return Err(SyntaxError::Host);
+                }
+                last_dash = i + 1;
+            }
+            Some(b'.') => {
+                // Nor be empty, nor end with `-`.
+                if i == label || last_dash == i {
+                    return Err(SyntaxError::Host);
+                }
+                last_dot = i + 1;
+                prev_label = label;
+                label = i + 1;
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    let end = i;
+    // The name is not empty and its last label does not end with `-` (a trailing dot was
+    // checked when it was seen, and only one is allowed).
+    if end == from || last_dash == end {
         return Err(SyntaxError::Host);
     }
-    let mut top = 0;
-    while let Some(d) = body.get(top..).and_then(|t| lex::find_byte(t, b'.')) {
-        let d = top + d;
-        if bad_edge(d.checked_sub(1).and_then(|p| body.get(p))) || body.get(d + 1) == Some(&b'-') {
-            return Err(SyntaxError::Host);
-        }
-        top = d + 1;
-    }
+    let top = if last_dot == end { prev_label } else { label };
     let text = s.get(from..end).ok_or(SyntaxError::Host)?;
-    if body.get(top).is_some_and(u8::is_ascii_digit) {
+    // A name whose last label starts with a digit can only be an IPv4 address.
+    if b.get(top).is_some_and(u8::is_ascii_digit) {
         let a = parse_ipv4(text.as_bytes()).ok_or(SyntaxError::Host)?;
         return Ok((Host::V4(a), end));
     }
     Ok((Host::Domain(text), end))
+}
+
+/// The dotted quad at `b[from..]` (the rules of [`parse_ipv4`]) and where it ends.
+#[inline]
+fn dotted_quad(b: &[u8], from: usize) -> Option<(Ipv4Addr, usize)> {
+    let mut octets = [0u8; 4];
+    let mut i = from;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut val: u16 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() || i - start == 3 {
+                break;
+            }
+            val = val * 10 + u16::from(c - b'0');
+            i += 1;
+        }
+        // 1-3 digits, no leading zero, at most 255.
+        let digits = i - start;
+        if digits == 0 || (digits > 1 && b.get(start) == Some(&b'0')) {
+            return None;
+        }
+        *octet = u8::try_from(val).ok()?;
+    }
+    // A fourth digit would make it something else; leave that to the general rule.
+    if b.get(i).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((Ipv4Addr::from(octets), i))
 }
 
 /// Dotted-quad IPv4 (RFC 5954 `dec-octet`: 0-255, no leading zeros).
@@ -301,35 +373,81 @@ impl<'b> Uri<'b> {
         Ok(uri)
     }
 
-    /// `[ userinfo ] hostport uri-parameters [ headers ]`, in one forward pass from `from`.
+    /// `[ userinfo ] hostport uri-parameters [ headers ]`.
+    ///
+    /// `@` cannot appear unescaped in host, parameters or headers, so the first one ends
+    /// the userinfo even when the user part holds `;` or `?` (RFC 4475 §3.1.1.9), and a
+    /// URI without userinfo parses as `hostport ...` to its end only if it has no `@` at
+    /// all. That form is tried first; the userinfo is looked for only when it fails.
     fn parse_sip(&mut self, from: usize) -> Result<(), SyntaxError> {
         let raw = self.raw;
         let b = raw.as_bytes();
-        let mut i = from;
-        // `@` cannot appear unescaped in host, parameters or headers, so the first one
-        // ends the userinfo even when the user part holds `;` or `?` (RFC 4475 §3.1.1.9).
-        if let Some(at) = b.get(from..).and_then(|r| lex::find_byte(r, b'@')) {
-            let at = from + at;
-            let user_end = lex::run_escaped(b, from, lex::USER).ok_or(SyntaxError::UserInfo)?;
-            // user = 1*(...): an `@` with nothing before it is invalid (DR-VAL-7).
-            if user_end == from {
+        // A host starts with an alphanumeric or `[`; after anything else (the `+` of a
+        // phone number) only a user part can follow, and the host form fails as it would.
+        let e = if b
+            .get(from)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'[')
+        {
+            let Err(e) = self.parse_hostport(from) else {
+                return Ok(());
+            };
+            e
+        } else {
+            SyntaxError::Host
+        };
+        let Some(at) = b.get(from..).and_then(|r| lex::find_byte(r, b'@')) else {
+            return Err(e);
+        };
+        self.port = None;
+        self.headers = None;
+        let at = from + at;
+        let user_end = lex::run_escaped(b, from, lex::USER).ok_or(SyntaxError::UserInfo)?;
+        // user = 1*(...): an `@` with nothing before it is invalid (DR-VAL-7).
+        if user_end == from {
+            return Err(SyntaxError::UserInfo);
+        }
+        self.user = Some(Span::new(from, user_end)?);
+        if user_end != at {
+            if b.get(user_end) != Some(&b':') {
                 return Err(SyntaxError::UserInfo);
             }
-            self.user = Some(Span::new(from, user_end)?);
-            if user_end != at {
-                if b.get(user_end) != Some(&b':') {
-                    return Err(SyntaxError::UserInfo);
-                }
-                let pw_end = lex::run_escaped(b, user_end + 1, lex::PASSWORD)
-                    .ok_or(SyntaxError::UserInfo)?;
-                if pw_end != at {
-                    return Err(SyntaxError::UserInfo);
-                }
-                self.password = Some(Span::new(user_end + 1, at)?);
+            let pw_end =
+                lex::run_escaped(b, user_end + 1, lex::PASSWORD).ok_or(SyntaxError::UserInfo)?;
+            if pw_end != at {
+                return Err(SyntaxError::UserInfo);
             }
-            i = at + 1;
+            self.password = Some(Span::new(user_end + 1, at)?);
         }
-        let (host, end) = scan_host(raw, i)?;
+        self.parse_hostport(at + 1)
+    }
+
+    /// `hostport uri-parameters [ headers ]` from `i` to the end, in one forward pass.
+    #[inline]
+    fn parse_hostport(&mut self, i: usize) -> Result<(), SyntaxError> {
+        let raw = self.raw;
+        let b = raw.as_bytes();
+        let mut i = self.scan_hostport(raw, i)?;
+        if b.get(i) == Some(&b'?') {
+            validate_uri_headers(raw.get(i + 1..).unwrap_or(""))?;
+            self.headers = Some(Span::new(i + 1, b.len())?);
+            i = b.len();
+        }
+        if i != b.len() {
+            return Err(match b.get(i) {
+                Some(b':') => SyntaxError::Port,
+                _ => SyntaxError::Uri,
+            });
+        }
+        Ok(())
+    }
+
+    /// `hostport uri-parameters` of the URI text starting at `t` (which may run on past
+    /// the URI), from `i`: records them and returns the index of the first byte after
+    /// them. Offsets are relative to `t`.
+    #[inline(always)]
+    fn scan_hostport(&mut self, t: &str, mut i: usize) -> Result<usize, SyntaxError> {
+        let b = t.as_bytes();
+        let (host, end) = scan_host(t, i)?;
         self.host = match host {
             Host::Domain(_) => HostRepr::Domain(Span::new(i, end)?),
             Host::V4(a) => HostRepr::V4(a),
@@ -337,12 +455,21 @@ impl<'b> Uri<'b> {
         };
         i = end;
         if b.get(i) == Some(&b':') {
+            // port = 1*DIGIT, within u16 (saturating past it).
             let start = i + 1;
             let mut j = start;
-            while b.get(j).is_some_and(u8::is_ascii_digit) {
+            let mut port: u32 = 0;
+            while let Some(&c) = b.get(j) {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                port = (port * 10 + u32::from(c - b'0')).min(0x1_0000);
                 j += 1;
             }
-            self.port = Some(parse_port(raw.get(start..j).unwrap_or("")).ok_or(SyntaxError::Port)?);
+            if j == start {
+                return Err(SyntaxError::Port);
+            }
+            self.port = Some(u16::try_from(port).map_err(|_| SyntaxError::Port)?);
             i = j;
         }
         // uri-parameters = *( ";" pname [ "=" pvalue ] )
@@ -363,18 +490,73 @@ impl<'b> Uri<'b> {
             }
         }
         self.params = Span::new(params_start, i)?;
-        if b.get(i) == Some(&b'?') {
-            validate_uri_headers(raw.get(i + 1..).unwrap_or(""))?;
-            self.headers = Some(Span::new(i + 1, b.len())?);
-            i = b.len();
+        Ok(i)
+    }
+
+    /// The `sip:`/`sips:` URI starting at `s[from..]` and closed by `>`, parsed in one pass
+    /// without looking for the `>` first; returns it and the index of the `>`.
+    ///
+    /// No character of such a URI (without `?headers`) is a `>`, so a URI that parses up
+    /// to a `>` is exactly the text between `<` and the first `>` after it, and the result
+    /// is what [`Uri::parse`] gives for that text. `None` for anything else (other schemes,
+    /// headers, a password, any error): the caller then takes the general path, which
+    /// also reports the precise error.
+    #[inline(always)]
+    pub(crate) fn parse_bracketed(s: &'b str, from: usize) -> Option<(Uri<'b>, usize)> {
+        let t = s.get(from..)?;
+        let b = t.as_bytes();
+        let lower = |i: usize| b.get(i).map(|c| c | 0x20);
+        let (scheme, colon) = match (lower(0), lower(1), lower(2), b.get(3), b.get(4)) {
+            (Some(b's'), Some(b'i'), Some(b'p'), Some(b':'), _) => (SchemeTag::Sip, 3),
+            (Some(b's'), Some(b'i'), Some(b'p'), Some(b's' | b'S'), Some(b':')) => {
+                (SchemeTag::Sips, 4)
+            }
+            _ => return None,
+        };
+        let mut uri = Uri {
+            raw: "",
+            scheme,
+            rest: (colon + 1) as u16,
+            user: None,
+            password: None,
+            host: HostRepr::None,
+            port: None,
+            params: Span::default(),
+            headers: None,
+        };
+        // A host starts with an alphanumeric or `[`; anything else (`+` of a phone
+        // number) can only start a user part.
+        let host_first = b
+            .get(colon + 1)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'[');
+        let hostport = if host_first {
+            uri.scan_hostport(t, colon + 1)
+        } else {
+            Err(SyntaxError::Host)
+        };
+        let stop = match hostport {
+            Ok(stop) if b.get(stop) == Some(&b'>') => stop,
+            _ => {
+                // `user@`: the user run cannot hold `@` or `>`, so this `@` is the first
+                // one of the URI.
+                let user_end = lex::run_escaped(b, colon + 1, lex::USER)?;
+                if user_end == colon + 1 || b.get(user_end) != Some(&b'@') {
+                    return None;
+                }
+                uri.user = Some(Span::new(colon + 1, user_end).ok()?);
+                uri.port = None;
+                let stop = uri.scan_hostport(t, user_end + 1).ok()?;
+                if b.get(stop) != Some(&b'>') {
+                    return None;
+                }
+                stop
+            }
+        };
+        if stop > usize::from(u16::MAX) {
+            return None;
         }
-        if i != b.len() {
-            return Err(match b.get(i) {
-                Some(b':') => SyntaxError::Port,
-                _ => SyntaxError::Uri,
-            });
-        }
-        Ok(())
+        uri.raw = t.get(..stop)?;
+        Some((uri, from + stop))
     }
 
     /// `telephone-subscriber` (RFC 3966 §3); the number goes into `user`.
