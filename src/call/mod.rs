@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::config::{Config, EndpointKind, Script, User, E164};
+use crate::config::{Config, EndpointKind, User, E164};
 use crate::diagnostics::{correlation_id, Diagnostic, Rejection};
 use crate::directory::{classify_target, TargetError};
 use crate::endpoint::registrar::Transport;
@@ -456,17 +456,24 @@ pub fn spawn(ctx: Arc<CallCtx>, new: NewCall) {
 }
 
 /// One fork: the leg towards one endpoint, with its own To tag (DR-FORK-2).
+///
+/// A call keeps its forks until it ends, so a fork holds only what is still needed after
+/// the answer, in exact-size storage; the larger SIP leg is boxed so that the common
+/// virtual fork stays small.
 struct Fork {
     name: String,
-    to_tag: String,
+    to_tag: Tag,
     state: ForkState,
-    steps: Vec<(Duration, Step)>,
+    /// A virtual endpoint's script as timed steps (exact size).
+    steps: Box<[(Duration, Step)]>,
     next_step: usize,
     /// The SDP this fork would answer with (bypass: its own; else the media processor's).
     answer: Option<Bytes>,
-    script: Option<Script>,
+    /// `Some(bypass)` for a scripted virtual endpoint: whether it answers with SDP of its
+    /// own on a bypass trunk (DR-ICE-1). `None` for voicemail and SIP forks.
+    scripted: Option<bool>,
     /// The SIP leg, for a SIP endpoint; `None` for a virtual one.
-    sip: Option<sip_leg::SipLeg>,
+    sip: Option<Box<sip_leg::SipLeg>>,
 }
 
 /// Where the call as a whole stands.
@@ -563,7 +570,7 @@ impl CallTask {
         // Compute every answer a fork may need now, then drop the parsed offer: a call
         // keeps a few hundred bytes of SDP instead of the whole parsed session.
         for i in 0..self.forks.len() {
-            if self.forks[i].script.is_some() {
+            if self.forks[i].scripted.is_some() {
                 let _ = self.fork_answer(i);
             }
         }
@@ -625,18 +632,18 @@ impl CallTask {
     fn start_forks(&mut self) {
         // The endpoint list is not needed after this; free it with the offer below.
         let endpoints = std::mem::take(&mut self.user.endpoints);
+        self.forks.reserve_exact(endpoints.len());
         for e in endpoints {
             match e.kind {
                 EndpointKind::Virtual(script) => {
-                    let steps = schedule(&script);
                     self.forks.push(Fork {
                         name: e.name,
-                        to_tag: tag(),
+                        to_tag: Tag::random(),
                         state: ForkState::Trying,
-                        steps,
+                        steps: schedule(&script).into_boxed_slice(),
                         next_step: 0,
                         answer: None,
-                        script: Some(script),
+                        scripted: Some(script.bypass),
                         sip: None,
                     });
                 }
@@ -647,6 +654,8 @@ impl CallTask {
                 }
             }
         }
+        // Forks live as long as the call: no spare capacity.
+        self.forks.shrink_to_fit();
         if self.forks.is_empty() {
             self.fail_call(
                 Rejection::new(Diagnostic::NoEndpoints)
@@ -709,9 +718,9 @@ impl CallTask {
         match step {
             Step::Ring if live => {
                 self.forks[i].state = ForkState::Ringing;
-                let tag = self.forks[i].to_tag.clone();
+                let tag = self.forks[i].to_tag;
                 debug!(fork = %self.forks[i].name, "call progress -> 180");
-                self.send_provisional(180, "Ringing", Some(&tag), None);
+                self.send_provisional(180, "Ringing", Some(tag.as_str()), None);
             }
             Step::MediaAnswer if live => {
                 let Some(answer) = self.fork_answer(i) else {
@@ -724,9 +733,14 @@ impl CallTask {
                     return;
                 }
                 self.sent_183 = true;
-                let tag = self.forks[i].to_tag.clone();
+                let tag = self.forks[i].to_tag;
                 debug!(fork = %self.forks[i].name, "media answer -> 183 with SDP");
-                self.send_provisional(183, "Session Progress", Some(&tag), Some(&answer[..]));
+                self.send_provisional(
+                    183,
+                    "Session Progress",
+                    Some(tag.as_str()),
+                    Some(&answer[..]),
+                );
             }
             Step::Answer if live => self.accept(i),
             Step::Reject(code) if live => {
@@ -760,12 +774,12 @@ impl CallTask {
         let offset = self.started.elapsed() + after;
         self.forks.push(Fork {
             name: "voicemail".into(),
-            to_tag: tag(),
+            to_tag: Tag::random(),
             state: ForkState::Trying,
-            steps: vec![(offset, Step::Answer)],
+            steps: Box::new([(offset, Step::Answer)]),
             next_step: 0,
             answer: None,
-            script: None,
+            scripted: None,
             sip: None,
         });
         self.voicemail = Some(self.forks.len() - 1);
@@ -775,12 +789,8 @@ impl CallTask {
     /// cloud service, so always the media processor's), else the call's one
     /// media-processor answer.
     fn fork_answer(&mut self, i: usize) -> Option<Bytes> {
-        let endpoint_sdp = self.bypass
-            && match (&self.forks[i].sip, &self.forks[i].script) {
-                (Some(_), _) => true,
-                (None, Some(script)) => script.bypass,
-                (None, None) => false,
-            };
+        let endpoint_sdp =
+            self.bypass && (self.forks[i].sip.is_some() || self.forks[i].scripted == Some(true));
         if endpoint_sdp {
             if let Some(leg) = &self.forks[i].sip {
                 return leg.sdp.clone();
@@ -825,8 +835,8 @@ impl CallTask {
         };
         self.forks[i].state = ForkState::Answered;
         self.cancel_forks(Some(i));
-        let tag = self.forks[i].to_tag.clone();
-        let bytes = self.response(200, "OK", Some(&tag), Some(&answer[..]));
+        let tag = self.forks[i].to_tag;
+        let bytes = self.response(200, "OK", Some(tag.as_str()), Some(&answer[..]));
         let Some(tx) = self.tx.take() else { return };
         let Ok(f) = Final::new(bytes.clone()) else {
             return;
@@ -947,13 +957,13 @@ impl CallTask {
                 debug!(endpoint = name, target = %target.uri, "INVITE to SIP endpoint");
                 self.forks.push(Fork {
                     name: name.to_owned(),
-                    to_tag: tag(),
+                    to_tag: Tag::random(),
                     state: ForkState::Trying,
-                    steps: Vec::new(),
+                    steps: Box::new([]),
                     next_step: 0,
                     answer: None,
-                    script: None,
-                    sip: Some(leg),
+                    scripted: None,
+                    sip: Some(Box::new(leg)),
                 });
             }
             Err(e) => warn!(endpoint = name, error = %e, "INVITE to SIP endpoint not sent"),
@@ -1107,7 +1117,7 @@ impl CallTask {
             .ms_diagnostics
             .then(|| r.ms_diagnostics(self.sbc.info.proxy_fqdn.as_str()));
         let phrase = r.phrase();
-        let bytes = self.response_with(status, phrase, Some(&tag()), None, |w| {
+        let bytes = self.response_with(status, phrase, Some(Tag::random().as_str()), None, |w| {
             w.header("Reason", &reason);
             if let Some(d) = &diag {
                 w.header("ms-diagnostics", d);
@@ -1133,7 +1143,12 @@ impl CallTask {
                     info!("the SBC cancelled the call");
                     self.cancel_forks(None);
                     if let Some(invite_tx) = self.tx.take() {
-                        let b = self.response(487, "Request Terminated", Some(&tag()), None);
+                        let b = self.response(
+                            487,
+                            "Request Terminated",
+                            Some(Tag::random().as_str()),
+                            None,
+                        );
                         if let Ok(f) = Final::new(b) {
                             self.answered = Some(invite_tx.respond(f));
                         }
@@ -1422,9 +1437,40 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
-/// A fresh To tag for a fork or a proxy-generated response.
-pub fn tag() -> String {
-    format!("{:016x}", fastrand::u64(..))
+/// A tag drhub generates (a fork's To tag, a proxy-generated response's To tag, an
+/// endpoint leg's From tag): 64 random bits as 16 lower-case hex digits, stored inline so
+/// that a fork or leg keeps no allocation for it for the whole call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Tag([u8; 16]);
+
+impl Tag {
+    /// A fresh random tag.
+    pub fn random() -> Tag {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let v = fastrand::u64(..);
+        let mut digits = [0u8; 16];
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Tag(digits)
+    }
+
+    /// The tag as it goes on the wire.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a tag holds hex digits only")
+    }
+}
+
+impl std::fmt::Display for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tag({})", self.as_str())
+    }
 }
 
 fn session_id() -> u64 {
@@ -1435,4 +1481,24 @@ fn session_id() -> u64 {
 /// media either way); forks differ by port and ICE credentials.
 fn endpoint_address(ctx: &CallCtx, _fork: usize) -> IpAddr {
     ctx.config.media.address
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_sixteen_lower_case_hex_digits() {
+        let a = Tag::random();
+        let b = Tag::random();
+        for t in [a, b] {
+            assert_eq!(t.as_str().len(), 16);
+            assert!(t
+                .as_str()
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+            assert_eq!(t.to_string(), t.as_str());
+        }
+        assert_ne!(a, b, "64 random bits repeat");
+    }
 }

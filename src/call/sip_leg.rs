@@ -19,7 +19,7 @@ pub struct SipLeg {
     /// Where drhub's requests are addressed: the contact, then the 2xx's Contact.
     pub target: String,
     pub call_id: String,
-    pub local_tag: String,
+    pub local_tag: super::Tag,
     pub remote_tag: Option<String>,
     /// The INVITE as sent (CANCEL is built from it).
     pub invite: Bytes,
@@ -67,7 +67,7 @@ impl SipLeg {
             fastrand::u32(..),
             p.proxy_fqdn
         );
-        let local_tag = super::tag();
+        let local_tag = super::Tag::random();
         let user = p.caller.unwrap_or("anonymous");
         let from = match p.caller_name {
             Some(name) => format!(
