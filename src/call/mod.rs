@@ -438,13 +438,15 @@ pub fn spawn(ctx: Arc<CallCtx>, new: NewCall) {
     ctx.calls.started.fetch_add(1, Ordering::Relaxed);
     ctx.live.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("call", call_id = %new.key.call_id, tenant = %new.tenant, user = %new.user.sip_address);
+    let mut task = CallTask::new(ctx, new, tx, rx);
+    // The task is the future's one capture and `run` only borrows it, so the call's
+    // state is stored once in the spawned future (an `async fn run(self)` would hold it
+    // twice: as the argument and as the moved-in local).
     tokio::spawn(
         async move {
-            let key = new.key.clone();
-            let ctx2 = ctx.clone();
-            let pending_ack = CallTask::new(ctx, new, tx, rx).run().await;
-            ctx2.calls.remove(&key);
-            ctx2.live.fetch_sub(1, Ordering::Relaxed);
+            let pending_ack = task.run().await;
+            // Out of the table already; the call's state goes before the ACK wait.
+            drop(task);
             if let Some(mut answered) = pending_ack {
                 if answered.outcome().await == ServerOutcome::AckTimeout {
                     warn!("the SBC did not ACK the final response (Timer H)");
@@ -490,23 +492,36 @@ enum Phase {
     Done,
 }
 
+/// What a call needs only to start its forks: the callee's record, the parsed offer and
+/// the caller. Boxed, and dropped once the forks are out, so that it is not part of the
+/// call's inline state for the rest of the call.
+struct Setup {
+    user: User,
+    offer: Offer,
+    caller: Option<E164>,
+    caller_name: Option<String>,
+}
+
+/// One call's whole state, owned by its task (see the module docs). It lives inline in
+/// the spawned future for as long as the call is up, so it holds only what the call
+/// still needs; what only the start needs is in [`Setup`].
 struct CallTask {
     ctx: Arc<CallCtx>,
     invite: Bytes,
     sbc: FlowHandle,
     key: CallKey,
-    user: User,
+    /// Until the forks are started.
+    setup: Option<Box<Setup>>,
+    /// The callee's voicemail delay (DR-FORK-9), the one part of the user's record the
+    /// call needs after the start.
+    voicemail_after: Duration,
     bypass: bool,
-    /// The SBC's offer, until every fork's answer has been computed at start.
-    offer: Option<Offer>,
-    caller: Option<E164>,
-    caller_name: Option<String>,
     /// The INVITE's server transaction until its final response.
     tx: Option<ServerTx>,
     answered: Option<crate::transaction::Answered>,
     forks: Vec<Fork>,
     /// Non-bypass trunks: the media processor's one answer, and whether its 183 went out.
-    media_answer: Option<Bytes>,
+    media_answer: Bytes,
     sent_183: bool,
     phase: Phase,
     started: Instant,
@@ -537,15 +552,18 @@ impl CallTask {
             invite: new.invite,
             sbc: new.sbc,
             key: new.key,
-            user: new.user,
+            voicemail_after: new.user.voicemail_answer_after,
+            setup: Some(Box::new(Setup {
+                user: new.user,
+                offer: new.offer,
+                caller: new.caller,
+                caller_name: new.caller_name,
+            })),
             bypass: new.bypass,
-            offer: Some(new.offer),
-            caller: new.caller,
-            caller_name: new.caller_name,
             tx: Some(new.tx),
             answered: None,
             forks: Vec::new(),
-            media_answer: Some(new.media_answer),
+            media_answer: new.media_answer,
             sent_183: false,
             phase: Phase::Ringing,
             started: now,
@@ -562,26 +580,27 @@ impl CallTask {
         }
     }
 
-    /// Runs the call to its end; returns the INVITE's failed final response when the
-    /// SBC's ACK for it is still outstanding.
-    async fn run(mut self) -> Option<crate::transaction::Answered> {
+    /// Runs the call to its end and takes it out of the call table; returns the INVITE's
+    /// failed final response when the SBC's ACK for it is still outstanding.
+    async fn run(&mut self) -> Option<crate::transaction::Answered> {
         self.send_provisional(100, "Trying", None, None);
-        self.start_forks();
-        // Compute every answer a fork may need now, then drop the parsed offer: a call
-        // keeps a few hundred bytes of SDP instead of the whole parsed session.
-        for i in 0..self.forks.len() {
-            if self.forks[i].scripted.is_some() {
-                let _ = self.fork_answer(i);
+        if let Some(mut setup) = self.setup.take() {
+            self.start_forks(&mut setup);
+            // Compute every answer a fork may need now, then drop the parsed offer: a
+            // call keeps a few hundred bytes of SDP instead of the whole parsed session.
+            for i in 0..self.forks.len() {
+                if self.bypass && self.forks[i].scripted == Some(true) {
+                    self.endpoint_answer(i, &setup.offer);
+                }
             }
+            info!(
+                forks = self.forks.len(),
+                caller = %setup.caller.as_ref().map_or("-".to_owned(), ToString::to_string),
+                caller_name = setup.caller_name.as_deref().unwrap_or("-"),
+                bypass = self.bypass,
+                "INVITE accepted; ringing every endpoint"
+            );
         }
-        self.offer = None;
-        info!(
-            forks = self.forks.len(),
-            caller = %self.caller.as_ref().map_or("-".to_owned(), ToString::to_string),
-            caller_name = self.caller_name.as_deref().unwrap_or("-"),
-            bypass = self.bypass,
-            "INVITE accepted; ringing every endpoint"
-        );
         while self.phase != Phase::Done {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -597,6 +616,8 @@ impl CallTask {
                 self.ctx.calls.remove_leg(&leg.call_id);
             }
         }
+        self.ctx.calls.remove(&self.key);
+        self.ctx.live.fetch_sub(1, Ordering::Relaxed);
         // A non-2xx final still waits for the SBC's ACK (Timer H); the caller awaits it
         // after the call has left the table. After a 2xx the dialog saw its ACK already.
         match self.answered.take() {
@@ -629,9 +650,8 @@ impl CallTask {
         d
     }
 
-    fn start_forks(&mut self) {
-        // The endpoint list is not needed after this; free it with the offer below.
-        let endpoints = std::mem::take(&mut self.user.endpoints);
+    fn start_forks(&mut self, setup: &mut Setup) {
+        let endpoints = std::mem::take(&mut setup.user.endpoints);
         self.forks.reserve_exact(endpoints.len());
         for e in endpoints {
             match e.kind {
@@ -648,8 +668,8 @@ impl CallTask {
                     });
                 }
                 EndpointKind::Sip { contact } => {
-                    for target in sip_targets(&self.ctx, &self.user, contact.as_deref()) {
-                        self.start_sip_fork(&e.name, target);
+                    for target in sip_targets(&self.ctx, &setup.user, contact.as_deref()) {
+                        self.start_sip_fork(&e.name, target, setup);
                     }
                 }
             }
@@ -659,7 +679,7 @@ impl CallTask {
         if self.forks.is_empty() {
             self.fail_call(
                 Rejection::new(Diagnostic::NoEndpoints)
-                    .with("user", self.user.sip_address.to_string()),
+                    .with("user", setup.user.sip_address.to_string()),
             );
         }
     }
@@ -770,7 +790,7 @@ impl CallTask {
     }
 
     fn ring_voicemail(&mut self) {
-        let after = self.user.voicemail_answer_after;
+        let after = self.voicemail_after;
         let offset = self.started.elapsed() + after;
         self.forks.push(Fork {
             name: "voicemail".into(),
@@ -787,43 +807,32 @@ impl CallTask {
 
     /// The SDP a fork answers with: on bypass trunks the endpoint's own (voicemail is a
     /// cloud service, so always the media processor's), else the call's one
-    /// media-processor answer.
-    fn fork_answer(&mut self, i: usize) -> Option<Bytes> {
+    /// media-processor answer. A virtual endpoint's own answer is computed at the start
+    /// ([`CallTask::endpoint_answer`]); `None` when that failed.
+    fn fork_answer(&self, i: usize) -> Option<Bytes> {
         let endpoint_sdp =
             self.bypass && (self.forks[i].sip.is_some() || self.forks[i].scripted == Some(true));
-        if endpoint_sdp {
-            if let Some(leg) = &self.forks[i].sip {
-                return leg.sdp.clone();
-            }
-            if self.forks[i].answer.is_none() {
-                let Some(offer) = &self.offer else {
-                    return None;
-                };
-                let a = sdp::endpoint_answer(
-                    offer,
-                    endpoint_address(&self.ctx, i),
-                    self.ctx.port(),
-                    session_id(),
-                );
-                self.forks[i].answer = a
-                    .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-                    .map_err(|e| warn!(error = %e, "endpoint SDP answer failed"))
-                    .ok();
-            }
-            return self.forks[i].answer.clone();
+        if !endpoint_sdp {
+            return Some(self.media_answer.clone());
         }
-        if self.media_answer.is_none() {
-            let Some(offer) = &self.offer else {
-                return None;
-            };
-            let a =
-                sdp::media_processor_answer(offer, &self.ctx.media, self.ctx.port(), session_id());
-            self.media_answer = a
-                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-                .map_err(|e| warn!(error = %e, "media processor SDP answer failed"))
-                .ok();
+        match &self.forks[i].sip {
+            Some(leg) => leg.sdp.clone(),
+            None => self.forks[i].answer.clone(),
         }
-        self.media_answer.clone()
+    }
+
+    /// A scripted endpoint's own SDP answer to the SBC's offer (bypass trunks, DR-ICE-1).
+    fn endpoint_answer(&mut self, i: usize, offer: &Offer) {
+        let a = sdp::endpoint_answer(
+            offer,
+            endpoint_address(&self.ctx, i),
+            self.ctx.port(),
+            session_id(),
+        );
+        self.forks[i].answer = a
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .map_err(|e| warn!(error = %e, "endpoint SDP answer failed"))
+            .ok();
     }
 
     /// DR-FORK-5: 200 with SDP on the fork's To tag; every other fork is cancelled.
@@ -901,7 +910,7 @@ impl CallTask {
         }
     }
 
-    fn start_sip_fork(&mut self, name: &str, target: service::Target) {
+    fn start_sip_fork(&mut self, name: &str, target: service::Target, setup: &Setup) {
         let Some(endpoints) = &self.ctx.endpoints else {
             return;
         };
@@ -918,8 +927,8 @@ impl CallTask {
                 }
             },
         };
-        let caller = self.caller.as_ref().map(ToString::to_string);
-        let callee = self.user.sip_address.to_string();
+        let caller = setup.caller.as_ref().map(ToString::to_string);
+        let callee = setup.user.sip_address.to_string();
         let sdp = match Message::parse(&self.invite, &OWN) {
             Ok(Status::Complete(m)) => Bytes::copy_from_slice(m.body()),
             _ => return,
@@ -932,7 +941,7 @@ impl CallTask {
                 transport: target.transport,
                 proxy_fqdn: self.sbc.info.proxy_fqdn.as_str(),
                 caller: caller.as_deref(),
-                caller_name: self.caller_name.as_deref(),
+                caller_name: setup.caller_name.as_deref(),
                 callee: &callee,
                 sdp: &sdp,
                 server: &self.ctx.config.proxy.server,
