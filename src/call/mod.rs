@@ -9,6 +9,7 @@
 //! state; the only shared structure is the [`CallTable`] that routes messages to calls.
 
 pub mod fork;
+pub mod inbox;
 pub mod sip_leg;
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -93,9 +94,8 @@ pub enum CallEvent {
     Stray { response: Bytes, source: Dest },
 }
 
-/// A call's inbox. Events are boxed so the channel's slot block stays small (tokio
-/// allocates 32 slots per block, per call).
-pub type CallSender = mpsc::UnboundedSender<Box<CallEvent>>;
+/// A call's inbox (see [`inbox`] for why it is not a tokio channel).
+pub type CallSender = inbox::Sender<CallEvent>;
 
 /// Live calls by SBC dialog set. Also counts calls for the overload rules (DR-ERR-1)
 /// and wakes the shutdown drain when the last call ends.
@@ -126,7 +126,7 @@ impl CallTable {
     #[allow(clippy::result_large_err)]
     pub fn send(&self, key: &CallKey, ev: CallEvent) -> Result<(), CallEvent> {
         match self.lock().get(key) {
-            Some(tx) => tx.send(Box::new(ev)).map_err(|e| *e.0),
+            Some(tx) => tx.send(ev),
             None => Err(ev),
         }
     }
@@ -135,7 +135,7 @@ impl CallTable {
     #[allow(clippy::result_large_err)]
     pub fn send_leg(&self, call_id: &str, ev: CallEvent) -> Result<(), CallEvent> {
         match self.legs_lock().get(call_id) {
-            Some(tx) => tx.send(Box::new(ev)).map_err(|e| *e.0),
+            Some(tx) => tx.send(ev),
             None => Err(ev),
         }
     }
@@ -433,7 +433,7 @@ fn transport_kind(t: Transport) -> TransportKind {
 
 /// Starts the call task (DR-FORK-1: 100 Trying first, then every fork at once).
 pub fn spawn(ctx: Arc<CallCtx>, new: NewCall) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = inbox::inbox();
     ctx.calls.insert(new.key.clone(), tx.clone());
     ctx.calls.started.fetch_add(1, Ordering::Relaxed);
     ctx.live.fetch_add(1, Ordering::Relaxed);
@@ -536,7 +536,7 @@ struct CallTask {
     voicemail: Option<usize>,
     local_cseq: u32,
     self_tx: CallSender,
-    rx: mpsc::UnboundedReceiver<Box<CallEvent>>,
+    rx: inbox::Receiver<CallEvent>,
 }
 
 impl CallTask {
@@ -544,7 +544,7 @@ impl CallTask {
         ctx: Arc<CallCtx>,
         new: NewCall,
         self_tx: CallSender,
-        rx: mpsc::UnboundedReceiver<Box<CallEvent>>,
+        rx: inbox::Receiver<CallEvent>,
     ) -> CallTask {
         let now = Instant::now();
         let ring_deadline = now + ctx.config.calls.ring_timeout;
@@ -604,10 +604,7 @@ impl CallTask {
         while self.phase != Phase::Done {
             let deadline = self.next_deadline();
             tokio::select! {
-                ev = self.rx.recv() => match ev {
-                    Some(ev) => self.on_event(*ev),
-                    None => break,
-                },
+                ev = self.rx.recv() => self.on_event(ev),
                 _ = sleep_until_opt(deadline) => self.on_timer(Instant::now()),
             }
         }
@@ -953,7 +950,7 @@ impl CallTask {
             dest,
             transport_kind(target.transport),
             move |ev| {
-                let _ = events.send(Box::new(CallEvent::Client(ev)));
+                let _ = events.send(CallEvent::Client(ev));
             },
         );
         match sent {
@@ -1328,7 +1325,7 @@ impl CallTask {
             Dest::Flow(self.sbc.clone()),
             TransportKind::Reliable,
             move |ev| {
-                let _ = events.send(Box::new(CallEvent::Client(ev)));
+                let _ = events.send(CallEvent::Client(ev));
             },
         );
         match sent {
