@@ -969,6 +969,7 @@ impl<D: Clone> TransactionLayer<D> {
                         self.queue.try_remove(&k);
                     }
                 }
+                self.release_memory();
                 return;
             }
         };
@@ -1061,6 +1062,7 @@ impl<D: Clone> TransactionLayer<D> {
                     let _ = tx.send(ServerOutcome::Completed);
                 }
             }
+            self.release_memory();
         }
     }
 
@@ -1095,7 +1097,33 @@ impl<D: Clone> TransactionLayer<D> {
                     self.queue.try_remove(&k);
                 }
             }
+            self.release_memory();
         }
+    }
+
+    /// Gives back the memory a burst of transactions left behind once they have ended:
+    /// hash tables and the timer queue's slab otherwise keep their largest size (20,000
+    /// calls' INVITE transactions leave about 16 MB after Timer L). A table less than a
+    /// sixteenth full is shrunk to twice its length, which costs amortised O(1) per
+    /// removal and goes straight from the large table to a small one (intermediate
+    /// sizes would come from the heap and keep it from shrinking); the queue is shrunk
+    /// once it is empty (its slab cannot move entries).
+    fn release_memory(&mut self) {
+        shrink_sparse(&mut self.servers);
+        shrink_sparse(&mut self.clients);
+        if self.queue.is_empty() && self.queue.capacity() > SHRINK_ABOVE {
+            self.queue.shrink_to_fit();
+        }
+    }
+}
+
+/// Below this capacity a table or the timer queue is left as it is.
+const SHRINK_ABOVE: usize = 1024;
+
+/// Shrinks a table that is less than a sixteenth full to twice its length.
+fn shrink_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > SHRINK_ABOVE && map.len() < map.capacity() / 16 {
+        map.shrink_to(map.len() * 2);
     }
 }
 
@@ -1633,6 +1661,28 @@ Content-Length: 0\r\n\r\n"
         for a in &mut answered {
             assert_eq!(a.outcome().await, ServerOutcome::Completed);
         }
+    }
+
+    /// A burst of INVITE transactions accepted (2xx, Timer L) gives its table and queue
+    /// memory back once Timer L has ended them all.
+    #[tokio::test(start_paused = true)]
+    async fn ended_transactions_give_their_memory_back() {
+        const N: usize = 5_000;
+        let t0 = tokio::time::Instant::now();
+        let (mut layer, handle) = Layer::new(Timers::default());
+        for i in 0..N {
+            let inv = invite(&format!(";branch=z9hG4bKburst{i}"));
+            feed(&handle, &inv, 1, Reliable);
+            let req = new_request(next_now(&mut layer).await);
+            drop(req.tx.respond(fin(&inv, 200)));
+            transmit(next_now(&mut layer).await);
+        }
+        assert_eq!(layer.len(), N);
+        assert!(layer.servers.capacity() >= N && layer.queue.capacity() >= N);
+        assert!(outputs_until(&mut layer, t0, 32_001).await.is_empty());
+        assert!(layer.is_empty());
+        assert!(layer.servers.capacity() <= SHRINK_ABOVE);
+        assert!(layer.queue.capacity() <= SHRINK_ABOVE);
     }
 
     #[test]
