@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Timer, TimerSet, Timers, TransportKind};
+use super::{drain, Timer, TimerSet, Timers, TransportKind};
 use crate::sip::{HeaderName, Limits, Message, Method, StartLine, Status};
 
 /// Client transaction states (RFC 3261 Figures 5 and 6, RFC 6026 Figure 4).
@@ -379,12 +379,12 @@ impl InviteClient {
 
     /// The next message to send to the transaction's destination.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.out.transmit.pop_front()
+        drain(&mut self.out.transmit)
     }
 
     /// The next event for the TU.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.out.events.pop_front()
+        drain(&mut self.out.events)
     }
 }
 
@@ -522,12 +522,12 @@ impl NonInviteClient {
 
     /// The next message to send to the transaction's destination.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.out.transmit.pop_front()
+        drain(&mut self.out.transmit)
     }
 
     /// The next event for the TU.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.out.events.pop_front()
+        drain(&mut self.out.events)
     }
 }
 

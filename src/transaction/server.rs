@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Timer, TimerSet, Timers, TransportKind};
+use super::{drain, Timer, TimerSet, Timers, TransportKind};
 use crate::sip::{Message, Status};
 
 /// Server transaction states (RFC 3261 Figures 7 and 8, RFC 6026 Figure 5).
@@ -390,12 +390,12 @@ impl InviteServer {
 
     /// The next message to send to the peer the request came from.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.out.transmit.pop_front()
+        drain(&mut self.out.transmit)
     }
 
     /// The next event for the TU.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.out.events.pop_front()
+        drain(&mut self.out.events)
     }
 }
 
@@ -521,12 +521,12 @@ impl NonInviteServer {
 
     /// The next message to send to the peer the request came from.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.out.transmit.pop_front()
+        drain(&mut self.out.transmit)
     }
 
     /// The next event for the TU.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.out.events.pop_front()
+        drain(&mut self.out.events)
     }
 }
 
