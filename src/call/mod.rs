@@ -1165,6 +1165,9 @@ impl CallTask {
             CallEvent::Ack => {
                 if let Phase::AwaitingAck(i) = self.phase {
                     debug!("ACK for the 200 OK");
+                    // No more 2xx retransmissions: the transaction's handle (its key, its
+                    // outcome channel) is not needed for the rest of the call.
+                    self.answered = None;
                     self.final_2xx = None;
                     self.retransmit = None;
                     self.ack_deadline = None;
