@@ -446,6 +446,8 @@ impl Proxy {
                 media_answer,
                 caller,
                 caller_name,
+                trunk: accepted.trunk.fqdn.to_string(),
+                max_sessions: accepted.trunk.max_concurrent_sessions,
             },
         );
     }

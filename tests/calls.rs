@@ -605,3 +605,63 @@ async fn dr_ten_1_tenant_by_the_full_sbc_fqdn() {
         200
     );
 }
+
+#[tokio::test]
+async fn dr_ten_6_max_concurrent_sessions_alerts_at_90_percent_and_refuses_nothing() {
+    let cfg = lab_config(|t| {
+        fast(t, 0.05).replace(
+            "max_concurrent_sessions = 100",
+            "max_concurrent_sessions = 2",
+        )
+    });
+    let d = TestDaemon::start_with(cfg).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    // Two calls to User1 at once; both are up (ringing) before the first answer at 100 ms.
+    let a = invite("sbc1.adatum.biz", USER1, &[]);
+    let b = invite("sbc1.adatum.biz", USER1, &[]);
+    sbc.send(&a).await;
+    sbc.send(&b).await;
+    let mut trying = 0;
+    while trying < 2 {
+        if sbc.recv().await.status() == 100 {
+            trying += 1;
+        }
+    }
+    assert_eq!(
+        d.proxy.calls().trunk_load("sbc1.adatum.biz"),
+        (2, true),
+        "flagged at 90 % of 2"
+    );
+    // Nothing is refused: both calls are answered.
+    let mut answered = Vec::new();
+    while answered.len() < 2 {
+        let r = sbc.recv().await;
+        assert!(r.status() < 300, "no call refused: {}", r.text);
+        if r.status() == 200 && r.cseq_method() == Some("INVITE") {
+            answered.push((r.header("Call-ID").unwrap().to_owned(), r.to_tag().unwrap()));
+        }
+    }
+    for (call_id, tag) in answered {
+        let inv = if req_header(&a, "Call-ID") == Some(call_id.as_str()) {
+            &a
+        } else {
+            &b
+        };
+        sbc.send(in_dialog(inv, "ACK", Some(&tag), 1)).await;
+        assert_eq!(
+            sbc.request(&in_dialog(inv, "BYE", Some(&tag), 2))
+                .await
+                .status(),
+            200
+        );
+    }
+    d.calls_drained().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d.proxy.calls().trunk_load("sbc1.adatum.biz") != (0, false) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "trunk count back to 0"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -105,6 +105,8 @@ pub struct CallTable {
     /// Endpoint legs by the Call-ID drhub gave them.
     legs: Mutex<HashMap<String, CallSender>>,
     idle: Notify,
+    /// Calls up per trunk FQDN, for `max_concurrent_sessions` (DR-TEN-6).
+    trunk_calls: Mutex<HashMap<String, (usize, Option<u32>)>>,
     /// Admission rate window: (second, count).
     rate: Mutex<(u64, u32)>,
     pub started: AtomicU64,
@@ -154,6 +156,46 @@ impl CallTable {
 
     pub fn contains(&self, key: &CallKey) -> bool {
         self.lock().contains_key(key)
+    }
+
+    /// DR-TEN-6: counts a call on its trunk. At 90 % of `max_concurrent_sessions` the
+    /// trunk is flagged and a warning is logged once per crossing; no call is refused.
+    fn trunk_call_started(&self, trunk: &str, max: Option<u32>) {
+        let mut map = self.trunk_calls.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(trunk.to_owned()).or_insert((0, max));
+        entry.0 += 1;
+        if let Some(max) = max {
+            let threshold = (max as usize * 9).div_ceil(10).max(1);
+            if entry.0 == threshold {
+                warn!(
+                    trunk,
+                    sessions = entry.0,
+                    max,
+                    "trunk at 90% of max_concurrent_sessions (alert only: calls are not refused)"
+                );
+            }
+        }
+    }
+
+    fn trunk_call_ended(&self, trunk: &str) {
+        let mut map = self.trunk_calls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = map.get_mut(trunk) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0 {
+                map.remove(trunk);
+            }
+        }
+    }
+
+    /// Calls up on a trunk, and whether it is at 90 % of its `max_concurrent_sessions`
+    /// (the status flag of DR-TEN-6).
+    pub fn trunk_load(&self, trunk: &str) -> (usize, bool) {
+        let map = self.trunk_calls.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(trunk) {
+            Some((n, Some(max))) => (*n, *n * 10 >= *max as usize * 9),
+            Some((n, None)) => (*n, false),
+            None => (0, false),
+        }
     }
 
     /// Resolves once no call is up.
@@ -270,6 +312,9 @@ pub struct NewCall {
     pub media_answer: Bytes,
     pub caller: Option<E164>,
     pub caller_name: Option<String>,
+    /// The SBC's trunk and its `max_concurrent_sessions` (DR-TEN-6, alert only).
+    pub trunk: String,
+    pub max_sessions: Option<u32>,
 }
 
 /// Admission checks after DR-VAL passed (DR-TEN-3..5, DR-FORK-6, DR-ERR-1): the user,
@@ -438,6 +483,9 @@ pub fn spawn(ctx: Arc<CallCtx>, new: NewCall) {
     ctx.calls.started.fetch_add(1, Ordering::Relaxed);
     ctx.live.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("call", call_id = %new.key.call_id, tenant = %new.tenant, user = %new.user.sip_address);
+    let trunk = new.trunk.clone();
+    ctx.calls.trunk_call_started(&trunk, new.max_sessions);
+    let table = ctx.calls.clone();
     let mut task = CallTask::new(ctx, new, tx, rx);
     // The task is the future's one capture and `run` only borrows it, so the call's
     // state is stored once in the spawned future (an `async fn run(self)` would hold it
@@ -447,6 +495,7 @@ pub fn spawn(ctx: Arc<CallCtx>, new: NewCall) {
             let pending_ack = task.run().await;
             // Out of the table already; the call's state goes before the ACK wait.
             drop(task);
+            table.trunk_call_ended(&trunk);
             if let Some(mut answered) = pending_ack {
                 if answered.outcome().await == ServerOutcome::AckTimeout {
                     warn!("the SBC did not ACK the final response (Timer H)");
