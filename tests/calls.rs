@@ -298,13 +298,7 @@ async fn dr_fork_9_deflection_to_voicemail_is_answered_by_voicemail() {
     );
     assert!(ok.body().contains("m=audio"));
     let tag = ok.to_tag().unwrap();
-    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
-    assert_eq!(
-        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
-            .await
-            .status(),
-        200
-    );
+    sbc.ack_and_bye(&inv, &tag).await;
     d.calls_drained().await;
 }
 
@@ -327,13 +321,7 @@ async fn dr_fork_3_bypass_trunk_gets_one_183_per_fork_with_endpoint_sdp() {
         .expect("the answering fork sent a 183");
     assert_eq!(desktop_183.body(), ok.body());
     let tag = ok.to_tag().unwrap();
-    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
-    assert_eq!(
-        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
-            .await
-            .status(),
-        200
-    );
+    sbc.ack_and_bye(&inv, &tag).await;
     d.calls_drained().await;
 }
 
@@ -529,13 +517,7 @@ async fn dr_fork_4_an_endpoint_may_go_straight_to_accepted() {
             .all(|r| r.to_tag().as_deref() != Some(answered.as_str())),
         "the answering fork sent nothing before its 200: {progress:#?}"
     );
-    sbc.send(in_dialog(&inv, "ACK", Some(&answered), 1)).await;
-    assert_eq!(
-        sbc.request(&in_dialog(&inv, "BYE", Some(&answered), 2))
-            .await
-            .status(),
-        200
-    );
+    sbc.ack_and_bye(&inv, &answered).await;
     d.calls_drained().await;
 }
 
@@ -561,13 +543,7 @@ async fn dr_fork_10_an_invite_with_a_3_kb_sdp_is_handled_whole() {
     sbc.send(&big).await;
     let (ok, _) = until(&mut sbc, 200).await;
     let tag = ok.to_tag().unwrap();
-    sbc.send(in_dialog(&big, "ACK", Some(&tag), 1)).await;
-    assert_eq!(
-        sbc.request(&in_dialog(&big, "BYE", Some(&tag), 2))
-            .await
-            .status(),
-        200
-    );
+    sbc.ack_and_bye(&big, &tag).await;
     d.calls_drained().await;
 }
 
@@ -597,13 +573,7 @@ async fn dr_ten_1_tenant_by_the_full_sbc_fqdn() {
     sbc.send(&inv).await;
     let (ok, _) = until(&mut sbc, 200).await;
     let tag = ok.to_tag().unwrap();
-    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
-    assert_eq!(
-        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
-            .await
-            .status(),
-        200
-    );
+    sbc.ack_and_bye(&inv, &tag).await;
 }
 
 #[tokio::test]
@@ -647,13 +617,7 @@ async fn dr_ten_6_max_concurrent_sessions_alerts_at_90_percent_and_refuses_nothi
         } else {
             &b
         };
-        sbc.send(in_dialog(inv, "ACK", Some(&tag), 1)).await;
-        assert_eq!(
-            sbc.request(&in_dialog(inv, "BYE", Some(&tag), 2))
-                .await
-                .status(),
-            200
-        );
+        sbc.ack_and_bye(inv, &tag).await;
     }
     d.calls_drained().await;
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -239,13 +239,7 @@ async fn dr_fork_5_losing_softphone_gets_cancel_call_completed_elsewhere() {
         }
     };
     let tag = ok.to_tag().unwrap();
-    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
-    assert_eq!(
-        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
-            .await
-            .status(),
-        200
-    );
+    sbc.ack_and_bye(&inv, &tag).await;
     d.calls_drained().await;
 }
 
@@ -335,13 +329,7 @@ async fn an_endpoint_that_vanishes_mid_ring_times_out_and_the_call_goes_on() {
         );
     }
     let tag = ok.to_tag().unwrap();
-    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
-    assert_eq!(
-        sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 2))
-            .await
-            .status(),
-        200
-    );
+    sbc.ack_and_bye(&inv, &tag).await;
     d.calls_drained().await;
 }
 

@@ -494,6 +494,20 @@ pub fn in_dialog(invite: &str, method: &str, to_tag: Option<&str>, cseq: u32) ->
     )
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
+    /// ACKs the 200 of `invite` on dialog `tag`, then hangs up: the BYE must get 200.
+    pub async fn ack_and_bye(&mut self, invite: &str, tag: &str) {
+        self.send(in_dialog(invite, "ACK", Some(tag), 1)).await;
+        let r = self.request(&in_dialog(invite, "BYE", Some(tag), 2)).await;
+        assert_eq!(
+            (r.status(), r.cseq_method()),
+            (200, Some("BYE")),
+            "{}",
+            r.text
+        );
+    }
+}
+
 /// ACK for a non-2xx final: the INVITE's branch (RFC 3261 §17.1.1.3).
 pub fn ack_non2xx(invite: &str, to_tag: Option<&str>) -> String {
     in_dialog(invite, "CANCEL", to_tag, 1).replacen("CANCEL", "ACK", 2)
