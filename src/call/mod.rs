@@ -13,8 +13,7 @@ pub mod inbox;
 pub mod sip_leg;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -252,7 +251,6 @@ pub struct CallCtx {
     pub flows: Arc<crate::transport::Flows>,
     pub media: MediaConfig,
     next_port: AtomicU16,
-    live: AtomicUsize,
 }
 
 impl CallCtx {
@@ -274,7 +272,6 @@ impl CallCtx {
             endpoints,
             flows,
             media,
-            live: AtomicUsize::new(0),
         }
     }
 
@@ -481,7 +478,6 @@ pub fn spawn(ctx: Arc<CallCtx>, new: NewCall) {
     let (tx, rx) = inbox::inbox();
     ctx.calls.insert(new.key.clone(), tx.clone());
     ctx.calls.started.fetch_add(1, Ordering::Relaxed);
-    ctx.live.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("call", call_id = %new.key.call_id, tenant = %new.tenant, user = %new.user.sip_address);
     let trunk = new.trunk.clone();
     ctx.calls.trunk_call_started(&trunk, new.max_sessions);
@@ -663,7 +659,6 @@ impl CallTask {
             }
         }
         self.ctx.calls.remove(&self.key);
-        self.ctx.live.fetch_sub(1, Ordering::Relaxed);
         // A non-2xx final still waits for the SBC's ACK (Timer H); the caller awaits it
         // after the call has left the table. After a 2xx the dialog saw its ACK already.
         match self.answered.take() {
@@ -871,7 +866,7 @@ impl CallTask {
     fn endpoint_answer(&mut self, i: usize, offer: &Offer) {
         let a = sdp::endpoint_answer(
             offer,
-            endpoint_address(&self.ctx, i),
+            self.ctx.config.media.address,
             self.ctx.port(),
             session_id(),
         );
@@ -1533,12 +1528,6 @@ impl std::fmt::Debug for Tag {
 
 fn session_id() -> u64 {
     fastrand::u64(1..u64::MAX / 2)
-}
-
-/// The address a virtual endpoint's own SDP shows: the media address (drhub relays no
-/// media either way); forks differ by port and ICE credentials.
-fn endpoint_address(ctx: &CallCtx, _fork: usize) -> IpAddr {
-    ctx.config.media.address
 }
 
 #[cfg(test)]
