@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use time::OffsetDateTime;
 
 use crate::certs::sbc_file_stem;
-use crate::config::{Config, ListenerTransport, Profile};
+use crate::config::{Config, Profile};
+use crate::sip::Transport;
 use crate::transport::tls::{self, PeerIdentity, TlsFiles};
 
 /// The printable summary and the problems found (each `path: what is wrong`).
@@ -51,7 +52,7 @@ pub fn summarize(config: &Config) -> Report {
             l.fqdn,
             if l.enabled { "" } else { "  (disabled)" }
         );
-        if l.transport == ListenerTransport::Tcp && l.enabled {
+        if l.transport == Transport::Tcp && l.enabled {
             let _ = writeln!(
                 t,
                 "             plain TCP: serves only trunks with allow_insecure = true"

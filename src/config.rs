@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::sip::Transport;
 use crate::transport::tls::TlsVersion;
 
 /// The lab configuration shipped in `config/drhub.toml`, compiled in so that
@@ -64,6 +65,14 @@ pub struct CallSettings {
     pub max_per_second: u32,
     /// Default delay before a user's voicemail answers.
     pub voicemail_answer_after: Duration,
+    /// RFC 4028 Session-Expires the proxy prefers on non-bypass calls (DR-ST-1).
+    pub session_expires: u32,
+    /// The smallest session interval the proxy accepts (DR-ST-3); RFC 4028 says 90.
+    pub min_se: u32,
+    /// How long an answered call without a session timer waits for its SBC after the
+    /// SBC's last connection closed without BYE, before the proxy asks whether the dialog
+    /// is still there (DR-NH-5).
+    pub orphan_timeout: Duration,
 }
 
 /// Where SIP endpoints (softphones, sipp) register and are reached.
@@ -115,6 +124,9 @@ pub struct Limits {
     pub message_timeout: Duration,
     /// The TLS handshake must be over within this time.
     pub handshake_timeout: Duration,
+    /// How long the proxy's own connection to an SBC (TCP connect, then the TLS
+    /// handshake) may take each (DR-TLS-4).
+    pub connect_timeout: Duration,
     /// Connections accepted at once over all listeners; more are refused at accept.
     pub max_connections: usize,
     /// How long SIGTERM waits for connections to close before exiting.
@@ -131,26 +143,12 @@ pub struct CertSettings {
     pub extra_sbc_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerTransport {
-    Tls,
-    Tcp,
-}
-
-impl fmt::Display for ListenerTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ListenerTransport::Tls => "tls",
-            ListenerTransport::Tcp => "tcp",
-        })
-    }
-}
-
 /// One SBC-facing listener, i.e. one emulated datacenter.
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub name: String,
-    pub transport: ListenerTransport,
+    /// TLS or TCP (UDP is the endpoint side's alone).
+    pub transport: Transport,
     pub address: SocketAddr,
     /// The proxy FQDN this listener speaks as (Server identity, ms-diagnostics source).
     pub fqdn: Fqdn,
@@ -196,6 +194,9 @@ pub struct Trunk {
     pub failover_time: Duration,
     /// Accept this SBC on the plain-TCP lab listener without a certificate (DR-TLS-5).
     pub allow_insecure: bool,
+    /// Where the proxy connects to reach this SBC (a lab has no DNS); the FQDN stays the
+    /// TLS name. `None`: the system resolver (hosts file) resolves the FQDN (DR-TLS-4).
+    pub address: Option<SocketAddr>,
 }
 
 /// A Teams user.
@@ -860,6 +861,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
                 "idle_timeout_seconds",
                 "message_timeout_seconds",
                 "handshake_timeout_seconds",
+                "connect_timeout_seconds",
                 "max_connections",
                 "shutdown_grace_seconds",
             ],
@@ -870,6 +872,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             idle_timeout: s.seconds("idle_timeout_seconds", 600.0, 0.05, 86_400.0),
             message_timeout: s.seconds("message_timeout_seconds", 10.0, 0.05, 3600.0),
             handshake_timeout: s.seconds("handshake_timeout_seconds", 10.0, 0.05, 600.0),
+            connect_timeout: s.seconds("connect_timeout_seconds", 5.0, 0.05, 600.0),
             max_connections: s.int("max_connections", 10_000, 1, 1_000_000) as usize,
             shutdown_grace: s.seconds("shutdown_grace_seconds", 5.0, 0.0, 3600.0),
         }
@@ -927,8 +930,19 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
                 "max_concurrent",
                 "max_per_second",
                 "voicemail_answer_after_seconds",
+                "session_expires_seconds",
+                "min_se_seconds",
+                "orphan_timeout_seconds",
             ],
         );
+        let min_se = s.int("min_se_seconds", 90, 1, 86_400) as u32;
+        let session_expires = s.int("session_expires_seconds", 1800, 1, 86_400) as u32;
+        if session_expires < min_se {
+            s.err(
+                "session_expires_seconds",
+                format!("{session_expires} must be at least min_se_seconds ({min_se}), RFC 4028 section 4"),
+            );
+        }
         let ring_timeout_status = s.int("ring_timeout_status", 480, 408, 480) as u16;
         if ring_timeout_status != 408 && ring_timeout_status != 480 {
             s.err(
@@ -942,6 +956,9 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             max_concurrent: s.int("max_concurrent", 20_000, 1, 10_000_000) as usize,
             max_per_second: s.int("max_per_second", 5_000, 1, 1_000_000) as u32,
             voicemail_answer_after: s.seconds("voicemail_answer_after_seconds", 5.0, 0.0, 600.0),
+            session_expires,
+            min_se,
+            orphan_timeout: s.seconds("orphan_timeout_seconds", 120.0, 0.05, 86_400.0),
         }
     };
     let endpoints = {
@@ -1064,8 +1081,8 @@ fn build_listener(
 ) -> Option<Listener> {
     let name = s.req_str("name").map(str::to_owned);
     let transport = match s.str("transport").unwrap_or("tls") {
-        "tls" => Some(ListenerTransport::Tls),
-        "tcp" => Some(ListenerTransport::Tcp),
+        "tls" => Some(Transport::Tls),
+        "tcp" => Some(Transport::Tcp),
         other => {
             s.err(
                 "transport",
@@ -1088,7 +1105,7 @@ fn build_listener(
     let enabled = s.bool("enabled", true);
     let tls_keys = ["certificate", "key", "client_ca", "tls_versions"];
     let tls = match transport {
-        Some(ListenerTransport::Tls) => {
+        Some(Transport::Tls) => {
             let path = |key: &str, file: &str| {
                 s.str(key)
                     .map(PathBuf::from)
@@ -1122,7 +1139,7 @@ fn build_listener(
                 versions,
             })
         }
-        Some(ListenerTransport::Tcp) => {
+        Some(Transport::Tcp | Transport::Udp) => {
             for key in tls_keys {
                 if s.table.contains_key(key) {
                     s.err(key, "only meaningful with transport = \"tls\"");
@@ -1182,6 +1199,7 @@ const TRUNK_KEYS: &[&str] = &[
     "failover_response_codes",
     "failover_time_seconds",
     "allow_insecure",
+    "address",
 ];
 const USER_KEYS: &[&str] = &[
     "sip_address",
@@ -1426,6 +1444,16 @@ fn build_trunk(s: &Section) -> Option<Trunk> {
         failover_response_codes: codes,
         failover_time: s.seconds("failover_time_seconds", 10.0, 1.0, 600.0),
         allow_insecure: s.bool("allow_insecure", false),
+        address: s.str("address").and_then(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| {
+                    s.err(
+                        "address",
+                        format!("`{a}` is not ip:port (where the proxy connects to this SBC)"),
+                    )
+                })
+                .ok()
+        }),
     })
 }
 
@@ -1552,7 +1580,7 @@ mod tests {
         assert_eq!(c.proxy.profile, Profile::Faithful);
         assert_eq!(c.proxy.server, DEFAULT_SERVER);
         let l = &c.listeners[0];
-        assert_eq!(l.transport, ListenerTransport::Tls);
+        assert_eq!(l.transport, Transport::Tls);
         assert_eq!(
             l.tls.as_ref().unwrap().certificate,
             PathBuf::from("certs/proxy.pem")

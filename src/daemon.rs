@@ -1,29 +1,34 @@
-//! Assembling the daemon: certificates, listeners, the proxy; then serving until
-//! shutdown and draining within a bounded grace period.
+//! Assembly only: certificates, sockets, the shared hub, the front door, the router and
+//! the transaction layer's task; then serving until shutdown and draining within a
+//! bounded grace period.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::call::Dest;
+use crate::call::router::{self, Router, ROUTER_QUEUE};
 use crate::certs::{self, PkiRequest};
-use crate::config::{Config, Listener, ListenerTransport};
-use crate::endpoint::net::{serve_udp, EndpointDispatch};
+use crate::config::{Config, Listener};
+use crate::endpoint::net::EndpointDispatch;
 use crate::endpoint::service::Endpoints;
-use crate::proxy::Proxy;
-use crate::sip;
-use crate::transaction::{LayerHandle, Output, Timers, TransactionLayer};
+use crate::hub::{Hub, ENDPOINT_LISTENER};
+use crate::sbc::FrontDoor;
+use crate::sip::build::Style;
+use crate::sip::{self, LocalIdentity, Transport};
+use crate::transaction::{CoreEvent, Output, Timers, TransactionLayer};
+use crate::transport::connect::{ClientSide, Connector};
 use crate::transport::listener::{self, Listening, Shared};
 use crate::transport::stream::StreamLimits;
 use crate::transport::tls::{self, TlsFiles};
-use crate::transport::Flows;
+use crate::transport::udp::{self, UdpFlow};
+use crate::transport::{Destination, Flows, Tap};
 
 /// Why the daemon could not start. Each names the listener or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +73,12 @@ pub struct Daemon {
     config: Arc<Config>,
     listening: Vec<Listening>,
     addrs: Vec<(String, SocketAddr)>,
-    proxy: Arc<Proxy>,
-    flows: Arc<Flows>,
-    layer: TransactionLayer<Dest>,
-    layer_handle: LayerHandle<Dest>,
-    endpoint_udp: Option<Arc<tokio::net::UdpSocket>>,
+    hub: Arc<Hub>,
+    shared: Shared,
+    layer: TransactionLayer<Destination>,
+    router: Router,
+    router_tx: mpsc::Sender<CoreEvent<Destination>>,
+    endpoint_udp: Option<(Arc<UdpFlow>, Arc<EndpointDispatch>)>,
 }
 
 impl Daemon {
@@ -81,12 +87,22 @@ impl Daemon {
     pub async fn bind(config: Arc<Config>) -> Result<Daemon, StartError> {
         ensure_lab_pki(&config)?;
         let flows = Arc::new(Flows::default());
+        let tap = Arc::new(Tap::new());
+        let shared = Shared {
+            flows: flows.clone(),
+            permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+            tap: tap.clone(),
+            stop_accepting: CancellationToken::new(),
+            close_connections: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
         let timers = Timers {
             t1: config.timers.t1,
             t2: config.timers.t2,
             t4: config.timers.t4,
         };
         let (layer, layer_handle) = TransactionLayer::new(timers);
+        let server: Arc<str> = config.proxy.server.as_str().into();
         let endpoint_sockets = match config.endpoints.address {
             Some(address) => Some(
                 crate::endpoint::service::bind(address)
@@ -95,20 +111,54 @@ impl Daemon {
             ),
             None => None,
         };
-        let endpoints = match &endpoint_sockets {
-            Some((udp, _)) => {
+        let mut endpoint_tcp = None;
+        let endpoints = match endpoint_sockets {
+            Some((udp, tcp)) => {
+                let local = udp.local_addr().map_err(|source| {
+                    StartError::Endpoints(crate::endpoint::service::EndpointError::Bind {
+                        address: config
+                            .endpoints
+                            .address
+                            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                        source,
+                    })
+                })?;
+                let proxy = LocalIdentity {
+                    host: local.ip().to_string().into(),
+                    port: local.port(),
+                    transport: Transport::Udp,
+                    server: server.clone(),
+                    style: Style::Rfc3261,
+                };
+                let udp = UdpFlow::new(
+                    udp,
+                    ENDPOINT_LISTENER.to_owned(),
+                    proxy.clone(),
+                    tap.clone(),
+                )
+                .map_err(|source| {
+                    StartError::Endpoints(crate::endpoint::service::EndpointError::Bind {
+                        address: local,
+                        source,
+                    })
+                })?;
+                let udp = Arc::new(udp);
                 let e = Endpoints::new(&config, udp.clone()).map_err(StartError::Endpoints)?;
                 info!(address = %e.local, "endpoint listener (UDP and TCP) for SIP endpoints");
+                endpoint_tcp = Some((
+                    tcp,
+                    LocalIdentity {
+                        transport: Transport::Tcp,
+                        ..proxy
+                    },
+                ));
                 Some(Arc::new(e))
             }
             None => None,
         };
-        let proxy = Arc::new(Proxy::new(
-            config.clone(),
-            flows.clone(),
-            layer_handle.clone(),
-            endpoints.clone(),
-        ));
+        let hub = Arc::new(Hub::new(config.clone(), flows, layer_handle, endpoints));
+        let (flow_tx, flow_rx) = mpsc::unbounded_channel();
+        let front_door = Arc::new(FrontDoor::new(hub.clone(), flow_tx));
         let limits = StreamLimits {
             sip: sip::Limits {
                 max_header_bytes: config.limits.max_header_bytes,
@@ -117,31 +167,33 @@ impl Daemon {
             idle_timeout: config.limits.idle_timeout,
             message_timeout: config.limits.message_timeout,
         };
+        let style = hub.style();
         let mut listening = Vec::new();
         let mut addrs = Vec::new();
+        let mut sides = Vec::new();
         for (index, l) in config
             .listeners
             .iter()
             .enumerate()
             .filter(|(_, l)| l.enabled)
         {
-            let tls = match &l.tls {
+            let (tls, client) = match &l.tls {
                 Some(t) => {
                     let files = TlsFiles {
                         cert: t.certificate.clone(),
                         key: t.key.clone(),
                         client_ca: t.client_ca.clone(),
                     };
-                    let cfg = tls::server_config(&files, &t.versions).map_err(|source| {
-                        StartError::Tls {
-                            index,
-                            name: l.name.clone(),
-                            source: Box::new(source),
-                        }
-                    })?;
-                    Some(TlsAcceptor::from(cfg))
+                    let to_err = |source| StartError::Tls {
+                        index,
+                        name: l.name.clone(),
+                        source: Box::new(source),
+                    };
+                    let server_cfg = tls::server_config(&files, &t.versions).map_err(to_err)?;
+                    let client_cfg = tls::client_config(&files, &t.versions).map_err(to_err)?;
+                    (Some(TlsAcceptor::from(server_cfg)), Some(client_cfg))
                 }
-                None => None,
+                None => (None, None),
             };
             let socket = TcpListener::bind(l.address)
                 .await
@@ -158,48 +210,66 @@ impl Daemon {
                 source,
             })?;
             info!(listener = %l.name, transport = %l.transport, address = %local, fqdn = %l.fqdn, "listening");
-            if l.transport == ListenerTransport::Tcp {
+            if l.transport == Transport::Tcp {
                 warn!(listener = %l.name, "plain TCP listener enabled: only trunks with allow_insecure = true are served there");
             }
+            let proxy = LocalIdentity {
+                host: l.fqdn.as_str().into(),
+                port: local.port(),
+                transport: l.transport,
+                server: server.clone(),
+                style,
+            };
+            sides.push(ClientSide {
+                listener: l.name.clone(),
+                tls: client,
+                proxy: proxy.clone(),
+            });
             addrs.push((l.name.clone(), local));
             listening.push(Listening {
                 name: l.name.clone(),
-                dispatch: proxy.clone(),
-                proxy_fqdn: l.fqdn.clone(),
-                transport: l.transport,
+                dispatch: front_door.clone(),
+                proxy,
                 socket,
                 tls,
                 limits: limits.clone(),
                 handshake_timeout: config.limits.handshake_timeout,
             });
         }
+        let connector = Connector::new(
+            shared.clone(),
+            front_door.clone(),
+            limits.clone(),
+            config.limits.connect_timeout,
+            sides,
+        );
+        hub.set_connector(Arc::new(connector));
         let mut endpoint_udp = None;
-        if let Some((udp, tcp)) = endpoint_sockets {
-            if let Ok(a) = udp.local_addr() {
-                addrs.push((crate::proxy::ENDPOINT_LISTENER.to_owned(), a));
-            }
-            endpoint_udp = Some(udp);
+        if let (Some((tcp, proxy)), Some(endpoints)) = (endpoint_tcp, hub.endpoints.clone()) {
+            addrs.push((ENDPOINT_LISTENER.to_owned(), endpoints.local));
+            let dispatch = Arc::new(EndpointDispatch { hub: hub.clone() });
+            endpoint_udp = Some((endpoints.udp.clone(), dispatch.clone()));
             listening.push(Listening {
-                name: crate::proxy::ENDPOINT_LISTENER.to_owned(),
-                dispatch: Arc::new(EndpointDispatch {
-                    proxy: proxy.clone(),
-                }),
-                proxy_fqdn: config.primary_fqdn().clone(),
-                transport: ListenerTransport::Tcp,
+                name: ENDPOINT_LISTENER.to_owned(),
+                dispatch,
+                proxy,
                 socket: tcp,
                 tls: None,
                 limits: limits.clone(),
                 handshake_timeout: config.limits.handshake_timeout,
             });
         }
+        let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
+        let router = Router::new(hub.clone(), router_rx, flow_rx);
         Ok(Daemon {
             config,
             listening,
             addrs,
-            proxy,
-            flows,
+            hub,
+            shared,
             layer,
-            layer_handle,
+            router,
+            router_tx,
             endpoint_udp,
         })
     }
@@ -217,39 +287,27 @@ impl Daemon {
             .map(|(_, a)| *a)
     }
 
-    /// The proxy state, for status reporting and tests.
-    pub fn proxy(&self) -> Arc<Proxy> {
-        self.proxy.clone()
+    /// The shared state, for status reporting and tests.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets work in
     /// progress finish within `limits.shutdown_grace`, closes every connection and
     /// returns.
     pub async fn serve(self, shutdown: CancellationToken) {
-        let tracker = TaskTracker::new();
-        let shared = Shared {
-            flows: self.flows.clone(),
-            permits: Arc::new(Semaphore::new(self.config.limits.max_connections)),
-            stop_accepting: shutdown.clone(),
-            close_connections: CancellationToken::new(),
-            tracker: tracker.clone(),
-        };
+        let shared = self.shared;
+        let tracker = shared.tracker.clone();
         for l in self.listening {
             tracker.spawn(listener::accept_loop(l, shared.clone()));
         }
-        let layer_task = tokio::spawn(drive_layer(
-            self.layer,
-            self.layer_handle,
-            self.proxy.clone(),
-        ));
-        if let Some(udp) = self.endpoint_udp {
-            tracker.spawn(serve_udp(
-                udp,
-                self.proxy.clone(),
-                shared.close_connections.clone(),
-            ));
+        let layer_task = tokio::spawn(drive_layer(self.layer, self.hub.clone(), self.router_tx));
+        let router_stop = CancellationToken::new();
+        let router_task = tokio::spawn(self.router.run(router_stop.clone()));
+        if let Some((udp, dispatch)) = self.endpoint_udp {
+            tracker.spawn(udp::serve(udp, dispatch, shared.close_connections.clone()));
         }
-        if let Some(endpoints) = self.proxy.endpoints().cloned() {
+        if let Some(endpoints) = self.hub.endpoints.clone() {
             let stop = shared.close_connections.clone();
             tracker.spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -262,9 +320,12 @@ impl Daemon {
             });
         }
         shutdown.cancelled().await;
-        self.proxy.set_draining();
+        shared.stop_accepting.cancel();
+        self.hub.set_draining();
         let grace = self.config.limits.shutdown_grace;
-        let drained = tokio::time::timeout(grace, self.proxy.idle()).await.is_ok();
+        let drained = tokio::time::timeout(grace, self.hub.calls.idle())
+            .await
+            .is_ok();
         if !drained {
             warn!(
                 ?grace,
@@ -272,6 +333,8 @@ impl Daemon {
             );
         }
         shared.close_connections.cancel();
+        router_stop.cancel();
+        let _ = router_task.await;
         layer_task.abort();
         tracker.close();
         // Each connection's close is itself bounded (2 s for close_notify).
@@ -284,25 +347,47 @@ impl Daemon {
     }
 }
 
-/// The transaction layer's one task: writes what it must transmit, hands core events to
-/// the proxy. A failed write is reported back so the transaction ends (§17.1.4).
+/// The transaction layer's one task: writes what it must transmit, hands what belongs to
+/// no transaction to the router. It does transactions only. A failed write is retried on
+/// another open connection of the same peer (an SBC that reconnected, RFC 3261 §18.2.2),
+/// else reported back so the transaction ends (§17.1.4, §17.2.4).
 async fn drive_layer(
-    mut layer: TransactionLayer<Dest>,
-    handle: LayerHandle<Dest>,
-    proxy: Arc<Proxy>,
+    mut layer: TransactionLayer<Destination>,
+    hub: Arc<Hub>,
+    router: mpsc::Sender<CoreEvent<Destination>>,
 ) {
     loop {
         match layer.next().await {
             Output::Transmit(t) => {
-                let sent = t.dest.send(t.bytes);
-                if !sent {
-                    warn!("message not sent: the connection is gone or its send queue is full");
+                if t.dest.send(t.bytes.clone()) {
+                    continue;
+                }
+                let again = match &t.dest {
+                    Destination::Flow(f) if f.info.identity.is_some() => hub
+                        .flows
+                        .find_same_peer(&f.info)
+                        .is_some_and(|other| other.send(t.bytes.clone())),
+                    _ => false,
+                };
+                if !again {
+                    warn!(to = %t.dest.label(), "message not sent: the connection is gone or its send queue is full");
                     if let Some(tx) = t.tx {
-                        let _ = handle.transport_error(tx);
+                        let _ = hub.layer.transport_error(tx);
                     }
                 }
             }
-            Output::Event(ev) => proxy.on_core_event(ev),
+            Output::Event(ev) => match router.try_send(ev) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    if let Some(ev) = router::shed(&hub, ev) {
+                        // Not shed (CANCEL, ACK, responses): wait for room.
+                        if router.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            },
         }
     }
 }
@@ -364,177 +449,5 @@ fn missing(index: usize, l: &Listener, path: &Path) -> StartError {
         index,
         name: l.name.clone(),
         path: path.to_owned(),
-    }
-}
-
-/// Virtual-time tests of whole calls: the real proxy, transaction layer and call tasks,
-/// with the SBC on an in-memory stream, so paused tokio time drives every timer at its
-/// configured value (60 s ring timeout, 64*T1 ACK wait) without waiting in real time.
-#[cfg(test)]
-mod virtual_time {
-    use super::*;
-    use crate::config::BUILTIN_LAB_CONFIG;
-    use crate::sip::{Message, Status};
-    use crate::transport::tls::PeerIdentity;
-    use crate::transport::{FlowHandle, FlowId, FlowInfo};
-    use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-    struct Lab {
-        proxy: Arc<Proxy>,
-        sbc: DuplexStream,
-        buf: Vec<u8>,
-    }
-
-    async fn lab(edit: impl FnOnce(String) -> String) -> Lab {
-        let text =
-            edit(BUILTIN_LAB_CONFIG.replace("address = \"127.0.0.1:5070\"", "address = \"off\""));
-        let config = Arc::new(Config::parse(&text, "test").expect("config"));
-        let flows = Arc::new(Flows::default());
-        let t = &config.timers;
-        let (layer, handle) = TransactionLayer::new(Timers {
-            t1: t.t1,
-            t2: t.t2,
-            t4: t.t4,
-        });
-        let proxy = Arc::new(Proxy::new(
-            config.clone(),
-            flows.clone(),
-            handle.clone(),
-            None,
-        ));
-        tokio::spawn(drive_layer(layer, handle, proxy.clone()));
-        let now = time::OffsetDateTime::now_utc();
-        let identity = PeerIdentity {
-            subject_cn: Some("sbc1.adatum.biz".into()),
-            dns_names: vec!["sbc1.adatum.biz".into()],
-            ip_addresses: Vec::new(),
-            not_before: now,
-            not_after: now + time::Duration::days(30),
-            serial: "01".into(),
-            issuer: "CN=test".into(),
-        };
-        let info = Arc::new(FlowInfo {
-            id: FlowId::next(),
-            peer: "192.0.2.10:5061".parse().expect("addr"),
-            local: "127.0.0.1:5061".parse().expect("addr"),
-            listener: "sip".into(),
-            proxy_fqdn: config.primary_fqdn().clone(),
-            transport: ListenerTransport::Tls,
-            identity: Some(Arc::new(identity)),
-        });
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        flows.insert(FlowHandle::new(info.clone(), tx));
-        let limits = StreamLimits {
-            sip: sip::Limits::default(),
-            idle_timeout: config.limits.idle_timeout,
-            message_timeout: config.limits.message_timeout,
-        };
-        tokio::spawn(crate::transport::stream::serve(
-            server,
-            info,
-            proxy.clone(),
-            limits,
-            rx,
-            CancellationToken::new(),
-        ));
-        Lab {
-            proxy,
-            sbc: client,
-            buf: Vec::new(),
-        }
-    }
-
-    const SDP: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-
-    fn invite(number: &str) -> String {
-        format!(
-            "INVITE sip:{number}@sip.pstnhub.microsoft.com;user=phone SIP/2.0\r\nVia: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKvt1\r\nMax-Forwards: 70\r\nFrom: <sip:+17168712781@sbc1.adatum.biz;user=phone>;tag=vt\r\nTo: <sip:{number}@sip.pstnhub.microsoft.com;user=phone>\r\nCall-ID: vt-1\r\nCSeq: 1 INVITE\r\nContact: <sip:+17168712781@sbc1.adatum.biz:5061;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-            SDP.len()
-        )
-    }
-
-    impl Lab {
-        /// The next message from the proxy, and the virtual time it arrived.
-        async fn next(&mut self) -> (String, tokio::time::Instant) {
-            loop {
-                while self.buf.starts_with(b"\r\n") {
-                    self.buf.drain(..2);
-                }
-                if let Ok(Status::Complete(m)) = Message::parse(&self.buf, &sip::Limits::default())
-                {
-                    let len = m.len();
-                    let text = String::from_utf8_lossy(&self.buf[..len]).into_owned();
-                    self.buf.drain(..len);
-                    return (text, tokio::time::Instant::now());
-                }
-                let mut chunk = [0u8; 8192];
-                let n = self.sbc.read(&mut chunk).await.expect("read");
-                assert!(n > 0, "the proxy closed the connection");
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn dr_fork_7_default_ring_timeout_fires_at_exactly_60_seconds() {
-        // User1's clients ring but never answer.
-        let mut lab = lab(|t| {
-            t.replace("answer_after_seconds = 2\n", "\n")
-                .replace("answer_after_seconds = 2.5\n", "\n")
-        })
-        .await;
-        let t0 = tokio::time::Instant::now();
-        lab.sbc
-            .write_all(invite("+18338006777").as_bytes())
-            .await
-            .expect("write");
-        let final_response = loop {
-            let (text, at) = lab.next().await;
-            if !text.starts_with("SIP/2.0 1") {
-                break (text, at);
-            }
-        };
-        assert!(
-            final_response.0.starts_with("SIP/2.0 480 "),
-            "{}",
-            final_response.0
-        );
-        assert_eq!(final_response.1 - t0, Duration::from_secs(60));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn two_hundred_is_retransmitted_then_bye_after_64_t1_without_ack() {
-        let mut lab = lab(|t| t).await;
-        let t0 = tokio::time::Instant::now();
-        lab.sbc
-            .write_all(invite("+18338006777").as_bytes())
-            .await
-            .expect("write");
-        let mut oks = Vec::new();
-        let bye_at = loop {
-            let (text, at) = lab.next().await;
-            if text.starts_with("SIP/2.0 200 ") {
-                oks.push(at - t0);
-            }
-            if text.starts_with("BYE ") {
-                assert!(text.contains("ms-diagnostics: 1106;"), "{text}");
-                break at - t0;
-            }
-        };
-        // The desktop answers at 2 s; retransmissions at +0.5, +1.5, +3.5, +7.5, then every
-        // T2 = 4 s (RFC 3261 §13.3.1.4); the BYE at 2 s + 64*T1 = 34 s.
-        let secs = |s: f64| Duration::from_secs_f64(s);
-        assert_eq!(
-            &oks[..5],
-            &[secs(2.0), secs(2.5), secs(3.5), secs(5.5), secs(9.5)]
-        );
-        assert_eq!(bye_at, secs(34.0));
-        assert_eq!(
-            lab.proxy.calls().len(),
-            1,
-            "the call waits for the BYE's answer"
-        );
     }
 }

@@ -8,6 +8,12 @@
 
 use std::fmt::Write as _;
 
+use bytes::BytesMut;
+use tracing::warn;
+
+use crate::sip::build::{ResponseWriter, Style};
+use crate::sip::{HeaderName, Message};
+
 /// One entry of the catalogue. The README's diagnostic-code table lists them all (a
 /// test keeps the two in step).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +72,22 @@ pub enum Diagnostic {
     SbcDidNotAck,
     /// A capability of a later milestone (outbound calls from endpoints).
     NotImplemented,
+    /// DR-NH-5: no connection to the SBC could be had: no address, no certificate.
+    NotConnected,
+    /// DR-NH-5: connecting to the SBC was refused or timed out.
+    ConnectFailed,
+    /// DR-NH-5: the TLS handshake with the SBC failed (reset, alert, timeout).
+    TlsFailed,
+    /// DR-NH-5: the SBC's certificate failed verification (untrusted, wrong name,
+    /// expired).
+    TlsCertificate,
+    /// DR-ST-3: the session interval is below the proxy's Min-SE (RFC 4028 §9).
+    SessionIntervalTooSmall,
+    /// DR-ST-2: nobody refreshed the session before it expired (RFC 4028 §10).
+    SessionExpired,
+    /// The SBC's connection went away without a BYE and the dialog did not come back
+    /// within `calls.orphan_timeout_seconds`.
+    SbcGone,
 }
 
 /// Static facts of a catalogue entry.
@@ -116,6 +138,13 @@ impl Diagnostic {
         Diagnostic::AllForksFailed,
         Diagnostic::SbcDidNotAck,
         Diagnostic::NotImplemented,
+        Diagnostic::NotConnected,
+        Diagnostic::ConnectFailed,
+        Diagnostic::TlsFailed,
+        Diagnostic::TlsCertificate,
+        Diagnostic::SessionIntervalTooSmall,
+        Diagnostic::SessionExpired,
+        Diagnostic::SbcGone,
     ];
 
     pub fn entry(self) -> Entry {
@@ -350,6 +379,62 @@ impl Diagnostic {
                 "DR-OUT-1",
                 true,
             ),
+            NotConnected => e(
+                504,
+                "Server Time-out",
+                549002,
+                "Unable to deliver the request: TLS transport is not connected",
+                "DR-NH-5",
+                false,
+            ),
+            ConnectFailed => e(
+                504,
+                "Server Time-out",
+                569002,
+                "Unable to deliver the request: the connection to the SBC was refused or timed out",
+                "DR-NH-5",
+                false,
+            ),
+            TlsFailed => e(
+                504,
+                "Server Time-out",
+                569003,
+                "Unable to deliver the request: the TLS negotiation with the SBC failed",
+                "DR-NH-5",
+                false,
+            ),
+            TlsCertificate => e(
+                504,
+                "Server Time-out",
+                569008,
+                "Unable to deliver the request: the SBC certificate is invalid (untrusted root, wrong name or expired)",
+                "DR-NH-5",
+                false,
+            ),
+            SessionIntervalTooSmall => e(
+                422,
+                "Session Interval Too Small",
+                540422,
+                "Session-Expires is below the proxy's Min-SE",
+                "DR-ST-3",
+                false,
+            ),
+            SessionExpired => e(
+                408,
+                "Request Timeout",
+                540408,
+                "The session expired without a refresh",
+                "DR-ST-2",
+                true,
+            ),
+            SbcGone => e(
+                408,
+                "Request Timeout",
+                540409,
+                "The SBC connection closed without BYE and the dialog did not recover",
+                "DR-NH-5",
+                true,
+            ),
         }
     }
 }
@@ -467,6 +552,99 @@ impl Rejection {
     }
 }
 
+/// How a rejection is told on the flow it answers on.
+#[derive(Debug, Clone, Copy)]
+pub struct Teller<'a> {
+    pub style: Style,
+    /// The proxy FQDN of the listener (ms-diagnostics `source`).
+    pub source: &'a str,
+    pub server: &'a str,
+    pub ms_diagnostics: bool,
+    /// The flow, for the log line.
+    pub flow: &'a str,
+    /// The methods a 405 lists.
+    pub allow: &'a str,
+}
+
+impl Rejection {
+    /// Logs the rejection once, with its correlation id and facts (DR-VAL-8), and
+    /// writes the response to `req` into `out`: the status, `Reason`, `ms-diagnostics`,
+    /// and what the status itself needs (Allow, Unsupported, Retry-After, Min-SE). False,
+    /// with nothing written, when `req` lacks what a response copies (DR-ERR-3).
+    pub fn respond(&self, req: &Message<'_>, teller: &Teller<'_>, out: &mut BytesMut) -> bool {
+        let e = self.entry();
+        let id = correlation_id();
+        let call_id = req.header(HeaderName::CallId).unwrap_or("-");
+        warn!(
+            flow = teller.flow,
+            call_id,
+            status = self.status(),
+            code = e.code,
+            requirement = e.requirement,
+            correlation = %id,
+            facts = %self.facts_line(),
+            "rejected: {}",
+            e.text
+        );
+        if !can_respond(req) {
+            warn!(
+                flow = teller.flow,
+                "no response possible (Via, From, To, Call-ID or CSeq missing); dropped"
+            );
+            return false;
+        }
+        let tag = format!("{:016x}", fastrand::u64(..));
+        let mut w = ResponseWriter::start(
+            out,
+            teller.style,
+            req,
+            self.status(),
+            self.phrase(),
+            Some(&tag),
+        );
+        w.header("Reason", &self.reason_header(&id));
+        if teller.ms_diagnostics {
+            w.header("ms-diagnostics", &self.ms_diagnostics(teller.source));
+        }
+        let fact = |key: &str| self.facts.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+        match self.diagnostic {
+            Diagnostic::BadExtension => {
+                if let Some(tags) = fact("unsupported") {
+                    w.header("Unsupported", tags);
+                }
+            }
+            Diagnostic::MethodNotAllowed => {
+                w.header("Allow", teller.allow);
+            }
+            Diagnostic::Overloaded => {
+                w.header("Retry-After", "1");
+            }
+            Diagnostic::SessionIntervalTooSmall => {
+                if let Some(min_se) = fact("min_se") {
+                    w.header("Min-SE", min_se);
+                }
+            }
+            _ => {}
+        }
+        w.header("Server", teller.server);
+        w.finish(b"");
+        true
+    }
+}
+
+/// RFC 3261 §8.2.6: a response needs these copied from the request.
+pub fn can_respond(msg: &Message<'_>) -> bool {
+    [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ]
+    .iter()
+    .all(|h| msg.header(*h).is_some())
+}
+
 /// The RFC 3261 reason phrase of a status (RFC 3261 §21 and later RFCs).
 pub fn standard_phrase(status: u16) -> &'static str {
     match status {
@@ -481,6 +659,7 @@ pub fn standard_phrase(status: u16) -> &'static str {
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
+        422 => "Session Interval Too Small",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
         483 => "Too Many Hops",

@@ -6,10 +6,12 @@
 //! - `diagnostics`: the catalogue of rejections: SIP status, ms-diagnostics code, Q.850
 //! - `sip`: zero-copy SIP parser and the response/request builder; no I/O
 //! - `transaction`: RFC 3261 §17 / RFC 6026 transactions as sans-IO machines plus one driver
-//! - `transport`: TLS and TCP listeners, stream framing, the registry of flows
-//! - `proxy`: what the proxy does with each message from an SBC; routes to calls
-//! - `call`: admission of an SBC INVITE and one task per call with its forks (DR-FORK)
-//! - `endpoint`: SIP endpoints: REGISTER with digest authentication (RFC 8760)
+//! - `transport`: every socket and direction (listeners, outbound connections, UDP), stream
+//!   framing, the registry of flows, the tap
+//! - `hub`: the shared state every layer reads (config, directory, health, calls, flows)
+//! - `sbc`: the front door for SBC messages: validity, DR-VAL, OPTIONS, rejections
+//! - `call`: the router (admission, routing to calls), dialogs, legs, the call machine
+//! - `endpoint`: scripted Teams clients; SIP endpoints: REGISTER with digest (RFC 8760)
 //! - `sdp`: offer parsing and the media processor's and endpoints' answers
 //! - `health`: per-SBC status from OPTIONS (DR-OPT-2)
 //! - `certs`: the lab PKI behind `drhub certs`
@@ -26,9 +28,10 @@ pub mod diagnostics;
 pub mod directory;
 pub mod endpoint;
 pub mod health;
+pub mod hub;
 pub mod logging;
 pub mod policy;
-pub mod proxy;
+pub mod sbc;
 pub mod sdp;
 pub mod sip;
 pub mod systemd;

@@ -11,6 +11,13 @@ use crate::directory::{Directory, TenantId, TenantMatch};
 use crate::sip::{HeaderName, Host, Message, Method, NameAddr, Scheme, StartLine, Uri};
 use crate::transport::tls::PeerIdentity;
 
+/// The methods the proxy advertises, as the real service does (DR-OPT-1).
+pub const ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY";
+
+/// The methods the proxy accepts inside a dialog it answered: [`ALLOW`] plus UPDATE,
+/// which RFC 4028 session refreshes may use (DR-ST-2). Emulator choice.
+pub const DIALOG_ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY,UPDATE";
+
 /// Option tags drhub understands in `Require` (RFC 3261 §8.2.2.3).
 pub const SUPPORTED_OPTIONS: &[&str] = &["timer", "100rel", "replaces", "histinfo", "norefersub"];
 

@@ -339,7 +339,7 @@ async fn retransmitted_invite_is_absorbed() {
         "the very same response, not a new rejection"
     );
     assert_eq!(
-        d.proxy
+        d.hub
             .counters
             .rejected
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -416,7 +416,7 @@ async fn sbc_that_never_acks_the_200_gets_a_bye_with_1106() {
 async fn draining_daemon_refuses_new_calls_with_503_retry_after() {
     let d = lab().await;
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
-    d.proxy.set_draining();
+    d.hub.set_draining();
     let r = sbc.request(&invite("sbc1.adatum.biz", USER1, &[])).await;
     assert_eq!(
         (r.status(), r.header("Retry-After")),
@@ -560,13 +560,9 @@ async fn dr_ten_1_tenant_by_the_full_sbc_fqdn() {
     let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
     sbc.fqdn = "sbc2.contoso.com".into();
     assert_eq!(sbc.options().await.status(), 200);
-    let (id, how) = d
-        .proxy
-        .directory()
-        .tenant_for_sbc("sbc2.contoso.com")
-        .unwrap();
+    let (id, how) = d.hub.directory.tenant_for_sbc("sbc2.contoso.com").unwrap();
     assert_eq!(
-        (d.proxy.directory().tenant(id).id.as_str(), how),
+        (d.hub.directory.tenant(id).id.as_str(), how),
         ("contoso", drhub::directory::TenantMatch::Exact)
     );
     let inv = invite("sbc2.contoso.com", "+14255550190", &[]);
@@ -598,7 +594,7 @@ async fn dr_ten_6_max_concurrent_sessions_alerts_at_90_percent_and_refuses_nothi
         }
     }
     assert_eq!(
-        d.proxy.calls().trunk_load("sbc1.adatum.biz"),
+        d.hub.calls.trunk_load("sbc1.adatum.biz"),
         (2, true),
         "flagged at 90 % of 2"
     );
@@ -621,7 +617,7 @@ async fn dr_ten_6_max_concurrent_sessions_alerts_at_90_percent_and_refuses_nothi
     }
     d.calls_drained().await;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while d.proxy.calls().trunk_load("sbc1.adatum.biz") != (0, false) {
+    while d.hub.calls.trunk_load("sbc1.adatum.biz") != (0, false) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "trunk count back to 0"

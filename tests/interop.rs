@@ -55,8 +55,8 @@ async fn sipp_options_over_tcp_get_200() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(d.proxy.counters.options_ok.load(Ordering::Relaxed), 20);
-    assert_eq!(d.proxy.counters.rejected.load(Ordering::Relaxed), 0);
+    assert_eq!(d.hub.counters.options_ok.load(Ordering::Relaxed), 20);
+    assert_eq!(d.hub.counters.rejected.load(Ordering::Relaxed), 0);
 }
 
 /// sipp as the SBC (over the plain-TCP lab listener) calls User1, whose desktop client
@@ -112,7 +112,7 @@ async fn sipp_sbc_calls_user1_over_tcp() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(d.proxy.calls().answered.load(Ordering::Relaxed), 5);
+    assert_eq!(d.hub.calls.answered.load(Ordering::Relaxed), 5);
     d.calls_drained().await;
 }
 

@@ -99,7 +99,7 @@ async fn dr_opt_2_options_are_recorded_per_sbc() {
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
     assert_eq!(sbc.options().await.status(), 200);
     assert_eq!(sbc.options().await.status(), 200);
-    let s = d.proxy.health().get("sbc1.adatum.biz").expect("recorded");
+    let s = d.hub.health.get("sbc1.adatum.biz").expect("recorded");
     assert_eq!(s.tenant, "adatum");
     assert_eq!(s.options_received, 2);
     assert!(s.allows("REFER") && s.allows("invite"));
@@ -107,7 +107,7 @@ async fn dr_opt_2_options_are_recorded_per_sbc() {
     assert!(cert.matches("sbc1.adatum.biz"));
     assert!(cert.not_after > time::OffsetDateTime::now_utc());
     assert!(
-        d.proxy.flows().get(s.flow).is_some(),
+        d.hub.flows.get(s.flow).is_some(),
         "the connection it came on is live"
     );
 }
@@ -121,7 +121,7 @@ async fn dr_ten_2_wildcard_certificate_serves_a_subdomain_sbc() {
     let r = sbc.options().await;
     assert_eq!(r.status(), 200, "{}", r.text);
     assert_eq!(
-        d.proxy.health().get("sbc2.contoso.com").unwrap().tenant,
+        d.hub.health.get("sbc2.contoso.com").unwrap().tenant,
         "contoso"
     );
 }
@@ -524,7 +524,7 @@ async fn dr_tls_1_no_untrusted_or_expired_client_certificate_fails_the_handshake
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
     assert_eq!(sbc.options().await.status(), 200);
     assert_eq!(
-        d.proxy
+        d.hub
             .counters
             .requests
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -589,7 +589,7 @@ async fn dr_tls_3_double_crlf_ping_gets_one_crlf_pong() {
     assert_eq!(sbc.recv_raw(2).await, b"\r\n");
     assert_eq!(sbc.options().await.status(), 200);
     assert_eq!(
-        d.proxy
+        d.hub
             .counters
             .requests
             .load(std::sync::atomic::Ordering::Relaxed),

@@ -9,7 +9,7 @@
 
 use drhub::sip::{
     decode_into, pct_eq, unescape_quoted, Contact, HeaderName, Host, Limits, MaxForwards, Message,
-    Method, ParseError, Scheme, StartLine, Status, SyntaxError, Transport,
+    Method, ParseError, Scheme, StartLine, Status, SyntaxError, ViaTransport,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -104,11 +104,11 @@ fn rfc4475_wsinv() {
     let vias: Vec<_> = m.vias().map(|v| v.unwrap()).collect();
     assert_eq!(vias.len(), 3);
     assert_eq!(vias[0].host(), Host::V4(Ipv4Addr::new(192, 0, 2, 2)));
-    assert_eq!(vias[0].transport(), Transport::Udp);
+    assert_eq!(vias[0].transport(), ViaTransport::Udp);
     assert_eq!(vias[0].branch(), Some("390skdjuw"));
     assert!(!vias[0].has_magic_cookie());
     assert_eq!(vias[1].host(), Host::Domain("spindle.example.com"));
-    assert_eq!(vias[1].transport(), Transport::Tcp);
+    assert_eq!(vias[1].transport(), ViaTransport::Tcp);
     assert_eq!(vias[1].branch(), Some("z9hG4bK9ikj8"));
     assert_eq!(vias[2].branch(), Some("z9hG4bK30239"));
 
@@ -367,11 +367,11 @@ fn rfc4475_transports() {
     assert_eq!(
         t,
         [
-            Transport::Udp,
-            Transport::Sctp,
-            Transport::Tls,
-            Transport::Other("UNKNOWN"),
-            Transport::Tcp
+            ViaTransport::Udp,
+            ViaTransport::Sctp,
+            ViaTransport::Tls,
+            ViaTransport::Other("UNKNOWN"),
+            ViaTransport::Tcp
         ]
     );
 }
@@ -1001,7 +1001,7 @@ fn rfc5118_mult_ip_in_header() {
     assert_eq!(vias[0].host(), v6("2001:db8::9:1"));
     assert_eq!(vias[0].port(), Some(6050));
     assert_eq!(vias[1].host(), Host::V4(Ipv4Addr::new(192, 0, 2, 1)));
-    assert_eq!(vias[2].transport(), Transport::Tcp);
+    assert_eq!(vias[2].transport(), ViaTransport::Tcp);
     assert_eq!(
         vias[2].received(),
         Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200)))

@@ -1,8 +1,6 @@
 //! One leg per endpoint of the called user (DR-FORK-1) and the choice of the one final
 //! response the SBC gets when every leg failed (DR-FORK-7, RFC 3261 §16.7).
 
-use std::time::Duration;
-
 /// Where a fork stands, from the SBC's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForkState {
@@ -28,45 +26,6 @@ impl ForkState {
             ForkState::Trying | ForkState::Ringing | ForkState::Early
         )
     }
-}
-
-/// A step of a virtual endpoint's script, due at an offset from the INVITE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Ring,
-    MediaAnswer,
-    Answer,
-    Reject(u16),
-    RedirectVoicemail,
-    RedirectNumber,
-    HangUp,
-}
-
-/// The steps of a script in time order, ready for a timer queue.
-pub fn schedule(script: &crate::config::Script) -> Vec<(Duration, Step)> {
-    use crate::config::{Outcome, RedirectTarget};
-    let mut steps = Vec::with_capacity(4);
-    if let Some(t) = script.ring_after {
-        steps.push((t, Step::Ring));
-    }
-    if let Some(t) = script.media_answer_after {
-        steps.push((t, Step::MediaAnswer));
-    }
-    if let Some((t, outcome)) = &script.outcome {
-        let step = match outcome {
-            Outcome::Answer => Step::Answer,
-            Outcome::Reject(code) => Step::Reject(*code),
-            Outcome::Redirect(RedirectTarget::Voicemail) => Step::RedirectVoicemail,
-            Outcome::Redirect(RedirectTarget::Number(_)) => Step::RedirectNumber,
-        };
-        steps.push((*t, step));
-        if let (Outcome::Answer, Some(h)) = (outcome, script.hangup_after) {
-            steps.push((*t + h, Step::HangUp));
-        }
-    }
-    // Stable: a ring and an answer due at the same instant keep their order.
-    steps.sort_by_key(|(t, _)| *t);
-    steps
 }
 
 /// RFC 3261 §16.7 step 6, as the spec words it for Direct Routing (DR-FORK-7): any 6xx
@@ -101,7 +60,6 @@ fn rank(code: u16) -> (u8, u16, u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Outcome, RedirectTarget, Script};
 
     #[test]
     fn dr_fork_7_best_final_response() {
@@ -123,37 +81,6 @@ mod tests {
         for (codes, want) in cases {
             assert_eq!(best_final(codes), *want, "{codes:?}");
         }
-    }
-
-    #[test]
-    fn script_steps_are_in_time_order_with_hangup_after_answer() {
-        let s = Script {
-            ring_after: Some(Duration::from_millis(300)),
-            media_answer_after: Some(Duration::from_secs(1)),
-            outcome: Some((Duration::from_secs(2), Outcome::Answer)),
-            hangup_after: Some(Duration::from_secs(30)),
-            bypass: true,
-        };
-        assert_eq!(
-            schedule(&s),
-            vec![
-                (Duration::from_millis(300), Step::Ring),
-                (Duration::from_secs(1), Step::MediaAnswer),
-                (Duration::from_secs(2), Step::Answer),
-                (Duration::from_secs(32), Step::HangUp),
-            ]
-        );
-        let redirect = Script {
-            ring_after: None,
-            media_answer_after: None,
-            outcome: Some((Duration::ZERO, Outcome::Redirect(RedirectTarget::Voicemail))),
-            hangup_after: None,
-            bypass: false,
-        };
-        assert_eq!(
-            schedule(&redirect),
-            vec![(Duration::ZERO, Step::RedirectVoicemail)]
-        );
     }
 
     #[test]

@@ -1,789 +1,908 @@
-//! Inbound calls: admitting an SBC's INVITE (DR-TEN, DR-FORK-6, DR-ERR-1) and one task
-//! per call that owns the SBC leg and every fork, so a call's whole story reads top to
-//! bottom in [`CallTask::run`] and is logged under one `call{call_id, tenant, user}`
-//! span.
+//! Calls: a sans-IO state machine over legs, and the thin tokio task that drives it.
 //!
-//! The task receives everything on one channel: requests from the SBC inside the call
-//! (CANCEL, ACK, BYE ...), the outcome of its client transactions, and its own timers
-//! (virtual endpoints' scripts, ring timeout, 2xx retransmission). No locks guard call
-//! state; the only shared structure is the [`CallTable`] that routes messages to calls.
+//! A [`Call`] owns the caller's [`UasLeg`] (the SBC, for an inbound call) and one fork per
+//! endpoint of the callee: a scripted Teams client ([`Script`]), the user's voicemail, or
+//! a SIP endpoint's [`UacLeg`]. Everything it learns arrives through
+//! [`Call::handle`] (requests and responses routed to it, client transaction outcomes) or
+//! [`Call::handle_timeout`] (ring timeout, scripts, 2xx retransmission, session timer,
+//! orphan wait), with time passed in; everything it wants sent leaves as an [`Action`],
+//! or through the server transaction handles its UAS leg owns. So a whole call runs on a
+//! virtual clock in tests, and its story reads top to bottom in the rules below.
+//!
+//! [`spawn`] runs a call on its own task, logged under one `call{call_id, tenant, user}`
+//! span; [`router`] admits calls and routes messages to them.
 
+pub mod dialog;
 pub mod fork;
 pub mod inbox;
-pub mod sip_leg;
+pub mod leg;
+pub mod router;
+pub mod session_timer;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use bytes::Bytes;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::config::{Config, EndpointKind, User, E164};
-use crate::diagnostics::{correlation_id, Diagnostic, Rejection};
-use crate::directory::{classify_target, TargetError};
-use crate::endpoint::registrar::Transport;
-use crate::endpoint::service::{self, Endpoints};
-use crate::sdp::{self, MediaConfig, Offer};
-use crate::sip::build::{RequestWriter, ResponseWriter, Style};
-use crate::sip::{HeaderName, Limits, Message, Status};
-use crate::transaction::{
-    Branch, ClientTxEvent, Final, LayerHandle, Provisional, ServerOutcome, ServerTx, TransportKind,
+use crate::config::Config;
+use crate::diagnostics::{correlation_id, Diagnostic, Rejection, Teller};
+use crate::endpoint::script::{Script, Step};
+use crate::hub::Hub;
+use crate::policy::DIALOG_ALLOW;
+use crate::sip::{HeaderName, LocalIdentity, Message, Method, Stored};
+use crate::transaction::{ClientEvent, ServerOutcome, ServerTx};
+use crate::transport::connect::{ConnectError, Target};
+use crate::transport::Destination;
+use dialog::Peer;
+use fork::{best_final, ForkState};
+use leg::{reply, InviteParams, LegEvent, Redirect, UacLeg, UasLeg, UasState};
+use session_timer::{
+    negotiate_uac, negotiate_uas, on_422, Negotiated, RequestTimers, ResponseTimers, SessionTimer,
+    UacHeaders, UasDecision,
 };
-use crate::transport::FlowHandle;
-use fork::{best_final, schedule, ForkState, Step};
 
-/// Where the transaction layer sends bytes: an SBC's connection (its flow), or a UDP
-/// endpoint. Cloned into every transaction.
+pub use router::{CallTable, LegKey};
+
+/// Identifies a request a call sent, so that its transaction's events come back to the
+/// rule that sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReqId(pub u32);
+
+/// How a request reaches its peer.
 #[derive(Debug, Clone)]
-pub enum Dest {
-    Flow(FlowHandle),
-    Udp {
-        socket: Arc<tokio::net::UdpSocket>,
-        addr: std::net::SocketAddr,
+pub enum Route {
+    /// A known destination (an endpoint's address or flow).
+    Dest(Destination),
+    /// An SBC: any open connection to it, or a new one (DR-TLS-4, DR-NH-5), presenting
+    /// the certificate of `listener`.
+    Sbc { target: Target, listener: Arc<str> },
+}
+
+/// What a call asks of the world.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Start a client transaction for `request`; its events come back as
+    /// [`CallEvent::Client`] with `id`.
+    Send {
+        id: ReqId,
+        request: Bytes,
+        route: Route,
     },
+    /// Send bytes outside any transaction: the ACK for a 2xx (RFC 3261 §13.2.2.4).
+    Stateless { bytes: Bytes, route: Route },
+    /// Route in-dialog requests and stray responses of a new leg to this call.
+    Index { key: LegKey, peer: Peer },
 }
 
-impl Dest {
-    /// Sends without waiting; false when the bytes could not be queued or sent.
-    pub fn send(&self, bytes: Bytes) -> bool {
-        match self {
-            Dest::Flow(flow) => flow.send(bytes),
-            Dest::Udp { socket, addr } => socket.try_send_to(&bytes, *addr).is_ok(),
-        }
-    }
-}
-
-/// The SBC side of a dialog set: Call-ID and the SBC's From tag. Every request the SBC
-/// sends for a call (CANCEL, ACK, BYE, re-INVITE) carries both.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CallKey {
-    pub call_id: String,
-    pub from_tag: String,
-}
-
-impl CallKey {
-    /// The key of a request from the SBC; `None` without Call-ID or From tag.
-    pub fn of(msg: &Message<'_>) -> Option<CallKey> {
-        let call_id = msg.call_id()?.to_owned();
-        let from = msg.from()?.ok()?;
-        Some(CallKey {
-            call_id,
-            from_tag: from.tag()?.to_owned(),
-        })
-    }
-}
-
-/// What a call task is told from outside.
+/// What a call is told.
 #[derive(Debug)]
 pub enum CallEvent {
-    /// The SBC cancelled the INVITE; answer the CANCEL through `tx` (DR-FORK-8).
-    Cancel { tx: ServerTx, request: Bytes },
-    /// An ACK for the 2xx (DR-FORK-8).
-    Ack,
-    /// A request inside the call (BYE, re-INVITE, INFO ...).
-    Request { tx: ServerTx, request: Bytes },
-    /// A response to a request the call sent (to the SBC or an endpoint).
-    Client(ClientTxEvent),
-    /// A response that matched no transaction, on one of the call's endpoint legs (a 2xx
-    /// retransmitted after Timer M: the call must ACK it again).
-    Stray { response: Bytes, source: Dest },
+    /// A request inside one of the call's dialogs (BYE, re-INVITE, UPDATE, INFO ...),
+    /// from a peer the router already checked (DR-NH-4).
+    Request {
+        tx: ServerTx,
+        request: Stored,
+        source: Destination,
+    },
+    /// The caller cancelled the INVITE (DR-FORK-8).
+    Cancel { tx: ServerTx, request: Stored },
+    /// An ACK for a 2xx.
+    Ack { request: Stored },
+    /// The outcome of a request the call sent.
+    Client { id: ReqId, event: ClientEvent },
+    /// A request the call sent could not be delivered (DR-NH-5).
+    Undeliverable { id: ReqId, error: Arc<ConnectError> },
+    /// A response that matched no transaction on one of the call's UAC legs (a 2xx
+    /// retransmitted after Timer M: it must be ACKed again).
+    Stray { response: Stored },
+    /// Every connection to the caller's SBC has closed.
+    SbcGone,
 }
 
 /// A call's inbox (see [`inbox`] for why it is not a tokio channel).
 pub type CallSender = inbox::Sender<CallEvent>;
 
-/// Live calls by SBC dialog set. Also counts calls for the overload rules (DR-ERR-1)
-/// and wakes the shutdown drain when the last call ends.
-#[derive(Debug, Default)]
-pub struct CallTable {
-    map: Mutex<HashMap<CallKey, CallSender>>,
-    /// Endpoint legs by the Call-ID drhub gave them.
-    legs: Mutex<HashMap<String, CallSender>>,
-    idle: Notify,
-    /// Calls up per trunk FQDN, for `max_concurrent_sessions` (DR-TEN-6).
-    trunk_calls: Mutex<HashMap<String, (usize, Option<u32>)>>,
-    /// Admission rate window: (second, count).
-    rate: Mutex<(u64, u32)>,
-    pub started: AtomicU64,
-    pub answered: AtomicU64,
-    pub failed: AtomicU64,
+/// The settings every call reads, made once from the config.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub ring_timeout: Duration,
+    pub ring_timeout_status: u16,
+    pub ms_diagnostics: bool,
+    pub session: session_timer::Config,
+    pub orphan_timeout: Duration,
 }
 
-impl CallTable {
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Routes an event to a live call; gives it back when there is none, so the caller
-    /// can still answer the transaction inside it (hence the large `Err`, by design).
-    #[allow(clippy::result_large_err)]
-    pub fn send(&self, key: &CallKey, ev: CallEvent) -> Result<(), CallEvent> {
-        match self.lock().get(key) {
-            Some(tx) => tx.send(ev),
-            None => Err(ev),
-        }
-    }
-
-    /// Routes an event to the call owning an endpoint leg with this Call-ID.
-    #[allow(clippy::result_large_err)]
-    pub fn send_leg(&self, call_id: &str, ev: CallEvent) -> Result<(), CallEvent> {
-        match self.legs_lock().get(call_id) {
-            Some(tx) => tx.send(ev),
-            None => Err(ev),
-        }
-    }
-
-    fn add_leg(&self, call_id: String, tx: CallSender) {
-        self.legs_lock().insert(call_id, tx);
-    }
-
-    fn remove_leg(&self, call_id: &str) {
-        self.legs_lock().remove(call_id);
-    }
-
-    fn legs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CallSender>> {
-        self.legs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn contains(&self, key: &CallKey) -> bool {
-        self.lock().contains_key(key)
-    }
-
-    /// DR-TEN-6: counts a call on its trunk. At 90 % of `max_concurrent_sessions` the
-    /// trunk is flagged and a warning is logged once per crossing; no call is refused.
-    fn trunk_call_started(&self, trunk: &str, max: Option<u32>) {
-        let mut map = self.trunk_calls.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(trunk.to_owned()).or_insert((0, max));
-        entry.0 += 1;
-        if let Some(max) = max {
-            let threshold = (max as usize * 9).div_ceil(10).max(1);
-            if entry.0 == threshold {
-                warn!(
-                    trunk,
-                    sessions = entry.0,
-                    max,
-                    "trunk at 90% of max_concurrent_sessions (alert only: calls are not refused)"
-                );
-            }
-        }
-    }
-
-    fn trunk_call_ended(&self, trunk: &str) {
-        let mut map = self.trunk_calls.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = map.get_mut(trunk) {
-            entry.0 = entry.0.saturating_sub(1);
-            if entry.0 == 0 {
-                map.remove(trunk);
-            }
-        }
-    }
-
-    /// Calls up on a trunk, and whether it is at 90 % of its `max_concurrent_sessions`
-    /// (the status flag of DR-TEN-6).
-    pub fn trunk_load(&self, trunk: &str) -> (usize, bool) {
-        let map = self.trunk_calls.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(trunk) {
-            Some((n, Some(max))) => (*n, *n * 10 >= *max as usize * 9),
-            Some((n, None)) => (*n, false),
-            None => (0, false),
-        }
-    }
-
-    /// Resolves once no call is up.
-    pub async fn idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.is_empty() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// DR-ERR-1: one more call per second allowed?
-    fn admit_rate(&self, max_per_second: u32) -> bool {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut r = self.rate.lock().unwrap_or_else(|p| p.into_inner());
-        if r.0 != now {
-            *r = (now, 0);
-        }
-        r.1 += 1;
-        r.1 <= max_per_second
-    }
-
-    fn insert(&self, key: CallKey, tx: CallSender) {
-        self.lock().insert(key, tx);
-    }
-
-    fn remove(&self, key: &CallKey) {
-        let empty = {
-            let mut map = self.lock();
-            map.remove(key);
-            map.is_empty()
-        };
-        if empty {
-            self.idle.notify_waiters();
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CallKey, CallSender>> {
-        // Single insert/remove operations keep the map consistent even after a panic.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// What every call shares.
-pub struct CallCtx {
-    pub config: Arc<Config>,
-    pub layer: LayerHandle<Dest>,
-    pub calls: Arc<CallTable>,
-    pub endpoints: Option<Arc<Endpoints>>,
-    pub flows: Arc<crate::transport::Flows>,
-    pub media: MediaConfig,
-    next_port: AtomicU16,
-}
-
-impl CallCtx {
-    pub fn new(
-        config: Arc<Config>,
-        layer: LayerHandle<Dest>,
-        calls: Arc<CallTable>,
-        endpoints: Option<Arc<Endpoints>>,
-        flows: Arc<crate::transport::Flows>,
-    ) -> CallCtx {
-        let mut media = MediaConfig::new(config.media.address);
-        media.port_min = config.media.port_min;
-        media.port_max = config.media.port_max;
-        CallCtx {
-            next_port: AtomicU16::new(even(config.media.port_min)),
-            config,
-            layer,
-            calls,
-            endpoints,
-            flows,
-            media,
-        }
-    }
-
-    /// An even RTP port from the configured range, round robin. No socket is opened:
-    /// drhub emulates signalling; the port only has to look real.
-    fn port(&self) -> u16 {
-        let (min, max) = (
-            even(self.media.port_min),
-            self.media.port_max.saturating_sub(1),
-        );
-        let p = self.next_port.fetch_add(2, Ordering::Relaxed);
-        if p < min || p > max {
-            self.next_port.store(min + 2, Ordering::Relaxed);
-            min
-        } else {
-            p
+impl CallSettings {
+    pub fn new(config: &Config) -> CallSettings {
+        CallSettings {
+            t1: config.timers.t1,
+            t2: config.timers.t2,
+            ring_timeout: config.calls.ring_timeout,
+            ring_timeout_status: config.calls.ring_timeout_status,
+            ms_diagnostics: config.proxy.ms_diagnostics,
+            session: session_timer::Config {
+                session_expires: config.calls.session_expires,
+                min_se: config.calls.min_se,
+            },
+            orphan_timeout: config.calls.orphan_timeout,
         }
     }
 }
 
-fn even(p: u16) -> u16 {
-    p + (p & 1)
+/// One fork of a new call, as admission planned it.
+#[derive(Debug)]
+pub enum ForkPlan {
+    /// A scripted Teams client; `answer` is its own SDP on a bypass trunk (DR-ICE-1).
+    Script {
+        name: String,
+        script: crate::config::Script,
+        answer: Option<Bytes>,
+    },
+    /// A SIP endpoint: a registered or static contact.
+    Sip {
+        name: String,
+        /// The INVITE's Request-URI.
+        uri: String,
+        route: Destination,
+        local: LocalIdentity,
+    },
 }
 
-/// Everything admission learned about a call, handed to its task.
+/// Everything admission learned about a call.
+#[derive(Debug)]
 pub struct NewCall {
     pub tx: ServerTx,
-    pub invite: Bytes,
-    pub sbc: FlowHandle,
-    pub key: CallKey,
+    pub invite: Stored,
+    pub local: LocalIdentity,
+    pub peer: Peer,
+    /// The listener the INVITE came in on: its certificate goes on new connections.
+    pub listener: Arc<str>,
     pub tenant: String,
-    pub user: User,
+    pub user: String,
+    /// The caller as the endpoints see it (From of their INVITE).
+    pub caller: String,
+    pub callee: String,
+    pub forks: Vec<ForkPlan>,
     pub bypass: bool,
-    pub offer: Offer,
+    /// The media processor's answer to the SBC's offer (non-bypass trunks).
     pub media_answer: Bytes,
-    pub caller: Option<E164>,
-    pub caller_name: Option<String>,
-    /// The SBC's trunk and its `max_concurrent_sessions` (DR-TEN-6, alert only).
-    pub trunk: String,
+    pub voicemail_after: Duration,
+    /// The negotiated session timer (non-bypass trunks, DR-ST-1).
+    pub session: Option<Negotiated>,
+    /// The SBC's trunk: its FQDN, `address` and port, for new connections.
+    pub trunk: TrunkRoute,
+}
+
+/// What the call needs of the caller's trunk to reach it again (DR-NH-5).
+#[derive(Debug, Clone)]
+pub struct TrunkRoute {
+    pub fqdn: Arc<str>,
+    pub address: Option<std::net::SocketAddr>,
+    pub port: u16,
+    /// `max_concurrent_sessions` (DR-TEN-6, alert only).
     pub max_sessions: Option<u32>,
-}
-
-/// Admission checks after DR-VAL passed (DR-TEN-3..5, DR-FORK-6, DR-ERR-1): the user,
-/// the caller, the offer. `Err` carries the rejection to answer with.
-pub fn admit(
-    ctx: &CallCtx,
-    proxy: &crate::proxy::Proxy,
-    msg: &Message<'_>,
-    accepted: &crate::policy::Accepted<'_>,
-    draining: bool,
-) -> Result<Admitted, Rejection> {
-    let dir = proxy.directory();
-    // DR-ERR-1
-    if draining {
-        return Err(Rejection::new(Diagnostic::Overloaded).with("detail", "shutting down"));
-    }
-    if ctx.calls.len() >= ctx.config.calls.max_concurrent {
-        return Err(
-            Rejection::new(Diagnostic::Overloaded).with("detail", "max_concurrent calls reached")
-        );
-    }
-    if !ctx.calls.admit_rate(ctx.config.calls.max_per_second) {
-        return Err(Rejection::new(Diagnostic::Overloaded).with("detail", "max_per_second reached"));
-    }
-    // DR-TEN-3/4
-    let ruri = msg
-        .request_uri()
-        .and_then(Result::ok)
-        .ok_or_else(|| Rejection::new(Diagnostic::Malformed("Malformed Request-URI")))?;
-    let phone = ruri
-        .param("user")
-        .and_then(|p| p.value)
-        .is_some_and(|v| v.eq_ignore_ascii_case("phone"));
-    let host = ruri.host().map(|h| h.to_string()).unwrap_or_default();
-    let uri_text = ruri.as_str().to_owned();
-    let target = classify_target(ruri.user(), phone, &host).map_err(|e| {
-        let why = match e {
-            TargetError::NumberWithoutPlus => "phone number without a leading + (E.164 required)",
-            TargetError::NotANumber => "user=phone but the user part is not a phone number",
-            TargetError::NoUser => "Request-URI has no user part",
-        };
-        Rejection::new(Diagnostic::NumberNotFound)
-            .with("uri", uri_text.clone())
-            .with("detail", why)
-    })?;
-    let user = dir
-        .user_for_target(accepted.tenant, &target)
-        .cloned()
-        .ok_or_else(|| {
-            Rejection::new(Diagnostic::NumberNotFound)
-                .with("uri", uri_text.clone())
-                .with("tenant", dir.tenant(accepted.tenant).id.clone())
-        })?;
-    // DR-TEN-5
-    let from = msg.from().and_then(Result::ok);
-    let caller = from
-        .as_ref()
-        .and_then(|f| f.uri().user())
-        .and_then(E164::parse_dialled);
-    if let Some(number) = &caller {
-        if let Some(pattern) = dir.blocked_by(accepted.tenant, number) {
-            return Err(Rejection::new(Diagnostic::CallerBlocked)
-                .with("caller", number.to_string())
-                .with("pattern", pattern.to_string()));
-        }
-    }
-    let caller_name = caller
-        .as_ref()
-        .and_then(|n| dir.caller_name(accepted.tenant, n))
-        .map(str::to_owned);
-    // DR-FORK-6: an SDP offer is required.
-    let is_sdp = msg.header(HeaderName::ContentType).is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-    });
-    if msg.body().is_empty() || !is_sdp {
-        return Err(Rejection::new(Diagnostic::DelayedOffer).with(
-            "content_type",
-            msg.header(HeaderName::ContentType).unwrap_or("none"),
-        ));
-    }
-    let offer = Offer::parse(msg.body())
-        .map_err(|e| Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()))?;
-    // The media processor's answer for the whole call; it also refuses offers whose
-    // codecs drhub cannot answer (488 before ringing anyone).
-    let media_answer = sdp::media_processor_answer(&offer, &ctx.media, ctx.port(), session_id())
-        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-        .map_err(|e| Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()))?;
-    if !has_forks(ctx, &user) {
-        return Err(
-            Rejection::new(Diagnostic::NoEndpoints).with("user", user.sip_address.to_string())
-        );
-    }
-    Ok(Admitted {
-        user,
-        caller,
-        caller_name,
-        offer,
-        media_answer,
-    })
-}
-
-/// What admission found: the callee, the caller, the parsed offer and the media
-/// processor's answer to it.
-pub struct Admitted {
-    pub user: User,
-    pub caller: Option<E164>,
-    pub caller_name: Option<String>,
-    pub offer: Offer,
-    pub media_answer: Bytes,
-}
-
-/// Whether the user has any endpoint a call can ring now.
-fn has_forks(ctx: &CallCtx, user: &User) -> bool {
-    user.endpoints.iter().any(|e| match &e.kind {
-        EndpointKind::Virtual(_) => true,
-        EndpointKind::Sip { contact } => !sip_targets(ctx, user, contact.as_deref()).is_empty(),
-    })
-}
-
-/// Where a SIP endpoint of the user can be rung: every registered contact, plus the
-/// static contact of the config (UDP, an IP address and port: a lab phone or sipp).
-fn sip_targets(ctx: &CallCtx, user: &User, contact: Option<&str>) -> Vec<service::Target> {
-    let Some(endpoints) = &ctx.endpoints else {
-        return Vec::new();
-    };
-    let mut targets = endpoints.targets(&user.sip_address);
-    if let Some(c) = contact {
-        match static_target(c) {
-            Some(t) => targets.push(t),
-            None => warn!(
-                contact = c,
-                "static contact is not sip:user@ip:port; skipped"
-            ),
-        }
-    }
-    targets
-}
-
-fn static_target(contact: &str) -> Option<service::Target> {
-    let uri = crate::sip::Uri::parse(contact).ok()?;
-    let ip = uri.host()?.ip()?;
-    let transport = match uri.param("transport").and_then(|p| p.value) {
-        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-        _ => Transport::Udp,
-    };
-    Some(service::Target {
-        uri: contact.to_owned(),
-        addr: std::net::SocketAddr::new(ip, uri.port().unwrap_or(5060)),
-        transport,
-    })
-}
-
-fn transport_kind(t: Transport) -> TransportKind {
-    match t {
-        Transport::Udp => TransportKind::Unreliable,
-        Transport::Tcp => TransportKind::Reliable,
-    }
-}
-
-/// Starts the call task (DR-FORK-1: 100 Trying first, then every fork at once).
-pub fn spawn(ctx: Arc<CallCtx>, new: NewCall) {
-    let (tx, rx) = inbox::inbox();
-    ctx.calls.insert(new.key.clone(), tx.clone());
-    ctx.calls.started.fetch_add(1, Ordering::Relaxed);
-    let span = info_span!("call", call_id = %new.key.call_id, tenant = %new.tenant, user = %new.user.sip_address);
-    let trunk = new.trunk.clone();
-    ctx.calls.trunk_call_started(&trunk, new.max_sessions);
-    let table = ctx.calls.clone();
-    let mut task = CallTask::new(ctx, new, tx, rx);
-    // The task is the future's one capture and `run` only borrows it, so the call's
-    // state is stored once in the spawned future (an `async fn run(self)` would hold it
-    // twice: as the argument and as the moved-in local).
-    tokio::spawn(
-        async move {
-            let pending_ack = task.run().await;
-            // Out of the table already; the call's state goes before the ACK wait.
-            drop(task);
-            table.trunk_call_ended(&trunk);
-            if let Some(mut answered) = pending_ack {
-                if answered.outcome().await == ServerOutcome::AckTimeout {
-                    warn!("the SBC did not ACK the final response (Timer H)");
-                }
-            }
-        }
-        .instrument(span),
-    );
-}
-
-/// One fork: the leg towards one endpoint, with its own To tag (DR-FORK-2).
-///
-/// A call keeps its forks until it ends, so a fork holds only what is still needed after
-/// the answer, in exact-size storage; the larger SIP leg is boxed so that the common
-/// virtual fork stays small.
-struct Fork {
-    name: String,
-    to_tag: Tag,
-    state: ForkState,
-    /// A virtual endpoint's script as timed steps (exact size).
-    steps: Box<[(Duration, Step)]>,
-    next_step: usize,
-    /// The SDP this fork would answer with (bypass: its own; else the media processor's).
-    answer: Option<Bytes>,
-    /// `Some(bypass)` for a scripted virtual endpoint: whether it answers with SDP of its
-    /// own on a bypass trunk (DR-ICE-1). `None` for voicemail and SIP forks.
-    scripted: Option<bool>,
-    /// The SIP leg, for a SIP endpoint; `None` for a virtual one.
-    sip: Option<Box<sip_leg::SipLeg>>,
 }
 
 /// Where the call as a whole stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// INVITE pending: forks ringing.
+    /// The INVITE is pending: forks ringing.
     Ringing,
-    /// 200 sent on fork `n`, waiting for the ACK (2xx retransmitted meanwhile).
-    AwaitingAck(usize),
-    /// Dialog confirmed on fork `n`.
+    /// 200 sent on fork `n`; retransmitting until the ACK.
+    Answered(usize),
+    /// The dialog is confirmed on fork `n`.
     Up(usize),
-    /// We sent BYE to the SBC; waiting for its answer.
+    /// BYEs are out; waiting for their answers.
     Ending,
     Done,
 }
 
-/// What a call needs only to start its forks: the callee's record, the parsed offer and
-/// the caller. Boxed, and dropped once the forks are out, so that it is not part of the
-/// call's inline state for the rest of the call.
-struct Setup {
-    user: User,
-    offer: Offer,
-    caller: Option<E164>,
-    caller_name: Option<String>,
+/// A request the call has in flight, and what its answer means.
+#[derive(Debug, Clone)]
+enum Purpose {
+    /// A fork's INVITE.
+    ForkInvite(usize),
+    /// CANCEL to a fork, or BYE to a fork: nothing waits on the answer.
+    Fire,
+    /// A BYE that ends the call: it is over once every such BYE is answered.
+    Closing { to_sbc: bool },
+    /// A session refresh to the SBC (DR-ST-2).
+    Refresh { headers: UacHeaders, invite: bool },
+    /// An in-dialog OPTIONS: is the SBC's dialog still there after its connection went?
+    Probe,
 }
 
-/// One call's whole state, owned by its task (see the module docs). It lives inline in
-/// the spawned future for as long as the call is up, so it holds only what the call
-/// still needs; what only the start needs is in [`Setup`].
-struct CallTask {
-    ctx: Arc<CallCtx>,
-    invite: Bytes,
-    sbc: FlowHandle,
-    key: CallKey,
-    /// Until the forks are started.
-    setup: Option<Box<Setup>>,
-    /// The callee's voicemail delay (DR-FORK-9), the one part of the user's record the
-    /// call needs after the start.
-    voicemail_after: Duration,
-    bypass: bool,
-    /// The INVITE's server transaction until its final response.
-    tx: Option<ServerTx>,
-    answered: Option<crate::transaction::Answered>,
+#[derive(Debug)]
+enum ForkKind {
+    /// A scripted client; `bypass` whether it answers with SDP of its own (DR-ICE-1).
+    Script {
+        script: Script,
+        bypass: bool,
+        answer: Option<Bytes>,
+    },
+    /// The user's voicemail (DR-FORK-9): a cloud service, always the media processor's.
+    Voicemail(Script),
+    Sip(Box<UacLeg>),
+}
+
+/// One fork: the leg towards one endpoint, with its own To tag on the caller's side
+/// (DR-FORK-2).
+#[derive(Debug)]
+struct Fork {
+    name: Box<str>,
+    to_tag: Tag,
+    state: ForkState,
+    kind: ForkKind,
+}
+
+/// One call's whole state; see the module docs.
+pub struct Call {
+    settings: Arc<CallSettings>,
+    call_id: Box<str>,
+    caller: UasLeg,
+    listener: Arc<str>,
+    trunk: TrunkRoute,
     forks: Vec<Fork>,
-    /// Non-bypass trunks: the media processor's one answer, and whether its 183 went out.
-    media_answer: Bytes,
-    sent_183: bool,
     phase: Phase,
     started: Instant,
     ring_deadline: Instant,
-    /// 2xx retransmission (RFC 3261 §13.3.1.4): next time and interval.
-    retransmit: Option<(Instant, Duration)>,
-    ack_deadline: Option<Instant>,
-    final_2xx: Option<Bytes>,
-    /// The INVITE got a 2xx (its ACK belongs to the dialog, not to Timer H).
-    answered_2xx: bool,
-    /// Voicemail fork index once the call was deflected (DR-FORK-9).
-    voicemail: Option<usize>,
-    local_cseq: u32,
-    self_tx: CallSender,
-    rx: inbox::Receiver<CallEvent>,
+    bypass: bool,
+    media_answer: Bytes,
+    sent_183: bool,
+    voicemail_after: Duration,
+    /// Negotiated at admission, running once the call is answered.
+    session_offer: Option<Negotiated>,
+    session: Option<SessionTimer>,
+    /// The SBC's connections all closed at this point; probe the dialog then.
+    orphan_at: Option<Instant>,
+    requests: Vec<(ReqId, Purpose)>,
+    next_req: u32,
+    actions: Vec<Action>,
+    /// Why the call ended, for the log and the call record.
+    pub outcome: Option<Outcome>,
+    setup: Option<Box<Setup>>,
 }
 
-impl CallTask {
-    fn new(
-        ctx: Arc<CallCtx>,
-        new: NewCall,
-        self_tx: CallSender,
-        rx: inbox::Receiver<CallEvent>,
-    ) -> CallTask {
-        let now = Instant::now();
-        let ring_deadline = now + ctx.config.calls.ring_timeout;
-        CallTask {
-            invite: new.invite,
-            sbc: new.sbc,
-            key: new.key,
-            voicemail_after: new.user.voicemail_answer_after,
-            setup: Some(Box::new(Setup {
-                user: new.user,
-                offer: new.offer,
-                caller: new.caller,
-                caller_name: new.caller_name,
-            })),
-            bypass: new.bypass,
-            tx: Some(new.tx),
-            answered: None,
+/// What only the start of a call needs.
+#[derive(Debug)]
+struct Setup {
+    plans: Vec<ForkPlan>,
+    caller: String,
+    callee: String,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The final status the caller got (200 for an answered call).
+    pub status: u16,
+    /// The catalogue code when drhub ended or refused it.
+    pub code: Option<u32>,
+    pub reason: String,
+}
+
+impl Call {
+    pub fn new(new: NewCall, settings: Arc<CallSettings>, now: Instant) -> Call {
+        let call_id: Box<str> = new.invite.message().call_id().unwrap_or("-").into();
+        let caller = UasLeg::new(
+            new.tx,
+            new.invite,
+            new.local,
+            new.peer,
+            settings.t1,
+            settings.t2,
+        );
+        Call {
+            ring_deadline: now + settings.ring_timeout,
+            settings,
+            call_id,
+            caller,
+            listener: new.listener,
+            trunk: new.trunk,
             forks: Vec::new(),
-            media_answer: new.media_answer,
-            sent_183: false,
             phase: Phase::Ringing,
             started: now,
-            ring_deadline,
-            retransmit: None,
-            ack_deadline: None,
-            final_2xx: None,
-            answered_2xx: false,
-            voicemail: None,
-            local_cseq: 0,
-            self_tx,
-            rx,
-            ctx,
+            bypass: new.bypass,
+            media_answer: new.media_answer,
+            sent_183: false,
+            voicemail_after: new.voicemail_after,
+            session_offer: new.session,
+            session: None,
+            orphan_at: None,
+            requests: Vec::new(),
+            next_req: 0,
+            actions: Vec::new(),
+            outcome: None,
+            setup: Some(Box::new(Setup {
+                plans: new.forks,
+                caller: new.caller,
+                callee: new.callee,
+            })),
         }
     }
 
-    /// Runs the call to its end and takes it out of the call table; returns the INVITE's
-    /// failed final response when the SBC's ACK for it is still outstanding.
-    async fn run(&mut self) -> Option<crate::transaction::Answered> {
-        self.send_provisional(100, "Trying", None, None);
-        if let Some(mut setup) = self.setup.take() {
-            self.start_forks(&mut setup);
-            // Compute every answer a fork may need now, then drop the parsed offer: a
-            // call keeps a few hundred bytes of SDP instead of the whole parsed session.
-            for i in 0..self.forks.len() {
-                if self.bypass && self.forks[i].scripted == Some(true) {
-                    self.endpoint_answer(i, &setup.offer);
-                }
-            }
-            info!(
-                forks = self.forks.len(),
-                caller = %setup.caller.as_ref().map_or("-".to_owned(), ToString::to_string),
-                caller_name = setup.caller_name.as_deref().unwrap_or("-"),
-                bypass = self.bypass,
-                "INVITE accepted; ringing every endpoint"
-            );
-        }
-        while self.phase != Phase::Done {
-            let deadline = self.next_deadline();
-            tokio::select! {
-                ev = self.rx.recv() => self.on_event(ev),
-                _ = sleep_until_opt(deadline) => self.on_timer(Instant::now()),
-            }
-        }
-        for f in &self.forks {
-            if let Some(leg) = &f.sip {
-                self.ctx.calls.remove_leg(&leg.call_id);
-            }
-        }
-        self.ctx.calls.remove(&self.key);
-        // A non-2xx final still waits for the SBC's ACK (Timer H); the caller awaits it
-        // after the call has left the table. After a 2xx the dialog saw its ACK already.
-        match self.answered.take() {
-            Some(answered) if !self.answered_2xx => Some(answered),
-            _ => None,
-        }
+    pub fn call_id(&self) -> &str {
+        &self.call_id
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The next thing to do for the world, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            if self.actions.capacity() > 0 {
+                self.actions = Vec::new();
+            }
+            return None;
+        }
+        Some(self.actions.remove(0))
+    }
+
+    /// The failed INVITE transaction whose ACK the task awaits after the call (Timer H).
+    pub fn take_failure(&mut self) -> Option<crate::transaction::Answered> {
+        self.caller.take_failure()
+    }
+
+    /// DR-FORK-1: 100 Trying at once, then every fork at the same time.
+    pub fn start(&mut self, now: Instant) {
+        self.caller.provisional(100, "Trying", None, None, &[]);
+        let Some(setup) = self.setup.take() else {
+            return;
+        };
+        let Setup {
+            plans,
+            caller,
+            callee,
+        } = *setup;
+        self.forks.reserve_exact(plans.len());
+        for plan in plans {
+            match plan {
+                ForkPlan::Script {
+                    name,
+                    script,
+                    answer,
+                } => self.forks.push(Fork {
+                    name: name.into(),
+                    to_tag: Tag::random(),
+                    state: ForkState::Trying,
+                    kind: ForkKind::Script {
+                        script: Script::new(&script),
+                        bypass: script.bypass,
+                        answer,
+                    },
+                }),
+                ForkPlan::Sip {
+                    name,
+                    uri,
+                    route,
+                    local,
+                } => self.start_sip_fork(name, &uri, route, local, &caller, &callee),
+            }
+        }
+        self.forks.shrink_to_fit();
+        if self.forks.is_empty() {
+            let r = Rejection::new(Diagnostic::NoEndpoints).with("user", callee);
+            self.fail_call(r);
+            return;
+        }
+        info!(
+            forks = self.forks.len(),
+            caller = %caller,
+            bypass = self.bypass,
+            session_timer = self.session_offer.is_some(),
+            "INVITE accepted; ringing every endpoint"
+        );
+        let _ = now;
+    }
+
+    fn start_sip_fork(
+        &mut self,
+        name: String,
+        uri: &str,
+        dest: Destination,
+        local: LocalIdentity,
+        caller: &str,
+        callee: &str,
+    ) {
+        let peer = Peer::Endpoint {
+            addr: dest.peer(),
+            transport: dest.transport(),
+        };
+        // The endpoint gets the SBC's offer (the media processor relays nothing yet).
+        let sdp = self
+            .caller
+            .invite()
+            .map(|i| Bytes::copy_from_slice(i.message().body()))
+            .unwrap_or_default();
+        let id = self.next_id();
+        let leg = UacLeg::start(
+            id,
+            Route::Dest(dest),
+            local,
+            peer.clone(),
+            &InviteParams {
+                target: uri,
+                from: caller.to_owned(),
+                to: format!("<sip:{callee}>"),
+                sdp: &sdp,
+                extra: &[],
+            },
+            &mut self.actions,
+        );
+        // The leg's index entry must exist before its first response can arrive.
+        let key = LegKey::new(leg.call_id(), leg.local_tag().as_str());
+        let at = self.actions.len() - 1;
+        self.actions.insert(at, Action::Index { key, peer });
+        self.requests
+            .push((id, Purpose::ForkInvite(self.forks.len())));
+        debug!(endpoint = %name, target = uri, "INVITE to SIP endpoint");
+        self.forks.push(Fork {
+            name: name.into(),
+            to_tag: Tag::random(),
+            state: ForkState::Trying,
+            kind: ForkKind::Sip(Box::new(leg)),
+        });
+    }
+
+    /// When [`Call::handle_timeout`] must next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let mut d: Option<Instant> = None;
-        let mut consider = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |x| x.min(t)));
+            }
+        };
         if self.phase == Phase::Ringing {
-            consider(self.ring_deadline);
+            consider(Some(self.ring_deadline));
         }
-        for f in &self.forks {
-            if let Some((off, _)) = f.steps.get(f.next_step) {
-                if f.state.is_live()
-                    || (f.state == ForkState::Answered && self.phase != Phase::Ringing)
-                {
-                    consider(self.started + *off);
-                }
+        for (i, f) in self.forks.iter().enumerate() {
+            if self.fork_scripted(i) {
+                let script = match &f.kind {
+                    ForkKind::Script { script, .. } | ForkKind::Voicemail(script) => script,
+                    ForkKind::Sip(_) => continue,
+                };
+                consider(script.poll_timeout(self.started));
             }
         }
-        if let Some((t, _)) = self.retransmit {
-            consider(t);
-        }
-        if let Some(t) = self.ack_deadline {
-            consider(t);
+        consider(self.caller.poll_timeout());
+        if matches!(self.phase, Phase::Answered(_) | Phase::Up(_)) {
+            consider(self.session.as_ref().and_then(SessionTimer::poll_timeout));
+            consider(self.orphan_at);
         }
         d
     }
 
-    fn start_forks(&mut self, setup: &mut Setup) {
-        let endpoints = std::mem::take(&mut setup.user.endpoints);
-        self.forks.reserve_exact(endpoints.len());
-        for e in endpoints {
-            match e.kind {
-                EndpointKind::Virtual(script) => {
-                    self.forks.push(Fork {
-                        name: e.name,
-                        to_tag: Tag::random(),
-                        state: ForkState::Trying,
-                        steps: schedule(&script).into_boxed_slice(),
-                        next_step: 0,
-                        answer: None,
-                        scripted: Some(script.bypass),
-                        sip: None,
-                    });
-                }
-                EndpointKind::Sip { contact } => {
-                    for target in sip_targets(&self.ctx, &setup.user, contact.as_deref()) {
-                        self.start_sip_fork(&e.name, target, setup);
-                    }
-                }
-            }
-        }
-        // Forks live as long as the call: no spare capacity.
-        self.forks.shrink_to_fit();
-        if self.forks.is_empty() {
-            self.fail_call(
-                Rejection::new(Diagnostic::NoEndpoints)
-                    .with("user", setup.user.sip_address.to_string()),
-            );
+    /// Whether a fork's script still matters: live forks ring and answer; the fork that
+    /// answered may still hang up.
+    fn fork_scripted(&self, i: usize) -> bool {
+        let f = &self.forks[i];
+        match self.phase {
+            Phase::Ringing => f.state.is_live(),
+            Phase::Answered(n) | Phase::Up(n) => n == i,
+            _ => false,
         }
     }
 
-    fn on_timer(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         if self.phase == Phase::Ringing && now >= self.ring_deadline {
-            info!(after = ?self.ctx.config.calls.ring_timeout, "nobody answered: ring timeout");
+            info!(after = ?self.settings.ring_timeout, "nobody answered: ring timeout");
             self.cancel_forks(None);
-            let status = self.ctx.config.calls.ring_timeout_status;
+            let status = self.settings.ring_timeout_status;
             self.fail_call(Rejection::new(Diagnostic::RingTimeout).with_status(status));
             return;
         }
-        // Virtual endpoints' scripts.
         for i in 0..self.forks.len() {
-            while let Some((off, step)) = self.forks[i].steps.get(self.forks[i].next_step).copied()
-            {
-                if self.started + off > now {
-                    break;
-                }
-                self.forks[i].next_step += 1;
-                self.on_step(i, step);
+            while self.fork_scripted(i) {
+                let started = self.started;
+                let ev = match &mut self.forks[i].kind {
+                    ForkKind::Script { script, .. } | ForkKind::Voicemail(script) => {
+                        script.handle_timeout(started, now)
+                    }
+                    ForkKind::Sip(_) => None,
+                };
+                let Some(ev) = ev else { break };
+                self.on_fork_event(i, ev, now);
                 if self.phase == Phase::Done {
                     return;
                 }
             }
         }
-        if let Some((t, interval)) = self.retransmit {
-            if now >= t {
-                if let (Some(answered), Some(bytes)) = (&self.answered, &self.final_2xx) {
-                    if let Ok(f) = Final::new(bytes.clone()) {
-                        let _ = answered.retransmit_2xx(f);
-                    }
-                }
-                let next = (interval * 2).min(self.ctx.config.timers.t2);
-                self.retransmit = Some((now + next, next));
+        if self.caller.handle_timeout(now) {
+            // RFC 3261 §13.3.1.4: no ACK within 64*T1: end the dialog with BYE.
+            let r = Rejection::new(Diagnostic::SbcDidNotAck);
+            warn!(
+                code = r.entry().code,
+                "the SBC did not ACK the 200 OK; sending BYE"
+            );
+            if let Phase::Answered(n) = self.phase {
+                self.phase = Phase::Up(n);
             }
+            return self.hang_up(Some(&r), true, true);
         }
-        if let Some(t) = self.ack_deadline {
-            if now >= t {
-                // RFC 3261 §13.3.1.4: no ACK within 64*T1: end the dialog with BYE.
-                self.retransmit = None;
-                self.ack_deadline = None;
-                let r = Rejection::new(Diagnostic::SbcDidNotAck);
-                warn!(
-                    code = r.entry().code,
-                    "the SBC did not ACK the 200 OK; sending BYE"
-                );
-                self.send_bye(Some(&r));
+        if matches!(self.phase, Phase::Answered(_) | Phase::Up(_)) {
+            let action = self.session.as_mut().and_then(|s| s.handle_timeout(now));
+            match action {
+                Some(session_timer::Action::Refresh) => self.send_refresh(None),
+                Some(session_timer::Action::Expire) => {
+                    let r = Rejection::new(Diagnostic::SessionExpired);
+                    warn!(
+                        code = r.entry().code,
+                        "the session expired without a refresh (DR-ST-2); BYE both sides"
+                    );
+                    return self.hang_up(Some(&r), true, true);
+                }
+                None => {}
+            }
+            if self.orphan_at.is_some_and(|t| now >= t) {
+                self.orphan_at = None;
+                info!("the SBC's connections closed without BYE; asking whether the dialog is still there");
+                let id = self.next_id();
+                if let Some(request) = self.sbc_request("OPTIONS", &[], None) {
+                    self.send_sbc(id, request, Purpose::Probe);
+                }
             }
         }
     }
 
-    /// A scripted endpoint does something (DR-FORK-2..5, DR-FORK-9).
-    fn on_step(&mut self, i: usize, step: Step) {
+    pub fn handle(&mut self, ev: CallEvent, now: Instant) {
+        match ev {
+            CallEvent::Cancel { tx, request } => self.on_cancel(tx, &request),
+            CallEvent::Ack { request } => {
+                if self.caller.on_ack(&request.message()) {
+                    if let Phase::Answered(n) = self.phase {
+                        debug!("ACK for the 200 OK");
+                        self.phase = Phase::Up(n);
+                    }
+                    self.orphan_at = None;
+                }
+            }
+            CallEvent::Request {
+                tx,
+                request,
+                source,
+            } => self.on_request(tx, &request, &source, now),
+            CallEvent::Client { id, event } => self.on_client(id, event, now),
+            CallEvent::Undeliverable { id, error } => {
+                let d = error.diagnostic();
+                warn!(
+                    code = d.entry().code,
+                    status = d.entry().status,
+                    requirement = d.entry().requirement,
+                    error = %error,
+                    "request to the SBC not delivered: {}",
+                    d.entry().text
+                );
+                if self.outcome.is_none() {
+                    self.outcome = Some(Outcome {
+                        status: d.entry().status,
+                        code: Some(d.entry().code),
+                        reason: error.to_string(),
+                    });
+                }
+                self.on_client(id, ClientEvent::TransportError, now)
+            }
+            CallEvent::Stray { response } => {
+                let msg = response.message();
+                for f in &self.forks {
+                    if let ForkKind::Sip(leg) = &f.kind {
+                        if msg.call_id() == Some(leg.call_id()) {
+                            leg.on_stray_2xx(&msg, &mut self.actions);
+                        }
+                    }
+                }
+            }
+            CallEvent::SbcGone => {
+                if self.session.is_none() && matches!(self.phase, Phase::Answered(_) | Phase::Up(_))
+                {
+                    let after = self.settings.orphan_timeout;
+                    info!(?after, "every connection to the SBC closed; the call waits for it (no session timer on this call)");
+                    self.orphan_at = Some(now + after);
+                }
+            }
+        }
+    }
+
+    // --- the caller's side -------------------------------------------------------------
+
+    fn teller_source(&self) -> &str {
+        &self.caller.local.host
+    }
+
+    fn reject_in_dialog(&self, tx: ServerTx, req: &Message<'_>, r: Rejection, flow: &str) {
+        let mut out = bytes::BytesMut::new();
+        let teller = Teller {
+            style: crate::sip::build::Style::Rfc3261,
+            source: self.teller_source(),
+            server: &self.caller.local.server,
+            ms_diagnostics: self.settings.ms_diagnostics,
+            flow,
+            allow: DIALOG_ALLOW,
+        };
+        r.respond(req, &teller, &mut out);
+        match crate::transaction::Final::new(out.freeze()) {
+            Ok(f) => drop(tx.respond(f)),
+            Err(e) => warn!(error = %e, "rejection not built"),
+        }
+    }
+
+    /// DR-FORK-8: 200 to the CANCEL, CANCEL every fork, 487 to the INVITE.
+    fn on_cancel(&mut self, tx: ServerTx, request: &Stored) {
+        let msg = request.message();
+        reply(tx, &msg, 200, "OK", &self.caller.local, &[], None);
+        if self.phase == Phase::Ringing && self.caller.is_pending() {
+            info!("the SBC cancelled the call");
+            self.cancel_forks(None);
+            self.caller.fail(487, "Request Terminated", &[]);
+            self.outcome = Some(Outcome {
+                status: 487,
+                code: None,
+                reason: "cancelled by the caller".into(),
+            });
+            self.phase = Phase::Done;
+        }
+    }
+
+    /// A request inside one of the call's dialogs.
+    fn on_request(&mut self, tx: ServerTx, request: &Stored, source: &Destination, now: Instant) {
+        let msg = request.message();
+        let method = msg.method();
+        // A SIP endpoint's dialog?
+        if let Some(i) = self.forks.iter().position(|f| match &f.kind {
+            ForkKind::Sip(leg) => leg.owns(&msg),
+            _ => false,
+        }) {
+            return self.on_endpoint_request(i, tx, &msg, now);
+        }
+        if !self.caller.owns(&msg) {
+            // DR-NH-4: the right SBC, but no dialog of this call has these tags.
+            let r = Rejection::new(Diagnostic::NoSuchDialog)
+                .with("method", method.map_or("-", |m| m.as_str()))
+                .with(
+                    "to_tag",
+                    msg.to()
+                        .and_then(Result::ok)
+                        .and_then(|t| t.tag())
+                        .unwrap_or("-"),
+                );
+            return self.reject_in_dialog(tx, &msg, r, &source.label());
+        }
+        // The SBC is there: whatever it sends proves the dialog alive.
+        self.orphan_at = None;
+        let cseq = msg.cseq().and_then(Result::ok).map(|c| c.seq);
+        if let (Some(d), Some(n)) = (self.caller.dialog_mut(), cseq) {
+            if !d.accept_remote_cseq(n) {
+                // RFC 3261 §12.2.2.
+                let r = Rejection::new(Diagnostic::Malformed("CSeq Out Of Order"));
+                return self.reject_in_dialog(tx, &msg, r, &source.label());
+            }
+        }
+        match method {
+            Some(Method::Bye) => {
+                info!(after = ?self.started.elapsed(), "the SBC hung up (BYE)");
+                reply(tx, &msg, 200, "OK", &self.caller.local, &[], None);
+                match self.phase {
+                    Phase::Ringing => {
+                        // §15: a BYE in an early dialog ends the whole INVITE.
+                        self.cancel_forks(None);
+                        self.caller.fail(487, "Request Terminated", &[]);
+                    }
+                    Phase::Answered(i) | Phase::Up(i) => self.bye_fork(i, true),
+                    _ => {}
+                }
+                self.cancel_forks(None);
+                self.outcome.get_or_insert(Outcome {
+                    status: 200,
+                    code: None,
+                    reason: "ended by the SBC (BYE)".into(),
+                });
+                self.settle_end();
+            }
+            Some(Method::Invite) | Some(Method::Update) => self.on_refresh(tx, &msg, source, now),
+            _ => reply(tx, &msg, 200, "OK", &self.caller.local, &[], None),
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the SBC: a session refresh (DR-ST-2/3), or any other
+    /// offer; answered with the call's current SDP.
+    fn on_refresh(&mut self, tx: ServerTx, msg: &Message<'_>, source: &Destination, now: Instant) {
+        let answering = match self.phase {
+            Phase::Answered(i) | Phase::Up(i) => Some(i),
+            _ => None,
+        };
+        let Some(i) = answering else {
+            return reply(
+                tx,
+                msg,
+                491,
+                "Request Pending",
+                &self.caller.local,
+                &[],
+                None,
+            );
+        };
+        let glare = msg.method() == Some(Method::Invite)
+            && self
+                .requests
+                .iter()
+                .any(|(_, p)| matches!(p, Purpose::Refresh { invite: true, .. }));
+        if glare {
+            // RFC 3261 §14.2: a re-INVITE while ours is pending.
+            return reply(
+                tx,
+                msg,
+                491,
+                "Request Pending",
+                &self.caller.local,
+                &[],
+                None,
+            );
+        }
+        if let Some(d) = self.caller.dialog_mut() {
+            d.refresh_target(msg);
+        }
+        let body = (!msg.body().is_empty())
+            .then(|| self.fork_answer(i))
+            .flatten();
+        let mut extra: Vec<(&str, String)> = Vec::new();
+        if self.session.is_some() {
+            let req = request_timers(msg);
+            match negotiate_uas(&req, &self.settings.session) {
+                UasDecision::TooSmall { min_se } => {
+                    let r = Rejection::new(Diagnostic::SessionIntervalTooSmall)
+                        .with("session_expires", req.session_expires.unwrap_or("-"))
+                        .with("min_se", min_se.to_string());
+                    return self.reject_in_dialog(tx, msg, r, &source.label());
+                }
+                UasDecision::Malformed(why) => {
+                    let r = Rejection::new(Diagnostic::Malformed(why));
+                    return self.reject_in_dialog(tx, msg, r, &source.label());
+                }
+                UasDecision::Accept(n) => {
+                    extra.push(("Supported", "timer".into()));
+                    extra.push(("Session-Expires", n.session_expires_header()));
+                    if n.require {
+                        extra.push(("Require", "timer".into()));
+                    }
+                    debug!(interval = n.interval, refresher = %n.refresher, "session refreshed by the SBC");
+                    if let Some(s) = &mut self.session {
+                        s.refreshed(n, now);
+                    }
+                }
+            }
+        }
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        reply(
+            tx,
+            msg,
+            200,
+            "OK",
+            &self.caller.local,
+            &extra,
+            body.as_deref(),
+        );
+    }
+
+    /// A request from a SIP endpoint in its dialog (its BYE).
+    fn on_endpoint_request(&mut self, i: usize, tx: ServerTx, msg: &Message<'_>, _now: Instant) {
+        let local = match &self.forks[i].kind {
+            ForkKind::Sip(leg) => leg.local.clone(),
+            _ => return,
+        };
+        reply(tx, msg, 200, "OK", &local, &[], None);
+        if msg.method() == Some(Method::Bye) {
+            if let ForkKind::Sip(leg) = &mut self.forks[i].kind {
+                leg.terminated();
+            }
+            if matches!(self.phase, Phase::Answered(n) | Phase::Up(n) if n == i) {
+                info!(fork = %self.forks[i].name, "the endpoint hung up (BYE); BYE to the SBC");
+                self.outcome.get_or_insert(Outcome {
+                    status: 200,
+                    code: None,
+                    reason: format!("ended by endpoint {} (BYE)", self.forks[i].name),
+                });
+                self.hang_up(None, true, false);
+            }
+        }
+    }
+
+    // --- forks --------------------------------------------------------------------------
+
+    fn on_client(&mut self, id: ReqId, event: ClientEvent, now: Instant) {
+        let Some(pos) = self.requests.iter().position(|(r, _)| *r == id) else {
+            return;
+        };
+        let final_event = matches!(
+            event,
+            ClientEvent::Final(_) | ClientEvent::Timeout(_) | ClientEvent::TransportError
+        );
+        let purpose = if final_event {
+            self.requests.swap_remove(pos).1
+        } else {
+            self.requests[pos].1.clone()
+        };
+        match purpose {
+            Purpose::ForkInvite(i) => {
+                let mut ids = self.next_req;
+                let mut next = || {
+                    ids += 1;
+                    ReqId(ids)
+                };
+                let ev = match &mut self.forks[i].kind {
+                    ForkKind::Sip(leg) => leg.on_invite_event(event, &mut next, &mut self.actions),
+                    _ => None,
+                };
+                self.next_req = ids;
+                // Anything the leg sent on its own (CANCEL, BYE) needs no answer.
+                self.track_fire_and_forget();
+                if let Some(ev) = ev {
+                    self.on_fork_event(i, ev, now);
+                }
+            }
+            Purpose::Fire => {}
+            Purpose::Closing { to_sbc } => {
+                if to_sbc {
+                    if let ClientEvent::Timeout(_) | ClientEvent::TransportError = event {
+                        warn!("the SBC did not answer the BYE");
+                    } else {
+                        debug!("BYE answered; call over");
+                    }
+                }
+                self.settle_end();
+            }
+            Purpose::Refresh { headers, invite } => {
+                self.on_refresh_answer(event, headers, invite, now)
+            }
+            Purpose::Probe => {
+                let status = match &event {
+                    ClientEvent::Final(r) => r.message().status_code().unwrap_or(500),
+                    ClientEvent::Timeout(_) | ClientEvent::TransportError => 408,
+                    _ => return,
+                };
+                if matches!(status, 408 | 481) {
+                    let r = Rejection::new(Diagnostic::SbcGone);
+                    warn!(
+                        status,
+                        code = r.entry().code,
+                        "the SBC's dialog is gone; ending the call"
+                    );
+                    // The SBC does not know the dialog (or cannot be reached): no BYE there.
+                    self.hang_up(Some(&r), false, true);
+                } else {
+                    info!(status, "the SBC still has the dialog; the call goes on");
+                }
+            }
+        }
+    }
+
+    /// Requests a leg queued by itself (CANCEL, BYE to a second 2xx) are fire-and-forget.
+    fn track_fire_and_forget(&mut self) {
+        for a in &self.actions {
+            if let Action::Send { id, .. } = a {
+                if !self.requests.iter().any(|(r, _)| r == id) {
+                    self.requests.push((*id, Purpose::Fire));
+                }
+            }
+        }
+    }
+
+    /// What a fork did (a scripted step or a SIP leg's response), under the call's rules
+    /// (DR-FORK-2..5, 7, 9).
+    fn on_fork_event(&mut self, i: usize, ev: LegEvent, now: Instant) {
         let live = self.forks[i].state.is_live() && self.phase == Phase::Ringing;
-        match step {
-            Step::Ring if live => {
+        match ev {
+            LegEvent::Ringing if live => {
                 self.forks[i].state = ForkState::Ringing;
                 let tag = self.forks[i].to_tag;
                 debug!(fork = %self.forks[i].name, "call progress -> 180");
-                self.send_provisional(180, "Ringing", Some(tag.as_str()), None);
+                self.caller
+                    .provisional(180, "Ringing", Some(tag), None, &[]);
             }
-            Step::MediaAnswer if live => {
+            LegEvent::EarlyMedia(_) if live => {
                 let Some(answer) = self.fork_answer(i) else {
                     return;
                 };
@@ -796,114 +915,122 @@ impl CallTask {
                 self.sent_183 = true;
                 let tag = self.forks[i].to_tag;
                 debug!(fork = %self.forks[i].name, "media answer -> 183 with SDP");
-                self.send_provisional(
-                    183,
-                    "Session Progress",
-                    Some(tag.as_str()),
-                    Some(&answer[..]),
-                );
+                self.caller
+                    .provisional(183, "Session Progress", Some(tag), Some(&answer[..]), &[]);
             }
-            Step::Answer if live => self.accept(i),
-            Step::Reject(code) if live => {
+            LegEvent::Answered(_) if live => self.accept(i, now),
+            // A SIP fork's 2xx after another fork won (its ACK is already queued).
+            LegEvent::Answered(_)
+                if !matches!(self.phase, Phase::Answered(n) | Phase::Up(n) if n == i) =>
+            {
+                self.bye_fork(i, false);
+            }
+            LegEvent::Failed(code) if live => {
                 debug!(fork = %self.forks[i].name, code, "endpoint declined");
                 self.forks[i].state = ForkState::Failed(code);
                 self.check_all_failed();
             }
-            Step::RedirectVoicemail if live => {
-                // DR-FORK-9: the proxy ACKs the 3xx (a virtual endpoint needs none) and
-                // sends the call to the user's voicemail; every other fork stops ringing.
+            LegEvent::Gone if live => {
+                warn!(fork = %self.forks[i].name, "SIP endpoint did not answer (timeout or transport error)");
+                self.forks[i].state = ForkState::Failed(408);
+                self.check_all_failed();
+            }
+            LegEvent::Redirected(Redirect::Voicemail) if live => {
+                // DR-FORK-9: the 3xx is ACKed (by the transaction, or needs none) and the
+                // call goes to the user's voicemail; every other fork stops ringing.
                 info!(fork = %self.forks[i].name, "call deflected to voicemail (303 opaque=app:voicemail)");
                 self.forks[i].state = ForkState::Failed(303);
                 self.cancel_forks(None);
                 self.ring_voicemail();
             }
-            Step::RedirectNumber if live => {
-                warn!(fork = %self.forks[i].name, "redirect to a number needs forwarding (DR-FWD), not implemented yet; fork fails");
+            LegEvent::Redirected(Redirect::Other(target)) if live => {
+                warn!(fork = %self.forks[i].name, target, "redirect to a number needs forwarding (DR-FWD), not implemented yet; fork fails");
                 self.forks[i].state = ForkState::Failed(480);
                 self.check_all_failed();
             }
-            Step::HangUp if matches!(self.phase, Phase::Up(n) | Phase::AwaitingAck(n) if n == i) => {
+            LegEvent::HungUp if matches!(self.phase, Phase::Up(n) | Phase::Answered(n) if n == i) =>
+            {
                 info!(fork = %self.forks[i].name, "endpoint hung up; BYE to the SBC");
-                self.send_bye(None);
+                self.outcome.get_or_insert(Outcome {
+                    status: 200,
+                    code: None,
+                    reason: format!("ended by endpoint {}", self.forks[i].name),
+                });
+                self.hang_up(None, true, false);
             }
             _ => {}
         }
     }
 
     fn ring_voicemail(&mut self) {
-        let after = self.voicemail_after;
-        let offset = self.started.elapsed() + after;
+        let offset = self.started.elapsed() + self.voicemail_after;
         self.forks.push(Fork {
             name: "voicemail".into(),
             to_tag: Tag::random(),
             state: ForkState::Trying,
-            steps: Box::new([(offset, Step::Answer)]),
-            next_step: 0,
-            answer: None,
-            scripted: None,
-            sip: None,
+            kind: ForkKind::Voicemail(Script::one(offset, Step::Answer)),
         });
-        self.voicemail = Some(self.forks.len() - 1);
     }
 
     /// The SDP a fork answers with: on bypass trunks the endpoint's own (voicemail is a
-    /// cloud service, so always the media processor's), else the call's one
-    /// media-processor answer. A virtual endpoint's own answer is computed at the start
-    /// ([`CallTask::endpoint_answer`]); `None` when that failed.
+    /// cloud service, so the media processor's), else the call's one media-processor
+    /// answer. `None` when a bypass endpoint has none.
     fn fork_answer(&self, i: usize) -> Option<Bytes> {
-        let endpoint_sdp =
-            self.bypass && (self.forks[i].sip.is_some() || self.forks[i].scripted == Some(true));
-        if !endpoint_sdp {
+        if !self.bypass {
             return Some(self.media_answer.clone());
         }
-        match &self.forks[i].sip {
-            Some(leg) => leg.sdp.clone(),
-            None => self.forks[i].answer.clone(),
+        match &self.forks[i].kind {
+            ForkKind::Sip(leg) => leg.sdp().cloned(),
+            ForkKind::Script {
+                bypass: true,
+                answer,
+                ..
+            } => answer.clone(),
+            ForkKind::Script { .. } | ForkKind::Voicemail(_) => Some(self.media_answer.clone()),
         }
-    }
-
-    /// A scripted endpoint's own SDP answer to the SBC's offer (bypass trunks, DR-ICE-1).
-    fn endpoint_answer(&mut self, i: usize, offer: &Offer) {
-        let a = sdp::endpoint_answer(
-            offer,
-            self.ctx.config.media.address,
-            self.ctx.port(),
-            session_id(),
-        );
-        self.forks[i].answer = a
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .map_err(|e| warn!(error = %e, "endpoint SDP answer failed"))
-            .ok();
     }
 
     /// DR-FORK-5: 200 with SDP on the fork's To tag; every other fork is cancelled.
-    fn accept(&mut self, i: usize) {
+    fn accept(&mut self, i: usize, now: Instant) {
         let Some(answer) = self.fork_answer(i) else {
             self.forks[i].state = ForkState::Failed(488);
-            self.check_all_failed();
-            return;
+            return self.check_all_failed();
         };
+        let tag = self.forks[i].to_tag;
+        // DR-ST-1: non-bypass calls always carry a session timer.
+        let mut extra: Vec<(&str, String)> = Vec::new();
+        if let Some(n) = &self.session_offer {
+            extra.push(("Supported", "timer".into()));
+            extra.push(("Session-Expires", n.session_expires_header()));
+            if n.require {
+                extra.push(("Require", "timer".into()));
+            }
+        }
+        let extra_ref: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if !self.caller.accept(tag, &answer, &extra_ref, now) {
+            self.cancel_forks(None);
+            self.fail_call(Rejection::new(Diagnostic::Malformed(
+                "Cannot Create Dialog",
+            )));
+            return;
+        }
         self.forks[i].state = ForkState::Answered;
         self.cancel_forks(Some(i));
-        let tag = self.forks[i].to_tag;
-        let bytes = self.response(200, "OK", Some(tag.as_str()), Some(&answer[..]));
-        let Some(tx) = self.tx.take() else { return };
-        let Ok(f) = Final::new(bytes.clone()) else {
-            return;
-        };
-        self.answered = Some(tx.respond(f));
-        self.final_2xx = Some(bytes);
-        self.answered_2xx = true;
-        let t1 = self.ctx.config.timers.t1;
-        self.retransmit = Some((Instant::now() + t1, t1));
-        self.ack_deadline = Some(Instant::now() + 64 * t1);
-        self.phase = Phase::AwaitingAck(i);
-        self.ctx.calls.answered.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = self.session_offer.take() {
+            self.session = Some(SessionTimer::new(n, now));
+        }
+        self.phase = Phase::Answered(i);
+        self.outcome = Some(Outcome {
+            status: 200,
+            code: None,
+            reason: format!("answered by {}", self.forks[i].name),
+        });
         info!(fork = %self.forks[i].name, after = ?self.started.elapsed(), "call accepted -> 200 OK");
     }
 
-    /// Stops every live fork except `keep`. SIP forks will get CANCEL with
-    /// `Reason: SIP;cause=200;text="Call completed elsewhere"` (DR-FORK-5).
+    /// Stops every live fork except `keep`. SIP forks get CANCEL with
+    /// `Reason: SIP;cause=200;text="Call completed elsewhere"` when another answered
+    /// (DR-FORK-5).
     fn cancel_forks(&mut self, keep: Option<usize>) {
         let reason = match keep {
             Some(_) => "SIP;cause=200;text=\"Call completed elsewhere\"",
@@ -914,201 +1041,33 @@ impl CallTask {
                 continue;
             }
             self.forks[i].state = ForkState::Cancelled;
-            let send_now = match &mut self.forks[i].sip {
-                Some(leg) if leg.got_provisional => true,
-                Some(leg) => {
-                    // RFC 3261 §9.1: no CANCEL before a provisional; send it on the first.
-                    leg.cancel_pending = Some(reason);
-                    false
-                }
-                None => false,
+            let mut ids = self.next_req;
+            let mut next = || {
+                ids += 1;
+                ReqId(ids)
             };
-            if send_now {
-                self.send_cancel(i, reason);
+            if let ForkKind::Sip(leg) = &mut self.forks[i].kind {
+                leg.cancel(reason, &mut next, &mut self.actions);
             }
+            self.next_req = ids;
         }
+        self.track_fire_and_forget();
     }
 
-    fn send_cancel(&mut self, i: usize, reason: &str) {
-        let Some(leg) = &self.forks[i].sip else {
-            return;
+    /// BYE to fork `i`'s endpoint, if it has a confirmed dialog.
+    fn bye_fork(&mut self, i: usize, closing: bool) {
+        let id = self.next_id();
+        let sent = match &mut self.forks[i].kind {
+            ForkKind::Sip(leg) => leg.bye(id, &[], &mut self.actions),
+            _ => false,
         };
-        let Ok(Status::Complete(inv)) = Message::parse(&leg.invite, &OWN) else {
-            return;
-        };
-        match crate::transaction::build_cancel(&inv, &[("Reason", reason)]) {
-            Ok(cancel) => {
-                let kind = transport_kind(leg.transport);
-                if let Err(e) = self
-                    .ctx
-                    .layer
-                    .send_request(cancel, leg.dest.clone(), kind, |_| {})
-                {
-                    warn!(fork = %self.forks[i].name, error = %e, "CANCEL not sent");
-                }
-            }
-            Err(e) => warn!(fork = %self.forks[i].name, error = %e, "CANCEL not built"),
-        }
-    }
-
-    fn start_sip_fork(&mut self, name: &str, target: service::Target, setup: &Setup) {
-        let Some(endpoints) = &self.ctx.endpoints else {
-            return;
-        };
-        let dest = match target.transport {
-            Transport::Udp => Dest::Udp {
-                socket: endpoints.udp.clone(),
-                addr: target.addr,
-            },
-            Transport::Tcp => match self.ctx.flows.find_by_peer(target.addr) {
-                Some(flow) => Dest::Flow(flow),
-                None => {
-                    warn!(endpoint = name, addr = %target.addr, "TCP endpoint's connection is gone; not rung");
-                    return;
-                }
-            },
-        };
-        let caller = setup.caller.as_ref().map(ToString::to_string);
-        let callee = setup.user.sip_address.to_string();
-        let sdp = match Message::parse(&self.invite, &OWN) {
-            Ok(Status::Complete(m)) => Bytes::copy_from_slice(m.body()),
-            _ => return,
-        };
-        let leg = sip_leg::SipLeg::new(
-            dest.clone(),
-            &sip_leg::InviteParams {
-                target: &target.uri,
-                local: endpoints.local,
-                transport: target.transport,
-                proxy_fqdn: self.sbc.info.proxy_fqdn.as_str(),
-                caller: caller.as_deref(),
-                caller_name: setup.caller_name.as_deref(),
-                callee: &callee,
-                sdp: &sdp,
-                server: &self.ctx.config.proxy.server,
-            },
-        );
-        let events = self.self_tx.clone();
-        let sent = self.ctx.layer.send_request(
-            leg.invite.clone(),
-            dest,
-            transport_kind(target.transport),
-            move |ev| {
-                let _ = events.send(CallEvent::Client(ev));
-            },
-        );
-        match sent {
-            Ok(key) => {
-                self.ctx
-                    .calls
-                    .add_leg(leg.call_id.clone(), self.self_tx.clone());
-                let mut leg = leg;
-                leg.client = Some(key);
-                debug!(endpoint = name, target = %target.uri, "INVITE to SIP endpoint");
-                self.forks.push(Fork {
-                    name: name.to_owned(),
-                    to_tag: Tag::random(),
-                    state: ForkState::Trying,
-                    steps: Box::new([]),
-                    next_step: 0,
-                    answer: None,
-                    scripted: None,
-                    sip: Some(Box::new(leg)),
-                });
-            }
-            Err(e) => warn!(endpoint = name, error = %e, "INVITE to SIP endpoint not sent"),
-        }
-    }
-
-    /// A response on a SIP fork's INVITE transaction (DR-FORK-2..5, 7, 9).
-    fn on_sip_event(&mut self, i: usize, event: crate::transaction::ClientEvent) {
-        use crate::transaction::ClientEvent;
-        let bytes = match &event {
-            ClientEvent::Provisional(b) | ClientEvent::Final(b) | ClientEvent::Additional2xx(b) => {
-                b.clone()
-            }
-            ClientEvent::Timeout(_) | ClientEvent::TransportError => {
-                warn!(fork = %self.forks[i].name, "SIP endpoint did not answer (timeout or transport error)");
-                if self.forks[i].state.is_live() {
-                    self.forks[i].state = ForkState::Failed(408);
-                    self.check_all_failed();
-                }
-                return;
-            }
-        };
-        let Ok(Status::Complete(resp)) = Message::parse(&bytes, &OWN) else {
-            return;
-        };
-        let code = resp.status_code().unwrap_or(500);
-        if let Some(leg) = &mut self.forks[i].sip {
-            leg.learn(&resp);
-        }
-        if (100..200).contains(&code) {
-            let pending = self.forks[i].sip.as_mut().and_then(|leg| {
-                leg.got_provisional = true;
-                leg.cancel_pending.take()
-            });
-            if let Some(reason) = pending {
-                self.send_cancel(i, reason);
-                return;
-            }
-            match code {
-                180..=182 => self.on_step(i, Step::Ring),
-                183 if self.forks[i].sip.as_ref().is_some_and(|l| l.sdp.is_some()) => {
-                    self.on_step(i, Step::MediaAnswer)
-                }
-                _ => {}
-            }
-            return;
-        }
-        if (200..300).contains(&code) {
-            // §13.2.2.4: the UAC core ACKs every 2xx, even one it will not keep.
-            if let Some(leg) = &self.forks[i].sip {
-                let _ = self.ctx.layer.send_stateless(leg.ack(), leg.dest.clone());
-            }
-            if matches!(event, ClientEvent::Final(_))
-                && self.forks[i].state.is_live()
-                && self.phase == Phase::Ringing
-            {
-                self.accept(i);
-            } else if !matches!(self.phase, Phase::Up(n) | Phase::AwaitingAck(n) if n == i) {
-                // A 2xx from a fork that lost the race: ACK (above), then BYE.
-                self.bye_endpoint(i);
-            }
-            return;
-        }
-        if !self.forks[i].state.is_live() {
-            return;
-        }
-        if (300..400).contains(&code) {
-            let voicemail = resp.contacts().filter_map(Result::ok).any(|c| {
-                c.uri()
-                    .and_then(|u| u.param("opaque"))
-                    .and_then(|p| p.value)
-                    .is_some_and(|v| v.eq_ignore_ascii_case("app:voicemail"))
-            });
-            let step = if voicemail {
-                Step::RedirectVoicemail
+        if sent {
+            let purpose = if closing {
+                Purpose::Closing { to_sbc: false }
             } else {
-                Step::RedirectNumber
+                Purpose::Fire
             };
-            return self.on_step(i, step);
-        }
-        self.on_step(i, Step::Reject(code));
-    }
-
-    fn bye_endpoint(&mut self, i: usize) {
-        let Some(leg) = &mut self.forks[i].sip else {
-            return;
-        };
-        if leg.remote_tag.is_none() {
-            return;
-        }
-        let bye = leg.bye();
-        let dest = leg.dest.clone();
-        let kind = transport_kind(leg.transport);
-        if let Err(e) = self.ctx.layer.send_request(bye, dest, kind, |_| {}) {
-            warn!(fork = %self.forks[i].name, error = %e, "BYE to the endpoint not sent");
+            self.requests.push((id, purpose));
         }
     }
 
@@ -1141,359 +1100,429 @@ impl CallTask {
         );
     }
 
-    /// Ends the call before an answer with a final failure to the SBC.
+    /// Ends the call before an answer with a final failure to the caller.
     fn fail_call(&mut self, r: Rejection) {
-        let Some(tx) = self.tx.take() else {
-            self.phase = Phase::Done;
-            return;
-        };
         let e = r.entry();
-        let status = r.status();
-        let id = correlation_id();
-        warn!(
-            status,
-            code = e.code,
-            requirement = e.requirement,
-            correlation = %id,
-            facts = %r.facts_line(),
-            "call failed: {}",
-            e.text
-        );
-        let reason = r.reason_header(&id);
-        let diag = self
-            .ctx
-            .config
-            .proxy
-            .ms_diagnostics
-            .then(|| r.ms_diagnostics(self.sbc.info.proxy_fqdn.as_str()));
-        let phrase = r.phrase();
-        let bytes = self.response_with(status, phrase, Some(Tag::random().as_str()), None, |w| {
-            w.header("Reason", &reason);
-            if let Some(d) = &diag {
-                w.header("ms-diagnostics", d);
-            }
+        self.outcome = Some(Outcome {
+            status: r.status(),
+            code: Some(e.code),
+            reason: e.text.to_owned(),
         });
-        if let Ok(f) = Final::new(bytes) {
-            self.answered = Some(tx.respond(f));
-        }
-        self.ctx.calls.failed.fetch_add(1, Ordering::Relaxed);
+        let teller = Teller {
+            style: crate::sip::build::Style::Rfc3261,
+            source: &self.caller.local.host.clone(),
+            server: &self.caller.local.server.clone(),
+            ms_diagnostics: self.settings.ms_diagnostics,
+            flow: &self.call_id.clone(),
+            allow: DIALOG_ALLOW,
+        };
+        self.caller.reject(&r, &teller);
         self.phase = Phase::Done;
     }
 
-    fn on_event(&mut self, ev: CallEvent) {
-        match ev {
-            CallEvent::Cancel { tx, request } => {
-                // DR-FORK-8: 200 to the CANCEL, CANCEL every fork, 487 to the INVITE.
-                if let Ok(Status::Complete(cancel)) = Message::parse(&request, &OWN) {
-                    if let Some(ok) = self.response_to(&cancel, 200, "OK") {
-                        let _ = tx.respond(ok);
-                    }
-                }
-                if self.phase == Phase::Ringing {
-                    info!("the SBC cancelled the call");
-                    self.cancel_forks(None);
-                    if let Some(invite_tx) = self.tx.take() {
-                        let b = self.response(
-                            487,
-                            "Request Terminated",
-                            Some(Tag::random().as_str()),
-                            None,
-                        );
-                        if let Ok(f) = Final::new(b) {
-                            self.answered = Some(invite_tx.respond(f));
-                        }
-                    }
-                    self.phase = Phase::Done;
-                }
-            }
-            CallEvent::Ack => {
-                if let Phase::AwaitingAck(i) = self.phase {
-                    debug!("ACK for the 200 OK");
-                    // No more 2xx retransmissions: the transaction's handle (its key, its
-                    // outcome channel) is not needed for the rest of the call.
-                    self.answered = None;
-                    self.final_2xx = None;
-                    self.retransmit = None;
-                    self.ack_deadline = None;
-                    self.phase = Phase::Up(i);
-                }
-            }
-            CallEvent::Request { tx, request } => self.on_request(tx, &request),
-            CallEvent::Stray { response, .. } => {
-                // A 2xx retransmitted after the transaction ended: ACK it again.
-                if let Ok(Status::Complete(m)) = Message::parse(&response, &OWN) {
-                    let leg = self
-                        .forks
-                        .iter()
-                        .filter_map(|f| f.sip.as_ref())
-                        .find(|l| Some(l.call_id.as_str()) == m.call_id());
-                    if let (Some(leg), true) = (
-                        leg,
-                        m.status_code().is_some_and(|c| (200..300).contains(&c)),
-                    ) {
-                        let _ = self.ctx.layer.send_stateless(leg.ack(), leg.dest.clone());
-                    }
-                }
-            }
-            CallEvent::Client(ev) => {
-                use crate::transaction::ClientEvent;
-                let fork = self.forks.iter().position(|f| {
-                    f.sip
-                        .as_ref()
-                        .is_some_and(|l| l.client.as_ref() == Some(&ev.key))
-                });
-                if let Some(i) = fork {
-                    return self.on_sip_event(i, ev.event);
-                }
-                if let ClientEvent::Final(_)
-                | ClientEvent::Timeout(_)
-                | ClientEvent::TransportError = ev.event
-                {
-                    if self.phase == Phase::Ending {
-                        debug!("BYE answered (or timed out); call over");
-                        self.phase = Phase::Done;
-                    }
-                }
-            }
-        }
-    }
+    // --- ending -------------------------------------------------------------------------
 
-    /// A request inside the call from the SBC.
-    fn on_request(&mut self, tx: ServerTx, request: &Bytes) {
-        let Ok(Status::Complete(msg)) = Message::parse(request, &OWN) else {
-            // Unreachable in practice: the layer only hands over framed, checked requests.
-            drop(tx);
-            return;
-        };
-        let from_endpoint = msg.call_id() != Some(self.key.call_id.as_str());
-        if from_endpoint {
-            let ok = self.response_to(&msg, 200, "OK");
-            if let Some(ok) = ok {
-                let _ = tx.respond(ok);
-            }
-            if msg.method() == Some(crate::sip::Method::Bye) {
-                info!("the endpoint hung up (BYE); BYE to the SBC");
-                if let Some(f) = self.forks.iter_mut().find(|f| {
-                    f.sip
-                        .as_ref()
-                        .is_some_and(|l| Some(l.call_id.as_str()) == msg.call_id())
-                }) {
-                    if let Some(leg) = &mut f.sip {
-                        leg.remote_tag = None; // the dialog is over on that side
-                    }
-                }
-                self.send_bye(None);
-            }
-            return;
-        }
-        match msg.method() {
-            Some(crate::sip::Method::Bye) => {
-                info!(after = ?self.started.elapsed(), "the SBC hung up (BYE)");
-                if let Phase::Up(i) | Phase::AwaitingAck(i) = self.phase {
-                    self.bye_endpoint(i);
-                }
-                if let Some(ok) = self.response_to(&msg, 200, "OK") {
-                    let _ = tx.respond(ok);
-                }
-                // Before the ACK, a BYE also ends 2xx retransmission.
-                self.retransmit = None;
-                self.ack_deadline = None;
-                self.cancel_forks(None);
-                self.phase = Phase::Done;
-            }
-            Some(crate::sip::Method::Invite) | Some(crate::sip::Method::Update) => {
-                // Session refresh / re-INVITE: answer with the same SDP (DR-ST arrives later).
-                let sdp = match self.phase {
-                    Phase::Up(i) | Phase::AwaitingAck(i) => self.fork_answer(i),
-                    _ => None,
-                };
-                let resp = match sdp {
-                    Some(a) => self.response_to_with_body(&msg, 200, "OK", &a),
-                    None => self.response_to(&msg, 491, "Request Pending"),
-                };
-                if let Some(resp) = resp {
-                    let _ = tx.respond(resp);
-                }
-            }
-            _ => {
-                if let Some(ok) = self.response_to(&msg, 200, "OK") {
-                    let _ = tx.respond(ok);
-                }
-            }
-        }
-    }
-
-    /// BYE towards the SBC on the fork that answered (DR-NH-1: on the SBC's flow).
-    fn send_bye(&mut self, reason: Option<&Rejection>) {
-        let i = match self.phase {
-            Phase::Up(i) | Phase::AwaitingAck(i) => i,
-            _ => return,
-        };
-        let Ok(Status::Complete(inv)) = Message::parse(&self.invite, &OWN) else {
-            return;
-        };
-        let remote_target = inv
-            .contact()
-            .and_then(Result::ok)
-            .and_then(|c| c.uri().map(|u| u.as_str().to_owned()));
-        let Some(target) = remote_target else { return };
-        self.local_cseq += 1;
-        let mut out = BytesMut::new();
-        let mut w = RequestWriter::start(&mut out, "BYE", &target);
-        let fqdn = self.sbc.info.proxy_fqdn.clone();
-        w.header(
-            "Via",
-            &format!(
-                "SIP/2.0/TLS {fqdn}:{};branch={}",
-                self.sbc.info.local.port(),
-                Branch::generate()
-            ),
-        );
-        w.header("Max-Forwards", "70");
-        for rr in inv.values(HeaderName::RecordRoute) {
-            w.header("Route", rr);
-        }
-        let to = inv.header(HeaderName::To).unwrap_or_default();
-        w.header("From", &format!("{to};tag={}", self.forks[i].to_tag));
-        w.header("To", inv.header(HeaderName::From).unwrap_or_default());
-        w.header("Call-ID", &self.key.call_id);
-        w.header("CSeq", &format!("{} BYE", self.local_cseq));
+    /// Ends an answered call: BYE to the SBC (`to_sbc`) with the rejection's Reason and
+    /// ms-diagnostics when drhub ends it, and to the answering endpoint (`to_fork`).
+    fn hang_up(&mut self, reason: Option<&Rejection>, to_sbc: bool, to_fork: bool) {
         if let Some(r) = reason {
-            w.header("Reason", &r.reason_header(&correlation_id()));
-            if self.ctx.config.proxy.ms_diagnostics {
-                w.header("ms-diagnostics", &r.ms_diagnostics(fqdn.as_str()));
-            }
+            let e = r.entry();
+            self.outcome = Some(Outcome {
+                status: 200,
+                code: Some(e.code),
+                reason: e.text.to_owned(),
+            });
         }
-        w.header("User-Agent", &self.ctx.config.proxy.server);
-        w.finish(b"");
-        let events = self.self_tx.clone();
-        let sent = self.ctx.layer.send_request(
-            out.freeze(),
-            Dest::Flow(self.sbc.clone()),
-            TransportKind::Reliable,
-            move |ev| {
-                let _ = events.send(CallEvent::Client(ev));
-            },
-        );
-        match sent {
-            Ok(_) => self.phase = Phase::Ending,
-            Err(e) => {
-                warn!(error = %e, "could not send BYE to the SBC");
-                self.phase = Phase::Done;
-            }
-        }
-    }
-
-    // --- response building ---
-
-    fn send_provisional(
-        &mut self,
-        code: u16,
-        phrase: &str,
-        to_tag: Option<&str>,
-        body: Option<&[u8]>,
-    ) {
-        let Some(tx) = &self.tx else { return };
-        let bytes = self.response(code, phrase, to_tag, body);
-        if let Ok(p) = Provisional::new(bytes) {
-            let _ = tx.provisional(p);
-        }
-    }
-
-    fn response(
-        &self,
-        code: u16,
-        phrase: &str,
-        to_tag: Option<&str>,
-        body: Option<&[u8]>,
-    ) -> Bytes {
-        self.response_with(code, phrase, to_tag, body, |_| {})
-    }
-
-    /// A response to the INVITE: copied headers, the proxy's Contact, and an SDP body.
-    fn response_with(
-        &self,
-        code: u16,
-        phrase: &str,
-        to_tag: Option<&str>,
-        body: Option<&[u8]>,
-        extra: impl FnOnce(&mut ResponseWriter<'_>),
-    ) -> Bytes {
-        let mut out = BytesMut::new();
-        let Ok(Status::Complete(inv)) = Message::parse(&self.invite, &OWN) else {
-            return Bytes::new();
+        let fork = match self.phase {
+            Phase::Answered(n) | Phase::Up(n) => Some(n),
+            _ => None,
         };
-        let mut w = ResponseWriter::start(&mut out, Style::Rfc3261, &inv, code, phrase, to_tag);
-        if code > 100 && code < 300 {
-            w.header(
-                "Contact",
-                &format!(
-                    "<sip:{}:{};transport=tls>",
-                    self.sbc.info.proxy_fqdn,
-                    self.sbc.info.local.port()
-                ),
-            );
-            w.header("Allow", crate::proxy::ALLOW);
-        }
-        extra(&mut w);
-        w.header("Server", &self.ctx.config.proxy.server);
-        match body {
-            Some(b) => {
-                w.header("Content-Type", "application/sdp");
-                w.finish(b);
+        self.phase = Phase::Ending;
+        self.session = None;
+        self.orphan_at = None;
+        if to_fork {
+            if let Some(i) = fork {
+                self.bye_fork(i, true);
             }
-            None => w.finish(b""),
         }
-        out.freeze()
+        if to_sbc {
+            let mut extra: Vec<(&str, String)> = Vec::new();
+            if let Some(r) = reason {
+                extra.push(("Reason", r.reason_header(&correlation_id())));
+                if self.settings.ms_diagnostics {
+                    extra.push(("ms-diagnostics", r.ms_diagnostics(self.teller_source())));
+                }
+            }
+            let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let id = self.next_id();
+            if let Some(bye) = self.sbc_request("BYE", &extra, None) {
+                self.send_sbc(id, bye, Purpose::Closing { to_sbc: true });
+            }
+        }
+        self.settle_end();
     }
 
-    fn response_to(&self, msg: &Message<'_>, code: u16, phrase: &str) -> Option<Final> {
-        self.response_to_with_body(msg, code, phrase, b"")
+    /// The call is over once no BYE that ends it is still in flight.
+    fn settle_end(&mut self) {
+        let closing = self
+            .requests
+            .iter()
+            .any(|(_, p)| matches!(p, Purpose::Closing { .. }));
+        self.phase = if closing { Phase::Ending } else { Phase::Done };
     }
 
-    fn response_to_with_body(
-        &self,
-        msg: &Message<'_>,
-        code: u16,
-        phrase: &str,
-        body: &[u8],
-    ) -> Option<Final> {
-        let mut out = BytesMut::new();
-        let mut w = ResponseWriter::start(&mut out, Style::Rfc3261, msg, code, phrase, None);
-        w.header("Server", &self.ctx.config.proxy.server);
-        if !body.is_empty() {
-            w.header(
-                "Contact",
-                &format!(
-                    "<sip:{}:{};transport=tls>",
-                    self.sbc.info.proxy_fqdn,
-                    self.sbc.info.local.port()
-                ),
+    // --- requests to the SBC -----------------------------------------------------------
+
+    /// Builds a request in the SBC's dialog (DR-NH-4).
+    fn sbc_request(
+        &mut self,
+        method: &str,
+        extra: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Option<Bytes> {
+        let d = self.caller.dialog_mut()?;
+        Some(d.request(method, extra, body.map(|b| ("application/sdp", b))))
+    }
+
+    /// Where the SBC's dialog sends requests (DR-NH-1, DR-NH-5): any connection to it,
+    /// or a new one to the top Record-Route's (else the Contact's) FQDN, at the trunk's
+    /// `address` when it names one.
+    fn sbc_route(&self) -> Option<Route> {
+        let d = self.caller.dialog()?;
+        let hop = d.next_hop()?;
+        let (transport, insecure_ip, sbc) = match &self.caller.peer {
+            Peer::Sbc { fqdn } => {
+                // DR-VAL-3/4 made sure the hop's FQDN is on the certificate; an IP (not
+                // supported, DR-NH-1) falls back to the trunk FQDN.
+                let name = if hop.host.parse::<std::net::IpAddr>().is_ok() {
+                    fqdn.to_string()
+                } else {
+                    hop.host.clone()
+                };
+                (crate::sip::Transport::Tls, None, name)
+            }
+            Peer::InsecureSbc { ip } => (
+                crate::sip::Transport::Tcp,
+                Some(*ip),
+                self.trunk.fqdn.to_string(),
+            ),
+            Peer::Endpoint { .. } => return None,
+        };
+        Some(Route::Sbc {
+            target: Target {
+                sbc,
+                host: hop.host,
+                port: hop.port.unwrap_or(self.trunk.port),
+                address: self.trunk.address,
+                transport,
+                insecure_ip,
+            },
+            listener: self.listener.clone(),
+        })
+    }
+
+    fn send_sbc(&mut self, id: ReqId, request: Bytes, purpose: Purpose) {
+        match self.sbc_route() {
+            Some(route) => {
+                self.requests.push((id, purpose));
+                self.actions.push(Action::Send { id, request, route });
+            }
+            None => warn!("no route to the SBC in this dialog; request not sent"),
+        }
+    }
+
+    /// DR-ST-2: drhub refreshes: UPDATE without SDP when the SBC allows it, else a
+    /// re-INVITE offering the call's SDP again.
+    fn send_refresh(&mut self, headers: Option<UacHeaders>) {
+        let Some(s) = &self.session else { return };
+        let headers = headers.unwrap_or_else(|| s.refresh_headers());
+        let se = headers.session_expires_header();
+        let min_se = headers.min_se_header();
+        let extra = [
+            ("Supported", "timer"),
+            ("Session-Expires", se.as_str()),
+            ("Min-SE", min_se.as_str()),
+        ];
+        let invite = !self.caller.allows_update();
+        let body = match self.phase {
+            Phase::Answered(i) | Phase::Up(i) if invite => self.fork_answer(i),
+            _ => None,
+        };
+        let method = if invite { "INVITE" } else { "UPDATE" };
+        debug!(method, "session refresh to the SBC");
+        let id = self.next_id();
+        if let Some(req) = self.sbc_request(method, &extra, body.as_deref()) {
+            self.send_sbc(id, req, Purpose::Refresh { headers, invite });
+        }
+    }
+
+    fn on_refresh_answer(
+        &mut self,
+        event: ClientEvent,
+        headers: UacHeaders,
+        invite: bool,
+        now: Instant,
+    ) {
+        let resp = match event {
+            ClientEvent::Final(r) => r,
+            ClientEvent::Timeout(_) | ClientEvent::TransportError => {
+                return self.refresh_failed(408, now);
+            }
+            ClientEvent::Provisional(_) | ClientEvent::Additional2xx(_) => return,
+        };
+        let msg = resp.message();
+        let code = msg.status_code().unwrap_or(500);
+        if (200..300).contains(&code) {
+            if invite {
+                if let Some(d) = self.caller.dialog() {
+                    let cseq = msg.cseq().and_then(Result::ok).map_or(1, |c| c.seq);
+                    let ack = d.ack(cseq);
+                    if let Some(route) = self.sbc_route() {
+                        self.actions.push(Action::Stateless { bytes: ack, route });
+                    }
+                }
+            }
+            if let Some(d) = self.caller.dialog_mut() {
+                d.refresh_target(&msg);
+            }
+            let n = negotiate_uac(
+                &ResponseTimers {
+                    require_timer: msg
+                        .values(HeaderName::Require)
+                        .any(|v| v.trim().eq_ignore_ascii_case("timer")),
+                    session_expires: msg.header(HeaderName::SessionExpires),
+                },
+                &headers,
             );
-            w.header("Content-Type", "application/sdp");
+            debug!(interval = n.interval, refresher = %n.refresher, "session refreshed");
+            if let Some(s) = &mut self.session {
+                s.refreshed(n, now);
+            }
+        } else if code == 422 {
+            match on_422(msg.header(HeaderName::MinSE), &headers) {
+                Ok(retry) => self.send_refresh(Some(retry)),
+                Err(e) => {
+                    warn!(error = %e, "the SBC refused the session refresh (422)");
+                    self.refresh_failed(422, now);
+                }
+            }
+        } else {
+            self.refresh_failed(code, now);
         }
-        w.finish(body);
-        Final::new(out.freeze()).ok()
+    }
+
+    fn refresh_failed(&mut self, status: u16, now: Instant) {
+        let expire = self
+            .session
+            .as_mut()
+            .and_then(|s| s.refresh_failed(status, now));
+        if expire == Some(session_timer::Action::Expire) {
+            let r = Rejection::new(Diagnostic::SessionExpired);
+            warn!(
+                status,
+                "the session refresh failed; ending the call (DR-ST-2)"
+            );
+            // A 481 means the SBC has no such dialog any more: a BYE would only get 481.
+            self.hang_up(Some(&r), status != 481, true);
+        }
+    }
+
+    fn next_id(&mut self) -> ReqId {
+        self.next_req += 1;
+        ReqId(self.next_req)
+    }
+
+    /// The UAS leg's state, for the task wrapper's bookkeeping.
+    pub fn answered(&self) -> bool {
+        matches!(
+            self.caller.state(),
+            UasState::Accepted | UasState::Confirmed
+        )
     }
 }
 
-/// Messages drhub itself keeps were framed once already; no limit applies re-reading them.
-pub const OWN: Limits = Limits {
-    max_header_bytes: usize::MAX,
-    max_body_bytes: usize::MAX,
-};
+/// The RFC 4028 view of a request's headers.
+fn request_timers<'m>(msg: &Message<'m>) -> RequestTimers<'m> {
+    let has = |h: HeaderName| {
+        msg.values(h)
+            .any(|v| v.trim().eq_ignore_ascii_case("timer"))
+    };
+    RequestTimers {
+        supported_timer: has(HeaderName::Supported),
+        require_timer: has(HeaderName::Require),
+        session_expires: msg.header(HeaderName::SessionExpires),
+        min_se: msg.header(HeaderName::MinSE),
+    }
+}
 
-async fn sleep_until_opt(t: Option<Instant>) {
+/// The UAS decision on an initial INVITE (DR-ST-1, DR-ST-3), for admission.
+pub fn negotiate_invite(msg: &Message<'_>, cfg: &session_timer::Config) -> UasDecision {
+    negotiate_uas(&request_timers(msg), cfg)
+}
+
+// --- the task -------------------------------------------------------------------------
+
+/// Starts the call task: registers the call, runs it to its end, unregisters it.
+pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: LegKey) {
+    let (tx, rx) = inbox::inbox();
+    let span =
+        info_span!("call", call_id = %sbc_key.call_id(), tenant = %new.tenant, user = %new.user);
+    let trunk = new.trunk.fqdn.clone();
+    let record = router::CallRecord::new(&new);
+    let peer = new.peer.clone();
+    let no = hub.calls.insert(sbc_key.clone(), tx.clone(), peer, record);
+    hub.calls.trunk_call_started(&trunk, new.trunk.max_sessions);
+    let now = Instant::now();
+    let mut call = Call::new(new, settings, now);
+    let runner = Runner {
+        hub: hub.clone(),
+        inbox: tx,
+        keys: vec![sbc_key],
+    };
+    tokio::spawn(
+        async move {
+            let mut runner = runner;
+            let mut rx = rx;
+            call.start(now);
+            runner.run(&mut call, &mut rx).await;
+            let failure = call.take_failure();
+            let outcome = call.outcome.clone();
+            drop(call);
+            runner.hub.calls.remove(no, &runner.keys, outcome);
+            runner.hub.calls.trunk_call_ended(&trunk);
+            if let Some(mut f) = failure {
+                if f.outcome().await == ServerOutcome::AckTimeout {
+                    warn!("the SBC did not ACK the final response (Timer H)");
+                }
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// The tokio side of a call: feeds it events and timeouts, performs its actions.
+struct Runner {
+    hub: Arc<Hub>,
+    inbox: CallSender,
+    /// Every index key the call registered, removed when it ends.
+    keys: Vec<LegKey>,
+}
+
+impl Runner {
+    async fn run(&mut self, call: &mut Call, rx: &mut inbox::Receiver<CallEvent>) {
+        loop {
+            while let Some(a) = call.poll_action() {
+                self.perform(a);
+            }
+            if call.is_done() {
+                if let Some(o) = &call.outcome {
+                    info!(status = o.status, code = ?o.code, reason = %o.reason, "call over");
+                }
+                return;
+            }
+            let deadline = call.poll_timeout();
+            tokio::select! {
+                ev = rx.recv() => call.handle(ev, Instant::now()),
+                _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Index { key, peer } => {
+                self.hub.calls.index(key.clone(), self.inbox.clone(), peer);
+                self.keys.push(key);
+            }
+            Action::Stateless { bytes, route } => match route {
+                Route::Dest(d) => {
+                    let _ = self.hub.layer.send_stateless(bytes, d);
+                }
+                Route::Sbc { target, .. } => {
+                    // The ACK of a refresh: over an open connection (a new one would have
+                    // been opened for the re-INVITE just answered).
+                    match self.hub.connector().and_then(|c| c.find(&target)) {
+                        Some(f) => {
+                            let _ = self.hub.layer.send_stateless(bytes, Destination::Flow(f));
+                        }
+                        None => debug!("ACK not sent: no connection to the SBC"),
+                    }
+                }
+            },
+            Action::Send { id, request, route } => match route {
+                Route::Dest(d) => self.send(id, request, d),
+                Route::Sbc { target, listener } => {
+                    let Some(connector) = self.hub.connector().cloned() else {
+                        return self.undeliverable(id, ConnectError::NoCertificate);
+                    };
+                    if let Some(f) = connector.find(&target) {
+                        return self.send(id, request, Destination::Flow(f));
+                    }
+                    // DR-NH-5: no connection: open one, off the call's task.
+                    let hub = self.hub.clone();
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(
+                        async move {
+                            match connector.find_or_connect(&target, Some(&listener)).await {
+                                Ok(f) => {
+                                    send_request(&hub, &inbox, id, request, Destination::Flow(f))
+                                }
+                                Err(error) => {
+                                    let _ = inbox.send(CallEvent::Undeliverable {
+                                        id,
+                                        error: Arc::new(error),
+                                    });
+                                }
+                            }
+                        }
+                        .in_current_span(),
+                    );
+                }
+            },
+        }
+    }
+
+    fn send(&self, id: ReqId, request: Bytes, dest: Destination) {
+        send_request(&self.hub, &self.inbox, id, request, dest);
+    }
+
+    fn undeliverable(&self, id: ReqId, error: ConnectError) {
+        let _ = self.inbox.send(CallEvent::Undeliverable {
+            id,
+            error: Arc::new(error),
+        });
+    }
+}
+
+fn send_request(hub: &Hub, inbox: &CallSender, id: ReqId, request: Bytes, dest: Destination) {
+    let transport = dest.transport();
+    let events = inbox.clone();
+    let sent = hub.layer.send_request(request, dest, transport, move |ev| {
+        let _ = events.send(CallEvent::Client {
+            id,
+            event: ev.event,
+        });
+    });
+    if let Err(e) = sent {
+        warn!(error = %e, "request not sent");
+        let _ = inbox.send(CallEvent::Client {
+            id,
+            event: ClientEvent::TransportError,
+        });
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
     match t {
-        Some(t) => tokio::time::sleep_until(t).await,
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
         None => std::future::pending().await,
     }
 }
 
-/// A tag drhub generates (a fork's To tag, a proxy-generated response's To tag, an
-/// endpoint leg's From tag): 64 random bits as 16 lower-case hex digits, stored inline so
-/// that a fork or leg keeps no allocation for it for the whole call.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A tag drhub generates (a fork's To tag, a proxy-generated response's To tag, a UAC
+/// leg's From tag): 64 random bits as 16 lower-case hex digits, stored inline so that a
+/// fork or leg keeps no allocation for it for the whole call.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tag([u8; 16]);
 
 impl Tag {
@@ -1524,10 +1553,6 @@ impl std::fmt::Debug for Tag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Tag({})", self.as_str())
     }
-}
-
-fn session_id() -> u64 {
-    fastrand::u64(1..u64::MAX / 2)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! Endpoints of Teams users: digest authentication and the SIP registrar.
+//! Endpoints of Teams users: scripted clients, and SIP endpoints with digest
+//! authentication and the registrar.
 
 pub mod digest;
 pub mod net;
 pub mod registrar;
+pub mod script;
 pub mod service;

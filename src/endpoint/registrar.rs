@@ -70,14 +70,9 @@ const STAND_IN_PASSWORD: &str = "drhub: no such user; this only burns the same c
 /// RFC 3261 §10.3 step 7: 423 only for intervals below one hour.
 const ONE_HOUR: u32 = 3600;
 
-/// The transport a REGISTER arrived on; a binding is reached back over the same one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// UDP: responses and requests go to the source address.
-    Udp,
-    /// TCP: requests go over the connection from the source address while it is open.
-    Tcp,
-}
+/// The transport a REGISTER arrived on; a binding is reached back over the same one (UDP:
+/// to the source address; TCP: over the connection from it while it is open).
+pub use crate::sip::Transport;
 
 /// An address-of-record: `user@domain` of a `sip:` URI, with the user part unescaped and both
 /// parts lower-case (URI parameters and port dropped, RFC 3261 §10.3 step 5). The key of the

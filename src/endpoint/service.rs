@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, info, warn};
 
@@ -19,7 +19,8 @@ use super::registrar::{
 };
 use crate::config::{Config, SipAddress};
 use crate::directory::Directory;
-use crate::sip::{Message, Method, ParseError, Status};
+use crate::sip::{Message, Method};
+use crate::transport::udp::UdpFlow;
 
 /// Why the endpoint side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,19 +50,14 @@ pub struct Endpoints {
     registrar: Mutex<Registrar>,
     /// The bound UDP socket and TCP listener address.
     pub local: SocketAddr,
-    /// The UDP socket requests to UDP endpoints leave from.
-    pub udp: Arc<UdpSocket>,
+    /// The UDP socket requests to UDP endpoints leave from, and how the proxy names
+    /// itself there (its IP address: lab phones need not resolve the proxy's names).
+    pub udp: Arc<UdpFlow>,
 }
 
 impl Endpoints {
-    pub fn new(config: &Config, udp: Arc<UdpSocket>) -> Result<Endpoints, EndpointError> {
-        let local = udp.local_addr().map_err(|source| EndpointError::Bind {
-            address: config
-                .endpoints
-                .address
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-            source,
-        })?;
+    pub fn new(config: &Config, udp: Arc<UdpFlow>) -> Result<Endpoints, EndpointError> {
+        let local = udp.local;
         let auth = Authenticator::new(DigestConfig::default(), Instant::now())
             .map_err(|e| EndpointError::Registrar(e.to_string()))?;
         let cfg = RegistrarConfig {
@@ -174,7 +170,7 @@ impl UserLookup for DirectoryUsers<'_> {
 /// Binds the endpoint listener: one UDP socket and one TCP listener on the same address.
 /// With port 0 the UDP port is chosen first and TCP takes the same number; when that
 /// number is taken for TCP, a new pair is tried.
-pub async fn bind(address: SocketAddr) -> Result<(Arc<UdpSocket>, TcpListener), EndpointError> {
+pub async fn bind(address: SocketAddr) -> Result<(UdpSocket, TcpListener), EndpointError> {
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -185,7 +181,7 @@ pub async fn bind(address: SocketAddr) -> Result<(Arc<UdpSocket>, TcpListener), 
             .local_addr()
             .map_err(|source| EndpointError::Bind { address, source })?;
         match TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok((Arc::new(udp), tcp)),
+            Ok(tcp) => return Ok((udp, tcp)),
             Err(e)
                 if address.port() == 0
                     && e.kind() == std::io::ErrorKind::AddrInUse
@@ -203,26 +199,20 @@ pub async fn bind(address: SocketAddr) -> Result<(Arc<UdpSocket>, TcpListener), 
     }
 }
 
-/// Frames one UDP datagram (RFC 3261 §18.3): Content-Length when present; without it the
-/// body is the rest of the datagram, which the stream parser cannot express, so the header
-/// is added to a copy (a cold path: SIP UAs send Content-Length on UDP too).
-pub fn frame_datagram(datagram: &[u8]) -> Result<Bytes, ParseError> {
-    let limits = crate::sip::Limits::default();
-    match Message::parse(datagram, &limits) {
-        Ok(Status::Complete(m)) => Ok(Bytes::copy_from_slice(&datagram[..m.len()])),
-        Ok(Status::Partial) => Err(ParseError::BodyTooLarge),
-        Err(ParseError::MissingContentLength) => {
-            let end = memchr::memmem::find(datagram, b"\r\n\r\n")
-                .ok_or(ParseError::MissingContentLength)?;
-            let body = &datagram[end + 4..];
-            let mut out = Vec::with_capacity(datagram.len() + 24);
-            out.extend_from_slice(&datagram[..end + 2]);
-            out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-            out.extend_from_slice(body);
-            Ok(Bytes::from(out))
-        }
-        Err(e) => Err(e),
-    }
+/// A static contact of the config (`sip:user@ip:port`, UDP unless `transport=tcp`): a
+/// lab phone or sipp that does not register.
+pub fn static_target(contact: &str) -> Option<Target> {
+    let uri = crate::sip::Uri::parse(contact).ok()?;
+    let ip = uri.host()?.ip()?;
+    let transport = match uri.param("transport").and_then(|p| p.value) {
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+        _ => Transport::Udp,
+    };
+    Some(Target {
+        uri: contact.to_owned(),
+        addr: SocketAddr::new(ip, uri.port().unwrap_or(5060)),
+        transport,
+    })
 }
 
 /// Whether a request from an endpoint is answered here rather than by a transaction.
@@ -235,19 +225,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn datagram_without_content_length_gets_the_rest_as_body() {
-        let d = b"MESSAGE sip:a@b.c SIP/2.0\r\nVia: SIP/2.0/UDP h.c;branch=z9hG4bK1\r\n\r\nhello";
-        let framed = frame_datagram(d).unwrap();
-        let Ok(Status::Complete(m)) = Message::parse(&framed, &crate::sip::Limits::default())
-        else {
-            panic!("framed datagram parses")
-        };
-        assert_eq!(m.body(), b"hello");
-    }
-
-    #[test]
-    fn datagram_extra_bytes_after_content_length_are_dropped() {
-        let d = b"OPTIONS sip:a@b.c SIP/2.0\r\nContent-Length: 2\r\n\r\nhiJUNK";
-        assert_eq!(frame_datagram(d).unwrap().len(), d.len() - 4);
+    fn static_contacts_are_ip_and_port() {
+        let t = static_target("sip:alice@192.0.2.7:5080;transport=tcp").unwrap();
+        assert_eq!(t.addr, "192.0.2.7:5080".parse().unwrap());
+        assert_eq!(t.transport, Transport::Tcp);
+        assert_eq!(
+            static_target("sip:alice@192.0.2.7").unwrap().transport,
+            Transport::Udp
+        );
+        assert!(static_target("sip:alice@phone.example").is_none());
     }
 }

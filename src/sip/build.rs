@@ -99,6 +99,13 @@ impl<'o> ResponseWriter<'o> {
         self
     }
 
+    /// Copies the request's Record-Route header lines unchanged and in order, as a
+    /// dialog-creating response must (RFC 3261 §12.1.1: 18x with a To tag, 2xx).
+    pub fn record_route(&mut self, req: &Message<'_>) -> &mut Self {
+        self.copy_all(req, HeaderName::RecordRoute, "Record-Route");
+        self
+    }
+
     /// Ends the header block (with Content-Length unless already written) and appends
     /// `body`.
     pub fn finish(mut self, body: &[u8]) {

@@ -1194,9 +1194,10 @@ impl<'b> Contact<'b> {
 /// The RFC 3261 branch magic cookie (§8.1.1.7).
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
 
-/// A Via transport; matched case-insensitively.
+/// The transport token of a Via, as written on the wire; matched case-insensitively.
+/// (The transport a flow runs on is [`crate::sip::Transport`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport<'b> {
+pub enum ViaTransport<'b> {
     /// UDP.
     Udp,
     /// TCP.
@@ -1213,16 +1214,16 @@ pub enum Transport<'b> {
     Other(&'b str),
 }
 
-impl<'b> Transport<'b> {
-    fn parse(s: &'b str) -> Transport<'b> {
+impl<'b> ViaTransport<'b> {
+    fn parse(s: &'b str) -> ViaTransport<'b> {
         let t = match s.len() {
-            2 if lex::eq_ci(s, "WS") => Transport::Ws,
-            3 if lex::eq_ci(s, "UDP") => Transport::Udp,
-            3 if lex::eq_ci(s, "TCP") => Transport::Tcp,
-            3 if lex::eq_ci(s, "TLS") => Transport::Tls,
-            3 if lex::eq_ci(s, "WSS") => Transport::Wss,
-            4 if lex::eq_ci(s, "SCTP") => Transport::Sctp,
-            _ => Transport::Other(s),
+            2 if lex::eq_ci(s, "WS") => ViaTransport::Ws,
+            3 if lex::eq_ci(s, "UDP") => ViaTransport::Udp,
+            3 if lex::eq_ci(s, "TCP") => ViaTransport::Tcp,
+            3 if lex::eq_ci(s, "TLS") => ViaTransport::Tls,
+            3 if lex::eq_ci(s, "WSS") => ViaTransport::Wss,
+            4 if lex::eq_ci(s, "SCTP") => ViaTransport::Sctp,
+            _ => ViaTransport::Other(s),
         };
         t
     }
@@ -1230,13 +1231,13 @@ impl<'b> Transport<'b> {
     /// The transport name (upper case for the known ones).
     pub fn as_str(&self) -> &'b str {
         match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-            Transport::Tls => "TLS",
-            Transport::Sctp => "SCTP",
-            Transport::Ws => "WS",
-            Transport::Wss => "WSS",
-            Transport::Other(s) => s,
+            ViaTransport::Udp => "UDP",
+            ViaTransport::Tcp => "TCP",
+            ViaTransport::Tls => "TLS",
+            ViaTransport::Sctp => "SCTP",
+            ViaTransport::Ws => "WS",
+            ViaTransport::Wss => "WSS",
+            ViaTransport::Other(s) => s,
         }
     }
 }
@@ -1250,7 +1251,7 @@ impl<'b> Transport<'b> {
 pub struct Via<'b> {
     protocol_name: &'b str,
     protocol_version: &'b str,
-    transport: Transport<'b>,
+    transport: ViaTransport<'b>,
     host: Host<'b>,
     /// The parameters, validated (see [`Via::params`]).
     params: &'b str,
@@ -1372,7 +1373,7 @@ impl<'b> Via<'b> {
             Via {
                 protocol_name,
                 protocol_version,
-                transport: Transport::parse(transport),
+                transport: ViaTransport::parse(transport),
                 host,
                 params: raw,
                 branch: known.branch,
@@ -1402,7 +1403,7 @@ impl<'b> Via<'b> {
     }
 
     /// The transport.
-    pub fn transport(&self) -> Transport<'b> {
+    pub fn transport(&self) -> ViaTransport<'b> {
         self.transport
     }
 
@@ -1830,7 +1831,7 @@ mod tests {
     #[test]
     fn via_forms() {
         let v = Via::parse("SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKac1;rport").unwrap();
-        assert_eq!(v.transport(), Transport::Tls);
+        assert_eq!(v.transport(), ViaTransport::Tls);
         assert_eq!(v.host(), Host::Domain("sbc1.adatum.biz"));
         assert_eq!(v.port(), Some(5061));
         assert_eq!(v.branch(), Some("z9hG4bKac1"));
@@ -1842,7 +1843,7 @@ mod tests {
         let v = Via::parse("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
         assert_eq!(v.protocol_name(), "SIP");
         assert_eq!(v.protocol_version(), "2.0");
-        assert_eq!(v.transport(), Transport::Udp);
+        assert_eq!(v.transport(), ViaTransport::Udp);
         assert!(!v.has_magic_cookie());
         let v = Via::parse(
             "SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8",
@@ -1865,9 +1866,9 @@ mod tests {
         assert_eq!(v.rport(), Some(5070));
         assert!(v.maddr().is_some_and(|h| h.is_ip()));
         let v = Via::parse("SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK").unwrap();
-        assert_eq!(v.transport(), Transport::Wss);
+        assert_eq!(v.transport(), ViaTransport::Wss);
         let v = Via::parse("SIP/2.0/UNKNOWN t4.example.com").unwrap();
-        assert_eq!(v.transport(), Transport::Other("UNKNOWN"));
+        assert_eq!(v.transport(), ViaTransport::Other("UNKNOWN"));
 
         for bad in [
             "",

@@ -16,17 +16,22 @@ mod lex;
 
 pub mod build;
 pub mod header;
+pub mod identity;
 pub mod parse;
+pub mod stored;
 pub mod uri;
 
 pub use header::{
     unescape_quoted, unquote, CSeq, CallId, Contact, ContentLength, HeaderName, MaxForwards,
-    Method, NameAddr, Param, ParamIter, Params, SipDate, SyntaxError, Transport, Via, MAGIC_COOKIE,
+    Method, NameAddr, Param, ParamIter, Params, SipDate, SyntaxError, Via, ViaTransport,
+    MAGIC_COOKIE,
 };
+pub use identity::{LocalIdentity, Transport};
 pub use parse::{
     Checked, Header, Headers, Invalid, Limits, Message, ParseError, StartLine, Status, Values,
     Version, MAX_HEADERS,
 };
+pub use stored::{StoreError, Stored, UNLIMITED};
 pub use uri::{
     decode_into, pct_eq, pct_eq_ignore_case, DecodeError, Host, Scheme, Uri, UriHeaders,
 };

@@ -1494,7 +1494,7 @@ impl fmt::Debug for Values<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::header::Transport;
+    use crate::sip::header::ViaTransport;
     use crate::sip::uri::Host;
 
     const INVITE: &[u8] = include_bytes!("../../benches/fixtures/invite.sip");
@@ -1555,7 +1555,7 @@ mod tests {
         assert_eq!(m.body().len(), 587);
         assert!(m.body().starts_with(b"v=0\r\n"));
         let via = m.top_via().unwrap().unwrap();
-        assert_eq!(via.transport(), Transport::Tls);
+        assert_eq!(via.transport(), ViaTransport::Tls);
         assert_eq!(via.host(), Host::Domain("sbc1.adatum.biz"));
         assert_eq!(via.port(), Some(5061));
         assert!(via.params().contains("alias"));

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{drain, Timer, TimerSet, Timers, TransportKind};
-use crate::sip::{HeaderName, Limits, Message, Method, StartLine, Status};
+use super::{drain, Timer, TimerSet, Timers};
+use crate::sip::{HeaderName, Limits, Message, Method, StartLine, Status, Stored, Transport};
 
 /// Client transaction states (RFC 3261 Figures 5 and 6, RFC 6026 Figure 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +42,8 @@ pub enum ClientInput {
     Response {
         /// Its status code (100-699).
         code: u16,
-        /// Its bytes, passed to the TU as they are.
-        wire: Bytes,
+        /// The response, passed to the TU as it is.
+        wire: Stored,
     },
     /// The transport could not deliver the request or the ACK (§17.1.4).
     TransportError,
@@ -53,13 +53,13 @@ pub enum ClientInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
     /// A 1xx.
-    Provisional(Bytes),
+    Provisional(Stored),
     /// The first final response. For an INVITE's 3xx-6xx the transaction has already
     /// sent the ACK; for a 2xx the ACK is the TU's (§13.2.2.4).
-    Final(Bytes),
+    Final(Stored),
     /// RFC 6026 §7.2: another 2xx in Accepted (a retransmission, or a different fork's 2xx
     /// downstream); the TU ACKs it, and BYEs it if it is a second dialog.
-    Additional2xx(Bytes),
+    Additional2xx(Stored),
     /// Timer B (INVITE, Calling) or Timer F (non-INVITE) fired: no final response.
     Timeout(Timer),
     /// The transport failed (§17.1.4).
@@ -211,7 +211,7 @@ impl Outbox {
 #[derive(Debug)]
 pub struct InviteClient {
     state: ClientState,
-    transport: TransportKind,
+    transport: Transport,
     timers: Timers,
     armed: TimerSet,
     /// Current Timer A interval.
@@ -224,12 +224,7 @@ pub struct InviteClient {
 impl InviteClient {
     /// Starts the transaction: the INVITE goes out, Timer A (unreliable) and Timer B
     /// start (§17.1.1.2).
-    pub fn new(
-        request: Bytes,
-        transport: TransportKind,
-        timers: Timers,
-        now: Instant,
-    ) -> InviteClient {
+    pub fn new(request: Bytes, transport: Transport, timers: Timers, now: Instant) -> InviteClient {
         let mut m = InviteClient {
             state: ClientState::Calling,
             transport,
@@ -318,8 +313,8 @@ impl InviteClient {
         }
     }
 
-    fn send_ack(&mut self, response: &Bytes) {
-        let built = parse_own(&self.request).and_then(|inv| build_ack(&inv, &parse_own(response)?));
+    fn send_ack(&mut self, response: &Stored) {
+        let built = parse_own(&self.request).and_then(|inv| build_ack(&inv, &response.message()));
         match built {
             Ok(ack) => {
                 self.out.transmit.push_back(ack.clone());
@@ -396,7 +391,7 @@ impl InviteClient {
 #[derive(Debug)]
 pub struct NonInviteClient {
     state: ClientState,
-    transport: TransportKind,
+    transport: Transport,
     timers: Timers,
     armed: TimerSet,
     /// Current Timer E interval.
@@ -410,7 +405,7 @@ impl NonInviteClient {
     /// start (§17.1.2.2).
     pub fn new(
         request: Bytes,
-        transport: TransportKind,
+        transport: Transport,
         timers: Timers,
         now: Instant,
     ) -> NonInviteClient {
@@ -534,7 +529,10 @@ impl NonInviteClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use TransportKind::{Reliable, Unreliable};
+    #[allow(non_upper_case_globals)]
+    const Reliable: Transport = Transport::Tls;
+    #[allow(non_upper_case_globals)]
+    const Unreliable: Transport = Transport::Udp;
 
     const INVITE: &str = "INVITE sip:alice@10.0.0.7:5062;transport=udp SIP/2.0\r\n\
 Via: SIP/2.0/UDP sip.pstnhub.microsoft.com:5060;branch=z9hG4bKfork1\r\n\
@@ -548,8 +546,8 @@ CSeq: 314 INVITE\r\n\
 Contact: <sip:sip.pstnhub.microsoft.com:5060>\r\n\
 Content-Length: 0\r\n\r\n";
 
-    fn response(code: u16, to_tag: &str) -> Bytes {
-        Bytes::from(format!(
+    fn response(code: u16, to_tag: &str) -> Stored {
+        Stored::new(Bytes::from(format!(
             "SIP/2.0 {code} Whatever\r\n\
 Via: SIP/2.0/UDP sip.pstnhub.microsoft.com:5060;branch=z9hG4bKfork1\r\n\
 From: \"Caller\" <sip:+18005550100@sip.pstnhub.microsoft.com>;tag=b2b-1\r\n\
@@ -557,7 +555,8 @@ To: <sip:alice@contoso.com>;tag={to_tag}\r\n\
 Call-ID: leg2-abc@sip.pstnhub.microsoft.com\r\n\
 CSeq: 314 INVITE\r\n\
 Content-Length: 0\r\n\r\n"
-        ))
+        )))
+        .expect("fixture frames")
     }
 
     fn rx(code: u16, tag: &str) -> ClientInput {
@@ -883,7 +882,7 @@ Content-Length: 0\r\n\r\n";
     fn builder_errors() {
         let inv = parse_own(INVITE.as_bytes()).unwrap();
         let resp = response(486, "t");
-        let resp = parse_own(&resp).unwrap();
+        let resp = resp.message();
         assert_eq!(build_ack(&inv, &inv), Err(BuildError::NotAResponse));
         assert_eq!(build_ack(&resp, &resp), Err(BuildError::NotAnInvite));
         for bad in [

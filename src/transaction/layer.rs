@@ -7,7 +7,7 @@
 //! ```text
 //! let (mut layer, handle) = TransactionLayer::<FlowId>::new(timers);
 //! // connection tasks, for every framed and checked message:
-//! handle.receive(&msg, wire, flow_id, TransportKind::Reliable)?;
+//! handle.receive(stored, flow_id, Transport::Tls)?;
 //! // call tasks:
 //! let key = handle.send_request(invite, flow_id, kind, move |ev| { let _ = call_tx.send(ev); })?;
 //! req.tx.provisional(ringing)?;  let answered = req.tx.respond(ok);
@@ -47,8 +47,8 @@ use super::server::{
     Final, InviteServer, NonInviteServer, Provisional, ServerError, ServerEvent, ServerInput,
     ServerState,
 };
-use super::{Timers, TransportKind};
-use crate::sip::{Invalid, Limits, Message, Method, StartLine, Status};
+use super::Timers;
+use crate::sip::{Invalid, Limits, Message, Method, StartLine, Status, Stored, Transport};
 
 /// The layer task has ended (shutdown); nothing more can be sent through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -118,11 +118,11 @@ pub struct IncomingRequest<D> {
     /// The right (and duty) to answer it.
     pub tx: ServerTx,
     /// The request as received.
-    pub request: Bytes,
+    pub request: Stored,
     /// Where it came from (responses go back there, RFC 3261 §18.2.2).
     pub source: D,
     /// The transport it came on.
-    pub transport: TransportKind,
+    pub transport: Transport,
 }
 
 /// What a CANCEL matched (RFC 3261 §9.2).
@@ -152,7 +152,7 @@ pub enum CoreEvent<D> {
     /// own branch), or an INVITE transaction in Accepted (RFC 6026 §7.1). For the dialog.
     Ack {
         /// The ACK as received.
-        request: Bytes,
+        request: Stored,
         /// Where it came from.
         source: D,
         /// The Accepted INVITE transaction it matched, if any.
@@ -162,7 +162,7 @@ pub enum CoreEvent<D> {
     /// the UAC core ACKs a 2xx (RFC 3261 §13.2.2.4) and drops anything else.
     StrayResponse {
         /// The response as received.
-        response: Bytes,
+        response: Stored,
         /// Where it came from.
         source: D,
     },
@@ -328,18 +328,18 @@ const OWN: Limits = Limits {
 
 impl<D> LayerHandle<D> {
     /// A message the transport framed and the caller checked (`check_request` /
-    /// `check_response`). `wire` is exactly its bytes (`msg.len()` of them); `source` is
-    /// where responses to a request go. Keys are computed here, on the caller's task.
+    /// `check_response`); `source` is where responses to a request go. Keys are computed
+    /// here, on the caller's task.
     pub fn receive(
         &self,
-        msg: &Message<'_>,
-        wire: Bytes,
+        wire: Stored,
         source: D,
-        transport: TransportKind,
+        transport: Transport,
     ) -> Result<(), ReceiveError> {
+        let msg = wire.message();
         let cmd = match *msg.start_line() {
             StartLine::Request { method, .. } => Command::Request {
-                key: ServerKey::from_request(msg)?,
+                key: ServerKey::from_request(&msg)?,
                 kind: match method {
                     Method::Ack => RequestKind::Ack,
                     Method::Cancel => RequestKind::Cancel,
@@ -354,7 +354,7 @@ impl<D> LayerHandle<D> {
                     return Err(ReceiveError::StatusOutOfRange(code));
                 }
                 Command::Response {
-                    key: ClientKey::from_response(msg)?,
+                    key: ClientKey::from_response(&msg)?,
                     code,
                     wire,
                     source,
@@ -371,7 +371,7 @@ impl<D> LayerHandle<D> {
         &self,
         request: Bytes,
         dest: D,
-        transport: TransportKind,
+        transport: Transport,
         events: impl Fn(ClientTxEvent) + Send + 'static,
     ) -> Result<ClientKey, SendError> {
         let msg = match Message::parse(&request, &OWN) {
@@ -417,21 +417,21 @@ enum Command<D> {
     Request {
         key: ServerKey,
         kind: RequestKind,
-        wire: Bytes,
+        wire: Stored,
         source: D,
-        transport: TransportKind,
+        transport: Transport,
     },
     Response {
         key: ClientKey,
         code: u16,
-        wire: Bytes,
+        wire: Stored,
         source: D,
     },
     Send {
         key: ClientKey,
         request: Bytes,
         dest: D,
-        transport: TransportKind,
+        transport: Transport,
         events: EventSink,
     },
     Stateless {
@@ -821,9 +821,9 @@ impl<D: Clone> TransactionLayer<D> {
         &mut self,
         key: ServerKey,
         is_cancel: bool,
-        wire: Bytes,
+        wire: Stored,
         source: D,
-        transport: TransportKind,
+        transport: Transport,
         now: Instant,
     ) {
         // RFC 3261 §17.2.3: a request matching a transaction is a retransmission; it
@@ -881,7 +881,7 @@ impl<D: Clone> TransactionLayer<D> {
         self.out.push_back(Output::Event(event));
     }
 
-    fn on_ack(&mut self, key: ServerKey, wire: Bytes, source: D, now: Instant) {
+    fn on_ack(&mut self, key: ServerKey, wire: Stored, source: D, now: Instant) {
         // RFC 3261 §17.2.3: an ACK matches the INVITE transaction (its key maps ACK to
         // INVITE). RFC 2543 ACKs carry the To tag of the response, not of the INVITE:
         // retry without it and compare with the tag of the final response sent.
@@ -916,7 +916,7 @@ impl<D: Clone> TransactionLayer<D> {
         key: ClientKey,
         request: Bytes,
         dest: D,
-        transport: TransportKind,
+        transport: Transport,
         events: EventSink,
         now: Instant,
     ) {
@@ -1011,7 +1011,7 @@ impl<D: Clone> TransactionLayer<D> {
 
     /// Moves a server machine's outputs out, re-arms its timer, forgets it if it ended.
     /// `ack` is the ACK just fed to it, for RFC 6026 pass-up.
-    fn settle_server(&mut self, key: &ServerKey, mut ack: Option<(Bytes, D)>) {
+    fn settle_server(&mut self, key: &ServerKey, mut ack: Option<(Stored, D)>) {
         let Some(entry) = self.servers.get_mut(key) else {
             return;
         };
@@ -1134,7 +1134,10 @@ mod tests {
     use crate::transaction::{Branch, ClientState, Timer};
     use bytes::BytesMut;
     use std::time::Duration;
-    use TransportKind::{Reliable, Unreliable};
+    #[allow(non_upper_case_globals)]
+    const Reliable: Transport = Transport::Tls;
+    #[allow(non_upper_case_globals)]
+    const Unreliable: Transport = Transport::Udp;
 
     type Layer = TransactionLayer<u32>;
 
@@ -1173,14 +1176,15 @@ Content-Length: 0\r\n\r\n"
         out.freeze()
     }
 
-    fn feed(h: &LayerHandle<u32>, wire: &Bytes, source: u32, kind: TransportKind) {
+    fn feed(h: &LayerHandle<u32>, wire: &Bytes, source: u32, kind: Transport) {
         let m = parse(wire);
         if m.is_request() {
             assert_eq!(m.check_request(), Ok(()));
         } else {
             assert_eq!(m.check_response(), Ok(()));
         }
-        h.receive(&m, wire.clone(), source, kind).unwrap();
+        h.receive(Stored::new(wire.clone()).unwrap(), source, kind)
+            .unwrap();
     }
 
     fn status(b: &Bytes) -> u16 {
@@ -1339,7 +1343,7 @@ Content-Length: 0\r\n\r\n"
                     matched,
                 }) => {
                     assert_eq!(matched, want);
-                    assert!(request.starts_with(b"ACK "));
+                    assert!(request.bytes().starts_with(b"ACK "));
                 }
                 other => panic!("{other:?}"),
             }
@@ -1497,7 +1501,7 @@ Content-Length: 0\r\n\r\n"
 
     type Events = mpsc::UnboundedReceiver<ClientTxEvent>;
 
-    fn send(handle: &LayerHandle<u32>, req: &Bytes, kind: TransportKind) -> (ClientKey, Events) {
+    fn send(handle: &LayerHandle<u32>, req: &Bytes, kind: Transport) -> (ClientKey, Events) {
         let (tx, rx) = mpsc::unbounded_channel();
         let key = handle
             .send_request(req.clone(), 9, kind, move |e| {
@@ -1525,7 +1529,7 @@ Content-Length: 0\r\n\r\n"
         nothing_now(&mut layer).await;
         let ev = events.try_recv().unwrap();
         assert_eq!(ev.key, key);
-        assert!(matches!(ev.event, ClientEvent::Final(ref b) if status(b) == 200));
+        assert!(matches!(ev.event, ClientEvent::Final(ref b) if status(b.bytes()) == 200));
         // Its retransmission is absorbed.
         feed(&handle, &reply(&opt, 200, Some("ep")), 9, Unreliable);
         assert!(outputs_until(&mut layer, t0, 6_599).await.is_empty());
@@ -1723,17 +1727,15 @@ Content-Length: 0\r\n\r\n"
             Err(SendError::Unparseable)
         );
         let no_via = Bytes::from_static(b"SIP/2.0 200 OK\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n");
-        let m = parse(&no_via);
         assert_eq!(
-            handle.receive(&m, no_via.clone(), 1, Reliable),
+            handle.receive(Stored::new(no_via.clone()).unwrap(), 1, Reliable),
             Err(ReceiveError::Key(KeyError::MissingVia))
         );
         let low = Bytes::from_static(
             b"SIP/2.0 099 Low\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n",
         );
-        let m = parse(&low);
         assert_eq!(
-            handle.receive(&m, low.clone(), 1, Reliable),
+            handle.receive(Stored::new(low.clone()).unwrap(), 1, Reliable),
             Err(ReceiveError::StatusOutOfRange(99))
         );
         drop(layer);
@@ -1743,7 +1745,7 @@ Content-Length: 0\r\n\r\n"
             Err(SendError::Closed(LayerClosed))
         );
         assert_eq!(
-            handle.receive(&parse(&ok), ok.clone(), 1, Reliable),
+            handle.receive(Stored::new(ok.clone()).unwrap(), 1, Reliable),
             Err(ReceiveError::Closed(LayerClosed))
         );
     }

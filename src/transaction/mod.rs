@@ -28,6 +28,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::sip::Transport;
+
 pub use client::{build_ack, build_cancel, BuildError, ClientEvent, ClientInput, ClientState};
 pub use client::{InviteClient, NonInviteClient};
 pub use key::{Branch, ClientKey, KeyError, ServerKey, TxKey, TxMethod};
@@ -71,9 +73,9 @@ impl Timers {
     ///
     /// Timer D is "at least 32 s" on unreliable transports: drhub uses the larger of 32 s
     /// and 64*T1 so that it still outlasts the server's Timer H when T1 is configured up.
-    pub fn timer(&self, timer: Timer, transport: TransportKind) -> Option<Duration> {
+    pub fn timer(&self, timer: Timer, transport: Transport) -> Option<Duration> {
         let t64 = self.t1.saturating_mul(64);
-        let reliable = transport == TransportKind::Reliable;
+        let reliable = transport.is_reliable();
         let zero_if_reliable = |d: Duration| Some(if reliable { Duration::ZERO } else { d });
         match timer {
             Timer::TimerA | Timer::TimerE | Timer::TimerG if reliable => None,
@@ -86,17 +88,6 @@ impl Timers {
             Timer::TimerJ => zero_if_reliable(t64),
         }
     }
-}
-
-/// Whether the transport delivers reliably (TLS, TCP: the SBC leg) or not (UDP, lab
-/// endpoints). Decides which retransmission timers run and which wait timers are zero
-/// (RFC 3261 §17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransportKind {
-    /// TLS or TCP: no retransmissions by the transaction; Timers D, I, J, K are zero.
-    Reliable,
-    /// UDP: Timers A, E, G retransmit; D, I, J, K wait out stray retransmissions.
-    Unreliable,
 }
 
 /// The transaction timers by their RFC names (RFC 3261 Appendix A; L and M from RFC 6026).
@@ -222,7 +213,10 @@ mod tests {
         let t = Timers::default();
         let ms = Duration::from_millis;
         use Timer::*;
-        use TransportKind::*;
+        #[allow(non_upper_case_globals)]
+        const Reliable: Transport = Transport::Tls;
+        #[allow(non_upper_case_globals)]
+        const Unreliable: Transport = Transport::Udp;
         let cases = [
             (TimerA, Unreliable, Some(ms(500))),
             (TimerA, Reliable, None),

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{drain, Timer, TimerSet, Timers, TransportKind};
+use super::{drain, Timer, TimerSet, Timers};
+use crate::sip::Transport;
 use crate::sip::{Message, Status};
 
 /// Server transaction states (RFC 3261 Figures 7 and 8, RFC 6026 Figure 5).
@@ -187,7 +188,7 @@ impl Outbox {
 #[derive(Debug)]
 pub struct InviteServer {
     state: ServerState,
-    transport: TransportKind,
+    transport: Transport,
     timers: Timers,
     armed: TimerSet,
     /// Current Timer G interval.
@@ -199,7 +200,7 @@ pub struct InviteServer {
 
 impl InviteServer {
     /// A transaction for a new INVITE: state Proceeding, no timers (§17.2.1).
-    pub fn new(transport: TransportKind, timers: Timers) -> InviteServer {
+    pub fn new(transport: Transport, timers: Timers) -> InviteServer {
         InviteServer {
             state: ServerState::Proceeding,
             transport,
@@ -407,7 +408,7 @@ impl InviteServer {
 #[derive(Debug)]
 pub struct NonInviteServer {
     state: ServerState,
-    transport: TransportKind,
+    transport: Transport,
     timers: Timers,
     armed: TimerSet,
     last_response: Option<Bytes>,
@@ -416,7 +417,7 @@ pub struct NonInviteServer {
 
 impl NonInviteServer {
     /// A transaction for a new non-INVITE request: state Trying (§17.2.2).
-    pub fn new(transport: TransportKind, timers: Timers) -> NonInviteServer {
+    pub fn new(transport: Transport, timers: Timers) -> NonInviteServer {
         NonInviteServer {
             state: ServerState::Trying,
             transport,
@@ -533,7 +534,10 @@ impl NonInviteServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use TransportKind::{Reliable, Unreliable};
+    #[allow(non_upper_case_globals)]
+    const Reliable: Transport = Transport::Tls;
+    #[allow(non_upper_case_globals)]
+    const Unreliable: Transport = Transport::Udp;
 
     fn resp(code: u16) -> Bytes {
         Bytes::from(format!(

@@ -1,6 +1,7 @@
 //! Accept loops: one per configured listener. A TLS listener completes the mutual-TLS
 //! handshake (DR-TLS-1) before anything is read; a failed handshake is logged with its
-//! cause and touches nothing else.
+//! cause and touches nothing else. Accepted and outbound connections then run the same
+//! [`run_flow`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,19 +16,19 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::stream::{self, StreamLimits};
 use super::tls::PeerIdentity;
-use super::{Dispatch, FlowHandle, FlowId, FlowInfo, Flows};
-use crate::config::{Fqdn, ListenerTransport};
+use super::{Direction, Dispatch, FlowHandle, FlowId, FlowInfo, Flows, Tap, Transport};
+use crate::sip::LocalIdentity;
 
-/// Bytes other tasks may queue for one connection before `FlowHandle::send` refuses.
+/// Messages other tasks may queue for one connection before `FlowHandle::send` refuses.
 const FLOW_QUEUE: usize = 4096;
 
 /// Everything an accept loop needs, shared by all its connections.
 pub struct Listening {
     pub name: String,
-    /// What handles this listener's messages (SBC proxy, or the endpoint side).
+    /// What handles this listener's messages (the SBC front door, or the endpoint side).
     pub dispatch: Arc<dyn Dispatch>,
-    pub proxy_fqdn: Fqdn,
-    pub transport: ListenerTransport,
+    /// How the proxy names itself on this listener's flows.
+    pub proxy: LocalIdentity,
     pub socket: TcpListener,
     pub tls: Option<TlsAcceptor>,
     pub limits: StreamLimits,
@@ -40,12 +41,13 @@ impl Listening {
     }
 }
 
-/// Shared by every listener: the flow registry, the connection cap,
-/// shutdown and the task tracker that shutdown waits on.
+/// Shared by every listener and outbound connection: the flow registry, the connection
+/// cap, the tap, shutdown and the task tracker that shutdown waits on.
 #[derive(Clone)]
 pub struct Shared {
     pub flows: Arc<Flows>,
     pub permits: Arc<Semaphore>,
+    pub tap: Arc<Tap>,
     /// Cancelled first on shutdown: no new connections.
     pub stop_accepting: CancellationToken,
     /// Cancelled once the drain is over: live connections close (TLS close_notify).
@@ -101,8 +103,9 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, l: Arc<Listening>, s: Shar
             peer,
             local,
             listener: l.name.clone(),
-            proxy_fqdn: l.proxy_fqdn.clone(),
-            transport: l.transport,
+            proxy: l.proxy.clone(),
+            transport: l.proxy.transport,
+            direction: Direction::Inbound,
             identity,
         })
     };
@@ -144,31 +147,86 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, l: Arc<Listening>, s: Shar
                 }
             };
             info!(cert.names = %identity.names().collect::<Vec<_>>().join(","), "SBC connected");
-            run_flow(tls, info(Some(Arc::new(identity))), &l, &s).await;
+            let info = info(Some(Arc::new(identity)));
+            run_flow(tls, info, l.dispatch.clone(), l.limits.clone(), &s).await;
         }
         None => {
-            info!("plain TCP connection (lab listener, DR-TLS-5)");
-            run_flow(tcp, info(None), &l, &s).await;
+            if l.proxy.transport == Transport::Tcp {
+                debug!("plain TCP connection");
+            }
+            let info = info(None);
+            run_flow(tcp, info, l.dispatch.clone(), l.limits.clone(), &s).await;
         }
     }
 }
 
-async fn run_flow<S>(stream: S, info: Arc<FlowInfo>, l: &Listening, s: &Shared)
-where
+/// Serves one established connection, inbound or outbound, until it closes: registers
+/// it (so calls and health can send on it), runs the stream loop, deregisters it.
+pub(crate) async fn run_flow<S>(
+    stream: S,
+    info: Arc<FlowInfo>,
+    dispatch: Arc<dyn Dispatch>,
+    limits: StreamLimits,
+    s: &Shared,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let (_, rx) = register(&info, &dispatch, s);
+    serve_registered(stream, info, dispatch, limits, rx, s.clone()).await;
+}
+
+/// [`run_flow`] on a task of its own, for the proxy's outbound connections; returns the
+/// connection's handle once it is in the registry.
+pub(crate) fn spawn_flow<S>(
+    stream: S,
+    info: Arc<FlowInfo>,
+    dispatch: Arc<dyn Dispatch>,
+    limits: StreamLimits,
+    s: &Shared,
+) -> FlowHandle
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (handle, rx) = register(&info, &dispatch, s);
+    let span = tracing::info_span!("conn", peer.addr = %info.peer, listener = %info.listener, direction = "out");
+    s.tracker
+        .spawn(serve_registered(stream, info, dispatch, limits, rx, s.clone()).instrument(span));
+    handle
+}
+
+fn register(
+    info: &Arc<FlowInfo>,
+    dispatch: &Arc<dyn Dispatch>,
+    s: &Shared,
+) -> (FlowHandle, mpsc::Receiver<Bytes>) {
     let (tx, rx) = mpsc::channel::<Bytes>(FLOW_QUEUE);
-    s.flows.insert(FlowHandle::new(info.clone(), tx));
+    let handle = FlowHandle::new(info.clone(), tx);
+    s.flows.insert(handle.clone());
+    dispatch.on_opened(info);
+    (handle, rx)
+}
+
+async fn serve_registered<S>(
+    stream: S,
+    info: Arc<FlowInfo>,
+    dispatch: Arc<dyn Dispatch>,
+    limits: StreamLimits,
+    rx: mpsc::Receiver<Bytes>,
+    s: Shared,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let reason = stream::serve(
         stream,
         info.clone(),
-        l.dispatch.clone(),
-        l.limits.clone(),
+        dispatch.clone(),
+        limits,
         rx,
         s.close_connections.clone(),
+        s.tap.clone(),
     )
     .await;
     s.flows.remove(info.id);
-    l.dispatch.on_closed(&info);
-    info!(flow = %info.id, ?reason, "connection closed");
+    dispatch.on_closed(&info);
+    info!(flow = %info.id, direction = ?info.direction, ?reason, "connection closed");
 }

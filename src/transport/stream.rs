@@ -11,8 +11,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{Dispatch, FlowInfo, Handled};
-use crate::sip::{self, Message, Status};
+use super::tap::{Point, Way};
+use super::{Dispatch, FlowInfo, Handled, Tap};
+use crate::sip::{self, Message, Status, Stored};
 
 /// The per-connection limits, from the `[limits]` section.
 #[derive(Debug, Clone)]
@@ -47,10 +48,18 @@ pub async fn serve<S>(
     limits: StreamLimits,
     mut rx: mpsc::Receiver<Bytes>,
     shutdown: CancellationToken,
+    tap: Arc<Tap>,
 ) -> CloseReason
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let point = Point {
+        flow: &flow.id,
+        listener: &flow.listener,
+        transport: flow.transport,
+        local: flow.local,
+        peer: flow.peer,
+    };
     let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut last_activity = Instant::now();
@@ -69,6 +78,7 @@ where
             match Message::parse(&buf, &limits.sip) {
                 Ok(Status::Complete(msg)) => {
                     let len = msg.len();
+                    tap.record(Way::In, &point, &buf[..len]);
                     let handled = dispatch.on_message(&flow, &msg, &mut out);
                     message_started = None;
                     if handled == Handled::Done {
@@ -78,11 +88,12 @@ where
                     // An exact-size copy: a zero-copy split would keep the whole read
                     // chunk alive for as long as a transaction holds the message (32 s
                     // after a 2xx), which costs far more memory than the copy costs time.
-                    // Re-frame it to borrow from the copy (cannot fail on the same bytes).
-                    let wire = Bytes::copy_from_slice(&buf[..len]);
+                    let wire = Stored::new(Bytes::copy_from_slice(&buf[..len]));
                     buf.advance(len);
-                    if let Ok(Status::Complete(msg)) = Message::parse(&wire, &limits.sip) {
-                        dispatch.on_owned(&flow, &msg, &wire, &mut out);
+                    match wire {
+                        Ok(wire) => dispatch.on_owned(&flow, wire, &mut out),
+                        // The same bytes framed a moment ago; this cannot happen.
+                        Err(e) => debug!(flow = %flow.id, error = %e, "message lost on copy"),
                     }
                 }
                 Ok(Status::Partial) => {
@@ -91,6 +102,7 @@ where
                 }
                 Err(e) => {
                     info!(flow = %flow.id, peer = %flow.peer, error = %e, "unframeable stream; closing");
+                    tap.record(Way::In, &point, &buf);
                     dispatch.on_unframeable(&flow, &buf, &e, &mut out);
                     fatal = true;
                     break;
@@ -98,6 +110,7 @@ where
             }
         }
         if !out.is_empty() {
+            tap.record(Way::Out, &point, &out);
             if stream.write_all(&out).await.is_err() {
                 break CloseReason::Io;
             }
@@ -133,6 +146,7 @@ where
             queued = rx.recv() => {
                 // The sender side lives in the registry as long as the flow does.
                 let Some(bytes) = queued else { break CloseReason::Shutdown };
+                tap.record(Way::Out, &point, &bytes);
                 if stream.write_all(&bytes).await.is_err() {
                     break CloseReason::Io;
                 }
@@ -202,9 +216,8 @@ mod tests {
     // the timers fire at exact virtual instants and no test waits in real time.
     mod timers {
         use super::super::*;
-        use crate::config::{Fqdn, ListenerTransport};
-        use crate::sip::ParseError;
-        use crate::transport::{Dispatch, FlowId, FlowInfo, Handled};
+        use crate::sip::{LocalIdentity, ParseError, Transport};
+        use crate::transport::{Direction, Dispatch, FlowId, FlowInfo, Handled};
         use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
         /// Answers every framed message with its own length, so framing is visible.
@@ -223,14 +236,8 @@ mod tests {
                 out.extend_from_slice(format!("len={}\n", msg.len()).as_bytes());
                 Handled::Done
             }
-            fn on_owned(
-                &self,
-                _: &Arc<FlowInfo>,
-                msg: &Message<'_>,
-                wire: &Bytes,
-                out: &mut BytesMut,
-            ) {
-                assert_eq!(msg.len(), wire.len());
+            fn on_owned(&self, _: &Arc<FlowInfo>, wire: Stored, out: &mut BytesMut) {
+                assert_eq!(wire.message().len(), wire.len());
                 out.extend_from_slice(format!("owned={}\n", wire.len()).as_bytes());
             }
             fn on_unframeable(&self, _: &FlowInfo, _: &[u8], e: &ParseError, out: &mut BytesMut) {
@@ -259,8 +266,15 @@ mod tests {
                 peer: "192.0.2.1:5061".parse().unwrap(),
                 local: "127.0.0.1:5061".parse().unwrap(),
                 listener: "sip".into(),
-                proxy_fqdn: "sip.pstnhub.microsoft.com".parse::<Fqdn>().unwrap(),
-                transport: ListenerTransport::Tls,
+                proxy: LocalIdentity {
+                    host: "sip.pstnhub.microsoft.com".into(),
+                    port: 5061,
+                    transport: Transport::Tls,
+                    server: "drhub".into(),
+                    style: crate::sip::build::Style::Rfc3261,
+                },
+                transport: Transport::Tls,
+                direction: Direction::Inbound,
                 identity: None,
             });
             let (tx, rx) = mpsc::channel(4);
@@ -271,6 +285,7 @@ mod tests {
                 l,
                 rx,
                 CancellationToken::new(),
+                Arc::new(Tap::new()),
             ));
             (client, task, tx)
         }

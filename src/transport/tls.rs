@@ -243,6 +243,8 @@ pub fn server_config(
         })?;
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(NoServerSessionStorage {});
+    // SSLKEYLOGFILE, when set, gets every session's secrets (Wireshark decrypts with it).
+    config.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(Arc::new(config))
 }
 
@@ -280,6 +282,7 @@ pub fn client_config(
             source,
         })?;
     config.resumption = Resumption::disabled();
+    config.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(Arc::new(config))
 }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use drhub::certs::{self, LabCa, LeafSpec, PkiRequest, Usage};
 use drhub::config::{Config, BUILTIN_LAB_CONFIG};
-use drhub::proxy::Proxy;
+use drhub::hub::Hub;
 use drhub::sip::{Limits, Message, Status};
 use drhub::transport::tls::TlsVersion;
 
@@ -101,7 +101,7 @@ pub fn lab_config(edit: impl FnOnce(String) -> String) -> Config {
 /// A running daemon, stopped (and drained) on drop or by [`TestDaemon::stop`].
 pub struct TestDaemon {
     pub config: Arc<Config>,
-    pub proxy: Arc<Proxy>,
+    pub hub: Arc<Hub>,
     addrs: Vec<(String, SocketAddr)>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -118,12 +118,12 @@ impl TestDaemon {
             .await
             .expect("daemon binds");
         let addrs = daemon.local_addrs().to_vec();
-        let proxy = daemon.proxy();
+        let hub = daemon.hub();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(daemon.serve(shutdown.clone()));
         TestDaemon {
             config,
-            proxy,
+            hub,
             addrs,
             shutdown,
             task: Some(task),
@@ -524,11 +524,11 @@ impl TestDaemon {
     /// Waits until no call is up (bounded by [`WAIT`]).
     pub async fn calls_drained(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.proxy.calls().is_empty() {
+        while !self.hub.calls.is_empty() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{} call(s) left in the call table",
-                self.proxy.calls().len()
+                self.hub.calls.len()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -1,0 +1,798 @@
+//! The router: on its own task, behind a bounded channel from the transaction layer, it
+//! admits new calls and hands every in-dialog request, CANCEL, ACK and stray response to
+//! the call it belongs to, after checking that it came from that call's peer (DR-NH-4,
+//! DR-NH-5). A request for an SBC's call is taken only from that SBC (its certificate,
+//! any of its connections); a request for an endpoint's leg only from that endpoint's
+//! address. Anyone else gets 481 and the call never hears of it.
+//!
+//! [`CallTable`] is its index: live calls and their legs, by (Call-ID, tag). A leg is
+//! indexed by the tag that is fixed when it is made: the caller's From tag on a UAS leg,
+//! drhub's own From tag on a UAC leg. A request from the remote side carries the former
+//! as its From tag and the latter as its To tag, so two lookups find either kind.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::dialog::Peer;
+use super::{
+    negotiate_invite, spawn, CallEvent, CallSender, CallSettings, ForkPlan, NewCall, Outcome,
+    TrunkRoute,
+};
+use crate::config::{EndpointKind, User, E164};
+use crate::diagnostics::{Diagnostic, Rejection, Teller};
+use crate::directory::{classify_target, TargetError};
+use crate::hub::{Hub, ENDPOINT_LISTENER};
+use crate::policy::{self, Accepted, ALLOW};
+use crate::sbc::{peer_auth, FlowEvent};
+use crate::sdp::{self, Offer};
+use crate::sip::{HeaderName, LocalIdentity, Message, Method, Transport};
+use crate::transaction::{CancelTarget, CoreEvent, Final, IncomingRequest, ServerTx};
+use crate::transport::{Destination, FlowInfo};
+
+use super::session_timer::UasDecision;
+
+/// How many events may wait for the router before the transaction layer sheds new
+/// requests with 503 (DR-ERR-1).
+pub const ROUTER_QUEUE: usize = 8192;
+
+/// A leg's index key: Call-ID and the tag fixed when the leg was made.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LegKey {
+    call_id: Box<str>,
+    tag: Box<str>,
+}
+
+impl LegKey {
+    pub fn new(call_id: &str, tag: &str) -> LegKey {
+        LegKey {
+            call_id: call_id.into(),
+            tag: tag.into(),
+        }
+    }
+
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+}
+
+#[derive(Debug)]
+struct LegEntry {
+    inbox: CallSender,
+    peer: Peer,
+}
+
+/// A call as the status API and the logs see it.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    pub call_id: String,
+    pub tenant: String,
+    pub user: String,
+    pub trunk: String,
+    pub started: SystemTime,
+    pub ended: Option<SystemTime>,
+    pub outcome: Option<Outcome>,
+}
+
+impl CallRecord {
+    pub fn new(new: &NewCall) -> CallRecord {
+        CallRecord {
+            call_id: new.invite.message().call_id().unwrap_or("-").to_owned(),
+            tenant: new.tenant.clone(),
+            user: new.user.clone(),
+            trunk: new.trunk.fqdn.to_string(),
+            started: SystemTime::now(),
+            ended: None,
+            outcome: None,
+        }
+    }
+}
+
+/// Calls up on a trunk and its `max_concurrent_sessions`.
+type TrunkCalls = (usize, Option<u32>);
+
+/// How many ended calls the table remembers.
+const RECENT: usize = 100;
+
+/// Live calls and their legs; see the module docs. Also counts calls for the overload
+/// rules (DR-ERR-1) and wakes the shutdown drain when the last call ends.
+#[derive(Debug, Default)]
+pub struct CallTable {
+    legs: Mutex<HashMap<LegKey, LegEntry>>,
+    calls: Mutex<HashMap<u64, CallRecord>>,
+    recent: Mutex<VecDeque<CallRecord>>,
+    next: AtomicU64,
+    idle: Notify,
+    /// Calls up per trunk FQDN, for `max_concurrent_sessions` (DR-TEN-6).
+    trunk_calls: Mutex<HashMap<Arc<str>, TrunkCalls>>,
+    /// Admission rate window: (second, count).
+    rate: Mutex<(u64, u32)>,
+    pub started: AtomicU64,
+    pub answered: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every operation is a single insert, remove or lookup: a panic elsewhere cannot leave
+    // the maps half-updated, so a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl CallTable {
+    /// Calls up.
+    pub fn len(&self) -> usize {
+        lock(&self.calls).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Indexed legs (each call's caller leg plus its UAC legs).
+    pub fn legs(&self) -> usize {
+        lock(&self.legs).len()
+    }
+
+    /// Live calls, for status.
+    pub fn snapshot(&self) -> Vec<CallRecord> {
+        let mut v: Vec<CallRecord> = lock(&self.calls).values().cloned().collect();
+        v.sort_by_key(|c| c.started);
+        v
+    }
+
+    /// The last ended calls, oldest first.
+    pub fn recent(&self) -> Vec<CallRecord> {
+        lock(&self.recent).iter().cloned().collect()
+    }
+
+    /// Registers a new call under its caller leg; returns its number.
+    pub fn insert(&self, key: LegKey, inbox: CallSender, peer: Peer, record: CallRecord) -> u64 {
+        let no = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.calls).insert(no, record);
+        self.index(key, inbox, peer);
+        self.started.fetch_add(1, Ordering::Relaxed);
+        no
+    }
+
+    /// Routes a leg's requests to a call.
+    pub fn index(&self, key: LegKey, inbox: CallSender, peer: Peer) {
+        lock(&self.legs).insert(key, LegEntry { inbox, peer });
+    }
+
+    pub fn contains(&self, key: &LegKey) -> bool {
+        lock(&self.legs).contains_key(key)
+    }
+
+    /// The call a message belongs to, and who may speak in it: by (Call-ID, From tag),
+    /// then (Call-ID, To tag); see the module docs.
+    fn find(&self, msg: &Message<'_>) -> Option<(CallSender, Peer)> {
+        let call_id = msg.call_id()?;
+        let from = msg.from().and_then(Result::ok).and_then(|f| f.tag());
+        let to = msg.to().and_then(Result::ok).and_then(|t| t.tag());
+        let legs = lock(&self.legs);
+        [from, to]
+            .into_iter()
+            .flatten()
+            .find_map(|tag| legs.get(&LegKey::new(call_id, tag)))
+            .map(|e| (e.inbox.clone(), e.peer.clone()))
+    }
+
+    /// Takes a call out, with every key it registered, and remembers how it ended.
+    pub fn remove(&self, no: u64, keys: &[LegKey], outcome: Option<Outcome>) {
+        {
+            let mut legs = lock(&self.legs);
+            for k in keys {
+                legs.remove(k);
+            }
+            if legs.capacity() > 64 && legs.len() < legs.capacity() / 4 {
+                legs.shrink_to_fit();
+            }
+        }
+        match outcome.as_ref().map(|o| o.status) {
+            Some(200) => self.answered.fetch_add(1, Ordering::Relaxed),
+            _ => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        let (record, empty) = {
+            let mut calls = lock(&self.calls);
+            let r = calls.remove(&no);
+            if calls.capacity() > 64 && calls.len() < calls.capacity() / 4 {
+                calls.shrink_to_fit();
+            }
+            (r, calls.is_empty())
+        };
+        if let Some(mut r) = record {
+            r.ended = Some(SystemTime::now());
+            r.outcome = outcome;
+            let mut recent = lock(&self.recent);
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(r);
+        }
+        if empty {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Resolves once no call is up.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The inboxes of every call whose caller is the SBC of `closed`.
+    fn calls_of(&self, closed: &FlowInfo) -> Vec<CallSender> {
+        lock(&self.legs)
+            .values()
+            .filter(|e| match (&e.peer, &closed.identity) {
+                (Peer::Sbc { fqdn }, Some(id)) => id.matches(fqdn),
+                (Peer::InsecureSbc { ip }, None) => closed.peer.ip() == *ip,
+                _ => false,
+            })
+            .map(|e| e.inbox.clone())
+            .collect()
+    }
+
+    /// DR-TEN-6: counts a call on its trunk. At 90 % of `max_concurrent_sessions` the
+    /// trunk is flagged and a warning is logged once per crossing; no call is refused.
+    pub fn trunk_call_started(&self, trunk: &Arc<str>, max: Option<u32>) {
+        let mut map = lock(&self.trunk_calls);
+        let entry = map.entry(trunk.clone()).or_insert((0, max));
+        entry.0 += 1;
+        if let Some(max) = max {
+            let threshold = (max as usize * 9).div_ceil(10).max(1);
+            if entry.0 == threshold {
+                warn!(
+                    trunk = %trunk,
+                    sessions = entry.0,
+                    max,
+                    "trunk at 90% of max_concurrent_sessions (alert only: calls are not refused)"
+                );
+            }
+        }
+    }
+
+    pub fn trunk_call_ended(&self, trunk: &str) {
+        let mut map = lock(&self.trunk_calls);
+        if let Some(entry) = map.get_mut(trunk) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0 {
+                map.remove(trunk);
+            }
+        }
+    }
+
+    /// Calls up on a trunk, and whether it is at 90 % of its `max_concurrent_sessions`
+    /// (the status flag of DR-TEN-6).
+    pub fn trunk_load(&self, trunk: &str) -> (usize, bool) {
+        match lock(&self.trunk_calls).get(trunk) {
+            Some((n, Some(max))) => (*n, *n * 10 >= *max as usize * 9),
+            Some((n, None)) => (*n, false),
+            None => (0, false),
+        }
+    }
+
+    /// DR-ERR-1: one more call per second allowed?
+    fn admit_rate(&self, max_per_second: u32) -> bool {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut r = lock(&self.rate);
+        if r.0 != now {
+            *r = (now, 0);
+        }
+        r.1 += 1;
+        r.1 <= max_per_second
+    }
+}
+
+/// See the module docs.
+pub struct Router {
+    hub: Arc<Hub>,
+    settings: Arc<CallSettings>,
+    core: mpsc::Receiver<CoreEvent<Destination>>,
+    flows: mpsc::UnboundedReceiver<FlowEvent>,
+}
+
+impl Router {
+    pub fn new(
+        hub: Arc<Hub>,
+        core: mpsc::Receiver<CoreEvent<Destination>>,
+        flows: mpsc::UnboundedReceiver<FlowEvent>,
+    ) -> Router {
+        Router {
+            settings: Arc::new(CallSettings::new(&hub.config)),
+            hub,
+            core,
+            flows,
+        }
+    }
+
+    /// Routes until shutdown.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                Some(ev) = self.core.recv() => self.on_core(ev),
+                Some(ev) = self.flows.recv() => self.on_flow(ev),
+                _ = shutdown.cancelled() => return,
+                else => return,
+            }
+        }
+    }
+
+    fn on_flow(&self, ev: FlowEvent) {
+        match ev {
+            FlowEvent::Opened(_) => {}
+            FlowEvent::Closed(flow) => {
+                if flow.listener == ENDPOINT_LISTENER {
+                    return;
+                }
+                // DR-NH-5: only when no other connection to that SBC is left.
+                let other = match &flow.identity {
+                    Some(_) => {
+                        self.hub
+                            .flows
+                            .count(|f| f.id != flow.id && f.identity == flow.identity)
+                            > 0
+                    }
+                    None => self.hub.flows.find_insecure(flow.peer.ip()).is_some(),
+                };
+                if other {
+                    return;
+                }
+                for inbox in self.hub.calls.calls_of(&flow) {
+                    let _ = inbox.send(CallEvent::SbcGone);
+                }
+            }
+        }
+    }
+
+    fn on_core(&self, ev: CoreEvent<Destination>) {
+        match ev {
+            CoreEvent::Request(req) => self.on_request(req),
+            CoreEvent::Cancel { request, target } => {
+                let msg = request.request.message();
+                let found = match target {
+                    CancelTarget::Unknown => None,
+                    _ => self.hub.calls.find(&msg),
+                };
+                match found {
+                    Some((inbox, peer)) if peer.admits(&request.source) => {
+                        let ev = CallEvent::Cancel {
+                            tx: request.tx,
+                            request: request.request.clone(),
+                        };
+                        if let Err(CallEvent::Cancel { tx, .. }) = inbox.send(ev) {
+                            self.no_dialog(tx, &msg, &request.source, "CANCEL");
+                        }
+                    }
+                    Some(_) => {
+                        warn!(call_id = msg.call_id().unwrap_or("-"), from = %request.source.label(), "CANCEL for a call from someone else than its SBC (DR-NH-4)");
+                        self.no_dialog(request.tx, &msg, &request.source, "CANCEL");
+                    }
+                    None => self.no_dialog(request.tx, &msg, &request.source, "CANCEL"),
+                }
+            }
+            CoreEvent::Ack {
+                request, source, ..
+            } => {
+                let msg = request.message();
+                match self.hub.calls.find(&msg) {
+                    Some((inbox, peer)) if peer.admits(&source) => {
+                        let _ = inbox.send(CallEvent::Ack {
+                            request: request.clone(),
+                        });
+                    }
+                    _ => debug!(
+                        call_id = msg.call_id().unwrap_or("-"),
+                        "ACK for no call of its sender; dropped"
+                    ),
+                }
+            }
+            CoreEvent::StrayResponse { response, source } => {
+                let msg = response.message();
+                match self.hub.calls.find(&msg) {
+                    Some((inbox, peer)) if peer.admits(&source) => {
+                        let _ = inbox.send(CallEvent::Stray {
+                            response: response.clone(),
+                        });
+                    }
+                    _ => debug!("response matching no transaction; dropped"),
+                }
+            }
+        }
+    }
+
+    fn on_request(&self, req: IncomingRequest<Destination>) {
+        let msg = req.request.message();
+        let in_dialog = msg
+            .to()
+            .and_then(Result::ok)
+            .is_some_and(|t| t.tag().is_some());
+        let method = msg.method();
+        if method == Some(Method::Invite) && !in_dialog {
+            let from_sbc = req
+                .source
+                .flow()
+                .is_some_and(|f| f.listener != ENDPOINT_LISTENER);
+            if from_sbc {
+                return self.new_call(req);
+            }
+            let r = Rejection::new(Diagnostic::NotImplemented).with(
+                "detail",
+                "calls from endpoints (DR-OUT) are not implemented yet",
+            );
+            return self.reject(req.tx, &msg, &req.source, r);
+        }
+        let method_name = method.map_or("-", |m| m.as_str());
+        match self.hub.calls.find(&msg) {
+            Some((inbox, peer)) if peer.admits(&req.source) => {
+                let ev = CallEvent::Request {
+                    tx: req.tx,
+                    request: req.request.clone(),
+                    source: req.source.clone(),
+                };
+                if let Err(CallEvent::Request { tx, .. }) = inbox.send(ev) {
+                    self.no_dialog(tx, &msg, &req.source, method_name);
+                }
+            }
+            Some(_) => {
+                // DR-NH-4/5: the right Call-ID and tags, the wrong sender.
+                warn!(
+                    call_id = msg.call_id().unwrap_or("-"),
+                    method = method_name,
+                    from = %req.source.label(),
+                    "request for a call from someone else than its peer; 481, call untouched"
+                );
+                self.no_dialog(req.tx, &msg, &req.source, method_name);
+            }
+            None => self.no_dialog(req.tx, &msg, &req.source, method_name),
+        }
+    }
+
+    fn no_dialog(&self, tx: ServerTx, msg: &Message<'_>, source: &Destination, method: &str) {
+        let r = Rejection::new(Diagnostic::NoSuchDialog).with("method", method);
+        self.reject(tx, msg, source, r);
+    }
+
+    /// Answers a request's transaction with a rejection (DR-VAL-8).
+    fn reject(&self, tx: ServerTx, msg: &Message<'_>, source: &Destination, r: Rejection) {
+        reject_tx(&self.hub, tx, msg, source, &r);
+    }
+
+    /// A new INVITE from an SBC: DR-VAL, then admission, then the call task.
+    fn new_call(&self, req: IncomingRequest<Destination>) {
+        let IncomingRequest {
+            tx,
+            request,
+            source,
+            ..
+        } = req;
+        let Some(flow) = source.flow().cloned() else {
+            return drop(tx);
+        };
+        let msg = request.message();
+        let dir = &self.hub.directory;
+        let accepted = match policy::check_sbc_request(&msg, peer_auth(&flow), dir) {
+            Ok(a) => a,
+            Err(r) => return self.reject(tx, &msg, &source, r),
+        };
+        let Some(from_tag) = msg
+            .from()
+            .and_then(Result::ok)
+            .and_then(|f| f.tag().map(str::to_owned))
+        else {
+            let r = Rejection::new(Diagnostic::Malformed("From Tag Missing"));
+            return self.reject(tx, &msg, &source, r);
+        };
+        let call_id = msg.call_id().unwrap_or_default().to_owned();
+        let key = LegKey::new(&call_id, &from_tag);
+        if self.hub.calls.contains(&key) {
+            // The dialog set is already up: a second INVITE without To tag (a new branch)
+            // is a loop or an SBC bug, not a new call.
+            let r = Rejection::new(Diagnostic::Malformed("Call Already Exists"))
+                .with("call_id", call_id);
+            return self.reject(tx, &msg, &source, r);
+        }
+        let admitted = match admit(&self.hub, &self.settings, &msg, &accepted, &flow) {
+            Ok(a) => a,
+            Err(r) => return self.reject(tx, &msg, &source, r),
+        };
+        let tenant = dir.tenant(accepted.tenant).id.clone();
+        let peer = match &flow.identity {
+            Some(_) => Peer::Sbc {
+                fqdn: accepted.sbc_fqdn.as_str().into(),
+            },
+            None => Peer::InsecureSbc { ip: flow.peer.ip() },
+        };
+        let trunk = TrunkRoute {
+            fqdn: accepted.trunk.fqdn.as_str().into(),
+            address: accepted.trunk.address,
+            port: accepted.trunk.port,
+            max_sessions: accepted.trunk.max_concurrent_sessions,
+        };
+        let new = NewCall {
+            tx,
+            invite: request,
+            local: flow.proxy.clone(),
+            peer,
+            listener: flow.listener.as_str().into(),
+            tenant,
+            user: admitted.user.sip_address.to_string(),
+            caller: admitted.caller,
+            callee: admitted.user.sip_address.to_string(),
+            forks: admitted.forks,
+            bypass: accepted.trunk.media_bypass,
+            media_answer: admitted.media_answer,
+            voicemail_after: admitted.user.voicemail_answer_after,
+            session: admitted.session,
+            trunk,
+        };
+        spawn(self.hub.clone(), self.settings.clone(), new, key);
+    }
+}
+
+/// Answers a server transaction with a rejection, told as the flow it came on speaks.
+pub fn reject_tx(hub: &Hub, tx: ServerTx, msg: &Message<'_>, source: &Destination, r: &Rejection) {
+    hub.counters.rejected.fetch_add(1, Ordering::Relaxed);
+    let label = source.label();
+    let teller = Teller {
+        style: hub.style(),
+        source: &source.proxy().host,
+        server: &hub.config.proxy.server,
+        ms_diagnostics: hub.config.proxy.ms_diagnostics,
+        flow: &label,
+        allow: ALLOW,
+    };
+    let mut out = BytesMut::new();
+    if !r.respond(msg, &teller, &mut out) {
+        return drop(tx);
+    }
+    match Final::new(out.freeze()) {
+        Ok(f) => drop(tx.respond(f)),
+        Err(e) => warn!(error = %e, "rejection not built"),
+    }
+}
+
+/// DR-ERR-1 at the router's door: its queue is full, so a new request is answered 503
+/// with Retry-After at once instead of waiting; CANCEL, ACK and responses are not
+/// shed (they end or finish work already admitted) and wait their turn.
+pub fn shed(hub: &Hub, ev: CoreEvent<Destination>) -> Option<CoreEvent<Destination>> {
+    match ev {
+        CoreEvent::Request(req) => {
+            let msg = req.request.message();
+            let r = Rejection::new(Diagnostic::Overloaded).with("detail", "router queue full");
+            reject_tx(hub, req.tx, &msg, &req.source, &r);
+            None
+        }
+        other => Some(other),
+    }
+}
+
+/// What admission found.
+struct Admitted {
+    user: User,
+    caller: String,
+    media_answer: Bytes,
+    forks: Vec<ForkPlan>,
+    session: Option<super::session_timer::Negotiated>,
+}
+
+/// Admission checks after DR-VAL passed (DR-ERR-1, DR-TEN-3..5, DR-FORK-6, DR-ST-3):
+/// the load, the user, the caller, the offer, the session interval; then the forks to
+/// ring. `Err` carries the rejection to answer with.
+fn admit(
+    hub: &Hub,
+    settings: &CallSettings,
+    msg: &Message<'_>,
+    accepted: &Accepted<'_>,
+    flow: &FlowInfo,
+) -> Result<Admitted, Rejection> {
+    let dir = &hub.directory;
+    let calls = &hub.calls;
+    // DR-ERR-1
+    if hub.is_draining() {
+        return Err(Rejection::new(Diagnostic::Overloaded).with("detail", "shutting down"));
+    }
+    if calls.len() >= hub.config.calls.max_concurrent {
+        return Err(
+            Rejection::new(Diagnostic::Overloaded).with("detail", "max_concurrent calls reached")
+        );
+    }
+    if !calls.admit_rate(hub.config.calls.max_per_second) {
+        return Err(Rejection::new(Diagnostic::Overloaded).with("detail", "max_per_second reached"));
+    }
+    // DR-TEN-3/4
+    let ruri = msg
+        .request_uri()
+        .and_then(Result::ok)
+        .ok_or_else(|| Rejection::new(Diagnostic::Malformed("Malformed Request-URI")))?;
+    let phone = ruri
+        .param("user")
+        .and_then(|p| p.value)
+        .is_some_and(|v| v.eq_ignore_ascii_case("phone"));
+    let host = ruri.host().map(|h| h.to_string()).unwrap_or_default();
+    let uri_text = ruri.as_str().to_owned();
+    let target = classify_target(ruri.user(), phone, &host).map_err(|e| {
+        let why = match e {
+            TargetError::NumberWithoutPlus => "phone number without a leading + (E.164 required)",
+            TargetError::NotANumber => "user=phone but the user part is not a phone number",
+            TargetError::NoUser => "Request-URI has no user part",
+        };
+        Rejection::new(Diagnostic::NumberNotFound)
+            .with("uri", uri_text.clone())
+            .with("detail", why)
+    })?;
+    let user = dir
+        .user_for_target(accepted.tenant, &target)
+        .cloned()
+        .ok_or_else(|| {
+            Rejection::new(Diagnostic::NumberNotFound)
+                .with("uri", uri_text.clone())
+                .with("tenant", dir.tenant(accepted.tenant).id.clone())
+        })?;
+    // DR-TEN-5
+    let from = msg.from().and_then(Result::ok);
+    let caller = from
+        .as_ref()
+        .and_then(|f| f.uri().user())
+        .and_then(E164::parse_dialled);
+    if let Some(number) = &caller {
+        if let Some(pattern) = dir.blocked_by(accepted.tenant, number) {
+            return Err(Rejection::new(Diagnostic::CallerBlocked)
+                .with("caller", number.to_string())
+                .with("pattern", pattern.to_string()));
+        }
+    }
+    let caller_name = caller
+        .as_ref()
+        .and_then(|n| dir.caller_name(accepted.tenant, n))
+        .map(str::to_owned);
+    // DR-FORK-6: an SDP offer is required.
+    let is_sdp = msg.header(HeaderName::ContentType).is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+    });
+    if msg.body().is_empty() || !is_sdp {
+        return Err(Rejection::new(Diagnostic::DelayedOffer).with(
+            "content_type",
+            msg.header(HeaderName::ContentType).unwrap_or("none"),
+        ));
+    }
+    let offer = Offer::parse(msg.body())
+        .map_err(|e| Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()))?;
+    // The media processor's answer for the whole call; it also refuses offers whose
+    // codecs drhub cannot answer (488 before ringing anyone).
+    let media_answer =
+        sdp::media_processor_answer(&offer, &hub.media, hub.media_port(), session_id())
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .map_err(|e| {
+                Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string())
+            })?;
+    // DR-ST-1/3: non-bypass calls always run a session timer; bypass calls none.
+    let session = if accepted.trunk.media_bypass {
+        None
+    } else {
+        match negotiate_invite(msg, &settings.session) {
+            UasDecision::Accept(n) => Some(n),
+            UasDecision::TooSmall { min_se } => {
+                return Err(Rejection::new(Diagnostic::SessionIntervalTooSmall)
+                    .with(
+                        "session_expires",
+                        msg.header(HeaderName::SessionExpires).unwrap_or("-"),
+                    )
+                    .with("min_se", min_se.to_string()))
+            }
+            UasDecision::Malformed(why) => return Err(Rejection::new(Diagnostic::Malformed(why))),
+        }
+    };
+    let forks = plan_forks(hub, &user, &offer, accepted.trunk.media_bypass);
+    if forks.is_empty() {
+        return Err(
+            Rejection::new(Diagnostic::NoEndpoints).with("user", user.sip_address.to_string())
+        );
+    }
+    let number = caller
+        .as_ref()
+        .map_or("anonymous".to_owned(), ToString::to_string);
+    let caller = match caller_name {
+        Some(name) => format!(
+            "\"{}\" <sip:{number}@{}>",
+            name.replace(['"', '\\'], ""),
+            flow.proxy.host
+        ),
+        None => format!("<sip:{number}@{}>", flow.proxy.host),
+    };
+    Ok(Admitted {
+        user,
+        caller,
+        media_answer,
+        forks,
+        session,
+    })
+}
+
+/// Every fork the user's call rings (DR-FORK-1): scripted clients, then every SIP
+/// endpoint contact that can be reached now.
+fn plan_forks(hub: &Hub, user: &User, offer: &Offer, bypass: bool) -> Vec<ForkPlan> {
+    let mut forks = Vec::with_capacity(user.endpoints.len());
+    for e in &user.endpoints {
+        match &e.kind {
+            EndpointKind::Virtual(script) => {
+                // A scripted client's own SDP answer (bypass trunks, DR-ICE-1).
+                let answer = (bypass && script.bypass).then(|| {
+                    sdp::endpoint_answer(
+                        offer,
+                        hub.config.media.address,
+                        hub.media_port(),
+                        session_id(),
+                    )
+                    .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                    .map_err(|e| warn!(error = %e, "endpoint SDP answer failed"))
+                    .ok()
+                });
+                forks.push(ForkPlan::Script {
+                    name: e.name.clone(),
+                    script: script.clone(),
+                    answer: answer.flatten(),
+                });
+            }
+            EndpointKind::Sip { contact } => {
+                let Some(endpoints) = &hub.endpoints else {
+                    continue;
+                };
+                let mut targets = endpoints.targets(&user.sip_address);
+                if let Some(c) = contact {
+                    match crate::endpoint::service::static_target(c) {
+                        Some(t) => targets.push(t),
+                        None => {
+                            warn!(contact = %c, "static contact is not sip:user@ip:port; skipped")
+                        }
+                    }
+                }
+                for t in targets {
+                    let route = match t.transport {
+                        Transport::Udp => Destination::Udp {
+                            socket: endpoints.udp.clone(),
+                            addr: t.addr,
+                        },
+                        _ => match hub.flows.find_by_peer(t.addr) {
+                            Some(f) => Destination::Flow(f),
+                            None => {
+                                warn!(endpoint = %e.name, addr = %t.addr, "TCP endpoint's connection is gone; not rung");
+                                continue;
+                            }
+                        },
+                    };
+                    let local = LocalIdentity {
+                        transport: t.transport,
+                        ..endpoints.udp.proxy.clone()
+                    };
+                    forks.push(ForkPlan::Sip {
+                        name: e.name.clone(),
+                        uri: t.uri,
+                        route,
+                        local,
+                    });
+                }
+            }
+        }
+    }
+    forks
+}
+
+fn session_id() -> u64 {
+    fastrand::u64(1..u64::MAX / 2)
+}

@@ -1,0 +1,120 @@
+//! The shared state of a running daemon: configuration, directory, SBC health, live
+//! calls, flows, the transaction layer's input, the endpoint registrar, the outbound
+//! connector and the counters. The front door, the router, calls, health checks and
+//! (later) the API read it; no layer imports another to get at it.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::call::CallTable;
+use crate::config::{Config, Profile};
+use crate::directory::Directory;
+use crate::endpoint::service::Endpoints;
+use crate::health::Health;
+use crate::sdp::MediaConfig;
+use crate::sip::build::Style;
+use crate::transaction::LayerHandle;
+use crate::transport::connect::Connector;
+use crate::transport::{Destination, Flows};
+
+pub use crate::transport::ENDPOINT_LISTENER;
+
+/// Counters for status and tests; relaxed atomics, never a lock on the hot path.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub options_ok: AtomicU64,
+    pub rejected: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+/// See the module docs.
+pub struct Hub {
+    pub config: Arc<Config>,
+    pub directory: Directory,
+    pub health: Health,
+    pub flows: Arc<Flows>,
+    pub layer: LayerHandle<Destination>,
+    /// SIP endpoints' registrations; `None` when `[endpoints] address = "off"`.
+    pub endpoints: Option<Arc<Endpoints>>,
+    pub calls: Arc<CallTable>,
+    pub counters: Counters,
+    pub media: MediaConfig,
+    connector: OnceLock<Arc<Connector>>,
+    next_port: AtomicU16,
+    draining: AtomicBool,
+}
+
+impl Hub {
+    pub fn new(
+        config: Arc<Config>,
+        flows: Arc<Flows>,
+        layer: LayerHandle<Destination>,
+        endpoints: Option<Arc<Endpoints>>,
+    ) -> Hub {
+        let mut media = MediaConfig::new(config.media.address);
+        media.port_min = config.media.port_min;
+        media.port_max = config.media.port_max;
+        Hub {
+            directory: Directory::new(&config.tenants),
+            health: Health::default(),
+            flows,
+            layer,
+            endpoints,
+            calls: Arc::new(CallTable::default()),
+            counters: Counters::default(),
+            next_port: AtomicU16::new(even(config.media.port_min)),
+            media,
+            connector: OnceLock::new(),
+            draining: AtomicBool::new(false),
+            config,
+        }
+    }
+
+    /// The outbound connector; set once by the daemon when its sockets exist.
+    pub fn set_connector(&self, c: Arc<Connector>) {
+        let _ = self.connector.set(c);
+    }
+
+    /// `None` only before the daemon serves (and in unit tests without sockets).
+    pub fn connector(&self) -> Option<&Arc<Connector>> {
+        self.connector.get()
+    }
+
+    /// Shutdown has begun: new calls are refused with 503 (DR-ERR-1).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Header style of the responses the proxy answers itself (DR-OPT-1).
+    pub fn style(&self) -> Style {
+        match self.config.proxy.profile {
+            Profile::Faithful => Style::Faithful,
+            Profile::Rfc3261 => Style::Rfc3261,
+        }
+    }
+
+    /// An even RTP port from the configured range, round robin. No socket is opened:
+    /// drhub emulates signalling; the port only has to look real.
+    pub fn media_port(&self) -> u16 {
+        let (min, max) = (
+            even(self.media.port_min),
+            self.media.port_max.saturating_sub(1),
+        );
+        let p = self.next_port.fetch_add(2, Ordering::Relaxed);
+        if p < min || p > max {
+            self.next_port.store(min + 2, Ordering::Relaxed);
+            min
+        } else {
+            p
+        }
+    }
+}
+
+fn even(p: u16) -> u16 {
+    p + (p & 1)
+}

@@ -1,0 +1,250 @@
+//! The front door for SBC messages: what needs no dialog state is answered here, at the
+//! connection, from the borrowed message: RFC 3261 validity (DR-ERR-3), OPTIONS
+//! (DR-OPT-1/2) after the Direct Routing checks of [`crate::policy`], and refusals of
+//! out-of-dialog methods. INVITEs, in-dialog requests, CANCEL, ACK and responses go to
+//! the transaction layer, and from there to the router. Every refusal leaves through
+//! [`Rejection::respond`] (DR-VAL-8).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::diagnostics::{Diagnostic, Rejection, Teller};
+use crate::health::OptionsSeen;
+use crate::hub::Hub;
+use crate::policy::{self, PeerAuth, ALLOW, SUPPORTED_OPTIONS};
+use crate::sip::build::{ResponseWriter, Style};
+use crate::sip::{HeaderName, Message, Method, ParseError, Stored};
+use crate::transport::{Destination, Dispatch, FlowInfo, Handled};
+
+/// What the front door tells the rest of the proxy about connections.
+#[derive(Debug, Clone)]
+pub enum FlowEvent {
+    /// An SBC connection (inbound or outbound) is up.
+    Opened(Arc<FlowInfo>),
+    /// An SBC connection closed.
+    Closed(Arc<FlowInfo>),
+}
+
+/// The SBC side's dispatcher (every SBC listener, and the proxy's outbound connections).
+pub struct FrontDoor {
+    hub: Arc<Hub>,
+    events: mpsc::UnboundedSender<FlowEvent>,
+}
+
+impl FrontDoor {
+    pub fn new(hub: Arc<Hub>, events: mpsc::UnboundedSender<FlowEvent>) -> FrontDoor {
+        FrontDoor { hub, events }
+    }
+
+    fn teller<'a>(&'a self, flow: &'a FlowInfo, label: &'a str) -> Teller<'a> {
+        Teller {
+            style: self.hub.style(),
+            source: &flow.proxy.host,
+            server: &self.hub.config.proxy.server,
+            ms_diagnostics: self.hub.config.proxy.ms_diagnostics,
+            flow: label,
+            allow: ALLOW,
+        }
+    }
+
+    /// Answers with the rejection (DR-VAL-8) into the connection's output.
+    fn reject(&self, flow: &FlowInfo, msg: &Message<'_>, r: Rejection, out: &mut BytesMut) {
+        self.hub.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let label = flow.id.to_string();
+        r.respond(msg, &self.teller(flow, &label), out);
+    }
+
+    fn malformed(
+        &self,
+        flow: &FlowInfo,
+        msg: &Message<'_>,
+        invalid: crate::sip::Invalid,
+        out: &mut BytesMut,
+    ) {
+        self.hub.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        let d = match invalid.status {
+            505 => Diagnostic::VersionNotSupported,
+            _ => Diagnostic::Malformed(invalid.reason),
+        };
+        self.reject(flow, msg, Rejection::new(d), out);
+    }
+
+    /// An out-of-dialog request answered here: OPTIONS, or a refusal.
+    fn on_request(
+        &self,
+        flow: &FlowInfo,
+        msg: &Message<'_>,
+        method: Method<'_>,
+        out: &mut BytesMut,
+    ) {
+        self.hub.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if let Err(invalid) = msg.check_request() {
+            return self.malformed(flow, msg, invalid, out);
+        }
+        match method {
+            Method::Options => self.on_options(flow, msg, out),
+            Method::Bye | Method::Cancel => self.reject(
+                flow,
+                msg,
+                Rejection::new(Diagnostic::NoSuchDialog).with("method", method.as_str()),
+                out,
+            ),
+            other => self.reject(
+                flow,
+                msg,
+                Rejection::new(Diagnostic::MethodNotAllowed).with("method", other.as_str()),
+                out,
+            ),
+        }
+    }
+
+    /// DR-OPT-1, DR-OPT-2.
+    fn on_options(&self, flow: &FlowInfo, msg: &Message<'_>, out: &mut BytesMut) {
+        let dir = &self.hub.directory;
+        let accepted = match policy::check_sbc_request(msg, peer_auth(flow), dir) {
+            Ok(a) => a,
+            Err(r) => return self.reject(flow, msg, r, out),
+        };
+        let tenant = dir.tenant(accepted.tenant);
+        self.hub.health.options_received(OptionsSeen {
+            fqdn: &accepted.sbc_fqdn,
+            tenant: &tenant.id,
+            allow: msg
+                .values(HeaderName::Allow)
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .collect(),
+            certificate: flow.identity.clone(),
+            flow: flow.id,
+            peer: flow.peer,
+            listener: &flow.listener,
+        });
+        self.hub.counters.options_ok.fetch_add(1, Ordering::Relaxed);
+        debug!(flow = %flow.id, sbc = %accepted.sbc_fqdn, tenant = %tenant.id, "OPTIONS 200");
+        let style = self.hub.style();
+        match style {
+            Style::Faithful => {
+                let mut w =
+                    ResponseWriter::start(out, style, msg, 200, "OK", None).content_length_now(0);
+                w.header("Allow", ALLOW);
+                w.header("Server", &self.hub.config.proxy.server);
+                w.finish(b"");
+            }
+            Style::Rfc3261 => {
+                let tag = format!("{:016x}", fastrand::u64(..));
+                let mut w = ResponseWriter::start(out, style, msg, 200, "OK", Some(&tag));
+                w.header("Contact", &flow.proxy.contact());
+                w.header("Allow", ALLOW);
+                w.header("Accept", "application/sdp");
+                w.header("Supported", &SUPPORTED_OPTIONS.join(","));
+                w.header("Server", &self.hub.config.proxy.server);
+                w.finish(b"");
+            }
+        }
+    }
+}
+
+impl Dispatch for FrontDoor {
+    fn on_message(&self, flow: &Arc<FlowInfo>, msg: &Message<'_>, out: &mut BytesMut) -> Handled {
+        let Some(method) = msg.method() else {
+            // Responses go to the transaction layer (answers to the proxy's requests).
+            return Handled::Owned;
+        };
+        let in_dialog = msg
+            .to()
+            .and_then(Result::ok)
+            .is_some_and(|t| t.tag().is_some());
+        match method {
+            Method::Options if !in_dialog => {
+                self.on_request(flow, msg, method, out);
+                Handled::Done
+            }
+            Method::Invite | Method::Ack | Method::Cancel => Handled::Owned,
+            _ if in_dialog => Handled::Owned,
+            _ => {
+                self.on_request(flow, msg, method, out);
+                Handled::Done
+            }
+        }
+    }
+
+    fn on_owned(&self, flow: &Arc<FlowInfo>, wire: Stored, out: &mut BytesMut) {
+        let msg = wire.message();
+        let checked = if msg.is_request() {
+            msg.check_request()
+        } else {
+            msg.check_response()
+        };
+        if let Err(invalid) = checked {
+            if msg.is_request() && msg.method() != Some(Method::Ack) {
+                self.malformed(flow, &msg, invalid, out);
+            } else {
+                self.hub.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        if msg.is_request() {
+            self.hub.counters.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(handle) = self.hub.flows.get(flow.id) else {
+            return;
+        };
+        let is_request = msg.is_request() && msg.method() != Some(Method::Ack);
+        let transport = flow.transport;
+        if let Err(e) = self
+            .hub
+            .layer
+            .receive(wire.clone(), Destination::Flow(handle), transport)
+        {
+            debug!(flow = %flow.id, error = %e, "not taken by the transaction layer");
+            if is_request {
+                let r = Rejection::new(Diagnostic::Malformed("Unmatchable Request"));
+                self.reject(flow, &wire.message(), r, out);
+            }
+        }
+    }
+
+    fn on_unframeable(&self, flow: &FlowInfo, buf: &[u8], error: &ParseError, out: &mut BytesMut) {
+        self.hub.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        let d = match error.status() {
+            413 => Diagnostic::TooLarge(error.reason()),
+            505 => Diagnostic::VersionNotSupported,
+            _ => Diagnostic::Malformed(error.reason()),
+        };
+        let head_end = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
+        let head = head_end
+            .and_then(|end| Message::parse_head(&buf[..end]).ok())
+            .and_then(|s| s.complete());
+        match head {
+            Some(head) if head.method().is_some() => {
+                self.reject(flow, &head, Rejection::new(d), out)
+            }
+            _ => warn!(
+                flow = %flow.id,
+                status = d.entry().status,
+                "unframeable bytes with no request header block to answer: {}",
+                error.reason()
+            ),
+        }
+    }
+
+    fn on_opened(&self, flow: &Arc<FlowInfo>) {
+        let _ = self.events.send(FlowEvent::Opened(flow.clone()));
+    }
+
+    fn on_closed(&self, flow: &Arc<FlowInfo>) {
+        let _ = self.events.send(FlowEvent::Closed(flow.clone()));
+    }
+}
+
+/// How the SBC on a flow was authenticated.
+pub fn peer_auth(flow: &FlowInfo) -> PeerAuth<'_> {
+    match &flow.identity {
+        Some(id) => PeerAuth::Certificate(id),
+        None => PeerAuth::Insecure,
+    }
+}

@@ -1,0 +1,170 @@
+//! Who drhub is on a flow: the transport it runs on and the name, port and header style it
+//! writes into every Via and Contact it originates. One [`LocalIdentity`] per listener (and
+//! per outbound connection) builds all of them, so that the plain-TCP listener says
+//! `transport=tcp`, the endpoint side its IP address, and the SBC side its FQDN.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::build::Style;
+
+/// The transport a flow runs on: one vocabulary for config, transport, transactions and
+/// calls. (The Via header's own token, with SCTP, WS and the rest, is
+/// [`super::ViaTransport`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP: lab SIP endpoints.
+    Udp,
+    /// Plain TCP: SIP endpoints, and the SBC-side lab listener (DR-TLS-5).
+    Tcp,
+    /// TLS: the SBC leg (DR-TLS-1).
+    Tls,
+}
+
+impl Transport {
+    /// Whether the transport delivers reliably (RFC 3261 §17: no retransmission timers).
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// The token of a Via sent-protocol (`SIP/2.0/TLS`).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The value of a URI `transport=` parameter, lower case.
+    pub fn param(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// The port a URI without one means (RFC 3261 §19.1.2: 5061 for TLS).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            Transport::Udp | Transport::Tcp => 5060,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.param())
+    }
+}
+
+/// The proxy as one flow sees it. Cheap to clone (shared strings), so every dialog keeps
+/// the identity it was created under and builds its requests from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalIdentity {
+    /// The host of Via and Contact: the listener's FQDN on the SBC side, its IP address on
+    /// the endpoint side (lab phones need not resolve the proxy's names).
+    pub host: Arc<str>,
+    /// The listener's port (an outbound connection names the listener's, not its own).
+    pub port: u16,
+    /// The transport of the flows this identity speaks on.
+    pub transport: Transport,
+    /// The `Server` / `User-Agent` text.
+    pub server: Arc<str>,
+    /// Header spelling of the responses drhub answers itself (DR-OPT-1).
+    pub style: Style,
+}
+
+impl LocalIdentity {
+    /// A top Via for a request drhub sends: `SIP/2.0/TLS host:port;branch=...`.
+    pub fn via(&self, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {}:{};branch={branch}",
+            self.transport.via_token(),
+            self.host,
+            self.port
+        )
+    }
+
+    /// The proxy's Contact: `<sip:host:port;transport=tls>`.
+    pub fn contact(&self) -> String {
+        format!(
+            "<sip:{}:{};transport={}>",
+            self.host,
+            self.port,
+            self.transport.param()
+        )
+    }
+
+    /// The proxy as a URI for a Record-Route or Route: `<sip:host:port;transport=tls;lr>`.
+    pub fn route(&self) -> String {
+        format!(
+            "<sip:{}:{};transport={};lr>",
+            self.host,
+            self.port,
+            self.transport.param()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Limits, Message, Status, Via, ViaTransport};
+
+    fn id(transport: Transport) -> LocalIdentity {
+        LocalIdentity {
+            host: "sip.pstnhub.microsoft.com".into(),
+            port: 5061,
+            transport,
+            server: "drhub".into(),
+            style: Style::Rfc3261,
+        }
+    }
+
+    #[test]
+    fn via_and_contact_name_the_transport_they_run_on() {
+        let tls = id(Transport::Tls);
+        assert_eq!(
+            tls.via("z9hG4bKx"),
+            "SIP/2.0/TLS sip.pstnhub.microsoft.com:5061;branch=z9hG4bKx"
+        );
+        assert_eq!(
+            tls.contact(),
+            "<sip:sip.pstnhub.microsoft.com:5061;transport=tls>"
+        );
+        let tcp = id(Transport::Tcp);
+        assert_eq!(
+            tcp.contact(),
+            "<sip:sip.pstnhub.microsoft.com:5061;transport=tcp>"
+        );
+        let via = tcp.via("z9hG4bK1");
+        assert_eq!(
+            Via::parse(&via).map(|v| v.transport()),
+            Ok(ViaTransport::Tcp)
+        );
+        assert!(tls.route().ends_with(";lr>"));
+    }
+
+    #[test]
+    fn a_request_built_from_an_identity_parses() {
+        let udp = LocalIdentity {
+            host: "127.0.0.1".into(),
+            port: 5070,
+            ..id(Transport::Udp)
+        };
+        let text = format!(
+            "OPTIONS sip:a@b.c SIP/2.0\r\nVia: {}\r\nFrom: <sip:x@y.z>;tag=1\r\nTo: <sip:a@b.c>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\nContact: {}\r\nContent-Length: 0\r\n\r\n",
+            udp.via("z9hG4bK2"),
+            udp.contact()
+        );
+        let Ok(Status::Complete(m)) = Message::parse(text.as_bytes(), &Limits::default()) else {
+            panic!("{text}")
+        };
+        m.check_request().expect("valid");
+        assert_eq!(Transport::Udp.default_port(), 5060);
+        assert!(!Transport::Udp.is_reliable() && Transport::Tls.is_reliable());
+    }
+}

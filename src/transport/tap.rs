@@ -1,0 +1,65 @@
+//! The one place every SIP byte drhub reads or writes passes: stream messages as they are
+//! framed, what is written to a stream, and every datagram in and out. Today it logs each
+//! message whole at `debug` (target `drhub::wire`), with its flow and addresses; trace
+//! files, pcap and HEP (issue 10) hang here too, so no code path can bypass them.
+
+use std::net::SocketAddr;
+
+use tracing::debug;
+
+use super::Transport;
+
+/// Which way the bytes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    In,
+    Out,
+}
+
+impl Way {
+    fn as_str(self) -> &'static str {
+        match self {
+            Way::In => "in",
+            Way::Out => "out",
+        }
+    }
+}
+
+/// Where the bytes went: enough to draw a ladder or write a packet.
+#[derive(Clone, Copy)]
+pub struct Point<'a> {
+    /// `flow-7`, or `udp` for datagrams.
+    pub flow: &'a (dyn std::fmt::Display + Sync),
+    pub listener: &'a str,
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+/// The tap. Shared by every flow; cheap when nothing listens.
+#[derive(Debug, Default)]
+pub struct Tap {}
+
+impl Tap {
+    pub fn new() -> Tap {
+        Tap {}
+    }
+
+    /// Records bytes read or written at `point`.
+    pub fn record(&self, way: Way, point: &Point<'_>, bytes: &[u8]) {
+        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return; // keep-alives (DR-TLS-3) are not messages
+        }
+        debug!(
+            target: "drhub::wire",
+            flow = %point.flow,
+            listener = point.listener,
+            transport = %point.transport,
+            local = %point.local,
+            peer = %point.peer,
+            way = way.as_str(),
+            "\n{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
