@@ -37,7 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use drhub::config::{Config, BUILTIN_LAB_CONFIG};
+use drhub::config::Config;
 use drhub::transport::tls::TlsVersion;
 use rustls_pki_types::ServerName;
 use support::*;
@@ -104,29 +104,16 @@ fn free_tcp_port() -> u16 {
     s.local_addr().expect("probe TCP addr").port()
 }
 
-/// True when this drhub's config knows a trunk `address` (the SBC's `ip:port`, for
-/// connections drhub opens to it). Builds that do not know it refuse the key, so the
-/// rig sets it only where it is understood; either way Kamailio listens on TLS.
-fn trunk_address_supported() -> bool {
-    let probe = BUILTIN_LAB_CONFIG.replacen(
-        SBC1_TRUNK,
-        &format!("{SBC1_TRUNK}  address = \"127.0.0.1:5061\"\n"),
-        1,
-    );
-    Config::parse(&probe, "trunk address probe").is_ok()
-}
-
-/// The lab config for the rig: the SBC trunk on Kamailio's TLS port (and address, where
-/// supported), the hang-up user added, scripted endpoints 20 times faster.
+/// The lab config for the rig: the SBC trunk at Kamailio's TLS address (DR-TLS-4: where
+/// the proxy connects when it has no connection to the SBC), the hang-up user added,
+/// scripted endpoints 20 times faster.
 fn rig_config(sbc_tls_port: u16) -> Config {
-    let address = trunk_address_supported();
     lab_config(move |t| {
         assert!(t.contains(SBC1_TRUNK), "lab config: sbc1 trunk block moved");
         assert!(t.contains(BUSY_USER), "lab config: busy user block moved");
-        let mut trunk = format!("  fqdn = \"sbc1.adatum.biz\"\n  port = {sbc_tls_port}\n");
-        if address {
-            trunk.push_str(&format!("  address = \"127.0.0.1:{sbc_tls_port}\"\n"));
-        }
+        let trunk = format!(
+            "  fqdn = \"sbc1.adatum.biz\"\n  port = {sbc_tls_port}\n  address = \"127.0.0.1:{sbc_tls_port}\"\n"
+        );
         let hangup_user = format!(
             "  # tests/kamailio.rs: answers, then the Teams side hangs up.\n\
              \x20 [[tenant.user]]\n\
@@ -453,7 +440,7 @@ async fn dr_val_2_3_options_relayed_by_kamailio_get_200_from_drhub() {
         panic!("OPTIONS through Kamailio over mutual TLS: {e}");
     }
     rig.assert_sbc_refused_nothing("OPTIONS");
-    let c = &rig.daemon.proxy.counters;
+    let c = &rig.daemon.hub.counters;
     assert_eq!(c.options_ok.load(Ordering::Relaxed), 5, "OPTIONS accepted");
     assert_eq!(c.rejected.load(Ordering::Relaxed), 0, "requests rejected");
 }
@@ -478,7 +465,7 @@ async fn dr_nh_4_carrier_ack_and_bye_follow_the_record_route_through_kamailio() 
     }
     rig.assert_sbc_refused_nothing("DR-NH-4");
     assert_eq!(
-        rig.daemon.proxy.calls().answered.load(Ordering::Relaxed),
+        rig.daemon.hub.calls.answered.load(Ordering::Relaxed),
         5,
         "calls answered"
     );
@@ -507,7 +494,7 @@ async fn dr_nh_1_teams_bye_follows_the_route_set_to_the_carrier_through_kamailio
     // sipp cannot see its ACK dropped by the SBC; the SBC's log can.
     rig.assert_sbc_refused_nothing("DR-NH-4 (the caller's ACK)");
     assert_eq!(
-        rig.daemon.proxy.calls().answered.load(Ordering::Relaxed),
+        rig.daemon.hub.calls.answered.load(Ordering::Relaxed),
         2,
         "calls answered"
     );

@@ -920,8 +920,7 @@ impl Call {
             }
             LegEvent::Answered(_) if live => self.accept(i, now),
             // A SIP fork's 2xx after another fork won (its ACK is already queued).
-            LegEvent::Answered(_)
-                if !matches!(self.phase, Phase::Answered(n) | Phase::Up(n) if n == i) =>
+            LegEvent::Answered(_) if !matches!(self.phase, Phase::Answered(n) | Phase::Up(n) if n == i) =>
             {
                 self.bye_fork(i, false);
             }
