@@ -85,6 +85,8 @@ pub enum Diagnostic {
     SessionIntervalTooSmall,
     /// DR-ST-2: nobody refreshed the session before it expired (RFC 4028 §10).
     SessionExpired,
+    /// RFC 3261 §12.2.2: an in-dialog request whose CSeq is below the last one.
+    CSeqOutOfOrder,
     /// The SBC's connection went away without a BYE and the dialog did not come back
     /// within `calls.orphan_timeout_seconds`.
     SbcGone,
@@ -144,6 +146,7 @@ impl Diagnostic {
         Diagnostic::TlsCertificate,
         Diagnostic::SessionIntervalTooSmall,
         Diagnostic::SessionExpired,
+        Diagnostic::CSeqOutOfOrder,
         Diagnostic::SbcGone,
     ];
 
@@ -425,6 +428,14 @@ impl Diagnostic {
                 540408,
                 "The session expired without a refresh",
                 "DR-ST-2",
+                true,
+            ),
+            CSeqOutOfOrder => e(
+                500,
+                "Server Internal Error",
+                540500,
+                "CSeq lower than the last request of the dialog (RFC 3261 section 12.2.2)",
+                "DR-NH-4",
                 true,
             ),
             SbcGone => e(

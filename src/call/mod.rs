@@ -677,7 +677,7 @@ impl Call {
         if let (Some(d), Some(n)) = (self.caller.dialog_mut(), cseq) {
             if !d.accept_remote_cseq(n) {
                 // RFC 3261 §12.2.2.
-                let r = Rejection::new(Diagnostic::Malformed("CSeq Out Of Order"));
+                let r = Rejection::new(Diagnostic::CSeqOutOfOrder).with("cseq", n.to_string());
                 return self.reject_in_dialog(tx, &msg, r, &source.label());
             }
         }
@@ -1555,7 +1555,10 @@ impl std::fmt::Debug for Tag {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod tag_tests {
     use super::*;
 
     #[test]
