@@ -259,7 +259,7 @@ impl Lab {
     }
 
     /// A request from the SBC in the call's dialog (its To tag: the 200's).
-    fn from_sbc(&mut self, method: &str, cseq: u32, to_tag: &str, extra: &[&str], body: &str) {
+    fn sbc_sends(&mut self, method: &str, cseq: u32, to_tag: &str, extra: &[&str], body: &str) {
         let mut s = format!(
             "{method} sip:sip.pstnhub.microsoft.com:5061;transport=tls SIP/2.0\r\n\
 Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bK{method}{cseq}\r\n\
@@ -451,11 +451,11 @@ async fn dr_nh_4_a_bye_with_a_wrong_to_tag_is_481_and_the_call_goes_on() {
     let mut lab = Lab::new(Plan::default());
     lab.run_until(secs(2.0));
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
-    lab.from_sbc("BYE", 2, "not-ours", &[], "");
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
+    lab.sbc_sends("BYE", 2, "not-ours", &[], "");
     assert!(lab.last_response(481).contains("CSeq: 2 BYE"));
     assert!(!lab.call.is_done());
-    lab.from_sbc("BYE", 3, &tag, &[], "");
+    lab.sbc_sends("BYE", 3, &tag, &[], "");
     assert!(lab.wire.last().unwrap().1.starts_with("SIP/2.0 200 OK"));
     assert!(lab.call.is_done());
 }
@@ -465,9 +465,9 @@ async fn rfc3261_12_2_2_a_request_with_a_lower_cseq_is_500() {
     let mut lab = Lab::new(Plan::default());
     lab.run_until(secs(2.0));
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
-    lab.from_sbc("INFO", 5, &tag, &[], "");
-    lab.from_sbc("INFO", 4, &tag, &[], "");
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
+    lab.sbc_sends("INFO", 5, &tag, &[], "");
+    lab.sbc_sends("INFO", 4, &tag, &[], "");
     assert!(lab.last_response(500).contains("CSeq: 4 INFO"));
     assert!(!lab.call.is_done());
 }
@@ -483,10 +483,10 @@ async fn dr_st_1_2_the_sbc_refreshes_and_a_refresh_that_never_comes_ends_both_si
     assert!(ok.contains("Session-Expires: 90;refresher=uac\r\n"), "{ok}");
     assert!(ok.contains("Require: timer\r\n"), "{ok}");
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
     // A refresh by UPDATE at 40 s restarts the interval.
     lab.run_until(secs(40.0));
-    lab.from_sbc(
+    lab.sbc_sends(
         "UPDATE",
         2,
         &tag,
@@ -529,7 +529,7 @@ async fn dr_st_2_the_proxy_refreshes_by_update_at_half_the_interval() {
     );
     assert!(!ok.contains("Require: timer"), "{ok}");
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
     lab.run_until(secs(902.0));
     let updates = lab.sent_named("UPDATE");
     assert_eq!(updates.len(), 1, "{:#?}", lab.sent);
@@ -557,7 +557,7 @@ async fn dr_st_2_without_update_the_refresh_is_a_re_invite_and_its_200_is_acked(
     let mut lab = Lab::new(Plan::default());
     lab.run_until(secs(2.0));
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
     lab.run_until(secs(1000.0));
     let invites = lab.sent_named("INVITE");
     assert_eq!(invites.len(), 1, "{:#?}", lab.sent);
@@ -581,7 +581,7 @@ async fn dr_st_2_a_refresh_answered_481_ends_the_call_without_a_bye_to_the_sbc()
     });
     lab.run_until(secs(2.0));
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
     lab.run_until(secs(1000.0));
     let (_, id, _) = lab.sent_named("UPDATE")[0].clone();
     lab.answer(id, 481, &[]);
@@ -594,8 +594,8 @@ async fn dr_st_3_a_re_invite_below_min_se_is_422_and_the_call_goes_on() {
     let mut lab = Lab::new(Plan::default());
     lab.run_until(secs(2.0));
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
-    lab.from_sbc(
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
+    lab.sbc_sends(
         "INVITE",
         2,
         &tag,
@@ -607,7 +607,7 @@ async fn dr_st_3_a_re_invite_below_min_se_is_422_and_the_call_goes_on() {
     assert!(r.contains("ms-diagnostics: 540422;"), "{r}");
     assert!(!lab.call.is_done());
     // A retry at the Min-SE is taken, with the call's SDP.
-    lab.from_sbc(
+    lab.sbc_sends(
         "INVITE",
         3,
         &tag,
@@ -633,7 +633,7 @@ async fn dr_st_1_bypass_calls_carry_no_session_timer() {
     let ok = lab.last_response(200);
     assert!(!ok.contains("Session-Expires"), "{ok}");
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
     lab.run_until(secs(10_000.0));
     assert!(lab.sent.is_empty(), "{:#?}", lab.sent);
 }
@@ -646,7 +646,7 @@ async fn dr_nh_5_orphaned_bypass_call_asks_the_sbc_then_ends_when_the_dialog_is_
     });
     lab.run_until(secs(2.0));
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
     lab.run_until(secs(10.0));
     lab.handle(CallEvent::SbcGone);
     lab.run_until(secs(129.0));
@@ -673,7 +673,7 @@ async fn dr_nh_5_orphaned_call_whose_sbc_answers_goes_on() {
     });
     lab.run_until(secs(2.0));
     let tag = lab.answered_tag();
-    lab.from_sbc("ACK", 1, &tag, &[], "");
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
     lab.handle(CallEvent::SbcGone);
     lab.run_until(secs(200.0));
     let (_, id, _) = lab.sent_named("OPTIONS")[0].clone();
@@ -684,7 +684,7 @@ async fn dr_nh_5_orphaned_call_whose_sbc_answers_goes_on() {
     // And a request from the SBC before the wait is over cancels the probe.
     lab.handle(CallEvent::SbcGone);
     lab.run_until(secs(5010.0));
-    lab.from_sbc("INFO", 2, &tag, &[], "");
+    lab.sbc_sends("INFO", 2, &tag, &[], "");
     lab.run_until(secs(6000.0));
     assert_eq!(lab.sent_named("OPTIONS").len(), 1);
 }
