@@ -147,6 +147,27 @@ pub fn summarize(config: &Config) -> Report {
     }
 
     let t = &mut r.text;
+    let c = &config.calls;
+    let _ = writeln!(
+        t,
+        "calls: session timer {}s, Min-SE {}s{} (non-bypass trunks, DR-ST-1); an orphaned call waits {}s for its SBC",
+        c.session_expires,
+        c.min_se,
+        if c.min_se < 90 {
+            " (below RFC 4028's 90 s: for lab tests only)"
+        } else {
+            ""
+        },
+        c.orphan_timeout.as_secs_f64()
+    );
+    let h = &config.health;
+    let _ = writeln!(
+        t,
+        "SBC health: the proxy's OPTIONS every {}s; active if heard from within {}s, inactive after {}s (DR-OPT-3)",
+        h.options_interval.as_secs_f64(),
+        h.active_window.as_secs_f64(),
+        h.inactive_after.as_secs_f64()
+    );
     let _ = writeln!(t, "tenants:");
     for tenant in &config.tenants {
         let domains: Vec<&str> = tenant.domains.iter().map(|d| d.as_str()).collect();
@@ -183,6 +204,9 @@ pub fn summarize(config: &Config) -> Report {
                 flags.push("allow_insecure");
             }
             let _ = writeln!(t, "    trunk {}:{} {}", k.fqdn, k.port, flags.join(" "));
+            if let Some(a) = k.address {
+                let _ = writeln!(t, "      the proxy connects to {a} (TLS name {})", k.fqdn);
+            }
             let codes: Vec<String> = k
                 .failover_response_codes
                 .iter()

@@ -33,6 +33,7 @@ pub struct Config {
     pub media: MediaSettings,
     pub calls: CallSettings,
     pub endpoints: EndpointListener,
+    pub health: HealthSettings,
     pub listeners: Vec<Listener>,
     pub tenants: Vec<Tenant>,
 }
@@ -51,6 +52,17 @@ pub struct MediaSettings {
     pub address: IpAddr,
     pub port_min: u16,
     pub port_max: u16,
+}
+
+/// SBC health (DR-OPT-3): the spec's timing by default; a lab may shorten it.
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// How often the proxy sends its own OPTIONS to each SBC it has heard from.
+    pub options_interval: Duration,
+    /// An SBC is active only if it sent OPTIONS within this window.
+    pub active_window: Duration,
+    /// No OPTIONS from it (or none of the proxy's answered) for this long: inactive.
+    pub inactive_after: Duration,
 }
 
 /// Call handling: ring timeout (DR-FORK-7) and overload limits (DR-ERR-1).
@@ -828,6 +840,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             "media",
             "calls",
             "endpoints",
+            "health",
             "listener",
             "tenant",
         ],
@@ -987,6 +1000,29 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             max_expires,
         }
     };
+    let health = {
+        let s = root.sub(
+            "health",
+            &[
+                "options_interval_seconds",
+                "active_window_seconds",
+                "inactive_after_seconds",
+            ],
+        );
+        let active_window = s.seconds("active_window_seconds", 180.0, 0.1, 86_400.0);
+        let inactive_after = s.seconds("inactive_after_seconds", 300.0, 0.1, 86_400.0);
+        if inactive_after < active_window {
+            s.err(
+                "inactive_after_seconds",
+                "must not be below active_window_seconds",
+            );
+        }
+        HealthSettings {
+            options_interval: s.seconds("options_interval_seconds", 60.0, 0.1, 86_400.0),
+            active_window,
+            inactive_after,
+        }
+    };
     let default_fqdn = proxy.as_ref().and_then(|p| p.fqdns.first().cloned());
     let listeners: Vec<Listener> = root
         .tables("listener")
@@ -1021,6 +1057,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
         media,
         calls,
         endpoints,
+        health,
         listeners,
         tenants,
     })

@@ -304,6 +304,11 @@ impl Daemon {
         let layer_task = tokio::spawn(drive_layer(self.layer, self.hub.clone(), self.router_tx));
         let router_stop = CancellationToken::new();
         let router_task = tokio::spawn(self.router.run(router_stop.clone()));
+        // DR-OPT-3: the proxy's own OPTIONS.
+        tracker.spawn(crate::health::run(
+            self.hub.clone(),
+            shared.close_connections.clone(),
+        ));
         if let Some((udp, dispatch)) = self.endpoint_udp {
             tracker.spawn(udp::serve(udp, dispatch, shared.close_connections.clone()));
         }

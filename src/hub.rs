@@ -10,7 +10,7 @@ use crate::call::CallTable;
 use crate::config::{Config, Profile};
 use crate::directory::Directory;
 use crate::endpoint::service::Endpoints;
-use crate::health::Health;
+use crate::health::{Health, Timing};
 use crate::sdp::MediaConfig;
 use crate::sip::build::Style;
 use crate::transaction::LayerHandle;
@@ -57,7 +57,11 @@ impl Hub {
         media.port_max = config.media.port_max;
         Hub {
             directory: Directory::new(&config.tenants),
-            health: Health::default(),
+            health: Health::new(Timing {
+                interval: config.health.options_interval,
+                active_window: config.health.active_window,
+                inactive_after: config.health.inactive_after,
+            }),
             flows,
             layer,
             endpoints,

@@ -110,6 +110,11 @@ impl FrontDoor {
             Err(r) => return self.reject(flow, msg, r, out),
         };
         let tenant = dir.tenant(accepted.tenant);
+        // DR-NH-2: the proxy's own OPTIONS go to the Contact's FQDN and port.
+        let contact_port = msg
+            .contact()
+            .and_then(Result::ok)
+            .and_then(|c| c.uri().and_then(|u| u.port()));
         self.hub.health.options_received(OptionsSeen {
             fqdn: &accepted.sbc_fqdn,
             tenant: &tenant.id,
@@ -122,6 +127,9 @@ impl FrontDoor {
             flow: flow.id,
             peer: flow.peer,
             listener: &flow.listener,
+            contact_host: &accepted.contact_fqdn,
+            contact_port,
+            trunk: accepted.trunk,
         });
         self.hub.counters.options_ok.fetch_add(1, Ordering::Relaxed);
         debug!(flow = %flow.id, sbc = %accepted.sbc_fqdn, tenant = %tenant.id, "OPTIONS 200");

@@ -11,22 +11,8 @@ async fn lab() -> TestDaemon {
     TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await
 }
 
-/// Reads replies until one with `status` arrives; returns it and everything before it.
 async fn until(sbc: &mut TlsSbc, status: u16) -> (Reply, Vec<Reply>) {
-    let mut before = Vec::new();
-    loop {
-        let r = sbc.recv().await;
-        if r.status() == status {
-            return (r, before);
-        }
-        assert!(
-            r.status() < 200 || r.cseq_method() != Some("INVITE"),
-            "unexpected final {}: {}",
-            r.status(),
-            r.text
-        );
-        before.push(r);
-    }
+    sbc.until(status).await
 }
 
 #[tokio::test]

@@ -137,16 +137,6 @@ fn rig_config(sbc_tls_port: u16) -> Config {
     })
 }
 
-/// drhub's log in the test output when RUST_LOG is set.
-fn init_drhub_log() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
-}
-
 /// A Kamailio child process in its own process group (the main process forks workers),
 /// stopped on drop (see [`Kamailio::stop`]); its log is printed if the test failed.
 struct Kamailio {
@@ -239,7 +229,6 @@ impl Rig {
             eprintln!("SKIPPED: {why}");
             return None;
         }
-        init_drhub_log();
         let modules = module_dir().expect("module dir, checked above");
         let sbc_udp_port = free_udp_port();
         let sbc_tls_port = free_tcp_port();

@@ -621,3 +621,193 @@ async fn dr_fork_10_pipelined_and_large_messages_are_framed() {
         assert_eq!(sbc.recv().await.status(), 200);
     }
 }
+
+/// Waits until the proxy's view of an SBC is `want` (bounded by [`WAIT`]).
+async fn until_state(d: &TestDaemon, fqdn: &str, want: drhub::health::SbcState) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = d.hub.health.state(fqdn);
+        if now == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{fqdn} is {now:?}, not {want:?}, after {WAIT:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn dr_opt_3_the_proxy_answers_with_its_own_options_and_an_sbc_that_answers_is_active() {
+    let d = TestDaemon::start().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    sbc.answer_options = false;
+    sbc.send(options("sbc1.adatum.biz", None, &[])).await;
+    let mut ours = None;
+    while ours.is_none() {
+        let m = sbc.recv().await;
+        if m.text.starts_with("OPTIONS ") {
+            ours = Some(m);
+        } else {
+            assert_eq!(m.status(), 200, "{}", m.text);
+        }
+    }
+    let ours = ours.unwrap();
+    // DR-NH-2: to the FQDN and port of the SBC's Contact, from the proxy's identity.
+    assert_eq!(ours.request_uri(), "sip:sbc1.adatum.biz:5061;transport=tls");
+    assert!(
+        ours.header("Via")
+            .unwrap()
+            .starts_with("SIP/2.0/TLS sip.pstnhub.microsoft.com:"),
+        "{}",
+        ours.text
+    );
+    assert!(ours
+        .header("From")
+        .unwrap()
+        .contains("sip.pstnhub.microsoft.com"));
+    assert_eq!(
+        d.hub.health.state("sbc1.adatum.biz"),
+        Some(drhub::health::SbcState::Warning),
+        "not active before its answer"
+    );
+    sbc.send(response_to(&ours.text, 200, "OK", &[])).await;
+    until_state(&d, "sbc1.adatum.biz", drhub::health::SbcState::Active).await;
+    let r = d.hub.health.get("sbc1.adatum.biz").unwrap();
+    assert_eq!((r.outbound.sent, r.outbound.answered), (1, 1));
+}
+
+/// A lab with DR-OPT-3's timing shortened a hundredfold, and fast transaction timers.
+fn fast_health() -> drhub::config::Config {
+    lab_config(|t| {
+        t.replace("[timers]\n", "[timers]\n# test: Timer F = 64*T1 = 0.64 s\n")
+            .replace("t1_seconds = 0.5", "t1_seconds = 0.01")
+            + "\n[health]\noptions_interval_seconds = 0.2\nactive_window_seconds = 0.6\ninactive_after_seconds = 1\n"
+    })
+}
+
+#[tokio::test]
+async fn dr_opt_3_an_sbc_that_never_answers_the_proxys_options_becomes_inactive() {
+    let d = TestDaemon::start_with(fast_health()).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    sbc.answer_options = false;
+    // It sends OPTIONS every 0.1 s and ignores the proxy's.
+    let keep_sending = async {
+        loop {
+            sbc.send(options("sbc1.adatum.biz", None, &[])).await;
+            while sbc
+                .try_recv(std::time::Duration::from_millis(100))
+                .await
+                .is_some()
+            {}
+        }
+    };
+    tokio::select! {
+        _ = keep_sending => unreachable!(),
+        _ = until_state(&d, "sbc1.adatum.biz", drhub::health::SbcState::Inactive) => {}
+    }
+    let r = d.hub.health.get("sbc1.adatum.biz").unwrap();
+    assert!(
+        r.outbound.sent >= 1 && r.outbound.answered == 0,
+        "{:?}",
+        r.outbound
+    );
+    assert!(
+        r.outbound
+            .last_result
+            .as_deref()
+            .unwrap_or("")
+            .contains("408"),
+        "{:?}",
+        r.outbound
+    );
+}
+
+#[tokio::test]
+async fn dr_opt_3_an_sbc_that_stops_sending_options_becomes_inactive() {
+    let d = TestDaemon::start_with(fast_health()).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    assert_eq!(sbc.options().await.status(), 200);
+    // It answers the proxy's OPTIONS (the harness does) but sends no more of its own.
+    let answering = async {
+        loop {
+            let _ = sbc.try_recv(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        _ = answering => unreachable!(),
+        _ = until_state(&d, "sbc1.adatum.biz", drhub::health::SbcState::Active) => {}
+    }
+    let answering = async {
+        loop {
+            let _ = sbc.try_recv(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        _ = answering => unreachable!(),
+        _ = until_state(&d, "sbc1.adatum.biz", drhub::health::SbcState::Inactive) => {}
+    }
+}
+
+#[tokio::test]
+async fn dr_opt_3_the_proxy_never_sends_first_to_an_sbc_it_has_not_heard_from() {
+    let listener = SbcListener::bind("sbc1.adatum.biz", "sbc1.adatum.biz").await;
+    let d = TestDaemon::start_with(lab_config(|t| {
+        with_trunk_address(t, "sbc1.adatum.biz", listener.addr)
+            + "\n[health]\noptions_interval_seconds = 0.1\n"
+    }))
+    .await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    sbc.answer_options = false;
+    // Connected, but no OPTIONS from it: nothing from the proxy, on any connection.
+    assert!(sbc
+        .try_recv(std::time::Duration::from_millis(600))
+        .await
+        .is_none());
+    assert!(
+        listener
+            .quiet_for(std::time::Duration::from_millis(100))
+            .await
+    );
+    assert!(d.hub.health.get("sbc1.adatum.biz").is_none());
+}
+
+#[tokio::test]
+async fn dr_tls_4_with_no_connection_open_the_proxy_connects_to_the_sbc_for_its_options() {
+    let listener = SbcListener::bind("sbc1.adatum.biz", "sbc1.adatum.biz").await;
+    let d = TestDaemon::start_with(lab_config(|t| {
+        with_trunk_address(t, "sbc1.adatum.biz", listener.addr)
+            + "\n[health]\noptions_interval_seconds = 0.2\n"
+    }))
+    .await;
+    // The SBC sends one OPTIONS and goes away at once.
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    sbc.answer_options = false;
+    sbc.send(options("sbc1.adatum.biz", None, &[])).await;
+    sbc.close().await;
+    // The proxy's next OPTIONS comes over a TLS connection it opens: its certificate
+    // presented, the SBC's verified against the trunk's FQDN.
+    let (mut out, names) = listener.accept().await;
+    assert!(
+        names.iter().any(|n| n == "sip.pstnhub.microsoft.com"),
+        "{names:?}"
+    );
+    out.answer_options = false;
+    let req = out.until_request("OPTIONS").await;
+    assert_eq!(req.request_uri(), "sip:sbc1.adatum.biz:5061;transport=tls");
+    out.send(response_to(&req.text, 200, "OK", &[])).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d
+        .hub
+        .health
+        .get("sbc1.adatum.biz")
+        .unwrap()
+        .outbound
+        .answered
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "answer recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -425,7 +425,7 @@ pub struct InviteParams<'a> {
 #[derive(Debug)]
 pub struct UacLeg {
     /// The INVITE as sent, until it has a final response (CANCEL is built from it).
-    invite: Option<Bytes>,
+    invite: Option<Stored>,
     invite_id: ReqId,
     call_id: String,
     local_tag: Tag,
@@ -480,6 +480,8 @@ impl UacLeg {
             request: invite.clone(),
             route: route.clone(),
         });
+        // Our own writer frames what it writes (Content-Length from the body it appends).
+        let invite = Stored::new(invite).expect("the INVITE drhub just built frames");
         UacLeg {
             invite: Some(invite),
             invite_id: id,
@@ -565,9 +567,8 @@ impl UacLeg {
             }
             200..=299 => {
                 let dialog = self.invite.as_ref().and_then(|inv| {
-                    let req = Stored::new(inv.clone()).ok()?;
                     Dialog::uac(
-                        &req.message(),
+                        &inv.message(),
                         &msg,
                         self.local_tag,
                         self.local.clone(),
@@ -687,10 +688,7 @@ impl UacLeg {
         actions: &mut Vec<Action>,
     ) {
         let Some(inv) = &self.invite else { return };
-        let Ok(stored) = Stored::new(inv.clone()) else {
-            return;
-        };
-        match build_cancel(&stored.message(), &[("Reason", reason)]) {
+        match build_cancel(&inv.message(), &[("Reason", reason)]) {
             Ok(cancel) => actions.push(Action::Send {
                 id: next_id(),
                 request: cancel,

@@ -558,7 +558,6 @@ impl Call {
                         debug!("ACK for the 200 OK");
                         self.phase = Phase::Up(n);
                     }
-                    self.orphan_at = None;
                 }
             }
             CallEvent::Request {
@@ -577,13 +576,13 @@ impl Call {
                     "request to the SBC not delivered: {}",
                     d.entry().text
                 );
-                if self.outcome.is_none() {
-                    self.outcome = Some(Outcome {
-                        status: d.entry().status,
-                        code: Some(d.entry().code),
-                        reason: error.to_string(),
-                    });
-                }
+                // The most telling fact of the call's end: it stays in its record.
+                let status = self.outcome.as_ref().map_or(d.entry().status, |o| o.status);
+                self.outcome = Some(Outcome {
+                    status,
+                    code: Some(d.entry().code),
+                    reason: error.to_string(),
+                });
                 self.on_client(id, ClientEvent::TransportError, now)
             }
             CallEvent::Stray { response } => {
@@ -671,8 +670,6 @@ impl Call {
                 );
             return self.reject_in_dialog(tx, &msg, r, &source.label());
         }
-        // The SBC is there: whatever it sends proves the dialog alive.
-        self.orphan_at = None;
         let cseq = msg.cseq().and_then(Result::ok).map(|c| c.seq);
         if let (Some(d), Some(n)) = (self.caller.dialog_mut(), cseq) {
             if !d.accept_remote_cseq(n) {
@@ -695,11 +692,13 @@ impl Call {
                     _ => {}
                 }
                 self.cancel_forks(None);
-                self.outcome.get_or_insert(Outcome {
-                    status: 200,
-                    code: None,
-                    reason: "ended by the SBC (BYE)".into(),
-                });
+                if self.caller.state() != UasState::Rejected {
+                    self.outcome = Some(Outcome {
+                        status: 200,
+                        code: None,
+                        reason: "ended by the SBC (BYE)".into(),
+                    });
+                }
                 self.settle_end();
             }
             Some(Method::Invite) | Some(Method::Update) => self.on_refresh(tx, &msg, source, now),
@@ -800,7 +799,7 @@ impl Call {
             }
             if matches!(self.phase, Phase::Answered(n) | Phase::Up(n) if n == i) {
                 info!(fork = %self.forks[i].name, "the endpoint hung up (BYE); BYE to the SBC");
-                self.outcome.get_or_insert(Outcome {
+                self.outcome = Some(Outcome {
                     status: 200,
                     code: None,
                     reason: format!("ended by endpoint {} (BYE)", self.forks[i].name),
@@ -950,7 +949,7 @@ impl Call {
             LegEvent::HungUp if matches!(self.phase, Phase::Up(n) | Phase::Answered(n) if n == i) =>
             {
                 info!(fork = %self.forks[i].name, "endpoint hung up; BYE to the SBC");
-                self.outcome.get_or_insert(Outcome {
+                self.outcome = Some(Outcome {
                     status: 200,
                     code: None,
                     reason: format!("ended by endpoint {}", self.forks[i].name),

@@ -283,12 +283,19 @@ impl Connector {
         if let Some(a) = target.address {
             return Ok(a);
         }
-        let mut addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| ConnectError::Resolve {
+        let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+        let mut addrs = match tokio::time::timeout(self.timeout, lookup).await {
+            Ok(r) => r.map_err(|e| ConnectError::Resolve {
                 host: target.host.clone(),
                 reason: e.to_string(),
-            })?;
+            })?,
+            Err(_) => {
+                return Err(ConnectError::Resolve {
+                    host: target.host.clone(),
+                    reason: format!("no answer from the resolver within {:?}", self.timeout),
+                })
+            }
+        };
         addrs
             .next()
             .ok_or_else(|| ConnectError::NoAddress(target.host.clone()))

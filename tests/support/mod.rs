@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
+pub mod phone;
+
 use drhub::certs::{self, LabCa, LeafSpec, PkiRequest, Usage};
 use drhub::config::{Config, BUILTIN_LAB_CONFIG};
 use drhub::hub::Hub;
@@ -113,6 +115,13 @@ impl TestDaemon {
     }
 
     pub async fn start_with(config: Config) -> TestDaemon {
+        // drhub's log in the test output when RUST_LOG is set.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let config = Arc::new(config);
         let daemon = drhub::Daemon::bind(config.clone())
             .await
@@ -200,9 +209,113 @@ pub struct Sbc<S> {
     buf: BytesMut,
     /// The FQDN this SBC puts in Contact and From.
     pub fqdn: String,
+    /// Answer the proxy's own OPTIONS (DR-OPT-3) with 200, as an SBC does, instead of
+    /// handing them to the test.
+    pub answer_options: bool,
+    /// The proxy's OPTIONS answered so far.
+    pub proxy_options: Vec<String>,
 }
 
 pub type TlsSbc = Sbc<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// An SBC's side of a connection the proxy opened to it (DR-TLS-4).
+pub type ServerSbc = Sbc<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// The SBC's own TLS listener: where the proxy connects when it has no connection to the
+/// SBC (a trunk's `address`). It presents `<stem>.pem` and requires a client certificate
+/// from the lab CA, as an SBC does.
+pub struct SbcListener {
+    pub addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    fqdn: String,
+}
+
+impl SbcListener {
+    pub async fn bind(stem: &str, fqdn: &str) -> SbcListener {
+        let pki = pki();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(pki.dir.join("ca.pem")).expect("ca.pem") {
+            roots.add(c.expect("ca cert")).expect("add root");
+        }
+        let provider = drhub::transport::tls::provider(&[TlsVersion::V1_2]);
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.cert(stem))
+            .expect("cert file")
+            .map(|c| c.expect("cert"))
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(pki.key(stem)).expect("key file");
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .expect("server cert");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind SBC listener");
+        SbcListener {
+            addr: listener.local_addr().expect("addr"),
+            listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            fqdn: fqdn.to_owned(),
+        }
+    }
+
+    /// The next connection the proxy opens, after the TLS handshake; its client
+    /// certificate's names come with it.
+    pub async fn accept(&self) -> (ServerSbc, Vec<String>) {
+        tokio::time::timeout(WAIT, async {
+            let (tcp, _) = self.listener.accept().await.expect("accept");
+            let tls = self
+                .acceptor
+                .accept(tcp)
+                .await
+                .expect("TLS handshake with the proxy");
+            let names = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| drhub::transport::tls::PeerIdentity::from_der(c).ok())
+                .map(|id| id.names().map(str::to_owned).collect())
+                .unwrap_or_default();
+            (Sbc::from_stream(tls, &self.fqdn), names)
+        })
+        .await
+        .expect("the proxy connects in time")
+    }
+
+    /// Runs TLS handshakes for every connection the proxy opens, and drops them (for a
+    /// proxy that is expected to refuse the handshake).
+    pub fn serve_handshakes(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = self.listener.accept().await {
+                let _ = self.acceptor.accept(tcp).await;
+            }
+        })
+    }
+
+    /// True if the proxy opens no connection within `wait`.
+    pub async fn quiet_for(&self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.listener.accept())
+            .await
+            .is_err()
+    }
+}
+
+/// The lab config text with `address = "<addr>"` on the trunk `fqdn` (where the proxy
+/// connects to that SBC, DR-TLS-4).
+pub fn with_trunk_address(text: String, fqdn: &str, addr: SocketAddr) -> String {
+    let needle = format!("fqdn = \"{fqdn}\"\n");
+    assert!(text.contains(&needle), "no trunk {fqdn} in the config");
+    text.replacen(&needle, &format!("{needle}  address = \"{addr}\"\n"), 1)
+}
 
 /// Connects as the SBC whose lab certificate is `<stem>.pem` (usually its FQDN).
 pub async fn connect_as(daemon: &TestDaemon, stem: &str) -> std::io::Result<TlsSbc> {
@@ -227,20 +340,12 @@ pub async fn connect_with(
     // With TLS 1.3 a refused client certificate only shows on the first read; make
     // the handshake outcome visible here by a zero-length flush.
     tls.flush().await?;
-    Ok(Sbc {
-        stream: tls,
-        buf: BytesMut::new(),
-        fqdn,
-    })
+    Ok(Sbc::from_stream(tls, &fqdn))
 }
 
 pub async fn connect_tcp(addr: SocketAddr, fqdn: &str) -> Sbc<TcpStream> {
     let tcp = TcpStream::connect(addr).await.expect("tcp connect");
-    Sbc {
-        stream: tcp,
-        buf: BytesMut::new(),
-        fqdn: fqdn.to_owned(),
-    }
+    Sbc::from_stream(tcp, fqdn)
 }
 
 /// A response as text with helpers to read it.
@@ -250,6 +355,28 @@ pub struct Reply {
 }
 
 impl Reply {
+    pub fn is_response(&self) -> bool {
+        self.text.starts_with("SIP/2.0 ")
+    }
+
+    /// Every value of a header (each line, case-insensitive name), in order.
+    pub fn headers(&self, name: &str) -> Vec<&str> {
+        self.text
+            .split("\r\n")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+            .collect()
+    }
+
+    /// The Request-URI of a request.
+    pub fn request_uri(&self) -> &str {
+        self.text.split(' ').nth(1).unwrap_or_default()
+    }
+
     pub fn status(&self) -> u16 {
         self.text
             .get(8..11)
@@ -343,6 +470,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
             stream,
             buf: BytesMut::new(),
             fqdn: fqdn.to_owned(),
+            answer_options: true,
+            proxy_options: Vec::new(),
         }
     }
 
@@ -368,12 +497,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
                 let len = m.len();
                 let text = String::from_utf8_lossy(&self.buf[..len]).into_owned();
                 self.buf.advance(len);
+                if self.answer_options && text.starts_with("OPTIONS ") {
+                    let ok = response_to(&text, 200, "OK", &[]);
+                    self.stream.write_all(ok.as_bytes()).await.ok()?;
+                    self.proxy_options.push(text);
+                    continue;
+                }
                 return Some(Reply { text });
             }
             if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
                 return None;
             }
         }
+    }
+
+    /// The next message if one arrives within `wait`.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Reply> {
+        tokio::time::timeout(wait, self.recv_inner())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Reads until a response with `status` arrives; returns it and what came before.
+    /// A final response to the INVITE other than `status` fails the test.
+    pub async fn until(&mut self, status: u16) -> (Reply, Vec<Reply>) {
+        let mut before = Vec::new();
+        loop {
+            let r = self.recv().await;
+            if r.is_response() && r.status() == status {
+                return (r, before);
+            }
+            assert!(
+                !r.is_response() || r.status() < 200 || r.cseq_method() != Some("INVITE"),
+                "unexpected final {}: {}",
+                r.status(),
+                r.text
+            );
+            before.push(r);
+        }
+    }
+
+    /// Reads until a request with this method arrives (responses before it are skipped).
+    pub async fn until_request(&mut self, method: &str) -> Reply {
+        loop {
+            let r = self.recv().await;
+            if r.text.starts_with(&format!("{method} ")) {
+                return r;
+            }
+        }
+    }
+
+    /// Closes the connection as a restarting SBC does (TLS close_notify, then FIN).
+    pub async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
     }
 
     /// Raw bytes as they arrive (for the keep-alive pong), up to `n`.
@@ -513,6 +690,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
             r.text
         );
     }
+}
+
+/// A response to a request text: Via, From, To (with a tag when it has none), Call-ID
+/// and CSeq copied, then `extra` lines.
+pub fn response_to(req: &str, code: u16, phrase: &str, extra: &[&str]) -> String {
+    let mut s = format!("SIP/2.0 {code} {phrase}\r\n");
+    for l in req.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                s.push_str(l);
+                s.push_str("\r\n");
+            }
+            "to" | "t" => {
+                s.push_str(l);
+                if !l.contains(";tag=") {
+                    s.push_str(&format!(";tag=sbc{}", next_id()));
+                }
+                s.push_str("\r\n");
+            }
+            _ => {}
+        }
+    }
+    for e in extra {
+        s.push_str(e);
+        s.push_str("\r\n");
+    }
+    s.push_str("Content-Length: 0\r\n\r\n");
+    s
 }
 
 /// ACK for a non-2xx final: the INVITE's branch (RFC 3261 §17.1.1.3).
