@@ -508,6 +508,17 @@ impl LabCa {
     /// Issues an RSA 2048 / SHA-256 leaf certificate with a fresh key. Names are checked
     /// to be DNS names (a wildcard only as the whole left-most label).
     pub fn issue(&self, spec: &LeafSpec) -> Result<IssuedCert, CertError> {
+        self.issue_with_key(spec, &rsa_key()?)
+    }
+
+    /// A fresh RSA 2048 key, for [`LabCa::issue_with_key`].
+    pub fn new_key() -> Result<KeyPair, CertError> {
+        rsa_key()
+    }
+
+    /// [`LabCa::issue`] with a given key: a fleet of certificates (a thousand SBCs in a
+    /// benchmark) without a key generation each.
+    pub fn issue_with_key(&self, spec: &LeafSpec, key: &KeyPair) -> Result<IssuedCert, CertError> {
         let cn = spec
             .common_name
             .as_ref()
@@ -541,9 +552,8 @@ impl LabCa {
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;
 
-        let key = rsa_key()?;
         let cert = params
-            .signed_by(&key, &self.issuer, &self.key)
+            .signed_by(key, &self.issuer, &self.key)
             .map_err(|source| CertError::Sign {
                 subject: cn.clone(),
                 source,

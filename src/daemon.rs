@@ -123,13 +123,13 @@ impl Daemon {
                         source,
                     })
                 })?;
-                let proxy = LocalIdentity {
-                    host: local.ip().to_string().into(),
-                    port: local.port(),
-                    transport: Transport::Udp,
-                    server: server.clone(),
-                    style: Style::Rfc3261,
-                };
+                let proxy = LocalIdentity::new(
+                    local.ip().to_string(),
+                    local.port(),
+                    Transport::Udp,
+                    server.clone(),
+                    Style::Rfc3261,
+                );
                 let udp = UdpFlow::new(
                     udp,
                     ENDPOINT_LISTENER.to_owned(),
@@ -145,13 +145,7 @@ impl Daemon {
                 let udp = Arc::new(udp);
                 let e = Endpoints::new(&config, udp.clone()).map_err(StartError::Endpoints)?;
                 info!(address = %e.local, "endpoint listener (UDP and TCP) for SIP endpoints");
-                endpoint_tcp = Some((
-                    tcp,
-                    LocalIdentity {
-                        transport: Transport::Tcp,
-                        ..proxy
-                    },
-                ));
+                endpoint_tcp = Some((tcp, proxy.with_transport(Transport::Tcp)));
                 Some(Arc::new(e))
             }
             None => None,
@@ -213,13 +207,13 @@ impl Daemon {
             if l.transport == Transport::Tcp {
                 warn!(listener = %l.name, "plain TCP listener enabled: only trunks with allow_insecure = true are served there");
             }
-            let proxy = LocalIdentity {
-                host: l.fqdn.as_str().into(),
-                port: local.port(),
-                transport: l.transport,
-                server: server.clone(),
+            let proxy = LocalIdentity::new(
+                l.fqdn.as_str(),
+                local.port(),
+                l.transport,
+                server.clone(),
                 style,
-            };
+            );
             sides.push(ClientSide {
                 listener: l.name.clone(),
                 tls: client,

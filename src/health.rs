@@ -498,8 +498,8 @@ fn build_options(local: &crate::sip::LocalIdentity, target: &Target) -> bytes::B
         "From",
         &format!(
             "<sip:{}:{}>;tag={}",
-            local.host,
-            local.port,
+            local.host(),
+            local.port(),
             crate::call::Tag::random()
         ),
     );
@@ -509,9 +509,9 @@ fn build_options(local: &crate::sip::LocalIdentity, target: &Target) -> bytes::B
         &format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
     );
     w.header("CSeq", "1 OPTIONS");
-    w.header("Contact", &local.contact());
+    w.header("Contact", local.contact());
     w.header("Allow", ALLOW);
-    w.header("User-Agent", &local.server);
+    w.header("User-Agent", local.server());
     w.finish(b"");
     out.freeze()
 }
@@ -651,13 +651,13 @@ mod tests {
 
     #[test]
     fn the_proxys_options_go_to_the_contact_and_parse() {
-        let local = crate::sip::LocalIdentity {
-            host: "sip.pstnhub.microsoft.com".into(),
-            port: 5061,
-            transport: Transport::Tls,
-            server: "drhub".into(),
-            style: crate::sip::build::Style::Faithful,
-        };
+        let local = crate::sip::LocalIdentity::new(
+            "sip.pstnhub.microsoft.com",
+            5061,
+            Transport::Tls,
+            "drhub",
+            crate::sip::build::Style::Faithful,
+        );
         let target = Target {
             sbc: "sbc1.adatum.biz".into(),
             host: "sbc1.adatum.biz".into(),

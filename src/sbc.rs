@@ -43,7 +43,7 @@ impl FrontDoor {
     fn teller<'a>(&'a self, flow: &'a FlowInfo, label: &'a str) -> Teller<'a> {
         Teller {
             style: self.hub.style(),
-            source: &flow.proxy.host,
+            source: flow.proxy.host(),
             server: &self.hub.config.proxy.server,
             ms_diagnostics: self.hub.config.proxy.ms_diagnostics,
             flow: label,
@@ -145,7 +145,7 @@ impl FrontDoor {
             Style::Rfc3261 => {
                 let tag = format!("{:016x}", fastrand::u64(..));
                 let mut w = ResponseWriter::start(out, style, msg, 200, "OK", Some(&tag));
-                w.header("Contact", &flow.proxy.contact());
+                w.header("Contact", flow.proxy.contact());
                 w.header("Allow", ALLOW);
                 w.header("Accept", "application/sdp");
                 w.header("Supported", &SUPPORTED_OPTIONS.join(","));

@@ -398,13 +398,13 @@ impl Dialog {
             method,
             "INVITE" | "UPDATE" | "REFER" | "SUBSCRIBE" | "NOTIFY"
         ) {
-            w.header("Contact", &self.local.contact());
+            w.header("Contact", self.local.contact());
         }
         for (name, value) in extra {
             w.header(name, value);
         }
         if method != "ACK" {
-            w.header("User-Agent", &self.local.server);
+            w.header("User-Agent", self.local.server());
         }
         match body {
             Some((content_type, bytes)) => {
@@ -439,13 +439,13 @@ mod tests {
     }
 
     fn proxy() -> LocalIdentity {
-        LocalIdentity {
-            host: "sip.pstnhub.microsoft.com".into(),
-            port: 5061,
-            transport: Transport::Tls,
-            server: "drhub".into(),
-            style: Style::Rfc3261,
-        }
+        LocalIdentity::new(
+            "sip.pstnhub.microsoft.com",
+            5061,
+            Transport::Tls,
+            "drhub",
+            Style::Rfc3261,
+        )
     }
 
     fn sbc() -> Peer {

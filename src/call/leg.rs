@@ -22,7 +22,7 @@ use super::dialog::{Dialog, Peer};
 use super::{Action, ReqId, Route, Tag};
 use crate::diagnostics::{Rejection, Teller};
 use crate::policy::DIALOG_ALLOW;
-use crate::sip::build::{RequestWriter, ResponseWriter, Style};
+use crate::sip::build::{RequestWriter, ResponseHead, ResponseWriter, Style};
 use crate::sip::{HeaderName, LocalIdentity, Message, Stored};
 use crate::transaction::{
     build_cancel, Answered, Branch, ClientEvent, Final, Provisional, ServerTx,
@@ -82,8 +82,10 @@ struct AwaitAck {
 /// See the module docs.
 #[derive(Debug)]
 pub struct UasLeg {
-    /// The INVITE, until its final response is ACKed (responses copy its headers).
+    /// The INVITE, until its final response is ACKed.
     invite: Option<Stored>,
+    /// What every response to the INVITE copies from it, written once.
+    head: Option<Box<ResponseHead>>,
     tx: Option<ServerTx>,
     answered: Option<Answered>,
     await_ack: Option<AwaitAck>,
@@ -110,16 +112,18 @@ impl UasLeg {
         t1: Duration,
         t2: Duration,
     ) -> UasLeg {
-        let (invite_cseq, allows_update) = {
+        let (invite_cseq, allows_update, head) = {
             let m = invite.message();
             (
                 m.cseq().and_then(Result::ok).map_or(1, |c| c.seq),
                 m.values(HeaderName::Allow)
                     .any(|v| v.trim().eq_ignore_ascii_case("UPDATE")),
+                ResponseHead::new(&m),
             )
         };
         UasLeg {
             invite: Some(invite),
+            head: Some(Box::new(head)),
             tx: Some(tx),
             answered: None,
             await_ack: None,
@@ -253,6 +257,7 @@ impl UasLeg {
         self.await_ack = None;
         self.answered = None;
         self.invite = None;
+        self.head = None;
         self.early_tags = Vec::new();
         true
     }
@@ -333,30 +338,23 @@ impl UasLeg {
         body: Option<&[u8]>,
         extra: &[(&str, &str)],
     ) -> Bytes {
-        let Some(invite) = &self.invite else {
+        let Some(head) = &self.head else {
             return Bytes::new();
         };
-        let inv = invite.message();
         let mut out = BytesMut::new();
-        let tag_text = tag.map(|t| t.to_string());
-        let mut w = ResponseWriter::start(
-            &mut out,
-            Style::Rfc3261,
-            &inv,
-            code,
-            phrase,
-            tag_text.as_deref(),
-        );
-        if code > 100 && code < 300 && tag.is_some() {
-            // RFC 3261 §12.1.1, DR-NH-4: a dialog-creating response copies Record-Route.
-            w.record_route(&inv);
-            w.header("Contact", &self.local.contact());
+        let tag_text = tag.as_ref().map(Tag::as_str);
+        // RFC 3261 §12.1.1, DR-NH-4: a dialog-creating response copies Record-Route.
+        let creates_dialog = code > 100 && code < 300 && tag.is_some();
+        let mut w =
+            ResponseWriter::start_from_head(&mut out, head, code, phrase, tag_text, creates_dialog);
+        if creates_dialog {
+            w.header("Contact", self.local.contact());
             w.header("Allow", DIALOG_ALLOW);
         }
         for (name, value) in extra {
             w.header(name, value);
         }
-        w.header("Server", &self.local.server);
+        w.header("Server", self.local.server());
         match body {
             Some(b) => {
                 w.header("Content-Type", "application/sdp");
@@ -382,12 +380,12 @@ pub fn reply(
     let mut out = BytesMut::new();
     let mut w = ResponseWriter::start(&mut out, Style::Rfc3261, req, code, phrase, None);
     if body.is_some() {
-        w.header("Contact", &local.contact());
+        w.header("Contact", local.contact());
     }
     for (name, value) in extra {
         w.header(name, value);
     }
-    w.header("Server", &local.server);
+    w.header("Server", local.server());
     match body {
         Some(b) => {
             w.header("Content-Type", "application/sdp");
@@ -455,7 +453,7 @@ impl UacLeg {
             "{:016x}{:08x}@{}",
             fastrand::u64(..),
             fastrand::u32(..),
-            local.host
+            local.host()
         );
         let local_tag = Tag::random();
         let mut out = BytesMut::new();
@@ -466,12 +464,12 @@ impl UacLeg {
         w.header("To", &p.to);
         w.header("Call-ID", &call_id);
         w.header("CSeq", "1 INVITE");
-        w.header("Contact", &local.contact());
+        w.header("Contact", local.contact());
         w.header("Allow", DIALOG_ALLOW);
         for (name, value) in p.extra {
             w.header(name, value);
         }
-        w.header("User-Agent", &local.server);
+        w.header("User-Agent", local.server());
         w.header("Content-Type", "application/sdp");
         w.finish(p.sdp);
         let invite = out.freeze();

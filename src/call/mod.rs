@@ -609,7 +609,7 @@ impl Call {
     // --- the caller's side -------------------------------------------------------------
 
     fn teller_source(&self) -> &str {
-        &self.caller.local.host
+        self.caller.local.host()
     }
 
     fn reject_in_dialog(&self, tx: ServerTx, req: &Message<'_>, r: Rejection, flow: &str) {
@@ -617,7 +617,7 @@ impl Call {
         let teller = Teller {
             style: crate::sip::build::Style::Rfc3261,
             source: self.teller_source(),
-            server: &self.caller.local.server,
+            server: self.caller.local.server(),
             ms_diagnostics: self.settings.ms_diagnostics,
             flow,
             allow: DIALOG_ALLOW,
@@ -1106,12 +1106,13 @@ impl Call {
             code: Some(e.code),
             reason: e.text.to_owned(),
         });
+        let local = self.caller.local.clone();
         let teller = Teller {
             style: crate::sip::build::Style::Rfc3261,
-            source: &self.caller.local.host.clone(),
-            server: &self.caller.local.server.clone(),
+            source: local.host(),
+            server: local.server(),
             ms_diagnostics: self.settings.ms_diagnostics,
-            flow: &self.call_id.clone(),
+            flow: &self.call_id,
             allow: DIALOG_ALLOW,
         };
         self.caller.reject(&r, &teller);
@@ -1366,7 +1367,7 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
     let span =
         info_span!("call", call_id = %sbc_key.call_id(), tenant = %new.tenant, user = %new.user);
     let trunk = new.trunk.fqdn.clone();
-    let record = router::CallRecord::new(&new);
+    let record = router::CallRecord::new(sbc_key.call_id(), &new);
     let peer = new.peer.clone();
     let no = hub.calls.insert(sbc_key.clone(), tx.clone(), peer, record);
     hub.calls.trunk_call_started(&trunk, new.trunk.max_sessions);

@@ -32,7 +32,7 @@ use crate::hub::{Hub, ENDPOINT_LISTENER};
 use crate::policy::{self, Accepted, ALLOW};
 use crate::sbc::{peer_auth, FlowEvent};
 use crate::sdp::{self, Offer};
-use crate::sip::{HeaderName, LocalIdentity, Message, Method, Transport};
+use crate::sip::{HeaderName, Message, Method, Transport};
 use crate::transaction::{CancelTarget, CoreEvent, Final, IncomingRequest, ServerTx};
 use crate::transport::{Destination, FlowInfo};
 
@@ -81,9 +81,9 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
-    pub fn new(new: &NewCall) -> CallRecord {
+    pub fn new(call_id: &str, new: &NewCall) -> CallRecord {
         CallRecord {
-            call_id: new.invite.message().call_id().unwrap_or("-").to_owned(),
+            call_id: call_id.to_owned(),
             tenant: new.tenant.clone(),
             user: new.user.clone(),
             trunk: new.trunk.fqdn.to_string(),
@@ -549,7 +549,7 @@ pub fn reject_tx(hub: &Hub, tx: ServerTx, msg: &Message<'_>, source: &Destinatio
     let label = source.label();
     let teller = Teller {
         style: hub.style(),
-        source: &source.proxy().host,
+        source: source.proxy().host(),
         server: &hub.config.proxy.server,
         ms_diagnostics: hub.config.proxy.ms_diagnostics,
         flow: &label,
@@ -581,8 +581,8 @@ pub fn shed(hub: &Hub, ev: CoreEvent<Destination>) -> Option<CoreEvent<Destinati
 }
 
 /// What admission found.
-struct Admitted {
-    user: User,
+struct Admitted<'d> {
+    user: &'d User,
     caller: String,
     media_answer: Bytes,
     forks: Vec<ForkPlan>,
@@ -592,13 +592,13 @@ struct Admitted {
 /// Admission checks after DR-VAL passed (DR-ERR-1, DR-TEN-3..5, DR-FORK-6, DR-ST-3):
 /// the load, the user, the caller, the offer, the session interval; then the forks to
 /// ring. `Err` carries the rejection to answer with.
-fn admit(
-    hub: &Hub,
+fn admit<'d>(
+    hub: &'d Hub,
     settings: &CallSettings,
     msg: &Message<'_>,
     accepted: &Accepted<'_>,
     flow: &FlowInfo,
-) -> Result<Admitted, Rejection> {
+) -> Result<Admitted<'d>, Rejection> {
     let dir = &hub.directory;
     let calls = &hub.calls;
     // DR-ERR-1
@@ -623,7 +623,6 @@ fn admit(
         .and_then(|p| p.value)
         .is_some_and(|v| v.eq_ignore_ascii_case("phone"));
     let host = ruri.host().map(|h| h.to_string()).unwrap_or_default();
-    let uri_text = ruri.as_str().to_owned();
     let target = classify_target(ruri.user(), phone, &host).map_err(|e| {
         let why = match e {
             TargetError::NumberWithoutPlus => "phone number without a leading + (E.164 required)",
@@ -631,15 +630,14 @@ fn admit(
             TargetError::NoUser => "Request-URI has no user part",
         };
         Rejection::new(Diagnostic::NumberNotFound)
-            .with("uri", uri_text.clone())
+            .with("uri", ruri.as_str())
             .with("detail", why)
     })?;
     let user = dir
         .user_for_target(accepted.tenant, &target)
-        .cloned()
         .ok_or_else(|| {
             Rejection::new(Diagnostic::NumberNotFound)
-                .with("uri", uri_text.clone())
+                .with("uri", ruri.as_str())
                 .with("tenant", dir.tenant(accepted.tenant).id.clone())
         })?;
     // DR-TEN-5
@@ -698,7 +696,7 @@ fn admit(
             UasDecision::Malformed(why) => return Err(Rejection::new(Diagnostic::Malformed(why))),
         }
     };
-    let forks = plan_forks(hub, &user, &offer, accepted.trunk.media_bypass);
+    let forks = plan_forks(hub, user, &offer, accepted.trunk.media_bypass);
     if forks.is_empty() {
         return Err(
             Rejection::new(Diagnostic::NoEndpoints).with("user", user.sip_address.to_string())
@@ -711,9 +709,9 @@ fn admit(
         Some(name) => format!(
             "\"{}\" <sip:{number}@{}>",
             name.replace(['"', '\\'], ""),
-            flow.proxy.host
+            flow.proxy.host()
         ),
-        None => format!("<sip:{number}@{}>", flow.proxy.host),
+        None => format!("<sip:{number}@{}>", flow.proxy.host()),
     };
     Ok(Admitted {
         user,
@@ -776,10 +774,7 @@ fn plan_forks(hub: &Hub, user: &User, offer: &Offer, bypass: bool) -> Vec<ForkPl
                             }
                         },
                     };
-                    let local = LocalIdentity {
-                        transport: t.transport,
-                        ..endpoints.udp.proxy.clone()
-                    };
+                    let local = endpoints.udp.proxy.with_transport(t.transport);
                     forks.push(ForkPlan::Sip {
                         name: e.name.clone(),
                         uri: t.uri,

@@ -93,13 +93,13 @@ fn sbc_source() -> Destination {
 }
 
 fn proxy() -> LocalIdentity {
-    LocalIdentity {
-        host: "sip.pstnhub.microsoft.com".into(),
-        port: 5061,
-        transport: Transport::Tls,
-        server: "drhub-test".into(),
-        style: Style::Rfc3261,
-    }
+    LocalIdentity::new(
+        "sip.pstnhub.microsoft.com",
+        5061,
+        Transport::Tls,
+        "drhub-test",
+        Style::Rfc3261,
+    )
 }
 
 /// One call with the SBC on the other side of a real transaction layer.

@@ -83,6 +83,41 @@ impl<'o> ResponseWriter<'o> {
         w
     }
 
+    /// Writes the status line and a [`ResponseHead`] (RFC 3261 style), with `to_tag` added
+    /// to To when it has none, and the request's Record-Route when `record_route` (a
+    /// dialog-creating response, §12.1.1).
+    pub fn start_from_head(
+        out: &'o mut BytesMut,
+        head: &ResponseHead,
+        status: u16,
+        phrase: &str,
+        to_tag: Option<&str>,
+        record_route: bool,
+    ) -> Self {
+        out.reserve(512 + head.len());
+        out.put_slice(b"SIP/2.0 ");
+        put_decimal(out, status as usize);
+        out.put_u8(b' ');
+        put_clean(out, phrase);
+        out.put_slice(b"\r\n");
+        out.put_slice(head.before_to.as_bytes());
+        out.put_slice(head.to.as_bytes());
+        if let (Some(tag), false) = (to_tag, head.to_has_tag) {
+            out.put_slice(b";tag=");
+            put_clean(out, tag);
+        }
+        out.put_slice(b"\r\n");
+        out.put_slice(head.after_to.as_bytes());
+        if record_route {
+            out.put_slice(head.record_route.as_bytes());
+        }
+        ResponseWriter {
+            out,
+            style: Style::Rfc3261,
+            wrote_length: false,
+        }
+    }
+
     /// In the faithful style Content-Length comes right after Via; call this before the
     /// other headers when the body is known to be empty (it is, for the thin 200).
     pub fn content_length_now(mut self, len: usize) -> Self {
@@ -153,6 +188,67 @@ impl<'o> ResponseWriter<'o> {
             Style::Rfc3261 => self.out.put_slice(name.as_bytes()),
         }
         self.out.put_slice(b": ");
+    }
+}
+
+/// The headers every response to one request copies (RFC 3261 §8.2.6.2: Via, From, To,
+/// Call-ID, CSeq; and Record-Route for dialog-creating responses), written out once in
+/// the RFC 3261 style. A UAS that answers the same INVITE several times (100, 180, 183,
+/// 200) starts each response from it instead of parsing the request again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The Via lines and From, then `To: ` (the value follows).
+    before_to: Box<str>,
+    to: Box<str>,
+    to_has_tag: bool,
+    /// The Call-ID and CSeq lines.
+    after_to: Box<str>,
+    /// The Record-Route lines, in order.
+    record_route: Box<str>,
+}
+
+impl ResponseHead {
+    /// The head of every response to `req`.
+    pub fn new(req: &Message<'_>) -> ResponseHead {
+        let mut before = String::with_capacity(256);
+        for v in req.headers_named(HeaderName::Via) {
+            before.push_str("Via: ");
+            before.push_str(v.value);
+            before.push_str("\r\n");
+        }
+        if let Some(f) = req.header(HeaderName::From) {
+            before.push_str("From: ");
+            before.push_str(f);
+            before.push_str("\r\n");
+        }
+        before.push_str("To: ");
+        let to = req.header(HeaderName::To).unwrap_or_default();
+        let mut after = String::with_capacity(96);
+        for (name, h) in [("Call-ID", HeaderName::CallId), ("CSeq", HeaderName::CSeq)] {
+            if let Some(v) = req.header(h) {
+                after.push_str(name);
+                after.push_str(": ");
+                after.push_str(v);
+                after.push_str("\r\n");
+            }
+        }
+        let mut rr = String::new();
+        for v in req.headers_named(HeaderName::RecordRoute) {
+            rr.push_str("Record-Route: ");
+            rr.push_str(v.value);
+            rr.push_str("\r\n");
+        }
+        ResponseHead {
+            before_to: before.into(),
+            to_has_tag: has_tag(to),
+            to: to.into(),
+            after_to: after.into(),
+            record_route: rr.into(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.before_to.len() + self.to.len() + self.after_to.len() + self.record_route.len()
     }
 }
 
@@ -301,6 +397,27 @@ SERVER: Microsoft.PSTNHub.SIPProxy v.2020.7.31.1 i.USWE2.3\r\n\r\n";
             "{text}"
         );
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_response_head_writes_what_start_writes() {
+        let text = String::from_utf8_lossy(OPTIONS).replace(
+            "Contact:",
+            "Record-Route: <sip:p1.example;lr>\r\nRecord-Route: <sip:p2.example;lr>\r\nContact:",
+        );
+        let req = parse(text.as_bytes());
+        let head = ResponseHead::new(&req);
+        for (tag, rr) in [(None, false), (Some("t1"), true)] {
+            let mut a = BytesMut::new();
+            let mut w = ResponseWriter::start(&mut a, Style::Rfc3261, &req, 180, "Ringing", tag);
+            if rr {
+                w.record_route(&req);
+            }
+            w.finish(b"");
+            let mut b = BytesMut::new();
+            ResponseWriter::start_from_head(&mut b, &head, 180, "Ringing", tag, rr).finish(b"");
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

@@ -61,41 +61,92 @@ impl fmt::Display for Transport {
 }
 
 /// The proxy as one flow sees it. Cheap to clone (shared strings), so every dialog keeps
-/// the identity it was created under and builds its requests from it.
+/// the identity it was created under and builds its requests from it. Its Contact and
+/// Via prefix are written once, when it is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalIdentity {
-    /// The host of Via and Contact: the listener's FQDN on the SBC side, its IP address on
-    /// the endpoint side (lab phones need not resolve the proxy's names).
-    pub host: Arc<str>,
-    /// The listener's port (an outbound connection names the listener's, not its own).
-    pub port: u16,
-    /// The transport of the flows this identity speaks on.
-    pub transport: Transport,
-    /// The `Server` / `User-Agent` text.
-    pub server: Arc<str>,
-    /// Header spelling of the responses drhub answers itself (DR-OPT-1).
-    pub style: Style,
+    host: Arc<str>,
+    port: u16,
+    transport: Transport,
+    server: Arc<str>,
+    style: Style,
+    /// `<sip:host:port;transport=tls>`.
+    contact: Arc<str>,
+    /// `SIP/2.0/TLS host:port;branch=`.
+    via_prefix: Arc<str>,
 }
 
 impl LocalIdentity {
-    /// A top Via for a request drhub sends: `SIP/2.0/TLS host:port;branch=...`.
-    pub fn via(&self, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {}:{};branch={branch}",
-            self.transport.via_token(),
-            self.host,
-            self.port
+    /// `host` is the listener's FQDN on the SBC side, its IP address on the endpoint side
+    /// (lab phones need not resolve the proxy's names); `port` the listener's (an outbound
+    /// connection names the listener's port, not its own); `server` the Server and
+    /// User-Agent text; `style` the header spelling of responses drhub answers itself.
+    pub fn new(
+        host: impl Into<Arc<str>>,
+        port: u16,
+        transport: Transport,
+        server: impl Into<Arc<str>>,
+        style: Style,
+    ) -> LocalIdentity {
+        let host = host.into();
+        LocalIdentity {
+            contact: format!("<sip:{host}:{port};transport={}>", transport.param()).into(),
+            via_prefix: format!("SIP/2.0/{} {host}:{port};branch=", transport.via_token()).into(),
+            host,
+            port,
+            transport,
+            server: server.into(),
+            style,
+        }
+    }
+
+    /// The same identity on another transport (the endpoint side's TCP twin of its UDP).
+    pub fn with_transport(&self, transport: Transport) -> LocalIdentity {
+        LocalIdentity::new(
+            self.host.clone(),
+            self.port,
+            transport,
+            self.server.clone(),
+            self.style,
         )
     }
 
+    /// The host of Via and Contact.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The listener's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The transport of the flows this identity speaks on.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The `Server` / `User-Agent` text.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Header spelling of the responses drhub answers itself (DR-OPT-1).
+    pub fn style(&self) -> Style {
+        self.style
+    }
+
+    /// A top Via for a request drhub sends: `SIP/2.0/TLS host:port;branch=...`.
+    pub fn via(&self, branch: &str) -> String {
+        let mut v = String::with_capacity(self.via_prefix.len() + branch.len());
+        v.push_str(&self.via_prefix);
+        v.push_str(branch);
+        v
+    }
+
     /// The proxy's Contact: `<sip:host:port;transport=tls>`.
-    pub fn contact(&self) -> String {
-        format!(
-            "<sip:{}:{};transport={}>",
-            self.host,
-            self.port,
-            self.transport.param()
-        )
+    pub fn contact(&self) -> &str {
+        &self.contact
     }
 
     /// The proxy as a URI for a Record-Route or Route: `<sip:host:port;transport=tls;lr>`.
@@ -115,13 +166,13 @@ mod tests {
     use crate::sip::{Limits, Message, Status, Via, ViaTransport};
 
     fn id(transport: Transport) -> LocalIdentity {
-        LocalIdentity {
-            host: "sip.pstnhub.microsoft.com".into(),
-            port: 5061,
+        LocalIdentity::new(
+            "sip.pstnhub.microsoft.com",
+            5061,
             transport,
-            server: "drhub".into(),
-            style: Style::Rfc3261,
-        }
+            "drhub",
+            Style::Rfc3261,
+        )
     }
 
     #[test]
@@ -146,15 +197,12 @@ mod tests {
             Ok(ViaTransport::Tcp)
         );
         assert!(tls.route().ends_with(";lr>"));
+        assert_eq!(tcp.with_transport(Transport::Tls), tls);
     }
 
     #[test]
     fn a_request_built_from_an_identity_parses() {
-        let udp = LocalIdentity {
-            host: "127.0.0.1".into(),
-            port: 5070,
-            ..id(Transport::Udp)
-        };
+        let udp = LocalIdentity::new("127.0.0.1", 5070, Transport::Udp, "drhub", Style::Rfc3261);
         let text = format!(
             "OPTIONS sip:a@b.c SIP/2.0\r\nVia: {}\r\nFrom: <sip:x@y.z>;tag=1\r\nTo: <sip:a@b.c>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\nContact: {}\r\nContent-Length: 0\r\n\r\n",
             udp.via("z9hG4bK2"),

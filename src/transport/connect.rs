@@ -170,7 +170,7 @@ impl Connector {
     }
 
     fn side(&self, listener: Option<&str>, transport: Transport) -> Option<&ClientSide> {
-        let fits = |s: &&ClientSide| s.proxy.transport == transport;
+        let fits = |s: &&ClientSide| s.proxy.transport() == transport;
         listener
             .and_then(|l| self.sides.iter().filter(fits).find(|s| s.listener == l))
             .or_else(|| self.sides.iter().find(fits))

@@ -104,7 +104,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, l: Arc<Listening>, s: Shar
             local,
             listener: l.name.clone(),
             proxy: l.proxy.clone(),
-            transport: l.proxy.transport,
+            transport: l.proxy.transport(),
             direction: Direction::Inbound,
             identity,
         })
@@ -151,7 +151,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, l: Arc<Listening>, s: Shar
             run_flow(tls, info, l.dispatch.clone(), l.limits.clone(), &s).await;
         }
         None => {
-            if l.proxy.transport == Transport::Tcp {
+            if l.proxy.transport() == Transport::Tcp {
                 debug!("plain TCP connection");
             }
             let info = info(None);
