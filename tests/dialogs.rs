@@ -209,7 +209,7 @@ async fn dr_nh_5_an_sbc_whose_certificate_does_not_match_its_trunk_504_569008_an
         .calls
         .recent()
         .into_iter()
-        .find(|r| r.call_id == call_id)
+        .find(|r| &*r.call_id == call_id)
         .expect("the call is remembered");
     let outcome = record.outcome.expect("an outcome");
     assert_eq!(outcome.code, Some(569008), "{outcome:?}");

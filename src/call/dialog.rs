@@ -101,22 +101,103 @@ pub enum DialogError {
 /// Guarantees: every request it builds carries the dialog's Call-ID and tags, the remote
 /// target as Request-URI and the route set as Route headers in order (loose routing, and
 /// strict-router next hops per §12.2.1.1); its CSeq numbers strictly increase.
+///
+/// Its text (Call-ID, both name-addrs, remote target, route set) lives in one allocation:
+/// a call keeps its dialog for as long as it is up.
 #[derive(Debug, Clone)]
 pub struct Dialog {
-    call_id: String,
+    text: Text,
     local_tag: Tag,
-    remote_tag: String,
-    /// Our From in the requests we send: the name-addr with our tag.
-    local_header: String,
-    /// Their To in the requests we send: the name-addr with their tag.
-    remote_header: String,
-    remote_target: String,
-    route_set: Box<[String]>,
     local_cseq: u32,
     remote_cseq: Option<u32>,
     /// How drhub names itself in this dialog (Via, Contact).
     pub local: LocalIdentity,
     pub peer: Peer,
+}
+
+/// The strings of a dialog, one after another: Call-ID, our From (name-addr with our
+/// tag), their To (name-addr with their tag), the remote target, then the route set,
+/// each route followed by a newline (which no header value contains).
+#[derive(Debug, Clone)]
+struct Text {
+    all: Box<str>,
+    /// Where the Call-ID, local header, remote header and remote target end.
+    ends: [u32; 4],
+    /// The remote tag's place inside the remote header.
+    remote_tag: (u32, u32),
+}
+
+impl Text {
+    fn new(
+        call_id: &str,
+        local: &str,
+        remote: &str,
+        remote_tag: &str,
+        target: &str,
+        routes: &[&str],
+    ) -> Text {
+        let mut all = String::with_capacity(
+            call_id.len()
+                + local.len()
+                + remote.len()
+                + target.len()
+                + routes.iter().map(|r| r.len() + 1).sum::<usize>(),
+        );
+        let mut ends = [0u32; 4];
+        for (i, part) in [call_id, local, remote, target].into_iter().enumerate() {
+            all.push_str(part);
+            ends[i] = all.len() as u32;
+        }
+        // `remote_tag` was parsed out of `remote`: its place is where it points to.
+        let start = ends[1] as usize;
+        let offset = (remote_tag.as_ptr() as usize)
+            .checked_sub(remote.as_ptr() as usize)
+            .filter(|o| o + remote_tag.len() <= remote.len())
+            .or_else(|| remote.rfind(remote_tag));
+        let at = offset.map_or(ends[2], |p| (start + p) as u32);
+        for r in routes {
+            all.push_str(r);
+            all.push('\n');
+        }
+        Text {
+            all: all.into(),
+            ends,
+            remote_tag: (at, at + remote_tag.len() as u32),
+        }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.all
+            .get(start..self.ends[i] as usize)
+            .unwrap_or_default()
+    }
+
+    fn remote_tag(&self) -> &str {
+        self.all
+            .get(self.remote_tag.0 as usize..self.remote_tag.1 as usize)
+            .unwrap_or_default()
+    }
+
+    fn routes(&self) -> impl Iterator<Item = &str> + '_ {
+        self.all
+            .get(self.ends[3] as usize..)
+            .unwrap_or_default()
+            .split_terminator('\n')
+    }
+
+    /// The same text with another remote target (a target refresh).
+    fn with_target(&self, target: &str) -> Text {
+        let routes: Vec<&str> = self.routes().collect();
+        Text::new(
+            self.part(0),
+            self.part(1),
+            self.part(2),
+            self.remote_tag(),
+            target,
+            &routes,
+        )
+    }
 }
 
 impl Dialog {
@@ -137,28 +218,30 @@ impl Dialog {
             .ok_or(DialogError::Header("To"))?;
         let remote_tag = NameAddr::parse(from)
             .ok()
-            .and_then(|f| f.tag().map(str::to_owned))
+            .and_then(|f| f.tag())
             .ok_or(DialogError::Header("From"))?;
         let cseq = req
             .cseq()
             .and_then(Result::ok)
             .ok_or(DialogError::Header("CSeq"))?
             .seq;
+        let call_id = req.call_id().ok_or(DialogError::Header("Call-ID"))?;
+        let routes: Vec<&str> = req
+            .values(HeaderName::RecordRoute)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        let target = remote_target(req)?;
         Ok(Dialog {
-            call_id: req
-                .call_id()
-                .ok_or(DialogError::Header("Call-ID"))?
-                .to_owned(),
-            local_header: format!("{to};tag={local_tag}"),
-            remote_header: from.to_owned(),
+            text: Text::new(
+                call_id,
+                &format!("{to};tag={local_tag}"),
+                from,
+                remote_tag,
+                target,
+                &routes,
+            ),
             local_tag,
-            remote_tag,
-            remote_target: remote_target(req)?,
-            route_set: req
-                .values(HeaderName::RecordRoute)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .collect(),
             local_cseq: 0,
             remote_cseq: Some(cseq),
             local,
@@ -176,13 +259,6 @@ impl Dialog {
         local: LocalIdentity,
         peer: Peer,
     ) -> Result<Dialog, DialogError> {
-        let to = resp
-            .header(HeaderName::To)
-            .ok_or(DialogError::Header("To"))?;
-        let remote_tag = NameAddr::parse(to)
-            .ok()
-            .and_then(|t| t.tag().map(str::to_owned))
-            .ok_or(DialogError::NoRemoteTag)?;
         let from = req
             .header(HeaderName::From)
             .ok_or(DialogError::Header("From"))?;
@@ -191,23 +267,11 @@ impl Dialog {
             .and_then(Result::ok)
             .ok_or(DialogError::Header("CSeq"))?
             .seq;
-        let mut route_set: Vec<String> = resp
-            .values(HeaderName::RecordRoute)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .collect();
-        route_set.reverse();
+        let call_id = req.call_id().ok_or(DialogError::Header("Call-ID"))?;
+        let (to, remote_tag, target, routes) = uac_remote(resp)?;
         Ok(Dialog {
-            call_id: req
-                .call_id()
-                .ok_or(DialogError::Header("Call-ID"))?
-                .to_owned(),
-            local_header: from.to_owned(),
-            remote_header: to.to_owned(),
+            text: Text::new(call_id, from, to, remote_tag, target, &routes),
             local_tag,
-            remote_tag,
-            remote_target: remote_target(resp)?,
-            route_set: route_set.into_boxed_slice(),
             local_cseq: cseq,
             remote_cseq: None,
             local,
@@ -218,24 +282,16 @@ impl Dialog {
     /// Another dialog created by the same request (a forking downstream answered twice,
     /// RFC 6026 §7.2): our side as in this one, theirs from `resp`.
     pub fn sibling(&self, resp: &Message<'_>) -> Result<Dialog, DialogError> {
-        let to = resp
-            .header(HeaderName::To)
-            .ok_or(DialogError::Header("To"))?;
-        let remote_tag = NameAddr::parse(to)
-            .ok()
-            .and_then(|t| t.tag().map(str::to_owned))
-            .ok_or(DialogError::NoRemoteTag)?;
-        let mut route_set: Vec<String> = resp
-            .values(HeaderName::RecordRoute)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .collect();
-        route_set.reverse();
+        let (to, remote_tag, target, routes) = uac_remote(resp)?;
         Ok(Dialog {
-            remote_header: to.to_owned(),
-            remote_tag,
-            remote_target: remote_target(resp)?,
-            route_set: route_set.into_boxed_slice(),
+            text: Text::new(
+                self.call_id(),
+                self.text.part(1),
+                to,
+                remote_tag,
+                target,
+                &routes,
+            ),
             remote_cseq: None,
             ..self.clone()
         })
@@ -243,14 +299,14 @@ impl Dialog {
 
     pub fn id(&self) -> DialogId {
         DialogId {
-            call_id: self.call_id.clone(),
+            call_id: self.call_id().to_owned(),
             local_tag: self.local_tag,
-            remote_tag: self.remote_tag.clone(),
+            remote_tag: self.remote_tag().to_owned(),
         }
     }
 
     pub fn call_id(&self) -> &str {
-        &self.call_id
+        self.text.part(0)
     }
 
     pub fn local_tag(&self) -> Tag {
@@ -258,15 +314,16 @@ impl Dialog {
     }
 
     pub fn remote_tag(&self) -> &str {
-        &self.remote_tag
+        self.text.remote_tag()
     }
 
     pub fn remote_target(&self) -> &str {
-        &self.remote_target
+        self.text.part(3)
     }
 
-    pub fn route_set(&self) -> &[String] {
-        &self.route_set
+    /// The route set, in the order requests carry it.
+    pub fn route_set(&self) -> Vec<&str> {
+        self.text.routes().collect()
     }
 
     /// Whether a request received belongs to this dialog (§12.2.2): its Call-ID, its To
@@ -276,9 +333,9 @@ impl Dialog {
             h.and_then(Result::ok)
                 .and_then(|n| n.tag().map(str::to_owned))
         };
-        req.call_id() == Some(self.call_id.as_str())
+        req.call_id() == Some(self.call_id())
             && tag(req.to()).as_deref() == Some(self.local_tag.as_str())
-            && tag(req.from()).as_deref() == Some(self.remote_tag.as_str())
+            && tag(req.from()).as_deref() == Some(self.remote_tag())
     }
 
     /// RFC 3261 §12.2.2: a request whose CSeq is lower than the last one received is out
@@ -298,16 +355,18 @@ impl Dialog {
     /// becomes the remote target. The route set never changes (§12.2).
     pub fn refresh_target(&mut self, msg: &Message<'_>) {
         if let Ok(t) = remote_target(msg) {
-            self.remote_target = t;
+            if t != self.remote_target() {
+                self.text = self.text.with_target(t);
+            }
         }
     }
 
     /// Where the next request goes (DR-NH-1): the top Route when there is a route set,
     /// else the remote target.
     pub fn next_hop(&self) -> Option<NextHop> {
-        let uri_text = match self.route_set.first() {
+        let uri_text = match self.text.routes().next() {
             Some(route) => NameAddr::parse(route).ok()?.uri().as_str(),
-            None => self.remote_target.as_str(),
+            None => self.remote_target(),
         };
         let uri = Uri::parse(uri_text).ok()?;
         let host = uri.host()?;
@@ -362,37 +421,31 @@ impl Dialog {
     ) -> Bytes {
         // §12.2.1.1: a loose-routing first hop (lr) keeps the remote target as the
         // Request-URI; a strict router gets it as the last Route instead.
-        let strict = self
-            .route_set
-            .first()
-            .and_then(|r| NameAddr::parse(r).ok())
+        let first = self
+            .text
+            .routes()
+            .next()
+            .and_then(|r| NameAddr::parse(r).ok());
+        let strict = first
+            .as_ref()
             .is_some_and(|r| r.uri().param("lr").is_none());
+        let target = self.remote_target();
         let mut out = BytesMut::new();
-        let mut w = match (strict, self.route_set.first()) {
-            (true, Some(first)) => {
-                let uri = NameAddr::parse(first)
-                    .map(|n| n.uri().as_str().to_owned())
-                    .unwrap_or_else(|_| self.remote_target.clone());
-                RequestWriter::start(&mut out, method, &uri)
-            }
-            _ => RequestWriter::start(&mut out, method, &self.remote_target),
+        let mut w = match (strict, &first) {
+            (true, Some(first)) => RequestWriter::start(&mut out, method, first.uri().as_str()),
+            _ => RequestWriter::start(&mut out, method, target),
         };
         w.header("Via", &self.local.via(Branch::generate().as_str()));
         w.header("Max-Forwards", "70");
-        let routes = if strict {
-            self.route_set.get(1..).unwrap_or(&[])
-        } else {
-            &self.route_set[..]
-        };
-        for r in routes {
+        for r in self.text.routes().skip(usize::from(strict)) {
             w.header("Route", r);
         }
         if strict {
-            w.header("Route", &format!("<{}>", self.remote_target));
+            w.header("Route", &format!("<{target}>"));
         }
-        w.header("From", &self.local_header);
-        w.header("To", &self.remote_header);
-        w.header("Call-ID", &self.call_id);
+        w.header("From", self.text.part(1));
+        w.header("To", self.text.part(2));
+        w.header("Call-ID", self.call_id());
         w.header("CSeq", &format!("{cseq} {method}"));
         if matches!(
             method,
@@ -417,11 +470,32 @@ impl Dialog {
     }
 }
 
+/// The remote side of a UAC dialog from the response (§12.1.2): To, its tag, the remote
+/// target and the route set (the Record-Route reversed).
+fn uac_remote<'m>(
+    resp: &Message<'m>,
+) -> Result<(&'m str, &'m str, &'m str, Vec<&'m str>), DialogError> {
+    let to = resp
+        .header(HeaderName::To)
+        .ok_or(DialogError::Header("To"))?;
+    let remote_tag = NameAddr::parse(to)
+        .ok()
+        .and_then(|t| t.tag())
+        .ok_or(DialogError::NoRemoteTag)?;
+    let mut routes: Vec<&str> = resp
+        .values(HeaderName::RecordRoute)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    routes.reverse();
+    Ok((to, remote_tag, remote_target(resp)?, routes))
+}
+
 /// The URI of the first Contact: a dialog's remote target (§12.1.1, §12.1.2).
-fn remote_target(msg: &Message<'_>) -> Result<String, DialogError> {
+fn remote_target<'m>(msg: &Message<'m>) -> Result<&'m str, DialogError> {
     msg.contact()
         .and_then(Result::ok)
-        .and_then(|c| c.uri().map(|u| u.as_str().to_owned()))
+        .and_then(|c| c.uri().map(|u| u.as_str()))
         .ok_or(DialogError::NoContact)
 }
 
@@ -475,12 +549,14 @@ Content-Length: 0\r\n\r\n";
         let mut d = Dialog::uas(&inv, tag, proxy(), sbc()).unwrap();
         assert_eq!(
             d.route_set(),
-            &[
-                "<sip:sbc1.adatum.biz:5061;transport=tls;lr;r2=on>".to_owned(),
-                "<sip:10.0.0.1:5060;lr;r2=on>".to_owned(),
-                "<sip:edge.carrier.example;lr>".to_owned(),
+            vec![
+                "<sip:sbc1.adatum.biz:5061;transport=tls;lr;r2=on>",
+                "<sip:10.0.0.1:5060;lr;r2=on>",
+                "<sip:edge.carrier.example;lr>",
             ]
         );
+        assert_eq!(d.remote_tag(), "sbc-tag");
+        assert_eq!(d.call_id(), "c1@sbc1");
         // DR-NH-1: the next hop is the top Record-Route's FQDN.
         assert_eq!(
             d.next_hop(),
@@ -499,10 +575,7 @@ Content-Length: 0\r\n\r\n";
             "sip:+17168712781@sbc1.adatum.biz:5061;transport=tls"
         );
         let routes: Vec<&str> = m.values(HeaderName::Route).collect();
-        assert_eq!(
-            routes,
-            d.route_set().iter().map(String::as_str).collect::<Vec<_>>()
-        );
+        assert_eq!(routes, d.route_set());
         assert_eq!(
             m.header(HeaderName::From),
             Some(

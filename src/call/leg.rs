@@ -79,27 +79,34 @@ struct AwaitAck {
     give_up: Instant,
 }
 
-/// See the module docs.
+/// What only the INVITE transaction needs: the request, its response head, the server
+/// transaction and the 2xx retransmission. Boxed, and dropped once the 2xx is ACKed, so
+/// that an established call keeps none of it.
 #[derive(Debug)]
-pub struct UasLeg {
-    /// The INVITE, until its final response is ACKed.
-    invite: Option<Stored>,
+struct Pending {
+    invite: Stored,
     /// What every response to the INVITE copies from it, written once.
-    head: Option<Box<ResponseHead>>,
+    head: ResponseHead,
     tx: Option<ServerTx>,
     answered: Option<Answered>,
     await_ack: Option<AwaitAck>,
-    state: UasState,
     /// The To tags of the early dialogs this leg's 18x responses created (DR-FORK-2).
     early_tags: Vec<Tag>,
+    t1: Duration,
+    t2: Duration,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct UasLeg {
+    pending: Option<Box<Pending>>,
+    state: UasState,
     dialog: Option<Dialog>,
     invite_cseq: u32,
     /// Whether the caller listed UPDATE in its Allow (session refreshes prefer it).
     allows_update: bool,
     pub local: LocalIdentity,
     pub peer: Peer,
-    t1: Duration,
-    t2: Duration,
 }
 
 impl UasLeg {
@@ -122,20 +129,22 @@ impl UasLeg {
             )
         };
         UasLeg {
-            invite: Some(invite),
-            head: Some(Box::new(head)),
-            tx: Some(tx),
-            answered: None,
-            await_ack: None,
+            pending: Some(Box::new(Pending {
+                invite,
+                head,
+                tx: Some(tx),
+                answered: None,
+                await_ack: None,
+                early_tags: Vec::new(),
+                t1,
+                t2,
+            })),
             state: UasState::Proceeding,
-            early_tags: Vec::new(),
             dialog: None,
             invite_cseq,
             allows_update,
             local,
             peer,
-            t1,
-            t2,
         }
     }
 
@@ -162,7 +171,7 @@ impl UasLeg {
 
     /// The INVITE, while the leg keeps it.
     pub fn invite(&self) -> Option<&Stored> {
-        self.invite.as_ref()
+        self.pending.as_ref().map(|p| &p.invite)
     }
 
     /// A provisional response to the INVITE. With a To tag it creates (or continues) an
@@ -175,16 +184,17 @@ impl UasLeg {
         body: Option<&[u8]>,
         extra: &[(&str, &str)],
     ) {
+        let bytes = self.response(code, phrase, tag, body, extra);
+        let Some(p) = &mut self.pending else { return };
         if let Some(t) = tag {
-            if !self.early_tags.contains(&t) {
-                self.early_tags.push(t);
+            if !p.early_tags.contains(&t) {
+                p.early_tags.push(t);
             }
         }
-        let Some(tx) = &self.tx else { return };
-        let bytes = self.response(code, phrase, tag, body, extra);
+        let Some(tx) = &p.tx else { return };
         match Provisional::new(bytes) {
-            Ok(p) => {
-                let _ = tx.provisional(p);
+            Ok(r) => {
+                let _ = tx.provisional(r);
             }
             Err(e) => warn!(code, error = %e, "provisional response not built"),
         }
@@ -193,43 +203,45 @@ impl UasLeg {
     /// The 2xx to the INVITE on the early dialog `tag` (DR-FORK-5): copies Record-Route,
     /// confirms the dialog on our side, and retransmits until the ACK (§13.3.1.4).
     pub fn accept(&mut self, tag: Tag, body: &[u8], extra: &[(&str, &str)], now: Instant) -> bool {
-        let Some(tx) = self.tx.take() else {
-            return false;
-        };
         let bytes = self.response(200, "OK", Some(tag), Some(body), extra);
-        let dialog = self
-            .invite
-            .as_ref()
-            .map(|inv| Dialog::uas(&inv.message(), tag, self.local.clone(), self.peer.clone()));
-        let (Ok(response), Some(Ok(dialog))) = (Final::new(bytes), dialog) else {
-            warn!("the INVITE cannot make a dialog (From tag, Contact, CSeq); answering 400");
-            self.tx = Some(tx);
+        let Some(p) = &mut self.pending else {
             return false;
         };
-        self.answered = Some(tx.respond(response.clone()));
+        let Some(tx) = p.tx.take() else {
+            return false;
+        };
+        let dialog = Dialog::uas(
+            &p.invite.message(),
+            tag,
+            self.local.clone(),
+            self.peer.clone(),
+        );
+        let (Ok(response), Ok(dialog)) = (Final::new(bytes), dialog) else {
+            warn!("the INVITE cannot make a dialog (From tag, Contact, CSeq); answering 400");
+            p.tx = Some(tx);
+            return false;
+        };
+        p.answered = Some(tx.respond(response.clone()));
+        p.await_ack = Some(AwaitAck {
+            response,
+            next: now + p.t1,
+            interval: p.t1,
+            give_up: now + 64 * p.t1,
+        });
         self.dialog = Some(dialog);
         self.state = UasState::Accepted;
-        self.await_ack = Some(AwaitAck {
-            response,
-            next: now + self.t1,
-            interval: self.t1,
-            give_up: now + 64 * self.t1,
-        });
         true
     }
 
     /// A failure response with the rejection's status, Reason and ms-diagnostics
     /// (DR-VAL-8). The transaction waits for the ACK on its own (Timer H).
     pub fn reject(&mut self, r: &Rejection, teller: &Teller<'_>) {
-        let Some(tx) = self.tx.take() else { return };
-        let Some(invite) = &self.invite else {
-            drop(tx);
-            return;
-        };
+        let Some(p) = &mut self.pending else { return };
+        let Some(tx) = p.tx.take() else { return };
         let mut out = BytesMut::new();
-        r.respond(&invite.message(), teller, &mut out);
+        r.respond(&p.invite.message(), teller, &mut out);
         match Final::new(out.freeze()) {
-            Ok(f) => self.answered = Some(tx.respond(f)),
+            Ok(f) => p.answered = Some(tx.respond(f)),
             Err(e) => warn!(error = %e, "failure response not built"),
         }
         self.state = UasState::Rejected;
@@ -237,10 +249,11 @@ impl UasLeg {
 
     /// A plain failure (487 after CANCEL ...).
     pub fn fail(&mut self, code: u16, phrase: &str, extra: &[(&str, &str)]) {
-        let Some(tx) = self.tx.take() else { return };
         let bytes = self.response(code, phrase, Some(Tag::random()), None, extra);
+        let Some(p) = &mut self.pending else { return };
+        let Some(tx) = p.tx.take() else { return };
         match Final::new(bytes) {
-            Ok(f) => self.answered = Some(tx.respond(f)),
+            Ok(f) => p.answered = Some(tx.respond(f)),
             Err(e) => warn!(error = %e, "failure response not built"),
         }
         self.state = UasState::Rejected;
@@ -254,11 +267,7 @@ impl UasLeg {
             return false;
         }
         self.state = UasState::Confirmed;
-        self.await_ack = None;
-        self.answered = None;
-        self.invite = None;
-        self.head = None;
-        self.early_tags = Vec::new();
+        self.pending = None;
         true
     }
 
@@ -268,47 +277,44 @@ impl UasLeg {
         if let Some(d) = &self.dialog {
             return d.matches(req);
         }
-        let to_tag = req
-            .to()
-            .and_then(Result::ok)
-            .and_then(|t| t.tag().map(str::to_owned));
-        let from_tag = req
-            .from()
-            .and_then(Result::ok)
-            .and_then(|t| t.tag().map(str::to_owned));
-        let invite_from_tag = self.invite.as_ref().and_then(|i| {
-            i.message()
-                .from()
-                .and_then(Result::ok)
-                .and_then(|f| f.tag().map(str::to_owned))
-        });
+        let Some(p) = &self.pending else {
+            return false;
+        };
+        let tag = |h: Option<Result<crate::sip::NameAddr<'_>, _>>| {
+            h.and_then(Result::ok)
+                .and_then(|n| n.tag().map(str::to_owned))
+        };
+        let from_tag = tag(req.from());
         from_tag.is_some()
-            && from_tag == invite_from_tag
-            && to_tag.is_some_and(|t| self.early_tags.iter().any(|e| e.as_str() == t))
+            && from_tag == tag(p.invite.message().from())
+            && tag(req.to()).is_some_and(|t| p.early_tags.iter().any(|e| e.as_str() == t))
     }
 
     /// When the 2xx retransmission timer or the ACK wait next needs `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.await_ack.as_ref().map(|a| a.next.min(a.give_up))
+        let a = self.pending.as_ref()?.await_ack.as_ref()?;
+        Some(a.next.min(a.give_up))
     }
 
     /// Retransmits the 2xx (T1 doubling up to T2); true when 64*T1 passed without an ACK
     /// (§13.3.1.4: the dialog must then be ended with BYE).
     pub fn handle_timeout(&mut self, now: Instant) -> bool {
-        let Some(a) = &mut self.await_ack else {
+        let Some(p) = &mut self.pending else {
+            return false;
+        };
+        let Some(a) = &mut p.await_ack else {
             return false;
         };
         if now >= a.give_up {
-            self.await_ack = None;
-            self.answered = None;
+            self.pending = None;
             self.state = UasState::Confirmed;
             return true;
         }
         if now >= a.next {
-            if let Some(answered) = &self.answered {
+            if let Some(answered) = &p.answered {
                 let _ = answered.retransmit_2xx(a.response.clone());
             }
-            a.interval = (a.interval * 2).min(self.t2);
+            a.interval = (a.interval * 2).min(p.t2);
             a.next = now + a.interval;
         }
         false
@@ -318,7 +324,7 @@ impl UasLeg {
     /// call is over.
     pub fn take_failure(&mut self) -> Option<Answered> {
         match self.state {
-            UasState::Rejected => self.answered.take(),
+            UasState::Rejected => self.pending.as_mut()?.answered.take(),
             _ => None,
         }
     }
@@ -338,7 +344,7 @@ impl UasLeg {
         body: Option<&[u8]>,
         extra: &[(&str, &str)],
     ) -> Bytes {
-        let Some(head) = &self.head else {
+        let Some(head) = self.pending.as_ref().map(|p| &p.head) else {
             return Bytes::new();
         };
         let mut out = BytesMut::new();

@@ -1331,6 +1331,17 @@ impl Call {
         ReqId(self.next_req)
     }
 
+    /// The index keys of the call's UAC legs (the task unregisters them at the end).
+    pub fn leg_keys(&self) -> Vec<LegKey> {
+        self.forks
+            .iter()
+            .filter_map(|f| match &f.kind {
+                ForkKind::Sip(leg) => Some(LegKey::new(leg.call_id(), leg.local_tag().as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The UAS leg's state, for the task wrapper's bookkeeping.
     pub fn answered(&self) -> bool {
         matches!(
@@ -1367,16 +1378,15 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
     let span =
         info_span!("call", call_id = %sbc_key.call_id(), tenant = %new.tenant, user = %new.user);
     let trunk = new.trunk.fqdn.clone();
-    let record = router::CallRecord::new(sbc_key.call_id(), &new);
     let peer = new.peer.clone();
-    let no = hub.calls.insert(sbc_key.clone(), tx.clone(), peer, record);
+    let no = hub.calls.insert(sbc_key.clone(), tx.clone(), peer, &new);
     hub.calls.trunk_call_started(&trunk, new.trunk.max_sessions);
     let now = Instant::now();
     let mut call = Call::new(new, settings, now);
     let runner = Runner {
         hub: hub.clone(),
         inbox: tx,
-        keys: vec![sbc_key],
+        sbc_key,
     };
     tokio::spawn(
         async move {
@@ -1386,8 +1396,10 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
             runner.run(&mut call, &mut rx).await;
             let failure = call.take_failure();
             let outcome = call.outcome.clone();
+            let mut keys = call.leg_keys();
+            keys.push(runner.sbc_key.clone());
             drop(call);
-            runner.hub.calls.remove(no, &runner.keys, outcome);
+            runner.hub.calls.remove(no, &keys, outcome);
             runner.hub.calls.trunk_call_ended(&trunk);
             if let Some(mut f) = failure {
                 if f.outcome().await == ServerOutcome::AckTimeout {
@@ -1403,8 +1415,8 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
 struct Runner {
     hub: Arc<Hub>,
     inbox: CallSender,
-    /// Every index key the call registered, removed when it ends.
-    keys: Vec<LegKey>,
+    /// The caller leg's index key (the call knows its other legs').
+    sbc_key: LegKey,
 }
 
 impl Runner {
@@ -1430,8 +1442,7 @@ impl Runner {
     fn perform(&mut self, action: Action) {
         match action {
             Action::Index { key, peer } => {
-                self.hub.calls.index(key.clone(), self.inbox.clone(), peer);
-                self.keys.push(key);
+                self.hub.calls.index(key, self.inbox.clone(), peer);
             }
             Action::Stateless { bytes, route } => match route {
                 Route::Dest(d) => {

@@ -10,7 +10,7 @@
 //! drhub's own From tag on a UAC leg. A request from the remote side carries the former
 //! as its From tag and the latter as its To tag, so two lookups find either kind.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -45,7 +45,7 @@ pub const ROUTER_QUEUE: usize = 8192;
 /// A leg's index key: Call-ID and the tag fixed when the leg was made.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LegKey {
-    call_id: Box<str>,
+    call_id: Arc<str>,
     tag: Box<str>,
 }
 
@@ -68,30 +68,26 @@ struct LegEntry {
     peer: Peer,
 }
 
-/// A call as the status API and the logs see it.
+/// A live call, as the status API sees it.
+#[derive(Debug, Clone)]
+pub struct LiveCall {
+    pub call_id: Arc<str>,
+    pub tenant: Arc<str>,
+    pub user: Arc<str>,
+    pub trunk: Arc<str>,
+    pub started: SystemTime,
+}
+
+/// An ended call, as the status API and the logs see it.
 #[derive(Debug, Clone)]
 pub struct CallRecord {
-    pub call_id: String,
-    pub tenant: String,
-    pub user: String,
-    pub trunk: String,
+    pub call_id: Arc<str>,
+    pub tenant: Arc<str>,
+    pub user: Arc<str>,
+    pub trunk: Arc<str>,
     pub started: SystemTime,
     pub ended: Option<SystemTime>,
     pub outcome: Option<Outcome>,
-}
-
-impl CallRecord {
-    pub fn new(call_id: &str, new: &NewCall) -> CallRecord {
-        CallRecord {
-            call_id: call_id.to_owned(),
-            tenant: new.tenant.clone(),
-            user: new.user.clone(),
-            trunk: new.trunk.fqdn.to_string(),
-            started: SystemTime::now(),
-            ended: None,
-            outcome: None,
-        }
-    }
 }
 
 /// Calls up on a trunk and its `max_concurrent_sessions`.
@@ -105,7 +101,7 @@ const RECENT: usize = 100;
 #[derive(Debug, Default)]
 pub struct CallTable {
     legs: Mutex<HashMap<LegKey, LegEntry>>,
-    calls: Mutex<HashMap<u64, CallRecord>>,
+    calls: Mutex<HashMap<u64, LiveCall>>,
     recent: Mutex<VecDeque<CallRecord>>,
     next: AtomicU64,
     idle: Notify,
@@ -113,6 +109,9 @@ pub struct CallTable {
     trunk_calls: Mutex<HashMap<Arc<str>, TrunkCalls>>,
     /// Admission rate window: (second, count).
     rate: Mutex<(u64, u32)>,
+    /// Tenant ids, user addresses and trunk FQDNs of call records, shared rather than
+    /// copied into every call.
+    names: Mutex<HashSet<Arc<str>>>,
     pub started: AtomicU64,
     pub answered: AtomicU64,
     pub failed: AtomicU64,
@@ -140,8 +139,8 @@ impl CallTable {
     }
 
     /// Live calls, for status.
-    pub fn snapshot(&self) -> Vec<CallRecord> {
-        let mut v: Vec<CallRecord> = lock(&self.calls).values().cloned().collect();
+    pub fn snapshot(&self) -> Vec<LiveCall> {
+        let mut v: Vec<LiveCall> = lock(&self.calls).values().cloned().collect();
         v.sort_by_key(|c| c.started);
         v
     }
@@ -151,9 +150,29 @@ impl CallTable {
         lock(&self.recent).iter().cloned().collect()
     }
 
+    /// A shared copy of a name that many calls record.
+    pub fn intern(&self, name: &str) -> Arc<str> {
+        let mut names = lock(&self.names);
+        match names.get(name) {
+            Some(n) => n.clone(),
+            None => {
+                let n: Arc<str> = name.into();
+                names.insert(n.clone());
+                n
+            }
+        }
+    }
+
     /// Registers a new call under its caller leg; returns its number.
-    pub fn insert(&self, key: LegKey, inbox: CallSender, peer: Peer, record: CallRecord) -> u64 {
+    pub fn insert(&self, key: LegKey, inbox: CallSender, peer: Peer, new: &NewCall) -> u64 {
         let no = self.next.fetch_add(1, Ordering::Relaxed);
+        let record = LiveCall {
+            call_id: key.call_id.clone(),
+            tenant: self.intern(&new.tenant),
+            user: self.intern(&new.user),
+            trunk: new.trunk.fqdn.clone(),
+            started: SystemTime::now(),
+        };
         lock(&self.calls).insert(no, record);
         self.index(key, inbox, peer);
         self.started.fetch_add(1, Ordering::Relaxed);
@@ -206,9 +225,16 @@ impl CallTable {
             }
             (r, calls.is_empty())
         };
-        if let Some(mut r) = record {
-            r.ended = Some(SystemTime::now());
-            r.outcome = outcome;
+        if let Some(live) = record {
+            let r = CallRecord {
+                call_id: live.call_id,
+                tenant: live.tenant,
+                user: live.user,
+                trunk: live.trunk,
+                started: live.started,
+                ended: Some(SystemTime::now()),
+                outcome,
+            };
             let mut recent = lock(&self.recent);
             if recent.len() == RECENT {
                 recent.pop_front();

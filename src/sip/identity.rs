@@ -60,20 +60,23 @@ impl fmt::Display for Transport {
     }
 }
 
-/// The proxy as one flow sees it. Cheap to clone (shared strings), so every dialog keeps
-/// the identity it was created under and builds its requests from it. Its Contact and
-/// Via prefix are written once, when it is made.
+/// The proxy as one flow sees it. Cheap to clone (one allocation per listener, shared),
+/// so every dialog keeps the identity it was created under and builds its requests from
+/// it. Its Contact and Via prefix are written once, when it is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalIdentity {
-    host: Arc<str>,
+pub struct LocalIdentity(Arc<Identity>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Identity {
+    host: Box<str>,
     port: u16,
     transport: Transport,
     server: Arc<str>,
     style: Style,
     /// `<sip:host:port;transport=tls>`.
-    contact: Arc<str>,
+    contact: Box<str>,
     /// `SIP/2.0/TLS host:port;branch=`.
-    via_prefix: Arc<str>,
+    via_prefix: Box<str>,
 }
 
 impl LocalIdentity {
@@ -82,14 +85,14 @@ impl LocalIdentity {
     /// connection names the listener's port, not its own); `server` the Server and
     /// User-Agent text; `style` the header spelling of responses drhub answers itself.
     pub fn new(
-        host: impl Into<Arc<str>>,
+        host: impl Into<Box<str>>,
         port: u16,
         transport: Transport,
         server: impl Into<Arc<str>>,
         style: Style,
     ) -> LocalIdentity {
         let host = host.into();
-        LocalIdentity {
+        LocalIdentity(Arc::new(Identity {
             contact: format!("<sip:{host}:{port};transport={}>", transport.param()).into(),
             via_prefix: format!("SIP/2.0/{} {host}:{port};branch=", transport.via_token()).into(),
             host,
@@ -97,65 +100,61 @@ impl LocalIdentity {
             transport,
             server: server.into(),
             style,
-        }
+        }))
     }
 
     /// The same identity on another transport (the endpoint side's TCP twin of its UDP).
     pub fn with_transport(&self, transport: Transport) -> LocalIdentity {
-        LocalIdentity::new(
-            self.host.clone(),
-            self.port,
-            transport,
-            self.server.clone(),
-            self.style,
-        )
+        let i = &self.0;
+        LocalIdentity::new(i.host.clone(), i.port, transport, i.server.clone(), i.style)
     }
 
     /// The host of Via and Contact.
     pub fn host(&self) -> &str {
-        &self.host
+        &self.0.host
     }
 
     /// The listener's port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port
     }
 
     /// The transport of the flows this identity speaks on.
     pub fn transport(&self) -> Transport {
-        self.transport
+        self.0.transport
     }
 
     /// The `Server` / `User-Agent` text.
     pub fn server(&self) -> &str {
-        &self.server
+        &self.0.server
     }
 
     /// Header spelling of the responses drhub answers itself (DR-OPT-1).
     pub fn style(&self) -> Style {
-        self.style
+        self.0.style
     }
 
     /// A top Via for a request drhub sends: `SIP/2.0/TLS host:port;branch=...`.
     pub fn via(&self, branch: &str) -> String {
-        let mut v = String::with_capacity(self.via_prefix.len() + branch.len());
-        v.push_str(&self.via_prefix);
+        let mut v = String::with_capacity(self.0.via_prefix.len() + branch.len());
+        v.push_str(&self.0.via_prefix);
         v.push_str(branch);
         v
     }
 
     /// The proxy's Contact: `<sip:host:port;transport=tls>`.
     pub fn contact(&self) -> &str {
-        &self.contact
+        &self.0.contact
     }
 
     /// The proxy as a URI for a Record-Route or Route: `<sip:host:port;transport=tls;lr>`.
     pub fn route(&self) -> String {
+        let i = &self.0;
         format!(
             "<sip:{}:{};transport={};lr>",
-            self.host,
-            self.port,
-            self.transport.param()
+            i.host,
+            i.port,
+            i.transport.param()
         )
     }
 }
