@@ -41,33 +41,16 @@ const BENCH_USER: &str = r#"
     answer_after_seconds = 0
 "#;
 
+const SBC: &str = "sbc1.adatum.biz";
+const NUMBER: &str = "+18338009999";
+
 fn invite(n: u64) -> String {
-    let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
-    format!(
-        "INVITE sip:+18338009999@sip.pstnhub.microsoft.com:5061;user=phone SIP/2.0\r\n\
-Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKi{n}\r\n\
-Max-Forwards: 70\r\n\
-From: <sip:+17168712781@sbc1.adatum.biz:5061;user=phone>;tag=f{n}\r\n\
-To: <sip:+18338009999@sip.pstnhub.microsoft.com;user=phone>\r\n\
-Call-ID: c{n}@sbc1.adatum.biz\r\n\
-CSeq: 1 INVITE\r\n\
-Contact: <sip:+17168712781@sbc1.adatum.biz:5061;transport=tls>\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    )
+    invite_numbered(SBC, NUMBER, n, &[])
 }
 
-fn in_dialog(method: &str, n: u64, to_tag: &str, cseq: u32) -> String {
-    format!(
-        "{method} sip:+18338009999@sip.pstnhub.microsoft.com:5061 SIP/2.0\r\n\
-Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bK{}{n}\r\n\
-Max-Forwards: 70\r\n\
-From: <sip:+17168712781@sbc1.adatum.biz:5061;user=phone>;tag=f{n}\r\n\
-To: <sip:+18338009999@sip.pstnhub.microsoft.com;user=phone>;tag={to_tag}\r\n\
-Call-ID: c{n}@sbc1.adatum.biz\r\n\
-CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
-        method.to_ascii_lowercase()
-    )
+/// ACK or BYE of call `n` on the proxy's dialog `to_tag`.
+fn in_dialog_n(method: &str, n: u64, to_tag: &str, cseq: u32) -> String {
+    in_dialog(&invite(n), method, Some(to_tag), cseq)
 }
 
 /// An in-dialog request that follows the dialog's route set: Request-URI the remote
@@ -80,20 +63,8 @@ fn routed_in_dialog(
     target: &str,
     route: &[String],
 ) -> String {
-    let mut routes = String::new();
-    for r in route {
-        routes.push_str(&format!("Route: {r}\r\n"));
-    }
-    format!(
-        "{method} {target} SIP/2.0\r\n\
-Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bK{}{n}\r\n\
-{routes}Max-Forwards: 70\r\n\
-From: <sip:+17168712781@sbc1.adatum.biz:5061;user=phone>;tag=f{n}\r\n\
-To: <sip:+18338009999@sip.pstnhub.microsoft.com;user=phone>;tag={to_tag}\r\n\
-Call-ID: c{n}@sbc1.adatum.biz\r\n\
-CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
-        method.to_ascii_lowercase()
-    )
+    let route: Vec<&str> = route.iter().map(String::as_str).collect();
+    dialog_request(&invite(n), method, cseq, to_tag, target, &route, &[])
 }
 
 /// `--target`: a server this bench does not start.
@@ -154,7 +125,15 @@ fn main() {
     // drhub, started here, unless --target names another server.
     let mut daemon = None;
     let (addr, connector, dir) = if let Some(e) = &ext {
-        (e.addr, tls_client_from(&e.certs, "sbc1.adatum.biz"), None)
+        (
+            e.addr,
+            tls_connector(
+                &e.certs,
+                Some(SBC),
+                &[drhub::transport::tls::TlsVersion::V1_2],
+            ),
+            None,
+        )
     } else {
         let (dir, cfg) = lab("calls", |t| {
             format!("{t}\n")
@@ -251,7 +230,7 @@ fn main() {
             }
             while let Ok(Status::Complete(m)) = Message::parse(&buf, &limits) {
                 let len = m.len();
-                let n: u64 = m.call_id().and_then(|c| c.strip_prefix('c')).and_then(|c| c.split('@').next()).and_then(|c| c.parse().ok()).unwrap_or(0);
+                let n: u64 = m.call_id().and_then(|c| c.strip_prefix("invite-")).and_then(|c| c.split('@').next()).and_then(|c| c.parse().ok()).unwrap_or(0);
                 let method = m.cseq().and_then(Result::ok).map(|c| c.method.as_str().to_owned()).unwrap_or_default();
                 match (m.status_code(), method.as_str()) {
                     (Some(100), "INVITE") => {
@@ -274,9 +253,9 @@ fn main() {
                             }
                             s
                         } else {
-                            let mut s = in_dialog("ACK", n, &tag, 1);
+                            let mut s = in_dialog_n("ACK", n, &tag, 1);
                             if hold == 0 {
-                                s.push_str(&in_dialog("BYE", n, &tag, 2));
+                                s.push_str(&in_dialog_n("BYE", n, &tag, 2));
                             } else if up.insert(n) {
                                 // A retransmitted 200 (sent before our ACK arrived) counts once.
                                 established += 1;

@@ -32,7 +32,9 @@ fn main() {
             )
             .await
             .expect("tls");
-        warm.write_all(options(0).as_bytes()).await.expect("write");
+        warm.write_all(options_n(0).as_bytes())
+            .await
+            .expect("write");
         let mut buf = BytesMut::with_capacity(4096);
         warm.read_buf(&mut buf).await.expect("read");
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -41,7 +43,7 @@ fn main() {
         for i in 0..n {
             let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
             let mut tls = connector.connect(server_name(), tcp).await.expect("tls");
-            tls.write_all(options(i as u64 + 1).as_bytes())
+            tls.write_all(options_n(i as u64 + 1).as_bytes())
                 .await
                 .expect("write");
             let mut buf = BytesMut::with_capacity(1024);

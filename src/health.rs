@@ -111,6 +111,8 @@ pub struct SbcRecord {
     pub options_received: u64,
     /// Methods from the SBC's `Allow` header, upper-case, in its order.
     pub allow: Vec<String>,
+    /// The `Allow` header as last received.
+    allow_raw: String,
     /// The certificate the SBC presented; `None` on the plain-TCP lab listener.
     pub certificate: Option<Arc<PeerIdentity>>,
     pub flow: FlowId,
@@ -190,7 +192,8 @@ impl SbcRecord {
 pub struct OptionsSeen<'a> {
     pub fqdn: &'a str,
     pub tenant: &'a str,
-    pub allow: Vec<String>,
+    /// The `Allow` header value (empty without one).
+    pub allow: &'a str,
     pub certificate: Option<Arc<PeerIdentity>>,
     pub flow: FlowId,
     pub peer: SocketAddr,
@@ -198,6 +201,15 @@ pub struct OptionsSeen<'a> {
     pub contact_host: &'a str,
     pub contact_port: Option<u16>,
     pub trunk: &'a crate::config::Trunk,
+}
+
+/// The methods of an `Allow` value, upper-case, in order.
+fn parse_allow(allow: &str) -> Vec<String> {
+    allow
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| !m.is_empty())
+        .collect()
 }
 
 /// A state change, for the log.
@@ -237,12 +249,38 @@ impl Health {
 
     fn options_received_at(&self, seen: OptionsSeen<'_>, now: Instant) {
         let mut map = self.lock();
-        let first = !map.contains_key(seen.fqdn);
-        let previous = map.remove(seen.fqdn);
-        let (count, outbound, state, since) = match previous {
-            Some(p) => (p.options_received, p.outbound, p.state, p.state_since),
-            None => (0, Outbound::default(), SbcState::Warning, SystemTime::now()),
-        };
+        // The common case, an SBC heard from before: update in place (an SBC's OPTIONS
+        // can come thousands of times a second under load).
+        if let Some(r) = map.get_mut(seen.fqdn) {
+            r.last_options = now;
+            r.last_options_at = SystemTime::now();
+            r.options_received += 1;
+            if r.allow_raw != seen.allow {
+                r.allow_raw = seen.allow.to_owned();
+                r.allow = parse_allow(seen.allow);
+            }
+            if r.flow != seen.flow {
+                r.certificate = seen.certificate;
+                r.flow = seen.flow;
+                r.peer = seen.peer;
+                r.listener = seen.listener.to_owned();
+            }
+            if r.contact_host != seen.contact_host || r.contact_port != seen.contact_port {
+                r.contact_host = seen.contact_host.to_owned();
+                r.contact_port = seen.contact_port;
+            }
+            r.send_options = seen.trunk.send_options;
+            r.enabled = seen.trunk.enabled;
+            r.address = seen.trunk.address;
+            r.trunk_port = seen.trunk.port;
+            // Wake the proxy's side only when this changes the SBC's state.
+            let changed = r.state_at(now, &self.timing) != r.state;
+            drop(map);
+            if changed {
+                self.wake.notify_one();
+            }
+            return;
+        }
         map.insert(
             seen.fqdn.to_owned(),
             SbcRecord {
@@ -250,8 +288,9 @@ impl Health {
                 tenant: seen.tenant.to_owned(),
                 last_options: now,
                 last_options_at: SystemTime::now(),
-                options_received: count + 1,
-                allow: seen.allow,
+                options_received: 1,
+                allow: parse_allow(seen.allow),
+                allow_raw: seen.allow.to_owned(),
                 certificate: seen.certificate,
                 flow: seen.flow,
                 peer: seen.peer,
@@ -262,18 +301,16 @@ impl Health {
                 enabled: seen.trunk.enabled,
                 address: seen.trunk.address,
                 trunk_port: seen.trunk.port,
-                outbound,
-                state,
-                state_since: since,
+                outbound: Outbound::default(),
+                state: SbcState::Warning,
+                state_since: SystemTime::now(),
             },
         );
         drop(map);
-        if first {
-            info!(
-                sbc = seen.fqdn,
-                "first OPTIONS from this SBC (DR-OPT-3: the proxy answers with its own)"
-            );
-        }
+        info!(
+            sbc = seen.fqdn,
+            "first OPTIONS from this SBC (DR-OPT-3: the proxy answers with its own)"
+        );
         self.wake.notify_one();
     }
 
@@ -542,7 +579,7 @@ mod tests {
         OptionsSeen {
             fqdn: "sbc1.adatum.biz",
             tenant: "adatum",
-            allow: vec!["INVITE".into(), "REFER".into()],
+            allow: "INVITE, refer",
             certificate: None,
             flow: FlowId::next(),
             peer: "192.0.2.10:5061".parse().unwrap(),

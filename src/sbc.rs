@@ -110,6 +110,14 @@ impl FrontDoor {
             Err(r) => return self.reject(flow, msg, r, out),
         };
         let tenant = dir.tenant(accepted.tenant);
+        // Allow on several lines is one list (RFC 3261 §7.3.1); one line is the norm.
+        let joined: String;
+        let allow = if msg.count(HeaderName::Allow) > 1 {
+            joined = msg.values(HeaderName::Allow).collect::<Vec<_>>().join(",");
+            &joined
+        } else {
+            msg.header(HeaderName::Allow).unwrap_or_default()
+        };
         // DR-NH-2: the proxy's own OPTIONS go to the Contact's FQDN and port.
         let contact_port = msg
             .contact()
@@ -118,11 +126,7 @@ impl FrontDoor {
         self.hub.health.options_received(OptionsSeen {
             fqdn: &accepted.sbc_fqdn,
             tenant: &tenant.id,
-            allow: msg
-                .values(HeaderName::Allow)
-                .map(|m| m.trim().to_ascii_uppercase())
-                .filter(|m| !m.is_empty())
-                .collect(),
+            allow,
             certificate: flow.identity.clone(),
             flow: flow.id,
             peer: flow.peer,

@@ -42,24 +42,8 @@ fn routed(invite: &str, ok: &Reply, method: &str, cseq: u32, extra: &[&str]) -> 
         .split('>')
         .next()
         .unwrap_or_default();
-    let to = format!(
-        "{};tag={}",
-        req_header(invite, "To").unwrap_or_default(),
-        ok.to_tag().expect("To tag")
-    );
-    let mut s = format!(
-        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bK{}{}\r\nMax-Forwards: 69\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n",
-        method.to_lowercase(),
-        next_id(),
-        req_header(invite, "From").unwrap_or_default(),
-        req_header(invite, "Call-ID").unwrap_or_default(),
-    );
-    for e in extra {
-        s.push_str(e);
-        s.push_str("\r\n");
-    }
-    s.push_str("Content-Length: 0\r\n\r\n");
-    s
+    let tag = ok.to_tag().expect("To tag");
+    dialog_request(invite, method, cseq, &tag, target, &[], extra)
 }
 
 /// Calls `number` through a record-routing SBC and ACKs the 200; returns the INVITE and

@@ -499,14 +499,10 @@ async fn rig_kamailio_tls_listener_takes_drhub_connections_with_a_certificate_on
     let Some(rig) = Rig::start("tls-listener").await else {
         return;
     };
-    let pki = pki();
     let addr = format!("127.0.0.1:{}", rig.sbc_tls_port);
     let name = ServerName::try_from("sbc1.adatum.biz").expect("server name");
 
-    let as_proxy = client_tls(
-        Some((&pki.cert("proxy"), &pki.key("proxy"))),
-        &[TlsVersion::V1_2],
-    );
+    let as_proxy = client_tls_as(Some("proxy"), &[TlsVersion::V1_2]);
     let tcp = TcpStream::connect(&addr)
         .await
         .expect("connect to Kamailio");
@@ -531,7 +527,7 @@ async fn rig_kamailio_tls_listener_takes_drhub_connections_with_a_certificate_on
     let r = teams.request(&ping).await;
     assert_eq!(r.status(), 200, "{}", r.text);
 
-    let anonymous = client_tls(None, &[TlsVersion::V1_2]);
+    let anonymous = client_tls_as(None, &[TlsVersion::V1_2]);
     let tcp = TcpStream::connect(&addr)
         .await
         .expect("connect to Kamailio");

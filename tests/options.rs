@@ -502,24 +502,9 @@ async fn assert_refused(d: &TestDaemon, connector: tokio_rustls::TlsConnector) {
 #[tokio::test]
 async fn dr_tls_1_no_untrusted_or_expired_client_certificate_fails_the_handshake() {
     let d = TestDaemon::start().await;
-    let p = pki();
-    assert_refused(&d, client_tls(None, &[TlsVersion::V1_2])).await;
-    assert_refused(
-        &d,
-        client_tls(
-            Some((&p.cert("untrusted"), &p.key("untrusted"))),
-            &[TlsVersion::V1_2],
-        ),
-    )
-    .await;
-    assert_refused(
-        &d,
-        client_tls(
-            Some((&p.cert("expired"), &p.key("expired"))),
-            &[TlsVersion::V1_2],
-        ),
-    )
-    .await;
+    assert_refused(&d, client_tls_as(None, &[TlsVersion::V1_2])).await;
+    assert_refused(&d, client_tls_as(Some("untrusted"), &[TlsVersion::V1_2])).await;
+    assert_refused(&d, client_tls_as(Some("expired"), &[TlsVersion::V1_2])).await;
     // Nothing else is affected.
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
     assert_eq!(sbc.options().await.status(), 200);
@@ -535,13 +520,7 @@ async fn dr_tls_1_no_untrusted_or_expired_client_certificate_fails_the_handshake
 
 #[tokio::test]
 async fn dr_tls_1_tls13_only_when_configured() {
-    let p = pki();
-    let only13 = || {
-        client_tls(
-            Some((&p.cert("sbc1.adatum.biz"), &p.key("sbc1.adatum.biz"))),
-            &[TlsVersion::V1_3],
-        )
-    };
+    let only13 = || client_tls_as(Some("sbc1.adatum.biz"), &[TlsVersion::V1_3]);
     let d = TestDaemon::start().await;
     assert_refused(&d, only13()).await;
     let d13 = TestDaemon::start_with(lab_config(|t| {

@@ -1,43 +1,30 @@
 //! Shared by the load benches: a lab PKI in a temp dir, the `drhub` release binary
-//! started on it, and a TLS client config that presents an SBC certificate.
+//! started on it, and process figures from /proc. The SBC side (TLS client, SIP framing,
+//! message builders, the lab config text) is the tests' own, `tests/support/sbc.rs`.
 #![allow(dead_code)]
+
+#[path = "../../tests/support/sbc.rs"]
+mod sbc;
+pub use sbc::*;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use drhub::certs::{self, PkiRequest};
-use drhub::config::{Config, BUILTIN_LAB_CONFIG};
-use drhub::transport::tls::{provider, TlsVersion};
+use drhub::transport::tls::TlsVersion;
 
 /// A temp directory with the lab PKI and a config pointing at it on port 0.
 pub fn lab(name: &str, edit: impl FnOnce(String) -> String) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("drhub-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
-    let config = Config::parse(BUILTIN_LAB_CONFIG, "lab").expect("lab config");
-    let proxy: Vec<String> = config.proxy.fqdns.iter().map(ToString::to_string).collect();
-    let sbc = config.sbc_certificate_names();
     let certs_dir = dir.join("certs");
-    certs::write_lab_pki(&PkiRequest {
-        dir: &certs_dir,
-        proxy_names: &proxy,
-        sbc_fqdns: &sbc,
-        force: true,
-    })
-    .expect("lab PKI");
-    let text = edit(
-        BUILTIN_LAB_CONFIG
-            .replace("127.0.0.1:5061", "127.0.0.1:0")
-            .replace("127.0.0.1:5070", "127.0.0.1:0")
-            .replace("level = \"info\"", "level = \"warn,drhub::daemon=info\""),
-    );
+    write_lab_pki(&certs_dir, &[]);
+    let text = lab_config_text(&certs_dir, |t| {
+        edit(t.replace("level = \"info\"", "level = \"warn,drhub::daemon=info\""))
+    });
     let cfg = dir.join("drhub.toml");
     std::fs::write(&cfg, text).expect("bench config");
     (dir, cfg)
@@ -84,50 +71,14 @@ pub fn spawn_daemon(dir: &Path, cfg: &Path) -> (Child, SocketAddr) {
     panic!("drhub did not report its listening address");
 }
 
+/// A TLS client presenting `<stem>.pem` from the bench's lab PKI (`<dir>/certs`).
 pub fn tls_client(dir: &Path, stem: &str) -> tokio_rustls::TlsConnector {
-    tls_client_from(&dir.join("certs"), stem)
+    tls_connector(&dir.join("certs"), Some(stem), &[TlsVersion::V1_2])
 }
 
-/// A TLS client presenting `<stem>.pem`/`<stem>.key` from a lab PKI directory and
-/// trusting its `ca.pem`.
-pub fn tls_client_from(certs: &Path, stem: &str) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("ca.pem") {
-        roots.add(c.expect("ca")).expect("root");
-    }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(certs.join(format!("{stem}.pem")))
-            .expect("cert")
-            .map(|c| c.expect("cert"))
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(certs.join(format!("{stem}.key"))).expect("key");
-    let cfg = rustls::ClientConfig::builder_with_provider(provider(&[TlsVersion::V1_2]))
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client auth");
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-}
-
-pub fn server_name() -> rustls_pki_types::ServerName<'static> {
-    rustls_pki_types::ServerName::try_from("sip.pstnhub.microsoft.com").expect("name")
-}
-
-/// The OPTIONS an SBC sends, numbered.
-pub fn options(n: u64) -> String {
-    format!(
-        "OPTIONS sip:sip.pstnhub.microsoft.com:5061;transport=tls SIP/2.0\r\n\
-Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKload{n}\r\n\
-Max-Forwards: 70\r\n\
-From: <sip:sbc1.adatum.biz:5061;transport=tls>;tag=load{n}\r\n\
-To: <sip:sip.pstnhub.microsoft.com>\r\n\
-Call-ID: load-{n}@sbc1.adatum.biz\r\n\
-CSeq: {n} OPTIONS\r\n\
-Contact: <sip:sbc1.adatum.biz:5061;transport=tls>\r\n\
-Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n\
-Content-Length: 0\r\n\r\n"
-    )
+/// The OPTIONS sbc1.adatum.biz sends, numbered.
+pub fn options_n(n: u64) -> String {
+    options_numbered("sbc1.adatum.biz", n)
 }
 
 /// Resident set size of a process in KiB, from /proc.
