@@ -203,7 +203,8 @@ fn certs_writes_a_lab_pki_with_private_keys_0600() {
 }
 
 /// The daemon binary on a fresh directory: it creates the lab PKI, serves OPTIONS over
-/// mutual TLS, and exits 0 on SIGTERM within the grace period.
+/// mutual TLS, writes the TLS secrets to `SSLKEYLOGFILE` (Wireshark reads them), and
+/// exits 0 on SIGTERM within the grace period.
 #[tokio::test]
 async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     let dir = scratch("run");
@@ -218,6 +219,7 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
         .args(["run", "-c"])
         .arg(&cfg)
         .env("RUST_LOG", "info")
+        .env("SSLKEYLOGFILE", dir.join("keys.log"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -252,10 +254,13 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     );
 
     // An SBC presenting certs/sbc1.adatum.biz.pem and trusting certs/ca.pem.
-    let connector = tls_from(&dir.join("certs"), "sbc1.adatum.biz");
+    let connector = tls_connector(
+        &dir.join("certs"),
+        Some("sbc1.adatum.biz"),
+        &[drhub::transport::tls::TlsVersion::V1_2],
+    );
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("sip.pstnhub.microsoft.com").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    let tls = connector.connect(server_name(), tcp).await.unwrap();
     let mut sbc = Sbc::from_stream(tls, "sbc1.adatum.biz");
     let r = sbc.options().await;
     assert_eq!(r.status(), 200, "{}", r.text);
@@ -263,6 +268,9 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
         r.header("SERVER"),
         Some("Microsoft.PSTNHub.SIPProxy v.2020.7.31.1 i.USWE2.3")
     );
+    // The session's secrets, in the NSS key log format (TLS 1.2: CLIENT_RANDOM).
+    let keys = std::fs::read_to_string(dir.join("keys.log")).unwrap_or_default();
+    assert!(keys.starts_with("CLIENT_RANDOM "), "SSLKEYLOGFILE: {keys:?}");
 
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -286,25 +294,3 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     assert!(closed);
 }
 
-fn tls_from(dir: &Path, stem: &str) -> tokio_rustls::TlsConnector {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = drhub::transport::tls::provider(&[drhub::transport::tls::TlsVersion::V1_2]);
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.join(format!("{stem}.pem")))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{stem}.key"))).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-}
