@@ -30,6 +30,14 @@ pub enum PeerAuth<'a> {
     Insecure,
 }
 
+/// How the SBC on a flow was authenticated.
+pub fn peer_auth(flow: &crate::transport::FlowInfo) -> PeerAuth<'_> {
+    match &flow.identity {
+        Some(id) => PeerAuth::Certificate(id),
+        None => PeerAuth::Insecure,
+    }
+}
+
 /// A request that passed every check: which SBC sent it and whose it is.
 #[derive(Debug, Clone)]
 pub struct Accepted<'d> {

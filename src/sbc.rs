@@ -15,19 +15,10 @@ use tracing::{debug, warn};
 use crate::diagnostics::{Diagnostic, Rejection, Teller};
 use crate::health::OptionsSeen;
 use crate::hub::Hub;
-use crate::policy::{self, PeerAuth, ALLOW, SUPPORTED_OPTIONS};
+use crate::policy::{self, peer_auth, ALLOW, SUPPORTED_OPTIONS};
 use crate::sip::build::{ResponseWriter, Style};
 use crate::sip::{HeaderName, Message, Method, ParseError, Stored};
-use crate::transport::{Destination, Dispatch, FlowInfo, Handled};
-
-/// What the front door tells the rest of the proxy about connections.
-#[derive(Debug, Clone)]
-pub enum FlowEvent {
-    /// An SBC connection (inbound or outbound) is up.
-    Opened(Arc<FlowInfo>),
-    /// An SBC connection closed.
-    Closed(Arc<FlowInfo>),
-}
+use crate::transport::{Destination, Dispatch, FlowEvent, FlowInfo, Handled};
 
 /// The SBC side's dispatcher (every SBC listener, and the proxy's outbound connections).
 pub struct FrontDoor {
@@ -250,13 +241,5 @@ impl Dispatch for FrontDoor {
 
     fn on_closed(&self, flow: &Arc<FlowInfo>) {
         let _ = self.events.send(FlowEvent::Closed(flow.clone()));
-    }
-}
-
-/// How the SBC on a flow was authenticated.
-pub fn peer_auth(flow: &FlowInfo) -> PeerAuth<'_> {
-    match &flow.identity {
-        Some(id) => PeerAuth::Certificate(id),
-        None => PeerAuth::Insecure,
     }
 }

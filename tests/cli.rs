@@ -270,7 +270,10 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     );
     // The session's secrets, in the NSS key log format (TLS 1.2: CLIENT_RANDOM).
     let keys = std::fs::read_to_string(dir.join("keys.log")).unwrap_or_default();
-    assert!(keys.starts_with("CLIENT_RANDOM "), "SSLKEYLOGFILE: {keys:?}");
+    assert!(
+        keys.starts_with("CLIENT_RANDOM "),
+        "SSLKEYLOGFILE: {keys:?}"
+    );
 
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -293,4 +296,3 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     let (closed, _) = sbc.closed().await;
     assert!(closed);
 }
-

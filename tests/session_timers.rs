@@ -177,3 +177,35 @@ async fn dr_st_2_a_refresh_that_never_comes_ends_both_sides_and_leaves_nothing()
     d.calls_drained().await;
     assert_eq!(d.hub.calls.legs(), 0, "no leg left indexed");
 }
+
+#[tokio::test]
+async fn dr_st_3_a_re_invite_below_min_se_gets_422_and_the_call_stays_up() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &["Supported: timer"]);
+    sbc.send(&inv).await;
+    let (ok, _) = sbc.until(200).await;
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+    let sdp = inv.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let reinvite = in_dialog(&inv, "INVITE", Some(&tag), 2).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Contact: <sip:+17168712781@sbc1.adatum.biz:5061;transport=tls>\r\nSupported: timer\r\nSession-Expires: 60\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    );
+    let r = sbc.request(&reinvite).await;
+    assert_eq!((r.status(), r.ms_code()), (422, Some(540422)), "{}", r.text);
+    assert_eq!(r.header("Min-SE"), Some("90"), "{}", r.text);
+    sbc.send(ack_non2xx(&reinvite, Some(&tag))).await;
+    // The call is up and its dialog answers.
+    let r = sbc.request(&in_dialog(&inv, "BYE", Some(&tag), 3)).await;
+    assert_eq!(
+        (r.status(), r.cseq_method()),
+        (200, Some("BYE")),
+        "{}",
+        r.text
+    );
+    d.calls_drained().await;
+}

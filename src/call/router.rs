@@ -29,12 +29,11 @@ use crate::config::{EndpointKind, User, E164};
 use crate::diagnostics::{Diagnostic, Rejection, Teller};
 use crate::directory::{classify_target, TargetError};
 use crate::hub::{Hub, ENDPOINT_LISTENER};
-use crate::policy::{self, Accepted, ALLOW};
-use crate::sbc::{peer_auth, FlowEvent};
+use crate::policy::{self, peer_auth, Accepted, ALLOW};
 use crate::sdp::{self, Offer};
 use crate::sip::{HeaderName, Message, Method, Transport};
 use crate::transaction::{CancelTarget, CoreEvent, Final, IncomingRequest, ServerTx};
-use crate::transport::{Destination, FlowInfo};
+use crate::transport::{Destination, FlowEvent, FlowInfo};
 
 use super::session_timer::UasDecision;
 

@@ -76,6 +76,16 @@ pub struct FlowInfo {
     pub identity: Option<Arc<PeerIdentity>>,
 }
 
+/// A connection's life, as the SBC side's dispatcher reports it to the router (which
+/// starts the orphan wait of calls whose SBC lost its last connection, DR-NH-5).
+#[derive(Debug, Clone)]
+pub enum FlowEvent {
+    /// A connection (inbound or outbound) is up.
+    Opened(Arc<FlowInfo>),
+    /// A connection closed.
+    Closed(Arc<FlowInfo>),
+}
+
 /// What the dispatcher did with a borrowed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
