@@ -177,12 +177,7 @@ impl Dispatch for FrontDoor {
 
     fn on_owned(&self, flow: &Arc<FlowInfo>, wire: Stored, out: &mut BytesMut) {
         let msg = wire.message();
-        let checked = if msg.is_request() {
-            msg.check_request()
-        } else {
-            msg.check_response()
-        };
-        if let Err(invalid) = checked {
+        if let Err(invalid) = msg.check() {
             if msg.is_request() && msg.method() != Some(Method::Ack) {
                 self.malformed(flow, &msg, invalid, out);
             } else {

@@ -210,9 +210,7 @@ impl Dialog {
         local: LocalIdentity,
         peer: Peer,
     ) -> Result<Dialog, DialogError> {
-        let from = req
-            .header(HeaderName::From)
-            .ok_or(DialogError::Header("From"))?;
+        let (call_id, from, cseq) = request_side(req)?;
         let to = req
             .header(HeaderName::To)
             .ok_or(DialogError::Header("To"))?;
@@ -220,12 +218,6 @@ impl Dialog {
             .ok()
             .and_then(|f| f.tag())
             .ok_or(DialogError::Header("From"))?;
-        let cseq = req
-            .cseq()
-            .and_then(Result::ok)
-            .ok_or(DialogError::Header("CSeq"))?
-            .seq;
-        let call_id = req.call_id().ok_or(DialogError::Header("Call-ID"))?;
         let routes: Vec<&str> = req
             .values(HeaderName::RecordRoute)
             .map(str::trim)
@@ -259,15 +251,7 @@ impl Dialog {
         local: LocalIdentity,
         peer: Peer,
     ) -> Result<Dialog, DialogError> {
-        let from = req
-            .header(HeaderName::From)
-            .ok_or(DialogError::Header("From"))?;
-        let cseq = req
-            .cseq()
-            .and_then(Result::ok)
-            .ok_or(DialogError::Header("CSeq"))?
-            .seq;
-        let call_id = req.call_id().ok_or(DialogError::Header("Call-ID"))?;
+        let (call_id, from, cseq) = request_side(req)?;
         let (to, remote_tag, target, routes) = uac_remote(resp)?;
         Ok(Dialog {
             text: Text::new(call_id, from, to, remote_tag, target, &routes),
@@ -468,6 +452,20 @@ impl Dialog {
         }
         out.freeze()
     }
+}
+
+/// What a dialog takes from the request that made it: Call-ID, From, CSeq number.
+fn request_side<'m>(req: &Message<'m>) -> Result<(&'m str, &'m str, u32), DialogError> {
+    let from = req
+        .header(HeaderName::From)
+        .ok_or(DialogError::Header("From"))?;
+    let cseq = req
+        .cseq()
+        .and_then(Result::ok)
+        .ok_or(DialogError::Header("CSeq"))?
+        .seq;
+    let call_id = req.call_id().ok_or(DialogError::Header("Call-ID"))?;
+    Ok((call_id, from, cseq))
 }
 
 /// The remote side of a UAC dialog from the response (§12.1.2): To, its tag, the remote

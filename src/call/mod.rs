@@ -709,38 +709,21 @@ impl Call {
     /// A re-INVITE or UPDATE from the SBC: a session refresh (DR-ST-2/3), or any other
     /// offer; answered with the call's current SDP.
     fn on_refresh(&mut self, tx: ServerTx, msg: &Message<'_>, source: &Destination, now: Instant) {
-        let answering = match self.phase {
-            Phase::Answered(i) | Phase::Up(i) => Some(i),
-            _ => None,
-        };
-        let Some(i) = answering else {
-            return reply(
-                tx,
-                msg,
-                491,
-                "Request Pending",
-                &self.caller.local,
-                &[],
-                None,
-            );
-        };
+        // RFC 3261 §14.2: no offer before the call is answered, nor a re-INVITE while
+        // ours is pending (glare).
         let glare = msg.method() == Some(Method::Invite)
             && self
                 .requests
                 .iter()
                 .any(|(_, p)| matches!(p, Purpose::Refresh { invite: true, .. }));
-        if glare {
-            // RFC 3261 §14.2: a re-INVITE while ours is pending.
-            return reply(
-                tx,
-                msg,
-                491,
-                "Request Pending",
-                &self.caller.local,
-                &[],
-                None,
-            );
-        }
+        let answering = match self.phase {
+            Phase::Answered(i) | Phase::Up(i) if !glare => Some(i),
+            _ => None,
+        };
+        let Some(i) = answering else {
+            let local = self.caller.local.clone();
+            return reply(tx, msg, 491, "Request Pending", &local, &[], None);
+        };
         if let Some(d) = self.caller.dialog_mut() {
             d.refresh_target(msg);
         }

@@ -22,12 +22,7 @@ pub struct EndpointDispatch {
 impl EndpointDispatch {
     fn on_endpoint_message(&self, wire: Stored, dest: Destination) {
         let msg = wire.message();
-        let checked = if msg.is_request() {
-            msg.check_request()
-        } else {
-            msg.check_response()
-        };
-        if let Err(invalid) = checked {
+        if let Err(invalid) = msg.check() {
             debug!(from = %dest.label(), reason = invalid.reason, "invalid message from an endpoint dropped");
             return;
         }

@@ -1196,6 +1196,16 @@ impl<'b> Message<'b> {
         self.checked_response().map(|_| ())
     }
 
+    /// [`check_request`](Message::check_request) or
+    /// [`check_response`](Message::check_response), whichever the message is.
+    pub fn check(&self) -> Result<(), Invalid> {
+        if self.is_request() {
+            self.check_request()
+        } else {
+            self.check_response()
+        }
+    }
+
     /// [`check_response`](Message::check_response), returning the typed views the checks
     /// parsed (see [`checked_request`](Message::checked_request)).
     pub fn checked_response(&self) -> Result<Checked<'b>, Invalid> {
