@@ -13,7 +13,8 @@
 //! to an SBC it has not heard from. The decisions are pure functions of the records and
 //! the time passed in; only `run` touches tokio.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -130,6 +131,8 @@ pub struct SbcRecord {
     /// The state last logged.
     pub state: SbcState,
     pub state_since: SystemTime,
+    /// The time of this record's live entry in [`Records::queue`].
+    scheduled: Option<Instant>,
 }
 
 impl SbcRecord {
@@ -163,9 +166,10 @@ impl SbcRecord {
     }
 
     /// When the proxy's next OPTIONS to it is due: at once after the first OPTIONS from
-    /// it, then an interval after the last one sent.
+    /// it, then an interval after the last one sent. One still in flight then delays it
+    /// until its answer or timeout ([`Self::due_at`]).
     fn next_due(&self, t: &Timing) -> Option<Instant> {
-        if !self.wants_options() || self.outbound.in_flight {
+        if !self.wants_options() {
             return None;
         }
         Some(match self.outbound.last_sent {
@@ -174,8 +178,9 @@ impl SbcRecord {
         })
     }
 
-    /// When the state may change next without any new event.
-    fn next_change(&self, t: &Timing) -> Option<Instant> {
+    /// When the state may change next without any new event: the first threshold after
+    /// `now` (those already passed have had their effect).
+    fn next_change(&self, now: Instant, t: &Timing) -> Option<Instant> {
         [
             Some(self.last_options + t.active_window),
             Some(self.last_options + t.inactive_after),
@@ -183,7 +188,22 @@ impl SbcRecord {
         ]
         .into_iter()
         .flatten()
+        .filter(|&at| at > now)
         .min()
+    }
+
+    /// Whether the proxy's OPTIONS to it is due at `now`.
+    fn due_at(&self, now: Instant, t: &Timing) -> bool {
+        !self.outbound.in_flight && self.next_due(t).is_some_and(|d| d <= now)
+    }
+
+    /// When this record next needs looking at: an OPTIONS due (perhaps already; while
+    /// one is in flight, its answer reschedules the record), or a state that may change.
+    fn next_deadline(&self, now: Instant, t: &Timing) -> Option<Instant> {
+        let due = self
+            .next_due(t)
+            .filter(|&d| !self.outbound.in_flight || d > now);
+        [due, self.next_change(now, t)].into_iter().flatten().min()
     }
 }
 
@@ -220,13 +240,49 @@ pub struct Transition {
     pub to: SbcState,
 }
 
+/// What [`Health::tick`] found at one moment.
+#[derive(Debug, Default)]
+struct Tick {
+    transitions: Vec<Transition>,
+    /// The SBCs whose OPTIONS are due, each now marked in flight.
+    due: Vec<SbcRecord>,
+}
+
+/// The records, and when each next needs looking at. A tick touches only the records
+/// whose time has come, so its cost does not grow with the number of SBCs.
+#[derive(Debug, Default)]
+struct Records {
+    by_fqdn: HashMap<String, SbcRecord>,
+    /// Earliest first. A record's live entry is the one at its `scheduled` time; entries
+    /// it was moved away from are stale and skipped when they come up.
+    queue: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+impl Records {
+    /// Makes sure `fqdn` is looked at no later than `at`; true when that moved it
+    /// earlier (the run loop may have to wake sooner than it planned).
+    fn schedule(&mut self, fqdn: &str, at: Option<Instant>) -> bool {
+        let (Some(at), Some(r)) = (at, self.by_fqdn.get_mut(fqdn)) else {
+            return false;
+        };
+        if r.scheduled.is_some_and(|s| s <= at) {
+            // Looked at by then anyway; the tick then finds the real deadline.
+            return false;
+        }
+        r.scheduled = Some(at);
+        self.queue.push(Reverse((at, r.fqdn.clone())));
+        true
+    }
+}
+
 /// Per-SBC records. Written per OPTIONS in either direction, read by status and routing;
 /// the lock is never held across an await.
 #[derive(Debug, Default)]
 pub struct Health {
-    sbcs: Mutex<HashMap<String, SbcRecord>>,
+    sbcs: Mutex<Records>,
     timing: Timing,
-    /// Wakes [`run`] when an SBC is heard from for the first time.
+    /// Wakes [`run`] when an SBC needs looking at sooner than planned: heard from for
+    /// the first time, or its state changed.
     wake: Notify,
 }
 
@@ -248,10 +304,10 @@ impl Health {
     }
 
     fn options_received_at(&self, seen: OptionsSeen<'_>, now: Instant) {
-        let mut map = self.lock();
+        let mut records = self.lock();
         // The common case, an SBC heard from before: update in place (an SBC's OPTIONS
         // can come thousands of times a second under load).
-        if let Some(r) = map.get_mut(seen.fqdn) {
+        if let Some(r) = records.by_fqdn.get_mut(seen.fqdn) {
             r.last_options = now;
             r.last_options_at = SystemTime::now();
             r.options_received += 1;
@@ -273,15 +329,21 @@ impl Health {
             r.enabled = seen.trunk.enabled;
             r.address = seen.trunk.address;
             r.trunk_port = seen.trunk.port;
-            // Wake the proxy's side only when this changes the SBC's state.
-            let changed = r.state_at(now, &self.timing) != r.state;
-            drop(map);
-            if changed {
+            // The proxy's side looks at it at once if this changes its state (or makes
+            // an OPTIONS due: the trunk's settings may have changed).
+            let at = if r.state_at(now, &self.timing) != r.state {
+                Some(now)
+            } else {
+                r.next_deadline(now, &self.timing)
+            };
+            let sooner = records.schedule(seen.fqdn, at);
+            drop(records);
+            if sooner {
                 self.wake.notify_one();
             }
             return;
         }
-        map.insert(
+        records.by_fqdn.insert(
             seen.fqdn.to_owned(),
             SbcRecord {
                 fqdn: seen.fqdn.to_owned(),
@@ -304,9 +366,11 @@ impl Health {
                 outbound: Outbound::default(),
                 state: SbcState::Warning,
                 state_since: SystemTime::now(),
+                scheduled: None,
             },
         );
-        drop(map);
+        records.schedule(seen.fqdn, Some(now));
+        drop(records);
         info!(
             sbc = seen.fqdn,
             "first OPTIONS from this SBC (DR-OPT-3: the proxy answers with its own)"
@@ -315,44 +379,76 @@ impl Health {
     }
 
     pub fn get(&self, fqdn: &str) -> Option<SbcRecord> {
-        self.lock().get(&fqdn.to_ascii_lowercase()).cloned()
+        self.lock().by_fqdn.get(&fqdn.to_ascii_lowercase()).cloned()
     }
 
     /// The SBC's state now.
     pub fn state(&self, fqdn: &str) -> Option<SbcState> {
         let now = Instant::now();
         self.lock()
+            .by_fqdn
             .get(&fqdn.to_ascii_lowercase())
             .map(|r| r.state_at(now, &self.timing))
     }
 
     /// Every SBC heard from, sorted by FQDN.
     pub fn snapshot(&self) -> Vec<SbcRecord> {
-        let mut v: Vec<SbcRecord> = self.lock().values().cloned().collect();
+        let mut v: Vec<SbcRecord> = self.lock().by_fqdn.values().cloned().collect();
         v.sort_by(|a, b| a.fqdn.cmp(&b.fqdn));
         v
     }
 
-    /// The SBCs whose OPTIONS are due at `now`; each is marked in flight.
-    fn take_due(&self, now: Instant) -> Vec<SbcRecord> {
+    /// Looks at every SBC whose time has come by `now`: logs nothing itself, but says
+    /// which changed state and whose OPTIONS are due (each then marked in flight).
+    fn tick(&self, now: Instant) -> Tick {
         let t = self.timing;
-        let mut due = Vec::new();
-        for r in self.lock().values_mut() {
-            if r.next_due(&t).is_some_and(|d| d <= now) {
+        let mut out = Tick::default();
+        let mut records = self.lock();
+        let Records { by_fqdn, queue } = &mut *records;
+        while let Some(Reverse((at, _))) = queue.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, fqdn))) = queue.pop() else {
+                break;
+            };
+            let Some(r) = by_fqdn.get_mut(&fqdn) else {
+                continue;
+            };
+            if r.scheduled != Some(at) {
+                continue;
+            }
+            let to = r.state_at(now, &t);
+            if to != r.state {
+                out.transitions.push(Transition {
+                    fqdn: r.fqdn.clone(),
+                    from: r.state,
+                    to,
+                });
+                r.state = to;
+                r.state_since = SystemTime::now();
+            }
+            if r.due_at(now, &t) {
                 r.outbound.in_flight = true;
                 r.outbound.last_sent = Some(now);
                 r.outbound.sent += 1;
-                due.push(r.clone());
+                out.due.push(r.clone());
+            }
+            r.scheduled = r.next_deadline(now, &t);
+            if let Some(next) = r.scheduled {
+                queue.push(Reverse((next, fqdn)));
             }
         }
-        due
+        out
     }
 
     /// The outcome of the proxy's OPTIONS to `fqdn`: `Ok(status)` for a final response,
     /// `Err(why)` when none came or it could not be delivered.
     fn outbound_result(&self, fqdn: &str, result: Result<u16, String>, now: Instant) {
-        let mut map = self.lock();
-        let Some(r) = map.get_mut(fqdn) else { return };
+        let mut records = self.lock();
+        let Some(r) = records.by_fqdn.get_mut(fqdn) else {
+            return;
+        };
         r.outbound.in_flight = false;
         match result {
             Ok(code) if (200..300).contains(&code) => {
@@ -371,38 +467,21 @@ impl Health {
                 r.outbound.last_result = Some(why);
             }
         }
+        let at = if r.state_at(now, &self.timing) != r.state {
+            Some(now)
+        } else {
+            r.next_deadline(now, &self.timing)
+        };
+        records.schedule(fqdn, at);
     }
 
-    /// Recomputes every state at `now`; returns the changes (to be logged).
-    fn evaluate(&self, now: Instant) -> Vec<Transition> {
-        let t = self.timing;
-        let mut changes = Vec::new();
-        for r in self.lock().values_mut() {
-            let to = r.state_at(now, &t);
-            if to != r.state {
-                changes.push(Transition {
-                    fqdn: r.fqdn.clone(),
-                    from: r.state,
-                    to,
-                });
-                r.state = to;
-                r.state_since = SystemTime::now();
-            }
-        }
-        changes
-    }
-
-    /// When something is next due: an OPTIONS to send, or a state that may change.
+    /// When the next record needs looking at (perhaps a stale entry: an early wake that
+    /// finds nothing to do is harmless).
     fn next_deadline(&self) -> Option<Instant> {
-        let t = self.timing;
-        self.lock()
-            .values()
-            .flat_map(|r| [r.next_due(&t), r.next_change(&t)])
-            .flatten()
-            .min()
+        self.lock().queue.peek().map(|Reverse((at, _))| *at)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, SbcRecord>> {
+    fn lock(&self) -> MutexGuard<'_, Records> {
         // Inserts replace whole records and updates touch single fields, so a poisoned
         // map is still consistent.
         self.sbcs.lock().unwrap_or_else(|p| p.into_inner())
@@ -420,8 +499,8 @@ struct Answer {
 pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
     loop {
-        let now = Instant::now();
-        for t in hub.health.evaluate(now) {
+        let tick = hub.health.tick(Instant::now());
+        for t in tick.transitions {
             match t.to {
                 SbcState::Active => {
                     info!(sbc = %t.fqdn, from = %t.from, "SBC is active (OPTIONS answered both ways, DR-OPT-3)")
@@ -434,7 +513,7 @@ pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) {
                 }
             }
         }
-        for r in hub.health.take_due(now) {
+        for r in tick.due {
             send_options(&hub, &r, tx.clone());
         }
         let deadline = hub.health.next_deadline();
@@ -447,7 +526,15 @@ pub async fn run(hub: Arc<Hub>, shutdown: CancellationToken) {
         tokio::select! {
             _ = sleep => {}
             _ = hub.health.wake.notified() => {}
-            Some(a) = rx.recv() => hub.health.outbound_result(&a.fqdn, a.result, Instant::now()),
+            Some(a) = rx.recv() => {
+                // Answers come in bursts (one per SBC each interval): record them all
+                // before looking at the records again.
+                let now = Instant::now();
+                hub.health.outbound_result(&a.fqdn, a.result, now);
+                while let Ok(a) = rx.try_recv() {
+                    hub.health.outbound_result(&a.fqdn, a.result, now);
+                }
+            }
             _ = shutdown.cancelled() => return,
         }
     }
@@ -599,20 +686,23 @@ mod tests {
         let h = Health::new(Timing::default());
         let t0 = Instant::now();
         assert!(
-            h.take_due(t0).is_empty(),
+            h.tick(t0).due.is_empty(),
             "never first to an SBC not heard from"
         );
         let t = trunk(true);
         h.options_received_at(seen(&t), t0);
         assert_eq!(h.next_deadline(), Some(t0));
-        assert_eq!(h.take_due(t0).len(), 1);
+        assert_eq!(h.tick(t0).due.len(), 1);
         assert!(
-            h.take_due(t0 + s(100)).is_empty(),
+            h.tick(t0 + s(100)).due.is_empty(),
             "one in flight at a time"
         );
         h.outbound_result("sbc1.adatum.biz", Ok(200), t0 + s(1));
-        assert!(h.take_due(t0 + s(59)).is_empty());
-        assert_eq!(h.take_due(t0 + s(60)).len(), 1);
+        assert_eq!(h.next_deadline(), Some(t0 + s(1)), "its state changed");
+        assert!(h.tick(t0 + s(1)).due.is_empty());
+        assert_eq!(h.next_deadline(), Some(t0 + s(60)));
+        assert!(h.tick(t0 + s(59)).due.is_empty());
+        assert_eq!(h.tick(t0 + s(60)).due.len(), 1);
     }
 
     #[test]
@@ -621,7 +711,7 @@ mod tests {
         let t = trunk(false);
         let t0 = Instant::now();
         h.options_received_at(seen(&t), t0);
-        assert!(h.take_due(t0 + s(600)).is_empty());
+        assert!(h.tick(t0 + s(600)).due.is_empty());
     }
 
     #[test]
@@ -630,11 +720,12 @@ mod tests {
         let t = trunk(true);
         let t0 = Instant::now();
         h.options_received_at(seen(&t), t0);
-        assert_eq!(h.evaluate(t0), vec![]);
+        let first = h.tick(t0);
+        assert_eq!(first.transitions, vec![]);
+        assert_eq!(first.due.len(), 1);
         assert_eq!(h.get("sbc1.adatum.biz").unwrap().state, SbcState::Warning);
-        h.take_due(t0);
         h.outbound_result("sbc1.adatum.biz", Ok(200), t0 + s(1));
-        let changes = h.evaluate(t0 + s(1));
+        let changes = h.tick(t0 + s(1)).transitions;
         assert_eq!(changes.len(), 1);
         assert_eq!(
             (changes[0].from, changes[0].to),
@@ -651,6 +742,61 @@ mod tests {
     }
 
     #[test]
+    fn dr_opt_3_a_silent_sbc_changes_state_on_time_and_then_leaves_nothing_due() {
+        // Without the proxy's own OPTIONS, the only deadlines are the state thresholds;
+        // once all have passed nothing is due (the health task sleeps, never spins).
+        let h = Health::new(Timing::default());
+        let t = trunk(false);
+        let t0 = Instant::now();
+        h.options_received_at(seen(&t), t0);
+        let mut now = t0;
+        let mut seen_states = vec![];
+        while let Some(d) = h.next_deadline() {
+            assert!(d >= now, "a deadline never lies behind the last tick");
+            now = d;
+            seen_states.extend(h.tick(now).transitions.into_iter().map(|t| (t.to, now)));
+        }
+        assert_eq!(seen_states, vec![(SbcState::Inactive, t0 + s(300))]);
+        assert!(now <= t0 + s(300));
+    }
+
+    #[test]
+    fn dr_opt_3_many_sbcs_each_tick_looks_only_at_those_due() {
+        // 1,000 SBCs heard from a second apart, for ten intervals of the proxy's
+        // OPTIONS, every one answered: each gets exactly one OPTIONS per interval and
+        // the queue holds about one entry per SBC, never a growing pile of stale ones.
+        let h = Health::new(Timing::default());
+        let t = trunk(true);
+        let t0 = Instant::now();
+        let names: Vec<String> = (0..1000).map(|i| format!("sbc{i}.adatum.biz")).collect();
+        let mut sent = HashMap::<String, u32>::new();
+        let mut now = t0;
+        let end = t0 + s(600);
+        let mut next_heard = 0usize;
+        while now < end {
+            // Each SBC sends its own OPTIONS every 60 s (at i seconds past the minute
+            // for the first 60, then all again).
+            let i = next_heard % names.len();
+            let mut o = seen(&t);
+            o.fqdn = &names[i];
+            h.options_received_at(o, now);
+            next_heard += 1;
+            for r in h.tick(now).due {
+                *sent.entry(r.fqdn.clone()).or_default() += 1;
+                h.outbound_result(&r.fqdn, Ok(200), now);
+            }
+            assert!(h.lock().queue.len() <= 2 * names.len());
+            now += Duration::from_millis(60);
+        }
+        assert_eq!(sent.len(), names.len());
+        assert!(
+            sent.values().all(|&n| (9..=11).contains(&n)),
+            "{:?}",
+            sent.values().min()
+        );
+    }
+
+    #[test]
     fn dr_opt_3_an_sbc_that_never_answers_the_proxys_options_goes_inactive() {
         let h = Health::new(Timing::default());
         let t = trunk(true);
@@ -660,10 +806,10 @@ mod tests {
             let now = t0 + s(60 * minute);
             // It keeps sending its own OPTIONS; ours time out every time.
             h.options_received_at(seen(&t), now);
-            for _ in h.take_due(now) {
+            for _ in h.tick(now).due {
                 h.outbound_result("sbc1.adatum.biz", Err("408 no answer".into()), now + s(32));
             }
-            h.evaluate(now + s(32));
+            h.tick(now + s(32));
         }
         let r = h.get("sbc1.adatum.biz").unwrap();
         assert_eq!(r.outbound.failing_since, Some(t0 + s(32)));
@@ -672,17 +818,21 @@ mod tests {
         assert_eq!(r.state, SbcState::Inactive);
         // One answer brings it back.
         h.options_received_at(seen(&t), t0 + s(700));
-        h.take_due(t0 + s(700));
+        h.tick(t0 + s(700));
         h.outbound_result("sbc1.adatum.biz", Ok(200), t0 + s(701));
         assert_eq!(
             h.state_at_for_test("sbc1.adatum.biz", t0 + s(701)),
             Some(SbcState::Active)
         );
+        assert_eq!(h.tick(t0 + s(701)).transitions.len(), 1);
     }
 
     impl Health {
         fn state_at_for_test(&self, fqdn: &str, now: Instant) -> Option<SbcState> {
-            self.lock().get(fqdn).map(|r| r.state_at(now, &self.timing))
+            self.lock()
+                .by_fqdn
+                .get(fqdn)
+                .map(|r| r.state_at(now, &self.timing))
         }
     }
 

@@ -365,12 +365,7 @@ impl Router {
                 }
                 // DR-NH-5: only when no other connection to that SBC is left.
                 let other = match &flow.identity {
-                    Some(_) => {
-                        self.hub
-                            .flows
-                            .count(|f| f.id != flow.id && f.identity == flow.identity)
-                            > 0
-                    }
+                    Some(_) => self.hub.flows.find_same_peer(&flow).is_some(),
                     None => self.hub.flows.find_insecure(flow.peer.ip()).is_some(),
                 };
                 if other {

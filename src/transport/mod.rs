@@ -202,28 +202,132 @@ impl Destination {
     }
 }
 
-/// Live connections by id. Registration and removal happen once per connection; the
-/// lock is never held across an await.
+/// Live connections by id, with indexes for the lookups made per request: by the names
+/// in the peer's certificate (the proxy's requests to an SBC) and by the peer's IP
+/// address (plain-TCP SBCs, endpoints). Registration and removal happen once per
+/// connection; a lookup costs the same with 10 connections or 10,000. The lock is never
+/// held across an await.
 #[derive(Debug, Default)]
 pub struct Flows {
-    map: Mutex<HashMap<FlowId, FlowHandle>>,
+    inner: Mutex<FlowIndex>,
+}
+
+#[derive(Debug, Default)]
+struct FlowIndex {
+    map: HashMap<FlowId, FlowHandle>,
+    /// Certificate names (Common Name and DNS names) in lower case, without a trailing
+    /// dot. A wildcard name is filed under the domain after its first label, which is
+    /// where a name it may match is looked up.
+    by_name: HashMap<Box<str>, Vec<FlowId>>,
+    by_wildcard_parent: HashMap<Box<str>, Vec<FlowId>>,
+    by_ip: HashMap<IpAddr, Vec<FlowId>>,
+}
+
+/// How a certificate name, or a name looked up, is filed: lower case, no trailing dot.
+fn name_key(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// The domain after a name's first label (`a.com` for `*.a.com`, `sbc1.a.com`).
+fn parent_of(key: &str) -> Option<&str> {
+    key.split_once('.').map(|(_, parent)| parent)
+}
+
+fn file(index: &mut HashMap<Box<str>, Vec<FlowId>>, key: &str, id: FlowId) {
+    let ids = index.entry(key.into()).or_default();
+    if !ids.contains(&id) {
+        ids.push(id);
+    }
+}
+
+fn unfile<K, Q>(index: &mut HashMap<K, Vec<FlowId>>, key: &Q, id: FlowId)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(ids) = index.get_mut(key) {
+        ids.retain(|&i| i != id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+impl FlowIndex {
+    /// Each of a certificate's names once, as filed: `(key, is_wildcard)`.
+    fn names(identity: &PeerIdentity) -> impl Iterator<Item = (String, bool)> + '_ {
+        identity
+            .subject_cn
+            .iter()
+            .chain(identity.dns_names.iter())
+            .map(|n| {
+                let key = name_key(n);
+                let wild = key.contains('*');
+                (key, wild)
+            })
+    }
+
+    fn insert(&mut self, handle: FlowHandle) {
+        let info = handle.info.clone();
+        if let Some(identity) = &info.identity {
+            for (key, wild) in Self::names(identity) {
+                match (wild, parent_of(&key)) {
+                    (false, _) => file(&mut self.by_name, &key, info.id),
+                    (true, Some(parent)) => file(&mut self.by_wildcard_parent, parent, info.id),
+                    // A lone `*` matches nothing (tls::wildcard_match).
+                    (true, None) => {}
+                }
+            }
+        }
+        self.by_ip.entry(info.peer.ip()).or_default().push(info.id);
+        self.map.insert(info.id, handle);
+    }
+
+    fn remove(&mut self, id: FlowId) {
+        let Some(handle) = self.map.remove(&id) else {
+            return;
+        };
+        let info = &handle.info;
+        if let Some(identity) = &info.identity {
+            for (key, wild) in Self::names(identity) {
+                match (wild, parent_of(&key)) {
+                    (false, _) => unfile(&mut self.by_name, key.as_str(), id),
+                    (true, Some(parent)) => unfile(&mut self.by_wildcard_parent, parent, id),
+                    (true, None) => {}
+                }
+            }
+        }
+        unfile(&mut self.by_ip, &info.peer.ip(), id);
+    }
+
+    /// The newest of `ids` that satisfies `pred`.
+    fn newest<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a FlowId>,
+        pred: impl Fn(&FlowHandle) -> bool,
+    ) -> Option<FlowHandle> {
+        ids.filter_map(|id| self.map.get(id))
+            .filter(|h| pred(h))
+            .max_by_key(|h| h.info.id)
+            .cloned()
+    }
 }
 
 impl Flows {
     pub(crate) fn insert(&self, handle: FlowHandle) {
-        self.lock().insert(handle.info.id, handle);
+        self.lock().insert(handle);
     }
 
     fn remove(&self, id: FlowId) {
-        self.lock().remove(&id);
+        self.lock().remove(id);
     }
 
     pub fn get(&self, id: FlowId) -> Option<FlowHandle> {
-        self.lock().get(&id).cloned()
+        self.lock().map.get(&id).cloned()
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -233,24 +337,36 @@ impl Flows {
     /// The most recent live TLS connection, inbound or outbound, whose peer certificate
     /// names this SBC: the one requests the proxy originates reuse (DR-TLS-4, DR-NH-5).
     pub fn find_by_name(&self, fqdn: &str) -> Option<FlowHandle> {
-        self.find(|h| h.info.identity.as_ref().is_some_and(|id| id.matches(fqdn)) && h.is_open())
+        let key = name_key(fqdn);
+        let index = self.lock();
+        let exact = index.by_name.get(key.as_str()).into_iter().flatten();
+        let wild = parent_of(&key)
+            .and_then(|parent| index.by_wildcard_parent.get(parent))
+            .into_iter()
+            .flatten();
+        index.newest(exact.chain(wild), |h| {
+            h.info.identity.as_ref().is_some_and(|id| id.matches(fqdn)) && h.is_open()
+        })
     }
 
     /// The most recent live plain-TCP connection on an SBC listener from this IP address
     /// (DR-TLS-5 lab listener: no certificate names the SBC).
     pub fn find_insecure(&self, ip: IpAddr) -> Option<FlowHandle> {
-        self.find(|h| {
+        let index = self.lock();
+        index.newest(index.by_ip.get(&ip).into_iter().flatten(), |h| {
             h.info.identity.is_none()
                 && h.info.transport == Transport::Tcp
                 && h.info.listener != ENDPOINT_LISTENER
-                && h.info.peer.ip() == ip
                 && h.is_open()
         })
     }
 
     /// The most recent live connection from this peer address (endpoints over TCP).
     pub fn find_by_peer(&self, peer: SocketAddr) -> Option<FlowHandle> {
-        self.find(|h| h.info.peer == peer && h.is_open())
+        let index = self.lock();
+        index.newest(index.by_ip.get(&peer.ip()).into_iter().flatten(), |h| {
+            h.info.peer == peer && h.is_open()
+        })
     }
 
     /// Another live connection of the same peer as `flow` (the same certificate): where
@@ -258,7 +374,15 @@ impl Flows {
     /// §18.2.2), and requests of an SBC that reconnected (DR-NH-5).
     pub fn find_same_peer(&self, flow: &FlowInfo) -> Option<FlowHandle> {
         let id = flow.identity.as_ref()?;
-        self.find(|h| {
+        let index = self.lock();
+        // Every flow with this certificate is filed under its first name.
+        let (key, wild) = FlowIndex::names(id).next()?;
+        let ids = match (wild, parent_of(&key)) {
+            (false, _) => index.by_name.get(key.as_str()),
+            (true, Some(parent)) => index.by_wildcard_parent.get(parent),
+            (true, None) => None,
+        };
+        index.newest(ids.into_iter().flatten(), |h| {
             h.info.id != flow.id
                 && h.info.listener != ENDPOINT_LISTENER
                 && h.info.identity.as_ref() == Some(id)
@@ -266,22 +390,185 @@ impl Flows {
         })
     }
 
-    /// How many live connections match.
-    pub fn count(&self, pred: impl Fn(&FlowInfo) -> bool) -> usize {
-        self.lock().values().filter(|h| pred(&h.info)).count()
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlowIndex> {
+        // A poisoned index only means a panic elsewhere mid-insert; each insert and
+        // remove leaves it consistent, so keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::build::Style;
+
+    fn identity(cn: Option<&str>, dns: &[&str]) -> Arc<PeerIdentity> {
+        Arc::new(PeerIdentity {
+            subject_cn: cn.map(str::to_owned),
+            dns_names: dns.iter().map(|s| s.to_string()).collect(),
+            ip_addresses: vec![],
+            not_before: time::OffsetDateTime::UNIX_EPOCH,
+            not_after: time::OffsetDateTime::UNIX_EPOCH,
+            serial: "01".into(),
+            issuer: "CN=lab".into(),
+        })
     }
 
-    fn find(&self, pred: impl Fn(&FlowHandle) -> bool) -> Option<FlowHandle> {
-        self.lock()
-            .values()
-            .filter(|h| pred(h))
-            .max_by_key(|h| h.info.id)
-            .cloned()
+    /// A registered flow; keep the receiver to keep it open.
+    fn flow(
+        flows: &Flows,
+        peer: &str,
+        transport: Transport,
+        listener: &str,
+        identity: Option<Arc<PeerIdentity>>,
+    ) -> (FlowId, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(1);
+        let info = Arc::new(FlowInfo {
+            id: FlowId::next(),
+            peer: peer.parse().unwrap(),
+            local: "192.0.2.1:5061".parse().unwrap(),
+            listener: listener.into(),
+            proxy: LocalIdentity::new(
+                "sip.pstnhub.microsoft.com",
+                5061,
+                transport,
+                "drhub",
+                Style::Faithful,
+            ),
+            transport,
+            direction: Direction::Inbound,
+            identity,
+        });
+        let id = info.id;
+        flows.insert(FlowHandle::new(info, tx));
+        (id, rx)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FlowId, FlowHandle>> {
-        // A poisoned map only means a panic elsewhere mid-insert; the map itself is
-        // still consistent (single insert/remove operations), so keep serving.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn found(h: Option<FlowHandle>) -> Option<FlowId> {
+        h.map(|h| h.info.id)
+    }
+
+    #[test]
+    fn dr_tls_4_connections_are_found_by_certificate_name() {
+        let flows = Flows::default();
+        let (exact, _a) = flow(
+            &flows,
+            "198.51.100.1:40000",
+            Transport::Tls,
+            "sip",
+            Some(identity(Some("SBC1.Adatum.biz."), &["sbc1.adatum.biz"])),
+        );
+        let (wild, _b) = flow(
+            &flows,
+            "198.51.100.2:40000",
+            Transport::Tls,
+            "sip",
+            Some(identity(None, &["*.contoso.com"])),
+        );
+        let (partial, _c) = flow(
+            &flows,
+            "198.51.100.3:40000",
+            Transport::Tls,
+            "sip",
+            Some(identity(Some("other"), &["gw*.fabrikam.com"])),
+        );
+        #[rustfmt::skip]
+        let cases: &[(&str, Option<FlowId>)] = &[
+            ("sbc1.adatum.biz", Some(exact)),
+            ("SBC1.ADATUM.BIZ.", Some(exact)),
+            ("sbc2.adatum.biz", None),
+            ("adatum.biz", None),
+            ("sbc9.contoso.com", Some(wild)),
+            ("a.b.contoso.com", None),
+            ("contoso.com", None),
+            ("gw1.fabrikam.com", Some(partial)),
+            ("sbc.fabrikam.com", None),
+            ("other", Some(partial)),
+            ("x.other", None),
+            ("", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(found(flows.find_by_name(name)), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn dr_nh_5_the_newest_open_connection_wins_and_closed_ones_are_forgotten() {
+        let flows = Flows::default();
+        let id = identity(Some("sbc1.adatum.biz"), &[]);
+        let (first, rx1) = flow(
+            &flows,
+            "198.51.100.1:40000",
+            Transport::Tls,
+            "sip",
+            Some(id.clone()),
+        );
+        let (second, rx2) = flow(
+            &flows,
+            "198.51.100.1:40001",
+            Transport::Tls,
+            "sip",
+            Some(id.clone()),
+        );
+        assert_eq!(found(flows.find_by_name("sbc1.adatum.biz")), Some(second));
+        let info = flows.get(second).unwrap().info;
+        assert_eq!(found(flows.find_same_peer(&info)), Some(first));
+        drop(rx2);
+        assert_eq!(
+            found(flows.find_by_name("sbc1.adatum.biz")),
+            Some(first),
+            "a closed one is skipped"
+        );
+        flows.remove(second);
+        flows.remove(first);
+        drop(rx1);
+        assert!(flows.find_by_name("sbc1.adatum.biz").is_none());
+        let index = flows.lock();
+        assert!(
+            index.by_name.is_empty() && index.by_ip.is_empty(),
+            "nothing left filed"
+        );
+    }
+
+    #[test]
+    fn dr_tls_5_plain_tcp_sbcs_and_endpoints_are_found_by_address() {
+        let flows = Flows::default();
+        let (lab, _a) = flow(
+            &flows,
+            "198.51.100.7:40000",
+            Transport::Tcp,
+            "lab-tcp",
+            None,
+        );
+        let (phone, _b) = flow(
+            &flows,
+            "198.51.100.7:5070",
+            Transport::Tcp,
+            ENDPOINT_LISTENER,
+            None,
+        );
+        let (_tls, _c) = flow(
+            &flows,
+            "198.51.100.7:40001",
+            Transport::Tls,
+            "sip",
+            Some(identity(Some("sbc1.adatum.biz"), &[])),
+        );
+        assert_eq!(
+            found(flows.find_insecure("198.51.100.7".parse().unwrap())),
+            Some(lab)
+        );
+        assert_eq!(
+            found(flows.find_insecure("198.51.100.8".parse().unwrap())),
+            None
+        );
+        assert_eq!(
+            found(flows.find_by_peer("198.51.100.7:5070".parse().unwrap())),
+            Some(phone)
+        );
+        assert_eq!(
+            found(flows.find_by_peer("198.51.100.7:5071".parse().unwrap())),
+            None
+        );
     }
 }
