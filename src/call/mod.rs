@@ -349,7 +349,7 @@ impl Call {
     }
 
     /// DR-FORK-1: 100 Trying at once, then every fork at the same time.
-    pub fn start(&mut self, now: Instant) {
+    pub fn start(&mut self) {
         self.caller.provisional(100, "Trying", None, None, &[]);
         let Some(setup) = self.setup.take() else {
             return;
@@ -397,7 +397,6 @@ impl Call {
             session_timer = self.session_offer.is_some(),
             "INVITE accepted; ringing every endpoint"
         );
-        let _ = now;
     }
 
     fn start_sip_fork(
@@ -1375,7 +1374,7 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
         async move {
             let mut runner = runner;
             let mut rx = rx;
-            call.start(now);
+            call.start();
             runner.run(&mut call, &mut rx).await;
             let failure = call.take_failure();
             let outcome = call.outcome.clone();

@@ -183,7 +183,7 @@ impl Lab {
             },
         };
         let mut call = Call::new(new, Arc::new(plan.settings), t0);
-        call.start(t0);
+        call.start();
         let mut lab = Lab {
             layer,
             handle,
