@@ -23,19 +23,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use drhub::certs::{LabCa, LeafSpec};
-use drhub::sip::{Limits, Message, Status};
 use drhub::transport::tls::TlsVersion;
 use support::*;
 
@@ -199,50 +197,20 @@ impl Tally {
     }
 }
 
-/// The next SIP message on the stream as text; `None` once it closes or cannot be framed.
-async fn next_message<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-    limits: &Limits,
-) -> Option<String> {
-    loop {
-        while buf.starts_with(b"\r\n") {
-            buf.advance(2);
-        }
-        let complete = match Message::parse(buf, limits) {
-            Ok(Status::Complete(m)) => Some(m.len()),
-            Ok(Status::Partial) => None,
-            Err(_) => return None,
-        };
-        if let Some(len) = complete {
-            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-            buf.advance(len);
-            return Some(text);
-        }
-        match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
-}
-
 /// Answers 200 to every request on one of the proxy's connections until it closes.
-async fn answer_requests<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    sbc: usize,
-    tally: &Tally,
-) {
-    let limits = Limits::default();
-    let mut buf = BytesMut::with_capacity(4096);
-    while let Some(text) = next_message(&mut stream, &mut buf, &limits).await {
-        if text.starts_with("SIP/2.0 ") {
+async fn answer_requests<S: AsyncRead + AsyncWrite + Unpin>(stream: S, sbc: usize, tally: &Tally) {
+    let mut conn = Sbc::from_stream(stream, &fqdn(sbc + 1));
+    conn.answer_options = false;
+    while let Some(m) = conn.read().await {
+        if m.is_response() {
             continue;
         }
-        let ok = response_to(&text, 200, "OK", &[]);
-        if stream.write_all(ok.as_bytes()).await.is_err() || stream.flush().await.is_err() {
+        let ok = response_to(&m.text, 200, "OK", &[]);
+        if conn.stream.write_all(ok.as_bytes()).await.is_err() || conn.stream.flush().await.is_err()
+        {
             break;
         }
-        if text.starts_with("OPTIONS ") {
+        if m.text.starts_with("OPTIONS ") {
             tally.answered.fetch_add(1, Ordering::Relaxed);
             tally.per_sbc[sbc].fetch_add(1, Ordering::Relaxed);
         }
@@ -288,32 +256,34 @@ async fn introduce(addr: SocketAddr, certs: Arc<PathBuf>, i: usize) -> Result<()
         .await
         .map_err(|e| format!("{name}: connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let mut tls = connector
+    let tls = connector
         .connect(server_name(), tcp)
         .await
         .map_err(|e| format!("{name}: TLS: {e}"))?;
-    let limits = Limits::default();
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut sbc = Sbc::from_stream(tls, &name);
+    sbc.answer_options = false;
     let exchange = async {
-        tls.write_all(options_numbered(&name, 1).as_bytes())
+        sbc.stream
+            .write_all(options_numbered(&name, 1).as_bytes())
             .await
             .map_err(|e| format!("{name}: send: {e}"))?;
         let (mut answered, mut theirs) = (false, false);
         while !(answered && theirs) {
-            let Some(text) = next_message(&mut tls, &mut buf, &limits).await else {
+            let Some(m) = sbc.read().await else {
                 return Err(format!("{name}: closed by the proxy"));
             };
-            if text.starts_with("SIP/2.0 200 ") {
+            if m.is_response() && m.status() == 200 {
                 answered = true;
-            } else if text.starts_with("SIP/2.0 ") {
-                let status = text.lines().next().unwrap_or_default();
+            } else if m.is_response() {
+                let status = m.text.lines().next().unwrap_or_default().to_owned();
                 return Err(format!("{name}: {status}"));
             } else {
-                let ok = response_to(&text, 200, "OK", &[]);
-                tls.write_all(ok.as_bytes())
+                let ok = response_to(&m.text, 200, "OK", &[]);
+                sbc.stream
+                    .write_all(ok.as_bytes())
                     .await
                     .map_err(|e| format!("{name}: answer: {e}"))?;
-                theirs |= text.starts_with("OPTIONS ");
+                theirs |= m.text.starts_with("OPTIONS ");
             }
         }
         Ok(())
@@ -321,7 +291,7 @@ async fn introduce(addr: SocketAddr, certs: Arc<PathBuf>, i: usize) -> Result<()
     tokio::time::timeout(WAIT, exchange)
         .await
         .map_err(|_| format!("{name}: no 200 and OPTIONS from the proxy within {WAIT:?}"))??;
-    let _ = tls.shutdown().await;
+    let _ = sbc.stream.shutdown().await;
     Ok(())
 }
 

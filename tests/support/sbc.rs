@@ -254,19 +254,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
 
     /// The next complete SIP message from the daemon.
     pub async fn recv(&mut self) -> Reply {
-        tokio::time::timeout(WAIT, self.recv_inner())
+        tokio::time::timeout(WAIT, self.read())
             .await
             .expect("reply in time")
             .expect("a reply, not a close")
     }
 
-    async fn recv_inner(&mut self) -> Option<Reply> {
+    /// The next complete SIP message, however long it takes; `None` once the stream
+    /// closes, fails or sends what cannot be framed.
+    pub async fn read(&mut self) -> Option<Reply> {
         loop {
             while self.buf.starts_with(b"\r\n") {
                 self.buf.advance(2);
             }
-            if let Ok(Status::Complete(m)) = Message::parse(&self.buf, &Limits::default()) {
-                let len = m.len();
+            let complete = match Message::parse(&self.buf, &Limits::default()) {
+                Ok(Status::Complete(m)) => Some(m.len()),
+                Ok(Status::Partial) => None,
+                Err(_) => return None,
+            };
+            if let Some(len) = complete {
                 let text = String::from_utf8_lossy(&self.buf[..len]).into_owned();
                 self.buf.advance(len);
                 if self.answer_options && text.starts_with("OPTIONS ") {
@@ -285,10 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
 
     /// The next message if one arrives within `wait`.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Reply> {
-        tokio::time::timeout(wait, self.recv_inner())
-            .await
-            .ok()
-            .flatten()
+        tokio::time::timeout(wait, self.read()).await.ok().flatten()
     }
 
     /// Reads until a response with `status` arrives; returns it and what came before.
