@@ -64,15 +64,22 @@ fn sbc_index(name: &str, n: usize) -> Option<usize> {
     (1..=n).contains(&i).then(|| i - 1)
 }
 
-/// The bench tenant with one trunk per SBC, every one at this process's SBC listener,
-/// and the proxy's OPTIONS every `interval` seconds. The activity windows are the
-/// longest allowed so no SBC changes state (and logs it) during the measurement: the
-/// SBCs send one OPTIONS each, at the start.
-fn bench_config(n: usize, interval: u64, sbc_addr: SocketAddr) -> String {
-    let mut s = format!(
-        "\n[health]\noptions_interval_seconds = {interval}\nactive_window_seconds = 86400\ninactive_after_seconds = 86400\n\n\
-[[tenant]]\nid = \"bench\"\nname = \"Bench\"\ndomains = [\"{DOMAIN}\"]\n"
+/// The lab config plus the bench tenant with one trunk per SBC, every one at this
+/// process's SBC listener, and the proxy's OPTIONS every `interval` seconds. The
+/// activity windows are the longest allowed so no SBC changes state (and logs it) during
+/// the measurement: the SBCs send one OPTIONS each, at the start.
+fn bench_config(lab: &str, n: usize, interval: u64, sbc_addr: SocketAddr) -> String {
+    let t = set_key(
+        lab,
+        "health",
+        "options_interval_seconds",
+        &interval.to_string(),
     );
+    let t = set_key(&t, "health", "active_window_seconds", "86400");
+    let mut s = set_key(&t, "health", "inactive_after_seconds", "86400");
+    s.push_str(&format!(
+        "\n[[tenant]]\nid = \"bench\"\nname = \"Bench\"\ndomains = [\"{DOMAIN}\"]\n"
+    ));
     for i in 1..=n {
         s.push_str(&format!(
             "\n  [[tenant.trunk]]\n  fqdn = \"{}\"\n  address = \"{sbc_addr}\"\n",
@@ -424,9 +431,7 @@ fn main() {
         .set_nonblocking(true)
         .expect("nonblocking SBC listener");
     let sbc_addr = sbc_listener.local_addr().expect("SBC listener address");
-    let (dir, cfg) = lab("options-out", |t| {
-        t + &bench_config(n, interval_s, sbc_addr)
-    });
+    let (dir, cfg) = lab("options-out", |t| bench_config(&t, n, interval_s, sbc_addr));
     let mut cleanup = Cleanup { dir, daemon: None };
     let certs = cleanup.dir.join("certs");
     let (chain, key_pem) = issue_sbc_certs(&certs, n);

@@ -299,10 +299,11 @@ async fn dr_tls_5_the_plain_tcp_listener_names_tcp_in_contact_and_via() {
 async fn dr_nh_5_an_orphaned_bypass_call_is_ended_when_its_sbc_does_not_come_back() {
     // A bypass trunk (no session timer) whose SBC vanishes without BYE.
     let d = TestDaemon::start_with(config(|t| {
-        t.replace("media_bypass = false", "media_bypass = true")
-            .replace("[calls]\n", "[calls]\norphan_timeout_seconds = 0.3\n")
-            .replace("[limits]\n", "[limits]\nconnect_timeout_seconds = 0.5\n")
-            .replace("hangup_after_seconds = 0.5", "hangup_after_seconds = 600")
+        let t = t
+            .replace("media_bypass = false", "media_bypass = true")
+            .replace("hangup_after_seconds = 0.5", "hangup_after_seconds = 600");
+        let t = set_key(&t, "calls", "orphan_timeout_seconds", "0.3");
+        set_key(&t, "limits", "connect_timeout_seconds", "0.5")
     }))
     .await;
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();

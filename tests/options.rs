@@ -660,9 +660,11 @@ async fn dr_opt_3_the_proxy_answers_with_its_own_options_and_an_sbc_that_answers
 /// A lab with DR-OPT-3's timing shortened a hundredfold, and fast transaction timers.
 fn fast_health() -> drhub::config::Config {
     lab_config(|t| {
-        t.replace("[timers]\n", "[timers]\n# test: Timer F = 64*T1 = 0.64 s\n")
-            .replace("t1_seconds = 0.5", "t1_seconds = 0.01")
-            + "\n[health]\noptions_interval_seconds = 0.2\nactive_window_seconds = 0.6\ninactive_after_seconds = 1\n"
+        // Timer F = 64*T1 = 0.64 s.
+        let t = set_key(&t, "timers", "t1_seconds", "0.01");
+        let t = set_key(&t, "health", "options_interval_seconds", "0.2");
+        let t = set_key(&t, "health", "active_window_seconds", "0.6");
+        set_key(&t, "health", "inactive_after_seconds", "1")
     })
 }
 
@@ -733,8 +735,8 @@ async fn dr_opt_3_an_sbc_that_stops_sending_options_becomes_inactive() {
 async fn dr_opt_3_the_proxy_never_sends_first_to_an_sbc_it_has_not_heard_from() {
     let listener = SbcListener::bind("sbc1.adatum.biz", "sbc1.adatum.biz").await;
     let d = TestDaemon::start_with(lab_config(|t| {
-        with_trunk_address(t, "sbc1.adatum.biz", listener.addr)
-            + "\n[health]\noptions_interval_seconds = 0.1\n"
+        let t = with_trunk_address(t, "sbc1.adatum.biz", listener.addr);
+        set_key(&t, "health", "options_interval_seconds", "0.1")
     }))
     .await;
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
@@ -756,8 +758,8 @@ async fn dr_opt_3_the_proxy_never_sends_first_to_an_sbc_it_has_not_heard_from() 
 async fn dr_tls_4_with_no_connection_open_the_proxy_connects_to_the_sbc_for_its_options() {
     let listener = SbcListener::bind("sbc1.adatum.biz", "sbc1.adatum.biz").await;
     let d = TestDaemon::start_with(lab_config(|t| {
-        with_trunk_address(t, "sbc1.adatum.biz", listener.addr)
-            + "\n[health]\noptions_interval_seconds = 0.2\n"
+        let t = with_trunk_address(t, "sbc1.adatum.biz", listener.addr);
+        set_key(&t, "health", "options_interval_seconds", "0.2")
     }))
     .await;
     // The SBC sends one OPTIONS and goes away at once.

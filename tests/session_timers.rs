@@ -14,7 +14,7 @@ const PHONE_SDP: &str = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.
 
 /// Scripts 20 times faster and a Min-SE of 1 s.
 fn config() -> drhub::config::Config {
-    lab_config(|t| fast(t, 0.05).replace("[calls]\n", "[calls]\nmin_se_seconds = 1\n"))
+    lab_config(|t| set_key(&fast(t, 0.05), "calls", "min_se_seconds", "1"))
 }
 
 #[tokio::test]
@@ -131,10 +131,10 @@ async fn dr_st_2_the_sbc_refreshes_by_update_and_the_call_stays_up() {
 async fn dr_st_2_a_refresh_that_never_comes_ends_both_sides_and_leaves_nothing() {
     // The softphone answers; the virtual clients only ring.
     let d = TestDaemon::start_with(lab_config(|t| {
-        fast(t, 0.05)
+        let t = fast(t, 0.05)
             .replace("answer_after_seconds = 0.1\n", "\n")
-            .replace("answer_after_seconds = 0.125\n", "\n")
-            .replace("[calls]\n", "[calls]\nmin_se_seconds = 1\n")
+            .replace("answer_after_seconds = 0.125\n", "\n");
+        set_key(&t, "calls", "min_se_seconds", "1")
     }))
     .await;
     let phone = Phone::new(d.addr("endpoints")).await;

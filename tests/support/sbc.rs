@@ -371,23 +371,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
     }
 }
 
-/// Scales every `*_after_seconds` of the config by `factor`, so scripted endpoints run
-/// in milliseconds in black-box tests (the scripts' order is unchanged).
+/// Scales every `*_after_seconds` of the config outside `[health]` by `factor`, so
+/// scripted endpoints and voicemail run in milliseconds in black-box tests (the scripts'
+/// order is unchanged).
 pub fn fast(text: String, factor: f64) -> String {
+    let mut table = "";
     text.lines()
-        .map(|l| match l.split_once("_after_seconds = ") {
-            Some((k, v)) => match v
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<f64>().ok())
-            {
-                Some(n) => format!("{k}_after_seconds = {}", n * factor),
-                None => l.to_owned(),
-            },
-            None => l.to_owned(),
+        .map(|l| {
+            if l.starts_with('[') {
+                table = l.trim();
+            }
+            let scaled = (table != "[health]")
+                .then(|| l.split_once("_after_seconds = "))
+                .flatten()
+                .and_then(|(k, v)| {
+                    let n = v.split_whitespace().next()?.parse::<f64>().ok()?;
+                    Some(format!("{k}_after_seconds = {}", n * factor))
+                });
+            scaled.unwrap_or_else(|| l.to_owned())
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Sets `key = value` in `[table]` of a config text: replaces the key's line where the
+/// text has it in that table, else adds it under the table's header (and the table at
+/// the end when there is none).
+pub fn set_key(text: &str, table: &str, key: &str, value: &str) -> String {
+    let header = format!("[{table}]");
+    let line = format!("{key} = {value}");
+    let mut current = String::new();
+    let mut found = false;
+    let mut out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with('[') {
+                current = l.trim().to_owned();
+            }
+            let is_key = l
+                .trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+            if current == header && is_key && !found {
+                found = true;
+                line.clone()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        match out.iter().position(|l| l.trim() == header) {
+            Some(i) => out.insert(i + 1, line),
+            None => out.extend([String::new(), header, line]),
+        }
+    }
+    out.join("\n") + "\n"
 }
 
 /// Header value of a request text (first match, case-insensitive).
