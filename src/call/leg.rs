@@ -446,7 +446,8 @@ pub struct UacLeg {
 
 impl UacLeg {
     /// Builds the leg's INVITE (a Call-ID of its own: a B2BUA never shares the caller's)
-    /// and queues it as request `id`.
+    /// and queues it as request `id`. `None`, with nothing queued, if the INVITE did not
+    /// frame as one message (the writer strips line breaks, so no target should cause it).
     pub fn start(
         id: ReqId,
         route: Route,
@@ -454,7 +455,7 @@ impl UacLeg {
         peer: Peer,
         p: &InviteParams<'_>,
         actions: &mut Vec<Action>,
-    ) -> UacLeg {
+    ) -> Option<UacLeg> {
         let call_id = format!(
             "{:016x}{:08x}@{}",
             fastrand::u64(..),
@@ -478,15 +479,13 @@ impl UacLeg {
         w.header("User-Agent", local.server());
         w.header("Content-Type", "application/sdp");
         w.finish(p.sdp);
-        let invite = out.freeze();
+        let invite = Stored::new(out.freeze()).ok()?;
         actions.push(Action::Send {
             id,
-            request: invite.clone(),
+            request: invite.bytes().clone(),
             route: route.clone(),
         });
-        // Our own writer frames what it writes (Content-Length from the body it appends).
-        let invite = Stored::new(invite).expect("the INVITE drhub just built frames");
-        UacLeg {
+        Some(UacLeg {
             invite: Some(invite),
             invite_id: id,
             call_id,
@@ -498,7 +497,7 @@ impl UacLeg {
             dialog: None,
             local,
             peer,
-        }
+        })
     }
 
     pub fn call_id(&self) -> &str {

@@ -419,7 +419,7 @@ impl Call {
             .map(|i| Bytes::copy_from_slice(i.message().body()))
             .unwrap_or_default();
         let id = self.next_id();
-        let leg = UacLeg::start(
+        let Some(leg) = UacLeg::start(
             id,
             Route::Dest(dest),
             local,
@@ -432,7 +432,10 @@ impl Call {
                 extra: &[],
             },
             &mut self.actions,
-        );
+        ) else {
+            warn!(endpoint = %name, target = uri, "endpoint not rung: its Contact cannot be a Request-URI");
+            return;
+        };
         // The leg's index entry must exist before its first response can arrive.
         let key = LegKey::new(leg.call_id(), leg.local_tag().as_str());
         let at = self.actions.len() - 1;

@@ -715,3 +715,56 @@ async fn dr_fork_8_cancel_gets_200_then_487() {
     assert_eq!(lab.responses().last().map(|r| r.1), Some(487));
     assert!(lab.call.is_done());
 }
+
+#[test]
+fn a_line_break_in_an_endpoint_target_cannot_split_the_invite() {
+    // The target is a registered Contact (network data): whatever it holds, the leg
+    // sends exactly one INVITE, never a second request smuggled after a line break.
+    let attempt = |target: &str| {
+        let mut actions = Vec::new();
+        let leg = leg::UacLeg::start(
+            ReqId(7),
+            Route::Sbc {
+                target: crate::transport::connect::Target {
+                    sbc: "sbc1.adatum.biz".into(),
+                    host: "sbc1.adatum.biz".into(),
+                    port: 5061,
+                    address: None,
+                    transport: Transport::Tls,
+                    insecure_ip: None,
+                },
+                listener: "sip".into(),
+            },
+            LocalIdentity::new(
+                "sip.pstnhub.microsoft.com",
+                5061,
+                Transport::Tls,
+                "drhub",
+                Style::Faithful,
+            ),
+            dialog::Peer::Sbc {
+                fqdn: "sbc1.adatum.biz".into(),
+            },
+            &leg::InviteParams {
+                target,
+                from: "<sip:+12065550100@sip.pstnhub.microsoft.com>".into(),
+                to: "<sip:+17168712781@sbc1.adatum.biz>".into(),
+                sdp: b"v=0\r\n",
+                extra: &[],
+            },
+            &mut actions,
+        );
+        assert!(leg.is_some());
+        match actions.as_slice() {
+            [Action::Send { request, .. }] => Stored::new(request.clone()).expect("one message"),
+            other => panic!("one INVITE queued, got {other:?}"),
+        }
+    };
+    let plain = attempt("sip:+17168712781@sbc1.adatum.biz:5061;transport=tls");
+    assert_eq!(plain.message().method(), Some(Method::Invite));
+    let smuggled = attempt("sip:a@192.0.2.7\r\n\r\nBYE sip:b@192.0.2.7 SIP/2.0");
+    let text = String::from_utf8_lossy(smuggled.bytes());
+    let first = text.split("\r\n").next().unwrap_or_default();
+    assert!(first.starts_with("INVITE sip:a@192.0.2.7") && first.ends_with(" SIP/2.0"));
+    assert!(!text.contains("\r\nBYE "), "{text}");
+}
