@@ -783,13 +783,7 @@ impl Call {
                 leg.terminated();
             }
             if matches!(self.phase, Phase::Answered(n) | Phase::Up(n) if n == i) {
-                info!(fork = %self.forks[i].name, "the endpoint hung up (BYE); BYE to the SBC");
-                self.outcome = Some(Outcome {
-                    status: 200,
-                    code: None,
-                    reason: format!("ended by endpoint {} (BYE)", self.forks[i].name),
-                });
-                self.hang_up(None, true, false);
+                self.endpoint_hung_up(i, " (BYE)");
             }
         }
     }
@@ -933,13 +927,7 @@ impl Call {
             }
             LegEvent::HungUp if matches!(self.phase, Phase::Up(n) | Phase::Answered(n) if n == i) =>
             {
-                info!(fork = %self.forks[i].name, "endpoint hung up; BYE to the SBC");
-                self.outcome = Some(Outcome {
-                    status: 200,
-                    code: None,
-                    reason: format!("ended by endpoint {}", self.forks[i].name),
-                });
-                self.hang_up(None, true, false);
+                self.endpoint_hung_up(i, "");
             }
             _ => {}
         }
@@ -1108,6 +1096,19 @@ impl Call {
 
     /// Ends an answered call: BYE to the SBC (`to_sbc`) with the rejection's Reason and
     /// ms-diagnostics when drhub ends it, and to the answering endpoint (`to_fork`).
+    /// The answered fork `i` ended the call (`how`: how it said so, for the record):
+    /// BYE to the SBC.
+    fn endpoint_hung_up(&mut self, i: usize, how: &str) {
+        let name = &self.forks[i].name;
+        info!(fork = %name, "endpoint hung up{how}; BYE to the SBC");
+        self.outcome = Some(Outcome {
+            status: 200,
+            code: None,
+            reason: format!("ended by endpoint {name}{how}"),
+        });
+        self.hang_up(None, true, false);
+    }
+
     fn hang_up(&mut self, reason: Option<&Rejection>, to_sbc: bool, to_fork: bool) {
         if let Some(r) = reason {
             let e = r.entry();

@@ -240,13 +240,7 @@ impl Connector {
                         Ok(Err(e)) => return Err(tls_error(addr, &target.sbc, e)),
                         Ok(Ok(tls)) => tls,
                     };
-                let identity = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(PeerIdentity::from_der);
-                let identity = match identity {
+                let identity = match PeerIdentity::of_peer(tls.get_ref().1) {
                     Some(Ok(id)) => Arc::new(id),
                     _ => {
                         return Err(ConnectError::Certificate {

@@ -128,13 +128,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, l: Arc<Listening>, s: Shar
                     return;
                 }
             };
-            let identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(PeerIdentity::from_der);
-            let identity = match identity {
+            let identity = match PeerIdentity::of_peer(tls.get_ref().1) {
                 Some(Ok(id)) => id,
                 Some(Err(e)) => {
                     warn!(error = %e, "client certificate unreadable; connection dropped");

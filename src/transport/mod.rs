@@ -254,29 +254,44 @@ where
 }
 
 impl FlowIndex {
-    /// Each of a certificate's names once, as filed: `(key, is_wildcard)`.
-    fn names(identity: &PeerIdentity) -> impl Iterator<Item = (String, bool)> + '_ {
+    /// Where each of a certificate's names is filed: `(wildcard, key)`, the key being the
+    /// name or, for a wildcard, the domain after its first label. A lone `*` matches
+    /// nothing (tls::wildcard_match) and is not filed.
+    fn filings(identity: &PeerIdentity) -> impl Iterator<Item = (bool, String)> + '_ {
         identity
             .subject_cn
             .iter()
             .chain(identity.dns_names.iter())
-            .map(|n| {
+            .filter_map(|n| {
                 let key = name_key(n);
-                let wild = key.contains('*');
-                (key, wild)
+                if !key.contains('*') {
+                    return Some((false, key));
+                }
+                parent_of(&key).map(|parent| (true, parent.to_owned()))
             })
+    }
+
+    fn names(&self, wildcard: bool) -> &HashMap<Box<str>, Vec<FlowId>> {
+        if wildcard {
+            &self.by_wildcard_parent
+        } else {
+            &self.by_name
+        }
+    }
+
+    fn names_mut(&mut self, wildcard: bool) -> &mut HashMap<Box<str>, Vec<FlowId>> {
+        if wildcard {
+            &mut self.by_wildcard_parent
+        } else {
+            &mut self.by_name
+        }
     }
 
     fn insert(&mut self, handle: FlowHandle) {
         let info = handle.info.clone();
         if let Some(identity) = &info.identity {
-            for (key, wild) in Self::names(identity) {
-                match (wild, parent_of(&key)) {
-                    (false, _) => file(&mut self.by_name, &key, info.id),
-                    (true, Some(parent)) => file(&mut self.by_wildcard_parent, parent, info.id),
-                    // A lone `*` matches nothing (tls::wildcard_match).
-                    (true, None) => {}
-                }
+            for (wild, key) in Self::filings(identity) {
+                file(self.names_mut(wild), &key, info.id);
             }
         }
         self.by_ip.entry(info.peer.ip()).or_default().push(info.id);
@@ -289,12 +304,8 @@ impl FlowIndex {
         };
         let info = &handle.info;
         if let Some(identity) = &info.identity {
-            for (key, wild) in Self::names(identity) {
-                match (wild, parent_of(&key)) {
-                    (false, _) => unfile(&mut self.by_name, key.as_str(), id),
-                    (true, Some(parent)) => unfile(&mut self.by_wildcard_parent, parent, id),
-                    (true, None) => {}
-                }
+            for (wild, key) in Self::filings(identity) {
+                unfile(self.names_mut(wild), key.as_str(), id);
             }
         }
         unfile(&mut self.by_ip, &info.peer.ip(), id);
@@ -376,12 +387,8 @@ impl Flows {
         let id = flow.identity.as_ref()?;
         let index = self.lock();
         // Every flow with this certificate is filed under its first name.
-        let (key, wild) = FlowIndex::names(id).next()?;
-        let ids = match (wild, parent_of(&key)) {
-            (false, _) => index.by_name.get(key.as_str()),
-            (true, Some(parent)) => index.by_wildcard_parent.get(parent),
-            (true, None) => None,
-        };
+        let (wild, key) = FlowIndex::filings(id).next()?;
+        let ids = index.names(wild).get(key.as_str());
         index.newest(ids.into_iter().flatten(), |h| {
             h.info.id != flow.id
                 && h.info.listener != ENDPOINT_LISTENER

@@ -532,6 +532,14 @@ pub struct PeerIdentity {
 }
 
 impl PeerIdentity {
+    /// The identity of the end-entity certificate a TLS peer presented, once its
+    /// handshake is done; `None` when it presented none.
+    pub fn of_peer(conn: &rustls::CommonState) -> Option<Result<Self, TlsError>> {
+        conn.peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(Self::from_der)
+    }
+
     /// Reads the identity out of a DER certificate. Does no validation beyond parsing:
     /// that is the verifier's job and has happened by the time a handshake completes.
     pub fn from_der(der: &CertificateDer<'_>) -> Result<Self, TlsError> {

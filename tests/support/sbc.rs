@@ -146,14 +146,7 @@ impl Reply {
 
     /// The first header with this name (case-insensitive), value trimmed.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.text
-            .split("\r\n")
-            .skip(1)
-            .take_while(|l| !l.is_empty())
-            .find_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-            })
+        self.headers(name).into_iter().next()
     }
 
     pub fn ms_code(&self) -> Option<u32> {
