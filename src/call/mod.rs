@@ -657,7 +657,7 @@ impl Call {
             ForkKind::Sip(leg) => leg.owns(&msg),
             _ => false,
         }) {
-            return self.on_endpoint_request(i, tx, &msg, now);
+            return self.on_endpoint_request(i, tx, &msg);
         }
         if !self.caller.owns(&msg) {
             // DR-NH-4: the right SBC, but no dialog of this call has these tags.
@@ -772,7 +772,7 @@ impl Call {
     }
 
     /// A request from a SIP endpoint in its dialog (its BYE).
-    fn on_endpoint_request(&mut self, i: usize, tx: ServerTx, msg: &Message<'_>, _now: Instant) {
+    fn on_endpoint_request(&mut self, i: usize, tx: ServerTx, msg: &Message<'_>) {
         let local = match &self.forks[i].kind {
             ForkKind::Sip(leg) => leg.local.clone(),
             _ => return,
