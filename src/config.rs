@@ -94,6 +94,16 @@ pub struct EndpointListener {
     pub address: Option<SocketAddr>,
     pub min_expires: u32,
     pub max_expires: u32,
+    /// TCP connections on the endpoint listener in all, and from one address; apart from
+    /// the SBC listeners' (`[limits]`), so endpoints can never lock SBCs out.
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// An endpoint's TCP connection that carries no registration closes after this long
+    /// without traffic; one with a registration lives like an SBC's (`[limits]`).
+    pub idle_timeout: Duration,
+    /// New requests per second from one source address (UDP and TCP alike), with a
+    /// burst of twice as many; more get `503` + `Retry-After` without any state kept.
+    pub requests_per_second_per_address: u32,
 }
 
 /// How drhub presents itself: the emulated proxy FQDNs and the shape of its answers.
@@ -139,8 +149,16 @@ pub struct Limits {
     /// How long the proxy's own connection to an SBC (TCP connect, then the TLS
     /// handshake) may take each (DR-TLS-4).
     pub connect_timeout: Duration,
-    /// Connections accepted at once over all listeners; more are refused at accept.
+    /// Connections open at once over all the SBC listeners, and from one address; more
+    /// are refused at accept. The endpoint listener has its own (`[endpoints]`).
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// A write the peer does not take within this time closes the connection (a peer
+    /// that sends but never reads).
+    pub write_timeout: Duration,
+    /// New INVITEs get `503` + `Retry-After` while the transaction layer's queue holds
+    /// work this old (DR-ERR-1, the daemon's knee).
+    pub overload_queue_delay: Duration,
     /// How long SIGTERM waits for connections to close before exiting.
     pub shutdown_grace: Duration,
 }
@@ -876,6 +894,9 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
                 "handshake_timeout_seconds",
                 "connect_timeout_seconds",
                 "max_connections",
+                "max_connections_per_address",
+                "write_timeout_seconds",
+                "overload_queue_delay_ms",
                 "shutdown_grace_seconds",
             ],
         );
@@ -887,6 +908,15 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             handshake_timeout: s.seconds("handshake_timeout_seconds", 10.0, 0.05, 600.0),
             connect_timeout: s.seconds("connect_timeout_seconds", 5.0, 0.05, 600.0),
             max_connections: s.int("max_connections", 10_000, 1, 1_000_000) as usize,
+            max_connections_per_address: s.int("max_connections_per_address", 1000, 1, 1_000_000)
+                as usize,
+            write_timeout: s.seconds("write_timeout_seconds", 10.0, 0.05, 3600.0),
+            overload_queue_delay: Duration::from_millis(s.int(
+                "overload_queue_delay_ms",
+                20,
+                1,
+                10_000,
+            ) as u64),
             shutdown_grace: s.seconds("shutdown_grace_seconds", 5.0, 0.0, 3600.0),
         }
     };
@@ -975,7 +1005,18 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
         }
     };
     let endpoints = {
-        let s = root.sub("endpoints", &["address", "min_expires", "max_expires"]);
+        let s = root.sub(
+            "endpoints",
+            &[
+                "address",
+                "min_expires",
+                "max_expires",
+                "max_connections",
+                "max_connections_per_address",
+                "idle_timeout_seconds",
+                "requests_per_second_per_address",
+            ],
+        );
         let address = match s.str("address") {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 5070))),
             Some("") | Some("off") => None,
@@ -998,6 +1039,16 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             address,
             min_expires,
             max_expires,
+            max_connections: s.int("max_connections", 1024, 1, 1_000_000) as usize,
+            max_connections_per_address: s.int("max_connections_per_address", 32, 1, 1_000_000)
+                as usize,
+            idle_timeout: s.seconds("idle_timeout_seconds", 30.0, 0.05, 86_400.0),
+            requests_per_second_per_address: s.int(
+                "requests_per_second_per_address",
+                50,
+                1,
+                1_000_000,
+            ) as u32,
         }
     };
     let health = {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,7 +24,7 @@ use crate::sip::build::Style;
 use crate::sip::{self, LocalIdentity, Transport};
 use crate::transaction::{CoreEvent, Output, Timers, TransactionLayer};
 use crate::transport::connect::{ClientSide, Connector};
-use crate::transport::listener::{self, Listening, Shared};
+use crate::transport::listener::{self, Gate, Listening, Shared};
 use crate::transport::stream::StreamLimits;
 use crate::transport::tls::{self, TlsFiles};
 use crate::transport::udp::{self, UdpFlow};
@@ -90,7 +90,6 @@ impl Daemon {
         let tap = Arc::new(Tap::new());
         let shared = Shared {
             flows: flows.clone(),
-            permits: Arc::new(Semaphore::new(config.limits.max_connections)),
             tap: tap.clone(),
             stop_accepting: CancellationToken::new(),
             close_connections: CancellationToken::new(),
@@ -160,7 +159,13 @@ impl Daemon {
             },
             idle_timeout: config.limits.idle_timeout,
             message_timeout: config.limits.message_timeout,
+            write_timeout: config.limits.write_timeout,
         };
+        let sbc_gate = Arc::new(Gate::new(
+            "SBC listeners",
+            config.limits.max_connections,
+            config.limits.max_connections_per_address,
+        ));
         let style = hub.style();
         let mut listening = Vec::new();
         let mut addrs = Vec::new();
@@ -228,6 +233,7 @@ impl Daemon {
                 tls,
                 limits: limits.clone(),
                 handshake_timeout: config.limits.handshake_timeout,
+                gate: sbc_gate.clone(),
             });
         }
         let connector = Connector::new(
@@ -241,7 +247,7 @@ impl Daemon {
         let mut endpoint_udp = None;
         if let (Some((tcp, proxy)), Some(endpoints)) = (endpoint_tcp, hub.endpoints.clone()) {
             addrs.push((ENDPOINT_LISTENER.to_owned(), endpoints.local));
-            let dispatch = Arc::new(EndpointDispatch { hub: hub.clone() });
+            let dispatch = Arc::new(EndpointDispatch::new(hub.clone()));
             endpoint_udp = Some((endpoints.udp.clone(), dispatch.clone()));
             listening.push(Listening {
                 name: ENDPOINT_LISTENER.to_owned(),
@@ -249,11 +255,20 @@ impl Daemon {
                 proxy,
                 socket: tcp,
                 tls: None,
-                limits: limits.clone(),
+                limits: StreamLimits {
+                    idle_timeout: config.endpoints.idle_timeout,
+                    ..limits.clone()
+                },
                 handshake_timeout: config.limits.handshake_timeout,
+                gate: Arc::new(Gate::new(
+                    "endpoint listener",
+                    config.endpoints.max_connections,
+                    config.endpoints.max_connections_per_address,
+                )),
             });
         }
         let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
+        hub.set_router(router_tx.clone());
         let router = Router::new(hub.clone(), router_rx, flow_rx);
         Ok(Daemon {
             config,
@@ -369,7 +384,7 @@ async fn drive_layer(
                     _ => false,
                 };
                 if !again {
-                    warn!(to = %t.dest.label(), "message not sent: the connection is gone or its send queue is full");
+                    crate::warn_limited!(to = %t.dest.label(), "message not sent: the connection is gone or its send queue is full");
                     if let Some(tx) = t.tx {
                         let _ = hub.layer.transport_error(tx);
                     }

@@ -583,10 +583,34 @@ impl Rejection {
     /// and what the status itself needs (Allow, Unsupported, Retry-After, Min-SE). False,
     /// with nothing written, when `req` lacks what a response copies (DR-ERR-3).
     pub fn respond(&self, req: &Message<'_>, teller: &Teller<'_>, out: &mut BytesMut) -> bool {
+        let tag = format!("{:016x}", fastrand::u64(..));
+        self.respond_tagged(req, teller, out, &tag)
+    }
+
+    /// [`respond`](Rejection::respond) for a rejection no transaction keeps (RFC 3261
+    /// §8.2.7): its To tag is a [`stateless_tag`], by which the front doors know the ACK
+    /// that comes back and drop it on arrival.
+    pub fn respond_stateless(
+        &self,
+        req: &Message<'_>,
+        teller: &Teller<'_>,
+        out: &mut BytesMut,
+    ) -> bool {
+        self.respond_tagged(req, teller, out, &stateless_tag())
+    }
+
+    fn respond_tagged(
+        &self,
+        req: &Message<'_>,
+        teller: &Teller<'_>,
+        out: &mut BytesMut,
+        tag: &str,
+    ) -> bool {
         let e = self.entry();
         let id = correlation_id();
         let call_id = req.header(HeaderName::CallId).unwrap_or("-");
-        warn!(
+        // Every rejection is logged, but a flood of them is counted, not written.
+        crate::warn_limited!(
             flow = teller.flow,
             call_id,
             status = self.status(),
@@ -604,14 +628,13 @@ impl Rejection {
             );
             return false;
         }
-        let tag = format!("{:016x}", fastrand::u64(..));
         let mut w = ResponseWriter::start(
             out,
             teller.style,
             req,
             self.status(),
             self.phrase(),
-            Some(&tag),
+            Some(tag),
         );
         w.header("Reason", &self.reason_header(&id));
         if teller.ms_diagnostics {
@@ -641,6 +664,18 @@ impl Rejection {
         w.finish(b"");
         true
     }
+}
+
+/// The To tag of a response no transaction keeps: `sl` and 14 hex digits. The tags of
+/// dialogs and of transaction-kept responses are hex digits only, so an ACK carrying
+/// one of these belongs to nothing and is dropped where it arrives.
+pub fn stateless_tag() -> String {
+    format!("sl{:014x}", fastrand::u64(..) >> 8)
+}
+
+/// Whether a To tag is a [`stateless_tag`].
+pub fn is_stateless_tag(tag: &str) -> bool {
+    tag.starts_with("sl")
 }
 
 /// RFC 3261 §8.2.6: a response needs these copied from the request.

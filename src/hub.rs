@@ -13,7 +13,7 @@ use crate::endpoint::service::Endpoints;
 use crate::health::{Health, Timing};
 use crate::sdp::MediaConfig;
 use crate::sip::build::Style;
-use crate::transaction::LayerHandle;
+use crate::transaction::{CoreEvent, LayerHandle};
 use crate::transport::connect::Connector;
 use crate::transport::{Destination, Flows};
 
@@ -26,6 +26,8 @@ pub struct Counters {
     pub options_ok: AtomicU64,
     pub rejected: AtomicU64,
     pub malformed: AtomicU64,
+    /// New INVITEs refused at the door because the daemon was past its knee (DR-ERR-1).
+    pub shed: AtomicU64,
 }
 
 /// See the module docs.
@@ -43,6 +45,8 @@ pub struct Hub {
     connector: OnceLock<Arc<Connector>>,
     next_port: AtomicU16,
     draining: AtomicBool,
+    /// The router's queue, to see how full it is.
+    router: OnceLock<tokio::sync::mpsc::Sender<CoreEvent<Destination>>>,
 }
 
 impl Hub {
@@ -71,6 +75,7 @@ impl Hub {
             media,
             connector: OnceLock::new(),
             draining: AtomicBool::new(false),
+            router: OnceLock::new(),
             config,
         }
     }
@@ -92,6 +97,29 @@ impl Hub {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// DR-ERR-1, measured where the work waits: why a new INVITE must be refused now
+    /// (with `503` and `Retry-After`, before any state is kept for it), or `None`. The
+    /// daemon is past its knee when the transaction layer, which every message crosses,
+    /// has fallen `limits.overload_queue_delay_ms` behind, or when the router's queue is
+    /// half full. Calls already admitted go on: only new INVITEs are turned away.
+    pub fn overload(&self) -> Option<&'static str> {
+        let load = self.layer.load();
+        if load.queued() > 0 && load.delay() > self.config.limits.overload_queue_delay {
+            return Some("transaction layer queue delay over limits.overload_queue_delay_ms");
+        }
+        if let Some(router) = self.router.get() {
+            if router.capacity() < router.max_capacity() / 2 {
+                return Some("router queue half full");
+            }
+        }
+        None
+    }
+
+    /// The router's queue; set once by the daemon.
+    pub fn set_router(&self, tx: tokio::sync::mpsc::Sender<CoreEvent<Destination>>) {
+        let _ = self.router.set(tx);
     }
 
     /// Header style of the responses the proxy answers itself (DR-OPT-1).

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::diagnostics::{Diagnostic, Rejection, Teller};
+use crate::diagnostics::{is_stateless_tag, Diagnostic, Rejection, Teller};
 use crate::health::OptionsSeen;
 use crate::hub::Hub;
 use crate::policy::{self, peer_auth, ALLOW, SUPPORTED_OPTIONS};
@@ -47,6 +47,19 @@ impl FrontDoor {
         self.hub.counters.rejected.fetch_add(1, Ordering::Relaxed);
         let label = flow.id.to_string();
         r.respond(msg, &self.teller(flow, &label), out);
+    }
+
+    /// A new INVITE refused at the door (DR-ERR-1): `503` with `Retry-After`, answered
+    /// without a transaction, so that shedding costs next to nothing.
+    fn shed(&self, flow: &FlowInfo, msg: &Message<'_>, why: &'static str, out: &mut BytesMut) {
+        self.hub.counters.shed.fetch_add(1, Ordering::Relaxed);
+        if msg.check_request().is_err() {
+            // Let the normal path name the fault.
+            return self.on_request(flow, msg, Method::Invite, out);
+        }
+        let label = flow.id.to_string();
+        let r = Rejection::new(Diagnostic::Overloaded).with("detail", why);
+        r.respond_stateless(msg, &self.teller(flow, &label), out);
     }
 
     fn malformed(
@@ -157,15 +170,23 @@ impl Dispatch for FrontDoor {
             // Responses go to the transaction layer (answers to the proxy's requests).
             return Handled::Owned;
         };
-        let in_dialog = msg
-            .to()
-            .and_then(Result::ok)
-            .is_some_and(|t| t.tag().is_some());
+        let to_tag = msg.to().and_then(Result::ok).and_then(|t| t.tag());
+        let in_dialog = to_tag.is_some();
         match method {
             Method::Options if !in_dialog => {
                 self.on_request(flow, msg, method, out);
                 Handled::Done
             }
+            Method::Invite if !in_dialog => match self.hub.overload() {
+                // DR-ERR-1: shed before any state is kept for the call.
+                Some(why) => {
+                    self.shed(flow, msg, why, out);
+                    Handled::Done
+                }
+                None => Handled::Owned,
+            },
+            // The ACK of a rejection no transaction kept (a shed INVITE): nothing waits.
+            Method::Ack if to_tag.is_some_and(is_stateless_tag) => Handled::Done,
             Method::Invite | Method::Ack | Method::Cancel => Handled::Owned,
             _ if in_dialog => Handled::Owned,
             _ => {

@@ -201,6 +201,11 @@ impl CallTable {
             .map(|e| (e.inbox.clone(), e.peer.clone()))
     }
 
+    /// Whether a message's Call-ID and one of its tags belong to a call that is up.
+    pub fn knows(&self, msg: &Message<'_>) -> bool {
+        self.find(msg).is_some()
+    }
+
     /// Takes a call out, with every key it registered, and remembers how it ended.
     pub fn remove(&self, no: u64, keys: &[LegKey], outcome: Option<Outcome>) {
         {
@@ -565,6 +570,35 @@ impl Router {
 
 /// Answers a server transaction with a rejection, told as the flow it came on speaks.
 pub fn reject_tx(hub: &Hub, tx: ServerTx, msg: &Message<'_>, source: &Destination, r: &Rejection) {
+    let Some(out) = rejection(hub, msg, source, r, false) else {
+        return drop(tx);
+    };
+    match Final::new(out.freeze()) {
+        Ok(f) => drop(tx.respond(f)),
+        Err(e) => warn!(error = %e, "rejection not built"),
+    }
+}
+
+/// Answers a request with a rejection without any transaction (RFC 3261 §8.2.7, a
+/// stateless UAS): a retransmission is answered again the same way. For requests that
+/// come from no one known (an endpoint that has not authenticated), so that a flood of
+/// them leaves nothing behind.
+pub fn reject_stateless(hub: &Hub, msg: &Message<'_>, source: &Destination, r: &Rejection) {
+    if let Some(out) = rejection(hub, msg, source, r, true) {
+        if !source.send(out.freeze()) {
+            debug!(to = %source.label(), "stateless rejection not sent");
+        }
+    }
+}
+
+/// The response of a rejection (logged, DR-VAL-8), as `source` is answered.
+fn rejection(
+    hub: &Hub,
+    msg: &Message<'_>,
+    source: &Destination,
+    r: &Rejection,
+    stateless: bool,
+) -> Option<BytesMut> {
     hub.counters.rejected.fetch_add(1, Ordering::Relaxed);
     let label = source.label();
     let teller = Teller {
@@ -576,13 +610,12 @@ pub fn reject_tx(hub: &Hub, tx: ServerTx, msg: &Message<'_>, source: &Destinatio
         allow: ALLOW,
     };
     let mut out = BytesMut::new();
-    if !r.respond(msg, &teller, &mut out) {
-        return drop(tx);
-    }
-    match Final::new(out.freeze()) {
-        Ok(f) => drop(tx.respond(f)),
-        Err(e) => warn!(error = %e, "rejection not built"),
-    }
+    let written = if stateless {
+        r.respond_stateless(msg, &teller, &mut out)
+    } else {
+        r.respond(msg, &teller, &mut out)
+    };
+    written.then_some(out)
 }
 
 /// DR-ERR-1 at the router's door: its queue is full, so a new request is answered 503

@@ -89,7 +89,7 @@ fn sbc_source() -> Destination {
         direction: Direction::Inbound,
         identity: None,
     });
-    Destination::Flow(FlowHandle::new(info, tx))
+    Destination::Flow(FlowHandle::new(info, tx, Default::default()))
 }
 
 fn proxy() -> LocalIdentity {

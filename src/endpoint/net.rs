@@ -1,29 +1,70 @@
 //! The endpoint side's dispatcher, for its UDP socket and its TCP connections alike.
-//! REGISTER is answered at once through the registrar; every other message enters the
-//! transaction layer with a destination that leads back to the endpoint, and goes from
-//! there to the router like the SBC's.
+//!
+//! Anyone can reach this listener without credentials, so what an unknown sender can
+//! make the daemon keep is bounded (issue 7):
+//! - every request first passes the per-source rate ([`SourceLimits`]); over it, `503`
+//!   with `Retry-After`, answered without any state;
+//! - REGISTER is answered at once through the registrar (digest), without a transaction;
+//! - a request outside a dialog is answered here without a transaction (RFC 3261 §8.2.7,
+//!   a stateless UAS): OPTIONS 200, INVITE 501 until calls from endpoints exist, CANCEL
+//!   and BYE 481, anything else 405;
+//! - only requests inside a call that is up, and responses, enter the transaction layer
+//!   (and from there the router, like the SBC's); an ACK for no call is dropped.
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tracing::debug;
 
+use super::admission::{SourceLimits, Verdict};
 use super::service::is_local;
+use crate::call::router::reject_stateless;
+use crate::diagnostics::{Diagnostic, Rejection};
 use crate::hub::Hub;
-use crate::sip::{Message, ParseError, Stored};
+use crate::policy::ALLOW;
+use crate::sip::build::ResponseWriter;
+use crate::sip::{Message, Method, ParseError, Stored};
 use crate::transport::udp::DatagramDispatch;
 use crate::transport::{Destination, Dispatch, FlowInfo, Handled};
 
 /// See the module docs.
 pub struct EndpointDispatch {
     pub hub: Arc<Hub>,
+    limits: Mutex<SourceLimits>,
 }
 
 impl EndpointDispatch {
+    pub fn new(hub: Arc<Hub>) -> EndpointDispatch {
+        let rate = hub.config.endpoints.requests_per_second_per_address;
+        EndpointDispatch {
+            hub,
+            limits: Mutex::new(SourceLimits::new(rate)),
+        }
+    }
+
     fn on_endpoint_message(&self, wire: Stored, dest: Destination) {
         let msg = wire.message();
+        let Some(method) = msg.method() else {
+            // A response: to one of the proxy's requests (an INVITE to a phone).
+            return self.to_layer(wire, dest);
+        };
+        if !self.admit(dest.peer().ip(), &msg, &dest) {
+            return;
+        }
         if let Err(invalid) = msg.check() {
-            debug!(from = %dest.label(), reason = invalid.reason, "invalid message from an endpoint dropped");
+            self.hub
+                .counters
+                .malformed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let d = match invalid.status {
+                505 => Diagnostic::VersionNotSupported,
+                _ => Diagnostic::Malformed(invalid.reason),
+            };
+            if method != Method::Ack {
+                reject_stateless(&self.hub, &msg, &dest, &Rejection::new(d));
+            }
             return;
         }
         if is_local(&msg) {
@@ -37,11 +78,97 @@ impl EndpointDispatch {
             }
             return;
         }
+        if self.hub.calls.knows(&msg) {
+            return self.to_layer(wire, dest);
+        }
+        let in_dialog = msg
+            .to()
+            .and_then(Result::ok)
+            .is_some_and(|t| t.tag().is_some());
+        let r = match method {
+            // Nothing to answer, nothing to keep: the ACK of a stateless rejection.
+            Method::Ack => return,
+            Method::Options if !in_dialog => return self.options(&msg, &dest),
+            Method::Invite if !in_dialog => Rejection::new(Diagnostic::NotImplemented).with(
+                "detail",
+                "calls from endpoints (DR-OUT) are not implemented yet",
+            ),
+            Method::Bye | Method::Cancel => {
+                Rejection::new(Diagnostic::NoSuchDialog).with("method", method.as_str())
+            }
+            _ if in_dialog => {
+                Rejection::new(Diagnostic::NoSuchDialog).with("method", method.as_str())
+            }
+            other => Rejection::new(Diagnostic::MethodNotAllowed).with("method", other.as_str()),
+        };
+        reject_stateless(&self.hub, &msg, &dest, &r);
+    }
+
+    fn to_layer(&self, wire: Stored, dest: Destination) {
         let transport = dest.transport();
         let label = dest.label();
         if let Err(e) = self.hub.layer.receive(wire, dest, transport) {
             debug!(from = %label, error = %e, "endpoint message not taken by the transaction layer");
         }
+    }
+
+    /// The per-source rate: false when the request was refused (with a stateless 503).
+    fn admit(&self, ip: IpAddr, msg: &Message<'_>, dest: &Destination) -> bool {
+        let verdict = self
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(ip, Instant::now());
+        match verdict {
+            Verdict::Admit => true,
+            Verdict::Recovered { refused } => {
+                crate::info_limited!(
+                    source = %ip,
+                    refused,
+                    "endpoint source back under requests_per_second_per_address"
+                );
+                true
+            }
+            Verdict::Refuse { first } => {
+                if first {
+                    crate::warn_limited!(
+                        source = %ip,
+                        limit = self.hub.config.endpoints.requests_per_second_per_address,
+                        "endpoint source over requests_per_second_per_address: 503 to its requests until it slows down"
+                    );
+                }
+                if msg.method() != Some(Method::Ack) && crate::diagnostics::can_respond(msg) {
+                    let mut out = BytesMut::new();
+                    let tag = format!("{:016x}", fastrand::u64(..));
+                    let style = dest.proxy().style();
+                    let mut w = ResponseWriter::start(
+                        &mut out,
+                        style,
+                        msg,
+                        503,
+                        "Service Unavailable",
+                        Some(&tag),
+                    );
+                    w.header("Retry-After", "1");
+                    w.header("Server", &self.hub.config.proxy.server);
+                    w.finish(b"");
+                    let _ = dest.send(out.freeze());
+                }
+                false
+            }
+        }
+    }
+
+    /// An endpoint's OPTIONS outside a dialog (a keep-alive, or a capability query).
+    fn options(&self, msg: &Message<'_>, dest: &Destination) {
+        let mut out = BytesMut::new();
+        let tag = format!("{:016x}", fastrand::u64(..));
+        let mut w =
+            ResponseWriter::start(&mut out, dest.proxy().style(), msg, 200, "OK", Some(&tag));
+        w.header("Allow", ALLOW);
+        w.header("Server", &self.hub.config.proxy.server);
+        w.finish(b"");
+        let _ = dest.send(out.freeze());
     }
 }
 
@@ -71,5 +198,14 @@ impl Dispatch for EndpointDispatch {
         if let Some(endpoints) = &self.hub.endpoints {
             endpoints.flow_closed(flow.peer);
         }
+    }
+
+    /// A connection with a registration on it stays as long as an SBC's would; one
+    /// without closes at the endpoint listener's shorter idle timeout.
+    fn keep_idle(&self, flow: &Arc<FlowInfo>) -> Option<Duration> {
+        let endpoints = self.hub.endpoints.as_ref()?;
+        endpoints
+            .registered_over(flow.peer)
+            .then_some(self.hub.config.limits.idle_timeout)
     }
 }

@@ -640,6 +640,15 @@ impl Registrar {
         self.remove_where(|b| b.expires_at <= now)
     }
 
+    /// Whether a binding that has not expired was registered from `source` over
+    /// `transport` (its connection must stay open).
+    pub fn has_binding_from(&self, source: SocketAddr, transport: Transport, now: Instant) -> bool {
+        self.bindings
+            .values()
+            .flatten()
+            .any(|b| b.source == source && b.transport == transport && b.expires_at > now)
+    }
+
     /// Removes the outbound bindings reached over a flow that is gone (a closed TCP
     /// connection) and returns them (RFC 5626 §7). Other bindings stay: their contact can
     /// still be reached by opening a new connection.

@@ -127,6 +127,12 @@ impl Endpoints {
         }
     }
 
+    /// Whether a registration lives on the TCP connection from `peer`.
+    pub fn registered_over(&self, peer: SocketAddr) -> bool {
+        self.lock()
+            .has_binding_from(peer, Transport::Tcp, Instant::now())
+    }
+
     /// A TCP connection closed: its registrations cannot be reached any more.
     pub fn flow_closed(&self, peer: SocketAddr) {
         self.lock().flow_closed(peer, Transport::Tcp);

@@ -34,8 +34,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -309,15 +311,52 @@ impl Answered {
 /// The cloneable input side of the layer, for connection and call tasks.
 #[derive(Debug)]
 pub struct LayerHandle<D> {
-    commands: mpsc::UnboundedSender<Command<D>>,
+    commands: mpsc::UnboundedSender<Queued<D>>,
+    load: Arc<Load>,
 }
 
 impl<D> Clone for LayerHandle<D> {
     fn clone(&self) -> Self {
         LayerHandle {
             commands: self.commands.clone(),
+            load: self.load.clone(),
         }
     }
+}
+
+/// How busy the layer is, for admission (DR-ERR-1): read by the front doors before they
+/// accept a new INVITE, written by the layer's task as it works.
+#[derive(Debug, Default)]
+pub struct Load {
+    /// Commands handed to the layer and not yet taken.
+    queued: AtomicUsize,
+    /// How long the last command taken had waited in the queue, microseconds.
+    delay_us: AtomicU64,
+    /// Live transactions (server and client).
+    transactions: AtomicUsize,
+}
+
+impl Load {
+    /// Commands waiting for the layer.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// How long the last command the layer took had waited.
+    pub fn delay(&self) -> Duration {
+        Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
+    }
+
+    /// Live transactions.
+    pub fn transactions(&self) -> usize {
+        self.transactions.load(Ordering::Relaxed)
+    }
+}
+
+/// A command and when it was sent.
+struct Queued<D> {
+    at: tokio::time::Instant,
+    cmd: Command<D>,
 }
 
 /// Limits for parsing requests the TU built: ours, so no size limit.
@@ -361,7 +400,7 @@ impl<D> LayerHandle<D> {
                 }
             }
         };
-        self.commands.send(cmd).map_err(|_| LayerClosed)?;
+        self.send(cmd)?;
         Ok(())
     }
 
@@ -383,31 +422,40 @@ impl<D> LayerHandle<D> {
             return Err(SendError::Ack);
         }
         let key = ClientKey::from_request(&msg)?;
-        self.commands
-            .send(Command::Send {
-                key: key.clone(),
-                request,
-                dest,
-                transport,
-                events: Box::new(events),
-            })
-            .map_err(|_| LayerClosed)?;
+        self.send(Command::Send {
+            key: key.clone(),
+            request,
+            dest,
+            transport,
+            events: Box::new(events),
+        })
+        .map_err(|_| LayerClosed)?;
         Ok(key)
     }
 
     /// Sends bytes outside any transaction: the ACK for a 2xx and its retransmissions
     /// (RFC 3261 §13.2.2.4), so that every byte drhub writes comes out of one place.
     pub fn send_stateless(&self, bytes: Bytes, dest: D) -> Result<(), LayerClosed> {
-        self.commands
-            .send(Command::Stateless { bytes, dest })
-            .map_err(|_| LayerClosed)
+        self.send(Command::Stateless { bytes, dest })
     }
 
     /// Reports that writing a [`Transmit`] for `tx` failed (§17.1.4, §17.2.4).
     pub fn transport_error(&self, tx: TxKey) -> Result<(), LayerClosed> {
-        self.commands
-            .send(Command::TransportError(tx))
-            .map_err(|_| LayerClosed)
+        self.send(Command::TransportError(tx))
+    }
+
+    /// How busy the layer is.
+    pub fn load(&self) -> &Arc<Load> {
+        &self.load
+    }
+
+    fn send(&self, cmd: Command<D>) -> Result<(), LayerClosed> {
+        self.load.queued.fetch_add(1, Ordering::Relaxed);
+        let at = tokio::time::Instant::now();
+        self.commands.send(Queued { at, cmd }).map_err(|_| {
+            self.load.queued.fetch_sub(1, Ordering::Relaxed);
+            LayerClosed
+        })
     }
 }
 
@@ -642,7 +690,8 @@ pub struct TransactionLayer<D> {
     servers: HashMap<ServerKey, ServerEntry<D>>,
     clients: HashMap<ClientKey, ClientEntry<D>>,
     queue: DelayQueue<TxKey>,
-    commands: mpsc::UnboundedReceiver<Command<D>>,
+    commands: mpsc::UnboundedReceiver<Queued<D>>,
+    load: Arc<Load>,
     tu_rx: mpsc::UnboundedReceiver<TuCommand>,
     tu_tx: mpsc::UnboundedSender<TuCommand>,
     out: VecDeque<Output<D>>,
@@ -688,18 +737,26 @@ impl<D: Clone> TransactionLayer<D> {
     pub fn new(timers: Timers) -> (TransactionLayer<D>, LayerHandle<D>) {
         let (cmd_tx, commands) = mpsc::unbounded_channel();
         let (tu_tx, tu_rx) = mpsc::unbounded_channel();
+        let load = Arc::new(Load::default());
         let layer = TransactionLayer {
             timers,
             servers: HashMap::new(),
             clients: HashMap::new(),
             queue: DelayQueue::new(),
             commands,
+            load: load.clone(),
             tu_rx,
             tu_tx,
             out: VecDeque::new(),
             next_serial: 0,
         };
-        (layer, LayerHandle { commands: cmd_tx })
+        (
+            layer,
+            LayerHandle {
+                commands: cmd_tx,
+                load,
+            },
+        )
     }
 
     /// Live transactions (server + client).
@@ -732,14 +789,24 @@ impl<D: Clone> TransactionLayer<D> {
                 self.on_tu(cmd, now);
                 progressed = true;
             }
-            while let Poll::Ready(Some(cmd)) = self.commands.poll_recv(cx) {
-                self.on_command(cmd, now);
+            let mut first = true;
+            while let Poll::Ready(Some(q)) = self.commands.poll_recv(cx) {
+                self.load.queued.fetch_sub(1, Ordering::Relaxed);
+                if first {
+                    // The oldest of a batch: how far behind the layer is.
+                    first = false;
+                    let delay = tokio::time::Instant::now().saturating_duration_since(q.at);
+                    let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+                    self.load.delay_us.store(us, Ordering::Relaxed);
+                }
+                self.on_command(q.cmd, now);
                 progressed = true;
             }
             while let Poll::Ready(Some(expired)) = self.queue.poll_expired(cx) {
                 self.on_expired(expired, now);
                 progressed = true;
             }
+            self.load.transactions.store(self.len(), Ordering::Relaxed);
             if !progressed {
                 return Poll::Pending;
             }

@@ -3,24 +3,28 @@
 //! cause and touches nothing else. Accepted and outbound connections then run the same
 //! [`run_flow`].
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use super::stream::{self, StreamLimits};
+use super::stream::{self, CloseReason, StreamLimits};
 use super::tls::PeerIdentity;
 use super::{Direction, Dispatch, FlowHandle, FlowId, FlowInfo, Flows, Tap, Transport};
 use crate::sip::LocalIdentity;
 
-/// Messages other tasks may queue for one connection before `FlowHandle::send` refuses.
-const FLOW_QUEUE: usize = 4096;
+/// Messages other tasks may queue for one connection before `FlowHandle::send` refuses
+/// and closes it. The connection's task empties its queue before it reads again, so a
+/// live peer never comes near this; only one that stops reading fills it (and its write
+/// timeout closes it soon after). The queue's memory is taken as it fills, not up front.
+const FLOW_QUEUE: usize = 32_768;
 
 /// Everything an accept loop needs, shared by all its connections.
 pub struct Listening {
@@ -33,6 +37,99 @@ pub struct Listening {
     pub tls: Option<TlsAcceptor>,
     pub limits: StreamLimits,
     pub handshake_timeout: std::time::Duration,
+    /// The connection caps this listener counts against: one gate for all the SBC
+    /// listeners, another for the endpoint listener, so that neither side can use up
+    /// the other's connections.
+    pub gate: Arc<Gate>,
+}
+
+/// Connection caps: in all, and per source address. A connection counts from accept
+/// (before any TLS handshake) until it closes.
+#[derive(Debug)]
+pub struct Gate {
+    /// For the log: `SBC listeners`, `endpoint listener`.
+    pub name: &'static str,
+    max: usize,
+    max_per_address: usize,
+    open: Mutex<GateCounts>,
+}
+
+#[derive(Debug, Default)]
+struct GateCounts {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Why the gate refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max` connections are open.
+    Full(usize),
+    /// `max_per_address` connections from this address are open.
+    AddressFull(usize),
+}
+
+impl Gate {
+    pub fn new(name: &'static str, max: usize, max_per_address: usize) -> Gate {
+        Gate {
+            name,
+            max,
+            max_per_address,
+            open: Mutex::new(GateCounts::default()),
+        }
+    }
+
+    /// Takes a place for a connection from `ip`, held until the pass is dropped.
+    pub fn enter(self: &Arc<Gate>, ip: IpAddr) -> Result<Pass, Refused> {
+        let mut open = self.lock();
+        if open.total >= self.max {
+            return Err(Refused::Full(self.max));
+        }
+        let here = open.by_address.entry(ip).or_default();
+        if *here >= self.max_per_address {
+            return Err(Refused::AddressFull(self.max_per_address));
+        }
+        *here += 1;
+        open.total += 1;
+        Ok(Pass {
+            gate: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open through this gate.
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+
+    fn leave(&self, ip: IpAddr) {
+        let mut open = self.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(here) = open.by_address.get_mut(&ip) {
+            *here -= 1;
+            if *here == 0 {
+                open.by_address.remove(&ip);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateCounts> {
+        // Each update is a pair of counter steps; a poisoned lock is still consistent.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One connection's place at a [`Gate`]; dropping it frees the place.
+#[derive(Debug)]
+pub struct Pass {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        self.gate.leave(self.ip);
+    }
 }
 
 impl Listening {
@@ -41,12 +138,11 @@ impl Listening {
     }
 }
 
-/// Shared by every listener and outbound connection: the flow registry, the connection
-/// cap, the tap, shutdown and the task tracker that shutdown waits on.
+/// Shared by every listener and outbound connection: the flow registry, the tap,
+/// shutdown and the task tracker that shutdown waits on.
 #[derive(Clone)]
 pub struct Shared {
     pub flows: Arc<Flows>,
-    pub permits: Arc<Semaphore>,
     pub tap: Arc<Tap>,
     /// Cancelled first on shutdown: no new connections.
     pub stop_accepting: CancellationToken,
@@ -72,10 +168,23 @@ pub async fn accept_loop(listening: Listening, shared: Shared) {
                 continue;
             }
         };
-        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-            warn!(listener = %listening.name, peer = %peer, "connection limit reached; refusing");
-            drop(tcp);
-            continue;
+        let permit = match listening.gate.enter(peer.ip()) {
+            Ok(pass) => pass,
+            Err(refused) => {
+                let (limit, what) = match refused {
+                    Refused::Full(n) => (n, "connections"),
+                    Refused::AddressFull(n) => (n, "connections from this address"),
+                };
+                crate::warn_limited!(
+                    listener = %listening.name,
+                    peer = %peer,
+                    limit,
+                    "connection refused: the {} already have {limit} {what}",
+                    listening.gate.name
+                );
+                drop(tcp);
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let l = listening.clone();
@@ -120,11 +229,11 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, l: Arc<Listening>, s: Shar
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     // DR-TLS-1: the real service resets; nothing is parsed.
-                    warn!(error = %e, "TLS handshake failed; connection dropped (DR-TLS-1)");
+                    crate::warn_limited!(error = %e, "TLS handshake failed; connection dropped (DR-TLS-1)");
                     return;
                 }
                 Err(_) => {
-                    warn!("TLS handshake timed out; connection dropped");
+                    crate::warn_limited!("TLS handshake timed out; connection dropped");
                     return;
                 }
             };
@@ -170,8 +279,8 @@ pub(crate) fn run_flow<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (_, rx) = register(&info, &dispatch, s);
-    serve_registered(stream, info, dispatch, limits, rx, s.clone())
+    let (_, outbox) = register(&info, &dispatch, s);
+    serve_registered(stream, info, dispatch, limits, outbox, s.clone())
 }
 
 /// [`run_flow`] on a task of its own, for the proxy's outbound connections; returns the
@@ -186,10 +295,11 @@ pub(crate) fn spawn_flow<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (handle, rx) = register(&info, &dispatch, s);
+    let (handle, outbox) = register(&info, &dispatch, s);
     let span = tracing::info_span!("conn", peer.addr = %info.peer, listener = %info.listener, direction = "out");
-    s.tracker
-        .spawn(serve_registered(stream, info, dispatch, limits, rx, s.clone()).instrument(span));
+    s.tracker.spawn(
+        serve_registered(stream, info, dispatch, limits, outbox, s.clone()).instrument(span),
+    );
     handle
 }
 
@@ -197,12 +307,19 @@ fn register(
     info: &Arc<FlowInfo>,
     dispatch: &Arc<dyn Dispatch>,
     s: &Shared,
-) -> (FlowHandle, mpsc::Receiver<Bytes>) {
+) -> (FlowHandle, Outbox) {
     let (tx, rx) = mpsc::channel::<Bytes>(FLOW_QUEUE);
-    let handle = FlowHandle::new(info.clone(), tx);
+    let close = CancellationToken::new();
+    let handle = FlowHandle::new(info.clone(), tx, close.clone());
     s.flows.insert(handle.clone());
     dispatch.on_opened(info);
-    (handle, rx)
+    (handle, Outbox { rx, close })
+}
+
+/// The receiving side of a connection's [`FlowHandle`].
+struct Outbox {
+    rx: mpsc::Receiver<Bytes>,
+    close: CancellationToken,
 }
 
 async fn serve_registered<S>(
@@ -210,7 +327,7 @@ async fn serve_registered<S>(
     info: Arc<FlowInfo>,
     dispatch: Arc<dyn Dispatch>,
     limits: StreamLimits,
-    rx: mpsc::Receiver<Bytes>,
+    outbox: Outbox,
     s: Shared,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -220,12 +337,41 @@ async fn serve_registered<S>(
         info.clone(),
         dispatch.clone(),
         limits,
-        rx,
+        outbox.rx,
+        outbox.close,
         s.close_connections.clone(),
         s.tap.clone(),
     )
     .await;
     s.flows.remove(info.id);
     dispatch.on_closed(&info);
-    info!(flow = %info.id, direction = ?info.direction, ?reason, "connection closed");
+    match reason {
+        CloseReason::WriteTimeout => crate::warn_limited!(
+            flow = %info.id,
+            direction = ?info.direction,
+            "connection closed: the peer took no bytes for limits.write_timeout_seconds"
+        ),
+        _ => info!(flow = %info.id, direction = ?info.direction, ?reason, "connection closed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_caps_connections_in_all_and_per_address_and_frees_them_on_drop() {
+        let gate = Arc::new(Gate::new("test", 3, 2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let a1 = gate.enter(a).unwrap();
+        let _a2 = gate.enter(a).unwrap();
+        assert_eq!(gate.enter(a).unwrap_err(), Refused::AddressFull(2));
+        let _b1 = gate.enter(b).unwrap();
+        assert_eq!(gate.enter(b).unwrap_err(), Refused::Full(3));
+        assert_eq!(gate.open(), 3);
+        drop(a1);
+        assert_eq!(gate.open(), 2);
+        let _a3 = gate.enter(a).unwrap();
+    }
 }

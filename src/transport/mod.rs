@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub use crate::sip::Transport;
 use crate::sip::{LocalIdentity, Message, ParseError, Stored};
@@ -116,6 +117,12 @@ pub trait Dispatch: Send + Sync + 'static {
 
     /// The connection has closed (its flow is already out of the registry).
     fn on_closed(&self, _flow: &Arc<FlowInfo>) {}
+
+    /// The connection has been idle for its listener's idle timeout: `Some(d)` keeps it
+    /// for `d` more (e.g. an endpoint's registration lives on it), `None` closes it.
+    fn keep_idle(&self, _flow: &Arc<FlowInfo>) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A handle to send bytes on a live connection.
@@ -123,22 +130,51 @@ pub trait Dispatch: Send + Sync + 'static {
 pub struct FlowHandle {
     pub info: Arc<FlowInfo>,
     tx: mpsc::Sender<Bytes>,
+    /// Cancelled to close the connection: its send queue overflowed.
+    close: CancellationToken,
 }
 
 impl FlowHandle {
-    /// A handle on a connection whose task reads `tx`'s other end.
-    pub(crate) fn new(info: Arc<FlowInfo>, tx: mpsc::Sender<Bytes>) -> FlowHandle {
-        FlowHandle { info, tx }
+    /// A handle on a connection whose task reads `tx`'s other end and closes when `close`
+    /// is cancelled.
+    pub(crate) fn new(
+        info: Arc<FlowInfo>,
+        tx: mpsc::Sender<Bytes>,
+        close: CancellationToken,
+    ) -> FlowHandle {
+        FlowHandle { info, tx, close }
     }
 
     /// Queues bytes for the connection; false when it has closed or its queue is full.
+    ///
+    /// Nothing queued is ever dropped while the connection lives: the connection's task
+    /// writes its queue before it reads more, so the queue only fills when the peer stops
+    /// reading. A full queue therefore closes the connection (logged with the reason),
+    /// and the caller learns at once that these bytes did not go, as with any closed
+    /// connection (RFC 3261 §18.2.2: a response may still go on another connection of
+    /// the peer; a transaction ends with a transport error).
     pub fn send(&self, bytes: Bytes) -> bool {
-        self.tx.try_send(bytes).is_ok()
+        match self.tx.try_send(bytes) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.close.is_cancelled() {
+                    self.close.cancel();
+                    crate::warn_limited!(
+                        flow = %self.info.id,
+                        peer = %self.info.peer,
+                        queued = self.tx.max_capacity(),
+                        "send queue full: the peer is not reading; closing the connection"
+                    );
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 
     /// False once the connection's task has ended.
     pub fn is_open(&self) -> bool {
-        !self.tx.is_closed()
+        !self.tx.is_closed() && !self.close.is_cancelled()
     }
 }
 
@@ -447,7 +483,7 @@ mod tests {
             identity,
         });
         let id = info.id;
-        flows.insert(FlowHandle::new(info, tx));
+        flows.insert(FlowHandle::new(info, tx, CancellationToken::new()));
         (id, rx)
     }
 

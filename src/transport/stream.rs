@@ -19,8 +19,12 @@ use crate::sip::{self, Message, Status, Stored};
 #[derive(Debug, Clone)]
 pub struct StreamLimits {
     pub sip: sip::Limits,
+    /// A connection with no traffic for this long is closed, unless the dispatcher
+    /// keeps it ([`Dispatch::keep_idle`]).
     pub idle_timeout: Duration,
     pub message_timeout: Duration,
+    /// A write the peer does not take within this time closes the connection.
+    pub write_timeout: Duration,
 }
 
 /// Why a connection ended; logged once.
@@ -32,6 +36,10 @@ pub enum CloseReason {
     Unframeable,
     Shutdown,
     Io,
+    /// The peer took no bytes for `write_timeout`.
+    WriteTimeout,
+    /// Other tasks queued more than the connection could take: the peer is not reading.
+    SendQueueFull,
 }
 
 /// Read buffer size kept by an idle connection; grows on demand for large messages
@@ -40,13 +48,22 @@ const READ_CHUNK: usize = 4096;
 const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// Serves one connection until it closes. `rx` carries bytes other tasks want sent on
-/// this connection (responses from calls, requests the proxy originates).
+/// this connection (responses from calls, requests the proxy originates); `close` is
+/// cancelled when that queue overflowed (see [`FlowHandle::send`](super::FlowHandle::send)).
+///
+/// Writing comes before reading: everything queued is written before more is read, so
+/// a peer that sends faster than the daemon answers is slowed by TCP itself (its
+/// requests wait in the socket buffers, not in memory), and the queue only fills when
+/// the peer does not read. A write the peer does not take within
+/// [`StreamLimits::write_timeout`] closes the connection.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S>(
     mut stream: S,
     flow: Arc<FlowInfo>,
     dispatch: Arc<dyn Dispatch>,
     limits: StreamLimits,
     mut rx: mpsc::Receiver<Bytes>,
+    close: CancellationToken,
     shutdown: CancellationToken,
     tap: Arc<Tap>,
 ) -> CloseReason
@@ -63,6 +80,8 @@ where
     let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut last_activity = Instant::now();
+    // Until when the dispatcher asked to keep an idle connection (a registration on it).
+    let mut kept_until: Option<Instant> = None;
     // When the first byte of a still-incomplete message arrived.
     let mut message_started: Option<Instant> = None;
 
@@ -111,9 +130,27 @@ where
         }
         if !out.is_empty() {
             tap.record(Way::Out, &point, &out);
-            if stream.write_all(&out).await.is_err() {
-                break CloseReason::Io;
+        }
+        // What other tasks queued goes out in the same write.
+        let mut gone = false;
+        while out.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(bytes) => {
+                    tap.record(Way::Out, &point, &bytes);
+                    out.extend_from_slice(&bytes);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
+                }
             }
+        }
+        if !out.is_empty() {
+            if let Err(reason) = write(&mut stream, &out, limits.write_timeout).await {
+                break reason;
+            }
+            last_activity = Instant::now();
             out.clear();
             if out.capacity() > SHRINK_ABOVE {
                 out = BytesMut::new();
@@ -122,11 +159,16 @@ where
         if fatal {
             break CloseReason::Unframeable;
         }
+        if gone {
+            // The sender side lives in the registry as long as the flow does.
+            break CloseReason::Shutdown;
+        }
         if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
             buf = BytesMut::new();
         }
 
-        let idle_deadline = last_activity + limits.idle_timeout;
+        let idle_deadline =
+            (last_activity + limits.idle_timeout).max(kept_until.unwrap_or(last_activity));
         let deadline = match message_started {
             Some(t) => idle_deadline.min(t + limits.message_timeout),
             None => idle_deadline,
@@ -135,6 +177,14 @@ where
             buf.reserve(READ_CHUNK);
         }
         tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break CloseReason::Shutdown,
+            _ = close.cancelled() => break CloseReason::SendQueueFull,
+            queued = rx.recv() => {
+                let Some(bytes) = queued else { break CloseReason::Shutdown };
+                tap.record(Way::Out, &point, &bytes);
+                out.extend_from_slice(&bytes);
+            }
             read = stream.read_buf(&mut buf) => match read {
                 Ok(0) => break CloseReason::PeerClosed,
                 Ok(_) => last_activity = Instant::now(),
@@ -143,28 +193,37 @@ where
                     break CloseReason::Io;
                 }
             },
-            queued = rx.recv() => {
-                // The sender side lives in the registry as long as the flow does.
-                let Some(bytes) = queued else { break CloseReason::Shutdown };
-                tap.record(Way::Out, &point, &bytes);
-                if stream.write_all(&bytes).await.is_err() {
-                    break CloseReason::Io;
-                }
-                last_activity = Instant::now();
-            }
             _ = tokio::time::sleep_until(deadline) => {
-                break if message_started.is_some_and(|t| t + limits.message_timeout <= Instant::now()) {
-                    CloseReason::SlowMessage
-                } else {
-                    CloseReason::Idle
-                };
+                let now = Instant::now();
+                if message_started.is_some_and(|t| t + limits.message_timeout <= now) {
+                    break CloseReason::SlowMessage;
+                }
+                match dispatch.keep_idle(&flow) {
+                    Some(longer) => kept_until = Some(now + longer),
+                    None => break CloseReason::Idle,
+                }
             }
-            _ = shutdown.cancelled() => break CloseReason::Shutdown,
         }
     };
     // Flush and close cleanly (TLS close_notify); a peer that already left is fine.
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
     reason
+}
+
+/// Bytes of queued messages gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Writes all of `bytes` within `limit`.
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+) -> Result<(), CloseReason> {
+    match tokio::time::timeout(limit, stream.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(CloseReason::Io),
+        Err(_) => Err(CloseReason::WriteTimeout),
+    }
 }
 
 /// Consumes leading keep-alives: each double CRLF (ping) is answered with one CRLF
@@ -250,6 +309,7 @@ mod tests {
                 sip: sip::Limits::default(),
                 idle_timeout: Duration::from_secs(idle),
                 message_timeout: Duration::from_secs(message),
+                write_timeout: Duration::from_secs(10),
             }
         }
 
@@ -260,7 +320,19 @@ mod tests {
             tokio::task::JoinHandle<CloseReason>,
             mpsc::Sender<Bytes>,
         ) {
-            let (client, server) = duplex(64 * 1024);
+            start_with(l, 64 * 1024, CancellationToken::new())
+        }
+
+        fn start_with(
+            l: StreamLimits,
+            pipe: usize,
+            close: CancellationToken,
+        ) -> (
+            DuplexStream,
+            tokio::task::JoinHandle<CloseReason>,
+            mpsc::Sender<Bytes>,
+        ) {
+            let (client, server) = duplex(pipe);
             let flow = Arc::new(FlowInfo {
                 id: FlowId::next(),
                 peer: "192.0.2.1:5061".parse().unwrap(),
@@ -284,6 +356,7 @@ mod tests {
                 Arc::new(Echo),
                 l,
                 rx,
+                close,
                 CancellationToken::new(),
                 Arc::new(Tap::new()),
             ));
@@ -368,6 +441,47 @@ mod tests {
             let mut got = [0u8; 6];
             client.read_exact(&mut got).await.unwrap();
             assert_eq!(&got, b"NOTIFY");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_peer_that_sends_but_never_reads_is_closed_at_the_write_timeout() {
+            // A 1 KiB pipe: the answers to a few hundred pipelined requests cannot all
+            // be written while the peer reads nothing.
+            let t0 = tokio::time::Instant::now();
+            let (mut client, task, _tx) =
+                start_with(limits(600, 10), 1024, CancellationToken::new());
+            let many = MSG.repeat(200);
+            let writer = tokio::spawn(async move {
+                let _ = client.write_all(&many).await;
+                // Keep the pipe open, never read.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(client);
+            });
+            assert_eq!(task.await.unwrap(), CloseReason::WriteTimeout);
+            // Closed after the write timeout, long before the idle timeout.
+            assert!(t0.elapsed() >= Duration::from_secs(10));
+            assert!(t0.elapsed() < Duration::from_secs(11));
+            writer.abort();
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_full_send_queue_closes_the_connection() {
+            let close = CancellationToken::new();
+            let (_client, task, _tx) = start_with(limits(600, 10), 64 * 1024, close.clone());
+            close.cancel();
+            assert_eq!(task.await.unwrap(), CloseReason::SendQueueFull);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn queued_messages_go_out_before_more_is_read() {
+            let (mut client, _task, tx) = start(limits(600, 10));
+            tx.send(Bytes::from_static(b"ONE\n")).await.unwrap();
+            tx.send(Bytes::from_static(b"TWO\n")).await.unwrap();
+            client.write_all(MSG).await.unwrap();
+            let expect = format!("ONE\nTWO\nlen={}\n", MSG.len());
+            let mut got = vec![0u8; expect.len()];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), expect);
         }
 
         #[tokio::test(start_paused = true)]

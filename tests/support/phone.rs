@@ -74,27 +74,12 @@ Contact: <sip:user1@{a}>\r\nExpires: 600\r\n",
         self.send(&self.register(1, None)).await;
         let challenge = self.recv().await;
         assert_eq!(challenge.status(), 401, "{}", challenge.text);
-        let md5_line = challenge
-            .text
-            .split("\r\n")
-            .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
-            .expect("an MD5 challenge (RFC 8760: SHA-256 first, MD5 too)");
-        let param = |name: &str| {
-            md5_line
-                .split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap()
-                .to_owned()
-        };
-        let (realm, nonce) = (param("realm"), param("nonce"));
-        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let h = |s: String| hex(&Md5::digest(s.as_bytes()));
-        let ha1 = h(format!("user1:{realm}:{password}"));
-        let ha2 = h("REGISTER:sip:adatum.biz".to_owned());
-        let response = h(format!("{ha1}:{nonce}:00000001:abcdef:auth:{ha2}"));
-        let auth = format!(
-            "Digest username=\"user1\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"sip:adatum.biz\", response=\"{response}\", algorithm=MD5, cnonce=\"abcdef\", qop=auth, nc=00000001"
+        let auth = digest_md5(
+            &challenge.text,
+            "user1",
+            password,
+            "REGISTER",
+            "sip:adatum.biz",
         );
         self.send(&self.register(2, Some(&auth))).await;
         self.recv().await.status()
@@ -134,4 +119,30 @@ Contact: <sip:user1@{a}>\r\nExpires: 600\r\n",
         }
         self.send(&s).await;
     }
+}
+
+/// The `Authorization` value answering the MD5 challenge in `challenge` (a 401's text)
+/// for `user` with `password` (qop=auth, nc=1).
+pub fn digest_md5(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
+    let md5_line = challenge
+        .split("\r\n")
+        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
+        .expect("an MD5 challenge (RFC 8760: SHA-256 first, MD5 too)");
+    let param = |name: &str| {
+        md5_line
+            .split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_owned()
+    };
+    let (realm, nonce) = (param("realm"), param("nonce"));
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let h = |s: String| hex(&Md5::digest(s.as_bytes()));
+    let ha1 = h(format!("{user}:{realm}:{password}"));
+    let ha2 = h(format!("{method}:{uri}"));
+    let response = h(format!("{ha1}:{nonce}:00000001:abcdef:auth:{ha2}"));
+    format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"abcdef\", qop=auth, nc=00000001"
+    )
 }
