@@ -212,6 +212,7 @@ fn main() {
             })
         };
         let started = Instant::now();
+        let mut last_done = started;
         let cpu0 = server_cpu().0;
         let uas0 = uas_cpu();
         let rss0 = pid.map(rss_kib).unwrap_or(0);
@@ -264,10 +265,17 @@ fn main() {
                         };
                         let _ = to_writer.send(s);
                     }
-                    (Some(200), "BYE") => completed += 1,
+                    (Some(200), "BYE") => {
+                        completed += 1;
+                        last_done = Instant::now();
+                    }
                     (Some(c), "INVITE") if c >= 300 => {
                         failed += 1;
                         *failures.entry(c).or_insert(0u64) += 1;
+                        // RFC 3261 §17.1.1.3: the ACK of a non-2xx, on the same
+                        // connection (a shed 503's is dropped on arrival).
+                        let tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
+                        let _ = to_writer.send(ack_non2xx(&invite(n), tag.as_deref()));
                     }
                     // The proxy hanging up on its own is a failed call here.
                     (None, "BYE") => {
@@ -282,7 +290,7 @@ fn main() {
             }
         }
         sender.abort();
-        let elapsed = started.elapsed();
+
         let (cpu1, processes) = server_cpu();
         let cpu = cpu1.saturating_sub(cpu0);
         let uas = uas_cpu().saturating_sub(uas0);
@@ -309,7 +317,14 @@ fn main() {
             );
         } else {
             println!("calls_load: {rate} calls/s offered for {seconds} s over one TLS 1.2 connection");
-            println!("  {completed} calls completed, {failed} failed, {:.0} calls/s achieved", completed as f64 / elapsed.as_secs_f64());
+            let unanswered = total.saturating_sub(completed + failed);
+            let shed = failures.get(&503).copied().unwrap_or(0);
+            println!(
+                "  {completed} calls completed, {failed} failed ({shed} shed with 503, {:.1} % of offered), {unanswered} without a final response",
+                100.0 * shed as f64 / total.max(1) as f64
+            );
+            let busy = last_done.duration_since(started).as_secs_f64().max(1e-3);
+            println!("  goodput {:.0} calls/s (completed calls until the last one, {busy:.1} s)", completed as f64 / busy);
             println!("  INVITE-to-100: p50 {:?}, p99 {:?}, max {:?}", pct(0.50), pct(0.99), latencies.last().copied().unwrap_or_default());
             if routed {
                 println!("  server CPU: {:.1} us per call (7 messages), over {processes} processes", cpu as f64 / completed.max(1) as f64);

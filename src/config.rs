@@ -132,6 +132,9 @@ pub struct LogSettings {
     /// A tracing-subscriber filter (`info`, `drhub=debug`); `RUST_LOG` overrides it.
     pub level: String,
     pub json: bool,
+    /// Every this often a `status` line (calls, transactions, connections, load) is
+    /// logged at info; `None` when 0.
+    pub status_interval: Option<Duration>,
 }
 
 /// Resource limits per connection (DR-TLS-2).
@@ -866,7 +869,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
     );
     let proxy = build_proxy(&root.sub("proxy", &["fqdns", "profile", "server", "ms_diagnostics"]));
     let log = {
-        let s = root.sub("log", &["level", "format"]);
+        let s = root.sub("log", &["level", "format", "status_interval_seconds"]);
         let json = match s.str("format").unwrap_or("text") {
             "text" => false,
             "json" => true,
@@ -878,9 +881,11 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
                 false
             }
         };
+        let status = s.seconds("status_interval_seconds", 60.0, 0.0, 86_400.0);
         LogSettings {
             level: s.str("level").unwrap_or("info").to_owned(),
             json,
+            status_interval: (!status.is_zero()).then_some(status),
         }
     };
     let limits = {

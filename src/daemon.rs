@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -333,6 +334,20 @@ impl Daemon {
                 }
             });
         }
+        if let Some(every) = self.config.log.status_interval {
+            let hub = self.hub.clone();
+            let stop = shared.close_connections.clone();
+            tracker.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => log_status(&hub),
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
         shutdown.cancelled().await;
         shared.stop_accepting.cancel();
         self.hub.set_draining();
@@ -359,6 +374,25 @@ impl Daemon {
             warn!("some connections did not close in time");
         }
     }
+}
+
+/// One line of what the daemon holds, for the journal (and the soak bench).
+fn log_status(hub: &Hub) {
+    let load = hub.layer.load();
+    let c = &hub.counters;
+    info!(
+        calls = hub.calls.len(),
+        legs = hub.calls.legs(),
+        transactions = load.transactions(),
+        layer_queue = load.queued(),
+        layer_delay_us = load.delay().as_micros() as u64,
+        connections = hub.flows.len(),
+        requests = c.requests.load(Ordering::Relaxed),
+        rejected = c.rejected.load(Ordering::Relaxed),
+        shed = c.shed.load(Ordering::Relaxed),
+        malformed = c.malformed.load(Ordering::Relaxed),
+        "status"
+    );
 }
 
 /// The transaction layer's one task: writes what it must transmit, hands what belongs to
