@@ -6,3 +6,4 @@ pub mod net;
 pub mod registrar;
 pub mod script;
 pub mod service;
+pub mod throttle;
