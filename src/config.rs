@@ -94,6 +94,11 @@ pub struct EndpointListener {
     pub address: Option<SocketAddr>,
     pub min_expires: u32,
     pub max_expires: u32,
+    /// Failed digests within `auth_window` that lock a source address or a user for
+    /// `auth_lockout` (403 without checking credentials); 0 turns the throttle off.
+    pub auth_failures: u32,
+    pub auth_window: Duration,
+    pub auth_lockout: Duration,
 }
 
 /// How drhub presents itself: the emulated proxy FQDNs and the shape of its answers.
@@ -975,7 +980,17 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
         }
     };
     let endpoints = {
-        let s = root.sub("endpoints", &["address", "min_expires", "max_expires"]);
+        let s = root.sub(
+            "endpoints",
+            &[
+                "address",
+                "min_expires",
+                "max_expires",
+                "auth_failures",
+                "auth_window_seconds",
+                "auth_lockout_seconds",
+            ],
+        );
         let address = match s.str("address") {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 5070))),
             Some("") | Some("off") => None,
@@ -998,6 +1013,9 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             address,
             min_expires,
             max_expires,
+            auth_failures: s.int("auth_failures", 10, 0, 1_000_000) as u32,
+            auth_window: s.seconds("auth_window_seconds", 60.0, 0.05, 86_400.0),
+            auth_lockout: s.seconds("auth_lockout_seconds", 300.0, 0.05, 86_400.0),
         }
     };
     let health = {
@@ -1700,6 +1718,35 @@ mod tests {
             "tenant[0].user[0].endpoint[3].redirect_to: `12345` must start with `+`",
         ] {
             assert!(got.iter().any(|g| g.starts_with(e)), "missing `{e}` in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn endpoint_auth_throttle_keys() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.endpoints.auth_failures, 10);
+        assert_eq!(c.endpoints.auth_window, Duration::from_secs(60));
+        assert_eq!(c.endpoints.auth_lockout, Duration::from_secs(300));
+        let off = format!(
+            "{MINIMAL}\n[endpoints]\nauth_failures = 0\nauth_window_seconds = 0.5\nauth_lockout_seconds = 2\n"
+        );
+        let c = Config::parse(&off, "t").unwrap();
+        assert_eq!(c.endpoints.auth_failures, 0);
+        assert_eq!(c.endpoints.auth_window, Duration::from_millis(500));
+        assert_eq!(c.endpoints.auth_lockout, Duration::from_secs(2));
+        let bad = format!(
+            "{MINIMAL}\n[endpoints]\nauth_failures = -1\nauth_window_seconds = 0\nauth_lockout_seconds = \"5m\"\n"
+        );
+        let got = issues(&bad);
+        for e in [
+            "endpoints.auth_failures: -1 is out of range",
+            "endpoints.auth_window_seconds: 0 seconds is out of range",
+            "endpoints.auth_lockout_seconds: expected a number of seconds",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing `{e}` in {got:#?}"
+            );
         }
     }
 
