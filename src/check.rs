@@ -168,6 +168,29 @@ pub fn summarize(config: &Config) -> Report {
         h.active_window.as_secs_f64(),
         h.inactive_after.as_secs_f64()
     );
+    let e = &config.endpoints;
+    match e.address {
+        None => {
+            let _ = writeln!(t, "endpoints: off");
+        }
+        Some(address) => {
+            let throttle = if e.auth_failures == 0 {
+                "digest throttle off".to_owned()
+            } else {
+                format!(
+                    "{} failed digests within {}s lock an address or user for {}s",
+                    e.auth_failures,
+                    e.auth_window.as_secs_f64(),
+                    e.auth_lockout.as_secs_f64()
+                )
+            };
+            let _ = writeln!(
+                t,
+                "endpoints: REGISTER on {address} (UDP, TCP), {}s to {}s; {throttle}",
+                e.min_expires, e.max_expires
+            );
+        }
+    }
     let _ = writeln!(t, "tenants:");
     for tenant in &config.tenants {
         let domains: Vec<&str> = tenant.domains.iter().map(|d| d.as_str()).collect();

@@ -104,6 +104,11 @@ pub struct EndpointListener {
     /// New requests per second from one source address (UDP and TCP alike), with a
     /// burst of twice as many; more get `503` + `Retry-After` without any state kept.
     pub requests_per_second_per_address: u32,
+    /// Failed digests within `auth_window` that lock a source address or a user for
+    /// `auth_lockout` (403 without checking credentials); 0 turns the throttle off.
+    pub auth_failures: u32,
+    pub auth_window: Duration,
+    pub auth_lockout: Duration,
 }
 
 /// How drhub presents itself: the emulated proxy FQDNs and the shape of its answers.
@@ -1020,6 +1025,9 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
                 "max_connections_per_address",
                 "idle_timeout_seconds",
                 "requests_per_second_per_address",
+                "auth_failures",
+                "auth_window_seconds",
+                "auth_lockout_seconds",
             ],
         );
         let address = match s.str("address") {
@@ -1054,6 +1062,9 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
                 1,
                 1_000_000,
             ) as u32,
+            auth_failures: s.int("auth_failures", 10, 0, 1_000_000) as u32,
+            auth_window: s.seconds("auth_window_seconds", 60.0, 0.05, 86_400.0),
+            auth_lockout: s.seconds("auth_lockout_seconds", 300.0, 0.05, 86_400.0),
         }
     };
     let health = {
@@ -1756,6 +1767,35 @@ mod tests {
             "tenant[0].user[0].endpoint[3].redirect_to: `12345` must start with `+`",
         ] {
             assert!(got.iter().any(|g| g.starts_with(e)), "missing `{e}` in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn endpoint_auth_throttle_keys() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.endpoints.auth_failures, 10);
+        assert_eq!(c.endpoints.auth_window, Duration::from_secs(60));
+        assert_eq!(c.endpoints.auth_lockout, Duration::from_secs(300));
+        let off = format!(
+            "{MINIMAL}\n[endpoints]\nauth_failures = 0\nauth_window_seconds = 0.5\nauth_lockout_seconds = 2\n"
+        );
+        let c = Config::parse(&off, "t").unwrap();
+        assert_eq!(c.endpoints.auth_failures, 0);
+        assert_eq!(c.endpoints.auth_window, Duration::from_millis(500));
+        assert_eq!(c.endpoints.auth_lockout, Duration::from_secs(2));
+        let bad = format!(
+            "{MINIMAL}\n[endpoints]\nauth_failures = -1\nauth_window_seconds = 0\nauth_lockout_seconds = \"5m\"\n"
+        );
+        let got = issues(&bad);
+        for e in [
+            "endpoints.auth_failures: -1 is out of range",
+            "endpoints.auth_window_seconds: 0 seconds is out of range",
+            "endpoints.auth_lockout_seconds: expected a number of seconds",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing `{e}` in {got:#?}"
+            );
         }
     }
 

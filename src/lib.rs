@@ -11,7 +11,8 @@
 //! - `hub`: the shared state every layer reads (config, directory, health, calls, flows)
 //! - `sbc`: the front door for SBC messages: validity, DR-VAL, OPTIONS, rejections
 //! - `call`: the router (admission, routing to calls), dialogs, legs, the call machine
-//! - `endpoint`: scripted Teams clients; SIP endpoints: REGISTER with digest (RFC 8760)
+//! - `endpoint`: scripted Teams clients; SIP endpoints: REGISTER with digest (RFC 8760),
+//!   throttled after repeated failures
 //! - `sdp`: offer parsing and the media processor's and endpoints' answers
 //! - `health`: per-SBC status from OPTIONS (DR-OPT-2)
 //! - `certs`: the lab PKI behind `drhub certs`

@@ -234,3 +234,203 @@ async fn register_over_tcp_is_challenged_too() {
         "RFC 8760 challenge first: {text}"
     );
 }
+
+/// The lab config with the digest throttle set: `failures` within a minute lock for
+/// `lockout_seconds`.
+fn config_throttle(failures: u32, lockout_seconds: f64) -> drhub::config::Config {
+    lab_config(|t| {
+        let t = set_key(&t, "endpoints", "auth_failures", &failures.to_string());
+        set_key(
+            &t,
+            "endpoints",
+            "auth_lockout_seconds",
+            &lockout_seconds.to_string(),
+        )
+    })
+}
+
+/// The final answer of `register_as` (the challenge's answer, or the first one when the
+/// REGISTER was not challenged).
+fn last(answers: (Reply, Option<Reply>)) -> Reply {
+    answers.1.unwrap_or(answers.0)
+}
+
+#[tokio::test]
+async fn digest_guessing_50_wrong_passwords_then_the_right_one_is_refused_for_the_lockout() {
+    use std::time::{Duration, Instant};
+    // Issue 7 item 5. The default threshold (10 in 60 s), a 3 s lockout.
+    let lockout = Duration::from_secs(3);
+    let d = TestDaemon::start_with(config_throttle(10, lockout.as_secs_f64())).await;
+    let attacker = Phone::bind("127.0.0.2", d.addr("endpoints")).await;
+    let mut statuses = Vec::new();
+    let mut lock_window = None;
+    for i in 0..50u32 {
+        let before = Instant::now();
+        let answer = last(
+            attacker
+                .register_as("user1", &format!("guess-{i}"), 2 * i + 1)
+                .await,
+        );
+        if i == 9 {
+            // The tenth failure locks: somewhere between sending it and its answer.
+            lock_window = Some((before, Instant::now()));
+        }
+        if answer.status() == 403 {
+            assert!(
+                answer
+                    .text
+                    .starts_with("SIP/2.0 403 Too Many Failed Authentications\r\n"),
+                "{}",
+                answer.text
+            );
+            assert!(
+                answer.header("WWW-Authenticate").is_none(),
+                "{}",
+                answer.text
+            );
+        }
+        statuses.push(answer.status());
+    }
+    assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 403), "{statuses:?}");
+    let (locked_after, locked_before) = lock_window.expect("ten guesses");
+    // The right password from the same source: refused, unread, for the whole lockout.
+    let right = last(
+        attacker
+            .register_as("user1", "user1-lab-password", 101)
+            .await,
+    );
+    assert_eq!(right.status(), 403, "{}", right.text);
+    assert!(
+        locked_before.elapsed() < lockout,
+        "the refusals took longer than the lockout; the test proves nothing"
+    );
+    // Then it is accepted again, not before the lockout has run.
+    let mut cseq = 200;
+    let accepted = loop {
+        let answer = last(
+            attacker
+                .register_as("user1", "user1-lab-password", cseq)
+                .await,
+        );
+        if answer.status() == 200 {
+            break Instant::now();
+        }
+        assert_eq!(answer.status(), 403, "{}", answer.text);
+        assert!(
+            locked_after.elapsed() < lockout + WAIT,
+            "still locked long after the lockout"
+        );
+        cseq += 2;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        accepted >= locked_after + lockout,
+        "accepted before the lockout ended"
+    );
+}
+
+#[tokio::test]
+async fn a_registered_phone_still_registers_while_an_attacker_hammers_its_user() {
+    let d = TestDaemon::start_with(config_throttle(5, 60.0)).await;
+    let server = d.addr("endpoints");
+    let phone = Phone::new(server).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    // An attacker at another address: five failures lock it and user1.
+    let attacker = Phone::bind("127.0.0.2", server).await;
+    for i in 0..20u32 {
+        let answer = last(attacker.register_as("user1", "guess", 2 * i + 1).await);
+        let want = if i < 5 { 401 } else { 403 };
+        assert_eq!(answer.status(), want, "guess {i}: {}", answer.text);
+    }
+    // The phone refreshes its registration from its own address as if nothing happened.
+    let refresh = last(phone.register_as("user1", "user1-lab-password", 10).await);
+    assert_eq!(refresh.status(), 200, "{}", refresh.text);
+    // A new address is refused for user1 even with the right password, like the attacker.
+    let newcomer = Phone::bind("127.0.0.3", server).await;
+    let refused = last(newcomer.register_as("user1", "user1-lab-password", 1).await);
+    assert_eq!(refused.status(), 403, "{}", refused.text);
+    let refused = last(
+        attacker
+            .register_as("user1", "user1-lab-password", 100)
+            .await,
+    );
+    assert_eq!(refused.status(), 403, "{}", refused.text);
+    // The user is rung at the phone: the registration is intact.
+    assert_eq!(
+        d.hub
+            .endpoints
+            .as_ref()
+            .expect("endpoint listener")
+            .targets(&"user1@adatum.biz".parse().expect("SIP address"))
+            .len(),
+        1
+    );
+}
+
+/// A response with what must differ masked: the To tag, the nonce, the user name.
+fn masked(reply: &Reply, user: &str) -> String {
+    let mut text = reply.text.replace(user, "USER");
+    for (start, end) in [(";tag=", "\r\n"), ("nonce=\"", "\"")] {
+        let mut out = String::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find(start) {
+            let (head, tail) = rest.split_at(i + start.len());
+            out.push_str(head);
+            let j = tail.find(end).unwrap_or(tail.len());
+            // The phone's own From tag is the same for both; mask every tag alike.
+            out.push('*');
+            rest = &tail[j..];
+        }
+        out.push_str(rest);
+        text = out;
+    }
+    text
+}
+
+#[tokio::test]
+async fn known_and_unknown_users_get_identical_answers_before_and_after_the_lock() {
+    let d = TestDaemon::start_with(config_throttle(3, 60.0)).await;
+    let server = d.addr("endpoints");
+    // One wrong password each from the same socket: the same 401s.
+    let probe = Phone::bind("127.0.0.4", server).await;
+    let (k0, k1) = probe.register_as("user1", "guess", 1).await;
+    let (u0, u1) = probe.register_as("nobody", "guess", 1).await;
+    let (k1, u1) = (k1.expect("challenged"), u1.expect("challenged"));
+    assert_eq!((k1.status(), u1.status()), (401, 401));
+    assert_eq!(masked(&k0, "user1"), masked(&u0, "nobody"));
+    assert_eq!(
+        masked(&k1, "user1"),
+        masked(&u1, "nobody"),
+        "a wrong password and an unknown user must look alike"
+    );
+    // Each user guessed from its own address until refused: with the probe's failure,
+    // two more lock the user (the addresses, at two failures, stay open).
+    for (user, ip) in [("user1", "127.0.0.2"), ("nobody", "127.0.0.3")] {
+        let attacker = Phone::bind(ip, server).await;
+        let mut statuses = Vec::new();
+        for i in 0..3u32 {
+            statuses.push(last(attacker.register_as(user, "guess", 2 * i + 1).await).status());
+        }
+        assert_eq!(statuses, [401, 401, 403], "{user}");
+    }
+    // From the probe's address: both users are locked alike.
+    let (k, _) = probe.register_as("user1", "user1-lab-password", 20).await;
+    let (u, _) = probe.register_as("nobody", "user1-lab-password", 20).await;
+    assert_eq!(k.status(), 403, "{}", k.text);
+    assert_eq!(
+        masked(&k, "user1"),
+        masked(&u, "nobody"),
+        "a locked user must not tell whether it exists"
+    );
+    // A locked address answers both alike too.
+    let locked = Phone::bind("127.0.0.5", server).await;
+    for i in 0..3u32 {
+        let answer = last(locked.register_as("someone", "guess", 2 * i + 1).await);
+        assert_eq!(answer.status(), 401, "{}", answer.text);
+    }
+    let (k, _) = locked.register_as("user1", "user1-lab-password", 20).await;
+    let (u, _) = locked.register_as("nobody", "user1-lab-password", 20).await;
+    assert_eq!(k.status(), 403, "{}", k.text);
+    assert_eq!(masked(&k, "user1"), masked(&u, "nobody"));
+}

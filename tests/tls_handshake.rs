@@ -248,13 +248,15 @@ async fn dr_val_3_wildcard_sbc_certificate_matches_one_label() {
     assert!(!got.identity.matches("contoso.com"));
 }
 
+/// DR-TLS-1 (README, `[[listener]]`): a client certificate's extended key usage must list
+/// clientAuth or serverAuth; one without the extension is refused like one with neither.
 #[tokio::test]
 async fn dr_tls_1_extended_key_usage_policy() {
     let lab = lab();
     let cases: &[(&str, &[Usage], bool)] = &[
         ("eku-server-only", &[Usage::ServerAuth], true),
         ("eku-client-only", &[Usage::ClientAuth], true),
-        ("eku-none", &[], true),
+        ("eku-none", &[], false),
         ("eku-code-signing", &[Usage::CodeSigning], false),
     ];
     for (stem, usages, ok) in cases {
@@ -453,6 +455,47 @@ async fn dr_tls_4_proxy_connects_to_an_sbc_and_checks_its_name() {
         ),
         "{err:?}"
     );
+}
+
+/// The proxy's own connections (DR-TLS-4) hold the SBC's server certificate to the same
+/// extended key usage rule as its client certificate (DR-TLS-1): serverAuth or clientAuth,
+/// and refused without either, no EKU extension included.
+#[tokio::test]
+async fn dr_tls_4_sbc_server_certificate_extended_key_usage_policy() {
+    let lab = lab();
+    let proxy_client = client_config(&lab.proxy_files(), BOTH).expect("proxy client config");
+    let cases: &[(&str, &[Usage], bool)] = &[
+        ("sbc-eku-server-only", &[Usage::ServerAuth], true),
+        ("sbc-eku-client-only", &[Usage::ClientAuth], true),
+        ("sbc-eku-none", &[], false),
+        ("sbc-eku-code-signing", &[Usage::CodeSigning], false),
+    ];
+    for (stem, usages, ok) in cases {
+        let spec = LeafSpec::new(["sbc2.adatum.biz"]).usages(usages);
+        let files = lab.issued(&lab.ca, &spec, stem);
+        for versions in [V12, BOTH] {
+            let sbc_server = server_config(&files, versions).expect("SBC server config");
+            let outcome = handshake(sbc_server, proxy_client.clone(), "sbc2.adatum.biz").await;
+            if *ok {
+                assert!(outcome.accepted().identity.matches(PROXY), "{stem}");
+                continue;
+            }
+            let err = outcome
+                .client
+                .expect_err("the proxy must refuse the SBC's certificate");
+            let err = err
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .cloned();
+            assert_eq!(
+                err,
+                Some(rustls::Error::InvalidCertificate(
+                    CertificateError::InvalidPurpose
+                )),
+                "{stem} {versions:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -7,3 +7,4 @@ pub mod net;
 pub mod registrar;
 pub mod script;
 pub mod service;
+pub mod throttle;

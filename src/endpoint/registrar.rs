@@ -22,6 +22,11 @@
 //!    algorithm, SHA-256 first. A wrong password and an unknown user produce the same `401`:
 //!    the same headers in the same order, differing only in nonce and To tag, and the same
 //!    work (the digest is computed against a stand-in password when there is no user).
+//!    Before any of it, the [`Throttle`] may refuse the request with
+//!    `403 Too Many Failed Authentications`, credentials unread: its source address, or its
+//!    AOR from an address that holds no current binding of it, failed too often lately.
+//!    Failed digests (unknown users alike) are counted there; a verified one clears its
+//!    address's count.
 //! 4. The authenticated user must be the address-of-record: the digest username must be
 //!    the AOR's user part or the whole `user@domain` (else `403`), and From must name the
 //!    same AOR as To: third-party registration is refused with `403`.
@@ -60,6 +65,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 
 use super::digest::{AuthParseError, Authenticator, Authorization, CryptoError, Outcome};
+use super::throttle::{Locked, Notice, Throttle, ThrottleConfig, UserKey, Verdict};
 use crate::sip::build::{ResponseWriter, Style};
 use crate::sip::{decode_into, Contact, HeaderName, Host, Invalid, Message, Method, Scheme, Uri};
 
@@ -185,10 +191,13 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     /// Most bindings one AOR may hold.
     pub max_bindings: usize,
+    /// Failed-digest throttling.
+    pub throttle: ThrottleConfig,
 }
 
 impl Default for RegistrarConfig {
-    /// Realm from the tenant domain, no aliases, 60 s to 3600 s (default 3600), 10 bindings.
+    /// Realm from the tenant domain, no aliases, 60 s to 3600 s (default 3600), 10 bindings,
+    /// the default throttle.
     fn default() -> Self {
         RegistrarConfig {
             realm: None,
@@ -197,6 +206,7 @@ impl Default for RegistrarConfig {
             max_expires: 3600,
             default_expires: 3600,
             max_bindings: 10,
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -434,6 +444,10 @@ pub enum Rejection {
         /// The limit.
         max: usize,
     },
+    /// The source address or the AOR is locked by the [`Throttle`] after too many failed
+    /// digests (`403`, credentials unread). The answer is the same for either lock.
+    #[error("too many failed authentications: {0} is locked")]
+    Throttled(Locked),
     /// The random number generator failed (`500`).
     #[error("{0}")]
     Crypto(CryptoError),
@@ -456,7 +470,8 @@ impl Rejection {
             | Rejection::RegIdWithSeveralContacts => 400,
             Rejection::UsernameMismatch
             | Rejection::ThirdParty
-            | Rejection::TooManyContacts { .. } => 403,
+            | Rejection::TooManyContacts { .. }
+            | Rejection::Throttled(_) => 403,
             Rejection::FirstHopLacksOutbound => 439,
             Rejection::IntervalTooBrief { .. } => 423,
             Rejection::OutOfOrder | Rejection::Crypto(_) => 500,
@@ -495,6 +510,7 @@ impl Rejection {
             Rejection::IntervalTooBrief { .. } => "Interval Too Brief",
             Rejection::OutOfOrder => "Out Of Order REGISTER",
             Rejection::TooManyContacts { .. } => "Too Many Contacts",
+            Rejection::Throttled(_) => "Too Many Failed Authentications",
             Rejection::Crypto(_) => "Server Internal Error",
         }
     }
@@ -532,11 +548,13 @@ enum Mark {
 ///
 /// Guarantees: every stored binding was authenticated by its AOR's user; no AOR holds more
 /// than [`RegistrarConfig::max_bindings`]; an AOR with no binding has no entry; a REGISTER
-/// either applies all its changes or none.
+/// either applies all its changes or none; no credentials are checked for a key the
+/// throttle has locked.
 #[derive(Debug)]
 pub struct Registrar {
     config: RegistrarConfig,
     auth: Authenticator,
+    throttle: Throttle,
     bindings: HashMap<Aor, Vec<Binding>>,
     /// An instant and the wall-clock time at that instant, for `Date` headers.
     clock: (Instant, SystemTime),
@@ -553,6 +571,7 @@ impl Registrar {
     ) -> Result<Registrar, ConfigError> {
         config.validate()?;
         Ok(Registrar {
+            throttle: Throttle::new(config.throttle),
             config,
             auth,
             bindings: HashMap::new(),
@@ -630,13 +649,20 @@ impl Registrar {
         self.bindings.values().map(Vec::len).sum()
     }
 
-    /// When the next binding expires: the driver calls [`expire`](Registrar::expire) then.
+    /// When the next binding expires or the next throttle lock ends: the driver calls
+    /// [`expire`](Registrar::expire) then.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.bindings.values().flatten().map(|b| b.expires_at).min()
+        let binding = self.bindings.values().flatten().map(|b| b.expires_at).min();
+        match (binding, self.throttle.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Removes every binding expired at `now` and returns them.
+    /// Removes every binding expired at `now` and returns them; ends the throttle's locks
+    /// that are over (see [`poll_notice`](Registrar::poll_notice)).
     pub fn expire(&mut self, now: Instant) -> Vec<(Aor, Binding)> {
+        self.throttle.handle_timeout(now);
         self.remove_where(|b| b.expires_at <= now)
     }
 
@@ -647,6 +673,11 @@ impl Registrar {
             .values()
             .flatten()
             .any(|b| b.source == source && b.transport == transport && b.expires_at > now)
+    }
+
+    /// The throttle's next notice for the log (a lock begun or ended), oldest first.
+    pub fn poll_notice(&mut self) -> Option<Notice> {
+        self.throttle.poll_notice()
     }
 
     /// Removes the outbound bindings reached over a flow that is gone (a closed TCP
@@ -712,6 +743,16 @@ impl Registrar {
             .realm
             .clone()
             .unwrap_or_else(|| aor.domain.clone());
+        // The digest username must name the AOR (checked below), so the AOR is the user the
+        // throttle counts, whether or not it exists; an address holding a current binding
+        // of the AOR has authenticated as it lately and passes a lock of the user.
+        let user_key = UserKey::new(&aor.to_string());
+        let vouched = self
+            .bindings(&aor, now)
+            .any(|b| b.source.ip() == source.ip());
+        if let Verdict::Refused(lock) = self.throttle.check(source.ip(), &user_key, vouched, now) {
+            return Err(Rejection::Throttled(lock));
+        }
         let Some(cred) = credentials_for(msg, &realm)? else {
             return self.challenge(msg, &realm, ChallengeReason::NoCredentials, now);
         };
@@ -733,13 +774,21 @@ impl Registrar {
             .auth
             .verify(&cred, Method::Register.as_str(), password, now);
         let identity = match (user, verdict) {
-            (Some(c), Outcome::Ok) => c.identity,
-            (None, _) => return self.challenge(msg, &realm, ChallengeReason::UnknownUser, now),
+            (Some(c), Outcome::Ok) => {
+                self.throttle.success(source.ip());
+                c.identity
+            }
+            (None, _) => {
+                self.throttle.failure(source.ip(), &user_key, now);
+                return self.challenge(msg, &realm, ChallengeReason::UnknownUser, now);
+            }
+            // Only a client that knows the password gets here: no guess.
             (Some(_), Outcome::Stale) => {
                 return self.challenge(msg, &realm, ChallengeReason::StaleNonce, now)
             }
             (Some(_), Outcome::Failed) => {
-                return self.challenge(msg, &realm, ChallengeReason::WrongCredentials, now)
+                self.throttle.failure(source.ip(), &user_key, now);
+                return self.challenge(msg, &realm, ChallengeReason::WrongCredentials, now);
             }
         };
         // Step 4: the authenticated user may only register itself.
@@ -1325,6 +1374,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
     use crate::endpoint::digest::DigestConfig;
+    use crate::endpoint::throttle::AddrKey;
     use crate::sip::{Limits, SipDate, Status};
     use md5::{Digest as _, Md5};
     use rustls::SupportedCipherSuite;
@@ -1594,7 +1644,19 @@ mod tests {
         algorithm: &str,
         now: Instant,
     ) -> RegisterOutcome<u32> {
-        let first = send(lab, r, now);
+        register_from(lab, r, password, algorithm, now, src())
+    }
+
+    /// [`register_with`] from another source address (UDP).
+    fn register_from(
+        lab: &mut Lab,
+        r: &Req,
+        password: &str,
+        algorithm: &str,
+        now: Instant,
+        source: SocketAddr,
+    ) -> RegisterOutcome<u32> {
+        let first = send_from(lab, r, now, source, Transport::Udp);
         assert_eq!(first.status, 401, "{}", resp(&first).text);
         let challenge = resp(&first)
             .all("WWW-Authenticate")
@@ -1606,7 +1668,7 @@ mod tests {
             .clone()
             .cseq(r.cseq + 1)
             .header(&answer(&challenge, &r.user, password, &r.ruri));
-        send(lab, &authed, now)
+        send_from(lab, &authed, now, source, Transport::Udp)
     }
 
     fn register(lab: &mut Lab, r: &Req, now: Instant) -> RegisterOutcome<u32> {
@@ -2600,5 +2662,221 @@ mod tests {
         };
         assert_eq!(none.validate(), Err(ConfigError::NoBindings));
         assert_eq!(RegistrarConfig::default().validate(), Ok(()));
+    }
+
+    // ------------------------------------------------------------ throttle
+
+    fn addr(s: &str) -> SocketAddr {
+        match s.parse() {
+            Ok(a) => a,
+            Err(e) => panic!("{s}: {e}"),
+        }
+    }
+
+    fn notices(lab: &mut Lab) -> Vec<Notice> {
+        std::iter::from_fn(|| lab.reg.poll_notice()).collect()
+    }
+
+    /// A response with its To tag and the user name masked, to compare two answers.
+    fn masked_403(o: &RegisterOutcome<u32>, user: &str) -> String {
+        let r = resp(o);
+        assert_eq!(r.status, 403, "{}", r.text);
+        let tag = r.one("To").split(";tag=").nth(1).unwrap_or("").to_owned();
+        assert!(!tag.is_empty(), "{}", r.text);
+        r.text.replace(&tag, "TAG").replace(user, "USER")
+    }
+
+    #[test]
+    fn fifty_wrong_passwords_lock_the_source_for_the_lockout_even_for_the_right_one() {
+        let mut lab = lab();
+        let t0 = lab.t0;
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let r = req("alice");
+        let first = send(&mut lab, &r, t0);
+        let challenge = resp(&first).all("WWW-Authenticate")[0].to_owned();
+        let guess = |cseq: u32, password: &str| {
+            r.clone()
+                .cseq(cseq)
+                .header(&answer(&challenge, "alice", password, "sip:adatum.biz"))
+        };
+        // A guess every 10 ms: the first ten are checked and challenged, the rest refused
+        // unread. RegistrarConfig::default() has the daemon's defaults: 10 in 60 s, 300 s.
+        let mut answers = Vec::new();
+        for i in 0..50u32 {
+            let now = t0 + Duration::from_millis(u64::from(i) * 10);
+            answers.push(send(&mut lab, &guess(2 + i, "guess"), now));
+        }
+        let statuses: Vec<u16> = answers.iter().map(|o| o.status).collect();
+        assert_eq!(statuses[..10], [401; 10]);
+        assert!(statuses[10..].iter().all(|s| *s == 403), "{statuses:?}");
+        let locked_at = t0 + Duration::from_millis(90);
+        // Logged once for the address and once for the user, not per refusal.
+        let lock = |key| Notice::Locked {
+            key,
+            failures: 10,
+            window: Duration::from_secs(60),
+            lockout: Duration::from_secs(300),
+        };
+        let address = Locked::Address(AddrKey::new(src().ip()));
+        let user = Locked::User(UserKey::new("alice@adatum.biz"));
+        assert_eq!(
+            notices(&mut lab),
+            vec![lock(address.clone()), lock(user.clone())]
+        );
+        // The right password, and a fresh REGISTER without credentials: refused too, to
+        // the last moment of the lockout.
+        let last = locked_at + Duration::from_secs(300) - Duration::from_millis(1);
+        let right = send(&mut lab, &guess(60, "alice-secret"), last);
+        assert_eq!(
+            right.result,
+            RegisterResult::Rejected(Rejection::Throttled(address.clone()))
+        );
+        let text = resp(&right).text;
+        assert!(
+            text.starts_with("SIP/2.0 403 Too Many Failed Authentications\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("WWW-Authenticate"), "{text}");
+        assert_eq!(send(&mut lab, &r.clone().cseq(61), last).status, 403);
+        assert_eq!(lab.reg.binding_count(), 0);
+        assert!(notices(&mut lab).is_empty());
+        // The driver's timer: the lock's end is the next timeout.
+        assert_eq!(
+            lab.reg.poll_timeout(),
+            Some(locked_at + Duration::from_secs(300))
+        );
+        // Then the lock ends (one notice each, with what was refused) and the right
+        // password registers.
+        lab.reg.expire(locked_at + Duration::from_secs(300));
+        assert_eq!(
+            notices(&mut lab),
+            vec![
+                Notice::Unlocked {
+                    key: address,
+                    refused: 42,
+                },
+                Notice::Unlocked {
+                    key: user,
+                    refused: 0,
+                },
+            ]
+        );
+        register(&mut lab, &r.clone().cseq(70), at(301));
+    }
+
+    #[test]
+    fn a_user_lock_spares_the_address_where_the_user_is_registered() {
+        let mut lab = lab();
+        let t0 = lab.t0;
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let phone = addr("192.0.2.30:5060");
+        let r = req("alice");
+        let ok = register_from(&mut lab, &r, "alice-secret", "SHA-256", at(0), phone);
+        assert_eq!(ok.status, 200, "{}", resp(&ok).text);
+        // An attacker guesses alice's password from ten addresses, once each: no address
+        // is locked, but alice is.
+        for i in 1..=10u8 {
+            let o = register_from(
+                &mut lab,
+                &req("alice"),
+                "guess",
+                "MD5",
+                at(1),
+                SocketAddr::from(([198, 51, 100, i], 5060)),
+            );
+            assert_eq!(o.status, 401);
+        }
+        assert_eq!(notices(&mut lab).len(), 1);
+        // The registered phone refreshes as usual, a mistype included.
+        let mistype = register_from(
+            &mut lab,
+            &r.clone().cseq(10),
+            "alice-secrte",
+            "SHA-256",
+            at(2),
+            phone,
+        );
+        assert_eq!(mistype.status, 401);
+        let refresh = register_from(
+            &mut lab,
+            &r.clone().cseq(20),
+            "alice-secret",
+            "SHA-256",
+            at(3),
+            phone,
+        );
+        assert_eq!(refresh.status, 200, "{}", resp(&refresh).text);
+        // A new address is refused, the right password notwithstanding, and so is the
+        // attacker; other users are not affected.
+        let elsewhere = addr("203.0.113.5:5060");
+        let first = send_from(
+            &mut lab,
+            &r.clone().cseq(30),
+            at(4),
+            elsewhere,
+            Transport::Udp,
+        );
+        assert_eq!(
+            first.result,
+            RegisterResult::Rejected(Rejection::Throttled(Locked::User(UserKey::new(
+                "alice@adatum.biz"
+            ))))
+        );
+        let bob = register_from(
+            &mut lab,
+            &req("bob"),
+            "bob-secret",
+            "SHA-256",
+            at(4),
+            elsewhere,
+        );
+        assert_eq!(bob.status, 200);
+        // The phone's registration lapses: its address is no longer vouched for.
+        assert_eq!(lab.reg.expire(at(3604)).len(), 2);
+        let lapsed = send_from(
+            &mut lab,
+            &r.clone().cseq(40),
+            at(3604),
+            phone,
+            Transport::Udp,
+        );
+        // (The lock, 300 s, is over by then: nothing is refused.)
+        assert_eq!(lapsed.status, 401);
+    }
+
+    #[test]
+    fn locked_known_and_unknown_users_get_identical_403s() {
+        let mut lab = lab();
+        let t0 = lab.t0;
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // Same-length names; alice exists, zelda does not. Each is guessed ten times from
+        // its own address: both addresses and both users lock.
+        for (name, attacker) in [
+            ("alice", "198.51.100.1:5060"),
+            ("zelda", "198.51.100.2:5060"),
+        ] {
+            for i in 0..10 {
+                let o = register_from(
+                    &mut lab,
+                    &req(name).cseq(2 * i + 1),
+                    "guess",
+                    "SHA-256",
+                    at(1),
+                    addr(attacker),
+                );
+                assert_eq!(o.status, 401);
+            }
+        }
+        assert_eq!(notices(&mut lab).len(), 4);
+        // Locked user, from a new address; locked address, for either user.
+        for source in ["203.0.113.5:5060", "198.51.100.1:5060"] {
+            let known = send_from(&mut lab, &req("alice"), at(2), addr(source), Transport::Udp);
+            let unknown = send_from(&mut lab, &req("zelda"), at(2), addr(source), Transport::Udp);
+            assert_eq!(
+                masked_403(&known, "alice"),
+                masked_403(&unknown, "zelda"),
+                "a 403 must not tell whether the user exists"
+            );
+        }
     }
 }

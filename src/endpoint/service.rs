@@ -2,8 +2,8 @@
 //! `[endpoints] address`), their registrations, and how a call reaches them.
 //!
 //! REGISTER is answered here, through the registrar (digest authentication against the
-//! user's `password`); every other message goes to the transaction layer like the SBC's,
-//! with a UDP or TCP destination.
+//! user's `password`, throttled after repeated failures); every other message goes to the
+//! transaction layer like the SBC's, with a UDP or TCP destination.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,8 +15,9 @@ use tracing::{debug, info, warn};
 
 use super::digest::{Authenticator, DigestConfig};
 use super::registrar::{
-    Aor, Credentials, RegisterResult, Registrar, RegistrarConfig, Transport, UserLookup,
+    Aor, Credentials, RegisterResult, Registrar, RegistrarConfig, Rejection, Transport, UserLookup,
 };
+use super::throttle::{Notice, Table, ThrottleConfig};
 use crate::config::{Config, SipAddress};
 use crate::directory::Directory;
 use crate::sip::{Message, Method};
@@ -69,6 +70,12 @@ impl Endpoints {
                 .min(3600)
                 .max(config.endpoints.min_expires),
             aliases: vec![local.ip().to_string()],
+            throttle: ThrottleConfig {
+                failures: config.endpoints.auth_failures,
+                window: config.endpoints.auth_window,
+                lockout: config.endpoints.auth_lockout,
+                ..ThrottleConfig::default()
+            },
             ..RegistrarConfig::default()
         };
         let registrar = Registrar::new(cfg, auth, Instant::now(), SystemTime::now())
@@ -88,19 +95,25 @@ impl Endpoints {
         source: SocketAddr,
         transport: Transport,
     ) -> BytesMut {
-        let outcome = self.lock().handle_register(
-            msg,
-            source,
-            transport,
-            Instant::now(),
-            &DirectoryUsers(dir),
-        );
+        let (outcome, notices) = {
+            let mut reg = self.lock();
+            let outcome =
+                reg.handle_register(msg, source, transport, Instant::now(), &DirectoryUsers(dir));
+            (outcome, drain_notices(&mut reg))
+        };
+        log_notices(notices);
         match &outcome.result {
             RegisterResult::Updated { aor, .. } => {
                 info!(aor = %aor_text(aor), %source, status = outcome.status, "REGISTER accepted")
             }
             RegisterResult::Challenged(why) => debug!(%source, ?why, "REGISTER challenged"),
-            other => warn!(%source, status = outcome.status, result = ?other, "REGISTER refused"),
+            // Said once when the lock began; not once per refused request.
+            RegisterResult::Rejected(r @ Rejection::Throttled(_)) => {
+                debug!(%source, reason = %r, "REGISTER refused unread")
+            }
+            other => {
+                crate::warn_limited!(%source, status = outcome.status, result = ?other, "REGISTER refused")
+            }
         }
         outcome.response
     }
@@ -119,9 +132,15 @@ impl Endpoints {
             .collect()
     }
 
-    /// Drops expired registrations; called by a periodic task.
+    /// Drops expired registrations and ends throttle locks that are over; called by a
+    /// periodic task.
     pub fn expire(&self) {
-        let gone = self.lock().expire(Instant::now());
+        let (gone, notices) = {
+            let mut reg = self.lock();
+            let gone = reg.expire(Instant::now());
+            (gone, drain_notices(&mut reg))
+        };
+        log_notices(notices);
         for (aor, b) in gone {
             debug!(aor = %aor_text(&aor), contact = %b.contact_uri, "registration expired");
         }
@@ -146,6 +165,42 @@ impl Endpoints {
 
 fn aor_text(aor: &Aor) -> String {
     format!("{}@{}", aor.user(), aor.domain())
+}
+
+/// The throttle's notices so far (none, almost always: no allocation then).
+fn drain_notices(reg: &mut Registrar) -> Vec<Notice> {
+    std::iter::from_fn(|| reg.poll_notice()).collect()
+}
+
+/// The throttle's notices, logged outside the registrar's lock: one WARN when a key locks,
+/// one INFO when its lock ends.
+fn log_notices(notices: Vec<Notice>) {
+    for n in notices {
+        match n {
+            Notice::Locked {
+                key,
+                failures,
+                window,
+                lockout,
+            } => warn!(
+                locked = %key,
+                failures,
+                window_s = window.as_secs_f64(),
+                lockout_s = lockout.as_secs_f64(),
+                "too many failed digest authentications: locked, refused with 403 until the lockout ends"
+            ),
+            Notice::Unlocked { key, refused } => {
+                info!(locked = %key, refused, "digest authentication lockout over")
+            }
+            Notice::Full(table) => warn!(
+                table = match table {
+                    Table::Addresses => "addresses",
+                    Table::Users => "users",
+                },
+                "digest throttle table full of locks: new keys are not tracked until one ends"
+            ),
+        }
+    }
 }
 
 /// The registrar's view of the directory: users with a password, in the tenant that

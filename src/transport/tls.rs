@@ -8,7 +8,11 @@
 //!   the AES-GCM suites of TLS 1.3 (TLS 1.0 and 1.1 do not exist in rustls);
 //! - a client certificate is mandatory and is verified against the configured CA bundle by
 //!   [`ClientAuthVerifier`], which accepts an extended key usage of clientAuth *or*
-//!   serverAuth, as the real service does since public CAs stopped issuing clientAuth;
+//!   serverAuth, as the real service does since public CAs stopped issuing clientAuth, and
+//!   refuses a certificate with neither, an absent extended key usage extension included
+//!   ([`end_entity_purpose`], DR-TLS-1);
+//! - the SBC's server certificate on the proxy's own connections (DR-TLS-4) must pass the
+//!   same purpose check, since an SBC presents one certificate both ways, and name the SBC;
 //! - session resumption is off on both sides, so every connection proves its identity with
 //!   a full certificate check and holds no session state in the daemon (see
 //!   [`server_config`] for the memory budget);
@@ -21,17 +25,17 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
 use rustls::crypto::{aws_lc_rs, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::NoServerSessionStorage;
+use rustls::server::{NoServerSessionStorage, ParsedCertificate};
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
     SignatureScheme, SupportedCipherSuite, SupportedProtocolVersion,
 };
 use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
 use x509_parser::error::X509Error;
 use x509_parser::extensions::GeneralName;
@@ -152,13 +156,6 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
-    /// The server-certificate verifier for outbound connections could not be built.
-    #[error("{}: {source}", path.display())]
-    ServerVerifier {
-        path: PathBuf,
-        #[source]
-        source: rustls::server::VerifierBuilderError,
-    },
 }
 
 /// The aws-lc-rs provider restricted to the suites the real service offers: TLS 1.2
@@ -202,9 +199,10 @@ fn rustls_versions(
 ///
 /// Guarantees:
 /// - a client certificate is required, and it must chain to a certificate in
-///   `files.client_ca`, be within its validity period, and carry clientAuth or serverAuth
-///   in its extended key usage (or no EKU at all, RFC 5280 §4.2.1.12); anything else fails
-///   the handshake, so no byte of SIP is read from such a peer;
+///   `files.client_ca`, be within its validity period, and list clientAuth or serverAuth
+///   in its extended key usage extension ([`end_entity_purpose`]: a certificate without the
+///   extension is refused, although RFC 5280 §4.2.1.12 would let it serve any purpose);
+///   anything else fails the handshake, so no byte of SIP is read from such a peer;
 /// - handshake signatures are checked with the same provider's algorithms;
 /// - with TLS 1.2 enabled, the key in `files.key` must be RSA (ECDHE-RSA suites only);
 /// - no session resumption: no TLS 1.3 tickets are sent, no TLS 1.2 session ids are
@@ -251,11 +249,12 @@ pub fn server_config(
 /// The configuration for the proxy's own connections to an SBC (DR-TLS-4).
 ///
 /// Presents the proxy certificate from `files.cert`/`files.key` and verifies the SBC's
-/// server certificate against `files.client_ca` and against the server name the caller
-/// passes to the connector (webpki rules: DNS SANs only, `*` only as a whole left-most
-/// label). Resumption is disabled for the same reason as on the server side: every
-/// connection shows the SBC's current certificate, which the health check reads for
-/// expiry.
+/// server certificate with [`SbcServerVerifier`]: against `files.client_ca`, for the
+/// purposes an SBC certificate must have ([`end_entity_purpose`], as on the listener), and
+/// against the server name the caller passes to the connector (webpki rules: DNS SANs
+/// only, `*` only as a whole left-most label). Resumption is disabled for the same reason
+/// as on the server side: every connection shows the SBC's current certificate, which the
+/// health check reads for expiry.
 pub fn client_config(
     files: &TlsFiles,
     versions: &[TlsVersion],
@@ -264,17 +263,14 @@ pub fn client_config(
     let provider = provider(versions);
     let chain = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
-    let roots = Arc::new(load_roots(&files.client_ca)?);
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|source| TlsError::ServerVerifier {
-            path: files.client_ca.clone(),
-            source,
-        })?;
+    let verifier = SbcServerVerifier {
+        chain: PeerChain::new(&files.client_ca, &provider)?,
+    };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&proto)
         .map_err(|source| TlsError::Config { source })?
-        .with_webpki_verifier(verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(chain, key)
         .map_err(|source| TlsError::CertKey {
             cert: files.cert.clone(),
@@ -363,25 +359,73 @@ fn require_rsa(
     }
 }
 
-/// The client-certificate policy of the SBC listener: a mandatory certificate that chains
-/// to the configured CA bundle, is currently valid, and whose extended key usage includes
-/// clientAuth or serverAuth.
-///
-/// Why not rustls' `WebPkiClientVerifier`: it insists on clientAuth, and public CAs stopped
-/// putting clientAuth into server certificates in 2026, so real SBC certificates carry
-/// serverAuth only; the real service accepts them and so must we. Everything else
-/// (path building, validity, signatures, name constraints) is rustls-webpki's.
+/// Why a peer's end-entity certificate is not fit to identify an SBC (DR-TLS-1): its
+/// extended key usage extension must be present and list serverAuth or clientAuth.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PurposeError {
+    /// No extended key usage extension. RFC 5280 §4.2.1.12 would let such a certificate
+    /// serve any purpose; drhub's rule (README, `[[listener]]`) asks for one of the two.
+    #[error("no extended key usage extension; serverAuth or clientAuth is required (DR-TLS-1)")]
+    NoExtendedKeyUsage,
+    /// The extension lists other purposes only (anyExtendedKeyUsage among them).
+    #[error("extended key usage {present} has neither serverAuth nor clientAuth (DR-TLS-1)")]
+    NeitherAuth {
+        /// The purposes listed, by name or OID.
+        present: String,
+    },
+    /// The certificate or its extension does not parse.
+    #[error("unreadable certificate: {0}")]
+    Unreadable(X509Error),
+}
+
+/// DR-TLS-1: the end-entity certificate an SBC presents, as a client or as a server, lists
+/// serverAuth or clientAuth in its extended key usage extension.
+pub fn end_entity_purpose(der: &CertificateDer<'_>) -> Result<(), PurposeError> {
+    let (_, cert) = X509Certificate::from_der(der.as_ref())
+        .map_err(|e| PurposeError::Unreadable(nom_error(e)))?;
+    let eku = cert
+        .extended_key_usage()
+        .map_err(PurposeError::Unreadable)?
+        .ok_or(PurposeError::NoExtendedKeyUsage)?
+        .value;
+    if eku.server_auth || eku.client_auth {
+        return Ok(());
+    }
+    let named = [
+        (eku.any, "anyExtendedKeyUsage"),
+        (eku.code_signing, "codeSigning"),
+        (eku.email_protection, "emailProtection"),
+        (eku.time_stamping, "timeStamping"),
+        (eku.ocsp_signing, "OCSPSigning"),
+    ];
+    let present: Vec<String> = named
+        .into_iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, name)| name.to_owned())
+        .chain(eku.other.iter().map(|oid| oid.to_id_string()))
+        .collect();
+    Err(PurposeError::NeitherAuth {
+        present: if present.is_empty() {
+            "(empty)".to_owned()
+        } else {
+            present.join(", ")
+        },
+    })
+}
+
+/// The trust anchors and signature algorithms an SBC's certificate chain is checked with,
+/// in either direction.
 #[derive(Debug)]
-pub struct ClientAuthVerifier {
+struct PeerChain {
     roots: Vec<TrustAnchor<'static>>,
     hints: Vec<DistinguishedName>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ClientAuthVerifier {
-    /// A verifier trusting every certificate in the PEM bundle at `ca`, checking
-    /// signatures with `provider`'s algorithms.
-    pub fn new(ca: &Path, provider: &CryptoProvider) -> Result<Self, TlsError> {
+impl PeerChain {
+    /// Every certificate in the PEM bundle at `ca` as a trust anchor, signatures checked
+    /// with `provider`'s algorithms.
+    fn new(ca: &Path, provider: &CryptoProvider) -> Result<Self, TlsError> {
         let store = load_roots(ca)?;
         Ok(Self {
             hints: store.subjects(),
@@ -389,6 +433,79 @@ impl ClientAuthVerifier {
             algorithms: provider.signature_verification_algorithms,
         })
     }
+
+    /// The end entity's purpose ([`end_entity_purpose`]), then its path to a trust anchor
+    /// at `now` (rustls-webpki: validity, signatures, name constraints, and the extended
+    /// key usage of intermediates, [`ClientOrServerAuth`]). A purpose refusal is logged
+    /// here with its reason, which the rustls error (`InvalidPurpose`) does not carry;
+    /// `sbc` names the SBC the proxy connects to, when it does.
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        sbc: Option<&str>,
+    ) -> Result<(), rustls::Error> {
+        let role = if sbc.is_some() { "server" } else { "client" };
+        if let Err(e) = end_entity_purpose(end_entity) {
+            tracing::warn!(reason = %e, sbc = sbc.unwrap_or("-"), "SBC {role} certificate refused");
+            return Err(rustls::Error::InvalidCertificate(match e {
+                PurposeError::Unreadable(_) => CertificateError::BadEncoding,
+                _ => CertificateError::InvalidPurpose,
+            }));
+        }
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(pki_error)?;
+        match cert.verify_for_usage(
+            self.algorithms.all,
+            &self.roots,
+            intermediates,
+            now,
+            ClientOrServerAuth,
+            None,
+            None,
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, sbc = sbc.unwrap_or("-"), "SBC {role} certificate rejected");
+                Err(pki_error(e))
+            }
+        }
+    }
+}
+
+/// The client-certificate policy of the SBC listener: a mandatory certificate that chains
+/// to the configured CA bundle, is currently valid, and whose extended key usage extension
+/// lists clientAuth or serverAuth ([`end_entity_purpose`]).
+///
+/// Why not rustls' `WebPkiClientVerifier`: it insists on clientAuth, and public CAs stopped
+/// putting clientAuth into server certificates in 2026, so real SBC certificates carry
+/// serverAuth only; the real service accepts them and so must we. Everything else
+/// (path building, validity, signatures, name constraints) is rustls-webpki's.
+#[derive(Debug)]
+pub struct ClientAuthVerifier {
+    chain: PeerChain,
+}
+
+impl ClientAuthVerifier {
+    /// A verifier trusting every certificate in the PEM bundle at `ca`, checking
+    /// signatures with `provider`'s algorithms.
+    pub fn new(ca: &Path, provider: &CryptoProvider) -> Result<Self, TlsError> {
+        Ok(Self {
+            chain: PeerChain::new(ca, provider)?,
+        })
+    }
+}
+
+/// The server-certificate policy of the proxy's own connections to an SBC (DR-TLS-4): the
+/// chain and purpose rules of [`ClientAuthVerifier`] (serverAuth or clientAuth, none
+/// refused: the SBC presents the same certificate both ways), and the SBC's FQDN among its
+/// names by webpki's rules.
+///
+/// Why not rustls' `WebPkiServerVerifier`: it takes a certificate without the extended key
+/// usage extension and refuses a clientAuth-only one, the opposite of the listener.
+#[derive(Debug)]
+pub struct SbcServerVerifier {
+    chain: PeerChain,
 }
 
 /// OID content bytes of id-kp-serverAuth (1.3.6.1.5.5.7.3.1).
@@ -396,8 +513,11 @@ const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01]
 /// OID content bytes of id-kp-clientAuth (1.3.6.1.5.5.7.3.2).
 const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
 
-/// Extended key usage policy: clientAuth or serverAuth, or no EKU extension at all.
-/// Applied by webpki to every certificate of the path, like its own `KeyUsage`.
+/// Extended key usage policy for the certificates of a path: clientAuth or serverAuth, or
+/// no EKU extension at all. webpki applies it to the end entity and to every intermediate,
+/// and cannot tell them apart; intermediates usually have no EKU (RFC 5280 §4.2.1.12 lets
+/// its absence mean "any"), so absence passes here, and the end entity, which must have
+/// one, is held to [`end_entity_purpose`] before.
 struct ClientOrServerAuth;
 
 impl webpki::ExtendedKeyUsageValidator for ClientOrServerAuth {
@@ -413,7 +533,7 @@ impl webpki::ExtendedKeyUsageValidator for ClientOrServerAuth {
             present.push(id.to_decoded_oid());
         }
         if present.is_empty() {
-            // RFC 5280 §4.2.1.12: no EKU extension means no restriction.
+            // An intermediate without EKU: no restriction (RFC 5280 §4.2.1.12).
             return Ok(());
         }
         Err(webpki::Error::RequiredEkuNotFoundContext(
@@ -431,7 +551,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
+        &self.chain.hints
     }
 
     fn verify_client_cert(
@@ -440,22 +560,9 @@ impl ClientCertVerifier for ClientAuthVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(pki_error)?;
-        match cert.verify_for_usage(
-            self.algorithms.all,
-            &self.roots,
-            intermediates,
-            now,
-            ClientOrServerAuth,
-            None,
-            None,
-        ) {
-            Ok(_) => Ok(ClientCertVerified::assertion()),
-            Err(e) => {
-                tracing::debug!(error = %e, "client certificate rejected");
-                Err(pki_error(e))
-            }
-        }
+        self.chain
+            .verify(end_entity, intermediates, now, None)
+            .map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -464,7 +571,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.chain.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -473,11 +580,50 @@ impl ClientCertVerifier for ClientAuthVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.chain.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.chain.algorithms.supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for SbcServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.chain
+            .verify(end_entity, intermediates, now, Some(&server_name.to_str()))?;
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.chain.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.chain.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.algorithms.supported_schemes()
     }
 }
 
@@ -837,6 +983,59 @@ mod tests {
         );
         let id = identity(None, &["a.b"]);
         assert_eq!(id.names().collect::<Vec<_>>(), ["a.b"]);
+    }
+
+    #[test]
+    fn dr_tls_1_end_entity_purpose_table() {
+        use rcgen::ExtendedKeyUsagePurpose as P;
+        let key = match rcgen::KeyPair::generate() {
+            Ok(k) => k,
+            Err(e) => panic!("{e}"),
+        };
+        let cert = |usages: Vec<P>| {
+            let mut params = match rcgen::CertificateParams::new(vec!["sbc1.adatum.biz".into()]) {
+                Ok(p) => p,
+                Err(e) => panic!("{e}"),
+            };
+            params.extended_key_usages = usages;
+            match params.self_signed(&key) {
+                Ok(c) => c.der().clone(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let neither = |present: &str| {
+            Err(PurposeError::NeitherAuth {
+                present: present.to_owned(),
+            })
+        };
+        let cases: Vec<(Vec<P>, Result<(), PurposeError>)> = vec![
+            (vec![P::ServerAuth], Ok(())),
+            (vec![P::ClientAuth], Ok(())),
+            (vec![P::ServerAuth, P::ClientAuth], Ok(())),
+            (vec![P::CodeSigning, P::ServerAuth], Ok(())),
+            (vec![], Err(PurposeError::NoExtendedKeyUsage)),
+            (vec![P::CodeSigning], neither("codeSigning")),
+            (vec![P::Any], neither("anyExtendedKeyUsage")),
+            (
+                vec![
+                    P::EmailProtection,
+                    P::Other(vec![1, 3, 6, 1, 4, 1, 311, 99]),
+                ],
+                neither("emailProtection, 1.3.6.1.4.1.311.99"),
+            ),
+        ];
+        for (usages, want) in cases {
+            let label = format!("{usages:?}");
+            assert_eq!(end_entity_purpose(&cert(usages)), want, "{label}");
+        }
+        assert!(matches!(
+            end_entity_purpose(&CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01])),
+            Err(PurposeError::Unreadable(_))
+        ));
+        assert_eq!(
+            PurposeError::NoExtendedKeyUsage.to_string(),
+            "no extended key usage extension; serverAuth or clientAuth is required (DR-TLS-1)"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::net::UdpSocket;
 
 use super::{Reply, WAIT};
 
-/// One softphone (its UDP socket) registering as user1@adatum.biz.
+/// One softphone (its UDP socket) registering as user1@adatum.biz (or any user).
 pub struct Phone {
     pub sock: UdpSocket,
     pub server: SocketAddr,
@@ -16,8 +16,14 @@ pub struct Phone {
 
 impl Phone {
     pub async fn new(server: SocketAddr) -> Phone {
+        Self::bind("127.0.0.1", server).await
+    }
+
+    /// A phone on another loopback address (`127.0.0.2` ...): a different source address
+    /// for the daemon, on the same machine.
+    pub async fn bind(ip: &str, server: SocketAddr) -> Phone {
         Phone {
-            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            sock: UdpSocket::bind((ip, 0)).await.unwrap(),
             server,
         }
     }
@@ -55,11 +61,16 @@ impl Phone {
     }
 
     pub fn register(&self, cseq: u32, auth: Option<&str>) -> String {
+        self.register_for("user1", cseq, auth)
+    }
+
+    /// A REGISTER for `user@adatum.biz` (one Call-ID per phone: raise `cseq` each time).
+    pub fn register_for(&self, user: &str, cseq: u32, auth: Option<&str>) -> String {
         let a = self.addr();
         let mut s = format!(
             "REGISTER sip:adatum.biz SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bKreg{cseq}\r\nMax-Forwards: 70\r\n\
-From: <sip:user1@adatum.biz>;tag=ph1\r\nTo: <sip:user1@adatum.biz>\r\nCall-ID: reg-{}@test\r\nCSeq: {cseq} REGISTER\r\n\
-Contact: <sip:user1@{a}>\r\nExpires: 600\r\n",
+From: <sip:{user}@adatum.biz>;tag=ph1\r\nTo: <sip:{user}@adatum.biz>\r\nCall-ID: reg-{}@test\r\nCSeq: {cseq} REGISTER\r\n\
+Contact: <sip:{user}@{a}>\r\nExpires: 600\r\n",
             a.port()
         );
         if let Some(auth) = auth {
@@ -71,18 +82,41 @@ Contact: <sip:user1@{a}>\r\nExpires: 600\r\n",
 
     /// REGISTER, answer the MD5 challenge with `password`; returns the final status.
     pub async fn register_with(&self, password: &str) -> u16 {
-        self.send(&self.register(1, None)).await;
+        let challenge = self.register_as("user1", password, 1).await;
+        assert_eq!(challenge.0.status(), 401, "{}", challenge.0.text);
+        challenge.1.expect("an answer to the credentials").status()
+    }
+
+    /// REGISTER as `user` with CSeq `cseq` and, when challenged, again with CSeq `cseq + 1`
+    /// answering the MD5 challenge with `password`: the first answer, and the second if
+    /// there was one.
+    pub async fn register_as(
+        &self,
+        user: &str,
+        password: &str,
+        cseq: u32,
+    ) -> (Reply, Option<Reply>) {
+        self.send(&self.register_for(user, cseq, None)).await;
         let challenge = self.recv().await;
-        assert_eq!(challenge.status(), 401, "{}", challenge.text);
-        let auth = digest_md5(
+        if challenge.status() != 401 {
+            return (challenge, None);
+        }
+        let auth = Self::digest_md5(&challenge, user, password);
+        self.send(&self.register_for(user, cseq + 1, Some(&auth)))
+            .await;
+        let answer = self.recv().await;
+        (challenge, Some(answer))
+    }
+
+    /// The Authorization value answering the MD5 challenge of a 401 as `user`.
+    pub fn digest_md5(challenge: &Reply, user: &str, password: &str) -> String {
+        digest_md5(
             &challenge.text,
-            "user1",
+            user,
             password,
             "REGISTER",
             "sip:adatum.biz",
-        );
-        self.send(&self.register(2, Some(&auth))).await;
-        self.recv().await.status()
+        )
     }
 
     /// Answers a request with a status, mirroring its headers; `tag` is our To tag.
