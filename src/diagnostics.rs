@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tracing::warn;
 
 use crate::sip::build::{ResponseWriter, Style};
-use crate::sip::{HeaderName, Message};
+use crate::sip::{salvage, HeaderName, Invalid, Message, Method, ParseError, Status, Unanswered};
 
 /// One entry of the catalogue. The README's diagnostic-code table lists them all (a
 /// test keeps the two in step).
@@ -149,6 +149,25 @@ impl Diagnostic {
         Diagnostic::CSeqOutOfOrder,
         Diagnostic::SbcGone,
     ];
+
+    /// A message that fails the RFC 3261 checks (DR-ERR-3): 505 for a version other than
+    /// 2.0, else 400 naming the fault.
+    pub fn invalid(invalid: Invalid) -> Diagnostic {
+        match invalid.status {
+            505 => Diagnostic::VersionNotSupported,
+            _ => Diagnostic::Malformed(invalid.reason),
+        }
+    }
+
+    /// A message the parser rejected (DR-ERR-3): 413 for a body over the limit
+    /// (DR-TLS-2), 505 for a version other than 2.0, else 400 naming the fault.
+    pub fn unparsed(error: &ParseError) -> Diagnostic {
+        match error.status() {
+            413 => Diagnostic::TooLarge(error.reason()),
+            505 => Diagnostic::VersionNotSupported,
+            _ => Diagnostic::Malformed(error.reason()),
+        }
+    }
 
     pub fn entry(self) -> Entry {
         use Diagnostic::*;
@@ -628,6 +647,35 @@ impl Rejection {
             );
             return false;
         }
+        self.write_tagged(req, teller, &id, out, tag)
+    }
+
+    /// Writes the response to `req` into `out`, with `correlation` in its Reason header,
+    /// and logs nothing: for per-message paths whose caller logs once (DR-VAL-8 wants the
+    /// same text in the log). No transaction keeps these (a message that did not parse):
+    /// the To tag is a [`stateless_tag`]. False, with nothing written, when `req` lacks
+    /// what a response copies.
+    pub fn write(
+        &self,
+        req: &Message<'_>,
+        teller: &Teller<'_>,
+        correlation: &str,
+        out: &mut BytesMut,
+    ) -> bool {
+        self.write_tagged(req, teller, correlation, out, &stateless_tag())
+    }
+
+    fn write_tagged(
+        &self,
+        req: &Message<'_>,
+        teller: &Teller<'_>,
+        correlation: &str,
+        out: &mut BytesMut,
+        tag: &str,
+    ) -> bool {
+        if !can_respond(req) {
+            return false;
+        }
         let mut w = ResponseWriter::start(
             out,
             teller.style,
@@ -636,7 +684,7 @@ impl Rejection {
             self.phrase(),
             Some(tag),
         );
-        w.header("Reason", &self.reason_header(&id));
+        w.header("Reason", &self.reason_header(correlation));
         if teller.ms_diagnostics {
             w.header("ms-diagnostics", &self.ms_diagnostics(teller.source));
         }
@@ -676,6 +724,53 @@ pub fn stateless_tag() -> String {
 /// Whether a To tag is a [`stateless_tag`].
 pub fn is_stateless_tag(tag: &str) -> bool {
     tag.starts_with("sl")
+}
+
+/// A message the parser rejected, answered: the rejection sent, with what the log line
+/// needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub rejection: Rejection,
+    /// The correlation id of the Reason header.
+    pub correlation: String,
+    pub call_id: String,
+}
+
+/// Answers a message the parser rejected with `error` (DR-ERR-3, DR-TLS-2): the
+/// rejection of [`Diagnostic::unparsed`] is written to `out`. It is built from the header
+/// block as received when that parses by itself (a framing fault, a version other than
+/// 2.0) and is a request other than ACK with every header a response copies; otherwise
+/// from the request [`salvage`] makes of `raw`. Nothing is logged: the caller logs once,
+/// with what this returns, or with why no answer was possible (a response, an ACK, no
+/// usable Via, From, To, Call-ID or CSeq).
+pub fn answer_unparsed<'r>(
+    raw: &'r [u8],
+    error: &ParseError,
+    teller: &Teller<'_>,
+    out: &mut BytesMut,
+) -> Result<Answered, Unanswered<'r>> {
+    let rejection = Rejection::new(Diagnostic::unparsed(error));
+    let correlation = correlation_id();
+    let answered = |msg: &Message<'_>, rejection: Rejection, correlation: String| Answered {
+        rejection,
+        correlation,
+        call_id: msg.call_id().unwrap_or("-").to_owned(),
+    };
+    let block = memchr::memmem::find(raw, b"\r\n\r\n").and_then(|end| raw.get(..end + 4));
+    let head = block
+        .and_then(|b| Message::parse_head(b).ok())
+        .and_then(Status::complete)
+        .filter(|m| m.is_request() && m.method() != Some(Method::Ack));
+    if let Some(head) = head {
+        if rejection.write(&head, teller, &correlation, out) {
+            return Ok(answered(&head, rejection, correlation));
+        }
+    }
+    let request = salvage(raw)?;
+    let msg = request.message();
+    // The salvaged request passed check_request, so it has every header a response copies.
+    rejection.write(&msg, teller, &correlation, out);
+    Ok(answered(&msg, rejection, correlation))
 }
 
 /// RFC 3261 §8.2.6: a response needs these copied from the request.

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::diagnostics::{is_stateless_tag, Diagnostic, Rejection, Teller};
+use crate::diagnostics::{answer_unparsed, is_stateless_tag, Diagnostic, Rejection, Teller};
 use crate::health::OptionsSeen;
 use crate::hub::Hub;
 use crate::policy::{self, peer_auth, ALLOW, SUPPORTED_OPTIONS};
@@ -70,11 +70,40 @@ impl FrontDoor {
         out: &mut BytesMut,
     ) {
         self.hub.counters.malformed.fetch_add(1, Ordering::Relaxed);
-        let d = match invalid.status {
-            505 => Diagnostic::VersionNotSupported,
-            _ => Diagnostic::Malformed(invalid.reason),
-        };
-        self.reject(flow, msg, Rejection::new(d), out);
+        self.reject(flow, msg, Rejection::new(Diagnostic::invalid(invalid)), out);
+    }
+
+    /// A message the stream could not parse (DR-ERR-3, DR-TLS-2): answered with the
+    /// fault's status and reason phrase, built from what [`crate::sip::salvage`] makes of
+    /// `raw`, where that is possible (never for a response or an ACK); logged once either
+    /// way, with the Call-ID when one was found.
+    fn unparsed(&self, flow: &FlowInfo, raw: &[u8], error: &ParseError, out: &mut BytesMut) {
+        self.hub.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        let label = flow.id.to_string();
+        match answer_unparsed(raw, error, &self.teller(flow, &label), out) {
+            Ok(a) => {
+                self.hub.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                let e = a.rejection.entry();
+                crate::info_limited!(
+                    flow = %flow.id,
+                    call_id = %a.call_id,
+                    status = a.rejection.status(),
+                    code = e.code,
+                    requirement = e.requirement,
+                    correlation = %a.correlation,
+                    "rejected: {}: {}",
+                    e.text,
+                    error.reason()
+                );
+            }
+            Err(u) => crate::info_limited!(
+                flow = %flow.id,
+                call_id = %String::from_utf8_lossy(u.call_id.unwrap_or(b"-")),
+                why = %u.why,
+                "message that does not parse not answered, dropped: {}",
+                error.reason()
+            ),
+        }
     }
 
     /// An out-of-dialog request answered here: OPTIONS, or a refusal.
@@ -228,27 +257,11 @@ impl Dispatch for FrontDoor {
     }
 
     fn on_unframeable(&self, flow: &FlowInfo, buf: &[u8], error: &ParseError, out: &mut BytesMut) {
-        self.hub.counters.malformed.fetch_add(1, Ordering::Relaxed);
-        let d = match error.status() {
-            413 => Diagnostic::TooLarge(error.reason()),
-            505 => Diagnostic::VersionNotSupported,
-            _ => Diagnostic::Malformed(error.reason()),
-        };
-        let head_end = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
-        let head = head_end
-            .and_then(|end| Message::parse_head(&buf[..end]).ok())
-            .and_then(|s| s.complete());
-        match head {
-            Some(head) if head.method().is_some() => {
-                self.reject(flow, &head, Rejection::new(d), out)
-            }
-            _ => warn!(
-                flow = %flow.id,
-                status = d.entry().status,
-                "unframeable bytes with no request header block to answer: {}",
-                error.reason()
-            ),
-        }
+        self.unparsed(flow, buf, error, out);
+    }
+
+    fn on_malformed(&self, flow: &FlowInfo, raw: &[u8], error: &ParseError, out: &mut BytesMut) {
+        self.unparsed(flow, raw, error, out);
     }
 
     fn on_opened(&self, flow: &Arc<FlowInfo>) {

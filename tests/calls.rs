@@ -611,3 +611,73 @@ async fn dr_ten_6_max_concurrent_sessions_alerts_at_90_percent_and_refuses_nothi
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// `text` with each character as the one byte of its Latin-1 code, the way an SBC that
+/// speaks Latin-1 sends a caller name such as Müller (0xFC).
+fn latin1(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).expect("a Latin-1 character"))
+        .collect()
+}
+
+/// The next final response to the request with this Call-ID (retransmissions of other
+/// transactions' responses skipped).
+async fn final_for(sbc: &mut TlsSbc, request: &str) -> Reply {
+    let call_id = req_header(request, "Call-ID");
+    loop {
+        let r = sbc.recv().await;
+        if r.is_response() && r.status() >= 200 && r.header("Call-ID") == call_id {
+            return r;
+        }
+    }
+}
+
+#[tokio::test]
+async fn dr_tls_2_a_latin1_caller_name_is_answered_and_the_call_up_on_the_connection_goes_on() {
+    let d = lab().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &[]);
+    sbc.send(&inv).await;
+    let (ok, _) = until(&mut sbc, 200).await;
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&inv, "ACK", Some(&tag), 1)).await;
+
+    // On the same TLS connection, an OPTIONS whose From has a Latin-1 display name: it is
+    // answered, and the SBC sees its From echoed in UTF-8 (the emulator's choice).
+    let opt = options("sbc1.adatum.biz", None, &[]).replacen("From: <", "From: \"Müller\" <", 1);
+    sbc.send(latin1(&opt)).await;
+    let r = final_for(&mut sbc, &opt).await;
+    assert_eq!(r.status(), 200, "{}", r.text);
+    assert!(
+        r.header("From").unwrap().starts_with("\"Müller\" <sip:"),
+        "{}",
+        r.text
+    );
+    // An INVITE from a Latin-1 caller is taken like any other (here: a number nobody
+    // has, 404), not dropped with the connection.
+    let second =
+        invite("sbc1.adatum.biz", "+15555550100", &[]).replacen("From: <", "From: \"Müller\" <", 1);
+    sbc.send(latin1(&second)).await;
+    let nf = final_for(&mut sbc, &second).await;
+    assert_eq!(
+        (nf.status(), nf.ms_code()),
+        (404, Some(511404)),
+        "{}",
+        nf.text
+    );
+    assert!(nf.header("From").unwrap().contains("Müller"), "{}", nf.text);
+    sbc.send(latin1(&ack_non2xx(&second, nf.to_tag().as_deref())))
+        .await;
+
+    // The call that was up is unaffected: the SBC's BYE ends it.
+    let bye = in_dialog(&inv, "BYE", Some(&tag), 2);
+    sbc.send(&bye).await;
+    let r = final_for(&mut sbc, &bye).await;
+    assert_eq!(
+        (r.status(), r.cseq_method()),
+        (200, Some("BYE")),
+        "{}",
+        r.text
+    );
+    d.calls_drained().await;
+}

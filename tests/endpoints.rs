@@ -434,3 +434,61 @@ async fn known_and_unknown_users_get_identical_answers_before_and_after_the_lock
     assert_eq!(k.status(), 403, "{}", k.text);
     assert_eq!(masked(&k, "user1"), masked(&u, "nobody"));
 }
+
+#[tokio::test]
+async fn dr_err_3_the_endpoint_listener_answers_malformed_requests_400_over_udp_and_tcp() {
+    let d = TestDaemon::start_with(config_virtual_never_answer()).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    // Does not parse (a header line without a colon), Via, From, To, Call-ID and CSeq
+    // intact: 400 naming the fault, back to the datagram's source.
+    let broken =
+        phone
+            .register(1, None)
+            .replacen("Expires: 600\r\n", "Expires: 600\r\nno colon\r\n", 1);
+    phone.send(&broken).await;
+    let r = phone.recv().await;
+    assert!(
+        r.text.starts_with("SIP/2.0 400 Malformed Header Line\r\n"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.header("Call-ID"), req_header(&broken, "Call-ID"));
+    // Parses, fails the RFC 3261 checks: 400 over UDP too.
+    let mismatch = phone
+        .register(2, None)
+        .replacen("CSeq: 2 REGISTER", "CSeq: 2 INVITE", 1);
+    phone.send(&mismatch).await;
+    let r = phone.recv().await;
+    assert!(
+        r.text
+            .starts_with("SIP/2.0 400 CSeq method does not match request method\r\n"),
+        "{}",
+        r.text
+    );
+    // A Latin-1 display name is read as Latin-1: the REGISTER is challenged as usual.
+    let latin1: Vec<u8> = phone
+        .register(3, None)
+        .replacen("From: <", "From: \"M\u{fc}ller\" <", 1)
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap())
+        .collect();
+    phone.sock.send_to(&latin1, phone.server).await.unwrap();
+    let r = phone.recv().await;
+    assert_eq!(r.status(), 401, "{}", r.text);
+    assert!(
+        r.header("From").unwrap().starts_with("\"Müller\""),
+        "{}",
+        r.text
+    );
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+
+    // TCP: the same 400, and the connection goes on.
+    let mut tcp = connect_tcp(d.addr("endpoints"), "phone.example").await;
+    let r = tcp.request(&broken).await;
+    assert!(
+        r.text.starts_with("SIP/2.0 400 Malformed Header Line\r\n"),
+        "{}",
+        r.text
+    );
+    assert_eq!(tcp.request(&phone.register(4, None)).await.status(), 401);
+}

@@ -6,7 +6,11 @@
 //! The files are datagram-style messages. On a stream, RFC 3261 §18.3 makes
 //! Content-Length mandatory and authoritative, so a message without one (inv2543) or
 //! with a wrong one (clerr, ncl) is a framing fault here: 400 and close, or, for a
-//! length larger than what arrives, a close when the message timeout expires.
+//! length larger than what arrives, a close when the message timeout expires. Other
+//! faults leave the connection open.
+//!
+//! The endpoint listener gets the same messages over UDP (one datagram each) and TCP: a
+//! fault the SBC listener answers with 400 it answers with the same 400.
 
 mod support;
 
@@ -106,27 +110,56 @@ async fn exchange(d: &TestDaemon, bytes: &[u8]) -> Vec<u16> {
 
 /// Like [`exchange`] but returns each status line after `SIP/2.0 ` (code and phrase).
 async fn exchange_lines(d: &TestDaemon, bytes: &[u8]) -> Vec<String> {
-    use tokio::io::AsyncReadExt;
     let mut sbc = connect_as(d, "sbc1.adatum.biz").await.unwrap();
     sbc.send(bytes).await;
+    read_status_lines(&mut sbc.stream).await
+}
+
+/// The status lines read from `stream` until it closes or a short quiet period passes.
+async fn read_status_lines(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
-        match tokio::time::timeout(
-            std::time::Duration::from_millis(300),
-            sbc.stream.read(&mut buf),
-        )
-        .await
-        {
+        match tokio::time::timeout(QUIET, stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
         }
     }
-    let text = String::from_utf8_lossy(&got);
-    text.split("\r\n")
+    status_lines(&got)
+}
+
+const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+
+fn status_lines(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .split("\r\n")
         .filter_map(|l| l.strip_prefix("SIP/2.0 "))
         .map(str::to_owned)
         .collect()
+}
+
+/// Sends one message as a datagram to the endpoint listener, from a socket of its own,
+/// and returns the status lines of what comes back before a short quiet period.
+async fn exchange_endpoint_udp(d: &TestDaemon, bytes: &[u8]) -> Vec<String> {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(bytes, d.addr("endpoints")).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(Ok((n, _))) = tokio::time::timeout(QUIET, sock.recv_from(&mut buf)).await {
+        got.extend(status_lines(&buf[..n]));
+    }
+    got
+}
+
+/// Sends one message on its own TCP connection to the endpoint listener.
+async fn exchange_endpoint_tcp(d: &TestDaemon, bytes: &[u8]) -> Vec<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(d.addr("endpoints"))
+        .await
+        .unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    read_status_lines(&mut tcp).await
 }
 
 async fn daemon() -> TestDaemon {
@@ -205,4 +238,72 @@ async fn specific_answers_a_voice_engineer_can_rely_on() {
         exchange(&d, &load("rfc4475/noreason")).await,
         Vec::<u16>::new()
     );
+}
+
+/// 400s the SBC listener gives for Direct Routing rules (DR-VAL-1, DR-VAL-7) or for a
+/// stream's own framing rule (Content-Length is mandatory on a stream, RFC 3261 §18.3):
+/// the endpoint listener over UDP need not give them.
+const SBC_OR_STREAM_ONLY: &[&str] = &[
+    "400 Contact Header Missing",
+    "400 Empty User Part In URI",
+    "400 Missing Content-Length",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dr_err_3_the_endpoint_listener_answers_what_the_sbc_listener_answers_400_over_udp_and_tcp()
+{
+    let d = daemon().await;
+    let mut compared = 0;
+    for name in INVALID.iter().chain(APPLICATION) {
+        let bytes = load(name);
+        let (tls, udp, tcp) = tokio::join!(
+            exchange_lines(&d, &bytes),
+            exchange_endpoint_udp(&d, &bytes),
+            exchange_endpoint_tcp(&d, &bytes),
+        );
+        for bad in tls
+            .iter()
+            .filter(|l| l.starts_with("400 ") && !SBC_OR_STREAM_ONLY.contains(&l.as_str()))
+        {
+            compared += 1;
+            assert!(
+                udp.contains(bad),
+                "{name}: TLS {tls:?}, endpoint UDP {udp:?}"
+            );
+            assert!(
+                tcp.contains(bad),
+                "{name}: TLS {tls:?}, endpoint TCP {tcp:?}"
+            );
+        }
+        // Nothing the SBC listener finds malformed is accepted by the endpoint listener
+        // (a valid OPTIONS, which the SBC listener refuses by the Direct Routing rules,
+        // is answered 200 by the endpoint listener, as any out-of-dialog OPTIONS).
+        let malformed = tls.iter().any(|l| {
+            (l.starts_with("400 ") && !SBC_OR_STREAM_ONLY.contains(&l.as_str()))
+                || l.starts_with("505 ")
+        });
+        assert!(
+            !malformed || udp.iter().chain(&tcp).all(|l| !l.starts_with('2')),
+            "{name}: SBC listener {tls:?}, endpoint listener answered {udp:?} {tcp:?}"
+        );
+    }
+    assert!(compared >= 15, "only {compared} 400s compared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dr_err_3_torture_datagrams_name_their_fault_over_udp() {
+    let d = daemon().await;
+    // §3.1.2.3 clerr: Content-Length larger than the datagram (RFC 3261 §18.3: 400).
+    let clerr = exchange_endpoint_udp(&d, &load("rfc4475/clerr")).await;
+    assert_eq!(clerr, ["400 Message Truncated"]);
+    // §3.1.2.16 badvers: SIP/7.0 -> 505, as over TLS.
+    let badvers = exchange_endpoint_udp(&d, &load("rfc4475/badvers")).await;
+    assert_eq!(badvers, ["505 Version Not Supported"]);
+    // §3.1.2.7 mismatch01 parses; it fails check_request: 400 over UDP as over TLS.
+    let mismatch = exchange_endpoint_udp(&d, &load("rfc4475/mismatch01")).await;
+    assert_eq!(mismatch, ["400 CSeq method does not match request method"]);
+    // Responses are never answered (noreason has no client transaction).
+    assert!(exchange_endpoint_udp(&d, &load("rfc4475/noreason"))
+        .await
+        .is_empty());
 }

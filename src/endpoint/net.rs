@@ -9,9 +9,12 @@
 //!   a stateless UAS): OPTIONS 200, INVITE 501 until calls from endpoints exist, CANCEL
 //!   and BYE 481, anything else 405;
 //! - only requests inside a call that is up, and responses, enter the transaction layer
-//!   (and from there the router, like the SBC's); an ACK for no call is dropped.
+//!   (and from there the router, like the SBC's); an ACK for no call is dropped;
+//! - a request that fails the RFC 3261 checks, or does not parse, is answered `400`
+//!   naming the fault where a response can be formed (DR-ERR-3), over UDP as over TCP.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,11 +24,11 @@ use tracing::debug;
 use super::admission::{SourceLimits, Verdict};
 use super::service::is_local;
 use crate::call::router::reject_stateless;
-use crate::diagnostics::{Diagnostic, Rejection};
+use crate::diagnostics::{answer_unparsed, correlation_id, Diagnostic, Rejection, Teller};
 use crate::hub::Hub;
 use crate::policy::ALLOW;
 use crate::sip::build::ResponseWriter;
-use crate::sip::{Message, Method, ParseError, Stored};
+use crate::sip::{Invalid, LocalIdentity, Message, Method, ParseError, Stored};
 use crate::transport::udp::DatagramDispatch;
 use crate::transport::{Destination, Dispatch, FlowInfo, Handled};
 
@@ -44,6 +47,17 @@ impl EndpointDispatch {
         }
     }
 
+    fn teller<'a>(&'a self, proxy: &'a LocalIdentity, label: &'a str) -> Teller<'a> {
+        Teller {
+            style: self.hub.style(),
+            source: proxy.host(),
+            server: &self.hub.config.proxy.server,
+            ms_diagnostics: self.hub.config.proxy.ms_diagnostics,
+            flow: label,
+            allow: ALLOW,
+        }
+    }
+
     fn on_endpoint_message(&self, wire: Stored, dest: Destination) {
         let msg = wire.message();
         let Some(method) = msg.method() else {
@@ -54,17 +68,7 @@ impl EndpointDispatch {
             return;
         }
         if let Err(invalid) = msg.check() {
-            self.hub
-                .counters
-                .malformed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let d = match invalid.status {
-                505 => Diagnostic::VersionNotSupported,
-                _ => Diagnostic::Malformed(invalid.reason),
-            };
-            if method != Method::Ack {
-                reject_stateless(&self.hub, &msg, &dest, &Rejection::new(d));
-            }
+            self.invalid(&msg, invalid, &dest);
             return;
         }
         if is_local(&msg) {
@@ -114,6 +118,31 @@ impl EndpointDispatch {
 
     /// The per-source rate: false when the request was refused (with a stateless 503).
     fn admit(&self, ip: IpAddr, msg: &Message<'_>, dest: &Destination) -> bool {
+        if self.within_rate(ip) {
+            return true;
+        }
+        if msg.method() != Some(Method::Ack) && crate::diagnostics::can_respond(msg) {
+            let mut out = BytesMut::new();
+            let tag = crate::diagnostics::stateless_tag();
+            let mut w = ResponseWriter::start(
+                &mut out,
+                dest.proxy().style(),
+                msg,
+                503,
+                "Service Unavailable",
+                Some(&tag),
+            );
+            w.header("Retry-After", "1");
+            w.header("Server", &self.hub.config.proxy.server);
+            w.finish(b"");
+            let _ = dest.send(out.freeze());
+        }
+        false
+    }
+
+    /// Takes one request from `ip` off its rate; false when it is over it. The first
+    /// refusal of a spell is logged, and the count of a spell when it ends.
+    fn within_rate(&self, ip: IpAddr) -> bool {
         let verdict = self
             .limits
             .lock()
@@ -137,23 +166,6 @@ impl EndpointDispatch {
                         "endpoint source over requests_per_second_per_address: 503 to its requests until it slows down"
                     );
                 }
-                if msg.method() != Some(Method::Ack) && crate::diagnostics::can_respond(msg) {
-                    let mut out = BytesMut::new();
-                    let tag = format!("{:016x}", fastrand::u64(..));
-                    let style = dest.proxy().style();
-                    let mut w = ResponseWriter::start(
-                        &mut out,
-                        style,
-                        msg,
-                        503,
-                        "Service Unavailable",
-                        Some(&tag),
-                    );
-                    w.header("Retry-After", "1");
-                    w.header("Server", &self.hub.config.proxy.server);
-                    w.finish(b"");
-                    let _ = dest.send(out.freeze());
-                }
                 false
             }
         }
@@ -170,11 +182,86 @@ impl EndpointDispatch {
         w.finish(b"");
         let _ = dest.send(out.freeze());
     }
+
+    /// A message that parsed but fails the RFC 3261 checks: a request other than ACK is
+    /// answered 400 (505 for another version) naming the fault, where it came from.
+    fn invalid(&self, msg: &Message<'_>, invalid: Invalid, dest: &Destination) {
+        self.hub.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        let label = dest.label();
+        let mut out = BytesMut::new();
+        let correlation = correlation_id();
+        let answer = msg.is_request() && msg.method() != Some(Method::Ack);
+        let sent = answer
+            && Rejection::new(Diagnostic::invalid(invalid)).write(
+                msg,
+                &self.teller(dest.proxy(), &label),
+                &correlation,
+                &mut out,
+            )
+            && dest.send(out.freeze());
+        if sent {
+            self.hub.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        debug!(
+            from = %label,
+            call_id = msg.call_id().unwrap_or("-"),
+            reason = invalid.reason,
+            correlation = %correlation,
+            answered = sent,
+            "invalid message from an endpoint"
+        );
+    }
+
+    /// A message that does not parse: answered with the fault's status and reason phrase
+    /// into `out`, from what [`crate::sip::salvage`] makes of `raw`, where that is
+    /// possible (never for a response or an ACK); logged once either way.
+    fn unparsed(
+        &self,
+        label: &str,
+        proxy: &LocalIdentity,
+        raw: &[u8],
+        error: &ParseError,
+        out: &mut BytesMut,
+    ) {
+        self.hub.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        let answered = answer_unparsed(raw, error, &self.teller(proxy, label), out);
+        if answered.is_ok() {
+            self.hub.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        let (call_id, correlation, why) = match &answered {
+            Ok(a) => (a.call_id.clone(), a.correlation.as_str(), None),
+            Err(u) => {
+                let call_id = String::from_utf8_lossy(u.call_id.unwrap_or(b"-")).into_owned();
+                (call_id, "-", Some(u.why))
+            }
+        };
+        debug!(
+            from = label,
+            call_id = %call_id,
+            error = %error,
+            correlation,
+            unanswered = why.map(|w| w.to_string()),
+            "message from an endpoint does not parse"
+        );
+    }
 }
 
 impl DatagramDispatch for EndpointDispatch {
     fn on_datagram(&self, from: Destination, msg: Stored) {
         self.on_endpoint_message(msg, from);
+    }
+
+    fn on_unframeable(&self, from: Destination, datagram: &[u8], error: &ParseError) {
+        // Over its rate, a source's garbage is counted (in the spell's refusals), not
+        // answered.
+        if !self.within_rate(from.peer().ip()) {
+            return;
+        }
+        let mut out = BytesMut::new();
+        self.unparsed(&from.label(), from.proxy(), datagram, error, &mut out);
+        if !out.is_empty() && !from.send(out.freeze()) {
+            debug!(to = %from.label(), "response to an endpoint could not be sent");
+        }
     }
 }
 
@@ -190,8 +277,15 @@ impl Dispatch for EndpointDispatch {
         self.on_endpoint_message(wire, Destination::Flow(handle));
     }
 
-    fn on_unframeable(&self, flow: &FlowInfo, _: &[u8], error: &ParseError, _: &mut BytesMut) {
-        debug!(flow = %flow.id, error = %error, "unframeable stream from an endpoint; closing");
+    fn on_unframeable(&self, flow: &FlowInfo, buf: &[u8], error: &ParseError, out: &mut BytesMut) {
+        self.unparsed(&flow.id.to_string(), &flow.proxy, buf, error, out);
+    }
+
+    fn on_malformed(&self, flow: &FlowInfo, raw: &[u8], error: &ParseError, out: &mut BytesMut) {
+        if !self.within_rate(flow.peer.ip()) {
+            return;
+        }
+        self.unparsed(&flow.id.to_string(), &flow.proxy, raw, error, out);
     }
 
     fn on_closed(&self, flow: &Arc<FlowInfo>) {

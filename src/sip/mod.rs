@@ -4,7 +4,8 @@
 //! copied out only by the layers that need it to outlive the read.
 //!
 //! Entry points: [`Message::parse`] (stream framing, RFC 3261 §18.3),
-//! [`Message::parse_head`] (header block only, for error responses), then
+//! [`Message::parse_head`] (header block only, for error responses), [`recover`] and
+//! [`salvage`] (what becomes of a message the parser rejected), then
 //! [`Message::checked_request`] / [`Message::checked_response`] (the RFC 3261 checks,
 //! returning the typed From, To, Call-ID, CSeq, top Via and Contact they parsed) before any
 //! layer acts on it.
@@ -18,6 +19,7 @@ pub mod build;
 pub mod header;
 pub mod identity;
 pub mod parse;
+pub mod recover;
 pub mod stored;
 pub mod uri;
 
@@ -31,6 +33,7 @@ pub use parse::{
     Checked, Header, Headers, Invalid, Limits, Message, ParseError, StartLine, Status, Values,
     Version, MAX_HEADERS,
 };
+pub use recover::{recover, salvage, Recovery, Unanswerable, Unanswered};
 pub use stored::{StoreError, Stored, UNLIMITED};
 pub use uri::{
     decode_into, pct_eq, pct_eq_ignore_case, DecodeError, Host, Scheme, Uri, UriHeaders,

@@ -12,10 +12,12 @@
 //! that the transport answers and strips (DR-TLS-3) before calling [`Message::parse`]; a
 //! buffer that starts with CRLF is [`ParseError::EmptyStartLine`].
 //!
-//! Framing errors are protocol faults: after one the stream cannot be resynchronised and
-//! the transport closes it (RFC 4475 §3.1.2.3). Before closing, [`Message::parse_head`]
-//! recovers the header block so that a response with [`ParseError::status`] and
-//! [`ParseError::reason`] can still be formed (DR-TLS-2).
+//! A [`ParseError`] is a framing error or a content error ([`ParseError::is_framing`]).
+//! After a framing error the stream cannot be resynchronised and the transport closes it
+//! (RFC 4475 §3.1.2.3, DR-TLS-2). After a content error the message can still be delimited
+//! ([`super::recover`]): it is answered and skipped, and the stream goes on (DR-ERR-3).
+//! Either way the response, where one can be formed, carries [`ParseError::status`] and
+//! [`ParseError::reason`].
 //!
 //! [`Message::check_request`] and [`Message::check_response`] then apply the RFC 3261
 //! §8.2 / §16.3 message-level rules; [`Message::checked_request`] and
@@ -230,7 +232,9 @@ fn tracked(name: HeaderName) -> usize {
 /// Why a buffer is not (the start of) a SIP message on a stream.
 ///
 /// Each variant maps to the status and reason phrase of the response drhub sends where it
-/// can still form one (DR-TLS-2); after any of them the connection is closed.
+/// can still form one (DR-TLS-2, DR-ERR-3). After a framing error
+/// ([`is_framing`](ParseError::is_framing)) the connection is closed; after any other the
+/// faulty message is skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
     /// The buffer starts with CRLF (a keep-alive the transport should have stripped).
@@ -260,6 +264,10 @@ pub enum ParseError {
     InvalidContentLength,
     /// Several Content-Length headers that disagree (RFC 4475 §3.3.9).
     ConflictingContentLength,
+    /// A datagram that ends before its header block does, or before Content-Length bytes
+    /// of body (RFC 3261 §18.3, RFC 4475 §3.1.2.3). [`Message::parse`] never returns it: on
+    /// a stream that is [`Status::Partial`].
+    Truncated,
 }
 
 impl ParseError {
@@ -279,7 +287,23 @@ impl ParseError {
             ParseError::MissingContentLength => "Missing Content-Length",
             ParseError::InvalidContentLength => "Malformed Content-Length",
             ParseError::ConflictingContentLength => "Conflicting Content-Length",
+            ParseError::Truncated => "Message Truncated",
         }
+    }
+
+    /// True when the stream position of the next message cannot be known: no end of the
+    /// header block within the limit, no single well-formed Content-Length, a body over
+    /// the limit. The connection must close (DR-TLS-2). Every other error is about the
+    /// content of a message that can still be delimited (see [`super::recover`]).
+    pub fn is_framing(&self) -> bool {
+        matches!(
+            self,
+            ParseError::HeaderTooLarge
+                | ParseError::BodyTooLarge
+                | ParseError::MissingContentLength
+                | ParseError::InvalidContentLength
+                | ParseError::ConflictingContentLength
+        )
     }
 
     /// SIP status for the response: 505 for a version other than 2.0, 413 for a body

@@ -107,9 +107,15 @@ pub trait Dispatch: Send + Sync + 'static {
     /// The same message again, as owned bytes that outlive the read buffer.
     fn on_owned(&self, flow: &Arc<FlowInfo>, msg: Stored, out: &mut BytesMut);
 
-    /// The stream could not be framed at `buf`. Write a response to `out` if one can be
-    /// formed; the connection is closed afterwards (DR-TLS-2).
+    /// The stream could not be framed at `buf` (a framing error: where the next message
+    /// starts cannot be known). Write a response to `out` if one can be formed; the
+    /// connection is closed afterwards (DR-TLS-2).
     fn on_unframeable(&self, flow: &FlowInfo, buf: &[u8], error: &ParseError, out: &mut BytesMut);
+
+    /// A message that is delimited on the stream but does not parse (a content error):
+    /// `raw` is exactly its bytes, which the stream skips afterwards; the connection stays
+    /// open. Write a response to `out` if one can be formed (DR-ERR-3).
+    fn on_malformed(&self, flow: &FlowInfo, raw: &[u8], error: &ParseError, out: &mut BytesMut);
 
     /// A connection is up and in the registry (inbound after the handshake, outbound
     /// once connected).

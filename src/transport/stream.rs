@@ -1,5 +1,8 @@
 //! The read loop of one stream connection: framing by Content-Length (RFC 3261 §18.3),
 //! CRLF keep-alive (RFC 5626 §3.5.1), size limits and the idle and slow-message timers.
+//! A message that does not parse but can be delimited is answered and skipped (DR-ERR-3),
+//! one whose header block is not UTF-8 is read as Latin-1 ([`sip::recover`]); only a
+//! stream that cannot be framed is closed (DR-TLS-2).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +12,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::tap::{Point, Way};
 use super::{Dispatch, FlowInfo, Handled, Tap};
-use crate::sip::{self, Message, Status, Stored};
+use crate::sip::{self, Message, Recovery, Status, Stored};
 
 /// The per-connection limits, from the `[limits]` section.
 #[derive(Debug, Clone)]
@@ -119,13 +122,35 @@ where
                     message_started.get_or_insert(Instant::now());
                     break;
                 }
-                Err(e) => {
-                    info!(flow = %flow.id, peer = %flow.peer, error = %e, "unframeable stream; closing");
-                    tap.record(Way::In, &point, &buf);
-                    dispatch.on_unframeable(&flow, &buf, &e, &mut out);
-                    fatal = true;
-                    break;
-                }
+                Err(e) => match sip::recover(&buf, e, &limits.sip) {
+                    Recovery::Partial => {
+                        message_started.get_or_insert(Instant::now());
+                        break;
+                    }
+                    Recovery::Latin1 { message, len } => {
+                        debug!(flow = %flow.id, "header block is not UTF-8; read as Latin-1");
+                        tap.record(Way::In, &point, &buf[..len]);
+                        buf.advance(len);
+                        message_started = None;
+                        let handled = dispatch.on_message(&flow, &message.message(), &mut out);
+                        if handled == Handled::Owned {
+                            dispatch.on_owned(&flow, message, &mut out);
+                        }
+                    }
+                    Recovery::Malformed { len, error } => {
+                        tap.record(Way::In, &point, &buf[..len]);
+                        dispatch.on_malformed(&flow, &buf[..len], &error, &mut out);
+                        buf.advance(len);
+                        message_started = None;
+                    }
+                    Recovery::Unframeable(e) => {
+                        crate::info_limited!(flow = %flow.id, peer = %flow.peer, error = %e, "unframeable stream; closing");
+                        tap.record(Way::In, &point, &buf);
+                        dispatch.on_unframeable(&flow, &buf, &e, &mut out);
+                        fatal = true;
+                        break;
+                    }
+                },
             }
         }
         if !out.is_empty() {
@@ -302,6 +327,10 @@ mod tests {
             fn on_unframeable(&self, _: &FlowInfo, _: &[u8], e: &ParseError, out: &mut BytesMut) {
                 out.extend_from_slice(format!("bad={}\n", e.status()).as_bytes());
             }
+            fn on_malformed(&self, _: &FlowInfo, raw: &[u8], e: &ParseError, out: &mut BytesMut) {
+                let line = format!("malformed={} {}\n", raw.len(), e.reason());
+                out.extend_from_slice(line.as_bytes());
+            }
         }
 
         fn limits(idle: u64, message: u64) -> StreamLimits {
@@ -441,6 +470,81 @@ mod tests {
             let mut got = [0u8; 6];
             client.read_exact(&mut got).await.unwrap();
             assert_eq!(&got, b"NOTIFY");
+        }
+
+        /// MSG with `from` in place of its From value.
+        fn with_from(from: &[u8], method: &str) -> Vec<u8> {
+            let text = String::from_utf8_lossy(MSG).replace("OPTIONS", method);
+            let (a, b) = text.split_once("<sip:a.b>;tag=1").unwrap();
+            [a.as_bytes(), from, b"<sip:a.b>;tag=1", b.as_bytes()].concat()
+        }
+
+        async fn expect(client: &mut DuplexStream, want: &str) {
+            let mut got = vec![0u8; want.len()];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(String::from_utf8_lossy(&got), want);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn dr_err_3_malformed_message_is_answered_skipped_and_the_stream_goes_on() {
+            let (mut client, task, _tx) = start(limits(600, 10));
+            let bad = String::from_utf8_lossy(MSG)
+                .replace("Call-ID: 1\r\n", "Call-ID: 1\r\nno colon\r\n")
+                .into_bytes();
+            // The fault is in the first write; the message ends in the second.
+            let all = [bad.as_slice(), MSG].concat();
+            let cut = bad.len() - 20;
+            client.write_all(&all[..cut]).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client.write_all(&all[cut..]).await.unwrap();
+            let want = format!(
+                "malformed={} Malformed Header Line\nlen={}\n",
+                bad.len(),
+                MSG.len()
+            );
+            expect(&mut client, &want).await;
+            client.write_all(MSG).await.unwrap();
+            expect(&mut client, &format!("len={}\n", MSG.len())).await;
+            drop(client);
+            assert_eq!(task.await.unwrap(), CloseReason::PeerClosed);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn latin1_header_block_is_dispatched_as_utf8_and_framed_on_its_own_length() {
+            let (mut client, task, _tx) = start(limits(600, 10));
+            let options = with_from(b"\"M\xfcller\" ", "OPTIONS");
+            let invite = with_from(b"\"M\xfcller\" ", "INVITE");
+            client
+                .write_all(&[options.as_slice(), &invite, MSG].concat())
+                .await
+                .unwrap();
+            // Each copy is one byte longer (0xFC is two bytes in UTF-8); the next message
+            // is framed where the original ended.
+            let want = format!(
+                "len={}\nowned={}\nlen={}\n",
+                options.len() + 1,
+                invite.len() + 1,
+                MSG.len()
+            );
+            expect(&mut client, &want).await;
+            drop(client);
+            assert_eq!(task.await.unwrap(), CloseReason::PeerClosed);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn dr_tls_2_conflicting_content_length_is_answered_then_closed() {
+            let (mut client, task, _tx) = start(limits(600, 10));
+            let two = String::from_utf8_lossy(MSG)
+                .replace("Content-Length: 0", "Content-Length: 0\r\nl: 5")
+                .into_bytes();
+            client
+                .write_all(&[two.as_slice(), MSG].concat())
+                .await
+                .unwrap();
+            let mut got = String::new();
+            client.read_to_string(&mut got).await.unwrap();
+            assert_eq!(got, "bad=400\n");
+            assert_eq!(task.await.unwrap(), CloseReason::Unframeable);
         }
 
         #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::tap::{Point, Way};
 use super::{Destination, Tap, Transport};
-use crate::sip::{LocalIdentity, Message, ParseError, Status, Stored};
+use crate::sip::{recover, Limits, LocalIdentity, Message, ParseError, Recovery, Status, Stored};
 
 /// The largest datagram read (a SIP message over UDP stays well below).
 const MAX_DATAGRAM: usize = 65_535;
@@ -64,9 +64,10 @@ pub trait DatagramDispatch: Send + Sync + 'static {
     /// One framed message; responses go back through `from`.
     fn on_datagram(&self, from: Destination, msg: Stored);
 
-    /// A datagram that is not a SIP message.
-    fn on_unframeable(&self, from: SocketAddr, datagram: &[u8], error: &ParseError) {
-        debug!(%from, error = %error, len = datagram.len(), "unframeable datagram dropped");
+    /// A datagram that does not parse as a SIP message; a response, if one can be formed,
+    /// goes back through `from` (DR-ERR-3).
+    fn on_unframeable(&self, from: Destination, datagram: &[u8], error: &ParseError) {
+        debug!(from = %from.label(), error = %error, len = datagram.len(), "unframeable datagram dropped");
     }
 }
 
@@ -96,42 +97,82 @@ pub async fn serve(
             continue;
         }
         flow.tap.record(Way::In, &flow.point(from), datagram);
+        let dest = Destination::Udp {
+            socket: flow.clone(),
+            addr: from,
+        };
         match frame_datagram(datagram) {
-            Ok(msg) => dispatch.on_datagram(
-                Destination::Udp {
-                    socket: flow.clone(),
-                    addr: from,
-                },
-                msg,
-            ),
-            Err(e) => dispatch.on_unframeable(from, datagram, &e),
+            Ok(Framed { message, latin1 }) => {
+                if latin1 {
+                    debug!(%from, "header block is not UTF-8; read as Latin-1");
+                }
+                dispatch.on_datagram(dest, message)
+            }
+            Err(e) => dispatch.on_unframeable(dest, datagram, &e),
         }
     }
+}
+
+/// One datagram framed as a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framed {
+    pub message: Stored,
+    /// The header block was not UTF-8 and `message` is its Latin-1 reading
+    /// ([`crate::sip::recover`]).
+    pub latin1: bool,
 }
 
 /// Frames one UDP datagram (RFC 3261 §18.3): Content-Length when present; without it the
 /// body is the rest of the datagram, which the stream parser cannot express, so the header
 /// is added to a copy (a cold path: SIP UAs send Content-Length on UDP too). Bytes after
-/// the Content-Length body are dropped.
-pub fn frame_datagram(datagram: &[u8]) -> Result<Stored, ParseError> {
-    let limits = crate::sip::Limits::default();
-    let bytes = match Message::parse(datagram, &limits) {
-        Ok(Status::Complete(m)) => Bytes::copy_from_slice(&datagram[..m.len()]),
-        Ok(Status::Partial) => return Err(ParseError::BodyTooLarge),
+/// the Content-Length body are dropped; a datagram shorter than its Content-Length is
+/// [`ParseError::Truncated`]. A header block that is not UTF-8 is read as Latin-1. The
+/// error names the fault a 400 (or 413, 505) reports.
+pub fn frame_datagram(datagram: &[u8]) -> Result<Framed, ParseError> {
+    let limits = Limits::default();
+    match frame_one(datagram, &limits) {
         Err(ParseError::MissingContentLength) => {
             let end = memchr::memmem::find(datagram, b"\r\n\r\n")
                 .ok_or(ParseError::MissingContentLength)?;
-            let body = &datagram[end + 4..];
+            let (Some(head), Some(body)) = (datagram.get(..end + 2), datagram.get(end + 4..))
+            else {
+                return Err(ParseError::MissingContentLength);
+            };
             let mut out = Vec::with_capacity(datagram.len() + 24);
-            out.extend_from_slice(&datagram[..end + 2]);
+            out.extend_from_slice(head);
             out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
             out.extend_from_slice(body);
-            Bytes::from(out)
+            frame_one(&out, &limits)
         }
-        Err(e) => return Err(e),
+        other => other,
+    }
+}
+
+/// [`frame_datagram`] for bytes that carry Content-Length (or fail without it).
+fn frame_one(datagram: &[u8], limits: &Limits) -> Result<Framed, ParseError> {
+    let error = match Message::parse(datagram, limits) {
+        Ok(Status::Complete(m)) => {
+            let bytes = Bytes::copy_from_slice(datagram.get(..m.len()).unwrap_or(datagram));
+            // The bytes framed as exactly one message just now.
+            let message = Stored::new(bytes).map_err(|_| ParseError::Truncated)?;
+            return Ok(Framed {
+                message,
+                latin1: false,
+            });
+        }
+        Ok(Status::Partial) => return Err(ParseError::Truncated),
+        Err(e) => e,
     };
-    // The bytes framed as exactly one message above (or were made to).
-    Stored::new(bytes).map_err(|_| ParseError::MissingContentLength)
+    match recover(datagram, error, limits) {
+        Recovery::Latin1 { message, .. } => Ok(Framed {
+            message,
+            latin1: true,
+        }),
+        Recovery::Malformed { error, .. } => Err(error),
+        // A datagram ends where it ends: a fault found before its end is the one to name.
+        Recovery::Partial => Err(error),
+        Recovery::Unframeable(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -142,12 +183,64 @@ mod tests {
     fn datagram_without_content_length_gets_the_rest_as_body() {
         let d = b"MESSAGE sip:a@b.c SIP/2.0\r\nVia: SIP/2.0/UDP h.c;branch=z9hG4bK1\r\n\r\nhello";
         let framed = frame_datagram(d).unwrap();
-        assert_eq!(framed.message().body(), b"hello");
+        assert_eq!(framed.message.message().body(), b"hello");
+        assert!(!framed.latin1);
     }
 
     #[test]
     fn datagram_extra_bytes_after_content_length_are_dropped() {
         let d = b"OPTIONS sip:a@b.c SIP/2.0\r\nContent-Length: 2\r\n\r\nhiJUNK";
-        assert_eq!(frame_datagram(d).unwrap().len(), d.len() - 4);
+        assert_eq!(frame_datagram(d).unwrap().message.len(), d.len() - 4);
+    }
+
+    #[test]
+    fn datagram_faults_are_named_and_latin1_is_read() {
+        use ParseError::*;
+        let cases: &[(&[u8], Result<&str, ParseError>)] = &[
+            (
+                b"OPTIONS sip:a@b.c SIP/2.0\r\nFrom: \"M\xfcller\" <sip:a@b.c>\r\n\r\nhi",
+                Ok("From: \"M\u{fc}ller\" <sip:a@b.c>\r\nContent-Length: 2\r\n\r\nhi"),
+            ),
+            (
+                b"OPTIONS sip:a@b.c SIP/2.0\r\nX: \xfc\r\nl: 2\r\n\r\nhi",
+                Ok("X: \u{fc}\r\nl: 2\r\n\r\nhi"),
+            ),
+            (
+                b"OPTIONS sip:a@b.c SIP/2.0\r\nl: 9\r\n\r\nhi",
+                Err(Truncated),
+            ),
+            (b"OPTIONS sip:a@b.c SIP/2.0\r\nVia: x\r\n", Err(Truncated)),
+            (
+                b"OPTIONS sip:a@b.c SIP/2.0\r\nno colon\r\n\r\n",
+                Err(MalformedHeaderLine),
+            ),
+            (
+                b"OPTIONS sip:a@b.c SIP/2.0\r\nno colon\r\nl: 0\r\n\r\n",
+                Err(MalformedHeaderLine),
+            ),
+            (b"OPTIONS\r\nVia: x\r\n", Err(BadRequestLine)),
+            (b"OPTIONS sip:a@b.c SIP/2.0\nVia: x\n\n", Err(BadLineEnding)),
+            (
+                b"OPTIONS sip:a@b.c SIP/2.0\r\nl: 1\r\nl: 2\r\n\r\nhi",
+                Err(ConflictingContentLength),
+            ),
+            (
+                b"OPTIONS sip:a@b.c SIP/3.0\r\nl: 0\r\n\r\n",
+                Err(VersionNotSupported),
+            ),
+        ];
+        for (d, want) in cases {
+            let got = frame_datagram(d).map(|f| {
+                assert_eq!(f.latin1, !d.is_ascii());
+                let text = String::from_utf8(f.message.bytes().to_vec()).unwrap();
+                text.split_once("\r\n").unwrap().1.to_owned()
+            });
+            assert_eq!(
+                got,
+                want.map(str::to_owned),
+                "{:?}",
+                String::from_utf8_lossy(d)
+            );
+        }
     }
 }
