@@ -255,11 +255,14 @@ fn main() {
                             s
                         } else {
                             let mut s = in_dialog_n("ACK", n, &tag, 1);
-                            if hold == 0 {
-                                s.push_str(&in_dialog_n("BYE", n, &tag, 2));
-                            } else if up.insert(n) {
-                                // A retransmitted 200 (sent before our ACK arrived) counts once.
-                                established += 1;
+                            // A retransmitted 200 (sent before our ACK arrived) is ACKed
+                            // again, but counts and is hung up once.
+                            if up.insert(n) {
+                                if hold == 0 {
+                                    s.push_str(&in_dialog_n("BYE", n, &tag, 2));
+                                } else {
+                                    established += 1;
+                                }
                             }
                             s
                         };
@@ -317,7 +320,11 @@ fn main() {
             );
         } else {
             println!("calls_load: {rate} calls/s offered for {seconds} s over one TLS 1.2 connection");
-            let unanswered = total.saturating_sub(completed + failed);
+            let answered = up.len() as u64;
+            let unanswered = total.saturating_sub(answered + failed);
+            if answered > completed {
+                println!("  {} answered calls whose BYE got no 200", answered - completed);
+            }
             let shed = failures.get(&503).copied().unwrap_or(0);
             println!(
                 "  {completed} calls completed, {failed} failed ({shed} shed with 503, {:.1} % of offered), {unanswered} without a final response",

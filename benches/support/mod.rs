@@ -11,6 +11,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drhub::transport::tls::TlsVersion;
@@ -33,6 +35,13 @@ pub fn lab(name: &str, edit: impl FnOnce(String) -> String) -> (PathBuf, PathBuf
 /// Starts the release `drhub` binary in `dir` and returns it with the TLS address it
 /// logged.
 pub fn spawn_daemon(dir: &Path, cfg: &Path) -> (Child, SocketAddr) {
+    let (child, addr, _) = spawn_daemon_counting(dir, cfg);
+    (child, addr)
+}
+
+/// [`spawn_daemon`], also counting the bytes the daemon logs from then on.
+pub fn spawn_daemon_counting(dir: &Path, cfg: &Path) -> (Child, SocketAddr, Arc<AtomicU64>) {
+    let logged = Arc::new(AtomicU64::new(0));
     let mut child = Command::new(env!("CARGO_BIN_EXE_drhub"))
         .current_dir(dir)
         .arg("run")
@@ -44,8 +53,10 @@ pub fn spawn_daemon(dir: &Path, cfg: &Path) -> (Child, SocketAddr) {
         .expect("spawn drhub");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    let count = logged.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            count.fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
             let _ = tx.send(line);
         }
     });
@@ -61,7 +72,7 @@ pub fn spawn_daemon(dir: &Path, cfg: &Path) -> (Child, SocketAddr) {
                 {
                     // Keep draining the log so the daemon never blocks on a full pipe.
                     std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return (child, addr);
+                    return (child, addr, logged);
                 }
             }
         }
