@@ -28,21 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use drhub::sip::{HeaderName, Limits, Message, Status};
 use support::*;
 
-/// The bench user: one virtual endpoint that rings and answers at once.
-const BENCH_USER: &str = r#"
-  [[tenant.user]]
-  sip_address = "bench@adatum.biz"
-  display_name = "Bench"
-  line_uri = "tel:+18338009999"
-
-    [[tenant.user.endpoint]]
-    name = "instant"
-    ring_after_seconds = 0
-    answer_after_seconds = 0
-"#;
-
 const SBC: &str = "sbc1.adatum.biz";
-const NUMBER: &str = "+18338009999";
+const NUMBER: &str = INSTANT_NUMBER;
 
 fn invite(n: u64) -> String {
     invite_numbered(SBC, NUMBER, n, &[])
@@ -136,11 +123,7 @@ fn main() {
         )
     } else {
         let (dir, cfg) = lab("calls", |t| {
-            format!("{t}\n")
-                .replace(
-                    "[[tenant]]\nid = \"contoso\"",
-                    &format!("{BENCH_USER}\n[[tenant]]\nid = \"contoso\""),
-                )
+            with_instant_user(format!("{t}\n"))
                 .replace("max_per_second = 5000", "max_per_second = 1000000")
                 .replace("max_concurrent = 20000", "max_concurrent = 1000000")
                 .replace(

@@ -28,19 +28,8 @@ use tokio::net::UdpSocket;
 use drhub::sip::{Limits, Message, Status};
 use support::*;
 
-const INSTANT_USER: &str = r#"
-  [[tenant.user]]
-  sip_address = "bench@adatum.biz"
-  display_name = "Bench"
-  line_uri = "tel:+18338009999"
-
-    [[tenant.user.endpoint]]
-    name = "instant"
-    ring_after_seconds = 0
-    answer_after_seconds = 0
-"#;
 const SBC: &str = "sbc1.adatum.biz";
-const NUMBER: &str = "+18338009999";
+const NUMBER: &str = INSTANT_NUMBER;
 /// The SBC's call rate during the flood.
 const CALLS_PER_SECOND: u64 = 20;
 
@@ -84,11 +73,7 @@ fn main() {
         .map(|a| a.port())
         .expect("a free UDP port");
     let (dir, cfg) = lab("flood", |t| {
-        let t = t.replacen(
-            "[[tenant]]\nid = \"contoso\"",
-            &format!("{INSTANT_USER}\n[[tenant]]\nid = \"contoso\""),
-            1,
-        );
+        let t = with_instant_user(t);
         let t = set_key(&t, "endpoints", "address", &format!("\"127.0.0.1:{port}\""));
         // The log as a user runs it: warnings on.
         set_key(&t, "log", "level", "\"warn,drhub::daemon=info\"")

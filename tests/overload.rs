@@ -12,28 +12,6 @@ use tokio::net::{TcpStream, UdpSocket};
 use support::phone::digest_md5;
 use support::*;
 
-/// A user whose one virtual endpoint rings and answers at once.
-const INSTANT_USER: &str = r#"
-  [[tenant.user]]
-  sip_address = "instant@adatum.biz"
-  display_name = "Instant"
-  line_uri = "tel:+18338009999"
-
-    [[tenant.user.endpoint]]
-    name = "instant"
-    ring_after_seconds = 0
-    answer_after_seconds = 0
-"#;
-const INSTANT: &str = "+18338009999";
-
-fn with_instant_user(t: String) -> String {
-    t.replacen(
-        "[[tenant]]\nid = \"contoso\"",
-        &format!("{INSTANT_USER}\n[[tenant]]\nid = \"contoso\""),
-        1,
-    )
-}
-
 /// Whether the daemon closed `s` within `wait` (EOF or reset), reading and discarding
 /// whatever it had sent first.
 async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
@@ -243,7 +221,7 @@ From: <sip:x@evil.example>;tag=f{n}\r\nTo: <sip:user1@adatum.biz>\r\nCall-ID: fl
     });
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
     for _ in 0..10 {
-        let inv = invite("sbc1.adatum.biz", INSTANT, &[]);
+        let inv = invite("sbc1.adatum.biz", INSTANT_NUMBER, &[]);
         sbc.send(&inv).await;
         let (ok, _) = sbc.until(200).await;
         sbc.ack_and_bye(&inv, &ok.to_tag().unwrap()).await;
@@ -273,7 +251,7 @@ async fn dr_err_1_overload_beyond_the_knee_sheds_with_503_and_loses_nothing() {
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
     const N: u64 = 2000;
     let invites: Vec<String> = (0..N)
-        .map(|n| invite_numbered("sbc1.adatum.biz", INSTANT, 900_000 + n, &[]))
+        .map(|n| invite_numbered("sbc1.adatum.biz", INSTANT_NUMBER, 900_000 + n, &[]))
         .collect();
     sbc.send(invites.concat()).await;
     let mut finals = std::collections::BTreeMap::<u16, u64>::new();

@@ -36,6 +36,32 @@ pub fn lab_config_text(certs: &Path, edit: impl FnOnce(String) -> String) -> Str
     edit(text)
 }
 
+/// A user of the lab's first tenant whose one virtual endpoint rings and answers at once,
+/// for load: `instant@adatum.biz`, [`INSTANT_NUMBER`].
+pub const INSTANT_USER: &str = r#"
+  [[tenant.user]]
+  sip_address = "instant@adatum.biz"
+  display_name = "Instant"
+  line_uri = "tel:+18338009999"
+
+    [[tenant.user.endpoint]]
+    name = "instant"
+    ring_after_seconds = 0
+    answer_after_seconds = 0
+"#;
+
+/// The number of [`INSTANT_USER`].
+pub const INSTANT_NUMBER: &str = "+18338009999";
+
+/// The lab config text with [`INSTANT_USER`] added to the first tenant.
+pub fn with_instant_user(text: String) -> String {
+    text.replacen(
+        "[[tenant]]\nid = \"contoso\"",
+        &format!("{INSTANT_USER}\n[[tenant]]\nid = \"contoso\""),
+        1,
+    )
+}
+
 /// A TLS client presenting `<certs>/<stem>.pem` (none when `stem` is `None`) and trusting
 /// `<certs>/ca.pem`, restricted to `versions`: an SBC towards the proxy.
 pub fn tls_connector(certs: &Path, stem: Option<&str>, versions: &[TlsVersion]) -> TlsConnector {
