@@ -197,6 +197,7 @@ fn main() {
         let started = Instant::now();
         let mut last_done = started;
         let cpu0 = server_cpu().0;
+        let me0 = cpu_micros(std::process::id());
         let uas0 = uas_cpu();
         let rss0 = pid.map(rss_kib).unwrap_or(0);
         let mut latencies = Vec::with_capacity(total as usize);
@@ -314,6 +315,11 @@ fn main() {
                 100.0 * shed as f64 / total.max(1) as f64
             );
             let busy = last_done.duration_since(started).as_secs_f64().max(1e-3);
+            let me = cpu_micros(std::process::id()).saturating_sub(me0);
+            println!(
+                "  load generator CPU: {:.0} % of one core (one thread; at 100 % its own queue adds to INVITE-to-100)",
+                me as f64 / started.elapsed().as_secs_f64() / 10_000.0
+            );
             println!("  goodput {:.0} calls/s (completed calls until the last one, {busy:.1} s)", completed as f64 / busy);
             println!("  INVITE-to-100: p50 {:?}, p99 {:?}, max {:?}", pct(0.50), pct(0.99), latencies.last().copied().unwrap_or_default());
             if routed {

@@ -334,6 +334,17 @@ impl Daemon {
                 }
             });
         }
+        // DR-ERR-1: how long a ready task waits for a thread.
+        {
+            let hub = self.hub.clone();
+            let stop = shared.close_connections.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = lag_probe(&hub) => {}
+                    _ = stop.cancelled() => {}
+                }
+            });
+        }
         if let Some(every) = self.config.log.status_interval {
             let hub = self.hub.clone();
             let stop = shared.close_connections.clone();
@@ -376,6 +387,22 @@ impl Daemon {
     }
 }
 
+/// Every [`LAG_PROBE`], sleeps and records how much later than asked it woke: the time
+/// a task that is ready waits for one of the runtime's threads, which every connection
+/// and call task pays too. Read by [`Hub::overload`].
+async fn lag_probe(hub: &Hub) {
+    loop {
+        let asked = tokio::time::Instant::now() + LAG_PROBE;
+        tokio::time::sleep_until(asked).await;
+        let late = tokio::time::Instant::now().saturating_duration_since(asked);
+        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        hub.runtime_lag_us.store(us, Ordering::Relaxed);
+    }
+}
+
+/// How often [`lag_probe`] looks.
+const LAG_PROBE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// One line of what the daemon holds, for the journal (and the soak bench).
 fn log_status(hub: &Hub) {
     let load = hub.layer.load();
@@ -386,6 +413,7 @@ fn log_status(hub: &Hub) {
         transactions = load.transactions(),
         layer_queue = load.queued(),
         layer_delay_us = load.delay().as_micros() as u64,
+        runtime_lag_us = hub.runtime_lag_us.load(Ordering::Relaxed),
         connections = hub.flows.len(),
         requests = c.requests.load(Ordering::Relaxed),
         rejected = c.rejected.load(Ordering::Relaxed),

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::call::CallTable;
 use crate::config::{Config, Profile};
@@ -45,6 +46,9 @@ pub struct Hub {
     connector: OnceLock<Arc<Connector>>,
     next_port: AtomicU16,
     draining: AtomicBool,
+    /// How late the runtime's lag probe last woke, microseconds: how long a task that is
+    /// ready waits for a thread (see [`Hub::overload`]).
+    pub runtime_lag_us: AtomicU64,
     /// The router's queue, to see how full it is.
     router: OnceLock<tokio::sync::mpsc::Sender<CoreEvent<Destination>>>,
 }
@@ -75,6 +79,7 @@ impl Hub {
             media,
             connector: OnceLock::new(),
             draining: AtomicBool::new(false),
+            runtime_lag_us: AtomicU64::new(0),
             router: OnceLock::new(),
             config,
         }
@@ -102,12 +107,18 @@ impl Hub {
     /// DR-ERR-1, measured where the work waits: why a new INVITE must be refused now
     /// (with `503` and `Retry-After`, before any state is kept for it), or `None`. The
     /// daemon is past its knee when the transaction layer, which every message crosses,
-    /// has fallen `limits.overload_queue_delay_ms` behind, or when the router's queue is
-    /// half full. Calls already admitted go on: only new INVITEs are turned away.
+    /// has fallen `limits.overload_queue_delay_ms` behind; when tasks that are ready to
+    /// run (connections, calls) wait that long for a thread; or when the router's queue
+    /// is half full. Calls already admitted go on: only new INVITEs are turned away.
     pub fn overload(&self) -> Option<&'static str> {
         let load = self.layer.load();
-        if load.queued() > 0 && load.delay() > self.config.limits.overload_queue_delay {
+        let limit = self.config.limits.overload_queue_delay;
+        if load.queued() > 0 && load.delay() > limit {
             return Some("transaction layer queue delay over limits.overload_queue_delay_ms");
+        }
+        let lag = Duration::from_micros(self.runtime_lag_us.load(Ordering::Relaxed));
+        if lag > limit {
+            return Some("tasks wait for a thread longer than limits.overload_queue_delay_ms");
         }
         if let Some(router) = self.router.get() {
             if router.capacity() < router.max_capacity() / 2 {
