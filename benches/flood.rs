@@ -67,20 +67,15 @@ fn main() {
     let seconds = arg("--seconds", 60);
     let sources = arg("--sources", 1).clamp(1, 25_000);
     let after = arg("--after", 60);
-    // A fixed endpoint port: the daemon logs only the SBC listener's address.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port");
     let (dir, cfg) = lab("flood", |t| {
         let t = with_instant_user(t);
-        let t = set_key(&t, "endpoints", "address", &format!("\"127.0.0.1:{port}\""));
         // The log as a user runs it: warnings on.
         set_key(&t, "log", "level", "\"warn,drhub::daemon=info\"")
     });
-    let (mut daemon, tls_addr, log_bytes) = spawn_daemon_counting(&dir, &cfg);
+    let d = spawn_daemon_logged(&dir, &cfg);
+    let (mut daemon, tls_addr, log_bytes) = (d.child, d.sip, d.logged_bytes);
     let pid = daemon.id();
-    let endpoint: SocketAddr = ([127, 0, 0, 1], port).into();
+    let endpoint: SocketAddr = d.endpoints.expect("the endpoint listener");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -1,18 +1,23 @@
 //! Shared by the load benches: a lab PKI in a temp dir, the `drhub` release binary
 //! started on it, and process figures from /proc. The SBC side (TLS client, SIP framing,
-//! message builders, the lab config text) is the tests' own, `tests/support/sbc.rs`.
+//! message builders, the lab config text) is the tests' own, `tests/support/sbc.rs`, and
+//! so is the softphone, `tests/support/phone.rs`.
 #![allow(dead_code)]
 
 #[path = "../../tests/support/sbc.rs"]
 mod sbc;
 pub use sbc::*;
 
+/// The UDP softphone of the tests (REGISTER with digest), for the soak's endpoints.
+#[path = "../../tests/support/phone.rs"]
+pub mod phone;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use drhub::transport::tls::TlsVersion;
@@ -35,13 +40,38 @@ pub fn lab(name: &str, edit: impl FnOnce(String) -> String) -> (PathBuf, PathBuf
 /// Starts the release `drhub` binary in `dir` and returns it with the TLS address it
 /// logged.
 pub fn spawn_daemon(dir: &Path, cfg: &Path) -> (Child, SocketAddr) {
-    let (child, addr, _) = spawn_daemon_counting(dir, cfg);
-    (child, addr)
+    let d = start_daemon(dir, cfg, false);
+    (d.child, d.sip)
 }
 
-/// [`spawn_daemon`], also counting the bytes the daemon logs from then on.
-pub fn spawn_daemon_counting(dir: &Path, cfg: &Path) -> (Child, SocketAddr, Arc<AtomicU64>) {
-    let logged = Arc::new(AtomicU64::new(0));
+/// A daemon started by [`spawn_daemon_logged`]: its addresses and every line it logs.
+pub struct LoggedDaemon {
+    pub child: Child,
+    /// The TLS listener's address.
+    pub sip: SocketAddr,
+    /// The endpoint listener's address (UDP and TCP), when it has one.
+    pub endpoints: Option<SocketAddr>,
+    /// Every stderr line so far, in order; the reader thread keeps appending.
+    pub log: Arc<Mutex<Vec<String>>>,
+    /// Bytes logged so far (kept or not).
+    pub logged_bytes: Arc<AtomicU64>,
+}
+
+/// Like [`spawn_daemon`], but keeps the daemon's log lines and the endpoint listener's
+/// address (for the soak, which reads the periodic `status` line).
+pub fn spawn_daemon_logged(dir: &Path, cfg: &Path) -> LoggedDaemon {
+    start_daemon(dir, cfg, true)
+}
+
+/// The value of `address=` in a log line.
+fn logged_address(line: &str) -> Option<SocketAddr> {
+    line.split("address=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+}
+
+fn start_daemon(dir: &Path, cfg: &Path, keep: bool) -> LoggedDaemon {
     let mut child = Command::new(env!("CARGO_BIN_EXE_drhub"))
         .current_dir(dir)
         .arg("run")
@@ -52,27 +82,42 @@ pub fn spawn_daemon_counting(dir: &Path, cfg: &Path) -> (Child, SocketAddr, Arc<
         .spawn()
         .expect("spawn drhub");
     let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
-    let count = logged.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            count.fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
-            let _ = tx.send(line);
-        }
-    });
+    let logged_bytes = Arc::new(AtomicU64::new(0));
+    {
+        let log = log.clone();
+        let count = logged_bytes.clone();
+        // Drains the log for the daemon's whole life, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                count.fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+                if keep {
+                    log.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(line.clone());
+                }
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let mut endpoints = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains("endpoint listener") {
+                endpoints = endpoints.or(logged_address(&line));
+            }
             if line.contains("listening") && line.contains("listener=sip ") {
-                if let Some(addr) = line
-                    .split("address=")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
-                    .and_then(|a| a.parse().ok())
-                {
-                    // Keep draining the log so the daemon never blocks on a full pipe.
+                if let Some(sip) = logged_address(&line) {
                     std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return (child, addr, logged);
+                    return LoggedDaemon {
+                        child,
+                        sip,
+                        endpoints,
+                        log,
+                        logged_bytes,
+                    };
                 }
             }
         }
