@@ -377,13 +377,23 @@ pub struct Offer {
 
 impl Offer {
     /// Parses an SDP body. Fails with [`SdpError::Unparseable`] when the `sdp` crate
-    /// rejects it and with [`SdpError::NoAudio`] when it has no `m=audio` line.
+    /// rejects it or it holds a NUL or a CR that does not end a line, and with
+    /// [`SdpError::NoAudio`] when it has no `m=audio` line.
     /// Bodies of any size are accepted (DR-FORK-10); the SIP layer bounds them.
     pub fn parse(body: &[u8]) -> Result<Offer, SdpError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             // The crate reports this as a syntax error with an empty token.
             return Err(SdpError::Unparseable {
                 reason: "empty body".to_owned(),
+            });
+        }
+        // RFC 4566 §9: no field holds NUL, and CR only ends a line. The crate keeps both
+        // inside values, and an answer repeats some values of the offer (fmtp, ptime,
+        // crypto session parameters, a rejected m-line's formats), so they would reach
+        // the SBC as broken lines.
+        if let Some(at) = stray_line_break(body) {
+            return Err(SdpError::Unparseable {
+                reason: format!("NUL or CR without LF at byte {at}"),
             });
         }
         let session = SessionDescription::unmarshal(&mut Cursor::new(body)).map_err(|e| {
@@ -1170,6 +1180,14 @@ fn parse_crypto(value: &str) -> Option<CryptoOffer> {
     })
 }
 
+/// Offset of the first NUL, or CR not followed by LF: bytes no SDP field may hold.
+fn stray_line_break(body: &[u8]) -> Option<usize> {
+    body.iter()
+        .enumerate()
+        .find(|&(i, &b)| b == 0 || (b == b'\r' && body.get(i + 1) != Some(&b'\n')))
+        .map(|(i, _)| i)
+}
+
 fn media_list(streams: &[OfferedStream]) -> String {
     if streams.is_empty() {
         return "none".to_owned();
@@ -1902,7 +1920,9 @@ m=audio 7000 RTP/AVP 8
     fn bodies_that_are_not_sdp_are_unparseable() {
         let mut junk = vec![0xffu8, 0xfe, 0x00, b'=', 0x80, b'\n'];
         junk.extend(std::iter::repeat_n(0xc3u8, 500));
-        let cases: [(&str, Vec<u8>); 9] = [
+        // Found by the `sdp` fuzz target: the answer repeated these into its own lines.
+        let audio = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 1 RTP/AVP 0 101\r\n";
+        let cases: [(&str, Vec<u8>); 12] = [
             ("empty", Vec::new()),
             ("only CRLF", b"\r\n\r\n".to_vec()),
             ("CRLF then junk", b"\r\n\r\nINVITE sip:x SIP/2.0".to_vec()),
@@ -1912,6 +1932,9 @@ m=audio 7000 RTP/AVP 8
             ("no t= line", b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\n".to_vec()),
             ("bad port", b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\nm=audio 70000 RTP/AVP 0\r\n".to_vec()),
             ("unknown line", b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\ny=what\r\n".to_vec()),
+            ("bare CR in ptime", format!("{audio}a=ptime:20\ra=sendrecv\r\n").into_bytes()),
+            ("NUL in fmtp", format!("{audio}a=fmtp:101 0-16\0a=ptime:20\r\n").into_bytes()),
+            ("CR ending the body", format!("{audio}a=ptime:20\r").into_bytes()),
         ];
         for (name, body) in cases {
             if name == "empty" || name == "only CRLF" {
