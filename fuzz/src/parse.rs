@@ -259,24 +259,26 @@ fn head_only(data: &[u8], full: &Result<Status<Message<'_>>, ParseError>) {
 }
 
 /// A UDP datagram frames as what the stream parser frames at its front, or, without
-/// Content-Length, as its header block with the rest of the datagram as body.
+/// Content-Length, as its header block with the rest of the datagram as body; a header
+/// block that is not UTF-8 frames as its Latin-1 reading (which then parses).
 fn datagram(data: &[u8], full: &Result<Status<Message<'_>>, ParseError>) {
     let framed = frame_datagram(data);
-    if let Ok(stored) = &framed {
-        let m = stored.message();
-        assert_eq!(m.len(), stored.len());
+    if let Ok(f) = &framed {
+        let m = f.message.message();
+        assert_eq!(m.len(), f.message.len());
         message(&m);
     }
     match (full, &framed) {
-        (Ok(Status::Complete(m)), Ok(s)) => {
-            assert_eq!(Some(&s.bytes()[..]), data.get(..m.len()));
+        (Ok(Status::Complete(m)), Ok(f)) => {
+            assert!(!f.latin1, "a message that parses is not read as Latin-1");
+            assert_eq!(Some(&f.message.bytes()[..]), data.get(..m.len()));
         }
         (Ok(Status::Complete(m)), Err(e)) => panic!(
             "a framed message of {} bytes refused as a datagram: {e:?}",
             m.len()
         ),
-        (Err(ParseError::MissingContentLength), Ok(s)) => {
-            let m = s.message();
+        (Err(ParseError::MissingContentLength), Ok(f)) if !f.latin1 => {
+            let m = f.message.message();
             let end = memmem(data, b"\r\n\r\n").expect("a head was framed");
             assert_eq!(m.body(), data.get(end + 4..).unwrap_or(&[]));
             assert_eq!(
@@ -284,9 +286,19 @@ fn datagram(data: &[u8], full: &Result<Status<Message<'_>>, ParseError>) {
                 end + 4 + format!("Content-Length: {}\r\n", m.body().len()).len()
             );
         }
-        (_, Ok(s)) => panic!(
+        // Read as Latin-1: only bytes that are not UTF-8 can have led here, and the copy's
+        // header block is UTF-8 (it parsed).
+        (Err(_), Ok(f)) if f.latin1 => {
+            assert!(
+                std::str::from_utf8(data).is_err(),
+                "Latin-1 reading of UTF-8 input"
+            );
+            let m = f.message.message();
+            assert!(std::str::from_utf8(m.head().as_bytes()).is_ok());
+        }
+        (_, Ok(f)) => panic!(
             "{full:?} from parse, yet framed as a datagram: {:?}",
-            s.message()
+            f.message.message()
         ),
         (_, Err(_)) => {}
     }
