@@ -3,8 +3,8 @@
 //! framing ([`frame_datagram`]), the RFC 3261 checks and every typed header view.
 
 use drhub::sip::{
-    CSeq, CallId, Contact, ContentLength, HeaderName, Limits, Message, NameAddr, ParseError,
-    SipDate, StartLine, Status, Uri, Via, MAX_HEADERS,
+    recover, salvage, CSeq, CallId, Contact, ContentLength, HeaderName, Limits, Message, NameAddr,
+    ParseError, Recovery, SipDate, StartLine, Status, Uri, Via, MAX_HEADERS,
 };
 use drhub::transport::udp::frame_datagram;
 
@@ -64,9 +64,47 @@ pub fn run(data: &[u8]) {
             }
             Err(e) => {
                 error(e);
+                recovered(rest, e);
                 break;
             }
         }
+    }
+}
+
+/// The error path of the stream loop: what [`recover`] decides for bytes the parser
+/// rejected, and the request [`salvage`] answers from, must hold together.
+fn recovered(buf: &[u8], e: ParseError) {
+    match recover(buf, e, &Limits::default()) {
+        Recovery::Partial => assert!(!e.is_framing(), "a framing error is never partial"),
+        Recovery::Latin1 { message: copy, len } => {
+            assert_eq!(e, ParseError::NotUtf8);
+            assert!(
+                len <= buf.len() && len > 0,
+                "Latin-1 length {len} of {}",
+                buf.len()
+            );
+            let m = copy.message();
+            assert_eq!(m.body(), buf.get(len - m.body().len()..len).unwrap_or(&[]));
+            message(&m);
+        }
+        Recovery::Malformed { len, .. } => {
+            assert!(!e.is_framing(), "a framing error is never skipped");
+            assert!(len <= buf.len() && len > 0, "skip {len} of {}", buf.len());
+        }
+        Recovery::Unframeable(_) => {}
+    }
+    if let Ok(request) = salvage(buf) {
+        let m = request.message();
+        assert!(
+            m.check_request().is_ok(),
+            "a salvaged request passes the checks"
+        );
+        assert_ne!(
+            m.method().map(|m| m.as_str()),
+            Some("ACK"),
+            "an ACK is never answered"
+        );
+        message(&m);
     }
 }
 
