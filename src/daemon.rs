@@ -389,14 +389,16 @@ impl Daemon {
 
 /// Every [`LAG_PROBE`], sleeps and records how much later than asked it woke: the time
 /// a task that is ready waits for one of the runtime's threads, which every connection
-/// and call task pays too. Read by [`Hub::overload`].
+/// and call task pays too. Published as the smallest lateness of each interval
+/// ([`crate::overload`]), so a VM's stall is not taken for overload. Read by
+/// [`Hub::overload`].
 async fn lag_probe(hub: &Hub) {
+    let mut window = crate::overload::Window::default();
     loop {
         let asked = tokio::time::Instant::now() + LAG_PROBE;
         tokio::time::sleep_until(asked).await;
-        let late = tokio::time::Instant::now().saturating_duration_since(asked);
-        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
-        hub.runtime_lag_us.store(us, Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        window.sample(now, now.saturating_duration_since(asked), &hub.runtime_lag);
     }
 }
 
@@ -413,7 +415,7 @@ fn log_status(hub: &Hub) {
         transactions = load.transactions(),
         layer_queue = load.queued(),
         layer_delay_us = load.delay().as_micros() as u64,
-        runtime_lag_us = hub.runtime_lag_us.load(Ordering::Relaxed),
+        runtime_lag_us = hub.runtime_lag.get().as_micros() as u64,
         connections = hub.flows.len(),
         requests = c.requests.load(Ordering::Relaxed),
         rejected = c.rejected.load(Ordering::Relaxed),

@@ -5,13 +5,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use crate::call::CallTable;
 use crate::config::{Config, Profile};
 use crate::directory::Directory;
 use crate::endpoint::service::Endpoints;
 use crate::health::{Health, Timing};
+use crate::overload::StandingDelay;
 use crate::sdp::MediaConfig;
 use crate::sip::build::Style;
 use crate::transaction::{CoreEvent, LayerHandle};
@@ -46,9 +46,9 @@ pub struct Hub {
     connector: OnceLock<Arc<Connector>>,
     next_port: AtomicU16,
     draining: AtomicBool,
-    /// How late the runtime's lag probe last woke, microseconds: how long a task that is
-    /// ready waits for a thread (see [`Hub::overload`]).
-    pub runtime_lag_us: AtomicU64,
+    /// How late the runtime's lag probe wakes, as a delay that stands: how long a task
+    /// that is ready waits for a thread (see [`Hub::overload`]).
+    pub runtime_lag: StandingDelay,
     /// The router's queue, to see how full it is.
     router: OnceLock<tokio::sync::mpsc::Sender<CoreEvent<Destination>>>,
 }
@@ -79,7 +79,7 @@ impl Hub {
             media,
             connector: OnceLock::new(),
             draining: AtomicBool::new(false),
-            runtime_lag_us: AtomicU64::new(0),
+            runtime_lag: StandingDelay::default(),
             router: OnceLock::new(),
             config,
         }
@@ -116,8 +116,7 @@ impl Hub {
         if load.queued() > 0 && load.delay() > limit {
             return Some("transaction layer queue delay over limits.overload_queue_delay_ms");
         }
-        let lag = Duration::from_micros(self.runtime_lag_us.load(Ordering::Relaxed));
-        if lag > limit {
+        if self.runtime_lag.get() > limit {
             return Some("tasks wait for a thread longer than limits.overload_queue_delay_ms");
         }
         if let Some(router) = self.router.get() {

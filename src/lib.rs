@@ -17,6 +17,7 @@
 //! - `health`: per-SBC status from OPTIONS (DR-OPT-2)
 //! - `certs`: the lab PKI behind `drhub certs`
 //! - `check`: the `drhub check` summary
+//! - `overload`: when a delay stands long enough to shed new calls (DR-ERR-1)
 //! - `logging`, `systemd`: process plumbing
 //!
 //! [`Daemon::bind`] then [`Daemon::serve`] is the whole daemon; `main.rs` adds the CLI.
@@ -31,6 +32,7 @@ pub mod endpoint;
 pub mod health;
 pub mod hub;
 pub mod logging;
+pub mod overload;
 pub mod policy;
 pub mod sbc;
 pub mod sdp;

@@ -441,12 +441,8 @@ impl Router {
 
     fn on_request(&self, req: IncomingRequest<Destination>) {
         let msg = req.request.message();
-        let in_dialog = msg
-            .to()
-            .and_then(Result::ok)
-            .is_some_and(|t| t.tag().is_some());
         let method = msg.method();
-        if method == Some(Method::Invite) && !in_dialog {
+        if method == Some(Method::Invite) && is_new(&msg) {
             let from_sbc = req
                 .source
                 .flow()
@@ -618,12 +614,13 @@ fn rejection(
     written.then_some(out)
 }
 
-/// DR-ERR-1 at the router's door: its queue is full, so a new request is answered 503
-/// with Retry-After at once instead of waiting; CANCEL, ACK and responses are not
-/// shed (they end or finish work already admitted) and wait their turn.
+/// DR-ERR-1 at the router's door: its queue is full, so a request outside any dialog
+/// is answered 503 with Retry-After at once instead of waiting. Requests inside a
+/// dialog (a BYE, a re-INVITE, a session refresh), CANCEL, ACK and responses are not
+/// shed: they end or carry on calls already admitted, so they wait their turn.
 pub fn shed(hub: &Hub, ev: CoreEvent<Destination>) -> Option<CoreEvent<Destination>> {
     match ev {
-        CoreEvent::Request(req) => {
+        CoreEvent::Request(req) if is_new(&req.request.message()) => {
             let msg = req.request.message();
             let r = Rejection::new(Diagnostic::Overloaded).with("detail", "router queue full");
             reject_tx(hub, req.tx, &msg, &req.source, &r);
@@ -631,6 +628,16 @@ pub fn shed(hub: &Hub, ev: CoreEvent<Destination>) -> Option<CoreEvent<Destinati
         }
         other => Some(other),
     }
+}
+
+/// A request that would start something: outside any dialog, and neither CANCEL nor
+/// ACK.
+fn is_new(msg: &Message<'_>) -> bool {
+    let in_dialog = msg
+        .to()
+        .and_then(Result::ok)
+        .is_some_and(|t| t.tag().is_some());
+    !in_dialog && !matches!(msg.method(), Some(Method::Cancel | Method::Ack))
 }
 
 /// What admission found.
@@ -843,4 +850,44 @@ fn plan_forks(hub: &Hub, user: &User, offer: &Offer, bypass: bool) -> Vec<ForkPl
 
 fn session_id() -> u64 {
     fastrand::u64(1..u64::MAX / 2)
+}
+
+#[cfg(test)]
+mod shed_tests {
+    use super::*;
+
+    fn parsed(method: &str, to_tag: bool) -> bool {
+        let tag = if to_tag { ";tag=p1" } else { "" };
+        let text = format!(
+            "{method} sip:+18338006777@sip.pstnhub.microsoft.com SIP/2.0\r\n\
+Via: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKshed\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:+17168712781@sbc1.adatum.biz>;tag=sbc\r\n\
+To: <sip:+18338006777@sip.pstnhub.microsoft.com>{tag}\r\n\
+Call-ID: shed-1\r\n\
+CSeq: 1 {method}\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        let stored = crate::sip::Stored::new(Bytes::from(text)).expect("frames");
+        is_new(&stored.message())
+    }
+
+    /// DR-ERR-1: a full router queue sheds only what would start something; a BYE or
+    /// re-INVITE of a call already admitted, CANCEL and ACK wait for room.
+    #[test]
+    fn dr_err_1_only_requests_outside_a_dialog_are_shed() {
+        for (method, to_tag, shed) in [
+            ("INVITE", false, true),
+            ("OPTIONS", false, true),
+            ("MESSAGE", false, true),
+            ("INVITE", true, false),
+            ("BYE", true, false),
+            ("UPDATE", true, false),
+            ("CANCEL", false, false),
+            ("ACK", false, false),
+            ("ACK", true, false),
+        ] {
+            assert_eq!(parsed(method, to_tag), shed, "{method} to-tag {to_tag}");
+        }
+    }
 }
