@@ -203,13 +203,17 @@ fn main() {
         let mut latencies = Vec::with_capacity(total as usize);
         let mut up = std::collections::HashSet::new();
         let mut failures: std::collections::BTreeMap<u16, u64> = Default::default();
+        let mut bye_failures: std::collections::BTreeMap<u16, u64> = Default::default();
         let (mut completed, mut failed, mut established) = (0u64, 0u64, 0u64);
         let mut buf = BytesMut::with_capacity(1 << 20);
         let limits = Limits::default();
         let deadline = Instant::now() + Duration::from_secs(seconds.max(10) * 3 + hold / 500);
         while completed + failed < total && !(hold > 0 && established + failed >= total) && Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_secs(5), rd.read_buf(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    println!("  the daemon closed the connection after {:.1} s", started.elapsed().as_secs_f64());
+                    break;
+                }
                 Err(_) => continue,
                 Ok(Ok(_)) => {}
             }
@@ -256,6 +260,12 @@ fn main() {
                         completed += 1;
                         last_done = Instant::now();
                     }
+                    (Some(c), "BYE") if c >= 300 => {
+                        *bye_failures.entry(c).or_insert(0u64) += 1;
+                        if bye_failures.values().sum::<u64>() <= 3 {
+                            println!("  BYE answered {c}: {}", String::from_utf8_lossy(&buf[..len]).lines().find(|l| l.starts_with("ms-diagnostics") || l.starts_with("Reason")).unwrap_or("(no reason)"));
+                        }
+                    }
                     (Some(c), "INVITE") if c >= 300 => {
                         failed += 1;
                         *failures.entry(c).or_insert(0u64) += 1;
@@ -277,6 +287,9 @@ fn main() {
             }
         }
         sender.abort();
+        if Instant::now() >= deadline {
+            println!("  gave up waiting {:.1} s after the start", started.elapsed().as_secs_f64());
+        }
 
         let (cpu1, processes) = server_cpu();
         let cpu = cpu1.saturating_sub(cpu0);
@@ -307,7 +320,7 @@ fn main() {
             let answered = up.len() as u64;
             let unanswered = total.saturating_sub(answered + failed);
             if answered > completed {
-                println!("  {} answered calls whose BYE got no 200", answered - completed);
+                println!("  {} answered calls whose BYE got no 200 (BYE answers by status: {bye_failures:?})", answered - completed);
             }
             let shed = failures.get(&503).copied().unwrap_or(0);
             println!(

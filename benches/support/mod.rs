@@ -92,6 +92,10 @@ fn start_daemon(dir: &Path, cfg: &Path, keep: bool) -> LoggedDaemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 count.fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+                // What went wrong in the daemon belongs next to the bench's figures.
+                if !keep && (line.contains(" WARN ") || line.contains(" ERROR ")) {
+                    eprintln!("daemon: {line}");
+                }
                 if keep {
                     log.lock()
                         .unwrap_or_else(|p| p.into_inner())
