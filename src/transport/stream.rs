@@ -87,6 +87,12 @@ where
     let mut kept_until: Option<Instant> = None;
     // When the first byte of a still-incomplete message arrived.
     let mut message_started: Option<Instant> = None;
+    // Made once and polled in every round: a fresh cancellation future registers a
+    // waiter under a lock, a fresh timer a timer-wheel entry, per round of messages.
+    let shutdown_wait = shutdown.cancelled();
+    let close_wait = close.cancelled();
+    let timer = tokio::time::sleep_until(last_activity + limits.idle_timeout);
+    tokio::pin!(shutdown_wait, close_wait, timer);
 
     let reason = loop {
         // Frame and dispatch everything complete in the buffer, batching the answers.
@@ -201,10 +207,16 @@ where
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
+        // The timer is only ever moved earlier here. Activity moves the deadline later,
+        // and the timer catches up when it fires: moving it on every message would
+        // update the timer wheel every time.
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break CloseReason::Shutdown,
-            _ = close.cancelled() => break CloseReason::SendQueueFull,
+            _ = &mut shutdown_wait => break CloseReason::Shutdown,
+            _ = &mut close_wait => break CloseReason::SendQueueFull,
             queued = rx.recv() => {
                 let Some(bytes) = queued else { break CloseReason::Shutdown };
                 tap.record(Way::Out, &point, &bytes);
@@ -218,14 +230,21 @@ where
                     break CloseReason::Io;
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
                 let now = Instant::now();
-                if message_started.is_some_and(|t| t + limits.message_timeout <= now) {
+                if now < deadline {
+                    // There was activity since the timer was set.
+                    timer.as_mut().reset(deadline);
+                } else if message_started.is_some_and(|t| t + limits.message_timeout <= now) {
                     break CloseReason::SlowMessage;
-                }
-                match dispatch.keep_idle(&flow) {
-                    Some(longer) => kept_until = Some(now + longer),
-                    None => break CloseReason::Idle,
+                } else {
+                    match dispatch.keep_idle(&flow) {
+                        Some(longer) => {
+                            kept_until = Some(now + longer);
+                            timer.as_mut().reset(now + longer);
+                        }
+                        None => break CloseReason::Idle,
+                    }
                 }
             }
         }
