@@ -34,6 +34,7 @@ pub struct Config {
     pub calls: CallSettings,
     pub endpoints: EndpointListener,
     pub health: HealthSettings,
+    pub api: ApiSettings,
     pub listeners: Vec<Listener>,
     pub tenants: Vec<Tenant>,
 }
@@ -86,6 +87,19 @@ pub struct CallSettings {
     /// is still there (DR-NH-5).
     pub orphan_timeout: Duration,
 }
+
+/// The control API (`[api]`): JSON over HTTP for status, calls and datacenter faults.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Where it listens; `None` turns it off.
+    pub address: Option<SocketAddr>,
+    /// When set, every request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// The API's address when the config names none: loopback only, as a lab tool should.
+pub const DEFAULT_API_ADDRESS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 
 /// Where SIP endpoints (softphones, sipp) register and are reached.
 #[derive(Debug, Clone)]
@@ -867,6 +881,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             "calls",
             "endpoints",
             "health",
+            "api",
             "listener",
             "tenant",
         ],
@@ -1115,6 +1130,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
         .filter_map(|(path, t)| build_tenant(Section::new(t, path, TENANT_KEYS, errs), &calls))
         .collect();
     check_tenants(&root.tables("tenant"), &tenants, errs);
+    let api = build_api(&root.sub("api", &["address", "token"]));
     Some(Config {
         proxy: proxy?,
         log,
@@ -1125,9 +1141,38 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
         calls,
         endpoints,
         health,
+        api,
         listeners,
         tenants,
     })
+}
+
+fn build_api(s: &Section) -> ApiSettings {
+    let address = match s.str("address") {
+        None => Some(DEFAULT_API_ADDRESS),
+        Some("") | Some("off") => None,
+        Some(a) => a
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                s.err(
+                    "address",
+                    format!("`{a}` is not an address:port (or \"off\")"),
+                )
+            })
+            .ok(),
+    };
+    let token = match s.str("token") {
+        Some("") => {
+            s.err("token", "empty; remove the key to turn authentication off");
+            None
+        }
+        Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            s.err("token", "must not contain spaces or control characters");
+            None
+        }
+        t => t.map(str::to_owned),
+    };
+    ApiSettings { address, token }
 }
 
 fn build_proxy(s: &Section) -> Option<ProxySettings> {

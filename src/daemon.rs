@@ -53,6 +53,11 @@ pub enum StartError {
     },
     #[error(transparent)]
     Endpoints(crate::endpoint::service::EndpointError),
+    #[error("api.address: cannot listen on {address}: {source}")]
+    ApiBind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("listener[{index}] `{name}`: cannot listen on {address}: {source}")]
     Bind {
         index: usize,
@@ -65,14 +70,17 @@ pub enum StartError {
 impl StartError {
     /// True for errors the user fixes in the configuration or its files (exit 64).
     pub fn is_config_error(&self) -> bool {
-        !matches!(self, StartError::Bind { .. } | StartError::Endpoints(_))
+        !matches!(
+            self,
+            StartError::Bind { .. } | StartError::ApiBind { .. } | StartError::Endpoints(_)
+        )
     }
 }
 
 /// A daemon whose listeners are bound, ready to serve.
 pub struct Daemon {
     config: Arc<Config>,
-    listening: Vec<Listening>,
+    listening: Vec<(TcpListener, Listening)>,
     addrs: Vec<(String, SocketAddr)>,
     hub: Arc<Hub>,
     shared: Shared,
@@ -80,6 +88,8 @@ pub struct Daemon {
     router: Router,
     router_tx: mpsc::Sender<CoreEvent<Destination>>,
     endpoint_udp: Option<(Arc<UdpFlow>, Arc<EndpointDispatch>)>,
+    /// The control API's socket, when `[api] address` is not "off".
+    api: Option<TcpListener>,
 }
 
 impl Daemon {
@@ -226,16 +236,19 @@ impl Daemon {
                 proxy: proxy.clone(),
             });
             addrs.push((l.name.clone(), local));
-            listening.push(Listening {
-                name: l.name.clone(),
-                dispatch: front_door.clone(),
-                proxy,
+            listening.push((
                 socket,
-                tls,
-                limits: limits.clone(),
-                handshake_timeout: config.limits.handshake_timeout,
-                gate: sbc_gate.clone(),
-            });
+                Listening {
+                    name: l.name.clone(),
+                    dispatch: front_door.clone(),
+                    proxy,
+                    tls,
+                    limits: limits.clone(),
+                    handshake_timeout: config.limits.handshake_timeout,
+                    gate: sbc_gate.clone(),
+                    fault: hub.datacenters.watch(&l.name),
+                },
+            ));
         }
         let connector = Connector::new(
             shared.clone(),
@@ -250,24 +263,38 @@ impl Daemon {
             addrs.push((ENDPOINT_LISTENER.to_owned(), endpoints.local));
             let dispatch = Arc::new(EndpointDispatch::new(hub.clone()));
             endpoint_udp = Some((endpoints.udp.clone(), dispatch.clone()));
-            listening.push(Listening {
-                name: ENDPOINT_LISTENER.to_owned(),
-                dispatch,
-                proxy,
-                socket: tcp,
-                tls: None,
-                limits: StreamLimits {
-                    idle_timeout: config.endpoints.idle_timeout,
-                    ..limits.clone()
+            listening.push((
+                tcp,
+                Listening {
+                    name: ENDPOINT_LISTENER.to_owned(),
+                    dispatch,
+                    proxy,
+                    tls: None,
+                    limits: StreamLimits {
+                        idle_timeout: config.endpoints.idle_timeout,
+                        ..limits.clone()
+                    },
+                    handshake_timeout: config.limits.handshake_timeout,
+                    gate: Arc::new(Gate::new(
+                        "endpoint listener",
+                        config.endpoints.max_connections,
+                        config.endpoints.max_connections_per_address,
+                    )),
+                    fault: None,
                 },
-                handshake_timeout: config.limits.handshake_timeout,
-                gate: Arc::new(Gate::new(
-                    "endpoint listener",
-                    config.endpoints.max_connections,
-                    config.endpoints.max_connections_per_address,
-                )),
-            });
+            ));
         }
+        let api = match config.api.address {
+            Some(address) => {
+                let bind_err = |source| StartError::ApiBind { address, source };
+                let socket = TcpListener::bind(address).await.map_err(bind_err)?;
+                let local = socket.local_addr().map_err(bind_err)?;
+                info!(address = %local, "control API listening (http://{local}/api/status)");
+                addrs.push(("api".to_owned(), local));
+                Some(socket)
+            }
+            None => None,
+        };
         let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
         hub.set_router(router_tx.clone());
         let router = Router::new(hub.clone(), router_rx, flow_rx);
@@ -281,6 +308,7 @@ impl Daemon {
             router,
             router_tx,
             endpoint_udp,
+            api,
         })
     }
 
@@ -308,8 +336,22 @@ impl Daemon {
     pub async fn serve(self, shutdown: CancellationToken) {
         let shared = self.shared;
         let tracker = shared.tracker.clone();
-        for l in self.listening {
-            tracker.spawn(listener::accept_loop(l, shared.clone()));
+        for (socket, l) in self.listening {
+            tracker.spawn(listener::accept_loop(socket, l, shared.clone()));
+        }
+        if let Some(socket) = self.api {
+            let listeners: Vec<_> = self
+                .addrs
+                .iter()
+                .filter(|(n, _)| n != "api")
+                .cloned()
+                .collect();
+            tracker.spawn(crate::api::serve(
+                socket,
+                self.hub.clone(),
+                listeners,
+                shared.close_connections.clone(),
+            ));
         }
         let layer_task = tokio::spawn(drive_layer(self.layer, self.hub.clone(), self.router_tx));
         let router_stop = CancellationToken::new();

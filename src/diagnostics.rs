@@ -699,7 +699,9 @@ impl Rejection {
                 w.header("Allow", teller.allow);
             }
             Diagnostic::Overloaded => {
-                w.header("Retry-After", "1");
+                // A busy datacenter names its own (DR-DC-1); overload says 1 s (DR-ERR-1).
+                let after = fact("retry_after").map_or("1", String::as_str);
+                w.header("Retry-After", after);
             }
             Diagnostic::SessionIntervalTooSmall => {
                 if let Some(min_se) = fact("min_se") {

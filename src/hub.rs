@@ -16,6 +16,7 @@ use crate::sdp::MediaConfig;
 use crate::sip::build::Style;
 use crate::transaction::{CoreEvent, LayerHandle};
 use crate::transport::connect::Connector;
+use crate::transport::datacenter::Datacenters;
 use crate::transport::{Destination, Flows};
 
 pub use crate::transport::ENDPOINT_LISTENER;
@@ -49,6 +50,8 @@ pub struct Hub {
     /// How late the runtime's lag probe wakes, as a delay that stands: how long a task
     /// that is ready waits for a thread (see [`Hub::overload`]).
     pub runtime_lag: StandingDelay,
+    /// The emulated datacenters, one per SBC listener, and their fault modes (DR-DC-1).
+    pub datacenters: Datacenters,
     /// The router's queue, to see how full it is.
     router: OnceLock<tokio::sync::mpsc::Sender<CoreEvent<Destination>>>,
 }
@@ -80,6 +83,13 @@ impl Hub {
             connector: OnceLock::new(),
             draining: AtomicBool::new(false),
             runtime_lag: StandingDelay::default(),
+            datacenters: Datacenters::new(
+                config
+                    .listeners
+                    .iter()
+                    .filter(|l| l.enabled)
+                    .map(|l| l.name.as_str()),
+            ),
             router: OnceLock::new(),
             config,
         }

@@ -15,6 +15,7 @@
 //!   throttled after repeated failures
 //! - `sdp`: offer parsing and the media processor's and endpoints' answers
 //! - `health`: per-SBC status from OPTIONS (DR-OPT-2)
+//! - `api`: the control API: status, calls, datacenter fault modes (DR-DC), JSON over HTTP
 //! - `certs`: the lab PKI behind `drhub certs`
 //! - `check`: the `drhub check` summary
 //! - `overload`: when a delay stands long enough to shed new calls (DR-ERR-1)
@@ -22,6 +23,7 @@
 //!
 //! [`Daemon::bind`] then [`Daemon::serve`] is the whole daemon; `main.rs` adds the CLI.
 
+pub mod api;
 pub mod call;
 pub mod certs;
 pub mod check;

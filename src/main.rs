@@ -1,5 +1,6 @@
 //! The `drhub` command: run the daemon, check a configuration, make a lab PKI.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use drhub::config::{Config, ConfigError, BUILTIN_LAB_CONFIG};
 
 /// sysexits EX_USAGE: the configuration (or the command line) is wrong.
 const EX_CONFIG: u8 = 64;
+/// sysexits EX_UNAVAILABLE: the running daemon the command needs is not there.
+const EX_UNAVAILABLE: u8 = 69;
 const DEFAULT_CONFIG: &str = "config/drhub.toml";
 
 #[derive(Parser)]
@@ -55,6 +58,32 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Ask a running daemon, through its control API, what it is doing: listeners and
+    /// datacenter modes, SBCs with health and connections, calls.
+    Status {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The API's address (default: the config's [api] address).
+        #[arg(long, value_name = "ADDR:PORT")]
+        api: Option<SocketAddr>,
+        /// Print the API's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put an emulated datacenter of a running daemon into a fault mode (DR-DC-1):
+    /// normal, busy, refuse, reset or silent.
+    Datacenter {
+        /// The datacenter: a listener name (`sip`, `sip2` ...).
+        name: String,
+        mode: String,
+        /// Retry-After of `busy`, seconds.
+        #[arg(long)]
+        retry_after: Option<u32>,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "ADDR:PORT")]
+        api: Option<SocketAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,7 +97,161 @@ fn main() -> ExitCode {
             sbc,
             force,
         } => certs_cmd(config.as_deref(), dir, sbc, force),
+        Command::Status { config, api, json } => {
+            api_cmd(config.as_deref(), api, |address, token| async move {
+                let (status, v) =
+                    drhub::api::request(address, "GET", "/api/status", token.as_deref(), None)
+                        .await?;
+                if status == 200 && !json {
+                    print_status(address, &v);
+                } else {
+                    println!("{v:#}");
+                }
+                Ok(status)
+            })
+        }
+        Command::Datacenter {
+            name,
+            mode,
+            retry_after,
+            config,
+            api,
+        } => api_cmd(config.as_deref(), api, |address, token| async move {
+            let mut body = serde_json::json!({ "mode": mode });
+            if let Some(r) = retry_after {
+                body["retry_after"] = r.into();
+            }
+            let path = format!("/api/datacenters/{name}");
+            let (status, v) =
+                drhub::api::request(address, "POST", &path, token.as_deref(), Some(&body)).await?;
+            if status == 200 {
+                println!(
+                    "datacenter {name}: {} (was {})",
+                    v["mode"].as_str().unwrap_or("?"),
+                    v["was"].as_str().unwrap_or("?")
+                );
+            } else {
+                eprintln!("{}", v["error"].as_str().unwrap_or("error"));
+            }
+            Ok(status)
+        }),
     }
+}
+
+/// Runs one request against a running daemon's API: the address and token come from
+/// `--api` or the config. Exit 0 on 2xx, 1 on an API error, 69 (EX_UNAVAILABLE) when the
+/// daemon cannot be reached, 64 on a bad config or an API that is off.
+fn api_cmd<F, Fut>(path: Option<&Path>, api: Option<SocketAddr>, f: F) -> ExitCode
+where
+    F: FnOnce(SocketAddr, Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<u16, drhub::api::ClientError>>,
+{
+    let (address, token) = match (api, load(path)) {
+        (_, Err(e)) if path.is_some() => return report_config_error(&e),
+        (Some(a), Ok((c, _))) => (a, c.api.token),
+        (Some(a), Err(_)) => (a, None),
+        (None, Ok((c, source))) => match c.api.address {
+            Some(a) => (a, c.api.token),
+            None => {
+                eprintln!("{source}: [api] address is \"off\"; give --api ADDR:PORT");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        (None, Err(e)) => return report_config_error(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f(address, token)) {
+        Ok(s) if (200..300).contains(&s) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+/// `drhub status` for a human.
+fn print_status(address: SocketAddr, v: &serde_json::Value) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    println!("drhub {} (control API {address})", s(&v["version"]));
+    println!("listeners:");
+    for l in v["listeners"].as_array().into_iter().flatten() {
+        let mode = match l["datacenter"]["mode"].as_str() {
+            Some("busy") => format!("busy (Retry-After {})", l["datacenter"]["retry_after"]),
+            Some(m) => m.to_owned(),
+            None => String::new(),
+        };
+        println!(
+            "  {:<10} {:<7} {:<21} {:<28} {mode}",
+            s(&l["name"]),
+            s(&l["transport"]),
+            s(&l["address"]),
+            s(&l["fqdn"]),
+        );
+    }
+    println!("SBCs:");
+    for b in v["sbcs"].as_array().into_iter().flatten() {
+        let dcs: Vec<String> = b["datacenters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let options = &b["options"];
+        let opts = if options.is_object() {
+            format!(
+                "OPTIONS in {}, out {} answered {} (last: {})",
+                options["received"],
+                options["sent"],
+                options["answered"],
+                options["last_result"].as_str().unwrap_or("-")
+            )
+        } else {
+            "no OPTIONS yet".to_owned()
+        };
+        println!(
+            "  {} ({}{}): {}; datacenters: {}; {} connection(s); {} call(s) up; {opts}",
+            s(&b["fqdn"]),
+            s(&b["tenant"]),
+            if b["enabled"] == false {
+                ", disabled"
+            } else {
+                ""
+            },
+            s(&b["state"]),
+            if dcs.is_empty() {
+                "none".to_owned()
+            } else {
+                dcs.join(", ")
+            },
+            b["connections"].as_array().map_or(0, Vec::len),
+            b["calls_up"],
+        );
+    }
+    let c = &v["calls"];
+    println!(
+        "calls: {} up; {} started, {} answered, {} failed",
+        c["up"], c["started"], c["answered"], c["failed"]
+    );
+    let k = &v["counters"];
+    println!(
+        "requests {}, rejected {}, shed {}, malformed {}; {} connection(s), {} transaction(s)",
+        k["requests"],
+        k["rejected"],
+        k["shed"],
+        k["malformed"],
+        k["connections"],
+        k["transactions"]
+    );
 }
 
 /// Loads the configuration the user named, or the default file, or the built-in one.

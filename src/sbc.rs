@@ -18,6 +18,7 @@ use crate::hub::Hub;
 use crate::policy::{self, peer_auth, ALLOW, SUPPORTED_OPTIONS};
 use crate::sip::build::{ResponseWriter, Style};
 use crate::sip::{HeaderName, Message, Method, ParseError, Stored};
+use crate::transport::datacenter::Mode as DcMode;
 use crate::transport::{Destination, Dispatch, FlowEvent, FlowInfo, Handled};
 
 /// The SBC side's dispatcher (every SBC listener, and the proxy's outbound connections).
@@ -59,6 +60,21 @@ impl FrontDoor {
         }
         let label = flow.id.to_string();
         let r = Rejection::new(Diagnostic::Overloaded).with("detail", why);
+        r.respond_stateless(msg, &self.teller(flow, &label), out);
+    }
+
+    /// A new INVITE to a datacenter set busy (DR-DC-1): `503` with the datacenter's
+    /// `Retry-After`, without a transaction, as the real service answers while it moves
+    /// load away from a datacenter.
+    fn busy(&self, flow: &FlowInfo, msg: &Message<'_>, retry_after: u32, out: &mut BytesMut) {
+        if msg.check_request().is_err() {
+            return self.on_request(flow, msg, Method::Invite, out);
+        }
+        self.hub.counters.shed.fetch_add(1, Ordering::Relaxed);
+        let label = flow.id.to_string();
+        let r = Rejection::new(Diagnostic::Overloaded)
+            .with("detail", format!("datacenter {} is busy", flow.listener))
+            .with("retry_after", retry_after.to_string());
         r.respond_stateless(msg, &self.teller(flow, &label), out);
     }
 
@@ -201,6 +217,18 @@ impl Dispatch for FrontDoor {
         };
         let to_tag = msg.to().and_then(Result::ok).and_then(|t| t.tag());
         let in_dialog = to_tag.is_some();
+        // DR-DC-1: a datacenter in a fault mode; calls already up carry on.
+        match self.hub.datacenters.mode(&flow.listener) {
+            DcMode::Silent if !in_dialog && method != Method::Ack => {
+                crate::info_limited!(flow = %flow.id, method = %method, "request not answered: datacenter mode silent (DR-DC-1)");
+                return Handled::Done;
+            }
+            DcMode::Busy { retry_after } if method == Method::Invite && !in_dialog => {
+                self.busy(flow, msg, retry_after, out);
+                return Handled::Done;
+            }
+            _ => {}
+        }
         match method {
             Method::Options if !in_dialog => {
                 self.on_request(flow, msg, method, out);

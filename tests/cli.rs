@@ -212,7 +212,8 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     let text = std::fs::read_to_string(shipped_config())
         .unwrap()
         .replace("127.0.0.1:5061", "127.0.0.1:0")
-        .replace("127.0.0.1:5070", "127.0.0.1:0");
+        .replace("127.0.0.1:5070", "127.0.0.1:0")
+        .replace("127.0.0.1:8080", "127.0.0.1:0");
     std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new(BIN)
         .current_dir(&dir)
@@ -232,22 +233,31 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     });
     let deadline = Instant::now() + WAIT;
     let mut addr = None;
+    let mut api = None;
     let mut log = String::new();
-    while addr.is_none() && Instant::now() < deadline {
+    let address_in = |line: &str| {
+        line.split("address=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+    };
+    while (addr.is_none() || api.is_none()) && Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             log.push_str(&line);
             log.push('\n');
             if line.contains("listening") && line.contains("listener=sip ") {
-                addr = line
-                    .split("address=")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
-                    .and_then(|a| a.parse().ok());
+                addr = address_in(&line);
+            }
+            if line.contains("control API listening") {
+                api = address_in(&line);
             }
         }
     }
     let addr: std::net::SocketAddr =
         addr.unwrap_or_else(|| panic!("daemon did not report its address:\n{log}"));
+    let api = api
+        .unwrap_or_else(|| panic!("daemon did not report its API address:\n{log}"))
+        .to_string();
     assert!(
         dir.join("certs/ca.pem").exists() && dir.join("certs/sbc1.adatum.biz.pem").exists(),
         "{log}"
@@ -273,6 +283,46 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     assert!(
         keys.starts_with("CLIENT_RANDOM "),
         "SSLKEYLOGFILE: {keys:?}"
+    );
+
+    // `drhub status` and `drhub datacenter` talk to the running daemon's API (DR-DC-1/2).
+    let out = Command::new(BIN)
+        .args(["status", "--api", &api])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sbc1.adatum.biz (adatum)"), "{text}");
+    assert!(text.contains("datacenters: sip;"), "{text}");
+    let out = Command::new(BIN)
+        .args([
+            "datacenter",
+            "sip",
+            "busy",
+            "--retry-after",
+            "5",
+            "--api",
+            &api,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.trim(), "datacenter sip: busy (was normal)");
+    let out = Command::new(BIN)
+        .args(["datacenter", "sip9", "busy", "--api", &api])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no datacenter named `sip9`"));
+    let out = Command::new(BIN)
+        .args(["status", "--api", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "no daemon there: EX_UNAVAILABLE"
     );
 
     let pid = child.id().to_string();

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use super::datacenter::Mode;
 use super::stream::{self, CloseReason, StreamLimits};
 use super::tls::PeerIdentity;
 use super::{Direction, Dispatch, FlowHandle, FlowId, FlowInfo, Flows, Tap, Transport};
@@ -33,7 +34,6 @@ pub struct Listening {
     pub dispatch: Arc<dyn Dispatch>,
     /// How the proxy names itself on this listener's flows.
     pub proxy: LocalIdentity,
-    pub socket: TcpListener,
     pub tls: Option<TlsAcceptor>,
     pub limits: StreamLimits,
     pub handshake_timeout: std::time::Duration,
@@ -41,6 +41,8 @@ pub struct Listening {
     /// listeners, another for the endpoint listener, so that neither side can use up
     /// the other's connections.
     pub gate: Arc<Gate>,
+    /// This listener's datacenter mode (DR-DC-1); `None` for the endpoint listener.
+    pub fault: Option<watch::Receiver<Mode>>,
 }
 
 /// Connection caps: in all, and per source address. A connection counts from accept
@@ -132,12 +134,6 @@ impl Drop for Pass {
     }
 }
 
-impl Listening {
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
-}
-
 /// Shared by every listener and outbound connection: the flow registry, the tap,
 /// shutdown and the task tracker that shutdown waits on.
 #[derive(Clone)]
@@ -152,11 +148,59 @@ pub struct Shared {
 }
 
 /// Accepts until shutdown. Connections already up are served by their own tasks.
-pub async fn accept_loop(listening: Listening, shared: Shared) {
+///
+/// The listener's datacenter mode (DR-DC-1) is followed here: `refuse` closes the
+/// listening socket until the mode changes (then it is bound again on the same
+/// address), `reset` and `silent` take over each new connection before any handshake.
+pub async fn accept_loop(socket: TcpListener, listening: Listening, shared: Shared) {
+    let mut fault = listening.fault.clone();
+    let address = socket.local_addr().ok();
     let listening = Arc::new(listening);
+    // `None` while the datacenter refuses connections.
+    let mut socket = Some(socket);
     loop {
+        let mode = fault.as_ref().map(|f| *f.borrow()).unwrap_or_default();
+        if mode == Mode::Refuse {
+            if socket.take().is_some() {
+                info!(listener = %listening.name, "listening socket closed: connections are refused (DR-DC-1)");
+            }
+        } else if socket.is_none() {
+            match address.map(TcpListener::bind) {
+                Some(bind) => match bind.await {
+                    Ok(l) => {
+                        info!(listener = %listening.name, "listening again");
+                        socket = Some(l);
+                    }
+                    Err(e) => {
+                        warn!(listener = %listening.name, error = %e, "cannot listen again; retrying in 1 s");
+                        tokio::select! {
+                            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                            _ = shared.stop_accepting.cancelled() => break,
+                        }
+                    }
+                },
+                None => break,
+            }
+        }
+        let accept = async {
+            match &socket {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        let changed = async {
+            match fault.as_mut() {
+                Some(f) => {
+                    if f.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         let accepted = tokio::select! {
-            a = listening.socket.accept() => a,
+            a = accept => a,
+            _ = changed => continue,
             _ = shared.stop_accepting.cancelled() => break,
         };
         let (tcp, peer) = match accepted {
@@ -192,13 +236,52 @@ pub async fn accept_loop(listening: Listening, shared: Shared) {
         let span = tracing::info_span!("conn", peer.addr = %peer, listener = %l.name);
         shared.tracker.spawn(
             async move {
-                connection(tcp, peer, l, s).await;
+                match mode {
+                    Mode::Reset => reset(tcp).await,
+                    Mode::Silent => silent(tcp, &l, &s).await,
+                    _ => connection(tcp, peer, l, s).await,
+                }
                 drop(permit);
             }
             .instrument(span),
         );
     }
     debug!(listener = %listening.name, "stopped accepting");
+}
+
+/// DR-DC-1 `reset`: reads what the peer sends first (its TLS ClientHello) and resets the
+/// connection, as a datacenter whose TLS front end fails does.
+async fn reset(mut tcp: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut hello = [0u8; 512];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tcp.read(&mut hello)).await;
+    // SO_LINGER 0: close with a reset instead of a FIN.
+    if let Err(e) = tcp.set_zero_linger() {
+        debug!(error = %e, "SO_LINGER refused; closing normally");
+    }
+    info!("connection reset during the TLS handshake (datacenter mode reset, DR-DC-1)");
+}
+
+/// DR-DC-1 `silent`: holds the connection without reading from it, until the peer gives
+/// up, the idle timeout passes or the daemon stops.
+async fn silent(tcp: TcpStream, l: &Listening, s: &Shared) {
+    info!("connection accepted and never answered (datacenter mode silent, DR-DC-1)");
+    let mut probe = [0u8; 1];
+    // A peek that returns 0 is the peer closing; data only sits unread.
+    let closed = async {
+        loop {
+            match tcp.peek(&mut probe).await {
+                Ok(0) | Err(_) => return,
+                // Unread bytes keep peek ready: wait without spinning.
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = closed => {}
+        _ = tokio::time::sleep(l.limits.idle_timeout) => {}
+        _ = s.close_connections.cancelled() => {}
+    }
 }
 
 async fn connection(tcp: TcpStream, peer: SocketAddr, l: Arc<Listening>, s: Shared) {

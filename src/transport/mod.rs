@@ -8,6 +8,7 @@
 //! writes passes the one [`Tap`] (trace, pcap and HEP hang on it).
 
 pub mod connect;
+pub mod datacenter;
 pub mod listener;
 pub mod stream;
 pub mod tap;
@@ -400,6 +401,26 @@ impl Flows {
         index.newest(exact.chain(wild), |h| {
             h.info.identity.as_ref().is_some_and(|id| id.matches(fqdn)) && h.is_open()
         })
+    }
+
+    /// Every live connection whose peer certificate names this SBC, oldest first: what
+    /// the status API shows as the SBC's connections, by datacenter (DR-DC-2).
+    pub fn all_by_name(&self, fqdn: &str) -> Vec<Arc<FlowInfo>> {
+        let key = name_key(fqdn);
+        let index = self.lock();
+        let exact = index.by_name.get(key.as_str()).into_iter().flatten();
+        let wild = parent_of(&key)
+            .and_then(|parent| index.by_wildcard_parent.get(parent))
+            .into_iter()
+            .flatten();
+        let mut ids: Vec<FlowId> = exact.chain(wild).copied().collect();
+        ids.sort();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| index.map.get(&id))
+            .filter(|h| h.info.identity.as_ref().is_some_and(|i| i.matches(fqdn)) && h.is_open())
+            .map(|h| h.info.clone())
+            .collect()
     }
 
     /// The most recent live plain-TCP connection on an SBC listener from this IP address

@@ -30,6 +30,7 @@ pub fn lab_config_text(certs: &Path, edit: impl FnOnce(String) -> String) -> Str
         .replace("127.0.0.1:5061", "127.0.0.1:0")
         .replace("127.0.0.1:5060", "127.0.0.1:0")
         .replace("127.0.0.1:5070", "127.0.0.1:0")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("\"certs/", &format!("\"{dir}/"))
         .replace("dir = \"certs\"", &format!("dir = \"{dir}\""))
         .replace("auto_create = true", "auto_create = false");

@@ -1,0 +1,421 @@
+//! The control API (issue 8): JSON over HTTP on `[api] address` (loopback by default),
+//! for what a lab operator asks of a running daemon: what is listening, which SBCs are
+//! connected to which emulated datacenter and how healthy they are (DR-OPT-3, DR-DC-2),
+//! which calls are up, and fault modes for the datacenters (DR-DC-1).
+//!
+//! Every answer is JSON, errors too: `{"status": 404, "error": "..."}`. With `[api]
+//! token` set, every request needs `Authorization: Bearer <token>`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::hub::Hub;
+use crate::transport::datacenter::Mode;
+use crate::transport::Direction;
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Api {
+    hub: Arc<Hub>,
+    /// Every listener's name and the address it is bound to.
+    listeners: Arc<[(String, SocketAddr)]>,
+}
+
+/// An error answered as JSON with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "status": self.status.as_u16(), "error": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Serves the API on `listener` until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    listeners: Vec<(String, SocketAddr)>,
+    stop: CancellationToken,
+) {
+    let app = router(hub, listeners);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        warn!(error = %e, "control API stopped");
+    }
+}
+
+/// The API's routes, with authentication when a token is configured.
+pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
+    let token = hub.config.api.token.clone().map(Arc::<str>::from);
+    let api = Api {
+        hub,
+        listeners: listeners.into(),
+    };
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/calls", get(calls))
+        .route("/api/datacenters", get(datacenters))
+        .route("/api/datacenters/{name}", post(set_datacenter))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(token, authenticate))
+        .with_state(api)
+}
+
+/// `Authorization: Bearer <token>` when a token is configured.
+async fn authenticate(
+    State(token): State<Option<Arc<str>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(&*token) {
+            crate::warn_limited!(path = %request.uri().path(), "API request refused: missing or wrong bearer token");
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <[api] token>)",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    next.run(request).await
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| (d.as_millis() as f64) / 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn mode_json(name: &str, mode: Mode) -> Value {
+    let mut v = json!({ "name": name, "mode": mode.name() });
+    if let Mode::Busy { retry_after } = mode {
+        v["retry_after"] = json!(retry_after);
+    }
+    v
+}
+
+/// `GET /api/status`: listeners, SBCs with health and connections by datacenter, calls.
+async fn status(State(api): State<Api>) -> Json<Value> {
+    let hub = &api.hub;
+    let config = &hub.config;
+    let listeners: Vec<Value> = api
+        .listeners
+        .iter()
+        .map(|(name, address)| {
+            let l = config.listeners.iter().find(|l| &l.name == name);
+            let mut v = json!({
+                "name": name,
+                "address": address.to_string(),
+                "transport": l.map_or("tcp+udp".to_owned(), |l| l.transport.to_string()),
+            });
+            if let Some(l) = l {
+                v["fqdn"] = json!(l.fqdn.to_string());
+            }
+            if hub.datacenters.contains(name) {
+                v["datacenter"] = mode_json(name, hub.datacenters.mode(name));
+            }
+            v
+        })
+        .collect();
+    let now = tokio::time::Instant::now().into_std();
+    let timing = hub.health.timing();
+    let mut sbcs = Vec::new();
+    for tenant in &config.tenants {
+        for trunk in &tenant.trunks {
+            let fqdn = trunk.fqdn.to_string();
+            let record = hub.health.get(&fqdn);
+            let connections: Vec<Value> = hub
+                .flows
+                .all_by_name(&fqdn)
+                .iter()
+                .map(|f| {
+                    json!({
+                        "flow": f.id.to_string(),
+                        "datacenter": f.listener,
+                        "peer": f.peer.to_string(),
+                        "direction": match f.direction {
+                            Direction::Inbound => "inbound",
+                            Direction::Outbound => "outbound",
+                        },
+                    })
+                })
+                .collect();
+            let mut dcs: Vec<&str> = connections
+                .iter()
+                .filter_map(|c| c["datacenter"].as_str())
+                .collect();
+            dcs.sort_unstable();
+            dcs.dedup();
+            let mut v = json!({
+                "fqdn": fqdn,
+                "tenant": tenant.id,
+                "enabled": trunk.enabled,
+                "state": record.as_ref().map_or("unknown", |r| r.state_at(now, timing).as_str()),
+                "datacenters": dcs,
+                "connections": connections,
+                "calls_up": hub.calls.trunk_load(&fqdn).0,
+            });
+            if let Some(r) = record {
+                v["options"] = json!({
+                    "received": r.options_received,
+                    "last_received": unix(r.last_options_at),
+                    "last_received_on": r.listener,
+                    "allow": r.allow,
+                    "sent": r.outbound.sent,
+                    "answered": r.outbound.answered,
+                    "last_result": r.outbound.last_result,
+                });
+            }
+            sbcs.push(v);
+        }
+    }
+    let c = &hub.counters;
+    let t = &hub.calls;
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listeners": listeners,
+        "sbcs": sbcs,
+        "calls": {
+            "up": t.len(),
+            "started": t.started.load(Ordering::Relaxed),
+            "answered": t.answered.load(Ordering::Relaxed),
+            "failed": t.failed.load(Ordering::Relaxed),
+        },
+        "counters": {
+            "requests": c.requests.load(Ordering::Relaxed),
+            "rejected": c.rejected.load(Ordering::Relaxed),
+            "shed": c.shed.load(Ordering::Relaxed),
+            "malformed": c.malformed.load(Ordering::Relaxed),
+            "connections": hub.flows.len(),
+            "transactions": hub.layer.load().transactions(),
+        },
+    }))
+}
+
+/// `GET /api/calls`: the calls up and the last ones that ended.
+async fn calls(State(api): State<Api>) -> Json<Value> {
+    let up: Vec<Value> = api
+        .hub
+        .calls
+        .snapshot()
+        .iter()
+        .map(|c| {
+            json!({
+                "call_id": &*c.call_id,
+                "tenant": &*c.tenant,
+                "user": &*c.user,
+                "trunk": &*c.trunk,
+                "started": unix(c.started),
+            })
+        })
+        .collect();
+    let recent: Vec<Value> = api
+        .hub
+        .calls
+        .recent()
+        .iter()
+        .map(|c| {
+            let mut v = json!({
+                "call_id": &*c.call_id,
+                "tenant": &*c.tenant,
+                "user": &*c.user,
+                "trunk": &*c.trunk,
+                "started": unix(c.started),
+                "ended": c.ended.map(unix),
+            });
+            if let Some(o) = &c.outcome {
+                v["status"] = json!(o.status);
+                v["code"] = json!(o.code);
+                v["reason"] = json!(o.reason);
+            }
+            v
+        })
+        .collect();
+    Json(json!({ "calls": up, "recent": recent }))
+}
+
+/// `GET /api/datacenters`: every datacenter and its mode.
+async fn datacenters(State(api): State<Api>) -> Json<Value> {
+    let list: Vec<Value> = api
+        .hub
+        .datacenters
+        .list()
+        .into_iter()
+        .map(|(name, mode)| mode_json(&name, mode))
+        .collect();
+    Json(json!({ "datacenters": list }))
+}
+
+/// `POST /api/datacenters/{name}` with `{"mode": "busy", "retry_after": 30}`: sets a
+/// datacenter's fault mode (DR-DC-1).
+async fn set_datacenter(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON such as {{\"mode\": \"busy\"}}: {e}"),
+        )
+    })?;
+    if !api.hub.datacenters.contains(&name) {
+        let known: Vec<String> = api
+            .hub
+            .datacenters
+            .list()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no datacenter named `{name}`; there are: {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let mode = body
+        .get("mode")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("`mode` is required: normal, busy, refuse, reset or silent".into()))?;
+    let retry_after = match body.get("retry_after") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (1..=86_400).contains(n))
+                .ok_or_else(|| bad("`retry_after` must be whole seconds, 1 to 86400".into()))?,
+        ),
+    };
+    let mode = Mode::parse(mode, retry_after).map_err(bad)?;
+    let was = api
+        .hub
+        .datacenters
+        .set(&name, mode)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    info!(datacenter = %name, %mode, "datacenter mode set through the API");
+    let mut v = mode_json(&name, mode);
+    v["was"] = json!(was.name());
+    Ok(Json(v))
+}
+
+/// A failed request to a running daemon's API (the CLI's `status` and `datacenter`).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the control API at {address}: {source} (is the daemon running, with [api] address = \"{address}\"?)")]
+    Connect {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("control API at {address}: {source}")]
+    Io {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("control API at {address}: the answer is not HTTP")]
+    NotHttp { address: SocketAddr },
+}
+
+/// One HTTP/1.1 request to the API of a running daemon, `Connection: close`; returns the
+/// status and the body. Small on purpose: the CLI talks to its own daemon on loopback.
+pub async fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Value), ClientError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = |source| ClientError::Io { address, source };
+    let mut tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|source| ClientError::Connect { address, source })?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).await.map_err(io)?;
+    tcp.write_all(body.as_bytes()).await.map_err(io)?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.map_err(io)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or(ClientError::NotHttp { address })?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or(ClientError::NotHttp { address })?;
+    let value = serde_json::from_str(body).unwrap_or_else(|_| json!({ "body": body }));
+    Ok((status, value))
+}

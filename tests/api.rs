@@ -1,0 +1,220 @@
+//! Black-box: the control API over HTTP (issue 8) and the emulated datacenters' fault
+//! modes it sets (DR-DC-1), seen from an SBC over real sockets.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+use drhub::api::request;
+use support::*;
+
+async fn get(d: &TestDaemon, path: &str, token: Option<&str>) -> (u16, Value) {
+    request(d.addr("api"), "GET", path, token, None)
+        .await
+        .expect("API reachable")
+}
+
+async fn post(d: &TestDaemon, path: &str, body: Value) -> (u16, Value) {
+    request(d.addr("api"), "POST", path, None, Some(&body))
+        .await
+        .expect("API reachable")
+}
+
+async fn set_mode(d: &TestDaemon, dc: &str, body: Value) {
+    let (status, v) = post(d, &format!("/api/datacenters/{dc}"), body).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// An SBC up on the `sip` datacenter: its OPTIONS answered, so health knows it.
+async fn sbc_up(d: &TestDaemon) -> TlsSbc {
+    let mut sbc = connect_as(d, "sbc1.adatum.biz").await.unwrap();
+    let r = sbc.options().await;
+    assert_eq!(r.status(), 200, "{}", r.text);
+    sbc
+}
+
+/// DR-DC-2: the status shows the listeners with their datacenter mode, and per SBC its
+/// health and the datacenters it is connected to.
+#[tokio::test]
+async fn dr_dc_2_status_shows_listeners_and_the_sbc_connected_to_its_datacenter() {
+    let d = TestDaemon::start().await;
+    let _sbc = sbc_up(&d).await;
+    let (status, v) = get(&d, "/api/status", None).await;
+    assert_eq!(status, 200, "{v}");
+    let sip = v["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "sip")
+        .expect("listener sip");
+    assert_eq!(sip["transport"], "tls");
+    assert_eq!(sip["address"], d.tls_addr().to_string());
+    assert_eq!(sip["datacenter"]["mode"], "normal");
+    let sbc = v["sbcs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["fqdn"] == "sbc1.adatum.biz")
+        .expect("sbc1 listed");
+    assert_eq!(sbc["tenant"], "adatum");
+    assert_eq!(sbc["datacenters"], json!(["sip"]), "{sbc}");
+    assert_eq!(sbc["connections"][0]["direction"], "inbound");
+    assert_eq!(sbc["options"]["received"], 1, "{sbc}");
+    assert_eq!(v["calls"]["up"], 0);
+    let (status, v) = get(&d, "/api/calls", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["calls"], json!([]));
+}
+
+/// Errors are JSON with a status and a message; nothing changes.
+#[tokio::test]
+async fn api_errors_are_json_and_change_nothing() {
+    let d = TestDaemon::start().await;
+    let (status, v) = get(&d, "/api/nothing", None).await;
+    assert_eq!((status, v["status"].as_u64()), (404, Some(404)), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("/api/nothing"));
+    let (status, v) = post(&d, "/api/datacenters/sip9", json!({"mode": "busy"})).await;
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("sip"), "{v}");
+    let (status, v) = post(&d, "/api/datacenters/sip", json!({"mode": "down"})).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("unknown mode"), "{v}");
+    let (status, v) = post(
+        &d,
+        "/api/datacenters/sip",
+        json!({"mode": "busy", "retry_after": 0}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = request(d.addr("api"), "DELETE", "/api/status", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 405, "{v}");
+    let (_, v) = get(&d, "/api/datacenters", None).await;
+    assert_eq!(
+        v["datacenters"][0],
+        json!({"name": "sip", "mode": "normal"})
+    );
+}
+
+/// With `[api] token`, a request without the bearer token or with a wrong one gets 401.
+#[tokio::test]
+async fn api_token_is_required_when_configured() {
+    let d = TestDaemon::start_with(lab_config(|t| set_key(&t, "api", "token", "\"s3cret\""))).await;
+    let (status, v) = get(&d, "/api/status", None).await;
+    assert_eq!(status, 401, "{v}");
+    let (status, _) = get(&d, "/api/status", Some("guess")).await;
+    assert_eq!(status, 401);
+    let (status, v) = get(&d, "/api/status", Some("s3cret")).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// DR-DC-1 busy: new INVITEs get 503 with the datacenter's Retry-After; a call already
+/// up carries on and hangs up normally; back to normal, calls are taken again.
+#[tokio::test]
+async fn dr_dc_1_a_busy_datacenter_answers_new_invites_503_with_its_retry_after() {
+    let d = TestDaemon::start_with(lab_config(with_instant_user)).await;
+    let mut sbc = sbc_up(&d).await;
+    let up = invite("sbc1.adatum.biz", INSTANT_NUMBER, &[]);
+    sbc.send(&up).await;
+    let (ok, _) = sbc.until(200).await;
+    let tag = ok.to_tag().unwrap();
+
+    set_mode(&d, "sip", json!({"mode": "busy", "retry_after": 7})).await;
+    let refused = invite("sbc1.adatum.biz", INSTANT_NUMBER, &[]);
+    sbc.send(&refused).await;
+    let r = sbc.recv().await;
+    assert_eq!(r.status(), 503, "{}", r.text);
+    assert_eq!(r.header("Retry-After"), Some("7"), "{}", r.text);
+    assert_eq!(r.ms_code(), Some(540503), "{}", r.text);
+    sbc.send(ack_non2xx(&refused, r.to_tag().as_deref())).await;
+    // The call up is unaffected.
+    sbc.ack_and_bye(&up, &tag).await;
+
+    set_mode(&d, "sip", json!({"mode": "normal"})).await;
+    let again = invite("sbc1.adatum.biz", INSTANT_NUMBER, &[]);
+    sbc.send(&again).await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.ack_and_bye(&again, &ok.to_tag().unwrap()).await;
+    d.calls_drained().await;
+}
+
+/// DR-DC-1 refuse: the listening socket closes (connection refused), and listens again
+/// on the same address when set back to normal.
+#[tokio::test]
+async fn dr_dc_1_a_refusing_datacenter_refuses_connections_until_normal() {
+    let d = TestDaemon::start().await;
+    set_mode(&d, "sip", json!({"mode": "refuse"})).await;
+    let mut refused = false;
+    for _ in 0..50 {
+        match TcpStream::connect(d.tls_addr()).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(refused, "connections to a refusing datacenter are refused");
+    set_mode(&d, "sip", json!({"mode": "normal"})).await;
+    let mut back = false;
+    for _ in 0..50 {
+        if connect_as(&d, "sbc1.adatum.biz").await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "the datacenter listens again on the same address");
+}
+
+/// DR-DC-1 reset: the TLS handshake is reset; an SBC already connected is unaffected.
+#[tokio::test]
+async fn dr_dc_1_a_resetting_datacenter_resets_tls_handshakes() {
+    let d = TestDaemon::start().await;
+    let mut old = sbc_up(&d).await;
+    set_mode(&d, "sip", json!({"mode": "reset"})).await;
+    let err = connect_as(&d, "sbc1.adatum.biz")
+        .await
+        .err()
+        .expect("the handshake fails");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+        ),
+        "{err:?}"
+    );
+    assert_eq!(old.options().await.status(), 200);
+}
+
+/// DR-DC-1 silent: a new connection gets no TLS handshake, a new request on an open
+/// connection no answer; a call already up still hangs up normally.
+#[tokio::test]
+async fn dr_dc_1_a_silent_datacenter_answers_nothing_new() {
+    let d = TestDaemon::start_with(lab_config(with_instant_user)).await;
+    let mut sbc = sbc_up(&d).await;
+    let up = invite("sbc1.adatum.biz", INSTANT_NUMBER, &[]);
+    sbc.send(&up).await;
+    let (ok, _) = sbc.until(200).await;
+    let tag = ok.to_tag().unwrap();
+    // ACKed now, so that its 200 is not retransmitted while nothing else may come.
+    sbc.send(in_dialog(&up, "ACK", Some(&tag), 1)).await;
+    set_mode(&d, "sip", json!({"mode": "silent"})).await;
+    let handshake =
+        tokio::time::timeout(Duration::from_secs(1), connect_as(&d, "sbc1.adatum.biz")).await;
+    assert!(
+        handshake.is_err(),
+        "no TLS handshake from a silent datacenter"
+    );
+    sbc.send(options("sbc1.adatum.biz", None, &[])).await;
+    sbc.send(invite("sbc1.adatum.biz", INSTANT_NUMBER, &[]))
+        .await;
+    if let Some(r) = sbc.try_recv(Duration::from_millis(700)).await {
+        panic!("nothing new is answered, but: {}", r.text);
+    }
+    sbc.ack_and_bye(&up, &tag).await;
+}
