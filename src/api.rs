@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -310,9 +309,10 @@ async fn datacenters(State(api): State<Api>) -> Json<Value> {
 async fn set_datacenter(
     State(api): State<Api>,
     Path(name): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(|e| {
+    // Any Content-Type: `curl -d '{...}'` sends a form type.
+    let body: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("the body must be JSON such as {{\"mode\": \"busy\"}}: {e}"),

@@ -218,3 +218,35 @@ async fn dr_dc_1_a_silent_datacenter_answers_nothing_new() {
     }
     sbc.ack_and_bye(&up, &tag).await;
 }
+
+/// DR-DC-1, DR-DC-2: with `sip` busy, the SBC fails over to `sip2` (its own address) and
+/// the call goes through there; the status shows the SBC connected to both.
+#[tokio::test]
+async fn dr_dc_1_an_sbc_fails_over_from_a_busy_datacenter_to_the_next() {
+    let d = TestDaemon::start_with(lab_config(with_instant_user)).await;
+    assert_ne!(
+        d.addr("sip2").ip(),
+        d.addr("sip").ip(),
+        "own loopback address"
+    );
+    let mut first = sbc_up(&d).await;
+    set_mode(&d, "sip", json!({"mode": "busy", "retry_after": 60})).await;
+    let call = invite("sbc1.adatum.biz", INSTANT_NUMBER, &[]);
+    first.send(&call).await;
+    let r = first.recv().await;
+    assert_eq!((r.status(), r.header("Retry-After")), (503, Some("60")));
+    first.send(ack_non2xx(&call, r.to_tag().as_deref())).await;
+    // The SBC's next datacenter.
+    let mut second = connect_as_on(&d, "sip2", "sbc1.adatum.biz").await.unwrap();
+    assert_eq!(second.options().await.status(), 200);
+    let retry = invite("sbc1.adatum.biz", INSTANT_NUMBER, &[]);
+    second.send(&retry).await;
+    let (ok, _) = second.until(200).await;
+    let (_, v) = get(&d, "/api/status", None).await;
+    let sbc = &v["sbcs"][0];
+    assert_eq!(sbc["fqdn"], "sbc1.adatum.biz");
+    assert_eq!(sbc["datacenters"], json!(["sip", "sip2"]), "{sbc}");
+    assert_eq!(sbc["options"]["last_received_on"], "sip2", "{sbc}");
+    second.ack_and_bye(&retry, &ok.to_tag().unwrap()).await;
+    d.calls_drained().await;
+}

@@ -212,6 +212,8 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     let text = std::fs::read_to_string(shipped_config())
         .unwrap()
         .replace("127.0.0.1:5061", "127.0.0.1:0")
+        .replace("127.0.0.2:5061", "127.0.0.2:0")
+        .replace("127.0.0.3:5061", "127.0.0.3:0")
         .replace("127.0.0.1:5070", "127.0.0.1:0")
         .replace("127.0.0.1:8080", "127.0.0.1:0");
     std::fs::write(&cfg, text).unwrap();

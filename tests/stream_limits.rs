@@ -140,7 +140,14 @@ async fn dr_tls_5_plain_tcp_listener_is_off_by_default() {
         .filter(|l| l.enabled)
         .map(|l| l.name.as_str())
         .collect();
-    assert_eq!(names, ["sip"]);
+    // DR-DC-1: three TLS datacenters; the plain-TCP lab listener stays off.
+    assert_eq!(names, ["sip", "sip2", "sip3"]);
+    assert!(d
+        .config
+        .listeners
+        .iter()
+        .filter(|l| l.enabled)
+        .all(|l| l.tls.is_some()));
 }
 
 #[tokio::test]

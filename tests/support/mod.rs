@@ -269,7 +269,25 @@ pub async fn connect_with(
     connector: TlsConnector,
     fqdn: String,
 ) -> std::io::Result<TlsSbc> {
-    let tcp = TcpStream::connect(daemon.tls_addr()).await?;
+    connect_to(daemon.tls_addr(), connector, fqdn).await
+}
+
+/// Connects as `<stem>.pem` to another datacenter (listener) of the daemon (DR-DC-1).
+pub async fn connect_as_on(
+    daemon: &TestDaemon,
+    listener: &str,
+    stem: &str,
+) -> std::io::Result<TlsSbc> {
+    let connector = client_tls_as(Some(stem), &[TlsVersion::V1_2]);
+    connect_to(daemon.addr(listener), connector, stem.to_owned()).await
+}
+
+async fn connect_to(
+    addr: SocketAddr,
+    connector: TlsConnector,
+    fqdn: String,
+) -> std::io::Result<TlsSbc> {
+    let tcp = TcpStream::connect(addr).await?;
     let mut tls = connector.connect(server_name(), tcp).await?;
     // With TLS 1.3 a refused client certificate only shows on the first read; make
     // the handshake outcome visible here by a zero-length flush.

@@ -28,6 +28,8 @@ pub fn lab_config_text(certs: &Path, edit: impl FnOnce(String) -> String) -> Str
     let dir = certs.display().to_string();
     let text = BUILTIN_LAB_CONFIG
         .replace("127.0.0.1:5061", "127.0.0.1:0")
+        .replace("127.0.0.2:5061", "127.0.0.2:0")
+        .replace("127.0.0.3:5061", "127.0.0.3:0")
         .replace("127.0.0.1:5060", "127.0.0.1:0")
         .replace("127.0.0.1:5070", "127.0.0.1:0")
         .replace("127.0.0.1:8080", "127.0.0.1:0")
