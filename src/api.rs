@@ -83,6 +83,7 @@ pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/calls", get(calls))
+        .route("/api/calls/{call_id}", axum::routing::delete(hang_up))
         .route("/api/datacenters", get(datacenters))
         .route("/api/datacenters/{name}", post(set_datacenter))
         .fallback(not_found)
@@ -290,6 +291,26 @@ async fn calls(State(api): State<Api>) -> Json<Value> {
         })
         .collect();
     Json(json!({ "calls": up, "recent": recent }))
+}
+
+/// `DELETE /api/calls/{call_id}`: ends a call up (BYE both ways) or ringing (603 to the
+/// SBC); answers 202 at once, the call's end shows in `/api/calls` `recent`.
+async fn hang_up(
+    State(api): State<Api>,
+    Path(call_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if api.hub.calls.hang_up(&call_id) {
+        info!(call_id = %call_id, "call hung up through the API");
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "call_id": call_id, "state": "ending" })),
+        ))
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no call up with Call-ID `{call_id}`"),
+        ))
+    }
 }
 
 /// `GET /api/datacenters`: every datacenter and its mode.

@@ -250,3 +250,85 @@ async fn dr_dc_1_an_sbc_fails_over_from_a_busy_datacenter_to_the_next() {
     second.ack_and_bye(&retry, &ok.to_tag().unwrap()).await;
     d.calls_drained().await;
 }
+
+/// A user whose one endpoint rings and never answers.
+const RINGING_USER: &str = r#"
+  [[tenant.user]]
+  sip_address = "ringing@adatum.biz"
+  line_uri = "tel:+18338008888"
+
+    [[tenant.user.endpoint]]
+    name = "desk"
+    ring_after_seconds = 0
+"#;
+
+/// `DELETE /api/calls/{id}`: an answered call ends with a BYE to the SBC (its 200 ends
+/// the call); a ringing one is declined 603; an unknown Call-ID is 404.
+#[tokio::test]
+async fn the_api_hangs_up_calls_up_and_ringing() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        with_instant_user(t).replacen(
+            "[[tenant]]\nid = \"contoso\"",
+            &format!("{RINGING_USER}\n[[tenant]]\nid = \"contoso\""),
+            1,
+        )
+    }))
+    .await;
+    let mut sbc = sbc_up(&d).await;
+    let up = invite("sbc1.adatum.biz", INSTANT_NUMBER, &[]);
+    sbc.send(&up).await;
+    let (ok, _) = sbc.until(200).await;
+    let tag = ok.to_tag().unwrap();
+    sbc.send(in_dialog(&up, "ACK", Some(&tag), 1)).await;
+    let call_id = req_header(&up, "Call-ID").unwrap().to_owned();
+    let (status, v) = request(
+        d.addr("api"),
+        "DELETE",
+        &format!("/api/calls/{call_id}"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{v}");
+    let bye = sbc.until_request("BYE").await;
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+    let (_, v) = get(&d, "/api/calls", None).await;
+    let ended = v["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["call_id"] == call_id.as_str())
+        .expect("in the recent calls");
+    assert_eq!(ended["reason"], "ended through the control API", "{ended}");
+
+    let ringing = invite("sbc1.adatum.biz", "+18338008888", &[]);
+    sbc.send(&ringing).await;
+    let (_, _) = sbc.until(180).await;
+    let call_id = req_header(&ringing, "Call-ID").unwrap().to_owned();
+    let (status, _) = request(
+        d.addr("api"),
+        "DELETE",
+        &format!("/api/calls/{call_id}"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202);
+    let r = loop {
+        let r = sbc.recv().await;
+        if r.status() >= 200 {
+            break r;
+        }
+    };
+    assert_eq!(r.status(), 603, "{}", r.text);
+    sbc.send(ack_non2xx(&ringing, r.to_tag().as_deref())).await;
+    d.calls_drained().await;
+
+    let (status, v) = request(d.addr("api"), "DELETE", "/api/calls/nope", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "{v}");
+}

@@ -98,6 +98,8 @@ pub enum CallEvent {
     Stray { response: Stored },
     /// Every connection to the caller's SBC has closed.
     SbcGone,
+    /// The operator ends the call (the control API's `DELETE /api/calls/{id}`).
+    HangUp,
 }
 
 /// A call's inbox (see [`inbox`] for why it is not a tokio channel).
@@ -597,6 +599,7 @@ impl Call {
                     }
                 }
             }
+            CallEvent::HangUp => self.operator_hang_up(),
             CallEvent::SbcGone => {
                 if self.session.is_none() && matches!(self.phase, Phase::Answered(_) | Phase::Up(_))
                 {
@@ -1107,6 +1110,29 @@ impl Call {
             reason: format!("ended by endpoint {name}{how}"),
         });
         self.hang_up(None, true, false);
+    }
+
+    /// The operator ended the call through the control API: a ringing call is declined
+    /// as if every endpoint of the user declined it (603, the CANCELs to the forks); an
+    /// answered one gets a BYE both ways, as when the Teams user hangs up.
+    fn operator_hang_up(&mut self) {
+        match self.phase {
+            Phase::Ringing => {
+                info!("ended through the control API while ringing: 603 to the SBC");
+                self.cancel_forks(None);
+                self.fail_call(Rejection::new(Diagnostic::AllForksFailed).with_status(603));
+            }
+            Phase::Answered(_) | Phase::Up(_) => {
+                info!("ended through the control API; BYE to the SBC and the endpoint");
+                self.outcome = Some(Outcome {
+                    status: 200,
+                    code: None,
+                    reason: "ended through the control API".to_owned(),
+                });
+                self.hang_up(None, true, true);
+            }
+            Phase::Ending | Phase::Done => {}
+        }
     }
 
     fn hang_up(&mut self, reason: Option<&Rejection>, to_sbc: bool, to_fork: bool) {

@@ -274,6 +274,16 @@ impl CallTable {
             .collect()
     }
 
+    /// Tells the call whose SBC leg has this Call-ID to end (the control API); false when
+    /// no call up has it.
+    pub fn hang_up(&self, call_id: &str) -> bool {
+        let inbox = lock(&self.legs)
+            .iter()
+            .find(|(k, _)| &*k.call_id == call_id)
+            .map(|(_, e)| e.inbox.clone());
+        inbox.is_some_and(|i| i.send(super::CallEvent::HangUp).is_ok())
+    }
+
     /// DR-TEN-6: counts a call on its trunk. At 90 % of `max_concurrent_sessions` the
     /// trunk is flagged and a warning is logged once per crossing; no call is refused.
     pub fn trunk_call_started(&self, trunk: &Arc<str>, max: Option<u32>) {

@@ -768,3 +768,38 @@ fn a_line_break_in_an_endpoint_target_cannot_split_the_invite() {
     assert!(first.starts_with("INVITE sip:a@192.0.2.7") && first.ends_with(" SIP/2.0"));
     assert!(!text.contains("\r\nBYE "), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn operator_hang_up_of_a_ringing_call_declines_it_603() {
+    let mut lab = Lab::new(Plan::default());
+    lab.run_until(secs(1.0));
+    lab.handle(CallEvent::HangUp);
+    lab.run_until(secs(1.1));
+    let r = lab.last_response(603);
+    assert!(r.starts_with("SIP/2.0 603 "), "{r}");
+    assert!(lab.call.is_done());
+    assert_eq!(lab.call.outcome.clone().expect("outcome").status, 603);
+}
+
+#[tokio::test(start_paused = true)]
+async fn operator_hang_up_of_an_answered_call_sends_bye_along_the_route_set() {
+    let mut lab = Lab::new(Plan::default());
+    lab.run_until(secs(2.0));
+    let tag = lab.answered_tag();
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
+    lab.run_until(secs(5.0));
+    lab.handle(CallEvent::HangUp);
+    lab.run_until(secs(5.1));
+    let byes = lab.sent_named("BYE");
+    assert_eq!(byes.len(), 1, "{:#?}", lab.sent);
+    // DR-NH-4: the SBC's record-routed dialog: Route headers, remote target.
+    assert!(byes[0].2.contains("Route: <sip:"), "{}", byes[0].2);
+    assert!(!lab.call.is_done(), "over once the BYE is answered");
+    lab.answer(byes[0].1, 200, &[]);
+    assert!(lab.call.is_done());
+    let o = lab.call.outcome.clone().expect("outcome");
+    assert_eq!(
+        (o.status, o.reason.as_str()),
+        (200, "ended through the control API")
+    );
+}
