@@ -543,7 +543,7 @@ impl Names {
             .rsplit_once('[')
             .map(|(_, i)| i.trim_end_matches(']'))
             .unwrap_or("?");
-        if let Some(first) = self.0.get(&name.to_lowercase()) {
+        if let Some(first) = self.0.get(&name.to_ascii_lowercase()) {
             s.err(
                 "name",
                 format!(
@@ -552,7 +552,7 @@ impl Names {
             );
             return None;
         }
-        self.0.insert(name.to_lowercase(), index.to_owned());
+        self.0.insert(name.to_ascii_lowercase(), index.to_owned());
         Some(name.to_owned())
     }
 }
