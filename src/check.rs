@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use time::OffsetDateTime;
 
 use crate::certs::sbc_file_stem;
-use crate::config::{Config, Profile};
+use crate::config::{Config, Profile, Tenant, GLOBAL_POLICY};
 use crate::sip::Transport;
 use crate::transport::tls::{self, PeerIdentity, TlsFiles};
 
@@ -259,20 +259,96 @@ pub fn summarize(config: &Config) -> Report {
                 }
             }
         }
+        let routing = tenant.voice_routing.is_configured();
         for u in &tenant.users {
             let line = u
                 .line_uri
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_else(|| "no number".to_owned());
+            let policy = match (&u.voice_routing_policy, routing) {
+                (Some(p), _) => format!(", voice routing policy \"{p}\""),
+                (None, true) => format!(", voice routing policy {GLOBAL_POLICY} (none assigned)"),
+                (None, false) => String::new(),
+            };
             let _ = writeln!(
                 t,
-                "    user {} <{}> {}",
+                "    user {} <{}> {}{policy}",
                 u.display_name, u.sip_address, line
             );
         }
+        routing_table(t, tenant);
     }
     r
+}
+
+/// The tenant's voice routing (DR-OUT-1) as an admin reads it in the Teams admin
+/// center: usages, routes by priority, policies, dial plan rules.
+fn routing_table(t: &mut String, tenant: &Tenant) {
+    let vr = &tenant.voice_routing;
+    if !vr.is_configured() {
+        return;
+    }
+    let quoted = |v: &[String]| {
+        let q: Vec<String> = v.iter().map(|x| format!("\"{x}\"")).collect();
+        if q.is_empty() {
+            "none".to_owned()
+        } else {
+            q.join(", ")
+        }
+    };
+    let _ = writeln!(t, "    voice routing (DR-OUT-1):");
+    let _ = writeln!(t, "      PSTN usages: {}", quoted(&vr.pstn_usages));
+    let mut routes: Vec<_> = vr.routes.iter().collect();
+    routes.sort_by_key(|r| r.priority);
+    for r in routes {
+        let gateways: Vec<String> = r
+            .online_pstn_gateway_list
+            .iter()
+            .map(|g| {
+                let disabled = tenant.trunks.iter().any(|k| k.fqdn == *g && !k.enabled);
+                format!("{g}{}", if disabled { " (disabled)" } else { "" })
+            })
+            .collect();
+        let _ = writeln!(
+            t,
+            "      route \"{}\" priority {}: {} -> {}; usages {}",
+            r.name,
+            r.priority,
+            r.number_pattern,
+            gateways.join(", "),
+            quoted(&r.online_pstn_usages)
+        );
+    }
+    for p in &vr.policies {
+        let _ = writeln!(
+            t,
+            "      policy \"{}\": usages {}",
+            p.name,
+            quoted(&p.online_pstn_usages)
+        );
+    }
+    if vr.global_policy().is_none() {
+        let _ = writeln!(
+            t,
+            "      policy {GLOBAL_POLICY} (built in, not configured): no usages; users without a policy cannot call the PSTN"
+        );
+    }
+    for r in &vr.dial_plan.rules {
+        let _ = writeln!(
+            t,
+            "      dial plan rule {} \"{}\": {} -> {}{}",
+            r.priority,
+            r.name,
+            r.pattern,
+            r.translation,
+            if r.is_internal_extension {
+                " (internal extension)"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 fn describe(cert: &PeerIdentity, now: OffsetDateTime) -> String {

@@ -18,6 +18,13 @@ use std::time::Duration;
 use crate::sip::Transport;
 use crate::transport::tls::TlsVersion;
 
+mod routing;
+
+pub use routing::{
+    DialPlan, NormalizationRule, TeamsRegex, Translation, VoiceRoute, VoiceRouting,
+    VoiceRoutingPolicy, GLOBAL_POLICY, MAX_NORMALIZATION_RULES,
+};
+
 /// The lab configuration shipped in `config/drhub.toml`, compiled in so that
 /// `drhub run` works from any directory.
 pub const BUILTIN_LAB_CONFIG: &str = include_str!("../config/drhub.toml");
@@ -228,6 +235,8 @@ pub struct Tenant {
     pub users: Vec<User>,
     /// Caller numbers refused with 403/510534 (DR-TEN-5).
     pub blocked_callers: Vec<NumberPattern>,
+    /// PSTN usages, voice routes, policies and the dial plan (DR-OUT-1).
+    pub voice_routing: VoiceRouting,
 }
 
 /// One SBC of a tenant: the `Set-CsOnlinePSTNGateway` settings (DR-TEN-6).
@@ -264,6 +273,9 @@ pub struct User {
     pub voicemail_answer_after: Duration,
     /// The user's clients; every call forks to all of them (DR-FORK-1).
     pub endpoints: Vec<Endpoint>,
+    /// The name of one of the tenant's voice routing policies, as the policy spells it;
+    /// `None`: the tenant's `Global` policy applies (DR-OUT-1).
+    pub voice_routing_policy: Option<String>,
 }
 
 /// One client of a user: a fork target.
@@ -1335,7 +1347,18 @@ fn check_listeners(listeners: &[Listener], errs: &Issues) {
     }
 }
 
-const TENANT_KEYS: &[&str] = &["id", "name", "domains", "trunk", "user", "blocked_callers"];
+const TENANT_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "domains",
+    "trunk",
+    "user",
+    "blocked_callers",
+    "pstn_usages",
+    "voice_route",
+    "voice_routing_policy",
+    "dial_plan",
+];
 const TRUNK_KEYS: &[&str] = &[
     "fqdn",
     "port",
@@ -1357,6 +1380,7 @@ const USER_KEYS: &[&str] = &[
     "password",
     "voicemail_answer_after_seconds",
     "endpoint",
+    "voice_routing_policy",
 ];
 const ENDPOINT_KEYS: &[&str] = &[
     "name",
@@ -1385,11 +1409,12 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
             "missing (required): the DNS domains registered in this tenant",
         );
     }
-    let trunks = s
+    let trunks: Vec<Trunk> = s
         .tables("trunk")
         .into_iter()
         .filter_map(|(path, t)| build_trunk(&Section::new(t, path, TRUNK_KEYS, s.errs)))
         .collect();
+    let voice_routing = routing::build(&s, &trunks);
     let users = s
         .tables("user")
         .into_iter()
@@ -1399,6 +1424,7 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
             let display_name = u.str("display_name");
             let line_uri = u.parsed::<LineUri>("line_uri");
             let password = u.str("password").map(str::to_owned);
+            let voice_routing_policy = routing::user_policy(&u, &voice_routing);
             let voicemail_answer_after = u.seconds(
                 "voicemail_answer_after_seconds",
                 calls.voicemail_answer_after.as_secs_f64(),
@@ -1432,6 +1458,7 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
                 password,
                 voicemail_answer_after,
                 endpoints,
+                voice_routing_policy,
             })
         })
         .collect();
@@ -1447,6 +1474,7 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
         trunks,
         users,
         blocked_callers,
+        voice_routing,
     })
 }
 

@@ -72,6 +72,9 @@ pub enum Diagnostic {
     SbcDidNotAck,
     /// A capability of a later milestone (outbound calls from endpoints).
     NotImplemented,
+    /// DR-OUT-1: no voice route of the caller's policy matches the dialled number (or
+    /// every gateway of the matching routes is disabled).
+    NoRoute,
     /// DR-NH-5: no connection to the SBC could be had: no address, no certificate.
     NotConnected,
     /// DR-NH-5: connecting to the SBC was refused or timed out.
@@ -140,6 +143,7 @@ impl Diagnostic {
         Diagnostic::AllForksFailed,
         Diagnostic::SbcDidNotAck,
         Diagnostic::NotImplemented,
+        Diagnostic::NoRoute,
         Diagnostic::NotConnected,
         Diagnostic::ConnectFailed,
         Diagnostic::TlsFailed,
@@ -400,6 +404,14 @@ impl Diagnostic {
                 "Not implemented in this drhub version",
                 "DR-OUT-1",
                 true,
+            ),
+            NoRoute => e(
+                403,
+                "Forbidden",
+                510559,
+                "Get Outbound routing - No viable path: no voice route matches the number",
+                "DR-OUT-1",
+                false,
             ),
             NotConnected => e(
                 504,

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use drhub::certs::{self, PkiRequest};
-use drhub::config::{Config, ConfigError, BUILTIN_LAB_CONFIG};
+use drhub::config::{Config, ConfigError, SipAddress, BUILTIN_LAB_CONFIG};
+use drhub::directory::Directory;
 
 /// sysexits EX_USAGE: the configuration (or the command line) is wrong.
 const EX_CONFIG: u8 = 64;
@@ -43,6 +44,11 @@ enum Command {
     Check {
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Instead of the summary, show step by step where a call from USER to NUMBER
+        /// goes (DR-OUT-1). Exit 0 when routed, 1 when it has no route, 64 when USER is
+        /// no user of the configuration.
+        #[arg(long, num_args = 2, value_names = ["USER", "NUMBER"])]
+        route: Option<Vec<String>>,
     },
     /// Write a lab PKI: a CA, the proxy certificate and one client certificate per SBC.
     Certs {
@@ -90,7 +96,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config.as_deref()),
-        Command::Check { config } => check(config.as_deref()),
+        Command::Check { config, route } => match route.as_deref() {
+            Some([user, number]) => check_route(config.as_deref(), user, number),
+            _ => check(config.as_deref()),
+        },
         Command::Certs {
             config,
             dir,
@@ -354,6 +363,34 @@ fn check(path: Option<&Path>) -> ExitCode {
         }
         eprintln!("{source}: {} problem(s)", report.problems.len());
         ExitCode::from(EX_CONFIG)
+    }
+}
+
+/// `drhub check --route USER NUMBER`: the DR-OUT-1 decision, without SBC health (every
+/// SBC counts as active).
+fn check_route(path: Option<&Path>, user: &str, number: &str) -> ExitCode {
+    let (config, source) = match load(path) {
+        Ok(c) => c,
+        Err(e) => return report_config_error(&e),
+    };
+    let address = match user.parse::<SipAddress>() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("--route USER: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let directory = Directory::new(&config.tenants);
+    let Some((tenant, caller)) = directory.find_user(&address) else {
+        eprintln!("--route USER: {address} is no user of any tenant in {source}");
+        return ExitCode::from(EX_CONFIG);
+    };
+    let decision = directory.route(tenant, caller, number, |_| false);
+    print!("{decision}");
+    if decision.routed().is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -91,6 +91,141 @@ sendoptions = true
     }
 }
 
+/// `drhub check -c <shipped config> ARGS...` in a scratch directory: exit code, stdout,
+/// stderr.
+fn check_shipped(name: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let dir = scratch(name);
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["check", "-c"])
+        .arg(shipped_config())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dr_out_1_check_prints_each_tenants_routing_table() {
+    let (code, stdout, stderr) = check_shipped("route-table", &[]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    for needle in [
+        "user User1 <user1@adatum.biz> tel:+18338006777, voice routing policy \"Unrestricted\"",
+        "user Busy User <busy@adatum.biz> tel:+18338006778, voice routing policy Global (none assigned)",
+        "    voice routing (DR-OUT-1):\n      PSTN usages: \"US and Canada\", \"International\"\n",
+        "      route \"US and Canada\" priority 0: ^\\+1\\d{10}$ -> sbc1.adatum.biz, sbc2.adatum.biz; usages \"US and Canada\"\n      route \"International\" priority 1: ",
+        "      policy \"Global\": usages \"US and Canada\"\n      policy \"Unrestricted\": usages \"US and Canada\", \"International\"\n",
+        "      dial plan rule 0 \"Extension\": ^(\\d{4})$ -> +1833800$1 (internal extension)",
+        "      dial plan rule 3 \"International 00\": ^00(\\d+)$ -> +$1",
+        "      route \"US and Canada\" priority 0: ^\\+1\\d{10}$ -> sbc2.contoso.com; usages \"US and Canada\"",
+    ] {
+        assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
+    }
+}
+
+#[test]
+fn dr_out_1_check_route_shows_a_routed_call_step_by_step() {
+    let (code, stdout, stderr) = check_shipped(
+        "route-ok",
+        &["--route", "user1@adatum.biz", "00442071234567"],
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    for needle in [
+        "user1@adatum.biz (tenant adatum) dials \"00442071234567\"\n",
+        "1. dial plan: rule \"International 00\" (priority 3) ^00(\\d+)$ -> +$1 makes it \"+442071234567\"\n",
+        "2. voice routing policy \"Unrestricted\" (assigned to the user): PSTN usages \"US and Canada\", \"International\"\n",
+        "3. usage \"US and Canada\": no route matches; not matching \"US and Canada\"",
+        "   usage \"International\": matching \"International\" (priority 1, ",
+        "4. usage \"International\" wins",
+        "    1. sbc2.adatum.biz:5061  route \"International\"\n    2. sbc1.adatum.biz:5061  route \"International\"\n",
+        "routed: 2 gateways to try\n",
+    ] {
+        assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
+    }
+    // Only the decision: no summary.
+    assert!(!stdout.contains("listeners:"), "{stdout}");
+}
+
+#[test]
+fn dr_out_1_check_route_without_a_matching_route_exits_1() {
+    // busy@adatum.biz has no policy of its own: Global allows US and Canada only.
+    let (code, stdout, stderr) = check_shipped(
+        "route-none",
+        &["--route", "busy@adatum.biz", "00442071234567"],
+    );
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    for needle in [
+        "2. voice routing policy \"Global\" (the user has none; the tenant's Global policy)",
+        "no route: no voice route of the policy's PSTN usages matches the number; the caller gets 403 Forbidden with ms-diagnostics 510559",
+    ] {
+        assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
+    }
+    let (code, _, stderr) = check_shipped(
+        "route-nobody",
+        &["--route", "nobody@adatum.biz", "+14255550100"],
+    );
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("--route USER: nobody@adatum.biz is no user of any tenant"),
+        "{stderr}"
+    );
+}
+
+/// Writes the shipped config with `edit` applied and runs `drhub check` on it.
+fn check_edited(name: &str, edit: impl FnOnce(String) -> String) -> (Option<i32>, String) {
+    let dir = scratch(name);
+    let cfg = dir.join("drhub.toml");
+    let text = edit(std::fs::read_to_string(shipped_config()).unwrap());
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dr_out_1_check_refuses_a_bad_number_pattern_with_its_path() {
+    let (code, stderr) = check_edited("route-regex", |t| {
+        t.replacen(
+            "number_pattern = '^\\+[2-9]\\d{6,14}$'",
+            "number_pattern = '^\\+(?!1)\\d+$'",
+            1,
+        )
+        .replacen("pattern = '^00(\\d+)$'", "pattern = '^00(\\d+$'", 1)
+    });
+    assert_eq!(code, Some(64), "{stderr}");
+    for needle in [
+        "tenant[0].voice_route[1].number_pattern: `^\\+(?!1)\\d+$` uses negative look-ahead (`(?!`): .NET regular expressions (Teams) have it, drhub's regex engine does not",
+        "tenant[0].dial_plan.normalization_rule[3].pattern: `^00(\\d+$` is not a valid regular expression: unclosed group",
+    ] {
+        assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn dr_out_1_check_refuses_an_unknown_pstn_usage_with_its_path() {
+    let (code, stderr) = check_edited("route-usage", |t| {
+        t.replacen(
+            "online_pstn_usages = [\"International\"]",
+            "online_pstn_usages = [\"International\", \"Foo\"]",
+            1,
+        )
+    });
+    assert_eq!(code, Some(64), "{stderr}");
+    let needle = "tenant[0].voice_route[1].online_pstn_usages[1]: unknown PSTN usage \"Foo\"; the tenant's pstn_usages are: \"US and Canada\", \"International\"";
+    assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");
+}
+
 #[test]
 fn run_with_a_bad_config_exits_64_before_listening() {
     let dir = scratch("run-bad");
