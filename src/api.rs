@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -84,6 +84,7 @@ pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
         .route("/api/status", get(status))
         .route("/api/calls", get(calls))
         .route("/api/calls/{call_id}", axum::routing::delete(hang_up))
+        .route("/api/route", get(route))
         .route("/api/datacenters", get(datacenters))
         .route("/api/datacenters/{name}", post(set_datacenter))
         .fallback(not_found)
@@ -313,6 +314,106 @@ async fn hang_up(
     }
 }
 
+/// `GET /api/route?user=user1@adatum.biz&number=+442071234567`: where a call from the
+/// user to the number would go (DR-OUT-1) with the SBCs' health now (inactive ones last,
+/// DR-OPT-3), step by step. A `+` in the query is a plus, not a space.
+async fn route(State(api): State<Api>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let params = query_params(query.as_deref().unwrap_or(""));
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let user = param("user").ok_or_else(|| bad("`user` is required (user=user1@adatum.biz)"))?;
+    let number =
+        param("number").ok_or_else(|| bad("`number` is required (number=+14255550100)"))?;
+    let address = user
+        .parse::<crate::config::SipAddress>()
+        .map_err(|e| bad(&format!("user: {e}")))?;
+    let hub = &api.hub;
+    let (tenant, caller) = hub.directory.find_user(&address).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{address} is no user of any tenant"),
+        )
+    })?;
+    let decision = hub.directory.route(tenant, caller, number, |fqdn| {
+        hub.health.state(fqdn.as_str()) == Some(crate::health::SbcState::Inactive)
+    });
+    let mut v = json!({
+        "tenant": decision.tenant,
+        "user": decision.user.to_string(),
+        "dialled": decision.dialled,
+        "number": decision.number,
+        "normalized_by": decision.normalization.applied.as_ref().map(|r| &r.name),
+        "policy": decision.policy.name,
+        "explanation": decision.to_string(),
+    });
+    match decision.routed() {
+        Some(r) => {
+            v["routed"] = json!(true);
+            v["usage"] = json!(r.usage);
+            v["gateways"] = r
+                .gateways
+                .iter()
+                .map(|g| {
+                    json!({
+                        "fqdn": g.fqdn.to_string(),
+                        "port": g.port,
+                        "state": g.state.to_string(),
+                        "route": g.route,
+                        "priority": g.priority,
+                    })
+                })
+                .collect();
+        }
+        None => {
+            let e = crate::diagnostics::Diagnostic::NoRoute.entry();
+            v["routed"] = json!(false);
+            v["status"] = json!(e.status);
+            v["code"] = json!(e.code);
+        }
+    }
+    Ok(Json(v))
+}
+
+/// `k=v&k=v` with `%XX` decoded; `+` stays a plus (numbers are written `+E164`).
+fn query_params(query: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (
+                b[i],
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                (b'%', Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                (c, _, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
 /// `GET /api/datacenters`: every datacenter and its mode.
 async fn datacenters(State(api): State<Api>) -> Json<Value> {
     let list: Vec<Value> = api
@@ -439,4 +540,23 @@ pub async fn request(
         .ok_or(ClientError::NotHttp { address })?;
     let value = serde_json::from_str(body).unwrap_or_else(|_| json!({ "body": body }));
     Ok((status, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_decode_percent_and_keep_plus() {
+        assert_eq!(
+            query_params("user=user1%40adatum.biz&number=+442071234567&x"),
+            vec![
+                ("user".into(), "user1@adatum.biz".into()),
+                ("number".into(), "+442071234567".into()),
+                ("x".into(), String::new()),
+            ]
+        );
+        assert_eq!(query_params("n=%2B1%2"), vec![("n".into(), "+1%2".into())]);
+        assert_eq!(query_params(""), vec![]);
+    }
 }

@@ -332,3 +332,65 @@ async fn the_api_hangs_up_calls_up_and_ringing() {
         .unwrap();
     assert_eq!(status, 404, "{v}");
 }
+
+/// DR-OUT-1 over the API: where a number would go, with the dial plan's rewrite and
+/// the gateways in failover order; no route is 403/510559; bad queries are 4xx JSON.
+#[tokio::test]
+async fn dr_out_1_the_api_tells_where_a_number_would_go() {
+    let d = TestDaemon::start().await;
+    // 00 + international number, normalised to +E.164, routed abroad via sbc2 first.
+    let (status, v) = get(
+        &d,
+        "/api/route?user=user1%40adatum.biz&number=00442071234567",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["number"], "+442071234567", "{v}");
+    assert_eq!(v["policy"], "Unrestricted");
+    assert_eq!(v["routed"], true);
+    assert_eq!(v["usage"], "International");
+    let order: Vec<&str> = v["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["fqdn"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["sbc2.adatum.biz", "sbc1.adatum.biz"]);
+    assert!(v["explanation"].as_str().unwrap().contains("International"));
+    // A plus in the query is a plus.
+    let (_, v) = get(
+        &d,
+        "/api/route?user=user1@adatum.biz&number=+14255550100",
+        None,
+    )
+    .await;
+    assert_eq!(v["usage"], "US and Canada", "{v}");
+    assert_eq!(v["gateways"][0]["fqdn"], "sbc1.adatum.biz");
+    // The Global policy has no International usage.
+    let (status, v) = get(
+        &d,
+        "/api/route?user=reception@adatum.biz&number=+442071234567",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            v["routed"].as_bool(),
+            v["status"].as_u64(),
+            v["code"].as_u64()
+        ),
+        (Some(false), Some(403), Some(510559)),
+        "{v}"
+    );
+    let (status, v) = get(
+        &d,
+        "/api/route?user=nobody@adatum.biz&number=+14255550100",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = get(&d, "/api/route?user=user1@adatum.biz", None).await;
+    assert_eq!(status, 400, "{v}");
+}
