@@ -191,6 +191,18 @@ pub fn summarize(config: &Config) -> Report {
             );
         }
     }
+    let _ = match config.api.address {
+        None => writeln!(t, "control API: off"),
+        Some(a) => writeln!(
+            t,
+            "control API: http://{a}/api/status ({})",
+            if config.api.token.is_some() {
+                "bearer token required"
+            } else {
+                "no token"
+            }
+        ),
+    };
     let _ = writeln!(t, "tenants:");
     for tenant in &config.tenants {
         let domains: Vec<&str> = tenant.domains.iter().map(|d| d.as_str()).collect();

@@ -41,6 +41,8 @@ fn check_accepts_the_shipped_config_and_prints_a_summary() {
     for needle in [
         "proxy: sip.pstnhub.microsoft.com, sip2.pstnhub.microsoft.com, sip3.pstnhub.microsoft.com",
         "sip        tls 127.0.0.1:5061",
+        "sip2       tls 127.0.0.2:5061",
+        "control API: http://127.0.0.1:8080/api/status (no token)",
         "lab-tcp    tcp 127.0.0.1:5060",
         "adatum (Adatum): domains adatum.biz",
         "trunk sbc1.adatum.biz:5061",
