@@ -259,21 +259,24 @@ async fn reset(mut tcp: TcpStream) {
     if let Err(e) = tcp.set_zero_linger() {
         debug!(error = %e, "SO_LINGER refused; closing normally");
     }
-    info!("connection reset during the TLS handshake (datacenter mode reset, DR-DC-1)");
+    crate::info_limited!(
+        "connection reset during the TLS handshake (datacenter mode reset, DR-DC-1)"
+    );
 }
 
-/// DR-DC-1 `silent`: holds the connection without reading from it, until the peer gives
-/// up, the idle timeout passes or the daemon stops.
-async fn silent(tcp: TcpStream, l: &Listening, s: &Shared) {
-    info!("connection accepted and never answered (datacenter mode silent, DR-DC-1)");
-    let mut probe = [0u8; 1];
-    // A peek that returns 0 is the peer closing; data only sits unread.
+/// DR-DC-1 `silent`: holds the connection and answers nothing (what the peer sends is
+/// read and discarded), until the peer gives up, the idle timeout passes or the daemon
+/// stops.
+async fn silent(mut tcp: TcpStream, l: &Listening, s: &Shared) {
+    use tokio::io::AsyncReadExt;
+    crate::info_limited!(
+        "connection accepted and never answered (datacenter mode silent, DR-DC-1)"
+    );
+    let mut sink = [0u8; 2048];
     let closed = async {
-        loop {
-            match tcp.peek(&mut probe).await {
-                Ok(0) | Err(_) => return,
-                // Unread bytes keep peek ready: wait without spinning.
-                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        while let Ok(n) = tcp.read(&mut sink).await {
+            if n == 0 {
+                return;
             }
         }
     };
