@@ -220,6 +220,12 @@ async fn status(State(api): State<Api>) -> Json<Value> {
                     "received": r.options_received,
                     "last_received": unix(r.last_options_at),
                     "last_received_on": r.listener,
+                    // DR-DC-2: when the SBC failed over between datacenters.
+                    "moves": r.moves.iter().map(|m| json!({
+                        "at": unix(m.at),
+                        "from": m.from,
+                        "to": m.to,
+                    })).collect::<Vec<_>>(),
                     "allow": r.allow,
                     "sent": r.outbound.sent,
                     "answered": r.outbound.answered,

@@ -14,7 +14,7 @@
 //! the time passed in; only `run` touches tokio.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -118,7 +118,11 @@ pub struct SbcRecord {
     pub certificate: Option<Arc<PeerIdentity>>,
     pub flow: FlowId,
     pub peer: SocketAddr,
+    /// The datacenter (listener) its last OPTIONS came to.
     pub listener: String,
+    /// When its OPTIONS moved from one datacenter to another, newest last (at most
+    /// [`MOVES_KEPT`]): an SBC's datacenter failover (DR-DC-2).
+    pub moves: VecDeque<DatacenterMove>,
     /// Where the proxy's OPTIONS go: the Contact of the SBC's OPTIONS (DR-NH-2).
     pub contact_host: String,
     pub contact_port: Option<u16>,
@@ -206,6 +210,17 @@ impl SbcRecord {
         [due, self.next_change(now, t)].into_iter().flatten().min()
     }
 }
+
+/// An SBC's OPTIONS arriving at another datacenter than its previous ones did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatacenterMove {
+    pub at: SystemTime,
+    pub from: String,
+    pub to: String,
+}
+
+/// How many datacenter moves an SBC's record keeps.
+pub const MOVES_KEPT: usize = 16;
 
 /// One OPTIONS observation, as the front door saw it.
 #[derive(Debug, Clone)]
@@ -319,7 +334,17 @@ impl Health {
                 r.certificate = seen.certificate;
                 r.flow = seen.flow;
                 r.peer = seen.peer;
-                r.listener = seen.listener.to_owned();
+                if r.listener != seen.listener {
+                    info!(sbc = seen.fqdn, from = %r.listener, to = seen.listener, "the SBC's OPTIONS moved to another datacenter (DR-DC-2)");
+                    if r.moves.len() == MOVES_KEPT {
+                        r.moves.pop_front();
+                    }
+                    r.moves.push_back(DatacenterMove {
+                        at: SystemTime::now(),
+                        from: std::mem::replace(&mut r.listener, seen.listener.to_owned()),
+                        to: seen.listener.to_owned(),
+                    });
+                }
             }
             if r.contact_host != seen.contact_host || r.contact_port != seen.contact_port {
                 r.contact_host = seen.contact_host.to_owned();
@@ -357,6 +382,7 @@ impl Health {
                 flow: seen.flow,
                 peer: seen.peer,
                 listener: seen.listener.to_owned(),
+                moves: VecDeque::new(),
                 contact_host: seen.contact_host.to_owned(),
                 contact_port: seen.contact_port,
                 send_options: seen.trunk.send_options,
@@ -679,6 +705,39 @@ mod tests {
 
     fn s(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    #[test]
+    fn dr_dc_2_options_arriving_at_another_datacenter_are_a_move() {
+        let h = Health::new(Timing::default());
+        let t = trunk(true);
+        let t0 = Instant::now();
+        h.options_received_at(seen(&t), t0);
+        let same = OptionsSeen { ..seen(&t) };
+        h.options_received_at(same, t0 + s(60));
+        assert!(h.get("sbc1.adatum.biz").unwrap().moves.is_empty());
+        let moved = OptionsSeen {
+            listener: "sip2",
+            ..seen(&t)
+        };
+        h.options_received_at(moved, t0 + s(120));
+        let r = h.get("sbc1.adatum.biz").unwrap();
+        assert_eq!(r.listener, "sip2");
+        let m: Vec<(&str, &str)> = r
+            .moves
+            .iter()
+            .map(|m| (m.from.as_str(), m.to.as_str()))
+            .collect();
+        assert_eq!(m, [("sip", "sip2")]);
+        for i in 0..40 {
+            let dc = if i % 2 == 0 { "sip" } else { "sip2" };
+            let again = OptionsSeen {
+                listener: dc,
+                ..seen(&t)
+            };
+            h.options_received_at(again, t0 + s(180 + i));
+        }
+        assert_eq!(h.get("sbc1.adatum.biz").unwrap().moves.len(), MOVES_KEPT);
     }
 
     #[test]

@@ -217,9 +217,15 @@ fn print_status(address: SocketAddr, v: &serde_json::Value) {
             .collect();
         let options = &b["options"];
         let opts = if options.is_object() {
+            let moved = options["moves"]
+                .as_array()
+                .and_then(|m| m.last())
+                .map(|m| format!("; last moved {} -> {}", s(&m["from"]), s(&m["to"])))
+                .unwrap_or_default();
             format!(
-                "OPTIONS in {}, out {} answered {} (last: {})",
+                "OPTIONS in {} (to {}{moved}), out {} answered {} (last: {})",
                 options["received"],
+                s(&options["last_received_on"]),
                 options["sent"],
                 options["answered"],
                 options["last_result"].as_str().unwrap_or("-")

@@ -247,6 +247,12 @@ async fn dr_dc_1_an_sbc_fails_over_from_a_busy_datacenter_to_the_next() {
     assert_eq!(sbc["fqdn"], "sbc1.adatum.biz");
     assert_eq!(sbc["datacenters"], json!(["sip", "sip2"]), "{sbc}");
     assert_eq!(sbc["options"]["last_received_on"], "sip2", "{sbc}");
+    let moved = &sbc["options"]["moves"][0];
+    assert_eq!(
+        (&moved["from"], &moved["to"]),
+        (&json!("sip"), &json!("sip2")),
+        "{sbc}"
+    );
     second.ack_and_bye(&retry, &ok.to_tag().unwrap()).await;
     d.calls_drained().await;
 }
