@@ -1812,6 +1812,35 @@ mod tests {
     }
 
     #[test]
+    fn api_address_and_token_are_checked() {
+        let text = r#"
+            [api]
+            address = "localhost:8080"
+            token = "two words"
+            [[listener]]
+            name = "sip"
+            address = "127.0.0.1:5061"
+            transport = "tcp"
+        "#;
+        let got = issues(text);
+        for e in [
+            "api.address: `localhost:8080` is not an address:port (or \"off\")",
+            "api.token: must not contain spaces",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing `{e}` in {got:#?}"
+            );
+        }
+        let off = BUILTIN_LAB_CONFIG.replace("address = \"127.0.0.1:8080\"", "address = \"off\"");
+        let c = Config::parse(&off, "t").expect("valid");
+        assert_eq!(c.api.address, None);
+        let lab = Config::parse(BUILTIN_LAB_CONFIG, "t").expect("valid");
+        assert_eq!(lab.api.address, Some(DEFAULT_API_ADDRESS));
+        assert_eq!(lab.api.token, None);
+    }
+
+    #[test]
     fn endpoints_are_typed_and_contradictions_reported() {
         let c = Config::parse(BUILTIN_LAB_CONFIG, "builtin").unwrap();
         let user1 = &c.tenants[0].users[0];
