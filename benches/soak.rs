@@ -62,19 +62,6 @@ use drhub::sip::{Limits, Message, Status};
 use support::*;
 
 const SBC: &str = "sbc1.adatum.biz";
-/// The bench user: one virtual endpoint that rings and answers at once.
-const BENCH_NUMBER: &str = "+18338009999";
-const BENCH_USER: &str = r#"
-  [[tenant.user]]
-  sip_address = "bench@adatum.biz"
-  display_name = "Bench"
-  line_uri = "tel:+18338009999"
-
-    [[tenant.user.endpoint]]
-    name = "instant"
-    ring_after_seconds = 0
-    answer_after_seconds = 0
-"#;
 const PHONE_PASSWORD: &str = "soak-phone-password";
 const PHONE_SDP: &str = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 /// 64*T1 with the lab's T1 of 0.5 s: how long the daemon tries an unanswered request.
@@ -134,7 +121,7 @@ impl Opts {
     fn number(&self, n: u64) -> String {
         match self.phone_of(n) {
             Some(p) => phone_number(p),
-            None => BENCH_NUMBER.to_owned(),
+            None => INSTANT_NUMBER.to_owned(),
         }
     }
 
@@ -147,10 +134,10 @@ fn phone_number(p: usize) -> String {
     format!("+1833800{}", 9000 + p)
 }
 
-/// The lab config with the bench user, one user per softphone (a SIP endpoint only), the
+/// The lab config with the instant-answer user of the shared harness, one user per softphone (a SIP endpoint only), the
 /// call limits out of the way and a `status` line every 10 s.
 fn config(text: String, phones: usize) -> String {
-    let mut users = BENCH_USER.to_owned();
+    let mut users = INSTANT_USER.to_owned();
     for p in 0..phones {
         users.push_str(&format!(
             r#"

@@ -766,6 +766,18 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// An `address:port`, `default` when absent, `None` for `"off"` (or empty).
+    fn address_or_off(&self, key: &str, default: SocketAddr) -> Option<SocketAddr> {
+        match self.str(key) {
+            None => Some(default),
+            Some("") | Some("off") => None,
+            Some(a) => a
+                .parse::<SocketAddr>()
+                .map_err(|_| self.err(key, format!("`{a}` is not an address:port (or \"off\")")))
+                .ok(),
+        }
+    }
+
     /// A duration in seconds; fractions are allowed (`0.5`).
     fn seconds(&self, key: &str, default: f64, min: f64, max: f64) -> Duration {
         let v = match self.table.get(key) {
@@ -1057,19 +1069,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
                 "auth_lockout_seconds",
             ],
         );
-        let address = match s.str("address") {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 5070))),
-            Some("") | Some("off") => None,
-            Some(a) => a
-                .parse::<SocketAddr>()
-                .map_err(|_| {
-                    s.err(
-                        "address",
-                        format!("`{a}` is not an address:port (or \"off\")"),
-                    )
-                })
-                .ok(),
-        };
+        let address = s.address_or_off("address", SocketAddr::from(([127, 0, 0, 1], 5070)));
         let min_expires = s.int("min_expires", 60, 1, 86_400) as u32;
         let max_expires = s.int("max_expires", 3600, 1, 604_800) as u32;
         if max_expires < min_expires {
@@ -1160,19 +1160,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
 }
 
 fn build_api(s: &Section) -> ApiSettings {
-    let address = match s.str("address") {
-        None => Some(DEFAULT_API_ADDRESS),
-        Some("") | Some("off") => None,
-        Some(a) => a
-            .parse::<SocketAddr>()
-            .map_err(|_| {
-                s.err(
-                    "address",
-                    format!("`{a}` is not an address:port (or \"off\")"),
-                )
-            })
-            .ok(),
-    };
+    let address = s.address_or_off("address", DEFAULT_API_ADDRESS);
     let token = match s.str("token") {
         Some("") => {
             s.err("token", "empty; remove the key to turn authentication off");
@@ -1718,7 +1706,7 @@ fn check_tenants(raw: &[(String, &toml::Table)], tenants: &[Tenant], errs: &Issu
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MINIMAL: &str = r#"
@@ -1736,7 +1724,8 @@ mod tests {
         line_uri = "tel:+18338006777"
     "#;
 
-    fn issues(text: &str) -> Vec<String> {
+    /// Every issue of a config text, as `path: message` (also used by the routing tests).
+    pub(crate) fn issues(text: &str) -> Vec<String> {
         match Config::parse(text, "test.toml") {
             Ok(_) => Vec::new(),
             Err(e) => e.issues.iter().map(ToString::to_string).collect(),

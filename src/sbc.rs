@@ -217,17 +217,20 @@ impl Dispatch for FrontDoor {
         };
         let to_tag = msg.to().and_then(Result::ok).and_then(|t| t.tag());
         let in_dialog = to_tag.is_some();
-        // DR-DC-1: a datacenter in a fault mode; calls already up carry on.
-        match self.hub.datacenters.mode(&flow.listener) {
-            DcMode::Silent if !in_dialog && method != Method::Ack => {
-                crate::info_limited!(flow = %flow.id, method = %method, "request not answered: datacenter mode silent (DR-DC-1)");
-                return Handled::Done;
+        // DR-DC-1: a datacenter in a fault mode; calls already up carry on, so only new
+        // requests look it up.
+        if !in_dialog && method != Method::Ack {
+            match self.hub.datacenters.mode(&flow.listener) {
+                DcMode::Silent => {
+                    crate::info_limited!(flow = %flow.id, method = %method, "request not answered: datacenter mode silent (DR-DC-1)");
+                    return Handled::Done;
+                }
+                DcMode::Busy { retry_after } if method == Method::Invite => {
+                    self.busy(flow, msg, retry_after, out);
+                    return Handled::Done;
+                }
+                _ => {}
             }
-            DcMode::Busy { retry_after } if method == Method::Invite && !in_dialog => {
-                self.busy(flow, msg, retry_after, out);
-                return Handled::Done;
-            }
-            _ => {}
         }
         match method {
             Method::Options if !in_dialog => {

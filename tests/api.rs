@@ -23,6 +23,12 @@ async fn post(d: &TestDaemon, path: &str, body: Value) -> (u16, Value) {
         .expect("API reachable")
 }
 
+async fn delete(d: &TestDaemon, path: &str) -> (u16, Value) {
+    request(d.addr("api"), "DELETE", path, None, None)
+        .await
+        .expect("API reachable")
+}
+
 async fn set_mode(d: &TestDaemon, dc: &str, body: Value) {
     let (status, v) = post(d, &format!("/api/datacenters/{dc}"), body).await;
     assert_eq!(status, 200, "{v}");
@@ -89,9 +95,7 @@ async fn api_errors_are_json_and_change_nothing() {
     )
     .await;
     assert_eq!(status, 400, "{v}");
-    let (status, v) = request(d.addr("api"), "DELETE", "/api/status", None, None)
-        .await
-        .unwrap();
+    let (status, v) = delete(&d, "/api/status").await;
     assert_eq!(status, 405, "{v}");
     let (_, v) = get(&d, "/api/datacenters", None).await;
     assert_eq!(
@@ -287,15 +291,7 @@ async fn the_api_hangs_up_calls_up_and_ringing() {
     let tag = ok.to_tag().unwrap();
     sbc.send(in_dialog(&up, "ACK", Some(&tag), 1)).await;
     let call_id = req_header(&up, "Call-ID").unwrap().to_owned();
-    let (status, v) = request(
-        d.addr("api"),
-        "DELETE",
-        &format!("/api/calls/{call_id}"),
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    let (status, v) = delete(&d, &format!("/api/calls/{call_id}")).await;
     assert_eq!(status, 202, "{v}");
     let bye = sbc.until_request("BYE").await;
     sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
@@ -313,15 +309,7 @@ async fn the_api_hangs_up_calls_up_and_ringing() {
     sbc.send(&ringing).await;
     let (_, _) = sbc.until(180).await;
     let call_id = req_header(&ringing, "Call-ID").unwrap().to_owned();
-    let (status, _) = request(
-        d.addr("api"),
-        "DELETE",
-        &format!("/api/calls/{call_id}"),
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    let (status, _) = delete(&d, &format!("/api/calls/{call_id}")).await;
     assert_eq!(status, 202);
     let r = loop {
         let r = sbc.recv().await;
@@ -333,9 +321,7 @@ async fn the_api_hangs_up_calls_up_and_ringing() {
     sbc.send(ack_non2xx(&ringing, r.to_tag().as_deref())).await;
     d.calls_drained().await;
 
-    let (status, v) = request(d.addr("api"), "DELETE", "/api/calls/nope", None, None)
-        .await
-        .unwrap();
+    let (status, v) = delete(&d, "/api/calls/nope").await;
     assert_eq!(status, 404, "{v}");
 }
 

@@ -702,12 +702,7 @@ mod tests {
         voice_routing_policy = "unrestricted"
     "#;
 
-    fn issues(text: &str) -> Vec<String> {
-        match Config::parse(text, "test.toml") {
-            Ok(_) => Vec::new(),
-            Err(e) => e.issues.iter().map(ToString::to_string).collect(),
-        }
-    }
+    use crate::config::tests::issues;
 
     fn routing(text: &str) -> VoiceRouting {
         match Config::parse(text, "test.toml") {

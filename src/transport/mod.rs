@@ -296,7 +296,30 @@ where
     }
 }
 
+impl FlowHandle {
+    /// Open, with a peer certificate that names `fqdn`.
+    fn serves(&self, fqdn: &str) -> bool {
+        self.info
+            .identity
+            .as_ref()
+            .is_some_and(|id| id.matches(fqdn))
+            && self.is_open()
+    }
+}
+
 impl FlowIndex {
+    /// The flows filed under a looked-up name `key` ([`name_key`]): exactly, or under its
+    /// parent domain for wildcard certificates. Candidates only: the caller checks that
+    /// the certificate really names it.
+    fn filed_for<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a FlowId> + 'a {
+        let exact = self.by_name.get(key).into_iter().flatten();
+        let wild = parent_of(key)
+            .and_then(|parent| self.by_wildcard_parent.get(parent))
+            .into_iter()
+            .flatten();
+        exact.chain(wild)
+    }
+
     /// Where each of a certificate's names is filed: `(wildcard, key)`, the key being the
     /// name or, for a wildcard, the domain after its first label. A lone `*` matches
     /// nothing (tls::wildcard_match) and is not filed.
@@ -393,14 +416,7 @@ impl Flows {
     pub fn find_by_name(&self, fqdn: &str) -> Option<FlowHandle> {
         let key = name_key(fqdn);
         let index = self.lock();
-        let exact = index.by_name.get(key.as_str()).into_iter().flatten();
-        let wild = parent_of(&key)
-            .and_then(|parent| index.by_wildcard_parent.get(parent))
-            .into_iter()
-            .flatten();
-        index.newest(exact.chain(wild), |h| {
-            h.info.identity.as_ref().is_some_and(|id| id.matches(fqdn)) && h.is_open()
-        })
+        index.newest(index.filed_for(&key), |h| h.serves(fqdn))
     }
 
     /// Every live connection whose peer certificate names this SBC, oldest first: what
@@ -408,17 +424,12 @@ impl Flows {
     pub fn all_by_name(&self, fqdn: &str) -> Vec<Arc<FlowInfo>> {
         let key = name_key(fqdn);
         let index = self.lock();
-        let exact = index.by_name.get(key.as_str()).into_iter().flatten();
-        let wild = parent_of(&key)
-            .and_then(|parent| index.by_wildcard_parent.get(parent))
-            .into_iter()
-            .flatten();
-        let mut ids: Vec<FlowId> = exact.chain(wild).copied().collect();
+        let mut ids: Vec<FlowId> = index.filed_for(&key).copied().collect();
         ids.sort();
         ids.dedup();
         ids.into_iter()
             .filter_map(|id| index.map.get(&id))
-            .filter(|h| h.info.identity.as_ref().is_some_and(|i| i.matches(fqdn)) && h.is_open())
+            .filter(|h| h.serves(fqdn))
             .map(|h| h.info.clone())
             .collect()
     }
