@@ -772,6 +772,87 @@ pub fn ice_restart(previous: &Answer, address: IpAddr, port: u16) -> Result<Answ
     })
 }
 
+/// The payload type drhub offers a codec with: its static one (RFC 3551 §6), else a
+/// dynamic one in the range Teams' own offers use (opus 111, SILK 104,
+/// telephone-event 101), else the next free dynamic number from 96.
+fn offer_payload_type(codec: &Codec, taken: &[u8]) -> Option<u8> {
+    if let Some(pt) =
+        (0..=18).find(|pt| Codec::from_static_payload_type(*pt).is_some_and(|c| c.matches(codec)))
+    {
+        return Some(pt);
+    }
+    let preferred = match codec.name.to_ascii_lowercase().as_str() {
+        "opus" => Some(111),
+        "silk" => Some(104),
+        "telephone-event" => Some(101),
+        _ => None,
+    };
+    preferred
+        .filter(|pt| !taken.contains(pt))
+        .or_else(|| (96..=127).find(|pt| !taken.contains(pt)))
+}
+
+/// The SDP offer of a call drhub places (DR-OUT-1, DR-MEDIA-1): one audio stream over
+/// `RTP/SAVP` with an SDES key for `AES_CM_128_HMAC_SHA1_80` (RFC 4568), `codecs` in
+/// their order with telephone-event, `a=rtcp-mux` offered (RFC 5761) with the RTCP
+/// port and candidate kept for an SBC that declines it (RFC 5761 §5.1.1), ICE
+/// credentials and host candidates (RFC 8839). The media processor is ICE-lite
+/// (`a=ice-lite` at session level); an endpoint on a bypass trunk is a full agent.
+pub fn offer(
+    codecs: &[Codec],
+    address: IpAddr,
+    port: u16,
+    session_id: u64,
+    source: AnswerSource,
+) -> Result<String, SdpError> {
+    use std::fmt::Write as _;
+    let ice = IceCredentials::generate()?;
+    let mut key = [0u8; SRTP_KEY_SALT_LEN];
+    fill_random(&mut key)?;
+    let mut formats: Vec<(u8, &Codec)> = Vec::with_capacity(codecs.len());
+    for c in codecs {
+        let taken: Vec<u8> = formats.iter().map(|(pt, _)| *pt).collect();
+        if let Some(pt) = offer_payload_type(c, &taken) {
+            formats.push((pt, c));
+        }
+    }
+    if !formats.iter().any(|(_, c)| !c.is_telephone_event()) {
+        return Err(SdpError::NoCommonCodec {
+            offered: "none configured".to_owned(),
+        });
+    }
+    let ip = address_type(address);
+    let list: Vec<String> = formats.iter().map(|(pt, _)| pt.to_string()).collect();
+    let mut t = String::with_capacity(640);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        t,
+        "v=0\r\no=- {session_id} 1 IN {ip} {address}\r\ns=-\r\nc=IN {ip} {address}\r\nt=0 0\r\n"
+    );
+    if source == AnswerSource::MediaProcessor {
+        t.push_str("a=ice-lite\r\n");
+    }
+    let _ = write!(t, "m=audio {port} RTP/SAVP {}\r\n", list.join(" "));
+    for (pt, c) in &formats {
+        let _ = write!(t, "a=rtpmap:{pt} {}\r\n", c.rtpmap());
+        if c.is_telephone_event() {
+            let _ = write!(t, "a=fmtp:{pt} 0-16\r\n");
+        }
+    }
+    t.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    let _ = write!(
+        t,
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+        base64(&key)
+    );
+    let _ = write!(t, "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", ice.ufrag, ice.pwd);
+    for a in host_candidates(address, port, false) {
+        let _ = write!(t, "a=candidate:{}\r\n", a.value.unwrap_or_default());
+    }
+    let _ = write!(t, "a=rtcp:{}\r\na=rtcp-mux\r\n", rtcp_port(port));
+    Ok(t)
+}
+
 /// Hands out even RTP ports (RFC 3550 §11) from a range, round-robin. No socket is
 /// opened: drhub emulates signalling, so a port only has to look real, and reuse
 /// after a full turn is harmless. Lock-free, so calls can share one pool.
@@ -1261,6 +1342,43 @@ fn base64(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// DR-OUT-1, DR-MEDIA-1: the offer of a call drhub places is SRTP with one SDES
+    /// line for AES_CM_128_HMAC_SHA1_80, offers rtcp-mux with the RTCP fallback, has
+    /// ICE credentials and host candidates, and drhub's own answerer accepts it (what
+    /// an SBC running the same rules would do).
+    #[test]
+    fn dr_out_1_offer_is_srtp_with_ice_and_rtcp_mux() {
+        let addr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        for source in [AnswerSource::MediaProcessor, AnswerSource::Endpoint] {
+            let text = offer(&Codec::defaults(), addr, 50000, 42, source).unwrap();
+            let o = Offer::parse(text.as_bytes()).unwrap();
+            assert!(o.is_srtp() && o.has_ice(), "{text}");
+            assert_eq!(o.crypto_suites(), vec!["AES_CM_128_HMAC_SHA1_80"]);
+            assert_eq!(o.streams().len(), 1);
+            let s = &o.streams()[0];
+            assert!(s.rtcp_mux);
+            assert_eq!(s.port, 50000);
+            let pts: Vec<u8> = s.payload_formats.iter().map(|f| f.payload_type).collect();
+            assert_eq!(pts, vec![0, 8, 9, 111, 104, 101], "{text}");
+            assert!(text.contains("a=rtcp:50001\r\n"), "{text}");
+            assert!(text.contains("a=fmtp:101 0-16\r\n"), "{text}");
+            assert_eq!(
+                text.contains("a=ice-lite\r\n"),
+                source == AnswerSource::MediaProcessor
+            );
+            let a = media_processor_answer(&o, &MediaConfig::new(addr), 52000, 7).unwrap();
+            assert_eq!(a.codec().name, "PCMU");
+            assert_eq!(a.srtp_suite(), Some("AES_CM_128_HMAC_SHA1_80"));
+        }
+        // Two offers never share a key or ICE credentials.
+        let a = offer(&Codec::defaults(), addr, 50000, 1, AnswerSource::Endpoint).unwrap();
+        let b = offer(&Codec::defaults(), addr, 50000, 1, AnswerSource::Endpoint).unwrap();
+        assert_ne!(a, b);
+        // No audio codec configured: no offer.
+        let dtmf_only = [Codec::new("telephone-event", 8000, 1)];
+        assert!(offer(&dtmf_only, addr, 50000, 1, AnswerSource::Endpoint).is_err());
+    }
 
     /// Fixtures are written with `\n`; SIP bodies carry CRLF.
     fn crlf(text: &str) -> String {
