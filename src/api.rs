@@ -39,6 +39,8 @@ struct Api {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// The Microsoft response code, when the error is one of the catalogue's.
+    code: Option<u32>,
 }
 
 impl ApiError {
@@ -46,13 +48,17 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            code: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "status": self.status.as_u16(), "error": self.message });
+        let mut body = json!({ "status": self.status.as_u16(), "error": self.message });
+        if let Some(c) = self.code {
+            body["code"] = json!(c);
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -82,8 +88,8 @@ pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
     };
     Router::new()
         .route("/api/status", get(status))
-        .route("/api/calls", get(calls))
-        .route("/api/calls/{call_id}", axum::routing::delete(hang_up))
+        .route("/api/calls", get(calls).post(place_call))
+        .route("/api/calls/{call_id}", get(one_call).delete(hang_up))
         .route("/api/route", get(route))
         .route("/api/datacenters", get(datacenters))
         .route("/api/datacenters/{name}", post(set_datacenter))
@@ -258,46 +264,131 @@ async fn status(State(api): State<Api>) -> Json<Value> {
     }))
 }
 
+fn live_json(c: &crate::call::router::LiveCall) -> Value {
+    json!({
+        "call_id": &*c.call_id,
+        "direction": c.direction.as_str(),
+        "tenant": &*c.tenant,
+        "user": &*c.user,
+        "number": c.number.as_deref(),
+        "trunk": &*c.trunk,
+        "started": unix(c.started),
+        "state": "up",
+    })
+}
+
+fn record_json(c: &crate::call::router::CallRecord) -> Value {
+    let mut v = json!({
+        "call_id": &*c.call_id,
+        "direction": c.direction.as_str(),
+        "tenant": &*c.tenant,
+        "user": &*c.user,
+        "number": c.number.as_deref(),
+        "trunk": &*c.trunk,
+        "started": unix(c.started),
+        "ended": c.ended.map(unix),
+        "state": "ended",
+    });
+    if let Some(o) = &c.outcome {
+        v["status"] = json!(o.status);
+        v["code"] = json!(o.code);
+        v["reason"] = json!(o.reason);
+    }
+    v
+}
+
 /// `GET /api/calls`: the calls up and the last ones that ended.
 async fn calls(State(api): State<Api>) -> Json<Value> {
-    let up: Vec<Value> = api
-        .hub
-        .calls
-        .snapshot()
-        .iter()
-        .map(|c| {
-            json!({
-                "call_id": &*c.call_id,
-                "tenant": &*c.tenant,
-                "user": &*c.user,
-                "trunk": &*c.trunk,
-                "started": unix(c.started),
-            })
-        })
-        .collect();
-    let recent: Vec<Value> = api
-        .hub
-        .calls
-        .recent()
-        .iter()
-        .map(|c| {
-            let mut v = json!({
-                "call_id": &*c.call_id,
-                "tenant": &*c.tenant,
-                "user": &*c.user,
-                "trunk": &*c.trunk,
-                "started": unix(c.started),
-                "ended": c.ended.map(unix),
-            });
-            if let Some(o) = &c.outcome {
-                v["status"] = json!(o.status);
-                v["code"] = json!(o.code);
-                v["reason"] = json!(o.reason);
-            }
-            v
-        })
-        .collect();
+    let up: Vec<Value> = api.hub.calls.snapshot().iter().map(live_json).collect();
+    let recent: Vec<Value> = api.hub.calls.recent().iter().map(record_json).collect();
     Json(json!({ "calls": up, "recent": recent }))
+}
+
+/// `GET /api/calls/{call_id}`: one call, up (`"state": "up"`) or among the last ended
+/// (`"state": "ended"`, with its status, code and reason).
+async fn one_call(
+    State(api): State<Api>,
+    Path(call_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let calls = &api.hub.calls;
+    if let Some(c) = calls.snapshot().iter().find(|c| *c.call_id == call_id) {
+        return Ok(Json(live_json(c)));
+    }
+    match calls.recent().iter().rev().find(|c| *c.call_id == call_id) {
+        Some(c) => Ok(Json(record_json(c))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no call up or recently ended with Call-ID `{call_id}`"),
+        )),
+    }
+}
+
+/// `POST /api/calls` `{"from": "user1@adatum.biz", "to": "+14255550100"}` (optional
+/// `"private": true`, `"ring_seconds"`, `"talk_seconds"`): a Teams user calls a number
+/// through the SBCs its voice routing chooses (DR-OUT-1). `201` with the Call-ID and the
+/// gateways in the order they will be tried; a refusal starts nothing and sends no
+/// INVITE (no route: `403` with code 510559 and the routing explanation).
+async fn place_call(
+    State(api): State<Api>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "the body must be JSON such as {{\"from\": \"user1@adatum.biz\", \"to\": \"+14255550100\"}}: {e}"
+        ))
+    })?;
+    let text = |k: &str| -> Result<String, ApiError> {
+        match body.get(k) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(bad(format!("`{k}` must be a string"))),
+            None => Err(bad(format!("`{k}` is required"))),
+        }
+    };
+    let seconds = |k: &str, default: f64| -> Result<std::time::Duration, ApiError> {
+        match body.get(k) {
+            None => Ok(std::time::Duration::from_secs_f64(default)),
+            Some(v) => v
+                .as_f64()
+                .filter(|s| (0.0..=86_400.0).contains(s))
+                .map(std::time::Duration::from_secs_f64)
+                .ok_or_else(|| bad(format!("`{k}` must be a number of seconds, 0 to 86400"))),
+        }
+    };
+    let private = match body.get("private") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("`private` must be true or false".into())),
+    };
+    let req = crate::call::place::Request {
+        user: text("from")?,
+        number: text("to")?,
+        private,
+        ring_for: seconds("ring_seconds", 60.0)?,
+        talk_for: seconds("talk_seconds", 30.0)?,
+    };
+    match crate::call::place::place(&api.hub, &req) {
+        Ok(p) => {
+            info!(call_id = %p.call_id, from = %req.user, to = %p.number, "call placed through the API");
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({
+                    "call_id": p.call_id,
+                    "from": req.user,
+                    "number": p.number,
+                    "gateways": p.gateways,
+                    "out_of_rotation": p.resting,
+                    "state": "trying",
+                })),
+            ))
+        }
+        Err(r) => {
+            let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut e = ApiError::new(status, r.to_string());
+            e.code = r.code();
+            Err(e)
+        }
+    }
 }
 
 /// `DELETE /api/calls/{call_id}`: ends a call up (BYE both ways) or ringing (603 to the

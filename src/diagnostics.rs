@@ -75,6 +75,10 @@ pub enum Diagnostic {
     /// DR-OUT-1: no voice route of the caller's policy matches the dialled number (or
     /// every gateway of the matching routes is disabled).
     NoRoute,
+    /// DR-OUT-2: the SBC gave no final response within `failover_time_seconds`.
+    FailoverTimer,
+    /// DR-OUT-3: the SBC answered an outbound INVITE with 503 (it says it is overloaded).
+    SbcOverloaded,
     /// DR-NH-5: no connection to the SBC could be had: no address, no certificate.
     NotConnected,
     /// DR-NH-5: connecting to the SBC was refused or timed out.
@@ -144,6 +148,8 @@ impl Diagnostic {
         Diagnostic::SbcDidNotAck,
         Diagnostic::NotImplemented,
         Diagnostic::NoRoute,
+        Diagnostic::FailoverTimer,
+        Diagnostic::SbcOverloaded,
         Diagnostic::NotConnected,
         Diagnostic::ConnectFailed,
         Diagnostic::TlsFailed,
@@ -411,6 +417,22 @@ impl Diagnostic {
                 510559,
                 "Get Outbound routing - No viable path: no voice route matches the number",
                 "DR-OUT-1",
+                false,
+            ),
+            FailoverTimer => e(
+                408,
+                "Request Timeout",
+                500001,
+                "Outbound: the SBC gave no final response within the failover time",
+                "DR-OUT-2",
+                false,
+            ),
+            SbcOverloaded => e(
+                503,
+                "Service Unavailable",
+                560503,
+                "The SBC answered 503: it is overloaded or out of service",
+                "DR-OUT-3",
                 false,
             ),
             NotConnected => e(

@@ -42,6 +42,8 @@ pub struct Hub {
     /// SIP endpoints' registrations; `None` when `[endpoints] address = "off"`.
     pub endpoints: Option<Arc<Endpoints>>,
     pub calls: Arc<CallTable>,
+    /// SBCs out of outbound rotation after a 503 with Retry-After (DR-OUT-3).
+    pub rotation: crate::call::outbound::Rotation,
     pub counters: Counters,
     pub media: MediaConfig,
     connector: OnceLock<Arc<Connector>>,
@@ -77,6 +79,7 @@ impl Hub {
             layer,
             endpoints,
             calls: Arc::new(CallTable::default()),
+            rotation: Default::default(),
             counters: Counters::default(),
             next_port: AtomicU16::new(even(config.media.port_min)),
             media,

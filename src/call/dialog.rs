@@ -252,7 +252,11 @@ impl Dialog {
         peer: Peer,
     ) -> Result<Dialog, DialogError> {
         let (call_id, from, cseq) = request_side(req)?;
-        let (to, remote_tag, target, routes) = uac_remote(resp)?;
+        let (to, remote_tag, target, mut routes) = uac_remote(resp)?;
+        // drhub's own Record-Route (DR-OUT-1 puts one on the INVITE to an SBC) comes back
+        // in the 2xx; a B2BUA is the dialog's end, not a proxy on its path, so its entry
+        // is not a hop of the route set.
+        routes.retain(|r| !is_own_entry(r, &local));
         Ok(Dialog {
             text: Text::new(call_id, from, to, remote_tag, target, &routes),
             local_tag,
@@ -487,6 +491,16 @@ fn uac_remote<'m>(
         .collect();
     routes.reverse();
     Ok((to, remote_tag, remote_target(resp)?, routes))
+}
+
+/// Whether a Record-Route entry names drhub itself: its host and port.
+fn is_own_entry(entry: &str, local: &LocalIdentity) -> bool {
+    NameAddr::parse(entry).ok().is_some_and(|n| {
+        let uri = n.uri();
+        uri.host()
+            .is_some_and(|h| h.to_string().eq_ignore_ascii_case(local.host()))
+            && uri.port().unwrap_or(5061) == local.port()
+    })
 }
 
 /// The URI of the first Contact: a dialog's remote target (§12.1.1, §12.1.2).

@@ -423,6 +423,12 @@ pub struct InviteParams<'a> {
     pub to: String,
     pub sdp: &'a [u8],
     pub extra: &'a [(&'a str, &'a str)],
+    /// Another attempt of the same call (DR-OUT-2): its Call-ID, From tag and a higher
+    /// CSeq, as a UAC retrying a request elsewhere does (RFC 3261 §8.1.3.4). `None`: a
+    /// new Call-ID and tag, CSeq 1.
+    pub again: Option<(&'a str, Tag, u32)>,
+    /// The Contact to send instead of the listener's (a routing token, DR-OUT-1).
+    pub contact: Option<&'a str>,
 }
 
 /// See the module docs.
@@ -431,6 +437,7 @@ pub struct UacLeg {
     /// The INVITE as sent, until it has a final response (CANCEL is built from it).
     invite: Option<Stored>,
     invite_id: ReqId,
+    invite_cseq: u32,
     call_id: String,
     local_tag: Tag,
     route: Route,
@@ -456,13 +463,19 @@ impl UacLeg {
         p: &InviteParams<'_>,
         actions: &mut Vec<Action>,
     ) -> Option<UacLeg> {
-        let call_id = format!(
-            "{:016x}{:08x}@{}",
-            fastrand::u64(..),
-            fastrand::u32(..),
-            local.host()
-        );
-        let local_tag = Tag::random();
+        let (call_id, local_tag, cseq) = match p.again {
+            Some((call_id, tag, cseq)) => (call_id.to_owned(), tag, cseq),
+            None => (
+                format!(
+                    "{:016x}{:08x}@{}",
+                    fastrand::u64(..),
+                    fastrand::u32(..),
+                    local.host()
+                ),
+                Tag::random(),
+                1,
+            ),
+        };
         let mut out = BytesMut::new();
         let mut w = RequestWriter::start(&mut out, "INVITE", p.target);
         w.header("Via", &local.via(Branch::generate().as_str()));
@@ -470,8 +483,8 @@ impl UacLeg {
         w.header("From", &format!("{};tag={local_tag}", p.from));
         w.header("To", &p.to);
         w.header("Call-ID", &call_id);
-        w.header("CSeq", "1 INVITE");
-        w.header("Contact", local.contact());
+        w.header("CSeq", &format!("{cseq} INVITE"));
+        w.header("Contact", p.contact.unwrap_or(local.contact()));
         w.header("Allow", DIALOG_ALLOW);
         for (name, value) in p.extra {
             w.header(name, value);
@@ -488,6 +501,7 @@ impl UacLeg {
         Some(UacLeg {
             invite: Some(invite),
             invite_id: id,
+            invite_cseq: cseq,
             call_id,
             local_tag,
             route,
@@ -519,6 +533,15 @@ impl UacLeg {
 
     pub fn dialog(&self) -> Option<&Dialog> {
         self.dialog.as_ref()
+    }
+
+    pub fn dialog_mut(&mut self) -> Option<&mut Dialog> {
+        self.dialog.as_mut()
+    }
+
+    /// How the leg's requests reach the callee.
+    pub fn route(&self) -> &Route {
+        &self.route
     }
 
     pub fn is_confirmed(&self) -> bool {
@@ -584,7 +607,7 @@ impl UacLeg {
                     Some(d) => {
                         // §13.2.2.4: the UAC core ACKs every 2xx.
                         actions.push(Action::Stateless {
-                            bytes: d.ack(1),
+                            bytes: d.ack(self.invite_cseq),
                             route: self.route.clone(),
                         });
                         self.dialog = Some(d);
@@ -631,7 +654,7 @@ impl UacLeg {
         if let Some(d) = &self.dialog {
             if resp.status_code().is_some_and(|c| (200..300).contains(&c)) {
                 actions.push(Action::Stateless {
-                    bytes: d.ack(1),
+                    bytes: d.ack(self.invite_cseq),
                     route: self.route.clone(),
                 });
             }
@@ -659,7 +682,7 @@ impl UacLeg {
             return;
         };
         actions.push(Action::Stateless {
-            bytes: d.ack(1),
+            bytes: d.ack(self.invite_cseq),
             route: self.route.clone(),
         });
         actions.push(Action::Send {

@@ -16,6 +16,8 @@ pub mod dialog;
 pub mod fork;
 pub mod inbox;
 pub mod leg;
+pub mod outbound;
+pub mod place;
 pub mod router;
 pub mod session_timer;
 
@@ -73,6 +75,8 @@ pub enum Action {
     Stateless { bytes: Bytes, route: Route },
     /// Route in-dialog requests and stray responses of a new leg to this call.
     Index { key: LegKey, peer: Peer },
+    /// Take an SBC out of outbound rotation for a while (DR-OUT-3).
+    Rest { sbc: Arc<str>, for_: Duration },
 }
 
 /// What a call is told.
@@ -432,6 +436,8 @@ impl Call {
                 to: format!("<sip:{callee}>"),
                 sdp: &sdp,
                 extra: &[],
+                again: None,
+                contact: None,
             },
             &mut self.actions,
         ) else {
@@ -1364,7 +1370,7 @@ impl Call {
 }
 
 /// The RFC 4028 view of a request's headers.
-fn request_timers<'m>(msg: &Message<'m>) -> RequestTimers<'m> {
+pub(crate) fn request_timers<'m>(msg: &Message<'m>) -> RequestTimers<'m> {
     let has = |h: HeaderName| {
         msg.values(h)
             .any(|v| v.trim().eq_ignore_ascii_case("timer"))
@@ -1391,7 +1397,18 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
         info_span!("call", call_id = %sbc_key.call_id(), tenant = %new.tenant, user = %new.user);
     let trunk = new.trunk.fqdn.clone();
     let peer = new.peer.clone();
-    let no = hub.calls.insert(sbc_key.clone(), tx.clone(), peer, &new);
+    let no = hub.calls.insert(
+        sbc_key.clone(),
+        tx.clone(),
+        peer,
+        router::CallFacts {
+            tenant: &new.tenant,
+            user: &new.user,
+            trunk: new.trunk.fqdn.clone(),
+            direction: router::CallDirection::Inbound,
+            number: "",
+        },
+    );
     hub.calls.trunk_call_started(&trunk, new.trunk.max_sessions);
     let now = Instant::now();
     let mut call = Call::new(new, settings, now);
@@ -1423,6 +1440,107 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
     );
 }
 
+/// What the call task drives: an inbound [`Call`] or an [`outbound::Outbound`] call.
+trait Machine {
+    fn handle(&mut self, ev: CallEvent, now: Instant);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn poll_action(&mut self) -> Option<Action>;
+    fn is_done(&self) -> bool;
+    fn outcome(&self) -> Option<&Outcome>;
+}
+
+impl Machine for Call {
+    fn handle(&mut self, ev: CallEvent, now: Instant) {
+        Call::handle(self, ev, now)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Call::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Call::poll_timeout(self)
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        Call::poll_action(self)
+    }
+    fn is_done(&self) -> bool {
+        Call::is_done(self)
+    }
+    fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+}
+
+impl Machine for outbound::Outbound {
+    fn handle(&mut self, ev: CallEvent, now: Instant) {
+        outbound::Outbound::handle(self, ev, now)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        outbound::Outbound::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        outbound::Outbound::poll_timeout(self)
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        outbound::Outbound::poll_action(self)
+    }
+    fn is_done(&self) -> bool {
+        outbound::Outbound::is_done(self)
+    }
+    fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+}
+
+/// Starts an outbound call's task (DR-OUT): registers it under its Call-ID and drhub's
+/// From tag, sends the first attempt, runs it to its end, unregisters it.
+pub fn spawn_outbound(hub: Arc<Hub>, settings: Arc<CallSettings>, placement: outbound::Placement) {
+    let (tx, rx) = inbox::inbox();
+    let span = info_span!("call", call_id = %placement.call_id, tenant = %placement.tenant, user = %placement.user, direction = "outbound");
+    let first = placement
+        .gateways
+        .first()
+        .map_or_else(|| Arc::from("-"), |g| g.fqdn.clone());
+    let peer = Peer::Sbc {
+        fqdn: first.clone(),
+    };
+    let now = Instant::now();
+    let mut call = outbound::Outbound::new(placement, settings, now);
+    let key = call.key();
+    let no = hub.calls.insert(
+        key.clone(),
+        tx.clone(),
+        peer,
+        router::CallFacts {
+            tenant: call.tenant(),
+            user: call.user(),
+            trunk: first,
+            direction: router::CallDirection::Outbound,
+            number: call.number(),
+        },
+    );
+    let runner = Runner {
+        hub: hub.clone(),
+        inbox: tx,
+        sbc_key: key,
+    };
+    tokio::spawn(
+        async move {
+            let mut runner = runner;
+            let mut rx = rx;
+            call.start(Instant::now());
+            runner.run(&mut call, &mut rx).await;
+            let outcome = call.outcome.clone();
+            drop(call);
+            runner
+                .hub
+                .calls
+                .remove(no, std::slice::from_ref(&runner.sbc_key), outcome);
+        }
+        .instrument(span),
+    );
+}
+
 /// The tokio side of a call: feeds it events and timeouts, performs its actions.
 struct Runner {
     hub: Arc<Hub>,
@@ -1432,13 +1550,13 @@ struct Runner {
 }
 
 impl Runner {
-    async fn run(&mut self, call: &mut Call, rx: &mut inbox::Receiver<CallEvent>) {
+    async fn run(&mut self, call: &mut impl Machine, rx: &mut inbox::Receiver<CallEvent>) {
         loop {
             while let Some(a) = call.poll_action() {
                 self.perform(a);
             }
             if call.is_done() {
-                if let Some(o) = &call.outcome {
+                if let Some(o) = call.outcome() {
                     info!(status = o.status, code = ?o.code, reason = %o.reason, "call over");
                 }
                 return;
@@ -1456,6 +1574,7 @@ impl Runner {
             Action::Index { key, peer } => {
                 self.hub.calls.index(key, self.inbox.clone(), peer);
             }
+            Action::Rest { sbc, for_ } => self.hub.rotation.rest(&sbc, for_, Instant::now()),
             Action::Stateless { bytes, route } => match route {
                 Route::Dest(d) => {
                     let _ = self.hub.layer.send_stateless(bytes, d);

@@ -67,6 +67,35 @@ struct LegEntry {
     peer: Peer,
 }
 
+/// Which way a call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDirection {
+    /// From the PSTN (an SBC) to a Teams user.
+    Inbound,
+    /// From a Teams user to the PSTN through the SBCs (DR-OUT).
+    Outbound,
+}
+
+impl CallDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallDirection::Inbound => "inbound",
+            CallDirection::Outbound => "outbound",
+        }
+    }
+}
+
+/// What the call table records of a new call.
+pub struct CallFacts<'a> {
+    pub tenant: &'a str,
+    pub user: &'a str,
+    /// The SBC's trunk (an outbound call's first gateway).
+    pub trunk: Arc<str>,
+    pub direction: CallDirection,
+    /// The number an outbound call dials (empty for inbound calls).
+    pub number: &'a str,
+}
+
 /// A live call, as the status API sees it.
 #[derive(Debug, Clone)]
 pub struct LiveCall {
@@ -74,6 +103,8 @@ pub struct LiveCall {
     pub tenant: Arc<str>,
     pub user: Arc<str>,
     pub trunk: Arc<str>,
+    pub direction: CallDirection,
+    pub number: Option<Arc<str>>,
     pub started: SystemTime,
 }
 
@@ -84,6 +115,8 @@ pub struct CallRecord {
     pub tenant: Arc<str>,
     pub user: Arc<str>,
     pub trunk: Arc<str>,
+    pub direction: CallDirection,
+    pub number: Option<Arc<str>>,
     pub started: SystemTime,
     pub ended: Option<SystemTime>,
     pub outcome: Option<Outcome>,
@@ -163,13 +196,15 @@ impl CallTable {
     }
 
     /// Registers a new call under its caller leg; returns its number.
-    pub fn insert(&self, key: LegKey, inbox: CallSender, peer: Peer, new: &NewCall) -> u64 {
+    pub fn insert(&self, key: LegKey, inbox: CallSender, peer: Peer, facts: CallFacts<'_>) -> u64 {
         let no = self.next.fetch_add(1, Ordering::Relaxed);
         let record = LiveCall {
             call_id: key.call_id.clone(),
-            tenant: self.intern(&new.tenant),
-            user: self.intern(&new.user),
-            trunk: new.trunk.fqdn.clone(),
+            tenant: self.intern(facts.tenant),
+            user: self.intern(facts.user),
+            trunk: facts.trunk,
+            direction: facts.direction,
+            number: (!facts.number.is_empty()).then(|| facts.number.into()),
             started: SystemTime::now(),
         };
         lock(&self.calls).insert(no, record);
@@ -235,6 +270,8 @@ impl CallTable {
                 tenant: live.tenant,
                 user: live.user,
                 trunk: live.trunk,
+                direction: live.direction,
+                number: live.number,
                 started: live.started,
                 ended: Some(SystemTime::now()),
                 outcome,

@@ -216,7 +216,7 @@ impl Lab {
                     self.sent
                         .push((at, ReqId(0), String::from_utf8_lossy(&bytes).into_owned()))
                 }
-                Action::Index { .. } => {}
+                Action::Index { .. } | Action::Rest { .. } => {}
             }
         }
     }
@@ -751,6 +751,8 @@ fn a_line_break_in_an_endpoint_target_cannot_split_the_invite() {
                 to: "<sip:+17168712781@sbc1.adatum.biz>".into(),
                 sdp: b"v=0\r\n",
                 extra: &[],
+                again: None,
+                contact: None,
             },
             &mut actions,
         );

@@ -169,6 +169,17 @@ impl Connector {
         }
     }
 
+    /// The listener a new connection over `transport` would use, preferring `listener`,
+    /// and how drhub names itself on it: for requests built before a connection exists.
+    pub fn identity(
+        &self,
+        listener: Option<&str>,
+        transport: Transport,
+    ) -> Option<(&str, &LocalIdentity)> {
+        self.side(listener, transport)
+            .map(|s| (s.listener.as_str(), &s.proxy))
+    }
+
     fn side(&self, listener: Option<&str>, transport: Transport) -> Option<&ClientSide> {
         let fits = |s: &&ClientSide| s.proxy.transport() == transport;
         listener

@@ -602,3 +602,53 @@ pub fn response_to(req: &str, code: u16, phrase: &str, extra: &[&str]) -> String
 pub fn ack_non2xx(invite: &str, to_tag: Option<&str>) -> String {
     in_dialog(invite, "CANCEL", to_tag, 1).replacen("CANCEL", "ACK", 2)
 }
+
+/// A response to a request text with a fixed To tag (an SBC's 180 and 200 of one dialog
+/// share it), `extra` lines and an optional SDP body.
+pub fn response_tagged(
+    req: &str,
+    code: u16,
+    phrase: &str,
+    tag: &str,
+    extra: &[&str],
+    sdp: Option<&str>,
+) -> String {
+    let mut s = format!("SIP/2.0 {code} {phrase}\r\n");
+    for l in req.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                s.push_str(l);
+                s.push_str("\r\n");
+            }
+            "to" | "t" if l.contains(";tag=") => {
+                s.push_str(l);
+                s.push_str("\r\n");
+            }
+            "to" | "t" => {
+                s.push_str(&format!("{l};tag={tag}\r\n"));
+            }
+            _ => {}
+        }
+    }
+    for e in extra {
+        s.push_str(e);
+        s.push_str("\r\n");
+    }
+    match sdp {
+        Some(b) => s.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => s.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    s
+}
+
+/// An SBC's SRTP answer to drhub's offer (what a real SBC sends back).
+pub const SBC_ANSWER: &str = "v=0\r\no=SBC 1 1 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 20000 RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=rtcp-mux\r\n";

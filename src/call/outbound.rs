@@ -1,0 +1,990 @@
+//! Outbound calls (DR-OUT): a Teams user calls a number, and drhub, as the UAC, sends
+//! the INVITE to the SBCs the tenant's voice routing chose, one after the other.
+//!
+//! An [`Outbound`] call owns one [`UacLeg`] per attempt. Every attempt keeps the call's
+//! Call-ID and From tag with the next CSeq (a UAC retrying elsewhere, RFC 3261
+//! §8.1.3.4), so the SBC's log and drhub's read as one call. It moves to the next
+//! gateway (DR-OUT-2) when the SBC answers a code of its trunk's
+//! `failover_response_codes`, cannot be reached (the 504 family of the connect error),
+//! or gives no final response within the trunk's `failover_time_seconds` (408,
+//! 500001; the INVITE is cancelled). Microsoft fails over only while the SBC has sent
+//! no provisional response other than 100 ("to prevent double ringing"): after a 180
+//! or 183 the timer stops and a failure is final. `603` is always final (DR-ERR-2);
+//! `503` with `Retry-After` also rests the SBC for that long (DR-OUT-3, through
+//! [`Action::Rest`]). The caller is scripted (the control API, `drhub call`, a user's
+//! `[[tenant.user.call]]`): it may give up ringing (CANCEL) and hangs up after a while
+//! (BYE). Like [`super::Call`] it is sans-IO: events in, [`Action`]s out, time passed in.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use super::dialog::Peer;
+use super::leg::{reply, InviteParams, LegEvent, UacLeg};
+use super::session_timer::{
+    self, negotiate_uac, negotiate_uas, on_422, uac_request_headers, ResponseTimers, SessionTimer,
+    UacHeaders, UasDecision,
+};
+use super::{request_timers, Action, CallEvent, CallSettings, LegKey, Outcome, ReqId, Route, Tag};
+use crate::diagnostics::Diagnostic;
+use crate::sip::{HeaderName, LocalIdentity, Message, Method, Stored, Transport};
+use crate::transaction::{ClientEvent, ServerTx};
+use crate::transport::connect::Target;
+use crate::transport::Destination;
+
+/// One SBC an outbound call may try, with what its trunk says.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub fqdn: Arc<str>,
+    pub port: u16,
+    /// The trunk's `address` (a lab has no DNS).
+    pub address: Option<SocketAddr>,
+    /// A plain-TCP lab SBC (DR-TLS-5), known by this IP address.
+    pub insecure_ip: Option<IpAddr>,
+    /// The voice route that put it in the list, for the log.
+    pub route: String,
+    pub bypass: bool,
+    pub forward_pai: bool,
+    pub failover_codes: Vec<u16>,
+    pub failover_time: Duration,
+    /// The listener (datacenter) whose certificate a new connection presents, and how
+    /// drhub names itself there.
+    pub listener: Arc<str>,
+    pub local: LocalIdentity,
+    /// The SDP offer for this trunk: the media processor's, or the endpoint's on bypass.
+    pub offer: Bytes,
+}
+
+/// Everything placing a call decided: who calls what, through which gateways.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub call_id: String,
+    pub tenant: String,
+    pub user: String,
+    /// The number called, `+E164`.
+    pub number: String,
+    /// The caller's number, `+E164`.
+    pub caller: String,
+    pub display_name: String,
+    /// Caller ID withheld: From is anonymous, `Privacy: id` (PAI still carries the number
+    /// to a trunk with `forward_pai`).
+    pub private: bool,
+    pub gateways: Vec<Gateway>,
+    /// The caller gives up (CANCEL) when nobody answered by then.
+    pub ring_for: Duration,
+    /// The caller hangs up this long after the answer.
+    pub talk_for: Duration,
+}
+
+/// SBCs out of rotation after a `503` with `Retry-After` (DR-OUT-3), until when.
+#[derive(Debug, Default)]
+pub struct Rotation {
+    resting: Mutex<HashMap<Arc<str>, Instant>>,
+}
+
+impl Rotation {
+    /// Takes `sbc` out of rotation for `for_`.
+    pub fn rest(&self, sbc: &Arc<str>, for_: Duration, now: Instant) {
+        let mut m = self.resting.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, until| *until > now);
+        m.insert(sbc.clone(), now + for_);
+    }
+
+    /// When `sbc` comes back into rotation, if it is out now.
+    pub fn resting_until(&self, sbc: &str, now: Instant) -> Option<Instant> {
+        let m = self.resting.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(sbc).copied().filter(|until| *until > now)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Attempt `n` is out; no provisional beyond 100 yet.
+    Trying(usize),
+    /// Attempt `n`'s SBC rings (180/183): no more failover.
+    Ringing(usize),
+    /// The caller gave up: the CANCEL is out, waiting for the INVITE's final response.
+    Cancelling,
+    /// Answered by attempt `n`.
+    Up(usize),
+    /// BYE sent; waiting for its answer.
+    Ending,
+    Done,
+}
+
+#[derive(Debug, Clone)]
+enum Purpose {
+    Invite(usize),
+    /// CANCEL, or BYE to a 2xx nobody wants: nothing waits on the answer.
+    Fire,
+    Closing,
+    Refresh {
+        headers: UacHeaders,
+        invite: bool,
+    },
+}
+
+/// How one attempt ended, for the log and the call's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptResult {
+    pub sbc: Arc<str>,
+    pub status: u16,
+    pub code: Option<u32>,
+    pub why: String,
+}
+
+/// See the module docs.
+pub struct Outbound {
+    settings: Arc<CallSettings>,
+    placement: Box<Placement>,
+    tag: Tag,
+    cseq: u32,
+    /// Every attempt's leg, with the attempt's index.
+    legs: Vec<(usize, UacLeg)>,
+    phase: Phase,
+    /// The SBC that answered.
+    answered: Option<Arc<str>>,
+    started: Instant,
+    failover_at: Option<Instant>,
+    give_up_at: Instant,
+    hang_up_at: Option<Instant>,
+    session: Option<SessionTimer>,
+    /// The timer headers of the INVITE out now (non-bypass trunks, DR-ST-1).
+    invite_timers: Option<UacHeaders>,
+    requests: Vec<(ReqId, Purpose)>,
+    next_req: u32,
+    actions: Vec<Action>,
+    pub attempts: Vec<AttemptResult>,
+    pub outcome: Option<Outcome>,
+}
+
+impl Outbound {
+    pub fn new(placement: Placement, settings: Arc<CallSettings>, now: Instant) -> Outbound {
+        Outbound {
+            give_up_at: now + placement.ring_for,
+            placement: Box::new(placement),
+            settings,
+            tag: Tag::random(),
+            cseq: 0,
+            legs: Vec::new(),
+            phase: Phase::Trying(0),
+            answered: None,
+            started: now,
+            failover_at: None,
+            hang_up_at: None,
+            session: None,
+            invite_timers: None,
+            requests: Vec::new(),
+            next_req: 0,
+            actions: Vec::new(),
+            attempts: Vec::new(),
+            outcome: None,
+        }
+    }
+
+    pub fn call_id(&self) -> &str {
+        &self.placement.call_id
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.placement.tenant
+    }
+
+    pub fn user(&self) -> &str {
+        &self.placement.user
+    }
+
+    /// The number called.
+    pub fn number(&self) -> &str {
+        &self.placement.number
+    }
+
+    /// The index key every attempt shares (Call-ID and drhub's From tag).
+    pub fn key(&self) -> LegKey {
+        LegKey::new(&self.placement.call_id, self.tag.as_str())
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            return None;
+        }
+        Some(self.actions.remove(0))
+    }
+
+    /// Sends the first attempt.
+    pub fn start(&mut self, now: Instant) {
+        info!(
+            number = %self.placement.number,
+            gateways = %self.placement.gateways.iter().map(|g| &*g.fqdn).collect::<Vec<_>>().join(","),
+            "outbound call: trying the route's gateways in order"
+        );
+        self.attempt(0, now);
+    }
+
+    fn next_id(&mut self) -> ReqId {
+        self.next_req += 1;
+        ReqId(self.next_req)
+    }
+
+    /// Sends the INVITE of attempt `n`, or ends the call when no gateway is left.
+    fn attempt(&mut self, n: usize, now: Instant) {
+        let Some(g) = self.placement.gateways.get(n).cloned() else {
+            return self.finish_failed();
+        };
+        self.cseq += 1;
+        let p = &self.placement;
+        let host = g.local.host();
+        let user_uri = |number: &str| format!("sip:{number}@{host};user=phone");
+        let from = if p.private {
+            "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_owned()
+        } else {
+            let name = p.display_name.replace(['"', '\\'], "");
+            format!("\"{name}\" <{}>", user_uri(&p.caller))
+        };
+        let target = format!("sip:{}@{}:{};user=phone", p.number, g.fqdn, g.port);
+        let to = format!("<sip:{}@{};user=phone>", p.number, g.fqdn);
+        // DR-OUT-1: the routing token names the tenant and the call, so that a request
+        // the SBC sends to the Contact finds its way back (emulator choice of names).
+        let token: String = p.call_id.chars().take(16).collect();
+        let transport = g.local.transport().param();
+        let contact = format!(
+            "<sip:{host}:{};transport={transport};x-i={};x-c={token}>",
+            g.local.port(),
+            p.tenant
+        );
+        let record_route = format!("<sip:{host}:{};transport={transport};lr>", g.local.port());
+        let pai = format!("<{}>", user_uri(&p.caller));
+        let mut extra: Vec<(&str, String)> = vec![("Record-Route", record_route)];
+        if g.forward_pai {
+            extra.push(("P-Asserted-Identity", pai));
+        }
+        if p.private {
+            extra.push(("Privacy", "id".to_owned()));
+        }
+        if g.bypass {
+            self.invite_timers = None;
+            extra.push(("Supported", "replaces".to_owned()));
+        } else {
+            // DR-ST-1: non-bypass calls always offer a session timer.
+            let h = uac_request_headers(&self.settings.session, 0);
+            extra.push(("Supported", "timer,replaces".to_owned()));
+            extra.push(("Session-Expires", h.session_expires_header()));
+            extra.push(("Min-SE", h.min_se_header()));
+            self.invite_timers = Some(h);
+        }
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let route = route_to(&g);
+        let id = self.next_id();
+        let call_id = self.placement.call_id.clone();
+        let Some(leg) = UacLeg::start(
+            id,
+            route,
+            g.local.clone(),
+            Peer::Sbc {
+                fqdn: g.fqdn.clone(),
+            },
+            &InviteParams {
+                target: &target,
+                from,
+                to,
+                sdp: &g.offer,
+                extra: &extra,
+                again: Some((&call_id, self.tag, self.cseq)),
+                contact: Some(&contact),
+            },
+            &mut self.actions,
+        ) else {
+            warn!(sbc = %g.fqdn, "INVITE not built; next gateway");
+            return self.attempt(n + 1, now);
+        };
+        // Requests and stray responses of this attempt's dialog come from this SBC; the
+        // index entry must exist before its first response can arrive.
+        let at = self.actions.len() - 1;
+        self.actions.insert(
+            at,
+            Action::Index {
+                key: self.key(),
+                peer: leg.peer.clone(),
+            },
+        );
+        self.requests.push((id, Purpose::Invite(n)));
+        self.legs.push((n, leg));
+        self.phase = Phase::Trying(n);
+        self.failover_at = Some(now + g.failover_time);
+        info!(attempt = n + 1, sbc = %g.fqdn, route = %g.route, target, "INVITE to the SBC");
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |x| x.min(t)));
+            }
+        };
+        match self.phase {
+            Phase::Trying(_) => {
+                consider(self.failover_at);
+                consider(Some(self.give_up_at));
+            }
+            Phase::Ringing(_) => consider(Some(self.give_up_at)),
+            Phase::Up(_) => {
+                consider(self.hang_up_at);
+                consider(self.session.as_ref().and_then(SessionTimer::poll_timeout));
+            }
+            _ => {}
+        }
+        d
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Trying(_) | Phase::Ringing(_) if now >= self.give_up_at => {
+                info!(after = ?self.placement.ring_for, "nobody answered: the caller gives up (CANCEL)");
+                self.give_up("SIP;cause=487;text=\"Request terminated\"");
+            }
+            Phase::Trying(n) if self.failover_at.is_some_and(|t| now >= t) => {
+                let e = Diagnostic::FailoverTimer.entry();
+                let after = self.placement.gateways[n].failover_time;
+                warn!(
+                    code = e.code,
+                    ?after,
+                    "no answer from the SBC within failover_time_seconds; CANCEL and next gateway"
+                );
+                self.cancel_leg(n, "SIP;cause=408;text=\"Failover timer expired\"");
+                self.failed_attempt(
+                    n,
+                    e.status,
+                    Some(e.code),
+                    format!("no final response in {after:?} (failover_time_seconds)"),
+                    true,
+                    now,
+                );
+            }
+            Phase::Up(_) => {
+                if self.hang_up_at.is_some_and(|t| now >= t) {
+                    info!("the caller hangs up; BYE to the SBC");
+                    self.outcome = Some(Outcome {
+                        status: 200,
+                        code: None,
+                        reason: format!("{}; ended by the caller", self.answered_by()),
+                    });
+                    return self.hang_up(&[]);
+                }
+                match self.session.as_mut().and_then(|s| s.handle_timeout(now)) {
+                    Some(session_timer::Action::Refresh) => self.send_refresh(None),
+                    Some(session_timer::Action::Expire) => {
+                        warn!("the session expired without a refresh (DR-ST-2); BYE");
+                        self.session_expired();
+                    }
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn handle(&mut self, ev: CallEvent, now: Instant) {
+        match ev {
+            CallEvent::Client { id, event } => self.on_client(id, event, now),
+            CallEvent::Undeliverable { id, error } => {
+                let e = error.diagnostic().entry();
+                warn!(code = e.code, status = e.status, error = %error, "request to the SBC not delivered: {}", e.text);
+                match self.invite_attempt(id) {
+                    Some(n) => {
+                        self.requests.retain(|(r, _)| *r != id);
+                        if let Some(pos) = self.leg_pos(n) {
+                            self.legs[pos].1.terminated();
+                        }
+                        if self.is_current(n) {
+                            self.failed_attempt(
+                                n,
+                                e.status,
+                                Some(e.code),
+                                error.to_string(),
+                                true,
+                                now,
+                            );
+                        } else if self.phase == Phase::Cancelling {
+                            self.phase = Phase::Done;
+                        }
+                    }
+                    None => self.on_client(id, ClientEvent::TransportError, now),
+                }
+            }
+            CallEvent::Request {
+                tx,
+                request,
+                source,
+            } => self.on_request(tx, &request, &source, now),
+            CallEvent::Stray { response } => {
+                let msg = response.message();
+                for (_, leg) in &self.legs {
+                    leg.on_stray_2xx(&msg, &mut self.actions);
+                }
+            }
+            CallEvent::HangUp => match self.phase {
+                Phase::Trying(_) | Phase::Ringing(_) => {
+                    info!("ended through the control API while ringing: CANCEL");
+                    self.give_up("SIP;cause=487;text=\"Request terminated\"");
+                }
+                Phase::Up(_) => {
+                    info!("ended through the control API; BYE to the SBC");
+                    self.outcome = Some(Outcome {
+                        status: 200,
+                        code: None,
+                        reason: format!("{}; ended through the control API", self.answered_by()),
+                    });
+                    self.hang_up(&[]);
+                }
+                _ => {}
+            },
+            // Outbound calls have no UAS leg.
+            CallEvent::Cancel { .. } | CallEvent::Ack { .. } | CallEvent::SbcGone => {}
+        }
+    }
+
+    fn invite_attempt(&self, id: ReqId) -> Option<usize> {
+        self.requests.iter().find_map(|(r, p)| match p {
+            Purpose::Invite(n) if *r == id => Some(*n),
+            _ => None,
+        })
+    }
+
+    fn is_current(&self, n: usize) -> bool {
+        matches!(self.phase, Phase::Trying(c) | Phase::Ringing(c) if c == n)
+    }
+
+    /// Where attempt `n`'s leg is in `legs` (an attempt whose INVITE could not be built
+    /// has none).
+    fn leg_pos(&self, n: usize) -> Option<usize> {
+        self.legs.iter().position(|(a, _)| *a == n)
+    }
+
+    fn answered_by(&self) -> String {
+        match &self.answered {
+            Some(sbc) => format!("answered by {sbc}{}", self.story(" after ")),
+            None => "answered".to_owned(),
+        }
+    }
+
+    fn on_client(&mut self, id: ReqId, event: ClientEvent, now: Instant) {
+        let Some(pos) = self.requests.iter().position(|(r, _)| *r == id) else {
+            return;
+        };
+        let final_event = matches!(
+            event,
+            ClientEvent::Final(_) | ClientEvent::Timeout(_) | ClientEvent::TransportError
+        );
+        let purpose = if final_event {
+            self.requests.swap_remove(pos).1
+        } else {
+            self.requests[pos].1.clone()
+        };
+        match purpose {
+            Purpose::Invite(n) => self.on_invite(n, event, now),
+            Purpose::Fire => {}
+            Purpose::Closing => {
+                if let ClientEvent::Timeout(_) | ClientEvent::TransportError = event {
+                    warn!("the SBC did not answer the BYE");
+                }
+                self.phase = Phase::Done;
+            }
+            Purpose::Refresh { headers, invite } => {
+                self.on_refresh_answer(event, headers, invite, now)
+            }
+        }
+    }
+
+    /// A response (or the end) of attempt `n`'s INVITE.
+    fn on_invite(&mut self, n: usize, event: ClientEvent, now: Instant) {
+        // What the leg does not tell: Retry-After of a 503, the timer headers of a 2xx.
+        let (retry_after, timers) = match &event {
+            ClientEvent::Final(r) => {
+                let m = r.message();
+                let retry = m.header(HeaderName::RetryAfter).and_then(|v| {
+                    v.split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                });
+                let require_timer = m
+                    .values(HeaderName::Require)
+                    .any(|v| v.trim().eq_ignore_ascii_case("timer"));
+                let se = m.header(HeaderName::SessionExpires).map(str::to_owned);
+                (retry, Some((require_timer, se)))
+            }
+            _ => (None, None),
+        };
+        let mut ids = self.next_req;
+        let mut next = || {
+            ids += 1;
+            ReqId(ids)
+        };
+        let Some(pos) = self.leg_pos(n) else { return };
+        let ev = self.legs[pos]
+            .1
+            .on_invite_event(event, &mut next, &mut self.actions);
+        self.next_req = ids;
+        self.track_fire_and_forget();
+        let Some(ev) = ev else { return };
+        let current = self.is_current(n);
+        let sbc = self.placement.gateways[n].fqdn.clone();
+        match ev {
+            LegEvent::Ringing | LegEvent::EarlyMedia(_) if current => {
+                if let Phase::Trying(_) = self.phase {
+                    info!(sbc = %sbc, "the SBC rings; no failover from here on");
+                }
+                self.phase = Phase::Ringing(n);
+                self.failover_at = None;
+            }
+            LegEvent::Answered(_) if current => {
+                let after = now - self.started;
+                info!(sbc = %sbc, ?after, "answered");
+                self.phase = Phase::Up(n);
+                self.answered = Some(sbc.clone());
+                self.failover_at = None;
+                self.hang_up_at = Some(now + self.placement.talk_for);
+                if let (Some(sent), Some((require_timer, se))) = (self.invite_timers, timers) {
+                    let neg = negotiate_uac(
+                        &ResponseTimers {
+                            require_timer,
+                            session_expires: se.as_deref(),
+                        },
+                        &sent,
+                    );
+                    debug!(interval = neg.interval, refresher = %neg.refresher, "session timer");
+                    self.session = Some(SessionTimer::new(neg, now));
+                }
+                self.outcome = Some(Outcome {
+                    status: 200,
+                    code: None,
+                    reason: self.answered_by(),
+                });
+            }
+            LegEvent::Answered(_) => {
+                // A 2xx crossing our CANCEL (the caller gave up, or the failover timer
+                // moved on): the leg ACKed it; end that dialog at once.
+                info!(sbc = %sbc, "2xx after CANCEL; BYE");
+                let id = self.next_id();
+                if self.legs[pos].1.bye(id, &[], &mut self.actions) {
+                    let purpose = if self.phase == Phase::Cancelling {
+                        Purpose::Closing
+                    } else {
+                        Purpose::Fire
+                    };
+                    self.requests.push((id, purpose));
+                    if self.phase == Phase::Cancelling {
+                        self.phase = Phase::Ending;
+                    }
+                }
+            }
+            LegEvent::Failed(code) if current => {
+                let ringing = matches!(self.phase, Phase::Ringing(_));
+                let g = &self.placement.gateways[n];
+                let failover = code != 603 && !ringing && g.failover_codes.contains(&code);
+                if code == 503 {
+                    if let Some(secs) = retry_after.filter(|s| *s > 0) {
+                        let rest = Duration::from_secs(secs.min(86_400));
+                        warn!(sbc = %sbc, retry_after = secs, "503 with Retry-After: the SBC is out of rotation (DR-OUT-3)");
+                        self.actions.push(Action::Rest {
+                            sbc: sbc.clone(),
+                            for_: rest,
+                        });
+                    }
+                }
+                let why = match (code, ringing) {
+                    (603, _) => "603 Decline is final, never retried (DR-ERR-2)".to_owned(),
+                    (_, true) => format!(
+                        "{code} after the SBC rang: final (no failover after a provisional)"
+                    ),
+                    _ if failover => format!("{code} is in failover_response_codes"),
+                    _ => format!("{code} is not in failover_response_codes: final"),
+                };
+                let code_ms = (code == 503).then(|| Diagnostic::SbcOverloaded.entry().code);
+                self.failed_attempt(n, code, code_ms, why, failover, now);
+            }
+            LegEvent::Gone if current => {
+                let e = Diagnostic::FailoverTimer.entry();
+                self.failed_attempt(
+                    n,
+                    408,
+                    Some(e.code),
+                    "no answer to the INVITE (Timer B) or transport error".into(),
+                    true,
+                    now,
+                );
+            }
+            LegEvent::Failed(_) | LegEvent::Gone if self.phase == Phase::Cancelling => {
+                self.phase = Phase::Done;
+            }
+            LegEvent::HungUp | LegEvent::Redirected(_) if current => {
+                self.failed_attempt(
+                    n,
+                    480,
+                    None,
+                    "3xx from the SBC (not followed)".into(),
+                    false,
+                    now,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Records how attempt `n` ended; moves on when `failover`, else ends the call.
+    fn failed_attempt(
+        &mut self,
+        n: usize,
+        status: u16,
+        code: Option<u32>,
+        why: String,
+        failover: bool,
+        now: Instant,
+    ) {
+        let sbc = self.placement.gateways[n].fqdn.clone();
+        let more = n + 1 < self.placement.gateways.len();
+        if failover && more {
+            warn!(attempt = n + 1, sbc = %sbc, status, code = ?code, "{why}; next gateway");
+        } else {
+            warn!(attempt = n + 1, sbc = %sbc, status, code = ?code, "{why}");
+        }
+        self.attempts.push(AttemptResult {
+            sbc,
+            status,
+            code,
+            why,
+        });
+        self.failover_at = None;
+        if failover && more {
+            self.attempt(n + 1, now);
+        } else {
+            self.finish_failed();
+        }
+    }
+
+    /// The failed attempts so far, `prefix` first: `sbc1: 503 560503 (why); ...`.
+    fn story(&self, prefix: &str) -> String {
+        if self.attempts.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = self
+            .attempts
+            .iter()
+            .map(|a| match a.code {
+                Some(c) => format!("{}: {} {c} ({})", a.sbc, a.status, a.why),
+                None => format!("{}: {} ({})", a.sbc, a.status, a.why),
+            })
+            .collect();
+        format!("{prefix}{}", parts.join("; "))
+    }
+
+    fn finish_failed(&mut self) {
+        let last = self.attempts.last();
+        self.outcome = Some(Outcome {
+            status: last.map_or(503, |a| a.status),
+            code: last.and_then(|a| a.code),
+            reason: match self.story("") {
+                s if s.is_empty() => "no gateway could be tried".into(),
+                s => s,
+            },
+        });
+        info!(attempts = self.attempts.len(), "outbound call failed");
+        self.phase = Phase::Done;
+    }
+
+    /// CANCEL to attempt `n`'s INVITE (§9.1: held until a provisional arrived).
+    fn cancel_leg(&mut self, n: usize, reason: &'static str) {
+        let mut ids = self.next_req;
+        let mut next = || {
+            ids += 1;
+            ReqId(ids)
+        };
+        if let Some(pos) = self.leg_pos(n) {
+            self.legs[pos]
+                .1
+                .cancel(reason, &mut next, &mut self.actions);
+        }
+        self.next_req = ids;
+        self.track_fire_and_forget();
+    }
+
+    /// The caller gives up (or the operator ends a ringing call): CANCEL, and the call
+    /// is over when the INVITE has its final response.
+    fn give_up(&mut self, reason: &'static str) {
+        let (Phase::Trying(n) | Phase::Ringing(n)) = self.phase else {
+            return;
+        };
+        self.cancel_leg(n, reason);
+        self.outcome = Some(Outcome {
+            status: 487,
+            code: None,
+            reason: format!(
+                "not answered by {} in {:?}: cancelled by the caller",
+                self.placement.gateways[n].fqdn, self.placement.ring_for
+            ),
+        });
+        self.failover_at = None;
+        self.phase = Phase::Cancelling;
+    }
+
+    fn track_fire_and_forget(&mut self) {
+        for a in &self.actions {
+            if let Action::Send { id, .. } = a {
+                if !self.requests.iter().any(|(r, _)| r == id) {
+                    self.requests.push((*id, Purpose::Fire));
+                }
+            }
+        }
+    }
+
+    /// BYE to the SBC that answered; the call is over when it is answered.
+    fn hang_up(&mut self, extra: &[(&str, &str)]) {
+        self.session = None;
+        let id = self.next_id();
+        let pos = match self.phase {
+            Phase::Up(n) => self.leg_pos(n),
+            _ => None,
+        };
+        let sent = pos.is_some_and(|p| self.legs[p].1.bye(id, extra, &mut self.actions));
+        if sent {
+            self.requests.push((id, Purpose::Closing));
+            self.phase = Phase::Ending;
+        } else {
+            self.phase = Phase::Done;
+        }
+    }
+
+    fn session_expired(&mut self) {
+        let r = crate::diagnostics::Rejection::new(Diagnostic::SessionExpired);
+        let e = r.entry();
+        self.outcome = Some(Outcome {
+            status: 200,
+            code: Some(e.code),
+            reason: e.text.to_owned(),
+        });
+        let reason = r.reason_header(&crate::diagnostics::correlation_id());
+        self.hang_up(&[("Reason", reason.as_str())]);
+    }
+
+    // --- requests from the SBC ------------------------------------------------------
+
+    fn on_request(&mut self, tx: ServerTx, request: &Stored, source: &Destination, now: Instant) {
+        let msg = request.message();
+        let Some(pos) = self.legs.iter().position(|(_, l)| l.owns(&msg)) else {
+            let local = self.placement.gateways[0].local.clone();
+            debug!(from = %source.label(), "request in no dialog of this call; 481");
+            return reply(
+                tx,
+                &msg,
+                481,
+                "Call/Transaction Does Not Exist",
+                &local,
+                &[],
+                None,
+            );
+        };
+        let local = self.legs[pos].1.local.clone();
+        let up = matches!(self.phase, Phase::Up(n) if self.leg_pos(n) == Some(pos));
+        match msg.method() {
+            Some(Method::Bye) => {
+                reply(tx, &msg, 200, "OK", &local, &[], None);
+                self.legs[pos].1.terminated();
+                if up {
+                    info!(after = ?(now - self.started), "the SBC hung up (BYE)");
+                    self.outcome = Some(Outcome {
+                        status: 200,
+                        code: None,
+                        reason: format!("{}; ended by the SBC (BYE)", self.answered_by()),
+                    });
+                    self.session = None;
+                    self.phase = Phase::Done;
+                }
+            }
+            Some(Method::Invite) | Some(Method::Update) if up => self.on_offer(pos, tx, &msg, now),
+            Some(Method::Invite) | Some(Method::Update) => {
+                reply(tx, &msg, 491, "Request Pending", &local, &[], None)
+            }
+            _ => reply(tx, &msg, 200, "OK", &local, &[], None),
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the SBC (a session refresh, DR-ST-2, or a new offer):
+    /// answered with drhub's SDP, the session timer restarted.
+    fn on_offer(&mut self, pos: usize, tx: ServerTx, msg: &Message<'_>, now: Instant) {
+        let local = self.legs[pos].1.local.clone();
+        let glare = msg.method() == Some(Method::Invite)
+            && self
+                .requests
+                .iter()
+                .any(|(_, p)| matches!(p, Purpose::Refresh { invite: true, .. }));
+        if glare {
+            return reply(tx, msg, 491, "Request Pending", &local, &[], None);
+        }
+        let mut extra: Vec<(&str, String)> = Vec::new();
+        if self.session.is_some() {
+            match negotiate_uas(&request_timers(msg), &self.settings.session) {
+                UasDecision::Accept(n) => {
+                    extra.push(("Supported", "timer".into()));
+                    extra.push(("Session-Expires", n.session_expires_header()));
+                    if n.require {
+                        extra.push(("Require", "timer".into()));
+                    }
+                    if let Some(s) = &mut self.session {
+                        s.refreshed(n, now);
+                    }
+                }
+                UasDecision::TooSmall { min_se } => {
+                    let m = min_se.to_string();
+                    return reply(
+                        tx,
+                        msg,
+                        422,
+                        "Session Interval Too Small",
+                        &local,
+                        &[("Min-SE", &m)],
+                        None,
+                    );
+                }
+                UasDecision::Malformed(why) => {
+                    return reply(tx, msg, 400, why, &local, &[], None);
+                }
+            }
+        }
+        let n = match self.phase {
+            Phase::Up(n) => n,
+            _ => return,
+        };
+        let body = (!msg.body().is_empty()).then(|| self.placement.gateways[n].offer.clone());
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        reply(tx, msg, 200, "OK", &local, &extra, body.as_deref());
+    }
+
+    // --- session refresh (DR-ST-2) --------------------------------------------------
+
+    fn send_refresh(&mut self, headers: Option<UacHeaders>) {
+        let Some(s) = &self.session else { return };
+        let headers = headers.unwrap_or_else(|| s.refresh_headers());
+        let se = headers.session_expires_header();
+        let min_se = headers.min_se_header();
+        let extra = [
+            ("Supported", "timer"),
+            ("Session-Expires", se.as_str()),
+            ("Min-SE", min_se.as_str()),
+        ];
+        let Phase::Up(n) = self.phase else { return };
+        // UPDATE carries no SDP; drhub's Allow lists UPDATE, and most SBCs accept it. A
+        // re-INVITE would offer the same SDP again.
+        let offer = self.placement.gateways[n].offer.clone();
+        let id = self.next_id();
+        let Some(pos) = self.leg_pos(n) else { return };
+        let leg = &mut self.legs[pos].1;
+        let route = leg.route().clone();
+        let Some(d) = leg.dialog_mut() else { return };
+        let request = d.request("INVITE", &extra, Some(("application/sdp", &offer[..])));
+        debug!("session refresh to the SBC (re-INVITE)");
+        self.requests.push((
+            id,
+            Purpose::Refresh {
+                headers,
+                invite: true,
+            },
+        ));
+        self.actions.push(Action::Send { id, request, route });
+    }
+
+    fn on_refresh_answer(
+        &mut self,
+        event: ClientEvent,
+        headers: UacHeaders,
+        invite: bool,
+        now: Instant,
+    ) {
+        let resp = match event {
+            ClientEvent::Final(r) => r,
+            ClientEvent::Timeout(_) | ClientEvent::TransportError => {
+                return self.refresh_failed(408, now)
+            }
+            _ => return,
+        };
+        let msg = resp.message();
+        let code = msg.status_code().unwrap_or(500);
+        if (200..300).contains(&code) {
+            let Phase::Up(n) = self.phase else { return };
+            if let Some(pos) = self.leg_pos(n) {
+                let leg = &mut self.legs[pos].1;
+                let route = leg.route().clone();
+                if let Some(d) = leg.dialog_mut() {
+                    d.refresh_target(&msg);
+                    if invite {
+                        let cseq = msg.cseq().and_then(Result::ok).map_or(1, |c| c.seq);
+                        self.actions.push(Action::Stateless {
+                            bytes: d.ack(cseq),
+                            route,
+                        });
+                    }
+                }
+            }
+            let neg = negotiate_uac(
+                &ResponseTimers {
+                    require_timer: msg
+                        .values(HeaderName::Require)
+                        .any(|v| v.trim().eq_ignore_ascii_case("timer")),
+                    session_expires: msg.header(HeaderName::SessionExpires),
+                },
+                &headers,
+            );
+            if let Some(s) = &mut self.session {
+                s.refreshed(neg, now);
+            }
+        } else if code == 422 {
+            match on_422(msg.header(HeaderName::MinSE), &headers) {
+                Ok(retry) => self.send_refresh(Some(retry)),
+                Err(_) => self.refresh_failed(422, now),
+            }
+        } else {
+            self.refresh_failed(code, now);
+        }
+    }
+
+    fn refresh_failed(&mut self, status: u16, now: Instant) {
+        let expire = self
+            .session
+            .as_mut()
+            .and_then(|s| s.refresh_failed(status, now));
+        if expire == Some(session_timer::Action::Expire) {
+            warn!(
+                status,
+                "the session refresh failed; ending the call (DR-ST-2)"
+            );
+            self.session_expired();
+        }
+    }
+}
+
+/// How an attempt's requests reach its SBC: any open connection, or a new one to the
+/// trunk (DR-TLS-4).
+fn route_to(g: &Gateway) -> Route {
+    let (transport, insecure_ip) = match g.insecure_ip {
+        Some(ip) => (Transport::Tcp, Some(ip)),
+        None => (Transport::Tls, None),
+    };
+    Route::Sbc {
+        target: Target {
+            sbc: g.fqdn.to_string(),
+            host: g.fqdn.to_string(),
+            port: g.port,
+            address: g.address,
+            transport,
+            insecure_ip,
+        },
+        listener: g.listener.clone(),
+    }
+}

@@ -1,0 +1,237 @@
+//! Placing an outbound call (DR-OUT-1): from a user and what they dialled to a running
+//! [`Outbound`](super::outbound::Outbound) call, or a refusal that says why and starts
+//! nothing. The control API (`POST /api/calls`, `drhub call`) and scripted callers
+//! (`[[tenant.user.call]]`) all come through here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use super::outbound::{Gateway, Placement};
+use super::{spawn_outbound, CallSettings};
+use crate::config::SipAddress;
+use crate::diagnostics::Diagnostic;
+use crate::directory::RouteDecision;
+use crate::health::SbcState;
+use crate::hub::Hub;
+use crate::sdp::{self, AnswerSource};
+use crate::sip::Transport;
+
+/// What the caller asks for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The Teams user calling, `user1@adatum.biz`.
+    pub user: String,
+    /// What the user dialled; the tenant's dial plan normalises it.
+    pub number: String,
+    /// Caller ID withheld (From anonymous, `Privacy: id`).
+    pub private: bool,
+    /// How long the caller lets it ring before giving up (CANCEL).
+    pub ring_for: Duration,
+    /// How long the caller talks once answered (then BYE).
+    pub talk_for: Duration,
+}
+
+/// A call that was started.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub call_id: String,
+    /// The number in `+E164` form, after the dial plan.
+    pub number: String,
+    /// The gateways in the order the call tries them.
+    pub gateways: Vec<String>,
+    /// Gateways of the route left out because a 503 took them out of rotation.
+    pub resting: Vec<String>,
+}
+
+/// Why no call was started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The request itself is wrong (400).
+    Bad(String),
+    /// No such user (404).
+    UnknownUser(String),
+    /// The user cannot call the PSTN: no phone number (403).
+    NoLine(String),
+    /// No viable route (403, 510559, DR-OUT-1), with the routing explanation.
+    NoRoute(String),
+    /// drhub cannot place calls now (503): shutting down, at its limits, no TLS.
+    Unavailable(String),
+}
+
+impl Refused {
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::Bad(_) => 400,
+            Refused::UnknownUser(_) => 404,
+            Refused::NoLine(_) | Refused::NoRoute(_) => 403,
+            Refused::Unavailable(_) => 503,
+        }
+    }
+
+    /// The Microsoft response code, where the refusal has one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            Refused::NoRoute(_) => Some(Diagnostic::NoRoute.entry().code),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Bad(m)
+            | Refused::UnknownUser(m)
+            | Refused::NoLine(m)
+            | Refused::NoRoute(m)
+            | Refused::Unavailable(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Routes the call and starts it; see the module docs.
+pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
+    let address = req
+        .user
+        .parse::<SipAddress>()
+        .map_err(|e| Refused::Bad(format!("user: {e}")))?;
+    let number = req.number.trim();
+    if number.is_empty() || number.len() > 64 || !number.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Refused::Bad(format!(
+            "number: `{}` is not a number one can dial",
+            req.number.escape_debug()
+        )));
+    }
+    let dir = &hub.directory;
+    let (tenant, user) = dir
+        .find_user(&address)
+        .ok_or_else(|| Refused::UnknownUser(format!("{address} is no user of any tenant")))?;
+    let line = user.line_uri.as_ref().ok_or_else(|| {
+        Refused::NoLine(format!(
+            "{address} has no line_uri: a Teams user without a phone number cannot call the PSTN"
+        ))
+    })?;
+    if hub.is_draining() {
+        return Err(Refused::Unavailable("shutting down".into()));
+    }
+    if hub.calls.len() >= hub.config.calls.max_concurrent {
+        return Err(Refused::Unavailable("max_concurrent calls reached".into()));
+    }
+    let Some(connector) = hub.connector() else {
+        return Err(Refused::Unavailable("not serving yet".into()));
+    };
+    let decision: RouteDecision = dir.route(tenant, user, number, |fqdn| {
+        hub.health.state(fqdn.as_str()) == Some(SbcState::Inactive)
+    });
+    let Some(routed) = decision.routed() else {
+        let e = Diagnostic::NoRoute.entry();
+        warn!(user = %address, dialled = number, code = e.code, "outbound call refused: no route\n{decision}");
+        return Err(Refused::NoRoute(decision.to_string()));
+    };
+    let Some(e164) = decision.e164() else {
+        return Err(Refused::Bad(format!(
+            "number: `{}` is not +E.164 after the dial plan (`{}`)",
+            number, decision.number
+        )));
+    };
+    let now = Instant::now();
+    let mut gateways = Vec::new();
+    let mut resting = Vec::new();
+    let mut shuffle = |v: &mut [usize]| fastrand::shuffle(v);
+    let order = routed.gateways_with(&mut shuffle);
+    for g in order
+        .iter()
+        .filter(|g| g.state != crate::directory::GatewayState::Disabled)
+    {
+        if let Some(until) = hub.rotation.resting_until(g.fqdn.as_str(), now) {
+            info!(sbc = %g.fqdn, back_in = ?until.duration_since(now), "gateway out of rotation after 503 Retry-After (DR-OUT-3); skipped");
+            resting.push(g.fqdn.to_string());
+            continue;
+        }
+        let Some(trunk) = dir.trunk(tenant, g.fqdn.as_str()) else {
+            continue;
+        };
+        let record = hub.health.get(g.fqdn.as_str());
+        // A plain-TCP lab SBC (DR-TLS-5) is reached where it last spoke from.
+        let insecure_ip = record
+            .as_ref()
+            .filter(|r| r.certificate.is_none() && trunk.allow_insecure)
+            .map(|r| r.peer.ip());
+        let transport = if insecure_ip.is_some() {
+            Transport::Tcp
+        } else {
+            Transport::Tls
+        };
+        // The datacenter the SBC last sent OPTIONS to, else the first listener.
+        let preferred = record.as_ref().map(|r| r.listener.as_str());
+        let Some((listener, local)) = connector.identity(preferred, transport) else {
+            warn!(sbc = %g.fqdn, %transport, "no listener to call this SBC from; skipped");
+            continue;
+        };
+        let source = if trunk.media_bypass {
+            AnswerSource::Endpoint
+        } else {
+            AnswerSource::MediaProcessor
+        };
+        let offer = sdp::offer(
+            &hub.media.codecs,
+            hub.media.address,
+            hub.media_port(),
+            fastrand::u64(1..u64::MAX / 2),
+            source,
+        )
+        .map_err(|e| Refused::Unavailable(format!("no SDP offer: {e}")))?;
+        gateways.push(Gateway {
+            fqdn: g.fqdn.as_str().into(),
+            port: trunk.port,
+            address: trunk.address,
+            insecure_ip,
+            route: g.route.clone(),
+            bypass: trunk.media_bypass,
+            forward_pai: trunk.forward_pai,
+            failover_codes: trunk.failover_response_codes.clone(),
+            failover_time: trunk.failover_time,
+            listener: listener.into(),
+            local: local.clone(),
+            offer: Bytes::from(offer),
+        });
+    }
+    if gateways.is_empty() {
+        let why = format!(
+            "{decision}\nevery gateway of the route is disabled or out of rotation (503 Retry-After): {}",
+            resting.join(", ")
+        );
+        warn!(user = %address, dialled = number, "outbound call refused: no gateway to try");
+        return Err(Refused::NoRoute(why));
+    }
+    let host = gateways[0].local.host().to_owned();
+    let call_id = format!("{:016x}{:08x}@{host}", fastrand::u64(..), fastrand::u32(..));
+    let placed = Placed {
+        call_id: call_id.clone(),
+        number: e164.to_string(),
+        gateways: gateways.iter().map(|g| g.fqdn.to_string()).collect(),
+        resting,
+    };
+    let placement = Placement {
+        call_id,
+        tenant: dir.tenant(tenant).id.clone(),
+        user: address.to_string(),
+        number: e164.to_string(),
+        caller: line.number.to_string(),
+        display_name: user.display_name.clone(),
+        private: req.private,
+        gateways,
+        ring_for: req.ring_for,
+        talk_for: req.talk_for,
+    };
+    spawn_outbound(
+        hub.clone(),
+        Arc::new(CallSettings::new(&hub.config)),
+        placement,
+    );
+    Ok(placed)
+}

@@ -1,0 +1,567 @@
+//! Black-box: outbound calls (DR-OUT), placed through the control API over HTTP and
+//! sent by the daemon to SBCs that listen for its TLS connections as real SBCs do:
+//! mutual TLS with the lab CA, a record-routing edge in front, 100/180/200, 503 with
+//! Retry-After, 603, silence, a certificate with the wrong name.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use drhub::api::request;
+use support::*;
+
+async fn post(d: &TestDaemon, path: &str, body: Value) -> (u16, Value) {
+    request(d.addr("api"), "POST", path, None, Some(&body))
+        .await
+        .expect("API reachable")
+}
+
+async fn get(d: &TestDaemon, path: &str) -> (u16, Value) {
+    request(d.addr("api"), "GET", path, None, None)
+        .await
+        .expect("API reachable")
+}
+
+/// A call from user1 (policy Unrestricted) to a US number: sbc1 first, then sbc2.
+async fn call(d: &TestDaemon, to: &str, talk: f64) -> Value {
+    let (status, v) = post(
+        d,
+        "/api/calls",
+        json!({"from": "user1@adatum.biz", "to": to, "talk_seconds": talk}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
+/// The record of an ended call, once it ended.
+async fn ended(d: &TestDaemon, call_id: &str) -> Value {
+    for _ in 0..500 {
+        let (status, v) = get(d, &format!("/api/calls/{call_id}")).await;
+        assert_eq!(status, 200, "{v}");
+        if v["state"] == "ended" {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("call {call_id} did not end");
+}
+
+/// `100 Trying`, without a To tag (RFC 3261 §8.2.6.1 lets a UAS add one; most don't).
+fn trying(req: &str) -> String {
+    response_to(req, 100, "Trying", &[])
+        .split("\r\n")
+        .map(|l| match l.strip_prefix("To: ") {
+            Some(v) => format!("To: {}", v.split(";tag=").next().unwrap_or(v)),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
+    r.header(name)
+        .unwrap_or_else(|| panic!("no {name} in\n{}", r.text))
+}
+
+/// Two SBCs of adatum listening where their trunks' `address` says.
+async fn two_sbcs(edit: impl FnOnce(String) -> String) -> (TestDaemon, SbcListener, SbcListener) {
+    let sbc1 = SbcListener::bind("sbc1.adatum.biz", "sbc1.adatum.biz").await;
+    let sbc2 = SbcListener::bind("sbc2.adatum.biz", "sbc2.adatum.biz").await;
+    let (a1, a2) = (sbc1.addr, sbc2.addr);
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = with_trunk_address(t, "sbc1.adatum.biz", a1);
+        edit(with_trunk_address(t, "sbc2.adatum.biz", a2))
+    }))
+    .await;
+    (d, sbc1, sbc2)
+}
+
+/// The Record-Route of a record-routing edge proxy in front of the SBC (the SBC's UAS
+/// also copies drhub's own entry from the INVITE, RFC 3261 §12.1.1).
+const EDGE_RR: &str = "Record-Route: <sip:sbc1.adatum.biz:5061;transport=tls;lr>";
+
+/// DR-OUT-1: the INVITE an SBC receives for a user's call, in every header the spec
+/// names; the SBC's 100/180/200 with a record-routing edge; drhub's ACK and BYE follow
+/// the SBC's route set (without drhub's own echoed entry) to its Contact.
+#[tokio::test]
+async fn dr_out_1_api_call_reaches_the_sbc_with_the_direct_routing_invite_and_is_answered() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
+    let v = call(&d, "+14255550100", 0.3).await;
+    assert_eq!(v["number"], "+14255550100");
+    assert_eq!(
+        v["gateways"],
+        json!(["sbc1.adatum.biz", "sbc2.adatum.biz"]),
+        "{v}"
+    );
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    // DR-TLS-4: the proxy connects to the SBC with its certificate.
+    let (mut pstn, names) = sbc1.accept().await;
+    assert!(
+        names.iter().any(|n| n == "sip.pstnhub.microsoft.com"),
+        "{names:?}"
+    );
+    let inv = pstn.until_request("INVITE").await;
+    assert_eq!(
+        inv.request_uri(),
+        "sip:+14255550100@sbc1.adatum.biz:5061;user=phone"
+    );
+    assert_eq!(header(&inv, "Call-ID"), call_id);
+    let from = header(&inv, "From");
+    assert!(
+        from.starts_with("\"User1\" <sip:+18338006777@sip.pstnhub.microsoft.com;user=phone>;tag="),
+        "{from}"
+    );
+    assert_eq!(
+        header(&inv, "To"),
+        "<sip:+14255550100@sbc1.adatum.biz;user=phone>"
+    );
+    // The listener's port (5061 in the lab config; the harness binds port 0).
+    let port = d.tls_addr().port();
+    let contact = header(&inv, "Contact");
+    assert!(
+        contact.starts_with(&format!(
+            "<sip:sip.pstnhub.microsoft.com:{port};transport=tls;x-i=adatum;x-c="
+        )),
+        "{contact}"
+    );
+    assert_eq!(
+        header(&inv, "Record-Route"),
+        format!("<sip:sip.pstnhub.microsoft.com:{port};transport=tls;lr>")
+    );
+    assert_eq!(header(&inv, "Supported"), "timer,replaces");
+    assert_eq!(header(&inv, "Session-Expires"), "1800");
+    assert_eq!(header(&inv, "Min-SE"), "90");
+    assert!(header(&inv, "Allow").contains("UPDATE"));
+    // forward_pai = false on sbc1: no P-Asserted-Identity.
+    assert!(inv.header("P-Asserted-Identity").is_none(), "{}", inv.text);
+    // DR-MEDIA-1: the media processor's SRTP offer.
+    let body = inv.body();
+    assert!(
+        body.contains("m=audio ") && body.contains(" RTP/SAVP "),
+        "{body}"
+    );
+    assert!(
+        body.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{body}"
+    );
+    assert!(
+        body.contains("a=rtcp-mux") && body.contains("a=ice-lite"),
+        "{body}"
+    );
+
+    let (s, live) = get(&d, &format!("/api/calls/{call_id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(live["direction"], "outbound");
+    assert_eq!(live["number"], "+14255550100");
+
+    let tag = "pstn1";
+    let sbc_contact = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(trying(&inv.text)).await;
+    let echoed = format!("Record-Route: <sip:sip.pstnhub.microsoft.com:{port};transport=tls;lr>");
+    let rr = [EDGE_RR, echoed.as_str(), sbc_contact];
+    pstn.send(response_tagged(&inv.text, 180, "Ringing", tag, &rr, None))
+        .await;
+    let mut ok_extra = rr.to_vec();
+    ok_extra.extend(["Session-Expires: 1800;refresher=uac", "Require: timer"]);
+    pstn.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        tag,
+        &ok_extra,
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ack = pstn.until_request("ACK").await;
+    assert_eq!(
+        ack.request_uri(),
+        "sip:+14255550100@sbc1.adatum.biz:5061;transport=tls"
+    );
+    assert_eq!(ack.cseq_method(), Some("ACK"));
+    assert!(header(&ack, "CSeq").starts_with("1 "), "{}", ack.text);
+    assert_eq!(
+        ack.headers("Route"),
+        vec!["<sip:sbc1.adatum.biz:5061;transport=tls;lr>"],
+        "the route set is the edge's entry only\n{}",
+        ack.text
+    );
+    assert!(header(&ack, "To").ends_with(";tag=pstn1"));
+    // The caller hangs up after talk_seconds.
+    let bye = pstn.until_request("BYE").await;
+    assert_eq!(
+        bye.request_uri(),
+        "sip:+14255550100@sbc1.adatum.biz:5061;transport=tls"
+    );
+    assert_eq!(
+        bye.headers("Route"),
+        vec!["<sip:sbc1.adatum.biz:5061;transport=tls;lr>"]
+    );
+    assert!(header(&bye, "CSeq").starts_with("2 BYE"), "{}", bye.text);
+    pstn.send(response_to(&bye.text, 200, "OK", &[])).await;
+    let rec = ended(&d, &call_id).await;
+    assert_eq!(rec["status"], 200, "{rec}");
+    assert_eq!(
+        rec["reason"], "answered by sbc1.adatum.biz; ended by the caller",
+        "{rec}"
+    );
+    d.calls_drained().await;
+}
+
+/// DR-OUT-2, DR-OUT-3: 503 with Retry-After moves the call to the next gateway (same
+/// Call-ID, next CSeq) and takes the SBC out of rotation: the next call skips it.
+#[tokio::test]
+async fn dr_out_3_503_with_retry_after_fails_over_and_rests_the_sbc() {
+    let (d, sbc1, sbc2) = two_sbcs(|t| t).await;
+    let v = call(&d, "+14255550100", 0.2).await;
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (mut p1, _) = sbc1.accept().await;
+    let inv1 = p1.until_request("INVITE").await;
+    p1.send(response_to(
+        &inv1.text,
+        503,
+        "Service Unavailable",
+        &["Retry-After: 60"],
+    ))
+    .await;
+    // The transaction layer ACKs the 503 (RFC 3261 §17.1.1.3).
+    let ack = p1.until_request("ACK").await;
+    assert!(header(&ack, "CSeq").starts_with("1 ACK"));
+    let (mut p2, _) = sbc2.accept().await;
+    let inv2 = p2.until_request("INVITE").await;
+    assert_eq!(
+        inv2.request_uri(),
+        "sip:+14255550100@sbc2.adatum.biz:5061;user=phone"
+    );
+    assert_eq!(header(&inv2, "Call-ID"), call_id);
+    assert!(
+        header(&inv2, "CSeq").starts_with("2 INVITE"),
+        "{}",
+        inv2.text
+    );
+    assert_eq!(
+        header(&inv2, "From").split(";tag=").nth(1),
+        header(&inv1, "From").split(";tag=").nth(1),
+        "one From tag for every attempt"
+    );
+    let sbc_contact = "Contact: <sip:+14255550100@sbc2.adatum.biz:5061;transport=tls>";
+    p2.send(response_tagged(
+        &inv2.text,
+        200,
+        "OK",
+        "p2",
+        &[sbc_contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    p2.until_request("ACK").await;
+    let bye = p2.until_request("BYE").await;
+    p2.send(response_to(&bye.text, 200, "OK", &[])).await;
+    let rec = ended(&d, &call_id).await;
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("answered by sbc2.adatum.biz after sbc1.adatum.biz: 503 560503"),
+        "{rec}"
+    );
+
+    // The next call skips sbc1 for the 60 s of its Retry-After.
+    let v = call(&d, "+14255550101", 0.2).await;
+    assert_eq!(v["gateways"], json!(["sbc2.adatum.biz"]), "{v}");
+    assert_eq!(v["out_of_rotation"], json!(["sbc1.adatum.biz"]), "{v}");
+    // Over the connection already open to sbc2; a busy callee is final (486 is not in
+    // failover_response_codes) and nobody else is tried.
+    let inv = p2.until_request("INVITE").await;
+    assert!(inv.request_uri().starts_with("sip:+14255550101@sbc2"));
+    p2.send(response_to(&inv.text, 486, "Busy Here", &[])).await;
+    let rec = ended(&d, v["call_id"].as_str().unwrap()).await;
+    assert_eq!(rec["status"], 486, "{rec}");
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap()
+            .contains("486 is not in failover_response_codes"),
+        "{rec}"
+    );
+    d.calls_drained().await;
+}
+
+/// DR-ERR-2: 603 Decline is final: never retried on the next gateway.
+#[tokio::test]
+async fn dr_err_2_603_is_final_and_never_retried() {
+    let (d, sbc1, sbc2) = two_sbcs(|t| t).await;
+    let v = call(&d, "+14255550100", 1.0).await;
+    let (mut p1, _) = sbc1.accept().await;
+    let inv = p1.until_request("INVITE").await;
+    p1.send(response_to(&inv.text, 603, "Decline", &[])).await;
+    let rec = ended(&d, v["call_id"].as_str().unwrap()).await;
+    assert_eq!(rec["status"], 603, "{rec}");
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap()
+            .contains("603 Decline is final"),
+        "{rec}"
+    );
+    let tried = tokio::time::timeout(Duration::from_millis(500), sbc2.accept()).await;
+    assert!(tried.is_err(), "sbc2 must not be tried after a 603");
+}
+
+/// DR-OUT-2: an SBC that answers only 100 Trying gets CANCEL after the trunk's
+/// `failover_time_seconds` (408, 500001) and the call moves to the next gateway; an SBC
+/// that rang (180) is never failed over.
+#[tokio::test]
+async fn dr_out_2_failover_time_cancels_and_moves_on() {
+    let (d, sbc1, sbc2) =
+        two_sbcs(|t| t.replacen("failover_time_seconds = 10", "failover_time_seconds = 1", 1))
+            .await;
+    let v = call(&d, "+14255550100", 0.2).await;
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (mut p1, _) = sbc1.accept().await;
+    let inv = p1.until_request("INVITE").await;
+    p1.send(trying(&inv.text)).await;
+    let cancel = p1.until_request("CANCEL").await;
+    assert!(
+        header(&cancel, "Reason").contains("cause=408"),
+        "{}",
+        cancel.text
+    );
+    p1.send(response_to(&cancel.text, 200, "OK", &[])).await;
+    p1.send(response_to(&inv.text, 487, "Request Terminated", &[]))
+        .await;
+    let (mut p2, _) = sbc2.accept().await;
+    let inv2 = p2.until_request("INVITE").await;
+    let c = "Contact: <sip:+14255550100@sbc2.adatum.biz:5061;transport=tls>";
+    p2.send(response_tagged(
+        &inv2.text,
+        180,
+        "Ringing",
+        "r2",
+        &[c],
+        None,
+    ))
+    .await;
+    // Past sbc2's own failover time: it rang, so it is not cancelled.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p2.send(response_tagged(
+        &inv2.text,
+        200,
+        "OK",
+        "r2",
+        &[c],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ack = p2.until_request("ACK").await;
+    assert!(header(&ack, "CSeq").starts_with("2 ACK"), "{}", ack.text);
+    let bye = p2.until_request("BYE").await;
+    p2.send(response_to(&bye.text, 200, "OK", &[])).await;
+    let rec = ended(&d, &call_id).await;
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("answered by sbc2.adatum.biz after sbc1.adatum.biz: 408 500001"),
+        "{rec}"
+    );
+}
+
+/// DR-OUT-2, DR-NH-5: an SBC whose certificate carries the wrong name is a TLS failure
+/// (504, 569008) and the next gateway is tried.
+#[tokio::test]
+async fn dr_out_2_wrong_certificate_name_is_504_569008_and_the_next_gateway_answers() {
+    let wrong = SbcListener::bind("sbc9.adatum.biz", "sbc9.adatum.biz").await;
+    let sbc2 = SbcListener::bind("sbc2.adatum.biz", "sbc2.adatum.biz").await;
+    let (a1, a2) = (wrong.addr, sbc2.addr);
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = with_trunk_address(t, "sbc1.adatum.biz", a1);
+        with_trunk_address(t, "sbc2.adatum.biz", a2)
+    }))
+    .await;
+    let _handshakes = wrong.serve_handshakes();
+    let v = call(&d, "+14255550100", 0.2).await;
+    let (mut p2, _) = sbc2.accept().await;
+    let inv = p2.until_request("INVITE").await;
+    let c = "Contact: <sip:+14255550100@sbc2.adatum.biz:5061;transport=tls>";
+    p2.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "w2",
+        &[c],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    p2.until_request("ACK").await;
+    let bye = p2.until_request("BYE").await;
+    p2.send(response_to(&bye.text, 200, "OK", &[])).await;
+    let rec = ended(&d, v["call_id"].as_str().unwrap()).await;
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("answered by sbc2.adatum.biz after sbc1.adatum.biz: 504 569008"),
+        "{rec}"
+    );
+}
+
+/// DR-OUT-2: when every gateway fails the caller gets the last failure; the story of
+/// every attempt is in the record.
+#[tokio::test]
+async fn dr_out_2_every_gateway_failing_ends_the_call_with_the_last_failure() {
+    let (d, sbc1, sbc2) = two_sbcs(|t| t).await;
+    let v = call(&d, "+14255550100", 1.0).await;
+    let (mut p1, _) = sbc1.accept().await;
+    let inv = p1.until_request("INVITE").await;
+    p1.send(response_to(&inv.text, 504, "Server Time-out", &[]))
+        .await;
+    let (mut p2, _) = sbc2.accept().await;
+    let inv = p2.until_request("INVITE").await;
+    p2.send(response_to(&inv.text, 408, "Request Timeout", &[]))
+        .await;
+    let rec = ended(&d, v["call_id"].as_str().unwrap()).await;
+    assert_eq!(rec["status"], 408, "{rec}");
+    let reason = rec["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("sbc1.adatum.biz: 504") && reason.contains("sbc2.adatum.biz: 408"),
+        "{rec}"
+    );
+}
+
+/// DR-OUT-1: a bypass trunk gets the endpoint's own offer (a full ICE agent, no
+/// ice-lite) and no session timer (DR-ST-1); `forward_pai` and a withheld caller ID.
+#[tokio::test]
+async fn dr_out_1_bypass_trunk_private_caller_with_forward_pai() {
+    let sbc = SbcListener::bind("sbc2.contoso.com", "sbc2.contoso.com").await;
+    let a = sbc.addr;
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = with_trunk_address(t, "sbc2.contoso.com", a);
+        t.replacen(
+            "  media_bypass = true\n  forward_call_history = true\n",
+            "  media_bypass = true\n  forward_call_history = true\n  forward_pai = true\n",
+            1,
+        )
+    }))
+    .await;
+    let (status, v) = post(
+        &d,
+        "/api/calls",
+        json!({"from": "user2@contoso.com", "to": "+14255550100", "private": true, "talk_seconds": 0.2}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (mut p, _) = sbc.accept().await;
+    let inv = p.until_request("INVITE").await;
+    assert_eq!(
+        header(&inv, "From").split(";tag=").next(),
+        Some("\"Anonymous\" <sip:anonymous@anonymous.invalid>")
+    );
+    assert_eq!(header(&inv, "Privacy"), "id");
+    assert_eq!(
+        header(&inv, "P-Asserted-Identity"),
+        "<sip:+14255550190@sip.pstnhub.microsoft.com;user=phone>"
+    );
+    assert!(inv.header("Session-Expires").is_none(), "{}", inv.text);
+    assert_eq!(header(&inv, "Supported"), "replaces");
+    let body = inv.body();
+    assert!(
+        body.contains("a=ice-ufrag:") && !body.contains("a=ice-lite"),
+        "{body}"
+    );
+    p.send(response_to(&inv.text, 486, "Busy Here", &[])).await;
+    let rec = ended(&d, v["call_id"].as_str().unwrap()).await;
+    assert_eq!(rec["status"], 486);
+}
+
+/// DR-OUT-1 bad input: no route (403, 510559, and no INVITE), a route whose only
+/// gateway is disabled, an unknown user, a bad number, a bad body: 4xx JSON, nothing
+/// started.
+#[tokio::test]
+async fn dr_out_1_refused_calls_start_nothing() {
+    let sbc = SbcListener::bind("sbc2.contoso.com", "sbc2.contoso.com").await;
+    let (a, sbc1) = (
+        sbc.addr,
+        SbcListener::bind("sbc1.adatum.biz", "sbc1.adatum.biz").await,
+    );
+    let a1 = sbc1.addr;
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = with_trunk_address(t, "sbc1.adatum.biz", a1);
+        let t = with_trunk_address(t, "sbc2.contoso.com", a);
+        t.replacen(
+            "  fqdn = \"sbc2.contoso.com\"\n",
+            "  fqdn = \"sbc2.contoso.com\"\n  enabled = false\n",
+            1,
+        )
+    }))
+    .await;
+    let cases: &[(Value, u16, Option<u32>, &str)] = &[
+        // No route matches +1234 (US wants 10 digits, International no leading 1).
+        (
+            json!({"from": "user1@adatum.biz", "to": "+1234"}),
+            403,
+            Some(510559),
+            "no voice route of the policy",
+        ),
+        // contoso's only gateway is disabled.
+        (
+            json!({"from": "user2@contoso.com", "to": "+14255550100"}),
+            403,
+            Some(510559),
+            "disabled",
+        ),
+        (
+            json!({"from": "nobody@adatum.biz", "to": "+14255550100"}),
+            404,
+            None,
+            "no user",
+        ),
+        (
+            json!({"from": "user1@adatum.biz", "to": ""}),
+            400,
+            None,
+            "number",
+        ),
+        (
+            json!({"from": "user1@adatum.biz", "to": "+1 425\r\nX: y"}),
+            400,
+            None,
+            "number",
+        ),
+        (
+            json!({"from": "user1@adatum.biz"}),
+            400,
+            None,
+            "`to` is required",
+        ),
+        (
+            json!({"from": 7, "to": "+14255550100"}),
+            400,
+            None,
+            "must be a string",
+        ),
+        (
+            json!({"from": "user1@adatum.biz", "to": "+14255550100", "talk_seconds": -1}),
+            400,
+            None,
+            "talk_seconds",
+        ),
+    ];
+    for (body, status, code, says) in cases {
+        let (s, v) = post(&d, "/api/calls", body.clone()).await;
+        assert_eq!(s, *status, "{body} -> {v}");
+        assert_eq!(v["status"], *status, "{v}");
+        assert_eq!(v["code"].as_u64().map(|c| c as u32), *code, "{v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(
+            error.to_lowercase().contains(&says.to_lowercase()),
+            "{body}: `{says}` not in {error}"
+        );
+    }
+    let (s, v) = request(d.addr("api"), "POST", "/api/calls", None, None)
+        .await
+        .expect("API reachable");
+    assert_eq!(s, 400, "{v}");
+    assert!(d.hub.calls.is_empty() && d.hub.calls.recent().is_empty());
+    // No SBC saw a connection.
+    for l in [&sbc, &sbc1] {
+        let tried = tokio::time::timeout(Duration::from_millis(300), l.accept()).await;
+        assert!(tried.is_err(), "an SBC was contacted for a refused call");
+    }
+}
