@@ -57,6 +57,8 @@ pub struct Gateway {
     pub local: LocalIdentity,
     /// The SDP offer for this trunk: the media processor's, or the endpoint's on bypass.
     pub offer: Bytes,
+    /// The RTP port the offer announces (answers to the SBC's re-offers keep it).
+    pub media_port: u16,
 }
 
 /// Everything placing a call decided: who calls what, through which gateways.
@@ -78,6 +80,8 @@ pub struct Placement {
     pub ring_for: Duration,
     /// The caller hangs up this long after the answer.
     pub talk_for: Duration,
+    /// The media processor, for answers to the SBC's re-offers.
+    pub media: crate::sdp::MediaConfig,
 }
 
 /// SBCs out of rotation after a `503` with `Retry-After` (DR-OUT-3), until when.
@@ -107,8 +111,9 @@ enum Phase {
     Trying(usize),
     /// Attempt `n`'s SBC rings (180/183): no more failover.
     Ringing(usize),
-    /// The caller gave up: the CANCEL is out, waiting for the INVITE's final response.
-    Cancelling,
+    /// The caller gave up on attempt `n`: the CANCEL is out, waiting for the INVITE's
+    /// final response.
+    Cancelling(usize),
     /// Answered by attempt `n`.
     Up(usize),
     /// BYE sent; waiting for its answer.
@@ -148,6 +153,8 @@ pub struct Outbound {
     phase: Phase,
     /// The SBC that answered.
     answered: Option<Arc<str>>,
+    /// Its 2xx listed UPDATE in Allow: session refreshes use it (RFC 4028 §7.4).
+    update_allowed: bool,
     started: Instant,
     failover_at: Option<Instant>,
     give_up_at: Instant,
@@ -155,6 +162,8 @@ pub struct Outbound {
     session: Option<SessionTimer>,
     /// The timer headers of the INVITE out now (non-bypass trunks, DR-ST-1).
     invite_timers: Option<UacHeaders>,
+    /// The headers for the INVITE again after a 422 (RFC 4028 §7.4): same gateway.
+    retry_422: Option<UacHeaders>,
     requests: Vec<(ReqId, Purpose)>,
     next_req: u32,
     actions: Vec<Action>,
@@ -173,11 +182,13 @@ impl Outbound {
             legs: Vec::new(),
             phase: Phase::Trying(0),
             answered: None,
+            update_allowed: false,
             started: now,
             failover_at: None,
             hang_up_at: None,
             session: None,
             invite_timers: None,
+            retry_422: None,
             requests: Vec::new(),
             next_req: 0,
             actions: Vec::new(),
@@ -274,7 +285,10 @@ impl Outbound {
             extra.push(("Supported", "replaces".to_owned()));
         } else {
             // DR-ST-1: non-bypass calls always offer a session timer.
-            let h = uac_request_headers(&self.settings.session, 0);
+            let h = self
+                .retry_422
+                .take()
+                .unwrap_or_else(|| uac_request_headers(&self.settings.session, 0));
             extra.push(("Supported", "timer,replaces".to_owned()));
             extra.push(("Session-Expires", h.session_expires_header()));
             extra.push(("Min-SE", h.min_se_header()));
@@ -412,7 +426,7 @@ impl Outbound {
                                 true,
                                 now,
                             );
-                        } else if self.phase == Phase::Cancelling {
+                        } else if self.phase == Phase::Cancelling(n) {
                             self.phase = Phase::Done;
                         }
                     }
@@ -462,10 +476,10 @@ impl Outbound {
         matches!(self.phase, Phase::Trying(c) | Phase::Ringing(c) if c == n)
     }
 
-    /// Where attempt `n`'s leg is in `legs` (an attempt whose INVITE could not be built
-    /// has none).
+    /// Where attempt `n`'s latest leg is in `legs` (an attempt whose INVITE could not be
+    /// built has none; one retried after a 422 has two).
     fn leg_pos(&self, n: usize) -> Option<usize> {
-        self.legs.iter().position(|(a, _)| *a == n)
+        self.legs.iter().rposition(|(a, _)| *a == n)
     }
 
     fn answered_by(&self) -> String {
@@ -506,9 +520,12 @@ impl Outbound {
     /// A response (or the end) of attempt `n`'s INVITE.
     fn on_invite(&mut self, n: usize, event: ClientEvent, now: Instant) {
         // What the leg does not tell: Retry-After of a 503, the timer headers of a 2xx.
-        let (retry_after, timers) = match &event {
+        let (retry_after, timers, min_se) = match &event {
             ClientEvent::Final(r) => {
                 let m = r.message();
+                self.update_allowed = m
+                    .values(HeaderName::Allow)
+                    .any(|v| v.trim().eq_ignore_ascii_case("UPDATE"));
                 let retry = m.header(HeaderName::RetryAfter).and_then(|v| {
                     v.split(|c: char| !c.is_ascii_digit())
                         .next()?
@@ -519,9 +536,10 @@ impl Outbound {
                     .values(HeaderName::Require)
                     .any(|v| v.trim().eq_ignore_ascii_case("timer"));
                 let se = m.header(HeaderName::SessionExpires).map(str::to_owned);
-                (retry, Some((require_timer, se)))
+                let min_se = m.header(HeaderName::MinSE).map(str::to_owned);
+                (retry, Some((require_timer, se)), min_se)
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         let mut ids = self.next_req;
         let mut next = || {
@@ -575,14 +593,35 @@ impl Outbound {
                 info!(sbc = %sbc, "2xx after CANCEL; BYE");
                 let id = self.next_id();
                 if self.legs[pos].1.bye(id, &[], &mut self.actions) {
-                    let purpose = if self.phase == Phase::Cancelling {
+                    let purpose = if self.phase == Phase::Cancelling(n) {
                         Purpose::Closing
                     } else {
                         Purpose::Fire
                     };
                     self.requests.push((id, purpose));
-                    if self.phase == Phase::Cancelling {
+                    if self.phase == Phase::Cancelling(n) {
                         self.phase = Phase::Ending;
+                    }
+                }
+            }
+            LegEvent::Failed(422) if current && !matches!(self.phase, Phase::Ringing(_)) => {
+                // RFC 4028 §7.4: retry the same SBC with Session-Expires at its Min-SE.
+                let retry = self
+                    .invite_timers
+                    .map(|sent| on_422(min_se.as_deref(), &sent));
+                match retry {
+                    Some(Ok(h)) => {
+                        info!(sbc = %sbc, session_expires = h.session_expires, "422: INVITE again with the SBC's Min-SE");
+                        self.retry_422 = Some(h);
+                        self.attempt(n, now);
+                    }
+                    Some(Err(e)) => {
+                        let why = format!("422 Session Interval Too Small: {e:?}");
+                        self.failed_attempt(n, 422, None, why, false, now);
+                    }
+                    None => {
+                        let why = "422 to an INVITE without a session timer".to_owned();
+                        self.failed_attempt(n, 422, None, why, false, now);
                     }
                 }
             }
@@ -622,7 +661,7 @@ impl Outbound {
                     now,
                 );
             }
-            LegEvent::Failed(_) | LegEvent::Gone if self.phase == Phase::Cancelling => {
+            LegEvent::Failed(_) | LegEvent::Gone if self.phase == Phase::Cancelling(n) => {
                 self.phase = Phase::Done;
             }
             LegEvent::HungUp | LegEvent::Redirected(_) if current => {
@@ -732,7 +771,7 @@ impl Outbound {
             ),
         });
         self.failover_at = None;
-        self.phase = Phase::Cancelling;
+        self.phase = Phase::Cancelling(n);
     }
 
     fn track_fire_and_forget(&mut self) {
@@ -862,7 +901,30 @@ impl Outbound {
             Phase::Up(n) => n,
             _ => return,
         };
-        let body = (!msg.body().is_empty()).then(|| self.placement.gateways[n].offer.clone());
+        let body = if msg.body().is_empty() {
+            None
+        } else {
+            // RFC 3264 §8: a new offer gets an answer to it, from the same media port.
+            let g = &self.placement.gateways[n];
+            let answer = crate::sdp::Offer::parse(msg.body()).and_then(|o| {
+                let media = &self.placement.media;
+                let id = fastrand::u64(1..u64::MAX / 2);
+                if g.bypass {
+                    crate::sdp::endpoint_answer(&o, media.address, g.media_port, id)
+                } else {
+                    crate::sdp::media_processor_answer(&o, media, g.media_port, id)
+                }
+            });
+            match answer {
+                Ok(a) => Some(Bytes::copy_from_slice(a.as_bytes())),
+                Err(e) => {
+                    warn!(error = %e, "the SBC's new offer cannot be answered; 488, call unchanged");
+                    let why = format!("399 drhub \"{}\"", e.to_string().replace('"', "'"));
+                    let w = [("Warning", why.as_str())];
+                    return reply(tx, msg, 488, "Not Acceptable Here", &local, &w, None);
+                }
+            }
+        };
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
         reply(tx, msg, 200, "OK", &local, &extra, body.as_deref());
     }
@@ -880,23 +942,23 @@ impl Outbound {
             ("Min-SE", min_se.as_str()),
         ];
         let Phase::Up(n) = self.phase else { return };
-        // UPDATE carries no SDP; drhub's Allow lists UPDATE, and most SBCs accept it. A
-        // re-INVITE would offer the same SDP again.
+        // UPDATE without SDP when the SBC allows it; else a re-INVITE offering the same
+        // SDP again, its version unchanged (RFC 4028 §7.4, RFC 3264 §8).
+        let invite = !self.update_allowed;
         let offer = self.placement.gateways[n].offer.clone();
         let id = self.next_id();
         let Some(pos) = self.leg_pos(n) else { return };
         let leg = &mut self.legs[pos].1;
         let route = leg.route().clone();
         let Some(d) = leg.dialog_mut() else { return };
-        let request = d.request("INVITE", &extra, Some(("application/sdp", &offer[..])));
-        debug!("session refresh to the SBC (re-INVITE)");
-        self.requests.push((
-            id,
-            Purpose::Refresh {
-                headers,
-                invite: true,
-            },
-        ));
+        let request = if invite {
+            d.request("INVITE", &extra, Some(("application/sdp", &offer[..])))
+        } else {
+            d.request("UPDATE", &extra, None)
+        };
+        debug!(invite, "session refresh to the SBC");
+        self.requests
+            .push((id, Purpose::Refresh { headers, invite }));
         self.actions.push(Action::Send { id, request, route });
     }
 
@@ -986,5 +1048,348 @@ fn route_to(g: &Gateway) -> Route {
             insecure_ip,
         },
         listener: g.listener.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The outbound call machine on a virtual clock: requests out as actions, the SBC's
+    //! responses in as client events, time moved by hand.
+
+    use super::*;
+    use crate::sip::build::Style;
+
+    fn local() -> LocalIdentity {
+        LocalIdentity::new(
+            "sip.pstnhub.microsoft.com",
+            5061,
+            Transport::Tls,
+            "drhub-test",
+            Style::Rfc3261,
+        )
+    }
+
+    fn gateway(fqdn: &str, failover_time: f64) -> Gateway {
+        Gateway {
+            fqdn: fqdn.into(),
+            port: 5061,
+            address: None,
+            insecure_ip: None,
+            route: "US and Canada".into(),
+            bypass: false,
+            forward_pai: false,
+            failover_codes: vec![408, 503, 504],
+            failover_time: Duration::from_secs_f64(failover_time),
+            listener: "sip".into(),
+            local: local(),
+            offer: Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 50000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"),
+            media_port: 50000,
+        }
+    }
+
+    struct Lab {
+        call: Outbound,
+        t0: Instant,
+        now: Instant,
+        /// Requests sent, with their id (0 for stateless ones) and where.
+        sent: Vec<(ReqId, String, String)>,
+        rested: Vec<(Arc<str>, Duration)>,
+    }
+
+    impl Lab {
+        fn new() -> Lab {
+            let t0 = Instant::now();
+            let placement = Placement {
+                call_id: "out-1@sip.pstnhub.microsoft.com".into(),
+                tenant: "adatum".into(),
+                user: "user1@adatum.biz".into(),
+                number: "+14255550100".into(),
+                caller: "+18338006777".into(),
+                display_name: "User1".into(),
+                private: false,
+                gateways: vec![
+                    gateway("sbc1.adatum.biz", 10.0),
+                    gateway("sbc2.adatum.biz", 10.0),
+                ],
+                ring_for: Duration::from_secs(60),
+                talk_for: Duration::from_secs(600),
+                media: crate::sdp::MediaConfig::new("192.0.2.1".parse().unwrap()),
+            };
+            let settings = Arc::new(CallSettings {
+                t1: Duration::from_millis(500),
+                t2: Duration::from_secs(4),
+                ring_timeout: Duration::from_secs(60),
+                ring_timeout_status: 480,
+                ms_diagnostics: true,
+                session: session_timer::Config::default(),
+                orphan_timeout: Duration::from_secs(120),
+            });
+            let mut lab = Lab {
+                call: Outbound::new(placement, settings, t0),
+                t0,
+                now: t0,
+                sent: Vec::new(),
+                rested: Vec::new(),
+            };
+            lab.call.start(t0);
+            lab.collect();
+            lab
+        }
+
+        fn collect(&mut self) {
+            while let Some(a) = self.call.poll_action() {
+                match a {
+                    Action::Send { id, request, route } => {
+                        let Route::Sbc { target, .. } = route else {
+                            panic!("not to an SBC")
+                        };
+                        self.sent
+                            .push((id, String::from_utf8_lossy(&request).into(), target.sbc))
+                    }
+                    Action::Stateless { bytes, route } => {
+                        let Route::Sbc { target, .. } = route else {
+                            panic!("not to an SBC")
+                        };
+                        self.sent.push((
+                            ReqId(0),
+                            String::from_utf8_lossy(&bytes).into(),
+                            target.sbc,
+                        ))
+                    }
+                    Action::Rest { sbc, for_ } => self.rested.push((sbc, for_)),
+                    Action::Index { .. } => {}
+                }
+            }
+        }
+
+        /// Runs the timers due up to `t` after the start.
+        fn run_until(&mut self, t: f64) {
+            let end = self.t0 + Duration::from_secs_f64(t);
+            while let Some(d) = self.call.poll_timeout() {
+                if d > end || self.call.is_done() {
+                    break;
+                }
+                self.now = d.max(self.now);
+                self.call.handle_timeout(self.now);
+                self.collect();
+            }
+            self.now = end.max(self.now);
+        }
+
+        /// The last request with this method: its id, text and SBC.
+        fn last(&self, method: &str) -> (ReqId, String, String) {
+            self.sent
+                .iter()
+                .rev()
+                .find(|(_, r, _)| r.starts_with(&format!("{method} ")))
+                .cloned()
+                .unwrap_or_else(|| panic!("no {method} in {:#?}", self.sent))
+        }
+
+        fn count(&self, method: &str) -> usize {
+            self.sent
+                .iter()
+                .filter(|(_, r, _)| r.starts_with(&format!("{method} ")))
+                .count()
+        }
+
+        /// The SBC answers the last INVITE with `code` (To tag `t1` for 1xx/2xx).
+        fn respond(&mut self, code: u16, extra: &[&str]) {
+            let (id, req, _) = self.last("INVITE");
+            let copy = |name: &str| {
+                req.lines()
+                    .find(|l| l.starts_with(&format!("{name}:")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let to = if code > 100 {
+                format!("{};tag=t1", copy("To"))
+            } else {
+                copy("To")
+            };
+            let mut s = format!(
+                "SIP/2.0 {code} Whatever\r\n{}\r\n{}\r\n{to}\r\n{}\r\n{}\r\n",
+                copy("Via"),
+                copy("From"),
+                copy("Call-ID"),
+                copy("CSeq")
+            );
+            for e in extra {
+                s.push_str(e);
+                s.push_str("\r\n");
+            }
+            s.push_str("Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n");
+            let stored = Stored::new(Bytes::from(s)).expect("frames");
+            let event = if code < 200 {
+                ClientEvent::Provisional(stored)
+            } else {
+                ClientEvent::Final(stored)
+            };
+            self.call.handle(CallEvent::Client { id, event }, self.now);
+            self.collect();
+        }
+
+        fn at(&mut self, t: f64) {
+            self.run_until(t);
+        }
+    }
+
+    /// DR-OUT-2: no final response within failover_time_seconds: CANCEL (408 in its
+    /// Reason), then the next gateway with the same Call-ID and From tag, CSeq 2.
+    #[test]
+    fn dr_out_2_failover_timer_cancels_and_tries_the_next_gateway() {
+        let mut lab = Lab::new();
+        let (_, first, sbc) = lab.last("INVITE");
+        assert_eq!(sbc, "sbc1.adatum.biz");
+        lab.respond(100, &[]);
+        lab.at(9.9);
+        assert_eq!(lab.count("INVITE"), 1);
+        lab.at(10.0);
+        let (_, cancel, to) = lab.last("CANCEL");
+        assert_eq!(to, "sbc1.adatum.biz");
+        assert!(cancel.contains("Reason: SIP;cause=408"), "{cancel}");
+        let (_, second, sbc) = lab.last("INVITE");
+        assert_eq!(sbc, "sbc2.adatum.biz");
+        assert!(second.contains("CSeq: 2 INVITE"), "{second}");
+        let header = |r: &str, h: &str| r.lines().find(|l| l.starts_with(h)).unwrap().to_owned();
+        assert_eq!(header(&first, "Call-ID:"), header(&second, "Call-ID:"));
+        assert_eq!(header(&first, "From:"), header(&second, "From:"));
+        assert_eq!(lab.call.attempts[0].code, Some(500001));
+    }
+
+    /// Microsoft fails over only before a provisional other than 100: a 180 stops the
+    /// failover timer, and a failure after it is final.
+    #[test]
+    fn dr_out_2_no_failover_after_the_sbc_rang() {
+        let mut lab = Lab::new();
+        lab.respond(180, &[]);
+        lab.at(30.0);
+        assert_eq!(lab.count("CANCEL"), 0);
+        assert_eq!(lab.count("INVITE"), 1);
+        lab.respond(503, &[]);
+        assert!(lab.call.is_done());
+        assert_eq!(lab.count("INVITE"), 1, "503 after 180 is final");
+        assert_eq!(lab.call.outcome.as_ref().unwrap().status, 503);
+    }
+
+    /// DR-OUT-3: 503 with Retry-After rests the SBC for that long and moves on.
+    #[test]
+    fn dr_out_3_503_retry_after_rests_the_sbc() {
+        let mut lab = Lab::new();
+        lab.respond(503, &["Retry-After: 120 (maintenance)"]);
+        assert_eq!(
+            lab.rested,
+            vec![(Arc::from("sbc1.adatum.biz"), Duration::from_secs(120))]
+        );
+        assert_eq!(lab.last("INVITE").2, "sbc2.adatum.biz");
+        // Without Retry-After: failover, no rest.
+        let mut lab = Lab::new();
+        lab.respond(503, &[]);
+        assert!(lab.rested.is_empty());
+        assert_eq!(lab.last("INVITE").2, "sbc2.adatum.biz");
+    }
+
+    /// DR-ERR-2: 603 is final even when listed in failover_response_codes.
+    #[test]
+    fn dr_err_2_603_is_never_retried() {
+        let mut lab = Lab::new();
+        lab.call.placement.gateways[0].failover_codes.push(603);
+        lab.respond(603, &[]);
+        assert!(lab.call.is_done());
+        assert_eq!(lab.count("INVITE"), 1);
+        assert_eq!(lab.call.outcome.as_ref().unwrap().status, 603);
+    }
+
+    /// The caller gives up after ring_for: CANCEL, and the call ends with the 487.
+    #[test]
+    fn caller_gives_up_with_cancel() {
+        let mut lab = Lab::new();
+        lab.respond(180, &[]);
+        lab.at(60.0);
+        assert_eq!(lab.count("CANCEL"), 1);
+        assert!(!lab.call.is_done(), "waits for the INVITE's final response");
+        lab.respond(487, &[]);
+        assert!(lab.call.is_done());
+        assert_eq!(lab.call.outcome.as_ref().unwrap().status, 487);
+    }
+
+    /// Answered: ACK for the 2xx; RFC 4028 refresh by drhub (refresher=uac) at half the
+    /// interval, UPDATE when the SBC allows it; BYE after talk_for.
+    #[test]
+    fn dr_st_2_answered_call_refreshes_with_update_and_hangs_up() {
+        let mut lab = Lab::new();
+        lab.call.placement.talk_for = Duration::from_secs(100);
+        lab.respond(
+            200,
+            &[
+                "Session-Expires: 90;refresher=uac",
+                "Allow: INVITE, ACK, BYE, CANCEL, UPDATE",
+            ],
+        );
+        let (_, ack, _) = lab.last("ACK");
+        assert!(ack.contains("CSeq: 1 ACK"), "{ack}");
+        lab.at(44.9);
+        assert_eq!(lab.count("UPDATE"), 0);
+        lab.at(45.0);
+        let (_, update, _) = lab.last("UPDATE");
+        assert!(update.contains("Session-Expires: 90"), "{update}");
+        assert_eq!(
+            lab.count("INVITE"),
+            1,
+            "no re-INVITE when UPDATE is allowed"
+        );
+        lab.at(100.0);
+        let (id, bye, _) = lab.last("BYE");
+        assert!(
+            bye.starts_with("BYE sip:+14255550100@sbc1.adatum.biz:5061;transport=tls "),
+            "{bye}"
+        );
+        assert!(!lab.call.is_done());
+        let resp = format!(
+            "SIP/2.0 200 OK\r\n{}\r\nContent-Length: 0\r\n\r\n",
+            bye.lines()
+                .skip(1)
+                .filter(|l| ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                    .iter()
+                    .any(|h| l.starts_with(h)))
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        );
+        let event = ClientEvent::Final(Stored::new(Bytes::from(resp)).unwrap());
+        lab.call.handle(CallEvent::Client { id, event }, lab.now);
+        assert!(lab.call.is_done());
+        assert_eq!(lab.call.outcome.as_ref().unwrap().status, 200);
+    }
+
+    /// RFC 4028 §7.4, DR-ST-1: a 422 to the INVITE is retried once on the same SBC with
+    /// Session-Expires raised to its Min-SE; a second 422 is final.
+    #[test]
+    fn dr_st_1_422_retries_the_same_sbc_with_its_min_se() {
+        let mut lab = Lab::new();
+        lab.respond(422, &["Min-SE: 3600"]);
+        let (_, again, sbc) = lab.last("INVITE");
+        assert_eq!(sbc, "sbc1.adatum.biz");
+        assert!(again.contains("Session-Expires: 3600\r\n"), "{again}");
+        assert!(again.contains("CSeq: 2 INVITE"), "{again}");
+        lab.respond(422, &["Min-SE: 7200"]);
+        assert!(lab.call.is_done());
+        assert_eq!(lab.count("INVITE"), 2);
+        assert_eq!(lab.call.outcome.as_ref().unwrap().status, 422);
+    }
+
+    /// A connect or TLS failure is the 504 family and the next gateway is tried.
+    #[test]
+    fn dr_out_2_undeliverable_invite_fails_over() {
+        let mut lab = Lab::new();
+        let (id, _, _) = lab.last("INVITE");
+        let error = Arc::new(crate::transport::connect::ConnectError::Refused {
+            addr: "192.0.2.9:5061".parse().unwrap(),
+        });
+        lab.call
+            .handle(CallEvent::Undeliverable { id, error }, lab.now);
+        lab.collect();
+        assert_eq!(lab.call.attempts[0].status, 504);
+        assert_eq!(lab.call.attempts[0].code, Some(569002));
+        assert_eq!(lab.last("INVITE").2, "sbc2.adatum.biz");
     }
 }

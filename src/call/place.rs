@@ -177,10 +177,11 @@ pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
         } else {
             AnswerSource::MediaProcessor
         };
+        let media_port = hub.media_port();
         let offer = sdp::offer(
             &hub.media.codecs,
             hub.media.address,
-            hub.media_port(),
+            media_port,
             fastrand::u64(1..u64::MAX / 2),
             source,
         )
@@ -198,6 +199,7 @@ pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
             listener: listener.into(),
             local: local.clone(),
             offer: Bytes::from(offer),
+            media_port,
         });
     }
     if gateways.is_empty() {
@@ -227,6 +229,7 @@ pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
         gateways,
         ring_for: req.ring_for,
         talk_for: req.talk_for,
+        media: hub.media.clone(),
     };
     spawn_outbound(
         hub.clone(),
