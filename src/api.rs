@@ -273,7 +273,7 @@ fn live_json(c: &crate::call::router::LiveCall) -> Value {
         "number": c.number.as_deref(),
         "trunk": &*c.trunk,
         "started": unix(c.started),
-        "state": "up",
+        "state": c.state.as_str(),
     })
 }
 
@@ -304,8 +304,9 @@ async fn calls(State(api): State<Api>) -> Json<Value> {
     Json(json!({ "calls": up, "recent": recent }))
 }
 
-/// `GET /api/calls/{call_id}`: one call, up (`"state": "up"`) or among the last ended
-/// (`"state": "ended"`, with its status, code and reason).
+/// `GET /api/calls/{call_id}`: one call, live (`"state"`: `trying`, `ringing` or
+/// `answered`) or among the last ended (`"state": "ended"`, with its status, code and
+/// reason).
 async fn one_call(
     State(api): State<Api>,
     Path(call_id): Path<String>,

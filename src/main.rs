@@ -76,6 +76,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Place a call from a Teams user to a number through a running daemon (DR-OUT-1):
+    /// routed by the user's voice routing policy, sent to the SBCs in failover order.
+    /// Follows the call until it ends; exit 0 when it was answered, 1 when it failed or
+    /// was refused (the reason is printed), 69 when the daemon is not there.
+    Call {
+        /// The calling user's SIP address, `user1@adatum.biz`.
+        from: String,
+        /// What the user dials (the tenant's dial plan normalises it), `+14255550100`.
+        to: String,
+        /// Withhold the caller ID (From anonymous, `Privacy: id`).
+        #[arg(long)]
+        private: bool,
+        /// Give up (CANCEL) when not answered within this many seconds.
+        #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+        ring: f64,
+        /// Hang up (BYE) this many seconds after the answer.
+        #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+        talk: f64,
+        /// Print the Call-ID and return without following the call.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "ADDR:PORT")]
+        api: Option<SocketAddr>,
+    },
     /// Put an emulated datacenter of a running daemon into a fault mode (DR-DC-1):
     /// normal, busy, refuse, reset or silent.
     Datacenter {
@@ -119,6 +145,83 @@ fn main() -> ExitCode {
                 Ok(status)
             })
         }
+        Command::Call {
+            from,
+            to,
+            private,
+            ring,
+            talk,
+            no_wait,
+            config,
+            api,
+        } => api_cmd(config.as_deref(), api, |address, token| async move {
+            let body = serde_json::json!({
+                "from": from, "to": to, "private": private,
+                "ring_seconds": ring, "talk_seconds": talk,
+            });
+            let token = token.as_deref();
+            let (status, v) =
+                drhub::api::request(address, "POST", "/api/calls", token, Some(&body)).await?;
+            if status != 201 {
+                let code = v["code"]
+                    .as_u64()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "refused: {}{code}\n{}",
+                    v["status"],
+                    v["error"].as_str().unwrap_or("error")
+                );
+                return Ok(status);
+            }
+            let call_id = v["call_id"].as_str().unwrap_or_default().to_owned();
+            let gateways: Vec<&str> = v["gateways"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|g| g.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "call {call_id}: {from} -> {} via {}",
+                v["number"].as_str().unwrap_or("?"),
+                gateways.join(", ")
+            );
+            if let Some(r) = v["out_of_rotation"].as_array().filter(|r| !r.is_empty()) {
+                println!(
+                    "  out of rotation (503 Retry-After): {}",
+                    serde_json::Value::from(r.clone())
+                );
+            }
+            if no_wait {
+                return Ok(status);
+            }
+            let path = format!("/api/calls/{call_id}");
+            let mut last = String::new();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let (s, c) = drhub::api::request(address, "GET", &path, token, None).await?;
+                if s != 200 {
+                    eprintln!("{}", c["error"].as_str().unwrap_or("call lost"));
+                    return Ok(s);
+                }
+                let state = c["state"].as_str().unwrap_or("?");
+                if state != last && state != "ended" {
+                    println!("  {state}");
+                    last = state.to_owned();
+                }
+                if c["state"] == "ended" {
+                    let code = c["code"]
+                        .as_u64()
+                        .map(|c| format!(" {c}"))
+                        .unwrap_or_default();
+                    println!(
+                        "  ended: {}{code}: {}",
+                        c["status"],
+                        c["reason"].as_str().unwrap_or("")
+                    );
+                    // 2xx for an answered call, the call's failure otherwise.
+                    return Ok(c["status"].as_u64().map_or(500, |x| x as u16));
+                }
+            }
+        }),
         Command::Datacenter {
             name,
             mode,

@@ -424,6 +424,71 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
         "SSLKEYLOGFILE: {keys:?}"
     );
 
+    // `drhub call` (DR-OUT-1): the daemon sends the INVITE over the SBC's open
+    // connection; the SBC rings and answers; the caller hangs up after --talk.
+    let caller = {
+        let api = api.clone();
+        std::thread::spawn(move || {
+            Command::new(BIN)
+                .args(["call", "user1@adatum.biz", "+14255550100", "--talk", "0.5"])
+                .args(["--api", &api])
+                .output()
+                .unwrap()
+        })
+    };
+    let inv = sbc.until_request("INVITE").await;
+    assert!(
+        inv.request_uri()
+            .starts_with("sip:+14255550100@sbc1.adatum.biz:5061;user=phone"),
+        "{}",
+        inv.text
+    );
+    let contact = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &inv.text,
+        180,
+        "Ringing",
+        "cli",
+        &[contact],
+        None,
+    ))
+    .await;
+    sbc.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "cli",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    sbc.until_request("ACK").await;
+    let bye = sbc.until_request("BYE").await;
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    let out = caller.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("+14255550100 via sbc1.adatum.biz, sbc2.adatum.biz"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ended: 200: answered by sbc1.adatum.biz; ended by the caller"),
+        "{text}"
+    );
+    // A number with no route: refused, nothing sent, exit 1.
+    let out = Command::new(BIN)
+        .args(["call", "user1@adatum.biz", "+1234", "--api", &api])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused: 403 (510559)"), "{err}");
+
     // `drhub status` and `drhub datacenter` talk to the running daemon's API (DR-DC-1/2).
     let out = Command::new(BIN)
         .args(["status", "--api", &api])

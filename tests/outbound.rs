@@ -156,6 +156,7 @@ async fn dr_out_1_api_call_reaches_the_sbc_with_the_direct_routing_invite_and_is
     assert_eq!(s, 200);
     assert_eq!(live["direction"], "outbound");
     assert_eq!(live["number"], "+14255550100");
+    assert_eq!(live["state"], "trying");
 
     let tag = "pstn1";
     let sbc_contact = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";

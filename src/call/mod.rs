@@ -77,6 +77,8 @@ pub enum Action {
     Index { key: LegKey, peer: Peer },
     /// Take an SBC out of outbound rotation for a while (DR-OUT-3).
     Rest { sbc: Arc<str>, for_: Duration },
+    /// The call moved on (for the status API).
+    Progress(router::CallState),
 }
 
 /// What a call is told.
@@ -886,6 +888,8 @@ impl Call {
                 self.forks[i].state = ForkState::Ringing;
                 let tag = self.forks[i].to_tag;
                 debug!(fork = %self.forks[i].name, "call progress -> 180");
+                self.actions
+                    .push(Action::Progress(router::CallState::Ringing));
                 self.caller
                     .provisional(180, "Ringing", Some(tag), None, &[]);
             }
@@ -1000,6 +1004,8 @@ impl Call {
             self.session = Some(SessionTimer::new(n, now));
         }
         self.phase = Phase::Answered(i);
+        self.actions
+            .push(Action::Progress(router::CallState::Answered));
         self.outcome = Some(Outcome {
             status: 200,
             code: None,
@@ -1416,6 +1422,7 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
         hub: hub.clone(),
         inbox: tx,
         sbc_key,
+        no,
     };
     tokio::spawn(
         async move {
@@ -1523,6 +1530,7 @@ pub fn spawn_outbound(hub: Arc<Hub>, settings: Arc<CallSettings>, placement: out
         hub: hub.clone(),
         inbox: tx,
         sbc_key: key,
+        no,
     };
     tokio::spawn(
         async move {
@@ -1547,6 +1555,8 @@ struct Runner {
     inbox: CallSender,
     /// The caller leg's index key (the call knows its other legs').
     sbc_key: LegKey,
+    /// The call's number in the call table.
+    no: u64,
 }
 
 impl Runner {
@@ -1575,6 +1585,7 @@ impl Runner {
                 self.hub.calls.index(key, self.inbox.clone(), peer);
             }
             Action::Rest { sbc, for_ } => self.hub.rotation.rest(&sbc, for_, Instant::now()),
+            Action::Progress(state) => self.hub.calls.set_state(self.no, state),
             Action::Stateless { bytes, route } => match route {
                 Route::Dest(d) => {
                     let _ = self.hub.layer.send_stateless(bytes, d);

@@ -560,6 +560,10 @@ impl Outbound {
                 if let Phase::Trying(_) = self.phase {
                     info!(sbc = %sbc, "the SBC rings; no failover from here on");
                 }
+                if let Phase::Trying(_) = self.phase {
+                    self.actions
+                        .push(Action::Progress(super::router::CallState::Ringing));
+                }
                 self.phase = Phase::Ringing(n);
                 self.failover_at = None;
             }
@@ -567,6 +571,8 @@ impl Outbound {
                 let after = now - self.started;
                 info!(sbc = %sbc, ?after, "answered");
                 self.phase = Phase::Up(n);
+                self.actions
+                    .push(Action::Progress(super::router::CallState::Answered));
                 self.answered = Some(sbc.clone());
                 self.failover_at = None;
                 self.hang_up_at = Some(now + self.placement.talk_for);
@@ -1157,7 +1163,7 @@ mod tests {
                         ))
                     }
                     Action::Rest { sbc, for_ } => self.rested.push((sbc, for_)),
-                    Action::Index { .. } => {}
+                    Action::Index { .. } | Action::Progress(_) => {}
                 }
             }
         }

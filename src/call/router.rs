@@ -85,6 +85,27 @@ impl CallDirection {
     }
 }
 
+/// How far a live call got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// The INVITE is out (or in), no ringing yet.
+    Trying,
+    /// Ringing (180/183).
+    Ringing,
+    /// Answered (200 OK).
+    Answered,
+}
+
+impl CallState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Trying => "trying",
+            CallState::Ringing => "ringing",
+            CallState::Answered => "answered",
+        }
+    }
+}
+
 /// What the call table records of a new call.
 pub struct CallFacts<'a> {
     pub tenant: &'a str,
@@ -106,6 +127,7 @@ pub struct LiveCall {
     pub direction: CallDirection,
     pub number: Option<Arc<str>>,
     pub started: SystemTime,
+    pub state: CallState,
 }
 
 /// An ended call, as the status API and the logs see it.
@@ -206,11 +228,19 @@ impl CallTable {
             direction: facts.direction,
             number: (!facts.number.is_empty()).then(|| facts.number.into()),
             started: SystemTime::now(),
+            state: CallState::Trying,
         };
         lock(&self.calls).insert(no, record);
         self.index(key, inbox, peer);
         self.started.fetch_add(1, Ordering::Relaxed);
         no
+    }
+
+    /// Records how far call `no` got.
+    pub fn set_state(&self, no: u64, state: CallState) {
+        if let Some(c) = lock(&self.calls).get_mut(&no) {
+            c.state = state;
+        }
     }
 
     /// Routes a leg's requests to a call.

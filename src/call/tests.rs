@@ -216,7 +216,7 @@ impl Lab {
                     self.sent
                         .push((at, ReqId(0), String::from_utf8_lossy(&bytes).into_owned()))
                 }
-                Action::Index { .. } | Action::Rest { .. } => {}
+                Action::Index { .. } | Action::Rest { .. } | Action::Progress(_) => {}
             }
         }
     }
