@@ -288,6 +288,26 @@ pub fn summarize(config: &Config) -> Report {
                 "    user {} <{}> {}{policy}",
                 u.display_name, u.sip_address, line
             );
+            for c in &u.calls {
+                let repeat = match (c.every, c.count) {
+                    (Some(e), Some(n)) => format!(", every {}s, {n} calls", e.as_secs_f64()),
+                    (Some(e), None) => format!(", every {}s until stopped", e.as_secs_f64()),
+                    (None, _) => String::new(),
+                };
+                let _ = writeln!(
+                    t,
+                    "      calls {} after {}s{repeat}; rings up to {}s, talks {}s{}",
+                    c.to,
+                    c.after.as_secs_f64(),
+                    c.ring.as_secs_f64(),
+                    c.talk.as_secs_f64(),
+                    if c.private {
+                        ", caller ID withheld"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         routing_table(t, tenant);
     }

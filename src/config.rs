@@ -276,6 +276,27 @@ pub struct User {
     /// The name of one of the tenant's voice routing policies, as the policy spells it;
     /// `None`: the tenant's `Global` policy applies (DR-OUT-1).
     pub voice_routing_policy: Option<String>,
+    /// Calls this user places on their own (`[[tenant.user.call]]`, DR-OUT-1).
+    pub calls: Vec<ScheduledCall>,
+}
+
+/// A call a scripted Teams client places to the PSTN: what it dials, when, for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledCall {
+    /// What the user dials (the tenant's dial plan normalises it).
+    pub to: String,
+    /// The first call this long after the daemon starts.
+    pub after: Duration,
+    /// Then again every so often (`None`: once).
+    pub every: Option<Duration>,
+    /// How many calls in all (`None` with `every`: until the daemon stops).
+    pub count: Option<u32>,
+    /// The caller gives up (CANCEL) after ringing this long.
+    pub ring: Duration,
+    /// The caller hangs up this long after the answer.
+    pub talk: Duration,
+    /// Caller ID withheld.
+    pub private: bool,
 }
 
 /// One client of a user: a fork target.
@@ -1369,6 +1390,16 @@ const USER_KEYS: &[&str] = &[
     "voicemail_answer_after_seconds",
     "endpoint",
     "voice_routing_policy",
+    "call",
+];
+const CALL_KEYS: &[&str] = &[
+    "to",
+    "after_seconds",
+    "every_seconds",
+    "count",
+    "ring_seconds",
+    "talk_seconds",
+    "private",
 ];
 const ENDPOINT_KEYS: &[&str] = &[
     "name",
@@ -1436,6 +1467,17 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
                     );
                 }
             }
+            let calls: Vec<ScheduledCall> = u
+                .tables("call")
+                .into_iter()
+                .filter_map(|(path, t)| build_call(&Section::new(t, path, CALL_KEYS, u.errs)))
+                .collect();
+            if !calls.is_empty() && line_uri.is_none() && u.table.contains_key("sip_address") {
+                u.err(
+                    "call",
+                    "a user without line_uri cannot call the PSTN (Teams gives such a user no outbound calling)",
+                );
+            }
             let sip_address = sip_address?;
             Some(User {
                 display_name: display_name
@@ -1447,6 +1489,7 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
                 voicemail_answer_after,
                 endpoints,
                 voice_routing_policy,
+                calls,
             })
         })
         .collect();
@@ -1463,6 +1506,39 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
         users,
         blocked_callers,
         voice_routing,
+    })
+}
+
+fn build_call(s: &Section) -> Option<ScheduledCall> {
+    let to = s.req_str("to");
+    if to.is_some_and(|t| {
+        t.trim().is_empty() || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_graphic())
+    }) {
+        s.err("to", "must be a number one can dial (e.g. \"+14255550100\" or what the dial plan normalises)");
+    }
+    let every = s
+        .table
+        .contains_key("every_seconds")
+        .then(|| s.seconds("every_seconds", 60.0, 0.001, 86_400.0));
+    let count = s
+        .table
+        .contains_key("count")
+        .then(|| s.int("count", 1, 1, 1_000_000_000) as u32);
+    if count.is_some_and(|c| c > 1) && every.is_none() {
+        s.err("count", "more than one call needs every_seconds");
+    }
+    let after = s.seconds("after_seconds", 5.0, 0.0, 86_400.0);
+    let ring = s.seconds("ring_seconds", 60.0, 0.0, 3_600.0);
+    let talk = s.seconds("talk_seconds", 30.0, 0.0, 86_400.0);
+    let private = s.bool("private", false);
+    Some(ScheduledCall {
+        to: to?.trim().to_owned(),
+        after,
+        every,
+        count,
+        ring,
+        talk,
+        private,
     })
 }
 
@@ -1858,6 +1934,51 @@ pub(crate) mod tests {
             "tenant[0].user[0].endpoint[3].redirect_to: `12345` must start with `+`",
         ] {
             assert!(got.iter().any(|g| g.starts_with(e)), "missing `{e}` in {got:#?}");
+        }
+    }
+
+    /// DR-OUT-1: `[[tenant.user.call]]`, a scripted caller's calls, typed and checked.
+    #[test]
+    fn dr_out_1_scheduled_calls_are_typed_and_checked() {
+        let good = format!(
+            "{MINIMAL}\n[[tenant.user.call]]\nto = \"+14255550100\"\nafter_seconds = 2\nevery_seconds = 30\ncount = 3\ntalk_seconds = 10\nprivate = true\n\
+             [[tenant.user.call]]\nto = \"4255550100\"\n"
+        );
+        let c = Config::parse(&good, "t").unwrap();
+        let calls = &c.tenants[0].users[0].calls;
+        assert_eq!(
+            calls[0],
+            ScheduledCall {
+                to: "+14255550100".into(),
+                after: Duration::from_secs(2),
+                every: Some(Duration::from_secs(30)),
+                count: Some(3),
+                ring: Duration::from_secs(60),
+                talk: Duration::from_secs(10),
+                private: true,
+            }
+        );
+        assert_eq!(calls[1].after, Duration::from_secs(5));
+        assert_eq!(calls[1].every, None);
+
+        let bad = format!(
+            "{MINIMAL}\n[[tenant.user.call]]\nafter_seconds = -1\n\
+             [[tenant.user.call]]\nto = \"+1 425\"\ncount = 2\nring = 5\n\
+             [[tenant.user]]\nsip_address = \"nonumber@adatum.biz\"\n[[tenant.user.call]]\nto = \"+14255550100\"\n"
+        );
+        let got = issues(&bad);
+        for e in [
+            "tenant[0].user[0].call[0].to: missing (required)",
+            "tenant[0].user[0].call[0].after_seconds: -1 seconds is out of range",
+            "tenant[0].user[0].call[1].to: must be a number one can dial",
+            "tenant[0].user[0].call[1].count: more than one call needs every_seconds",
+            "tenant[0].user[0].call[1].ring: unknown field",
+            "tenant[0].user[1].call: a user without line_uri cannot call the PSTN",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing `{e}` in {got:#?}"
+            );
         }
     }
 

@@ -356,6 +356,11 @@ impl Daemon {
         let layer_task = tokio::spawn(drive_layer(self.layer, self.hub.clone(), self.router_tx));
         let router_stop = CancellationToken::new();
         let router_task = tokio::spawn(self.router.run(router_stop.clone()));
+        // DR-OUT-1: calls users place on their own.
+        tracker.spawn(crate::call::place::run_scheduled(
+            self.hub.clone(),
+            shared.close_connections.clone(),
+        ));
         // DR-OPT-3: the proxy's own OPTIONS.
         tracker.spawn(crate::health::run(
             self.hub.clone(),

@@ -566,3 +566,46 @@ async fn dr_out_1_refused_calls_start_nothing() {
         assert!(tried.is_err(), "an SBC was contacted for a refused call");
     }
 }
+
+/// DR-OUT-1: a scripted caller (`[[tenant.user.call]]`) places its calls at its times:
+/// two calls 0.3 s apart, each answered by the SBC and hung up after talk_seconds.
+#[tokio::test]
+async fn dr_out_1_scheduled_calls_are_placed_at_their_times() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| {
+        t.replacen(
+            "    name = \"softphone\"\n    kind = \"sip\"\n",
+            "    name = \"softphone\"\n    kind = \"sip\"\n\n    [[tenant.user.call]]\n    to = \"4255550100\"\n    after_seconds = 0.1\n    every_seconds = 0.3\n    count = 2\n    talk_seconds = 0.1\n",
+            1,
+        )
+    })
+    .await;
+    let (mut p, _) = sbc1.accept().await;
+    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    let mut call_ids = Vec::new();
+    for n in 0..2 {
+        let inv = p.until_request("INVITE").await;
+        // The dial plan made the 10 digits E.164.
+        assert!(inv
+            .request_uri()
+            .starts_with("sip:+14255550100@sbc1.adatum.biz"));
+        call_ids.push(header(&inv, "Call-ID").to_owned());
+        p.send(response_tagged(
+            &inv.text,
+            200,
+            "OK",
+            &format!("s{n}"),
+            &[c],
+            Some(SBC_ANSWER),
+        ))
+        .await;
+        p.until_request("ACK").await;
+        let bye = p.until_request("BYE").await;
+        p.send(response_to(&bye.text, 200, "OK", &[])).await;
+    }
+    assert_ne!(call_ids[0], call_ids[1]);
+    for id in &call_ids {
+        assert_eq!(ended(&d, id).await["status"], 200);
+    }
+    // count = 2: no third call.
+    assert!(p.try_recv(Duration::from_millis(600)).await.is_none());
+}

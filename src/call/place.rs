@@ -238,3 +238,51 @@ pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
     );
     Ok(placed)
 }
+
+/// Runs every user's `[[tenant.user.call]]` until `stop`: each places its calls at its
+/// times through [`place`], and logs what became of the attempt to place it (the call
+/// itself logs under its own span).
+pub async fn run_scheduled(hub: Arc<Hub>, stop: tokio_util::sync::CancellationToken) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for tenant in &hub.config.tenants {
+        for user in &tenant.users {
+            for call in &user.calls {
+                let hub = hub.clone();
+                let stop = stop.clone();
+                let call = call.clone();
+                let user = user.sip_address.to_string();
+                tasks.spawn(async move {
+                    let start = tokio::time::Instant::now() + call.after;
+                    let mut placed = 0u32;
+                    loop {
+                        let at = match call.every {
+                            Some(every) => start + every * placed,
+                            None => start,
+                        };
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(at) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                        let req = Request {
+                            user: user.clone(),
+                            number: call.to.clone(),
+                            private: call.private,
+                            ring_for: call.ring,
+                            talk_for: call.talk,
+                        };
+                        match place(&hub, &req) {
+                            Ok(p) => info!(user = %user, to = %p.number, call_id = %p.call_id, "scripted call placed ([[tenant.user.call]])"),
+                            Err(r) => warn!(user = %user, to = %call.to, status = r.status(), "scripted call not placed: {r}"),
+                        }
+                        placed += 1;
+                        let more = call.every.is_some() && call.count.is_none_or(|c| placed < c);
+                        if !more {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
