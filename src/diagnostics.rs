@@ -79,6 +79,9 @@ pub enum Diagnostic {
     FailoverTimer,
     /// DR-OUT-3: the SBC answered an outbound INVITE with 503 (it says it is overloaded).
     SbcOverloaded,
+    /// DR-OUT-2: the SBC refused an outbound call with a final failure that is not
+    /// failed over; its status is passed on, the code is `560` and the status.
+    SbcDeclined,
     /// DR-NH-5: no connection to the SBC could be had: no address, no certificate.
     NotConnected,
     /// DR-NH-5: connecting to the SBC was refused or timed out.
@@ -150,6 +153,7 @@ impl Diagnostic {
         Diagnostic::NoRoute,
         Diagnostic::FailoverTimer,
         Diagnostic::SbcOverloaded,
+        Diagnostic::SbcDeclined,
         Diagnostic::NotConnected,
         Diagnostic::ConnectFailed,
         Diagnostic::TlsFailed,
@@ -435,6 +439,14 @@ impl Diagnostic {
                 "DR-OUT-3",
                 false,
             ),
+            SbcDeclined => e(
+                0,
+                "Call Failed",
+                560000,
+                "The SBC refused the call (560 and its status: 560486 for its 486)",
+                "DR-OUT-2",
+                false,
+            ),
             NotConnected => e(
                 504,
                 "Server Time-out",
@@ -534,6 +546,8 @@ pub struct Rejection {
     pub status: Option<u16>,
     /// Observed values, in order: `fqdn="sbc9.adatum.biz"`, `certificate="..."`.
     pub facts: Vec<(&'static str, String)>,
+    /// A response code other than the catalogue's (`560486`: the SBC's 486, passed on).
+    pub code: Option<u32>,
 }
 
 impl Rejection {
@@ -542,6 +556,7 @@ impl Rejection {
             diagnostic,
             status: None,
             facts: Vec::new(),
+            code: None,
         }
     }
 
@@ -551,7 +566,17 @@ impl Rejection {
     }
 
     pub fn entry(&self) -> Entry {
-        self.diagnostic.entry()
+        let mut e = self.diagnostic.entry();
+        if let Some(c) = self.code {
+            e.code = c;
+        }
+        e
+    }
+
+    /// Tells `code` instead of the catalogue's response code.
+    pub fn with_code(mut self, code: u32) -> Self {
+        self.code = Some(code);
+        self
     }
 
     /// Answers with `status` instead of the catalogue's status.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use drhub::api::request;
+use support::phone::{digest_md5, Phone};
 use support::*;
 
 async fn post(d: &TestDaemon, path: &str, body: Value) -> (u16, Value) {
@@ -608,4 +609,275 @@ async fn dr_out_1_scheduled_calls_are_placed_at_their_times() {
     }
     // count = 2: no third call.
     assert!(p.try_recv(Duration::from_millis(600)).await.is_none());
+}
+
+/// A softphone's plain-RTP offer (a lab phone without SRTP: the media processor is in
+/// the path, DR-MEDIA-3).
+const PHONE_SDP: &str = "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+/// A phone's INVITE to `number` (its CSeq and, answering a 407, its credentials).
+fn phone_invite(phone: &Phone, number: &str, cseq: u32, auth: Option<&str>) -> String {
+    let a = phone.addr();
+    let mut s = format!(
+        "INVITE sip:{number}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bKinv{cseq}\r\nMax-Forwards: 70\r\n\
+From: \"User1\" <sip:user1@adatum.biz>;tag=ph-out\r\nTo: <sip:{number}@adatum.biz>\r\nCall-ID: phone-out-{}@test\r\n\
+CSeq: {cseq} INVITE\r\nContact: <sip:user1@{a}>\r\nAllow: INVITE, ACK, CANCEL, BYE\r\n",
+        phone.server,
+        a.port()
+    );
+    if let Some(auth) = auth {
+        s.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    s.push_str(&format!(
+        "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{PHONE_SDP}",
+        PHONE_SDP.len()
+    ));
+    s
+}
+
+/// A request of the phone in the dialog the 200 made (To with drhub's tag).
+fn phone_in_dialog(phone: &Phone, ok: &Reply, method: &str, cseq: u32, branch: &str) -> String {
+    let a = phone.addr();
+    let to = header(ok, "To");
+    let target = header(ok, "Contact")
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n\
+From: \"User1\" <sip:user1@adatum.biz>;tag=ph-out\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        header(ok, "Call-ID")
+    )
+}
+
+/// INVITE, 407, INVITE with credentials: the phone's call is admitted; returns the
+/// `100 Trying` of the second INVITE.
+async fn phone_calls(phone: &Phone, number: &str) -> Reply {
+    phone.send(&phone_invite(phone, number, 1, None)).await;
+    let challenge = phone.recv().await;
+    assert_eq!(challenge.status(), 407, "{}", challenge.text);
+    assert!(challenge.header("Proxy-Authenticate").is_some());
+    // The ACK for the 407 (the same branch, RFC 3261 §17.1.1.3).
+    let inv1 = phone_invite(phone, number, 1, None);
+    let ack: String = inv1
+        .split("\r\n")
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            if l.starts_with("INVITE ") {
+                Some(l.replacen("INVITE", "ACK", 1))
+            } else if l.starts_with("CSeq:") {
+                Some("CSeq: 1 ACK".to_owned())
+            } else if l.starts_with("To:") {
+                Some(header(&challenge, "To").to_owned()).map(|t| format!("To: {t}"))
+            } else if l.starts_with("Content-")
+                || l.starts_with("Contact:")
+                || l.starts_with("Allow:")
+            {
+                None
+            } else {
+                Some(l.to_owned())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\nContent-Length: 0\r\n\r\n";
+    phone.send(&ack).await;
+    let uri = format!("sip:{number}@{}", phone.server);
+    let auth = digest_md5(
+        &challenge.text,
+        "user1",
+        "user1-lab-password",
+        "INVITE",
+        &uri,
+    );
+    phone
+        .send(&phone_invite(phone, number, 2, Some(&auth)))
+        .await;
+    let trying = phone.recv().await;
+    assert_eq!(trying.status(), 100, "{}", trying.text);
+    trying
+}
+
+/// DR-OUT-1: a registered SIP endpoint calls a number: its INVITE is challenged like a
+/// REGISTER (407), then routed to the SBC as user1; the SBC's 180 and 200 reach the
+/// phone (with the media processor's answer to its plain-RTP offer, DR-MEDIA-3); its ACK
+/// and BYE reach the SBC.
+#[tokio::test]
+async fn dr_out_1_an_endpoints_invite_is_challenged_routed_and_bridged_to_the_sbc() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    phone_calls(&phone, "+14255550100").await;
+
+    let (mut pstn, _) = sbc1.accept().await;
+    let inv = pstn.until_request("INVITE").await;
+    assert_eq!(
+        inv.request_uri(),
+        "sip:+14255550100@sbc1.adatum.biz:5061;user=phone"
+    );
+    assert!(
+        header(&inv, "From").contains("<sip:+18338006777@sip.pstnhub.microsoft.com;user=phone>"),
+        "{}",
+        inv.text
+    );
+    // Non-bypass: the media processor's SRTP offer, not the phone's RTP one.
+    assert!(inv.body().contains("RTP/SAVP") && !inv.body().contains("o=phone"));
+    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(&inv.text, 180, "Ringing", "e1", &[c], None))
+        .await;
+    let ringing = phone.recv().await;
+    assert_eq!(ringing.status(), 180, "{}", ringing.text);
+    pstn.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "e1",
+        &[c],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ok = phone.recv().await;
+    assert_eq!(ok.status(), 200, "{}", ok.text);
+    assert!(
+        ok.body().contains("m=audio ") && ok.body().contains(" RTP/AVP 0"),
+        "{}",
+        ok.text
+    );
+    assert_eq!(
+        header(&ok, "To").split(";tag=").nth(1).map(str::len),
+        Some(16)
+    );
+    pstn.until_request("ACK").await;
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "ACK", 2, "ack2"))
+        .await;
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "BYE", 3, "bye3"))
+        .await;
+    let bye_ok = phone.recv().await;
+    assert_eq!((bye_ok.status(), bye_ok.cseq_method()), (200, Some("BYE")));
+    let bye = pstn.until_request("BYE").await;
+    pstn.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+    let rec = d.hub.calls.recent().pop().expect("a record");
+    let o = rec.outcome.expect("outcome");
+    assert_eq!(o.status, 200);
+    assert_eq!(
+        o.reason,
+        "answered by sbc1.adatum.biz; ended by the caller (BYE)"
+    );
+}
+
+/// DR-OUT-2, DR-VAL-8: a phone's call the SBC refuses gets the SBC's status with a
+/// Reason and ms-diagnostics 560 + status; a number with no route 403 510559, with no
+/// INVITE to any SBC; the SBC's BYE on an answered call reaches the phone.
+#[tokio::test]
+async fn dr_out_2_an_endpoint_hears_the_sbcs_failure_and_its_bye() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    phone_calls(&phone, "+14255550100").await;
+    let (mut pstn, _) = sbc1.accept().await;
+    let inv = pstn.until_request("INVITE").await;
+    pstn.send(response_to(&inv.text, 486, "Busy Here", &[]))
+        .await;
+    let busy = phone.recv().await;
+    assert_eq!(busy.status(), 486, "{}", busy.text);
+    let diag = header(&busy, "ms-diagnostics");
+    assert!(diag.starts_with("560486;"), "{diag}");
+    assert!(diag.contains("sbc=\"sbc1.adatum.biz\""), "{diag}");
+    assert!(
+        header(&busy, "Reason").starts_with("Q.850;cause=17"),
+        "{}",
+        busy.text
+    );
+
+    // No route: 403 510559 to the phone (a second call on the same phone: new Call-ID).
+    let phone2 = Phone::new(d.addr("endpoints")).await;
+    phone2.send(&phone_invite(&phone2, "+1234", 1, None)).await;
+    let challenge = phone2.recv().await;
+    let uri = format!("sip:+1234@{}", phone2.server);
+    let auth = digest_md5(
+        &challenge.text,
+        "user1",
+        "user1-lab-password",
+        "INVITE",
+        &uri,
+    );
+    phone2
+        .send(&phone_invite(&phone2, "+1234", 2, Some(&auth)))
+        .await;
+    let mut r = phone2.recv().await;
+    if r.status() == 100 {
+        r = phone2.recv().await;
+    }
+    assert_eq!(r.status(), 403, "{}", r.text);
+    assert!(
+        header(&r, "ms-diagnostics").starts_with("510559;"),
+        "{}",
+        r.text
+    );
+
+    // Wrong password: challenged again, no call.
+    let phone3 = Phone::new(d.addr("endpoints")).await;
+    phone3
+        .send(&phone_invite(&phone3, "+14255550100", 1, None))
+        .await;
+    let challenge = phone3.recv().await;
+    let uri = format!("sip:+14255550100@{}", phone3.server);
+    let auth = digest_md5(&challenge.text, "user1", "wrong", "INVITE", &uri);
+    phone3
+        .send(&phone_invite(&phone3, "+14255550100", 2, Some(&auth)))
+        .await;
+    assert_eq!(phone3.recv().await.status(), 407);
+    d.calls_drained().await;
+
+    // The SBC hangs up an answered call: the phone gets the BYE.
+    let phone4 = Phone::new(d.addr("endpoints")).await;
+    phone_calls(&phone4, "+14255550100").await;
+    let inv = pstn.until_request("INVITE").await;
+    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "e4",
+        &[c],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ok = phone4.recv().await;
+    assert_eq!(ok.status(), 200);
+    pstn.until_request("ACK").await;
+    phone4
+        .send(&phone_in_dialog(&phone4, &ok, "ACK", 2, "ack4"))
+        .await;
+    let sbc_bye = pstn_bye(&inv.text, "e4");
+    pstn.send(&sbc_bye).await;
+    let r = pstn.recv().await;
+    assert_eq!(r.status(), 200, "{}", r.text);
+    let bye = phone4.recv_request("BYE").await;
+    phone4.answer(&bye, 200, "OK", "x", None).await;
+    d.calls_drained().await;
+}
+
+/// The SBC's BYE in the dialog of drhub's INVITE `inv` (its To tag `tag`).
+fn pstn_bye(inv: &str, tag: &str) -> String {
+    let h = |name: &str| {
+        inv.split("\r\n")
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .map(|l| l[name.len() + 1..].trim().to_owned())
+            .unwrap()
+    };
+    let contact = h("Contact");
+    let target = contact.trim_start_matches('<').split('>').next().unwrap();
+    format!(
+        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKpstnbye\r\nMax-Forwards: 70\r\n\
+From: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        h("To"),
+        h("From"),
+        h("Call-ID")
+    )
 }

@@ -1501,7 +1501,12 @@ impl Machine for outbound::Outbound {
 
 /// Starts an outbound call's task (DR-OUT): registers it under its Call-ID and drhub's
 /// From tag, sends the first attempt, runs it to its end, unregisters it.
-pub fn spawn_outbound(hub: Arc<Hub>, settings: Arc<CallSettings>, placement: outbound::Placement) {
+pub fn spawn_outbound(
+    hub: Arc<Hub>,
+    settings: Arc<CallSettings>,
+    placement: outbound::Placement,
+    caller: Option<outbound::Caller>,
+) {
     let (tx, rx) = inbox::inbox();
     let span = info_span!("call", call_id = %placement.call_id, tenant = %placement.tenant, user = %placement.user, direction = "outbound");
     let first = placement
@@ -1513,6 +1518,9 @@ pub fn spawn_outbound(hub: Arc<Hub>, settings: Arc<CallSettings>, placement: out
     };
     let now = Instant::now();
     let mut call = outbound::Outbound::new(placement, settings, now);
+    if let Some(c) = caller {
+        call = call.with_caller(c);
+    }
     let key = call.key();
     let no = hub.calls.insert(
         key.clone(),
@@ -1539,11 +1547,15 @@ pub fn spawn_outbound(hub: Arc<Hub>, settings: Arc<CallSettings>, placement: out
             call.start(Instant::now());
             runner.run(&mut call, &mut rx).await;
             let outcome = call.outcome.clone();
+            let keys = call.leg_keys();
+            let failure = call.take_failure();
             drop(call);
-            runner
-                .hub
-                .calls
-                .remove(no, std::slice::from_ref(&runner.sbc_key), outcome);
+            runner.hub.calls.remove(no, &keys, outcome);
+            if let Some(mut f) = failure {
+                if f.outcome().await == ServerOutcome::AckTimeout {
+                    warn!("the endpoint did not ACK the final response (Timer H)");
+                }
+            }
         }
         .instrument(span),
     );

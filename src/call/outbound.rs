@@ -24,13 +24,14 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::dialog::Peer;
-use super::leg::{reply, InviteParams, LegEvent, UacLeg};
+use super::leg::{reply, InviteParams, LegEvent, UacLeg, UasLeg};
 use super::session_timer::{
     self, negotiate_uac, negotiate_uas, on_422, uac_request_headers, ResponseTimers, SessionTimer,
     UacHeaders, UasDecision,
 };
 use super::{request_timers, Action, CallEvent, CallSettings, LegKey, Outcome, ReqId, Route, Tag};
-use crate::diagnostics::Diagnostic;
+use crate::diagnostics::{Diagnostic, Rejection, Teller};
+use crate::policy::DIALOG_ALLOW;
 use crate::sip::{HeaderName, LocalIdentity, Message, Method, Stored, Transport};
 use crate::transaction::{ClientEvent, ServerTx};
 use crate::transport::connect::Target;
@@ -78,8 +79,9 @@ pub struct Placement {
     pub gateways: Vec<Gateway>,
     /// The caller gives up (CANCEL) when nobody answered by then.
     pub ring_for: Duration,
-    /// The caller hangs up this long after the answer.
-    pub talk_for: Duration,
+    /// A scripted caller hangs up this long after the answer (`None`: an endpoint,
+    /// whose user hangs up).
+    pub talk_for: Option<Duration>,
     /// The media processor, for answers to the SBC's re-offers.
     pub media: crate::sdp::MediaConfig,
 }
@@ -138,8 +140,26 @@ enum Purpose {
 pub struct AttemptResult {
     pub sbc: Arc<str>,
     pub status: u16,
-    pub code: Option<u32>,
+    pub diagnostic: Diagnostic,
+    /// The response code: the diagnostic's, or `560` and the SBC's status.
+    pub code: u32,
     pub why: String,
+}
+
+/// The SIP endpoint that placed the call (DR-OUT-1): drhub is the UAS of its INVITE.
+#[derive(Debug)]
+pub struct Caller {
+    pub leg: UasLeg,
+    /// How requests reach it (its UDP address or TCP connection).
+    pub route: Route,
+    /// Its leg's index key: its Call-ID and From tag.
+    pub key: LegKey,
+    pub peer: Peer,
+    /// The media processor's answer to its offer (what it gets on non-bypass trunks,
+    /// DR-MEDIA-3).
+    pub answer: Bytes,
+    /// Its name in the log.
+    pub name: String,
 }
 
 /// See the module docs.
@@ -169,6 +189,12 @@ pub struct Outbound {
     actions: Vec<Action>,
     pub attempts: Vec<AttemptResult>,
     pub outcome: Option<Outcome>,
+    /// The endpoint that placed the call, if one did.
+    caller: Option<Box<Caller>>,
+    /// The To tag of drhub's answers to it.
+    caller_tag: Tag,
+    /// A 183 went to it already.
+    sent_183: bool,
 }
 
 impl Outbound {
@@ -194,7 +220,28 @@ impl Outbound {
             actions: Vec::new(),
             attempts: Vec::new(),
             outcome: None,
+            caller: None,
+            caller_tag: Tag::random(),
+            sent_183: false,
         }
+    }
+
+    /// The call placed by a SIP endpoint's INVITE.
+    pub fn with_caller(mut self, caller: Caller) -> Outbound {
+        self.caller = Some(Box::new(caller));
+        self
+    }
+
+    /// Every index key the call registered (the task removes them at the end).
+    pub fn leg_keys(&self) -> Vec<LegKey> {
+        let mut keys = vec![self.key()];
+        keys.extend(self.caller.as_ref().map(|c| c.key.clone()));
+        keys
+    }
+
+    /// The caller's failed INVITE transaction, whose ACK (Timer H) the task still awaits.
+    pub fn take_failure(&mut self) -> Option<crate::transaction::Answered> {
+        self.caller.as_mut()?.leg.take_failure()
     }
 
     pub fn call_id(&self) -> &str {
@@ -235,8 +282,15 @@ impl Outbound {
         info!(
             number = %self.placement.number,
             gateways = %self.placement.gateways.iter().map(|g| &*g.fqdn).collect::<Vec<_>>().join(","),
-            "outbound call: trying the route's gateways in order"
+                        "outbound call: trying the route's gateways in order"
         );
+        if let Some(c) = &mut self.caller {
+            c.leg.provisional(100, "Trying", None, None, &[]);
+            self.actions.push(Action::Index {
+                key: c.key.clone(),
+                peer: c.peer.clone(),
+            });
+        }
         self.attempt(0, now);
     }
 
@@ -355,17 +409,33 @@ impl Outbound {
             }
             _ => {}
         }
+        consider(self.caller.as_ref().and_then(|c| c.leg.poll_timeout()));
         d
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self
+            .caller
+            .as_mut()
+            .is_some_and(|c| c.leg.handle_timeout(now))
+        {
+            // RFC 3261 §13.3.1.4: no ACK within 64*T1: end the dialog with BYE.
+            warn!("the endpoint did not ACK the 200 OK; BYE both ways");
+            self.outcome = Some(Outcome {
+                status: 200,
+                code: Some(Diagnostic::SbcDidNotAck.entry().code),
+                reason: format!("{}; the caller did not ACK the 200 OK", self.answered_by()),
+            });
+            return self.hang_up(&[], true, true);
+        }
         match self.phase {
             Phase::Trying(_) | Phase::Ringing(_) if now >= self.give_up_at => {
                 info!(after = ?self.placement.ring_for, "nobody answered: the caller gives up (CANCEL)");
                 self.give_up("SIP;cause=487;text=\"Request terminated\"");
             }
             Phase::Trying(n) if self.failover_at.is_some_and(|t| now >= t) => {
-                let e = Diagnostic::FailoverTimer.entry();
+                let d = Diagnostic::FailoverTimer;
+                let e = d.entry();
                 let after = self.placement.gateways[n].failover_time;
                 warn!(
                     code = e.code,
@@ -376,7 +446,7 @@ impl Outbound {
                 self.failed_attempt(
                     n,
                     e.status,
-                    Some(e.code),
+                    d,
                     format!("no final response in {after:?} (failover_time_seconds)"),
                     true,
                     now,
@@ -390,7 +460,7 @@ impl Outbound {
                         code: None,
                         reason: format!("{}; ended by the caller", self.answered_by()),
                     });
-                    return self.hang_up(&[]);
+                    return self.hang_up(&[], true, true);
                 }
                 match self.session.as_mut().and_then(|s| s.handle_timeout(now)) {
                     Some(session_timer::Action::Refresh) => self.send_refresh(None),
@@ -421,7 +491,7 @@ impl Outbound {
                             self.failed_attempt(
                                 n,
                                 e.status,
-                                Some(e.code),
+                                error.diagnostic(),
                                 error.to_string(),
                                 true,
                                 now,
@@ -450,18 +520,25 @@ impl Outbound {
                     self.give_up("SIP;cause=487;text=\"Request terminated\"");
                 }
                 Phase::Up(_) => {
-                    info!("ended through the control API; BYE to the SBC");
+                    info!("ended through the control API; BYE to the SBC (and the caller)");
                     self.outcome = Some(Outcome {
                         status: 200,
                         code: None,
                         reason: format!("{}; ended through the control API", self.answered_by()),
                     });
-                    self.hang_up(&[]);
+                    self.hang_up(&[], true, true);
                 }
                 _ => {}
             },
-            // Outbound calls have no UAS leg.
-            CallEvent::Cancel { .. } | CallEvent::Ack { .. } | CallEvent::SbcGone => {}
+            CallEvent::Cancel { tx, request } => self.on_caller_cancel(tx, &request),
+            CallEvent::Ack { request } => {
+                if let Some(c) = &mut self.caller {
+                    if c.leg.on_ack(&request.message()) {
+                        debug!("ACK from the caller");
+                    }
+                }
+            }
+            CallEvent::SbcGone => {}
         }
     }
 
@@ -507,9 +584,9 @@ impl Outbound {
             Purpose::Fire => {}
             Purpose::Closing => {
                 if let ClientEvent::Timeout(_) | ClientEvent::TransportError = event {
-                    warn!("the SBC did not answer the BYE");
+                    warn!("a BYE got no answer");
                 }
-                self.phase = Phase::Done;
+                self.settle_end();
             }
             Purpose::Refresh { headers, invite } => {
                 self.on_refresh_answer(event, headers, invite, now)
@@ -557,15 +634,15 @@ impl Outbound {
         let sbc = self.placement.gateways[n].fqdn.clone();
         match ev {
             LegEvent::Ringing | LegEvent::EarlyMedia(_) if current => {
+                let ev = ev.clone();
                 if let Phase::Trying(_) = self.phase {
                     info!(sbc = %sbc, "the SBC rings; no failover from here on");
-                }
-                if let Phase::Trying(_) = self.phase {
                     self.actions
                         .push(Action::Progress(super::router::CallState::Ringing));
                 }
                 self.phase = Phase::Ringing(n);
                 self.failover_at = None;
+                self.relay_progress(n, matches!(ev, LegEvent::EarlyMedia(_)));
             }
             LegEvent::Answered(_) if current => {
                 let after = now - self.started;
@@ -575,7 +652,7 @@ impl Outbound {
                     .push(Action::Progress(super::router::CallState::Answered));
                 self.answered = Some(sbc.clone());
                 self.failover_at = None;
-                self.hang_up_at = Some(now + self.placement.talk_for);
+                self.hang_up_at = self.placement.talk_for.map(|t| now + t);
                 if let (Some(sent), Some((require_timer, se))) = (self.invite_timers, timers) {
                     let neg = negotiate_uac(
                         &ResponseTimers {
@@ -592,6 +669,10 @@ impl Outbound {
                     code: None,
                     reason: self.answered_by(),
                 });
+                if !self.accept_caller(n, now) {
+                    warn!("the caller's INVITE cannot make a dialog; BYE to the SBC");
+                    self.hang_up(&[], true, false);
+                }
             }
             LegEvent::Answered(_) => {
                 // A 2xx crossing our CANCEL (the caller gave up, or the failover timer
@@ -608,6 +689,8 @@ impl Outbound {
                     if self.phase == Phase::Cancelling(n) {
                         self.phase = Phase::Ending;
                     }
+                } else if self.phase == Phase::Cancelling(n) {
+                    self.phase = Phase::Done;
                 }
             }
             LegEvent::Failed(422) if current && !matches!(self.phase, Phase::Ringing(_)) => {
@@ -623,11 +706,11 @@ impl Outbound {
                     }
                     Some(Err(e)) => {
                         let why = format!("422 Session Interval Too Small: {e:?}");
-                        self.failed_attempt(n, 422, None, why, false, now);
+                        self.failed_attempt(n, 422, Diagnostic::SbcDeclined, why, false, now);
                     }
                     None => {
                         let why = "422 to an INVITE without a session timer".to_owned();
-                        self.failed_attempt(n, 422, None, why, false, now);
+                        self.failed_attempt(n, 422, Diagnostic::SbcDeclined, why, false, now);
                     }
                 }
             }
@@ -653,15 +736,18 @@ impl Outbound {
                     _ if failover => format!("{code} is in failover_response_codes"),
                     _ => format!("{code} is not in failover_response_codes: final"),
                 };
-                let code_ms = (code == 503).then(|| Diagnostic::SbcOverloaded.entry().code);
-                self.failed_attempt(n, code, code_ms, why, failover, now);
+                let d = if code == 503 {
+                    Diagnostic::SbcOverloaded
+                } else {
+                    Diagnostic::SbcDeclined
+                };
+                self.failed_attempt(n, code, d, why, failover, now);
             }
             LegEvent::Gone if current => {
-                let e = Diagnostic::FailoverTimer.entry();
                 self.failed_attempt(
                     n,
                     408,
-                    Some(e.code),
+                    Diagnostic::FailoverTimer,
                     "no answer to the INVITE (Timer B) or transport error".into(),
                     true,
                     now,
@@ -674,7 +760,7 @@ impl Outbound {
                 self.failed_attempt(
                     n,
                     480,
-                    None,
+                    Diagnostic::SbcDeclined,
                     "3xx from the SBC (not followed)".into(),
                     false,
                     now,
@@ -689,12 +775,16 @@ impl Outbound {
         &mut self,
         n: usize,
         status: u16,
-        code: Option<u32>,
+        diagnostic: Diagnostic,
         why: String,
         failover: bool,
         now: Instant,
     ) {
         let sbc = self.placement.gateways[n].fqdn.clone();
+        let code = match diagnostic {
+            Diagnostic::SbcDeclined => 560_000 + u32::from(status),
+            d => d.entry().code,
+        };
         let more = n + 1 < self.placement.gateways.len();
         if failover && more {
             warn!(attempt = n + 1, sbc = %sbc, status, code = ?code, "{why}; next gateway");
@@ -704,6 +794,7 @@ impl Outbound {
         self.attempts.push(AttemptResult {
             sbc,
             status,
+            diagnostic,
             code,
             why,
         });
@@ -723,10 +814,7 @@ impl Outbound {
         let parts: Vec<String> = self
             .attempts
             .iter()
-            .map(|a| match a.code {
-                Some(c) => format!("{}: {} {c} ({})", a.sbc, a.status, a.why),
-                None => format!("{}: {} ({})", a.sbc, a.status, a.why),
-            })
+            .map(|a| format!("{}: {} {} ({})", a.sbc, a.status, a.code, a.why))
             .collect();
         format!("{prefix}{}", parts.join("; "))
     }
@@ -735,14 +823,112 @@ impl Outbound {
         let last = self.attempts.last();
         self.outcome = Some(Outcome {
             status: last.map_or(503, |a| a.status),
-            code: last.and_then(|a| a.code),
+            code: last.map(|a| a.code),
             reason: match self.story("") {
                 s if s.is_empty() => "no gateway could be tried".into(),
                 s => s,
             },
         });
         info!(attempts = self.attempts.len(), "outbound call failed");
+        // The caller hears the last failure, with Reason and ms-diagnostics (DR-VAL-8).
+        if let Some(a) = self.attempts.last() {
+            let mut r = Rejection::new(a.diagnostic)
+                .with_status(a.status)
+                .with("sbc", a.sbc.to_string())
+                .with("attempts", self.attempts.len().to_string());
+            if a.diagnostic == Diagnostic::SbcDeclined {
+                r = r.with_code(a.code);
+            }
+            self.reject_caller(&r);
+        }
         self.phase = Phase::Done;
+    }
+
+    /// A failure to the endpoint that placed the call, told as drhub tells rejections.
+    fn reject_caller(&mut self, r: &Rejection) {
+        let Some(c) = &mut self.caller else { return };
+        let local = c.leg.local.clone();
+        let teller = Teller {
+            style: crate::sip::build::Style::Rfc3261,
+            source: local.host(),
+            server: local.server(),
+            ms_diagnostics: self.settings.ms_diagnostics,
+            flow: &self.placement.call_id,
+            allow: DIALOG_ALLOW,
+        };
+        c.leg.reject(r, &teller);
+    }
+
+    /// Call progress to the endpoint that placed the call: 180, or 183 with SDP (the
+    /// media processor's answer to its offer on non-bypass trunks, once; the SBC's own
+    /// on bypass trunks).
+    fn relay_progress(&mut self, n: usize, early_media: bool) {
+        let bypass = self.placement.gateways[n].bypass;
+        let sdp = match self.leg_pos(n) {
+            Some(p) if bypass => self.legs[p].1.sdp().cloned(),
+            _ => None,
+        };
+        let tag = self.caller_tag;
+        let Some(c) = &mut self.caller else { return };
+        if early_media {
+            let body = if bypass { sdp } else { Some(c.answer.clone()) };
+            if let Some(b) = body {
+                if bypass || !self.sent_183 {
+                    self.sent_183 = true;
+                    c.leg
+                        .provisional(183, "Session Progress", Some(tag), Some(&b), &[]);
+                    return;
+                }
+            }
+        }
+        c.leg.provisional(180, "Ringing", Some(tag), None, &[]);
+    }
+
+    /// The SBC answered attempt `n`: 200 to the endpoint that placed the call, with the
+    /// media processor's answer (non-bypass) or the SBC's SDP (bypass). False when the
+    /// endpoint's INVITE cannot make a dialog.
+    fn accept_caller(&mut self, n: usize, now: Instant) -> bool {
+        let bypass = self.placement.gateways[n].bypass;
+        let sdp = match self.leg_pos(n) {
+            Some(p) if bypass => self.legs[p].1.sdp().cloned(),
+            _ => None,
+        };
+        let tag = self.caller_tag;
+        let Some(c) = &mut self.caller else {
+            return true;
+        };
+        let body = if bypass {
+            sdp.unwrap_or_else(|| c.answer.clone())
+        } else {
+            c.answer.clone()
+        };
+        info!(caller = %c.name, "200 OK to the caller");
+        c.leg.accept(tag, &body, &[], now)
+    }
+
+    /// The endpoint cancelled its INVITE: 200 to the CANCEL, CANCEL to the SBC, 487.
+    fn on_caller_cancel(&mut self, tx: ServerTx, request: &Stored) {
+        let msg = request.message();
+        let Some(c) = &mut self.caller else {
+            return;
+        };
+        let local = c.leg.local.clone();
+        reply(tx, &msg, 200, "OK", &local, &[], None);
+        if !c.leg.is_pending() {
+            return;
+        }
+        info!("the caller cancelled the call");
+        c.leg.fail(487, "Request Terminated", &[]);
+        self.give_up("SIP;cause=487;text=\"Request terminated\"");
+    }
+
+    /// The call is over once no BYE that ends it is in flight.
+    fn settle_end(&mut self) {
+        let closing = self
+            .requests
+            .iter()
+            .any(|(_, p)| matches!(p, Purpose::Closing));
+        self.phase = if closing { Phase::Ending } else { Phase::Done };
     }
 
     /// CANCEL to attempt `n`'s INVITE (§9.1: held until a provisional arrived).
@@ -772,12 +958,19 @@ impl Outbound {
             status: 487,
             code: None,
             reason: format!(
-                "not answered by {} in {:?}: cancelled by the caller",
-                self.placement.gateways[n].fqdn, self.placement.ring_for
+                "not answered by {}: cancelled by the caller after {:?}",
+                self.placement.gateways[n].fqdn,
+                self.started.elapsed().min(self.placement.ring_for)
             ),
         });
         self.failover_at = None;
         self.phase = Phase::Cancelling(n);
+        // An endpoint still waiting (ring timeout, the operator) hears 487 too.
+        if let Some(c) = &mut self.caller {
+            if c.leg.is_pending() {
+                c.leg.fail(487, "Request Terminated", &[]);
+            }
+        }
     }
 
     fn track_fire_and_forget(&mut self) {
@@ -791,20 +984,36 @@ impl Outbound {
     }
 
     /// BYE to the SBC that answered; the call is over when it is answered.
-    fn hang_up(&mut self, extra: &[(&str, &str)]) {
+    /// Ends an answered call: BYE to the SBC (`to_sbc`) and to the endpoint that placed
+    /// it (`to_caller`), `extra` on both; over when they are answered.
+    fn hang_up(&mut self, extra: &[(&str, &str)], to_sbc: bool, to_caller: bool) {
         self.session = None;
-        let id = self.next_id();
         let pos = match self.phase {
             Phase::Up(n) => self.leg_pos(n),
             _ => None,
         };
-        let sent = pos.is_some_and(|p| self.legs[p].1.bye(id, extra, &mut self.actions));
-        if sent {
-            self.requests.push((id, Purpose::Closing));
-            self.phase = Phase::Ending;
-        } else {
-            self.phase = Phase::Done;
+        self.phase = Phase::Ending;
+        if to_sbc {
+            let id = self.next_id();
+            if pos.is_some_and(|p| self.legs[p].1.bye(id, extra, &mut self.actions)) {
+                self.requests.push((id, Purpose::Closing));
+            }
         }
+        if to_caller {
+            let id = self.next_id();
+            if let Some(c) = &mut self.caller {
+                if let Some(d) = c.leg.dialog_mut() {
+                    let request = d.request("BYE", extra, None);
+                    self.actions.push(Action::Send {
+                        id,
+                        request,
+                        route: c.route.clone(),
+                    });
+                    self.requests.push((id, Purpose::Closing));
+                }
+            }
+        }
+        self.settle_end();
     }
 
     fn session_expired(&mut self) {
@@ -816,13 +1025,16 @@ impl Outbound {
             reason: e.text.to_owned(),
         });
         let reason = r.reason_header(&crate::diagnostics::correlation_id());
-        self.hang_up(&[("Reason", reason.as_str())]);
+        self.hang_up(&[("Reason", reason.as_str())], true, true);
     }
 
     // --- requests from the SBC ------------------------------------------------------
 
     fn on_request(&mut self, tx: ServerTx, request: &Stored, source: &Destination, now: Instant) {
         let msg = request.message();
+        if self.caller.as_ref().is_some_and(|c| c.leg.owns(&msg)) {
+            return self.on_caller_request(tx, &msg, now);
+        }
         let Some(pos) = self.legs.iter().position(|(_, l)| l.owns(&msg)) else {
             let local = self.placement.gateways[0].local.clone();
             debug!(from = %source.label(), "request in no dialog of this call; 481");
@@ -837,6 +1049,14 @@ impl Outbound {
             );
         };
         let local = self.legs[pos].1.local.clone();
+        let cseq = msg.cseq().and_then(Result::ok).map(|c| c.seq);
+        if let (Some(d), Some(n)) = (self.legs[pos].1.dialog_mut(), cseq) {
+            if !d.accept_remote_cseq(n) {
+                // RFC 3261 §12.2.2.
+                let r = "CSeq Lower Than The Last Request";
+                return reply(tx, &msg, 500, r, &local, &[], None);
+            }
+        }
         let up = matches!(self.phase, Phase::Up(n) if self.leg_pos(n) == Some(pos));
         match msg.method() {
             Some(Method::Bye) => {
@@ -849,8 +1069,7 @@ impl Outbound {
                         code: None,
                         reason: format!("{}; ended by the SBC (BYE)", self.answered_by()),
                     });
-                    self.session = None;
-                    self.phase = Phase::Done;
+                    self.hang_up(&[], false, true);
                 }
             }
             Some(Method::Invite) | Some(Method::Update) if up => self.on_offer(pos, tx, &msg, now),
@@ -858,6 +1077,49 @@ impl Outbound {
                 reply(tx, &msg, 491, "Request Pending", &local, &[], None)
             }
             _ => reply(tx, &msg, 200, "OK", &local, &[], None),
+        }
+    }
+
+    /// A request from the endpoint that placed the call, in its dialog: BYE ends the call
+    /// (BYE to the SBC); a re-INVITE or UPDATE is answered with the call's SDP for it.
+    fn on_caller_request(&mut self, tx: ServerTx, msg: &Message<'_>, now: Instant) {
+        let Some(c) = &mut self.caller else { return };
+        let local = c.leg.local.clone();
+        let cseq = msg.cseq().and_then(Result::ok).map(|c| c.seq);
+        if let (Some(d), Some(n)) = (c.leg.dialog_mut(), cseq) {
+            if !d.accept_remote_cseq(n) {
+                let r = "CSeq Lower Than The Last Request";
+                return reply(tx, msg, 500, r, &local, &[], None);
+            }
+        }
+        match msg.method() {
+            Some(Method::Bye) => {
+                reply(tx, msg, 200, "OK", &local, &[], None);
+                match self.phase {
+                    Phase::Up(_) => {
+                        info!(after = ?(now - self.started), "the caller hung up (BYE); BYE to the SBC");
+                        self.outcome = Some(Outcome {
+                            status: 200,
+                            code: None,
+                            reason: format!("{}; ended by the caller (BYE)", self.answered_by()),
+                        });
+                        self.hang_up(&[], true, false);
+                    }
+                    // §15: a BYE before the 2xx ends the INVITE too.
+                    Phase::Trying(_) | Phase::Ringing(_) => {
+                        if let Some(c) = &mut self.caller {
+                            c.leg.fail(487, "Request Terminated", &[]);
+                        }
+                        self.give_up("SIP;cause=487;text=\"Request terminated\"");
+                    }
+                    _ => {}
+                }
+            }
+            Some(Method::Invite) | Some(Method::Update) => {
+                let body = (!msg.body().is_empty()).then(|| c.answer.clone());
+                reply(tx, msg, 200, "OK", &local, &[], body.as_deref());
+            }
+            _ => reply(tx, msg, 200, "OK", &local, &[], None),
         }
     }
 
@@ -1118,7 +1380,7 @@ mod tests {
                     gateway("sbc2.adatum.biz", 10.0),
                 ],
                 ring_for: Duration::from_secs(60),
-                talk_for: Duration::from_secs(600),
+                talk_for: Some(Duration::from_secs(600)),
                 media: crate::sdp::MediaConfig::new("192.0.2.1".parse().unwrap()),
             };
             let settings = Arc::new(CallSettings {
@@ -1260,7 +1522,7 @@ mod tests {
         let header = |r: &str, h: &str| r.lines().find(|l| l.starts_with(h)).unwrap().to_owned();
         assert_eq!(header(&first, "Call-ID:"), header(&second, "Call-ID:"));
         assert_eq!(header(&first, "From:"), header(&second, "From:"));
-        assert_eq!(lab.call.attempts[0].code, Some(500001));
+        assert_eq!(lab.call.attempts[0].code, 500001);
     }
 
     /// Microsoft fails over only before a provisional other than 100: a 180 stops the
@@ -1324,7 +1586,7 @@ mod tests {
     #[test]
     fn dr_st_2_answered_call_refreshes_with_update_and_hangs_up() {
         let mut lab = Lab::new();
-        lab.call.placement.talk_for = Duration::from_secs(100);
+        lab.call.placement.talk_for = Some(Duration::from_secs(100));
         lab.respond(
             200,
             &[
@@ -1395,7 +1657,7 @@ mod tests {
             .handle(CallEvent::Undeliverable { id, error }, lab.now);
         lab.collect();
         assert_eq!(lab.call.attempts[0].status, 504);
-        assert_eq!(lab.call.attempts[0].code, Some(569002));
+        assert_eq!(lab.call.attempts[0].code, 569002);
         assert_eq!(lab.last("INVITE").2, "sbc2.adatum.biz");
     }
 }

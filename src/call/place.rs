@@ -95,6 +95,23 @@ impl std::fmt::Display for Refused {
 
 /// Routes the call and starts it; see the module docs.
 pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
+    let (placement, placed) = plan(hub, req, None)?;
+    spawn_outbound(
+        hub.clone(),
+        Arc::new(CallSettings::new(&hub.config)),
+        placement,
+        None,
+    );
+    Ok(placed)
+}
+
+/// Routes the call: the gateways to try, each with its SDP offer (`endpoint_offer`, the
+/// calling endpoint's own, on bypass trunks; else the media processor's).
+pub fn plan(
+    hub: &Arc<Hub>,
+    req: &Request,
+    endpoint_offer: Option<&Bytes>,
+) -> Result<(Placement, Placed), Refused> {
     let address = req
         .user
         .parse::<SipAddress>()
@@ -178,14 +195,19 @@ pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
             AnswerSource::MediaProcessor
         };
         let media_port = hub.media_port();
-        let offer = sdp::offer(
-            &hub.media.codecs,
-            hub.media.address,
-            media_port,
-            fastrand::u64(1..u64::MAX / 2),
-            source,
-        )
-        .map_err(|e| Refused::Unavailable(format!("no SDP offer: {e}")))?;
+        let offer = match endpoint_offer {
+            // DR-OUT-1: on bypass trunks the SBC gets the endpoint's own offer.
+            Some(o) if trunk.media_bypass => o.clone(),
+            _ => sdp::offer(
+                &hub.media.codecs,
+                hub.media.address,
+                media_port,
+                fastrand::u64(1..u64::MAX / 2),
+                source,
+            )
+            .map(Bytes::from)
+            .map_err(|e| Refused::Unavailable(format!("no SDP offer: {e}")))?,
+        };
         gateways.push(Gateway {
             fqdn: g.fqdn.as_str().into(),
             port: trunk.port,
@@ -198,7 +220,7 @@ pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
             failover_time: trunk.failover_time,
             listener: listener.into(),
             local: local.clone(),
-            offer: Bytes::from(offer),
+            offer,
             media_port,
         });
     }
@@ -228,15 +250,10 @@ pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
         private: req.private,
         gateways,
         ring_for: req.ring_for,
-        talk_for: req.talk_for,
+        talk_for: Some(req.talk_for),
         media: hub.media.clone(),
     };
-    spawn_outbound(
-        hub.clone(),
-        Arc::new(CallSettings::new(&hub.config)),
-        placement,
-    );
-    Ok(placed)
+    Ok((placement, placed))
 }
 
 /// Runs every user's `[[tenant.user.call]]` until `stop`: each places its calls at its

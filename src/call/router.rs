@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::dialog::Peer;
 use super::{
@@ -527,11 +527,7 @@ impl Router {
             if from_sbc {
                 return self.new_call(req);
             }
-            let r = Rejection::new(Diagnostic::NotImplemented).with(
-                "detail",
-                "calls from endpoints (DR-OUT) are not implemented yet",
-            );
-            return self.reject(req.tx, &msg, &req.source, r);
+            return self.endpoint_call(req);
         }
         let method_name = method.map_or("-", |m| m.as_str());
         match self.hub.calls.find(&msg) {
@@ -638,6 +634,155 @@ impl Router {
             trunk,
         };
         spawn(self.hub.clone(), self.settings.clone(), new, key);
+    }
+}
+
+impl Router {
+    /// A new INVITE from a SIP endpoint (DR-OUT-1): digest-challenged as its From user
+    /// like a REGISTER (407), then routed to the PSTN by that user's voice routing; the
+    /// endpoint hears 100, the SBC's progress, and 200 or the failure.
+    fn endpoint_call(&self, req: IncomingRequest<Destination>) {
+        let IncomingRequest {
+            tx,
+            request,
+            source,
+            ..
+        } = req;
+        let msg = request.message();
+        let hub = &self.hub;
+        if hub.endpoints.is_none() {
+            let r = Rejection::new(Diagnostic::NotImplemented)
+                .with("detail", "the endpoint listener is off");
+            return self.reject(tx, &msg, &source, r);
+        }
+        // The endpoint dispatcher let only INVITEs whose digest proved the From user's
+        // password into the transaction layer (`endpoint::net`).
+        let user = msg.from().and_then(Result::ok).and_then(|f| {
+            let uri = f.uri();
+            Some(crate::config::SipAddress {
+                user: uri.user()?.to_ascii_lowercase(),
+                domain: uri.host()?.to_string().to_ascii_lowercase(),
+            })
+        });
+        let Some(user) = user else {
+            let r = Rejection::new(Diagnostic::Malformed("From Is No User Address"));
+            return self.reject(tx, &msg, &source, r);
+        };
+        let Some(from_tag) = msg
+            .from()
+            .and_then(Result::ok)
+            .and_then(|f| f.tag().map(str::to_owned))
+        else {
+            let r = Rejection::new(Diagnostic::Malformed("From Tag Missing"));
+            return self.reject(tx, &msg, &source, r);
+        };
+        let call_id = msg.call_id().unwrap_or_default().to_owned();
+        let key = LegKey::new(&call_id, &from_tag);
+        if hub.calls.contains(&key) {
+            let r = Rejection::new(Diagnostic::Malformed("Call Already Exists"))
+                .with("call_id", call_id);
+            return self.reject(tx, &msg, &source, r);
+        }
+        // What the user dialled: the Request-URI's user part.
+        let dialled = msg
+            .request_uri()
+            .and_then(Result::ok)
+            .map(|u| u.user().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        if dialled.is_empty() {
+            let r = Rejection::new(Diagnostic::NumberNotFound)
+                .with("detail", "the Request-URI has no user part to dial")
+                .with_status(484);
+            return self.reject(tx, &msg, &source, r);
+        }
+        // The endpoint's offer, answered by the media processor (DR-MEDIA-3).
+        let is_sdp = msg.header(HeaderName::ContentType).is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+        });
+        if msg.body().is_empty() || !is_sdp {
+            let r = Rejection::new(Diagnostic::DelayedOffer).with(
+                "content_type",
+                msg.header(HeaderName::ContentType).unwrap_or("none"),
+            );
+            return self.reject(tx, &msg, &source, r);
+        }
+        let answer = Offer::parse(msg.body())
+            .and_then(|o| {
+                sdp::media_processor_answer(&o, &hub.media, hub.media_port(), session_id())
+            })
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()));
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let r = Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string());
+                return self.reject(tx, &msg, &source, r);
+            }
+        };
+        // Caller ID withheld: RFC 3323 Privacy, or an anonymous From (RFC 3325 §9.3).
+        let private = msg.values(HeaderName::Privacy).any(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("id") || v.eq_ignore_ascii_case("header")
+        }) || msg
+            .from()
+            .and_then(Result::ok)
+            .and_then(|f| f.uri().user().map(|u| u.eq_ignore_ascii_case("anonymous")))
+            .unwrap_or(false);
+        let wanted = super::place::Request {
+            user: user.to_string(),
+            number: dialled.clone(),
+            private,
+            ring_for: self.settings.ring_timeout,
+            talk_for: std::time::Duration::ZERO,
+        };
+        let offer = Bytes::copy_from_slice(msg.body());
+        let (mut placement, placed) = match super::place::plan(&self.hub, &wanted, Some(&offer)) {
+            Ok(p) => p,
+            Err(refused) => {
+                let r = match refused {
+                    super::place::Refused::Unavailable(why) => {
+                        Rejection::new(Diagnostic::Overloaded).with("detail", why)
+                    }
+                    other => Rejection::new(Diagnostic::NoRoute)
+                        .with("number", dialled)
+                        .with(
+                            "detail",
+                            other.to_string().lines().last().unwrap_or("").to_owned(),
+                        ),
+                };
+                return self.reject(tx, &msg, &source, r);
+            }
+        };
+        placement.talk_for = None;
+        info!(call_id = %placed.call_id, endpoint_call_id = %call_id, user = %user, to = %placed.number, "call from a SIP endpoint to the PSTN");
+        let local = source.proxy().clone();
+        let peer = Peer::Endpoint {
+            addr: source.peer(),
+            transport: source.transport(),
+        };
+        let leg = super::leg::UasLeg::new(
+            tx,
+            request.clone(),
+            local,
+            peer.clone(),
+            self.settings.t1,
+            self.settings.t2,
+        );
+        let caller = super::outbound::Caller {
+            leg,
+            route: super::Route::Dest(source.clone()),
+            key,
+            peer,
+            answer,
+            name: format!("{user} at {}", source.label()),
+        };
+        super::spawn_outbound(
+            self.hub.clone(),
+            self.settings.clone(),
+            placement,
+            Some(caller),
+        );
     }
 }
 

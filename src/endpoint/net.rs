@@ -6,8 +6,10 @@
 //!   with `Retry-After`, answered without any state;
 //! - REGISTER is answered at once through the registrar (digest), without a transaction;
 //! - a request outside a dialog is answered here without a transaction (RFC 3261 §8.2.7,
-//!   a stateless UAS): OPTIONS 200, INVITE 501 until calls from endpoints exist, CANCEL
-//!   and BYE 481, anything else 405;
+//!   a stateless UAS): OPTIONS 200, CANCEL and BYE 481, anything else 405;
+//! - a new INVITE (a call to the PSTN, DR-OUT-1) is digest-challenged here like a
+//!   REGISTER, statelessly (`407`); only one whose credentials check out enters the
+//!   transaction layer, and the router takes its From user as authenticated;
 //! - only requests inside a call that is up, and responses, enter the transaction layer
 //!   (and from there the router, like the SBC's); an ACK for no call is dropped;
 //! - a request that fails the RFC 3261 checks, or does not parse, is answered `400`
@@ -89,14 +91,27 @@ impl EndpointDispatch {
             .to()
             .and_then(Result::ok)
             .is_some_and(|t| t.tag().is_some());
+        if method == Method::Invite && !in_dialog {
+            let Some(endpoints) = &self.hub.endpoints else {
+                return;
+            };
+            match endpoints.authenticate(&self.hub.directory, &msg, dest.peer()) {
+                Ok(_) => {
+                    return self.to_layer(wire, dest);
+                }
+                Err(response) => {
+                    if !dest.send(response.freeze()) {
+                        debug!("response to an endpoint could not be sent");
+                    }
+                    return;
+                }
+            }
+        }
         let r = match method {
             // Nothing to answer, nothing to keep: the ACK of a stateless rejection.
             Method::Ack => return,
             Method::Options if !in_dialog => return self.options(&msg, &dest),
-            Method::Invite if !in_dialog => Rejection::new(Diagnostic::NotImplemented).with(
-                "detail",
-                "calls from endpoints (DR-OUT) are not implemented yet",
-            ),
+
             Method::Bye | Method::Cancel => {
                 Rejection::new(Diagnostic::NoSuchDialog).with("method", method.as_str())
             }

@@ -323,6 +323,27 @@ pub enum ChallengeReason {
     StaleNonce,
 }
 
+/// How a request other than REGISTER authenticated ([`Registrar::authenticate_request`]).
+#[derive(Debug)]
+pub enum RequestAuth {
+    /// The From user proved its password.
+    Authenticated(Aor),
+    /// `407` with challenges, to send back.
+    Challenged {
+        /// Why.
+        reason: ChallengeReason,
+        /// The response.
+        response: BytesMut,
+    },
+    /// Refused (`403` locked or wrong username, `400` unusable credentials ...).
+    Refused {
+        /// The response status.
+        status: u16,
+        /// The response.
+        response: BytesMut,
+    },
+}
+
 /// What a REGISTER did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegisterResult<I> {
@@ -588,6 +609,114 @@ impl Registrar {
     /// secret (an INVITE from an endpoint, say).
     pub fn authenticator(&self) -> &Authenticator {
         &self.auth
+    }
+
+    /// Authenticates a request other than REGISTER (an endpoint's INVITE, DR-OUT-1) as its
+    /// From user, with the same secret, realm, throttle and answers as a REGISTER: no or
+    /// wrong credentials get `407` with `Proxy-Authenticate` challenges (RFC 3261 §22.3;
+    /// an `Authorization` answering a `401` is read too), a locked key or a username that
+    /// is not the From user `403`, unusable credentials `400`.
+    pub fn authenticate_request<U: UserLookup>(
+        &mut self,
+        msg: &Message<'_>,
+        source: SocketAddr,
+        now: Instant,
+        users: &U,
+    ) -> RequestAuth {
+        match self.authenticate_inner(msg, source, now, users) {
+            Ok(a) => a,
+            Err(r) => RequestAuth::Refused {
+                status: r.status(),
+                response: self.reject::<()>(msg, r).response,
+            },
+        }
+    }
+
+    fn authenticate_inner<U: UserLookup>(
+        &mut self,
+        msg: &Message<'_>,
+        source: SocketAddr,
+        now: Instant,
+        users: &U,
+    ) -> Result<RequestAuth, Rejection> {
+        let checked = msg.checked_request().map_err(Rejection::Invalid)?;
+        let aor = match Aor::from_uri(checked.from.uri()) {
+            Ok(aor) => aor,
+            Err(AorError::Scheme) => return Err(Rejection::UnsupportedScheme(UriField::To)),
+            Err(e) => return Err(Rejection::BadAor(e)),
+        };
+        let realm = self
+            .config
+            .realm
+            .clone()
+            .unwrap_or_else(|| aor.domain.clone());
+        let user_key = UserKey::new(&aor.to_string());
+        let vouched = self
+            .bindings(&aor, now)
+            .any(|b| b.source.ip() == source.ip());
+        if let Verdict::Refused(lock) = self.throttle.check(source.ip(), &user_key, vouched, now) {
+            return Err(Rejection::Throttled(lock));
+        }
+        let method = msg.method().map_or("INVITE", |m| m.as_str());
+        let cred = match credentials_in(msg, HeaderName::ProxyAuthorization, &realm)? {
+            Some(c) => Some(c),
+            None => credentials_for(msg, &realm)?,
+        };
+        let challenge = |me: &Self, reason| -> Result<RequestAuth, Rejection> {
+            let c = me.auth.challenge(&realm, now).map_err(Rejection::Crypto)?;
+            let c = if reason == ChallengeReason::StaleNonce {
+                c.stale()
+            } else {
+                c
+            };
+            let tag = me.auth.random_hex(8).map_err(Rejection::Crypto)?;
+            let mut out = BytesMut::new();
+            let mut w = ResponseWriter::start(
+                &mut out,
+                Style::Rfc3261,
+                msg,
+                407,
+                "Proxy Authentication Required",
+                Some(&tag),
+            );
+            for value in c.header_values() {
+                w.header("Proxy-Authenticate", &value);
+            }
+            w.finish(b"");
+            Ok(RequestAuth::Challenged {
+                reason,
+                response: out,
+            })
+        };
+        let Some(cred) = cred else {
+            return challenge(self, ChallengeReason::NoCredentials);
+        };
+        let username = cred.username();
+        if !(username.eq_ignore_ascii_case(&aor.user)
+            || username.eq_ignore_ascii_case(&aor.to_string()))
+        {
+            return Err(Rejection::UsernameMismatch);
+        }
+        let user = users.lookup(&aor);
+        let password = user.as_ref().map_or(STAND_IN_PASSWORD, |c| c.password);
+        match (
+            user.is_some(),
+            self.auth.verify(&cred, method, password, now),
+        ) {
+            (true, Outcome::Ok) => {
+                self.throttle.success(source.ip());
+                Ok(RequestAuth::Authenticated(aor))
+            }
+            (false, _) => {
+                self.throttle.failure(source.ip(), &user_key, now);
+                challenge(self, ChallengeReason::UnknownUser)
+            }
+            (true, Outcome::Stale) => challenge(self, ChallengeReason::StaleNonce),
+            (true, Outcome::Failed) => {
+                self.throttle.failure(source.ip(), &user_key, now);
+                challenge(self, ChallengeReason::WrongCredentials)
+            }
+        }
     }
 
     /// Processes a REGISTER that arrived from `source` over `transport` at `now`.
@@ -1202,8 +1331,18 @@ fn credentials_for<'m>(
     msg: &Message<'m>,
     realm: &str,
 ) -> Result<Option<Authorization<'m>>, Rejection> {
+    credentials_in(msg, HeaderName::Authorization, realm)
+}
+
+/// The digest credentials for `realm` in header `name` (`Authorization` or
+/// `Proxy-Authorization`).
+fn credentials_in<'m>(
+    msg: &Message<'m>,
+    name: HeaderName,
+    realm: &str,
+) -> Result<Option<Authorization<'m>>, Rejection> {
     let mut error = None;
-    for h in msg.headers_named(HeaderName::Authorization) {
+    for h in msg.headers_named(name) {
         match Authorization::parse(h.value) {
             Ok(a) if a.realm() == realm => return Ok(Some(a)),
             Ok(_) | Err(AuthParseError::NotDigest) | Err(AuthParseError::NoResponse) => {}

@@ -15,7 +15,8 @@ use tracing::{debug, info, warn};
 
 use super::digest::{Authenticator, DigestConfig};
 use super::registrar::{
-    Aor, Credentials, RegisterResult, Registrar, RegistrarConfig, Rejection, Transport, UserLookup,
+    Aor, Credentials, RegisterResult, Registrar, RegistrarConfig, Rejection, RequestAuth,
+    Transport, UserLookup,
 };
 use super::throttle::{Notice, Table, ThrottleConfig};
 use crate::config::{Config, SipAddress};
@@ -116,6 +117,38 @@ impl Endpoints {
             }
         }
         outcome.response
+    }
+
+    /// Authenticates an endpoint's INVITE as its From user (DR-OUT-1), challenged like a
+    /// REGISTER: `Ok` with the user's address, or `Err` with the response to send (407
+    /// with challenges, 403 when locked or another user, 400 for unusable credentials).
+    pub fn authenticate(
+        &self,
+        dir: &Directory,
+        msg: &Message<'_>,
+        source: SocketAddr,
+    ) -> Result<SipAddress, BytesMut> {
+        let (outcome, notices) = {
+            let mut reg = self.lock();
+            let outcome =
+                reg.authenticate_request(msg, source, Instant::now(), &DirectoryUsers(dir));
+            (outcome, drain_notices(&mut reg))
+        };
+        log_notices(notices);
+        match outcome {
+            RequestAuth::Authenticated(aor) => Ok(SipAddress {
+                user: aor.user().to_owned(),
+                domain: aor.domain().to_owned(),
+            }),
+            RequestAuth::Challenged { reason, response } => {
+                debug!(%source, ?reason, "INVITE challenged (407)");
+                Err(response)
+            }
+            RequestAuth::Refused { status, response } => {
+                crate::warn_limited!(%source, status, "INVITE from an endpoint refused");
+                Err(response)
+            }
+        }
     }
 
     /// Every registered contact of a user (one per RFC 5626 instance).

@@ -160,7 +160,10 @@ Contact: <sip:{user}@{a}>\r\nExpires: 600\r\n",
 pub fn digest_md5(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
     let md5_line = challenge
         .split("\r\n")
-        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("MD5"))
+        .find(|l| {
+            (l.starts_with("WWW-Authenticate:") || l.starts_with("Proxy-Authenticate:"))
+                && l.contains("MD5")
+        })
         .expect("an MD5 challenge (RFC 8760: SHA-256 first, MD5 too)");
     let param = |name: &str| {
         md5_line
