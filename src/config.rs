@@ -1519,7 +1519,7 @@ fn build_call(s: &Section) -> Option<ScheduledCall> {
     let every = s
         .table
         .contains_key("every_seconds")
-        .then(|| s.seconds("every_seconds", 60.0, 0.001, 86_400.0));
+        .then(|| s.seconds("every_seconds", 60.0, 0.0001, 86_400.0));
     let count = s
         .table
         .contains_key("count")

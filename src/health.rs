@@ -408,6 +408,21 @@ impl Health {
         self.lock().by_fqdn.get(&fqdn.to_ascii_lowercase()).cloned()
     }
 
+    /// What a call to the SBC needs of its record, without copying it: the datacenter
+    /// its last OPTIONS came to, and, for an SBC on the plain-TCP lab listener (no
+    /// certificate), the address it spoke from.
+    pub fn reach(&self, fqdn: &str) -> Option<(String, Option<SocketAddr>)> {
+        self.lock()
+            .by_fqdn
+            .get(&fqdn.to_ascii_lowercase())
+            .map(|r| {
+                (
+                    r.listener.clone(),
+                    r.certificate.is_none().then_some(r.peer),
+                )
+            })
+    }
+
     /// The SBC's state now.
     pub fn state(&self, fqdn: &str) -> Option<SbcState> {
         let now = Instant::now();

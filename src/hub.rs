@@ -44,6 +44,8 @@ pub struct Hub {
     pub calls: Arc<CallTable>,
     /// SBCs out of outbound rotation after a 503 with Retry-After (DR-OUT-3).
     pub rotation: crate::call::outbound::Rotation,
+    /// The settings every call reads, made once from the config.
+    pub call_settings: Arc<crate::call::CallSettings>,
     pub counters: Counters,
     pub media: MediaConfig,
     connector: OnceLock<Arc<Connector>>,
@@ -80,6 +82,7 @@ impl Hub {
             endpoints,
             calls: Arc::new(CallTable::default()),
             rotation: Default::default(),
+            call_settings: Arc::new(crate::call::CallSettings::new(&config)),
             counters: Counters::default(),
             next_port: AtomicU16::new(even(config.media.port_min)),
             media,

@@ -776,16 +776,29 @@ pub fn ice_restart(previous: &Answer, address: IpAddr, port: u16) -> Result<Answ
 /// dynamic one in the range Teams' own offers use (opus 111, SILK 104,
 /// telephone-event 101), else the next free dynamic number from 96.
 fn offer_payload_type(codec: &Codec, taken: &[u8]) -> Option<u8> {
-    if let Some(pt) =
-        (0..=18).find(|pt| Codec::from_static_payload_type(*pt).is_some_and(|c| c.matches(codec)))
-    {
-        return Some(pt);
+    // RFC 3551 §6's audio types drhub may offer, without building a Codec for each.
+    const STATIC: [(u8, &str, u32, u16); 6] = [
+        (0, "PCMU", 8000, 1),
+        (3, "GSM", 8000, 1),
+        (8, "PCMA", 8000, 1),
+        (9, "G722", 8000, 1),
+        (13, "CN", 8000, 1),
+        (18, "G729", 8000, 1),
+    ];
+    if let Some((pt, ..)) = STATIC.iter().find(|(_, name, rate, ch)| {
+        codec.name.eq_ignore_ascii_case(name) && codec.clock_rate == *rate && codec.channels == *ch
+    }) {
+        return Some(*pt);
     }
-    let preferred = match codec.name.to_ascii_lowercase().as_str() {
-        "opus" => Some(111),
-        "silk" => Some(104),
-        "telephone-event" => Some(101),
-        _ => None,
+    let name = codec.name.as_str();
+    let preferred = if name.eq_ignore_ascii_case("opus") {
+        Some(111)
+    } else if name.eq_ignore_ascii_case("SILK") {
+        Some(104)
+    } else if codec.is_telephone_event() {
+        Some(101)
+    } else {
+        None
     };
     preferred
         .filter(|pt| !taken.contains(pt))
@@ -806,14 +819,18 @@ pub fn offer(
     source: AnswerSource,
 ) -> Result<String, SdpError> {
     use std::fmt::Write as _;
-    let ice = IceCredentials::generate()?;
-    let mut key = [0u8; SRTP_KEY_SALT_LEN];
-    fill_random(&mut key)?;
+    // One draw for the ICE ufrag (6 bytes), pwd (18) and the SRTP key and salt (30); see
+    // `IceCredentials::generate` for the sizes.
+    let mut random = [0u8; 6 + 18 + SRTP_KEY_SALT_LEN];
+    fill_random(&mut random)?;
+    let (ufrag, rest) = random.split_at(6);
+    let (pwd, key) = rest.split_at(18);
     let mut formats: Vec<(u8, &Codec)> = Vec::with_capacity(codecs.len());
+    let mut taken: Vec<u8> = Vec::with_capacity(codecs.len());
     for c in codecs {
-        let taken: Vec<u8> = formats.iter().map(|(pt, _)| *pt).collect();
         if let Some(pt) = offer_payload_type(c, &taken) {
             formats.push((pt, c));
+            taken.push(pt);
         }
     }
     if !formats.iter().any(|(_, c)| !c.is_telephone_event()) {
@@ -822,8 +839,7 @@ pub fn offer(
         });
     }
     let ip = address_type(address);
-    let list: Vec<String> = formats.iter().map(|(pt, _)| pt.to_string()).collect();
-    let mut t = String::with_capacity(640);
+    let mut t = String::with_capacity(768);
     // Writing to a String cannot fail.
     let _ = write!(
         t,
@@ -832,7 +848,11 @@ pub fn offer(
     if source == AnswerSource::MediaProcessor {
         t.push_str("a=ice-lite\r\n");
     }
-    let _ = write!(t, "m=audio {port} RTP/SAVP {}\r\n", list.join(" "));
+    let _ = write!(t, "m=audio {port} RTP/SAVP");
+    for (pt, _) in &formats {
+        let _ = write!(t, " {pt}");
+    }
+    t.push_str("\r\n");
     for (pt, c) in &formats {
         let _ = write!(t, "a=rtpmap:{pt} {}\r\n", c.rtpmap());
         if c.is_telephone_event() {
@@ -843,11 +863,21 @@ pub fn offer(
     let _ = write!(
         t,
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
-        base64(&key)
+        base64(key)
     );
-    let _ = write!(t, "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", ice.ufrag, ice.pwd);
-    for a in host_candidates(address, port, false) {
-        let _ = write!(t, "a=candidate:{}\r\n", a.value.unwrap_or_default());
+    let _ = write!(
+        t,
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+        base64(ufrag),
+        base64(pwd)
+    );
+    // Host candidates for RTP and RTCP, as `host_candidates` writes them.
+    for (component, p) in [(1u32, port), (2, rtcp_port(port))] {
+        let priority = (126u32 << 24) + (65535u32 << 8) + (256 - component);
+        let _ = write!(
+            t,
+            "a=candidate:1 {component} UDP {priority} {address} {p} typ host\r\n"
+        );
     }
     let _ = write!(t, "a=rtcp:{}\r\na=rtcp-mux\r\n", rtcp_port(port));
     Ok(t)

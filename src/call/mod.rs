@@ -1573,6 +1573,7 @@ struct Runner {
 
 impl Runner {
     async fn run(&mut self, call: &mut impl Machine, rx: &mut inbox::Receiver<CallEvent>) {
+        let mut due_in_a_row = 0u8;
         loop {
             while let Some(a) = call.poll_action() {
                 self.perform(a);
@@ -1584,6 +1585,18 @@ impl Runner {
                 return;
             }
             let deadline = call.poll_timeout();
+            // A timer already due (a hang-up right after the answer) runs now, without a
+            // trip through the timer wheel; a few in a row at most, so that a machine
+            // whose deadline does not move still yields to the runtime.
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if d <= now && due_in_a_row < 4 {
+                    due_in_a_row += 1;
+                    call.handle_timeout(now);
+                    continue;
+                }
+            }
+            due_in_a_row = 0;
             tokio::select! {
                 ev = rx.recv() => call.handle(ev, Instant::now()),
                 _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),

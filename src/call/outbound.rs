@@ -56,8 +56,10 @@ pub struct Gateway {
     /// drhub names itself there.
     pub listener: Arc<str>,
     pub local: LocalIdentity,
-    /// The SDP offer for this trunk: the media processor's, or the endpoint's on bypass.
-    pub offer: Bytes,
+    /// The SDP offer for this trunk: the calling endpoint's on bypass trunks; else
+    /// (`None`) the media processor's, or a virtual endpoint's on bypass, made when the
+    /// gateway is tried.
+    pub offer: Option<Bytes>,
     /// The RTP port the offer announces (answers to the SBC's re-offers keep it).
     pub media_port: u16,
 }
@@ -299,95 +301,156 @@ impl Outbound {
         ReqId(self.next_req)
     }
 
+    /// The SDP offer for gateway `n`, made the first time it is needed (one per kind of
+    /// media source: the SBCs of one call see the same media session).
+    fn offer_for(&mut self, n: usize) -> Result<Bytes, crate::sdp::SdpError> {
+        let g = &self.placement.gateways[n];
+        if let Some(o) = &g.offer {
+            return Ok(o.clone());
+        }
+        let bypass = g.bypass;
+        let made = self
+            .placement
+            .gateways
+            .iter()
+            .find(|o| o.bypass == bypass && o.offer.is_some() && o.media_port == g.media_port)
+            .and_then(|o| o.offer.clone());
+        let offer = match made {
+            Some(o) => o,
+            None => {
+                let media = &self.placement.media;
+                let source = if bypass {
+                    crate::sdp::AnswerSource::Endpoint
+                } else {
+                    crate::sdp::AnswerSource::MediaProcessor
+                };
+                let id = fastrand::u64(1..u64::MAX / 2);
+                Bytes::from(crate::sdp::offer(
+                    &media.codecs,
+                    media.address,
+                    g.media_port,
+                    id,
+                    source,
+                )?)
+            }
+        };
+        self.placement.gateways[n].offer = Some(offer.clone());
+        Ok(offer)
+    }
+
     /// Sends the INVITE of attempt `n`, or ends the call when no gateway is left.
     fn attempt(&mut self, n: usize, now: Instant) {
-        let Some(g) = self.placement.gateways.get(n).cloned() else {
+        if n >= self.placement.gateways.len() {
             return self.finish_failed();
+        }
+        let offer = match self.offer_for(n) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "no SDP offer could be made; the call fails");
+                self.outcome = Some(Outcome {
+                    status: 500,
+                    code: None,
+                    reason: format!("no SDP offer: {e}"),
+                });
+                let r = Rejection::new(Diagnostic::NoAcceptableMedia)
+                    .with_status(500)
+                    .with("detail", e.to_string());
+                self.reject_caller(&r);
+                self.phase = Phase::Done;
+                return;
+            }
         };
         self.cseq += 1;
+        let timers = if self.placement.gateways[n].bypass {
+            None
+        } else {
+            // DR-ST-1: non-bypass calls always offer a session timer.
+            Some(
+                self.retry_422
+                    .take()
+                    .unwrap_or_else(|| uac_request_headers(&self.settings.session, 0)),
+            )
+        };
+        self.invite_timers = timers;
+        let id = self.next_id();
         let p = &self.placement;
+        let g = &p.gateways[n];
         let host = g.local.host();
-        let user_uri = |number: &str| format!("sip:{number}@{host};user=phone");
         let from = if p.private {
             "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_owned()
         } else {
             let name = p.display_name.replace(['"', '\\'], "");
-            format!("\"{name}\" <{}>", user_uri(&p.caller))
+            format!("\"{name}\" <sip:{}@{host};user=phone>", p.caller)
         };
         let target = format!("sip:{}@{}:{};user=phone", p.number, g.fqdn, g.port);
         let to = format!("<sip:{}@{};user=phone>", p.number, g.fqdn);
         // DR-OUT-1: the routing token names the tenant and the call, so that a request
         // the SBC sends to the Contact finds its way back (emulator choice of names).
-        let token: String = p.call_id.chars().take(16).collect();
+        let token = p.call_id.get(..16).unwrap_or(&p.call_id);
         let transport = g.local.transport().param();
+        let port = g.local.port();
         let contact = format!(
-            "<sip:{host}:{};transport={transport};x-i={};x-c={token}>",
-            g.local.port(),
+            "<sip:{host}:{port};transport={transport};x-i={};x-c={token}>",
             p.tenant
         );
-        let record_route = format!("<sip:{host}:{};transport={transport};lr>", g.local.port());
-        let pai = format!("<{}>", user_uri(&p.caller));
-        let mut extra: Vec<(&str, String)> = vec![("Record-Route", record_route)];
-        if g.forward_pai {
+        let record_route = format!("<sip:{host}:{port};transport={transport};lr>");
+        let pai = g
+            .forward_pai
+            .then(|| format!("<sip:{}@{host};user=phone>", p.caller));
+        let session = timers.map(|h| (h.session_expires_header(), h.min_se_header()));
+        let mut extra: Vec<(&str, &str)> = Vec::with_capacity(6);
+        extra.push(("Record-Route", &record_route));
+        if let Some(pai) = &pai {
             extra.push(("P-Asserted-Identity", pai));
         }
         if p.private {
-            extra.push(("Privacy", "id".to_owned()));
+            extra.push(("Privacy", "id"));
         }
-        if g.bypass {
-            self.invite_timers = None;
-            extra.push(("Supported", "replaces".to_owned()));
-        } else {
-            // DR-ST-1: non-bypass calls always offer a session timer.
-            let h = self
-                .retry_422
-                .take()
-                .unwrap_or_else(|| uac_request_headers(&self.settings.session, 0));
-            extra.push(("Supported", "timer,replaces".to_owned()));
-            extra.push(("Session-Expires", h.session_expires_header()));
-            extra.push(("Min-SE", h.min_se_header()));
-            self.invite_timers = Some(h);
+        match &session {
+            None => extra.push(("Supported", "replaces")),
+            Some((se, min_se)) => {
+                extra.push(("Supported", "timer,replaces"));
+                extra.push(("Session-Expires", se));
+                extra.push(("Min-SE", min_se));
+            }
         }
-        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let route = route_to(&g);
-        let id = self.next_id();
-        let call_id = self.placement.call_id.clone();
-        let Some(leg) = UacLeg::start(
+        let peer = Peer::Sbc {
+            fqdn: g.fqdn.clone(),
+        };
+        let leg = UacLeg::start(
             id,
-            route,
+            route_to(g),
             g.local.clone(),
-            Peer::Sbc {
-                fqdn: g.fqdn.clone(),
-            },
+            peer.clone(),
             &InviteParams {
                 target: &target,
                 from,
                 to,
-                sdp: &g.offer,
+                sdp: &offer,
                 extra: &extra,
-                again: Some((&call_id, self.tag, self.cseq)),
+                again: Some((&p.call_id, self.tag, self.cseq)),
                 contact: Some(&contact),
             },
             &mut self.actions,
-        ) else {
-            warn!(sbc = %g.fqdn, "INVITE not built; next gateway");
+        );
+        let failover_time = g.failover_time;
+        info!(attempt = n + 1, sbc = %g.fqdn, route = %g.route, target, "INVITE to the SBC");
+        let Some(leg) = leg else {
+            warn!("INVITE not built; next gateway");
             return self.attempt(n + 1, now);
         };
         // Requests and stray responses of this attempt's dialog come from this SBC; the
-        // index entry must exist before its first response can arrive.
-        let at = self.actions.len() - 1;
-        self.actions.insert(
-            at,
-            Action::Index {
-                key: self.key(),
-                peer: leg.peer.clone(),
-            },
-        );
+        // index entry must exist before its first response can arrive. The first
+        // gateway's is the call's own entry, made when the call was registered.
+        if n > 0 {
+            let at = self.actions.len() - 1;
+            let key = self.key();
+            self.actions.insert(at, Action::Index { key, peer });
+        }
         self.requests.push((id, Purpose::Invite(n)));
         self.legs.push((n, leg));
         self.phase = Phase::Trying(n);
-        self.failover_at = Some(now + g.failover_time);
-        info!(attempt = n + 1, sbc = %g.fqdn, route = %g.route, target, "INVITE to the SBC");
+        self.failover_at = Some(now + failover_time);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -1213,7 +1276,7 @@ impl Outbound {
         // UPDATE without SDP when the SBC allows it; else a re-INVITE offering the same
         // SDP again, its version unchanged (RFC 4028 §7.4, RFC 3264 §8).
         let invite = !self.update_allowed;
-        let offer = self.placement.gateways[n].offer.clone();
+        let offer = self.placement.gateways[n].offer.clone().unwrap_or_default();
         let id = self.next_id();
         let Some(pos) = self.leg_pos(n) else { return };
         let leg = &mut self.legs[pos].1;
@@ -1350,7 +1413,7 @@ mod tests {
             failover_time: Duration::from_secs_f64(failover_time),
             listener: "sip".into(),
             local: local(),
-            offer: Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 50000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"),
+            offer: Some(Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 50000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n")),
             media_port: 50000,
         }
     }

@@ -10,13 +10,12 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::outbound::{Gateway, Placement};
-use super::{spawn_outbound, CallSettings};
+use super::spawn_outbound;
 use crate::config::SipAddress;
 use crate::diagnostics::Diagnostic;
 use crate::directory::RouteDecision;
 use crate::health::SbcState;
 use crate::hub::Hub;
-use crate::sdp::{self, AnswerSource};
 use crate::sip::Transport;
 
 /// What the caller asks for.
@@ -96,12 +95,7 @@ impl std::fmt::Display for Refused {
 /// Routes the call and starts it; see the module docs.
 pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
     let (placement, placed) = plan(hub, req, None)?;
-    spawn_outbound(
-        hub.clone(),
-        Arc::new(CallSettings::new(&hub.config)),
-        placement,
-        None,
-    );
+    spawn_outbound(hub.clone(), hub.call_settings.clone(), placement, None);
     Ok(placed)
 }
 
@@ -156,6 +150,8 @@ pub fn plan(
         )));
     };
     let now = Instant::now();
+    // One media session per call, whichever gateway answers.
+    let media_port = hub.media_port();
     let mut gateways = Vec::new();
     let mut resting = Vec::new();
     let mut shuffle = |v: &mut [usize]| fastrand::shuffle(v);
@@ -172,42 +168,26 @@ pub fn plan(
         let Some(trunk) = dir.trunk(tenant, g.fqdn.as_str()) else {
             continue;
         };
-        let record = hub.health.get(g.fqdn.as_str());
+        let (listener_seen, insecure_peer) = hub.health.reach(g.fqdn.as_str()).unzip();
         // A plain-TCP lab SBC (DR-TLS-5) is reached where it last spoke from.
-        let insecure_ip = record
-            .as_ref()
-            .filter(|r| r.certificate.is_none() && trunk.allow_insecure)
-            .map(|r| r.peer.ip());
+        let insecure_ip = insecure_peer
+            .flatten()
+            .filter(|_| trunk.allow_insecure)
+            .map(|p| p.ip());
         let transport = if insecure_ip.is_some() {
             Transport::Tcp
         } else {
             Transport::Tls
         };
         // The datacenter the SBC last sent OPTIONS to, else the first listener.
-        let preferred = record.as_ref().map(|r| r.listener.as_str());
+        let preferred = listener_seen.as_deref();
         let Some((listener, local)) = connector.identity(preferred, transport) else {
             warn!(sbc = %g.fqdn, %transport, "no listener to call this SBC from; skipped");
             continue;
         };
-        let source = if trunk.media_bypass {
-            AnswerSource::Endpoint
-        } else {
-            AnswerSource::MediaProcessor
-        };
-        let media_port = hub.media_port();
-        let offer = match endpoint_offer {
-            // DR-OUT-1: on bypass trunks the SBC gets the endpoint's own offer.
-            Some(o) if trunk.media_bypass => o.clone(),
-            _ => sdp::offer(
-                &hub.media.codecs,
-                hub.media.address,
-                media_port,
-                fastrand::u64(1..u64::MAX / 2),
-                source,
-            )
-            .map(Bytes::from)
-            .map_err(|e| Refused::Unavailable(format!("no SDP offer: {e}")))?,
-        };
+        // DR-OUT-1: on bypass trunks the SBC gets the calling endpoint's own offer;
+        // else the call makes the media processor's when it tries this gateway.
+        let offer = endpoint_offer.filter(|_| trunk.media_bypass).cloned();
         gateways.push(Gateway {
             fqdn: g.fqdn.as_str().into(),
             port: trunk.port,
