@@ -881,3 +881,49 @@ From: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\
         h("Call-ID")
     )
 }
+
+/// The control API ends a ringing outbound call with CANCEL (and the call ends with the
+/// SBC's 487); `GET /api/calls/{id}` shows it ringing first.
+#[tokio::test]
+async fn api_hang_up_of_a_ringing_outbound_call_cancels_it() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
+    let v = call(&d, "+14255550100", 5.0).await;
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (mut p, _) = sbc1.accept().await;
+    let inv = p.until_request("INVITE").await;
+    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    p.send(response_tagged(&inv.text, 180, "Ringing", "h1", &[c], None))
+        .await;
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = get(&d, &format!("/api/calls/{call_id}")).await.1["state"].clone();
+        if state == "ringing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "ringing");
+    let (s, v) = request(
+        d.addr("api"),
+        "DELETE",
+        &format!("/api/calls/{call_id}"),
+        None,
+        None,
+    )
+    .await
+    .expect("API reachable");
+    assert_eq!(s, 202, "{v}");
+    let cancel = p.until_request("CANCEL").await;
+    p.send(response_to(&cancel.text, 200, "OK", &[])).await;
+    p.send(response_tagged(
+        &inv.text,
+        487,
+        "Request Terminated",
+        "h1",
+        &[],
+        None,
+    ))
+    .await;
+    let rec = ended(&d, &call_id).await;
+    assert_eq!(rec["status"], 487, "{rec}");
+}
