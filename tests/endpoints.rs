@@ -61,6 +61,12 @@ async fn registered_softphone_is_a_fork_and_its_answer_reaches_the_sbc() {
         "{}",
         ack.text
     );
+    // A phone that missed the ACK retransmits its 200 (RFC 3261 §13.3.1.4): ACKed again.
+    phone
+        .answer(&to_phone, 200, "OK", "phone1", Some(PHONE_SDP))
+        .await;
+    let again = phone.recv_request("ACK").await;
+    assert_eq!(again.header("CSeq"), ack.header("CSeq"), "{}", again.text);
     // The SBC: 100, 180s (virtual clients and the phone), then the 200.
     let ok = loop {
         let r = sbc.recv().await;

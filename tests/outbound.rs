@@ -368,7 +368,8 @@ async fn dr_out_2_failover_time_cancels_and_moves_on() {
 }
 
 /// DR-OUT-2, DR-NH-5: an SBC whose certificate carries the wrong name is a TLS failure
-/// (504, 569008) and the next gateway is tried.
+/// (504, 569008) and the next gateway is tried; that one retransmits its 200 and gets
+/// its ACK again.
 #[tokio::test]
 async fn dr_out_2_wrong_certificate_name_is_504_569008_and_the_next_gateway_answers() {
     let wrong = SbcListener::bind("sbc9.adatum.biz", "sbc9.adatum.biz").await;
@@ -384,16 +385,18 @@ async fn dr_out_2_wrong_certificate_name_is_504_569008_and_the_next_gateway_answ
     let (mut p2, _) = sbc2.accept().await;
     let inv = p2.until_request("INVITE").await;
     let c = "Contact: <sip:+14255550100@sbc2.adatum.biz:5061;transport=tls>";
-    p2.send(response_tagged(
-        &inv.text,
-        200,
-        "OK",
-        "w2",
-        &[c],
-        Some(SBC_ANSWER),
-    ))
-    .await;
+    let ok = response_tagged(&inv.text, 200, "OK", "w2", &[c], Some(SBC_ANSWER));
+    p2.send(&ok).await;
     p2.until_request("ACK").await;
+    // An SBC that did not see the ACK retransmits its 200 (RFC 3261 §13.3.1.4): ACKed
+    // again, the call unchanged.
+    p2.send(&ok).await;
+    let again = p2.until_request("ACK").await;
+    assert!(
+        header(&again, "CSeq").starts_with("2 ACK"),
+        "{}",
+        again.text
+    );
     let bye = p2.until_request("BYE").await;
     p2.send(response_to(&bye.text, 200, "OK", &[])).await;
     let rec = ended(&d, v["call_id"].as_str().unwrap()).await;

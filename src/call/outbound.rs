@@ -630,6 +630,20 @@ impl Outbound {
     }
 
     fn on_client(&mut self, id: ReqId, event: ClientEvent, now: Instant) {
+        if let ClientEvent::Additional2xx(_) = &event {
+            // A 2xx retransmitted (or another fork's) after the INVITE's final response,
+            // which retired the request: its leg ACKs it again (RFC 6026 §7.2).
+            let mut ids = self.next_req;
+            let mut next = || {
+                ids += 1;
+                ReqId(ids)
+            };
+            if let Some((_, leg)) = self.legs.iter_mut().find(|(_, l)| l.invite_id() == id) {
+                leg.on_invite_event(event, &mut next, &mut self.actions);
+            }
+            self.next_req = ids;
+            return self.track_fire_and_forget();
+        }
         let Some(pos) = self.requests.iter().position(|(r, _)| *r == id) else {
             return;
         };
