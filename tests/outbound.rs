@@ -930,3 +930,38 @@ async fn api_hang_up_of_a_ringing_outbound_call_cancels_it() {
     let rec = ended(&d, &call_id).await;
     assert_eq!(rec["status"], 487, "{rec}");
 }
+
+/// A phone's call the SBC only rings: after `[calls] ring_timeout_seconds` the SBC gets
+/// CANCEL and the phone the ring timeout's status (480), not a 487 it never asked for.
+#[tokio::test]
+async fn an_endpoints_unanswered_call_times_out_with_480_and_cancel() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| set_key(&t, "calls", "ring_timeout_seconds", "1")).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    phone_calls(&phone, "+14255550100").await;
+    let (mut pstn, _) = sbc1.accept().await;
+    let inv = pstn.until_request("INVITE").await;
+    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(&inv.text, 180, "Ringing", "rt", &[c], None))
+        .await;
+    assert_eq!(phone.recv().await.status(), 180);
+    let cancel = pstn.until_request("CANCEL").await;
+    pstn.send(response_to(&cancel.text, 200, "OK", &[])).await;
+    pstn.send(response_tagged(
+        &inv.text,
+        487,
+        "Request Terminated",
+        "rt",
+        &[],
+        None,
+    ))
+    .await;
+    let r = phone.recv().await;
+    assert_eq!(r.status(), 480, "{}", r.text);
+    assert!(
+        header(&r, "ms-diagnostics").contains("reason="),
+        "{}",
+        r.text
+    );
+    d.calls_drained().await;
+}

@@ -494,6 +494,10 @@ impl Outbound {
         match self.phase {
             Phase::Trying(_) | Phase::Ringing(_) if now >= self.give_up_at => {
                 info!(after = ?self.placement.ring_for, "nobody answered: the caller gives up (CANCEL)");
+                // An endpoint that placed the call hears the ring timeout (DR-FORK-7's
+                // status), not the 487 of a call it cancelled itself.
+                let status = self.settings.ring_timeout_status;
+                self.reject_caller(&Rejection::new(Diagnostic::RingTimeout).with_status(status));
                 self.give_up("SIP;cause=487;text=\"Request terminated\"");
             }
             Phase::Trying(n) if self.failover_at.is_some_and(|t| now >= t) => {
