@@ -366,7 +366,7 @@ async fn place_call(
         number: text("to")?,
         private,
         ring_for: seconds("ring_seconds", 60.0)?,
-        talk_for: seconds("talk_seconds", 30.0)?,
+        talk_for: Some(seconds("talk_seconds", 30.0)?),
     };
     match crate::call::place::place(&api.hub, &req) {
         Ok(p) => {

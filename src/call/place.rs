@@ -30,7 +30,8 @@ pub struct Request {
     /// How long the caller lets it ring before giving up (CANCEL).
     pub ring_for: Duration,
     /// How long the caller talks once answered (then BYE).
-    pub talk_for: Duration,
+    /// `None`: a SIP endpoint, whose user hangs up.
+    pub talk_for: Option<Duration>,
 }
 
 /// A call that was started.
@@ -230,7 +231,7 @@ pub fn plan(
         private: req.private,
         gateways,
         ring_for: req.ring_for,
-        talk_for: Some(req.talk_for),
+        talk_for: req.talk_for,
         media: hub.media.clone(),
     };
     Ok((placement, placed))
@@ -265,7 +266,7 @@ pub async fn run_scheduled(hub: Arc<Hub>, stop: tokio_util::sync::CancellationTo
                             number: call.to.clone(),
                             private: call.private,
                             ring_for: call.ring,
-                            talk_for: call.talk,
+                            talk_for: Some(call.talk),
                         };
                         match place(&hub, &req) {
                             Ok(p) => info!(user = %user, to = %p.number, call_id = %p.call_id, "scripted call placed ([[tenant.user.call]])"),

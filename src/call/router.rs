@@ -734,10 +734,10 @@ impl Router {
             number: dialled.clone(),
             private,
             ring_for: self.settings.ring_timeout,
-            talk_for: std::time::Duration::ZERO,
+            talk_for: None,
         };
         let offer = Bytes::copy_from_slice(msg.body());
-        let (mut placement, placed) = match super::place::plan(&self.hub, &wanted, Some(&offer)) {
+        let (placement, placed) = match super::place::plan(&self.hub, &wanted, Some(&offer)) {
             Ok(p) => p,
             Err(refused) => {
                 let r = match refused {
@@ -754,7 +754,6 @@ impl Router {
                 return self.reject(tx, &msg, &source, r);
             }
         };
-        placement.talk_for = None;
         info!(call_id = %placed.call_id, endpoint_call_id = %call_id, user = %user, to = %placed.number, "call from a SIP endpoint to the PSTN");
         let local = source.proxy().clone();
         let peer = Peer::Endpoint {
