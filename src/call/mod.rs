@@ -208,6 +208,78 @@ enum Phase {
     Done,
 }
 
+/// The requests a call has in flight, each with what its answer means (`P`), and the
+/// ids it hands out. Both call machines keep their bookkeeping here.
+#[derive(Debug)]
+struct InFlight<P> {
+    list: Vec<(ReqId, P)>,
+    next: u32,
+}
+
+impl<P: Clone> InFlight<P> {
+    fn new() -> Self {
+        InFlight {
+            list: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn next_id(&mut self) -> ReqId {
+        self.next += 1;
+        ReqId(self.next)
+    }
+
+    /// Ids for a leg that may queue requests of its own (CANCEL, a BYE to a second 2xx);
+    /// [`InFlight::adopt`] files them afterwards.
+    fn ids(&mut self) -> impl FnMut() -> ReqId + '_ {
+        move || {
+            self.next += 1;
+            ReqId(self.next)
+        }
+    }
+
+    fn push(&mut self, id: ReqId, purpose: P) {
+        self.list.push((id, purpose));
+    }
+
+    /// What an event of request `id` means; a final outcome retires the request.
+    fn on_event(&mut self, id: ReqId, event: &ClientEvent) -> Option<P> {
+        let pos = self.list.iter().position(|(r, _)| *r == id)?;
+        let done = matches!(
+            event,
+            ClientEvent::Final(_) | ClientEvent::Timeout(_) | ClientEvent::TransportError
+        );
+        Some(if done {
+            self.list.swap_remove(pos).1
+        } else {
+            self.list[pos].1.clone()
+        })
+    }
+
+    /// Files the requests in `actions` nobody filed (a leg's own CANCEL or BYE) as `fire`.
+    fn adopt(&mut self, actions: &[Action], fire: P) {
+        for a in actions {
+            if let Action::Send { id, .. } = a {
+                if !self.list.iter().any(|(r, _)| r == id) {
+                    self.list.push((*id, fire.clone()));
+                }
+            }
+        }
+    }
+
+    fn retire(&mut self, id: ReqId) {
+        self.list.retain(|(r, _)| *r != id);
+    }
+
+    fn any(&self, mut f: impl FnMut(&P) -> bool) -> bool {
+        self.list.iter().any(|(_, p)| f(p))
+    }
+
+    fn find(&self, id: ReqId) -> Option<&P> {
+        self.list.iter().find(|(r, _)| *r == id).map(|(_, p)| p)
+    }
+}
+
 /// A request the call has in flight, and what its answer means.
 #[derive(Debug, Clone)]
 enum Purpose {
@@ -266,8 +338,7 @@ pub struct Call {
     session: Option<SessionTimer>,
     /// The SBC's connections all closed at this point; probe the dialog then.
     orphan_at: Option<Instant>,
-    requests: Vec<(ReqId, Purpose)>,
-    next_req: u32,
+    requests: InFlight<Purpose>,
     actions: Vec<Action>,
     /// Why the call ended, for the log and the call record.
     pub outcome: Option<Outcome>,
@@ -320,8 +391,7 @@ impl Call {
             session_offer: new.session,
             session: None,
             orphan_at: None,
-            requests: Vec::new(),
-            next_req: 0,
+            requests: InFlight::new(),
             actions: Vec::new(),
             outcome: None,
             setup: Some(Box::new(Setup {
@@ -451,7 +521,7 @@ impl Call {
         let at = self.actions.len() - 1;
         self.actions.insert(at, Action::Index { key, peer });
         self.requests
-            .push((id, Purpose::ForkInvite(self.forks.len())));
+            .push(id, Purpose::ForkInvite(self.forks.len()));
         debug!(endpoint = %name, target = uri, "INVITE to SIP endpoint");
         self.forks.push(Fork {
             name: name.into(),
@@ -727,8 +797,7 @@ impl Call {
         let glare = msg.method() == Some(Method::Invite)
             && self
                 .requests
-                .iter()
-                .any(|(_, p)| matches!(p, Purpose::Refresh { invite: true, .. }));
+                .any(|p| matches!(p, Purpose::Refresh { invite: true, .. }));
         let answering = match self.phase {
             Phase::Answered(i) | Phase::Up(i) if !glare => Some(i),
             _ => None,
@@ -805,46 +874,30 @@ impl Call {
         if let ClientEvent::Additional2xx(_) = &event {
             // A 2xx retransmitted (or another fork's) after the INVITE's final response,
             // which retired the request: its leg ACKs it again (RFC 6026 §7.2).
-            let mut ids = self.next_req;
-            let mut next = || {
-                ids += 1;
-                ReqId(ids)
-            };
-            for f in &mut self.forks {
-                if let ForkKind::Sip(leg) = &mut f.kind {
-                    if leg.invite_id() == id {
-                        leg.on_invite_event(event, &mut next, &mut self.actions);
-                        break;
+            {
+                let mut next = self.requests.ids();
+                for f in &mut self.forks {
+                    if let ForkKind::Sip(leg) = &mut f.kind {
+                        if leg.invite_id() == id {
+                            leg.on_invite_event(event, &mut next, &mut self.actions);
+                            break;
+                        }
                     }
                 }
             }
-            self.next_req = ids;
             return self.track_fire_and_forget();
         }
-        let Some(pos) = self.requests.iter().position(|(r, _)| *r == id) else {
+        let Some(purpose) = self.requests.on_event(id, &event) else {
             return;
-        };
-        let final_event = matches!(
-            event,
-            ClientEvent::Final(_) | ClientEvent::Timeout(_) | ClientEvent::TransportError
-        );
-        let purpose = if final_event {
-            self.requests.swap_remove(pos).1
-        } else {
-            self.requests[pos].1.clone()
         };
         match purpose {
             Purpose::ForkInvite(i) => {
-                let mut ids = self.next_req;
-                let mut next = || {
-                    ids += 1;
-                    ReqId(ids)
-                };
                 let ev = match &mut self.forks[i].kind {
-                    ForkKind::Sip(leg) => leg.on_invite_event(event, &mut next, &mut self.actions),
+                    ForkKind::Sip(leg) => {
+                        leg.on_invite_event(event, &mut self.requests.ids(), &mut self.actions)
+                    }
                     _ => None,
                 };
-                self.next_req = ids;
                 // Anything the leg sent on its own (CANCEL, BYE) needs no answer.
                 self.track_fire_and_forget();
                 if let Some(ev) = ev {
@@ -889,13 +942,7 @@ impl Call {
 
     /// Requests a leg queued by itself (CANCEL, BYE to a second 2xx) are fire-and-forget.
     fn track_fire_and_forget(&mut self) {
-        for a in &self.actions {
-            if let Action::Send { id, .. } = a {
-                if !self.requests.iter().any(|(r, _)| r == id) {
-                    self.requests.push((*id, Purpose::Fire));
-                }
-            }
-        }
+        self.requests.adopt(&self.actions, Purpose::Fire);
     }
 
     /// What a fork did (a scripted step or a SIP leg's response), under the call's rules
@@ -1046,15 +1093,9 @@ impl Call {
                 continue;
             }
             self.forks[i].state = ForkState::Cancelled;
-            let mut ids = self.next_req;
-            let mut next = || {
-                ids += 1;
-                ReqId(ids)
-            };
             if let ForkKind::Sip(leg) = &mut self.forks[i].kind {
-                leg.cancel(reason, &mut next, &mut self.actions);
+                leg.cancel(reason, &mut self.requests.ids(), &mut self.actions);
             }
-            self.next_req = ids;
         }
         self.track_fire_and_forget();
     }
@@ -1072,7 +1113,7 @@ impl Call {
             } else {
                 Purpose::Fire
             };
-            self.requests.push((id, purpose));
+            self.requests.push(id, purpose);
         }
     }
 
@@ -1206,10 +1247,7 @@ impl Call {
 
     /// The call is over once no BYE that ends it is still in flight.
     fn settle_end(&mut self) {
-        let closing = self
-            .requests
-            .iter()
-            .any(|(_, p)| matches!(p, Purpose::Closing { .. }));
+        let closing = self.requests.any(|p| matches!(p, Purpose::Closing { .. }));
         self.phase = if closing { Phase::Ending } else { Phase::Done };
     }
 
@@ -1266,7 +1304,7 @@ impl Call {
     fn send_sbc(&mut self, id: ReqId, request: Bytes, purpose: Purpose) {
         match self.sbc_route() {
             Some(route) => {
-                self.requests.push((id, purpose));
+                self.requests.push(id, purpose);
                 self.actions.push(Action::Send { id, request, route });
             }
             None => warn!("no route to the SBC in this dialog; request not sent"),
@@ -1370,8 +1408,7 @@ impl Call {
     }
 
     fn next_id(&mut self) -> ReqId {
-        self.next_req += 1;
-        ReqId(self.next_req)
+        self.requests.next_id()
     }
 
     /// The index keys of the call's UAC legs (the task unregisters them at the end).

@@ -29,7 +29,9 @@ use super::session_timer::{
     self, negotiate_uac, negotiate_uas, on_422, uac_request_headers, ResponseTimers, SessionTimer,
     UacHeaders, UasDecision,
 };
-use super::{request_timers, Action, CallEvent, CallSettings, LegKey, Outcome, ReqId, Route, Tag};
+use super::{
+    request_timers, Action, CallEvent, CallSettings, InFlight, LegKey, Outcome, ReqId, Route, Tag,
+};
 use crate::diagnostics::{Diagnostic, Rejection, Teller};
 use crate::policy::DIALOG_ALLOW;
 use crate::sip::{HeaderName, LocalIdentity, Message, Method, Stored, Transport};
@@ -186,8 +188,7 @@ pub struct Outbound {
     invite_timers: Option<UacHeaders>,
     /// The headers for the INVITE again after a 422 (RFC 4028 §7.4): same gateway.
     retry_422: Option<UacHeaders>,
-    requests: Vec<(ReqId, Purpose)>,
-    next_req: u32,
+    requests: InFlight<Purpose>,
     actions: Vec<Action>,
     pub attempts: Vec<AttemptResult>,
     pub outcome: Option<Outcome>,
@@ -217,8 +218,7 @@ impl Outbound {
             session: None,
             invite_timers: None,
             retry_422: None,
-            requests: Vec::new(),
-            next_req: 0,
+            requests: InFlight::new(),
             actions: Vec::new(),
             attempts: Vec::new(),
             outcome: None,
@@ -297,8 +297,7 @@ impl Outbound {
     }
 
     fn next_id(&mut self) -> ReqId {
-        self.next_req += 1;
-        ReqId(self.next_req)
+        self.requests.next_id()
     }
 
     /// The SDP offer for gateway `n`, made the first time it is needed (one per kind of
@@ -447,7 +446,7 @@ impl Outbound {
             let key = self.key();
             self.actions.insert(at, Action::Index { key, peer });
         }
-        self.requests.push((id, Purpose::Invite(n)));
+        self.requests.push(id, Purpose::Invite(n));
         self.legs.push((n, leg));
         self.phase = Phase::Trying(n);
         self.failover_at = Some(now + failover_time);
@@ -550,7 +549,7 @@ impl Outbound {
                 warn!(code = e.code, status = e.status, error = %error, "request to the SBC not delivered: {}", e.text);
                 match self.invite_attempt(id) {
                     Some(n) => {
-                        self.requests.retain(|(r, _)| *r != id);
+                        self.requests.retire(id);
                         if let Some(pos) = self.leg_pos(n) {
                             self.legs[pos].1.terminated();
                         }
@@ -610,10 +609,10 @@ impl Outbound {
     }
 
     fn invite_attempt(&self, id: ReqId) -> Option<usize> {
-        self.requests.iter().find_map(|(r, p)| match p {
-            Purpose::Invite(n) if *r == id => Some(*n),
+        match self.requests.find(id) {
+            Some(Purpose::Invite(n)) => Some(*n),
             _ => None,
-        })
+        }
     }
 
     fn is_current(&self, n: usize) -> bool {
@@ -637,28 +636,13 @@ impl Outbound {
         if let ClientEvent::Additional2xx(_) = &event {
             // A 2xx retransmitted (or another fork's) after the INVITE's final response,
             // which retired the request: its leg ACKs it again (RFC 6026 §7.2).
-            let mut ids = self.next_req;
-            let mut next = || {
-                ids += 1;
-                ReqId(ids)
-            };
             if let Some((_, leg)) = self.legs.iter_mut().find(|(_, l)| l.invite_id() == id) {
-                leg.on_invite_event(event, &mut next, &mut self.actions);
+                leg.on_invite_event(event, &mut self.requests.ids(), &mut self.actions);
             }
-            self.next_req = ids;
             return self.track_fire_and_forget();
         }
-        let Some(pos) = self.requests.iter().position(|(r, _)| *r == id) else {
+        let Some(purpose) = self.requests.on_event(id, &event) else {
             return;
-        };
-        let final_event = matches!(
-            event,
-            ClientEvent::Final(_) | ClientEvent::Timeout(_) | ClientEvent::TransportError
-        );
-        let purpose = if final_event {
-            self.requests.swap_remove(pos).1
-        } else {
-            self.requests[pos].1.clone()
         };
         match purpose {
             Purpose::Invite(n) => self.on_invite(n, event, now),
@@ -699,16 +683,11 @@ impl Outbound {
             }
             _ => (None, None, None),
         };
-        let mut ids = self.next_req;
-        let mut next = || {
-            ids += 1;
-            ReqId(ids)
-        };
         let Some(pos) = self.leg_pos(n) else { return };
-        let ev = self.legs[pos]
-            .1
-            .on_invite_event(event, &mut next, &mut self.actions);
-        self.next_req = ids;
+        let ev =
+            self.legs[pos]
+                .1
+                .on_invite_event(event, &mut self.requests.ids(), &mut self.actions);
         self.track_fire_and_forget();
         let Some(ev) = ev else { return };
         let current = self.is_current(n);
@@ -766,7 +745,7 @@ impl Outbound {
                     } else {
                         Purpose::Fire
                     };
-                    self.requests.push((id, purpose));
+                    self.requests.push(id, purpose);
                     if self.phase == Phase::Cancelling(n) {
                         self.phase = Phase::Ending;
                     }
@@ -1005,26 +984,17 @@ impl Outbound {
 
     /// The call is over once no BYE that ends it is in flight.
     fn settle_end(&mut self) {
-        let closing = self
-            .requests
-            .iter()
-            .any(|(_, p)| matches!(p, Purpose::Closing));
+        let closing = self.requests.any(|p| matches!(p, Purpose::Closing));
         self.phase = if closing { Phase::Ending } else { Phase::Done };
     }
 
     /// CANCEL to attempt `n`'s INVITE (§9.1: held until a provisional arrived).
     fn cancel_leg(&mut self, n: usize, reason: &'static str) {
-        let mut ids = self.next_req;
-        let mut next = || {
-            ids += 1;
-            ReqId(ids)
-        };
         if let Some(pos) = self.leg_pos(n) {
             self.legs[pos]
                 .1
-                .cancel(reason, &mut next, &mut self.actions);
+                .cancel(reason, &mut self.requests.ids(), &mut self.actions);
         }
-        self.next_req = ids;
         self.track_fire_and_forget();
     }
 
@@ -1055,16 +1025,9 @@ impl Outbound {
     }
 
     fn track_fire_and_forget(&mut self) {
-        for a in &self.actions {
-            if let Action::Send { id, .. } = a {
-                if !self.requests.iter().any(|(r, _)| r == id) {
-                    self.requests.push((*id, Purpose::Fire));
-                }
-            }
-        }
+        self.requests.adopt(&self.actions, Purpose::Fire);
     }
 
-    /// BYE to the SBC that answered; the call is over when it is answered.
     /// Ends an answered call: BYE to the SBC (`to_sbc`) and to the endpoint that placed
     /// it (`to_caller`), `extra` on both; over when they are answered.
     fn hang_up(&mut self, extra: &[(&str, &str)], to_sbc: bool, to_caller: bool) {
@@ -1077,7 +1040,7 @@ impl Outbound {
         if to_sbc {
             let id = self.next_id();
             if pos.is_some_and(|p| self.legs[p].1.bye(id, extra, &mut self.actions)) {
-                self.requests.push((id, Purpose::Closing));
+                self.requests.push(id, Purpose::Closing);
             }
         }
         if to_caller {
@@ -1090,7 +1053,7 @@ impl Outbound {
                         request,
                         route: c.route.clone(),
                     });
-                    self.requests.push((id, Purpose::Closing));
+                    self.requests.push(id, Purpose::Closing);
                 }
             }
         }
@@ -1211,8 +1174,7 @@ impl Outbound {
         let glare = msg.method() == Some(Method::Invite)
             && self
                 .requests
-                .iter()
-                .any(|(_, p)| matches!(p, Purpose::Refresh { invite: true, .. }));
+                .any(|p| matches!(p, Purpose::Refresh { invite: true, .. }));
         if glare {
             return reply(tx, msg, 491, "Request Pending", &local, &[], None);
         }
@@ -1306,8 +1268,7 @@ impl Outbound {
             d.request("UPDATE", &extra, None)
         };
         debug!(invite, "session refresh to the SBC");
-        self.requests
-            .push((id, Purpose::Refresh { headers, invite }));
+        self.requests.push(id, Purpose::Refresh { headers, invite });
         self.actions.push(Action::Send { id, request, route });
     }
 
