@@ -663,30 +663,8 @@ impl Registrar {
             None => credentials_for(msg, &realm)?,
         };
         let challenge = |me: &Self, reason| -> Result<RequestAuth, Rejection> {
-            let c = me.auth.challenge(&realm, now).map_err(Rejection::Crypto)?;
-            let c = if reason == ChallengeReason::StaleNonce {
-                c.stale()
-            } else {
-                c
-            };
-            let tag = me.auth.random_hex(8).map_err(Rejection::Crypto)?;
-            let mut out = BytesMut::new();
-            let mut w = ResponseWriter::start(
-                &mut out,
-                Style::Rfc3261,
-                msg,
-                407,
-                "Proxy Authentication Required",
-                Some(&tag),
-            );
-            for value in c.header_values() {
-                w.header("Proxy-Authenticate", &value);
-            }
-            w.finish(b"");
-            Ok(RequestAuth::Challenged {
-                reason,
-                response: out,
-            })
+            let response = me.challenge_response(msg, &realm, reason, now, true)?;
+            Ok(RequestAuth::Challenged { reason, response })
         };
         let Some(cred) = cred else {
             return challenge(self, ChallengeReason::NoCredentials);
@@ -1218,31 +1196,44 @@ impl Registrar {
         reason: ChallengeReason,
         now: Instant,
     ) -> Result<RegisterOutcome<I>, Rejection> {
+        Ok(RegisterOutcome {
+            status: 401,
+            response: self.challenge_response(msg, realm, reason, now, false)?,
+            result: RegisterResult::Challenged(reason),
+        })
+    }
+
+    /// Fresh challenges for `realm` (stale ones for a stale nonce): a `401` with
+    /// `WWW-Authenticate` for a registrar, a `407` with `Proxy-Authenticate` for a proxy
+    /// (RFC 3261 §22.3).
+    fn challenge_response(
+        &self,
+        msg: &Message<'_>,
+        realm: &str,
+        reason: ChallengeReason,
+        now: Instant,
+        proxy: bool,
+    ) -> Result<BytesMut, Rejection> {
         let challenge = self.auth.challenge(realm, now).map_err(Rejection::Crypto)?;
         let challenge = if reason == ChallengeReason::StaleNonce {
             challenge.stale()
         } else {
             challenge
         };
+        let (status, phrase, header) = if proxy {
+            (407, "Proxy Authentication Required", "Proxy-Authenticate")
+        } else {
+            (401, "Unauthorized", "WWW-Authenticate")
+        };
         let tag = self.auth.random_hex(8).map_err(Rejection::Crypto)?;
         let mut out = BytesMut::new();
-        let mut w = ResponseWriter::start(
-            &mut out,
-            Style::Rfc3261,
-            msg,
-            401,
-            "Unauthorized",
-            Some(&tag),
-        );
+        let mut w =
+            ResponseWriter::start(&mut out, Style::Rfc3261, msg, status, phrase, Some(&tag));
         for value in challenge.header_values() {
-            w.header("WWW-Authenticate", &value);
+            w.header(header, &value);
         }
         w.finish(b"");
-        Ok(RegisterOutcome {
-            status: 401,
-            response: out,
-            result: RegisterResult::Challenged(reason),
-        })
+        Ok(out)
     }
 
     fn reject<I>(&self, msg: &Message<'_>, rejection: Rejection) -> RegisterOutcome<I> {
