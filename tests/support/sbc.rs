@@ -567,35 +567,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
 /// A response to a request text: Via, From, To (with a tag when it has none), Call-ID
 /// and CSeq copied, then `extra` lines.
 pub fn response_to(req: &str, code: u16, phrase: &str, extra: &[&str]) -> String {
-    let mut s = format!("SIP/2.0 {code} {phrase}\r\n");
-    for l in req.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
-        let name = l
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        match name.as_str() {
-            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
-                s.push_str(l);
-                s.push_str("\r\n");
-            }
-            "to" | "t" => {
-                s.push_str(l);
-                if !l.contains(";tag=") {
-                    s.push_str(&format!(";tag=sbc{}", next_id()));
-                }
-                s.push_str("\r\n");
-            }
-            _ => {}
-        }
-    }
-    for e in extra {
-        s.push_str(e);
-        s.push_str("\r\n");
-    }
-    s.push_str("Content-Length: 0\r\n\r\n");
-    s
+    response_tagged(req, code, phrase, &format!("sbc{}", next_id()), extra, None)
 }
 
 /// ACK for a non-2xx final: the INVITE's branch (RFC 3261 §17.1.1.3).
