@@ -80,6 +80,24 @@ async fn two_sbcs(edit: impl FnOnce(String) -> String) -> (TestDaemon, SbcListen
     (d, sbc1, sbc2)
 }
 
+/// The SBC answers drhub's INVITE `inv` with 200 and SDP (To tag `tag`, `contact`), then
+/// takes drhub's ACK and answers its BYE (the caller's talk time is short): the ACK.
+async fn answered_until_bye(p: &mut ServerSbc, inv: &Reply, tag: &str, contact: &str) -> Reply {
+    p.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        tag,
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ack = p.until_request("ACK").await;
+    let bye = p.until_request("BYE").await;
+    p.send(response_to(&bye.text, 200, "OK", &[])).await;
+    ack
+}
+
 /// The Record-Route of a record-routing edge proxy in front of the SBC (the SBC's UAS
 /// also copies drhub's own entry from the INVITE, RFC 3261 §12.1.1).
 const EDGE_RR: &str = "Record-Route: <sip:sbc1.adatum.biz:5061;transport=tls;lr>";
@@ -249,18 +267,7 @@ async fn dr_out_3_503_with_retry_after_fails_over_and_rests_the_sbc() {
         "one From tag for every attempt"
     );
     let sbc_contact = "Contact: <sip:+14255550100@sbc2.adatum.biz:5061;transport=tls>";
-    p2.send(response_tagged(
-        &inv2.text,
-        200,
-        "OK",
-        "p2",
-        &[sbc_contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    p2.until_request("ACK").await;
-    let bye = p2.until_request("BYE").await;
-    p2.send(response_to(&bye.text, 200, "OK", &[])).await;
+    answered_until_bye(&mut p2, &inv2, "p2", sbc_contact).await;
     let rec = ended(&d, &call_id).await;
     let reason = rec["reason"].as_str().unwrap();
     assert!(
@@ -346,19 +353,8 @@ async fn dr_out_2_failover_time_cancels_and_moves_on() {
     .await;
     // Past sbc2's own failover time: it rang, so it is not cancelled.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    p2.send(response_tagged(
-        &inv2.text,
-        200,
-        "OK",
-        "r2",
-        &[c],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    let ack = p2.until_request("ACK").await;
+    let ack = answered_until_bye(&mut p2, &inv2, "r2", c).await;
     assert!(header(&ack, "CSeq").starts_with("2 ACK"), "{}", ack.text);
-    let bye = p2.until_request("BYE").await;
-    p2.send(response_to(&bye.text, 200, "OK", &[])).await;
     let rec = ended(&d, &call_id).await;
     let reason = rec["reason"].as_str().unwrap();
     assert!(
@@ -593,18 +589,7 @@ async fn dr_out_1_scheduled_calls_are_placed_at_their_times() {
             .request_uri()
             .starts_with("sip:+14255550100@sbc1.adatum.biz"));
         call_ids.push(header(&inv, "Call-ID").to_owned());
-        p.send(response_tagged(
-            &inv.text,
-            200,
-            "OK",
-            &format!("s{n}"),
-            &[c],
-            Some(SBC_ANSWER),
-        ))
-        .await;
-        p.until_request("ACK").await;
-        let bye = p.until_request("BYE").await;
-        p.send(response_to(&bye.text, 200, "OK", &[])).await;
+        answered_until_bye(&mut p, &inv, &format!("s{n}"), c).await;
     }
     assert_ne!(call_ids[0], call_ids[1]);
     for id in &call_ids {
