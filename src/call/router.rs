@@ -657,13 +657,16 @@ impl Router {
         }
         // The endpoint dispatcher let only INVITEs whose digest proved the From user's
         // password into the transaction layer (`endpoint::net`).
-        let user = msg.from().and_then(Result::ok).and_then(|f| {
-            let uri = f.uri();
-            Some(crate::config::SipAddress {
-                user: uri.user()?.to_ascii_lowercase(),
-                domain: uri.host()?.to_string().to_ascii_lowercase(),
-            })
-        });
+        // The From user, as the registrar names an address-of-record (unescaped, lower
+        // case).
+        let user = msg
+            .from()
+            .and_then(Result::ok)
+            .and_then(|f| crate::endpoint::registrar::Aor::from_uri(f.uri()).ok())
+            .map(|aor| crate::config::SipAddress {
+                user: aor.user().to_owned(),
+                domain: aor.domain().to_owned(),
+            });
         let Some(user) = user else {
             let r = Rejection::new(Diagnostic::Malformed("From Is No User Address"));
             return self.reject(tx, &msg, &source, r);
@@ -696,16 +699,7 @@ impl Router {
             return self.reject(tx, &msg, &source, r);
         }
         // The endpoint's offer, answered by the media processor (DR-MEDIA-3).
-        let is_sdp = msg.header(HeaderName::ContentType).is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-        });
-        if msg.body().is_empty() || !is_sdp {
-            let r = Rejection::new(Diagnostic::DelayedOffer).with(
-                "content_type",
-                msg.header(HeaderName::ContentType).unwrap_or("none"),
-            );
+        if let Err(r) = require_offer(&msg) {
             return self.reject(tx, &msg, &source, r);
         }
         let answer = Offer::parse(msg.body())
@@ -861,6 +855,22 @@ fn is_new(msg: &Message<'_>) -> bool {
     !in_dialog && !matches!(msg.method(), Some(Method::Cancel | Method::Ack))
 }
 
+/// DR-FORK-6 (and an endpoint's call, DR-OUT-1): an INVITE must carry an SDP offer.
+fn require_offer(msg: &Message<'_>) -> Result<(), Rejection> {
+    let is_sdp = msg.header(HeaderName::ContentType).is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+    });
+    if msg.body().is_empty() || !is_sdp {
+        return Err(Rejection::new(Diagnostic::DelayedOffer).with(
+            "content_type",
+            msg.header(HeaderName::ContentType).unwrap_or("none"),
+        ));
+    }
+    Ok(())
+}
+
 /// What admission found.
 struct Admitted<'d> {
     user: &'d User,
@@ -939,17 +949,7 @@ fn admit<'d>(
         .and_then(|n| dir.caller_name(accepted.tenant, n))
         .map(str::to_owned);
     // DR-FORK-6: an SDP offer is required.
-    let is_sdp = msg.header(HeaderName::ContentType).is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-    });
-    if msg.body().is_empty() || !is_sdp {
-        return Err(Rejection::new(Diagnostic::DelayedOffer).with(
-            "content_type",
-            msg.header(HeaderName::ContentType).unwrap_or("none"),
-        ));
-    }
+    require_offer(msg)?;
     let offer = Offer::parse(msg.body())
         .map_err(|e| Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()))?;
     // The media processor's answer for the whole call; it also refuses offers whose
