@@ -873,7 +873,7 @@ From: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\
 /// The control API ends a ringing outbound call with CANCEL (and the call ends with the
 /// SBC's 487); `GET /api/calls/{id}` shows it ringing first.
 #[tokio::test]
-async fn api_hang_up_of_a_ringing_outbound_call_cancels_it() {
+async fn dr_out_1_api_hang_up_of_a_ringing_outbound_call_cancels_it() {
     let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
     let v = call(&d, "+14255550100", 5.0).await;
     let call_id = v["call_id"].as_str().unwrap().to_owned();
@@ -919,7 +919,7 @@ async fn api_hang_up_of_a_ringing_outbound_call_cancels_it() {
 /// A phone's call the SBC only rings: after `[calls] ring_timeout_seconds` the SBC gets
 /// CANCEL and the phone the ring timeout's status (480), not a 487 it never asked for.
 #[tokio::test]
-async fn an_endpoints_unanswered_call_times_out_with_480_and_cancel() {
+async fn dr_out_1_an_endpoints_unanswered_call_times_out_with_480_and_cancel() {
     let (d, sbc1, _sbc2) = two_sbcs(|t| set_key(&t, "calls", "ring_timeout_seconds", "1")).await;
     let phone = Phone::new(d.addr("endpoints")).await;
     assert_eq!(phone.register_with("user1-lab-password").await, 200);

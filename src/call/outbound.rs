@@ -1612,7 +1612,7 @@ mod tests {
 
     /// The caller gives up after ring_for: CANCEL, and the call ends with the 487.
     #[test]
-    fn caller_gives_up_with_cancel() {
+    fn dr_out_1_caller_gives_up_with_cancel() {
         let mut lab = Lab::new();
         lab.respond(180, &[]);
         lab.at(60.0);
