@@ -4,10 +4,11 @@
 //! BYE, 200, the same seven messages as an inbound call.
 //!
 //! `cargo bench --bench outbound_load -- --rate 2000 --seconds 20`
-//!   first inbound calls at that rate for that long (the `calls_load` cycle, the SBC
-//!   calling a user whose virtual endpoint answers at once), then outbound calls at the
-//!   same rate: completed and failed calls and the daemon's CPU per call, each way, in
-//!   the same run.
+//!   inbound and outbound calls at that rate, in alternating 5-second phases (inbound
+//!   calls from the SBC to a user whose virtual endpoint answers at once, the `calls_load`
+//!   cycle; then the scripted caller's outbound calls), so that drift in the machine's
+//!   speed falls on both alike: completed and failed calls, the daemon's CPU per call
+//!   each way, and their ratio.
 //! `cargo bench --bench outbound_load -- --failover --rate 1000 --seconds 20`
 //!   outbound only, to two SBCs: sbc1 (first in the route) answers every other INVITE
 //!   `503` without Retry-After, so half the calls fail over to sbc2, which answers all.
@@ -212,25 +213,60 @@ async fn wait_for(
     }
 }
 
+/// Seconds in one phase (one direction) of the interleaved comparison.
+const PHASE: u64 = 5;
+/// Seconds between phases, for the last calls to end.
+const GAP: u64 = 2;
+
 fn main() {
     let rate = arg("--rate", 2000);
     let seconds = arg("--seconds", 20);
     let failover = std::env::args().any(|a| a == "--failover");
-    let total = rate * seconds;
-    // Outbound calls start here (seconds after the daemon starts): after the inbound
-    // phase has run and drained.
-    let start_out = if failover { 3 } else { seconds + 12 };
+    // The comparison runs in rounds, inbound then outbound, so that drift in the
+    // machine's speed (a VM's neighbours) falls on both directions alike.
+    let rounds = if failover {
+        1
+    } else {
+        seconds.div_ceil(PHASE).max(1)
+    };
+    let phase = if failover {
+        seconds
+    } else {
+        seconds.min(PHASE)
+    };
+    let per_phase = rate * phase;
+    let total = per_phase * rounds;
+    // Seconds after the daemon starts: round k's inbound phase, then its outbound phase
+    // (the scripted caller's k-th entry).
+    let settle = 3;
+    let round_len = 2 * (phase + GAP);
+    let inbound_at = |k: u64| settle + k * round_len;
+    let outbound_at = |k: u64| {
+        if failover {
+            settle
+        } else {
+            inbound_at(k) + phase + GAP
+        }
+    };
     let every = 1.0 / rate as f64;
+    let mut callers = String::new();
+    for k in 0..rounds {
+        callers.push_str(&format!(
+            "\n    [[tenant.user.call]]\n    to = \"+14255550100\"\n    after_seconds = {}\n    every_seconds = {every}\n    count = {per_phase}\n    ring_seconds = 30\n    talk_seconds = 0\n",
+            outbound_at(k)
+        ));
+    }
     let (dir, cfg) = lab("outbound", |t| {
         with_instant_user(format!("{t}\n"))
             .replace("max_per_second = 5000", "max_per_second = 1000000")
             .replace("max_concurrent = 20000", "max_concurrent = 1000000")
-            .replace("level = \"warn,drhub::daemon=info\"", "level = \"error,drhub::daemon=info\"")
+            .replace(
+                "level = \"warn,drhub::daemon=info\"",
+                "level = \"error,drhub::daemon=info\"",
+            )
             .replacen(
                 "    name = \"softphone\"\n    kind = \"sip\"\n",
-                &format!(
-                    "    name = \"softphone\"\n    kind = \"sip\"\n\n    [[tenant.user.call]]\n    to = \"+14255550100\"\n    after_seconds = {start_out}\n    every_seconds = {every}\n    count = {total}\n    ring_seconds = 30\n    talk_seconds = 0\n"
-                ),
+                &format!("    name = \"softphone\"\n    kind = \"sip\"\n{callers}"),
                 1,
             )
     });
@@ -250,53 +286,65 @@ fn main() {
             seen2 = Some(serve("sbc2.adatum.biz", sbc2, false).1);
         }
         let me0 = cpu_micros(std::process::id());
-        if !failover {
-            // Inbound phase: the SBC calls the instant user at `rate`.
-            let cpu0 = cpu_micros(pid);
-            let t0 = Instant::now();
-            let per_tick = (rate / 1000).max(1);
-            let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 * per_tick / rate));
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut n = 0;
-            while n < total {
-                interval.tick().await;
-                let mut s = String::new();
-                for _ in 0..per_tick.min(total - n) {
-                    n += 1;
-                    s.push_str(&invite_numbered("sbc1.adatum.biz", INSTANT_NUMBER, n, &[]));
+        let at = |secs: u64| t_daemon + Duration::from_secs(secs);
+        let (mut in_cpu, mut in_secs, mut out_cpu) = (0u64, 0f64, 0u64);
+        let mut out_secs = 0f64;
+        let mut n = 0;
+        let mut inbound = Seen::default();
+        let mut outbound = (Seen::default(), Seen::default());
+        for k in 0..rounds {
+            if !failover {
+                // Inbound: the SBC calls the instant user at `rate`.
+                sleep_until(at(inbound_at(k))).await;
+                let cpu0 = cpu_micros(pid);
+                let t0 = Instant::now();
+                let per_tick = (rate / 1000).max(1);
+                let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 * per_tick / rate));
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let goal = per_phase * (k + 1);
+                while n < goal {
+                    interval.tick().await;
+                    let mut s = String::new();
+                    for _ in 0..per_tick.min(goal - n) {
+                        n += 1;
+                        s.push_str(&invite_numbered("sbc1.adatum.biz", INSTANT_NUMBER, n, &[]));
+                    }
+                    let _ = to_sbc1.send(s);
                 }
-                let _ = to_sbc1.send(s);
+                let (s, t1) = wait_for(&mut seen1, Duration::from_secs(GAP + 8), |s| s.inbound_completed + s.inbound_failed >= goal).await;
+                in_cpu += cpu_micros(pid).saturating_sub(cpu0);
+                in_secs += t1.duration_since(t0).as_secs_f64();
+                inbound = s;
             }
-            let (s, t1) = wait_for(&mut seen1, Duration::from_secs(10), |s| s.inbound_completed + s.inbound_failed >= total).await;
-            let cpu = cpu_micros(pid).saturating_sub(cpu0);
-            println!("outbound_load: {rate} calls/s for {seconds} s each way, one TLS 1.2 connection");
+            // Outbound: drhub's scheduled caller, from `outbound_at(k)` on.
+            let begin = at(outbound_at(k));
+            sleep_until(begin - Duration::from_millis(200)).await;
+            let cpu0 = cpu_micros(pid);
+            let limit = begin + Duration::from_secs(phase + 30);
+            let goal = per_phase * (k + 1);
+            loop {
+                let s1 = seen1.borrow().clone();
+                let s2 = seen2.as_ref().map(|r| r.borrow().clone()).unwrap_or_default();
+                outbound = (s1, s2);
+                if outbound.0.byes + outbound.1.byes >= goal || Instant::now() >= limit {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            out_cpu += cpu_micros(pid).saturating_sub(cpu0);
+            out_secs += Instant::now().duration_since(begin).as_secs_f64();
+        }
+        if !failover {
+            println!("outbound_load: {rate} calls/s, {rounds} rounds of {phase} s each way, one TLS 1.2 connection");
             println!(
                 "  inbound:  {} completed, {} failed, goodput {:.0} calls/s, daemon CPU {:.1} us per call",
-                s.inbound_completed,
-                s.inbound_failed,
-                s.inbound_completed as f64 / t1.duration_since(t0).as_secs_f64(),
-                cpu as f64 / s.inbound_completed.max(1) as f64
+                inbound.inbound_completed,
+                inbound.inbound_failed,
+                inbound.inbound_completed as f64 / in_secs.max(1e-3),
+                in_cpu as f64 / inbound.inbound_completed.max(1) as f64
             );
         }
-        // Outbound phase: drhub's scheduled caller, from `start_out` on.
-        let begin = t_daemon + Duration::from_secs(start_out);
-        let now = Instant::now();
-        if begin > now + Duration::from_millis(200) {
-            tokio::time::sleep(begin - now - Duration::from_millis(200)).await;
-        }
-        let cpu0 = cpu_micros(pid);
-        let limit = Duration::from_secs(seconds + 30);
-        let t0 = Instant::now().max(begin);
-        let done_all = |s1: &Seen, s2: &Seen| s1.byes + s2.byes >= total;
-        let (s1, s2, t1) = loop {
-            let s1 = seen1.borrow().clone();
-            let s2 = seen2.as_ref().map(|r| r.borrow().clone()).unwrap_or_default();
-            if done_all(&s1, &s2) || Instant::now() >= t0 + limit {
-                break (s1, s2, Instant::now());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let cpu = cpu_micros(pid).saturating_sub(cpu0);
+        let (s1, s2) = outbound;
         let completed = s1.byes + s2.byes;
         let invites = s1.invites + s2.invites;
         // Every call placed reached an SBC; those with no BYE failed somewhere.
@@ -311,9 +359,15 @@ fn main() {
         }
         println!(
             "  outbound: {completed} completed, {failed} failed ({never_sent} never reached an SBC), {invites} INVITEs received, goodput {:.0} calls/s, daemon CPU {:.1} us per call",
-            completed as f64 / t1.duration_since(t0).as_secs_f64().max(1e-3),
-            cpu as f64 / completed.max(1) as f64
+            completed as f64 / out_secs.max(1e-3),
+            out_cpu as f64 / completed.max(1) as f64
         );
+        if !failover {
+            println!(
+                "  outbound/inbound CPU per call: {:.2}",
+                (out_cpu as f64 / completed.max(1) as f64) / (in_cpu as f64 / inbound.inbound_completed.max(1) as f64)
+            );
+        }
         let me = cpu_micros(std::process::id()).saturating_sub(me0);
         println!(
             "  load generator CPU: {:.0} % of one core",
@@ -323,4 +377,8 @@ fn main() {
     let _ = daemon.kill();
     let _ = daemon.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn sleep_until(t: Instant) {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
 }

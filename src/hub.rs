@@ -47,7 +47,7 @@ pub struct Hub {
     /// The settings every call reads, made once from the config.
     pub call_settings: Arc<crate::call::CallSettings>,
     pub counters: Counters,
-    pub media: MediaConfig,
+    pub media: Arc<MediaConfig>,
     connector: OnceLock<Arc<Connector>>,
     next_port: AtomicU16,
     draining: AtomicBool,
@@ -85,7 +85,7 @@ impl Hub {
             call_settings: Arc::new(crate::call::CallSettings::new(&config)),
             counters: Counters::default(),
             next_port: AtomicU16::new(even(config.media.port_min)),
-            media,
+            media: Arc::new(media),
             connector: OnceLock::new(),
             draining: AtomicBool::new(false),
             runtime_lag: StandingDelay::default(),

@@ -162,13 +162,9 @@ impl Codec {
         };
         Some(Codec::new(name, rate, channels))
     }
-
-    /// The `a=rtpmap` encoding: `name/rate` or `name/rate/channels`.
-    fn rtpmap(&self) -> String {
-        self.to_string()
-    }
 }
 
+/// The `a=rtpmap` encoding: `name/rate` or `name/rate/channels`.
 impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.channels == 1 {
@@ -854,7 +850,7 @@ pub fn offer(
     }
     t.push_str("\r\n");
     for (pt, c) in &formats {
-        let _ = write!(t, "a=rtpmap:{pt} {}\r\n", c.rtpmap());
+        let _ = write!(t, "a=rtpmap:{pt} {c}\r\n");
         if c.is_telephone_event() {
             let _ = write!(t, "a=fmtp:{pt} 0-16\r\n");
         }
@@ -1114,10 +1110,7 @@ fn accepted_media(
     let mut attributes = Vec::new();
     for f in &formats {
         if let Some(codec) = &f.codec {
-            attributes.push(attr(
-                "rtpmap",
-                format!("{} {}", f.payload_type, codec.rtpmap()),
-            ));
+            attributes.push(attr("rtpmap", format!("{} {codec}", f.payload_type)));
         }
         if let Some(fmtp) = &f.fmtp {
             attributes.push(attr("fmtp", format!("{} {fmtp}", f.payload_type)));

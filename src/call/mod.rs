@@ -1630,6 +1630,11 @@ struct Runner {
 impl Runner {
     async fn run(&mut self, call: &mut impl Machine, rx: &mut inbox::Receiver<CallEvent>) {
         let mut due_in_a_row = 0u8;
+        // One timer for the call's life, moved when the machine's deadline moves: a new
+        // `Sleep` per event would register in and leave the timer wheel each time.
+        let sleep = tokio::time::sleep(Duration::from_secs(86_400));
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         loop {
             while let Some(a) = call.poll_action() {
                 self.perform(a);
@@ -1653,9 +1658,15 @@ impl Runner {
                 }
             }
             due_in_a_row = 0;
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    sleep.as_mut().reset(tokio::time::Instant::from_std(d));
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 ev = rx.recv() => call.handle(ev, Instant::now()),
-                _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
+                _ = &mut sleep, if armed.is_some() => call.handle_timeout(Instant::now()),
             }
         }
     }
@@ -1742,13 +1753,6 @@ fn send_request(hub: &Hub, inbox: &CallSender, id: ReqId, request: Bytes, dest: 
             id,
             event: ClientEvent::TransportError,
         });
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -87,7 +87,7 @@ pub struct Placement {
     /// whose user hangs up).
     pub talk_for: Option<Duration>,
     /// The media processor, for answers to the SBC's re-offers.
-    pub media: crate::sdp::MediaConfig,
+    pub media: Arc<crate::sdp::MediaConfig>,
 }
 
 /// SBCs out of rotation after a `503` with `Retry-After` (DR-OUT-3), until when.
@@ -1423,7 +1423,7 @@ mod tests {
                 ],
                 ring_for: Duration::from_secs(60),
                 talk_for: Some(Duration::from_secs(600)),
-                media: crate::sdp::MediaConfig::new("192.0.2.1".parse().unwrap()),
+                media: Arc::new(crate::sdp::MediaConfig::new("192.0.2.1".parse().unwrap())),
             };
             let settings = Arc::new(CallSettings {
                 t1: Duration::from_millis(500),

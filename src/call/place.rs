@@ -251,15 +251,23 @@ pub async fn run_scheduled(hub: Arc<Hub>, stop: tokio_util::sync::CancellationTo
                 let user = user.sip_address.to_string();
                 tasks.spawn(async move {
                     let start = tokio::time::Instant::now() + call.after;
+                    let stopped = stop.cancelled();
+                    tokio::pin!(stopped);
                     let mut placed = 0u32;
                     loop {
                         let at = match call.every {
                             Some(every) => start + every * placed,
                             None => start,
                         };
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(at) => {}
-                            _ = stop.cancelled() => return,
+                        // Calls already due (a rate above the timer's 1 ms resolution)
+                        // go out in this wake, without a trip through the timer wheel.
+                        if at > tokio::time::Instant::now() {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(at) => {}
+                                _ = &mut stopped => return,
+                            }
+                        } else if stop.is_cancelled() {
+                            return;
                         }
                         let req = Request {
                             user: user.clone(),
