@@ -62,6 +62,8 @@ pub enum Diagnostic {
     DelayedOffer,
     /// The offer cannot be parsed or has no codec drhub answers.
     NoAcceptableMedia,
+    /// DR-HOLD-1: a re-offer holding with `c=0.0.0.0` (RFC 2543) instead of `a=inactive`.
+    ZeroAddressHold,
     /// DR-FORK-7: the user has no endpoint to ring.
     NoEndpoints,
     /// DR-FORK-7: nobody answered within `ring_timeout`.
@@ -145,6 +147,7 @@ impl Diagnostic {
         Diagnostic::CallerBlocked,
         Diagnostic::DelayedOffer,
         Diagnostic::NoAcceptableMedia,
+        Diagnostic::ZeroAddressHold,
         Diagnostic::NoEndpoints,
         Diagnostic::RingTimeout,
         Diagnostic::AllForksFailed,
@@ -369,6 +372,14 @@ impl Diagnostic {
                 531000,
                 "No acceptable media in the offer",
                 "DR-FORK-6",
+                false,
+            ),
+            ZeroAddressHold => e(
+                488,
+                "Not Acceptable Here",
+                531052,
+                "Hold with c=0.0.0.0 is not supported, hold with a=inactive",
+                "DR-HOLD-1",
                 false,
             ),
             NoEndpoints => {

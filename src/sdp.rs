@@ -74,6 +74,11 @@ pub enum SdpError {
     /// The system CSPRNG failed; no key or ICE credential can be made.
     #[error("the system random number generator failed")]
     RandomUnavailable,
+    /// An active audio stream with `c=0.0.0.0`: RFC 2543's way to hold, which RFC 3264
+    /// §8.4 replaced with `a=inactive`/`a=sendonly` and Direct Routing refuses
+    /// (DR-HOLD-1, 488 with 531052).
+    #[error("c=0.0.0.0 (RFC 2543 hold) is not supported; hold with a=inactive (RFC 3264 §8.4)")]
+    ZeroConnection,
 }
 
 impl SdpError {
@@ -629,6 +634,72 @@ pub struct Answer {
     address: IpAddr,
     port: u16,
     rtcp_mux: bool,
+    /// What the next SDP of this session keeps (RFC 3264 §8).
+    continuity: Continuity,
+    /// The direction answered for the accepted stream.
+    direction: Direction,
+}
+
+/// What drhub's next SDP in a session keeps from its last one (RFC 3264 §8): the `o=`
+/// session id and version (the version moves only when the SDP changes), the ICE
+/// credentials unless the peer restarts ICE (RFC 8839 §4.4.1.1.1), the SRTP key while
+/// the suite stays (RFC 4568 §7.1.4), the media address and port, and who speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuity {
+    session_id: u64,
+    version: u64,
+    /// The SDP last sent, to tell an unchanged one (same version) from a changed one.
+    text: String,
+    ice: IceCredentials,
+    /// The peer's ICE credentials in the SDP this one answered (or was answered by).
+    remote_ice: Option<IceCredentials>,
+    /// The SRTP suite and `inline:` key (base64) last sent.
+    srtp: Option<(String, String)>,
+    address: IpAddr,
+    port: u16,
+    source: AnswerSource,
+}
+
+impl Continuity {
+    /// The continuity of an offer drhub made ([`offer`]) once `remote` (the SDP that
+    /// answered it, if any) came back: for answering the peer's later offers.
+    /// `None` when `own` is not an SDP drhub wrote.
+    pub fn of_offer(own: &str, remote: Option<&[u8]>) -> Option<Continuity> {
+        let ours = Offer::parse(own.as_bytes()).ok()?;
+        let audio = ours.streams.iter().find(|s| s.media == "audio")?;
+        let origin = &ours.session.origin;
+        let srtp = own.lines().find_map(|l| {
+            let rest = l.strip_prefix("a=crypto:")?;
+            let mut f = rest.split_whitespace().skip(1);
+            let suite = f.next()?;
+            let key = f.next()?.strip_prefix("inline:")?;
+            Some((suite.to_owned(), key.to_owned()))
+        });
+        let remote_ice = remote
+            .and_then(|r| Offer::parse(r).ok())
+            .and_then(|o| {
+                o.streams
+                    .into_iter()
+                    .find(|s| s.media == "audio" && s.port != 0)
+            })
+            .and_then(|s| s.ice);
+        let source = if ours.session.attributes.iter().any(|a| a.key == "ice-lite") {
+            AnswerSource::MediaProcessor
+        } else {
+            AnswerSource::Endpoint
+        };
+        Some(Continuity {
+            session_id: origin.session_id,
+            version: origin.session_version,
+            text: own.to_owned(),
+            ice: audio.ice.clone()?,
+            remote_ice,
+            srtp,
+            address: audio.connection?,
+            port: audio.port,
+            source,
+        })
+    }
 }
 
 impl Answer {
@@ -682,6 +753,16 @@ impl Answer {
         self.port
     }
 
+    /// What the next SDP of this session keeps.
+    pub fn continuity(&self) -> &Continuity {
+        &self.continuity
+    }
+
+    /// The direction answered for the audio stream (`inactive` while on hold).
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
     /// `o=` session id and version.
     pub fn origin(&self) -> (u64, u64) {
         (
@@ -708,6 +789,7 @@ pub fn media_processor_answer(
         port,
         session_id,
         AnswerSource::MediaProcessor,
+        None,
     )
 }
 
@@ -727,6 +809,34 @@ pub fn endpoint_answer(
         port,
         session_id,
         AnswerSource::Endpoint,
+        None,
+    )
+}
+
+/// The answer to a new offer in a session drhub already answered or offered in (a
+/// re-INVITE or UPDATE: hold, resume, a codec change, an ICE restart; RFC 3264 §8),
+/// from the same address and port, over `codecs`. It keeps what `prior` says stays
+/// (session id, ICE credentials unless the offer restarts ICE, the SRTP key for the same
+/// suite); the `o=` version moves only when the SDP changes. `a=inactive` is answered
+/// `a=inactive` (DR-HOLD-1); `a=sendonly` and `a=recvonly`, which the real service is
+/// documented not to understand, are answered `a=inactive` too, a valid answer to either
+/// (RFC 3264 §6.1; an emulator choice). `c=0.0.0.0` on an active audio stream is
+/// [`SdpError::ZeroConnection`]; an offer with no acceptable codec is refused as the
+/// first offer would be, and the call keeps its media (RFC 3264 §8.3.2).
+pub fn reanswer(offer: &Offer, codecs: &[Codec], prior: &Continuity) -> Result<Answer, SdpError> {
+    if offer.streams.iter().any(|s| {
+        s.media == "audio" && s.port != 0 && s.connection.is_some_and(|a| a.is_unspecified())
+    }) {
+        return Err(SdpError::ZeroConnection);
+    }
+    build_answer(
+        offer,
+        codecs,
+        prior.address,
+        prior.port,
+        prior.session_id,
+        prior.source,
+        Some(prior),
     )
 }
 
@@ -758,12 +868,22 @@ pub fn ice_restart(previous: &Answer, address: IpAddr, port: u16) -> Result<Answ
         let new = host_candidates(address, port, previous.rtcp_mux);
         m.attributes.splice(at..at, new);
     }
+    let text = session.marshal();
+    let continuity = Continuity {
+        version: session.origin.session_version,
+        text: text.clone(),
+        ice: ice.clone(),
+        address,
+        port,
+        ..previous.continuity.clone()
+    };
     Ok(Answer {
-        text: session.marshal(),
+        text,
         session,
         ice,
         address,
         port,
+        continuity,
         ..previous.clone()
     })
 }
@@ -946,6 +1066,7 @@ fn build_answer(
     port: u16,
     session_id: u64,
     source: AnswerSource,
+    prior: Option<&Continuity>,
 ) -> Result<Answer, SdpError> {
     // RFC 3264 §6: drhub answers the first acceptable audio stream; if none is
     // acceptable, the first enabled audio stream's problem is the diagnostic.
@@ -975,23 +1096,47 @@ fn build_answer(
         }
     };
 
-    let ice = IceCredentials::generate()?;
     let stream = &offer.streams[plan.index];
+    // RFC 8839 §4.4.1.1.1: new credentials from the peer restart ICE; drhub's change too.
+    let ice = match prior {
+        Some(p) if p.remote_ice == stream.ice => p.ice.clone(),
+        _ => IceCredentials::generate()?,
+    };
+    let key = match (prior.and_then(|p| p.srtp.as_ref()), &plan.crypto) {
+        (Some((suite, key)), Some(c)) if suite == c.suite => key.clone(),
+        _ => {
+            let mut key = [0u8; SRTP_KEY_SALT_LEN];
+            fill_random(&mut key)?;
+            base64(&key)
+        }
+    };
+    // DR-HOLD-1: the real service understands hold as `a=inactive` only.
+    let direction = match (prior, stream.direction) {
+        (Some(_), Direction::SendOnly | Direction::RecvOnly) => Direction::Inactive,
+        (_, offered) => offered.answer(),
+    };
     let mut media = Vec::with_capacity(offer.streams.len());
     for (i, s) in offer.streams.iter().enumerate() {
         if i == plan.index {
-            media.push(accepted_media(stream, &plan, &ice, address, port)?);
+            let accepted = Accepted {
+                ice: &ice,
+                key: &key,
+                direction,
+                address,
+                port,
+            };
+            media.push(accepted_media(stream, &plan, &accepted));
         } else {
             media.push(rejected_media(s));
         }
     }
 
-    let session = SessionDescription {
+    let mut session = SessionDescription {
         version: 0,
         origin: Origin {
             username: "-".to_owned(),
             session_id,
-            session_version: 1,
+            session_version: prior.map_or(1, |p| p.version),
             network_type: "IN".to_owned(),
             address_type: address_type(address).to_owned(),
             unicast_address: address.to_string(),
@@ -1012,12 +1157,39 @@ fn build_answer(
         }],
         time_zones: vec![],
         encryption_key: None,
-        attributes: vec![],
+        // RFC 8839 §5.3: the media processor is an ICE-lite agent, in answers as in
+        // its offers.
+        attributes: match source {
+            AnswerSource::MediaProcessor => vec![Attribute::new("ice-lite".to_owned(), None)],
+            AnswerSource::Endpoint => vec![],
+        },
         media_descriptions: media,
     };
 
+    let mut text = session.marshal();
+    if let Some(p) = prior {
+        // RFC 3264 §8: the same SDP keeps its version; any change moves it by one.
+        if text != p.text {
+            session.origin.session_version = p.version.wrapping_add(1);
+            text = session.marshal();
+        }
+    }
+    let continuity = Continuity {
+        session_id,
+        version: session.origin.session_version,
+        text: text.clone(),
+        ice: ice.clone(),
+        remote_ice: stream.ice.clone(),
+        srtp: plan
+            .crypto
+            .as_ref()
+            .map(|c| (c.suite.to_owned(), key.clone())),
+        address,
+        port,
+        source,
+    };
     Ok(Answer {
-        text: session.marshal(),
+        text,
         session,
         source,
         accepted: plan.index,
@@ -1029,6 +1201,8 @@ fn build_answer(
         address,
         port,
         rtcp_mux: stream.rtcp_mux,
+        continuity,
+        direction,
     })
 }
 
@@ -1097,13 +1271,18 @@ fn plan_stream(index: usize, stream: &OfferedStream, codecs: &[Codec]) -> Result
     })
 }
 
-fn accepted_media(
-    stream: &OfferedStream,
-    plan: &Plan,
-    ice: &IceCredentials,
+/// What drhub puts on the stream it accepts.
+struct Accepted<'a> {
+    ice: &'a IceCredentials,
+    /// The SRTP key and salt, base64, for an `RTP/SAVP` stream.
+    key: &'a str,
+    direction: Direction,
     address: IpAddr,
     port: u16,
-) -> Result<MediaDescription, SdpError> {
+}
+
+fn accepted_media(stream: &OfferedStream, plan: &Plan, our: &Accepted<'_>) -> MediaDescription {
+    let (ice, address, port) = (our.ice, our.address, our.port);
     let mut formats = vec![&plan.codec];
     formats.extend(plan.telephone_event.as_ref());
 
@@ -1119,14 +1298,9 @@ fn accepted_media(
     if let Some(ptime) = &stream.ptime {
         attributes.push(attr("ptime", ptime.clone()));
     }
-    attributes.push(Attribute::new(
-        stream.direction.answer().as_str().to_owned(),
-        None,
-    ));
+    attributes.push(Attribute::new(our.direction.as_str().to_owned(), None));
     if let Some(crypto) = &plan.crypto {
-        let mut key = [0u8; SRTP_KEY_SALT_LEN];
-        fill_random(&mut key)?;
-        let mut value = format!("{} {} inline:{}", crypto.tag, crypto.suite, base64(&key));
+        let mut value = format!("{} {} inline:{}", crypto.tag, crypto.suite, our.key);
         for p in &crypto.session_params {
             value.push(' ');
             value.push_str(p);
@@ -1144,7 +1318,7 @@ fn accepted_media(
         attributes.push(attr("rtcp", rtcp_port(port).to_string()));
     }
 
-    Ok(MediaDescription {
+    MediaDescription {
         media_name: MediaName {
             media: stream.media.clone(),
             port: ranged_port(port),
@@ -1156,7 +1330,7 @@ fn accepted_media(
         bandwidth: vec![],
         encryption_key: None,
         attributes,
-    })
+    }
 }
 
 /// RFC 3264 §6: a rejected stream keeps its m-line with port 0 and the offered
@@ -2370,6 +2544,202 @@ m=audio 7000 RTP/AVP 8
             media_level.ice().expect("ice"),
         );
         assert!(!m.is_restart_of(s));
+    }
+
+    /// The value of the first `a=<key>:` line.
+    fn first_attr<'a>(text: &'a str, key: &str) -> &'a str {
+        let prefix = format!("a={key}:");
+        text.split("\r\n")
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no a={key} in {text}"))
+    }
+
+    /// The direction attribute of the (only) accepted stream.
+    fn direction_of(text: &str) -> &str {
+        text.split("\r\n")
+            .find(|l| {
+                matches!(
+                    *l,
+                    "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+                )
+            })
+            .unwrap_or("none")
+    }
+
+    /// DR-HOLD-1, RFC 3264 §8: each re-offer of an AudioCodes SBC in a call the media
+    /// processor answered gets an answer from the same session, address and port; the
+    /// version moves only when the SDP does; the ICE credentials and SRTP key stay
+    /// unless the SBC restarts ICE; hold is answered `a=inactive`.
+    #[test]
+    fn dr_hold_1_reanswer_table() {
+        let first = answer(&crlf(AUDIOCODES));
+        let codecs = mp_config().codecs;
+        let with = |from: &str, to: &str| crlf(&AUDIOCODES.replace(from, to));
+        struct Case {
+            name: &'static str,
+            offer: String,
+            direction: &'static str,
+            version_step: u64,
+            ice_restart: bool,
+        }
+        let cases = [
+            Case {
+                name: "the same offer again (a session refresh)",
+                offer: crlf(AUDIOCODES),
+                direction: "a=sendrecv",
+                version_step: 0,
+                ice_restart: false,
+            },
+            Case {
+                name: "hold: inactive",
+                offer: with("a=sendrecv", "a=inactive"),
+                direction: "a=inactive",
+                version_step: 1,
+                ice_restart: false,
+            },
+            Case {
+                name: "hold: sendonly, which the real service does not understand",
+                offer: with("a=sendrecv", "a=sendonly"),
+                direction: "a=inactive",
+                version_step: 1,
+                ice_restart: false,
+            },
+            Case {
+                name: "recvonly",
+                offer: with("a=sendrecv", "a=recvonly"),
+                direction: "a=inactive",
+                version_step: 1,
+                ice_restart: false,
+            },
+            Case {
+                name: "a codec change to one drhub supports",
+                offer: with(
+                    "m=audio 6010 RTP/SAVP 18 8 0 9 101",
+                    "m=audio 6010 RTP/SAVP 0 101",
+                ),
+                direction: "a=sendrecv",
+                version_step: 1,
+                ice_restart: false,
+            },
+            Case {
+                name: "the SBC restarts ICE",
+                offer: with("a=ice-ufrag:Ab3x", "a=ice-ufrag:Zz9q"),
+                direction: "a=sendrecv",
+                version_step: 1,
+                ice_restart: true,
+            },
+        ];
+        for case in cases {
+            let offer = Offer::parse(case.offer.as_bytes()).expect(case.name);
+            let again = reanswer(&offer, &codecs, first.continuity()).expect(case.name);
+            let text = again.as_str();
+            assert_eq!(direction_of(text), case.direction, "{}: {text}", case.name);
+            let (id, version) = again.origin();
+            assert_eq!(id, first.origin().0, "{}: same session", case.name);
+            assert_eq!(
+                version,
+                first.origin().1 + case.version_step,
+                "{}",
+                case.name
+            );
+            assert_eq!(
+                (again.address(), again.port()),
+                (first.address(), first.port()),
+                "{}",
+                case.name
+            );
+            assert_eq!(
+                again.ice() != first.ice(),
+                case.ice_restart,
+                "{}: {text}",
+                case.name
+            );
+            assert_eq!(
+                first_attr(text, "crypto"),
+                first_attr(first.as_str(), "crypto"),
+                "{}: the SRTP key stays",
+                case.name
+            );
+            Offer::parse(again.as_bytes()).expect("the answer re-parses");
+        }
+    }
+
+    /// DR-HOLD-1: hold then resume moves the version twice; an unchanged repeat of the
+    /// hold keeps it.
+    #[test]
+    fn dr_hold_1_hold_and_resume_count_versions() {
+        let codecs = mp_config().codecs;
+        let first = answer(&crlf(AUDIOCODES));
+        let hold =
+            Offer::parse(crlf(&AUDIOCODES.replace("a=sendrecv", "a=inactive")).as_bytes()).unwrap();
+        let resume = Offer::parse(crlf(AUDIOCODES).as_bytes()).unwrap();
+        let held = reanswer(&hold, &codecs, first.continuity()).unwrap();
+        assert_eq!(held.direction(), Direction::Inactive);
+        let still = reanswer(&hold, &codecs, held.continuity()).unwrap();
+        assert_eq!(still.as_str(), held.as_str());
+        let back = reanswer(&resume, &codecs, still.continuity()).unwrap();
+        assert_eq!(back.direction(), Direction::SendRecv);
+        assert_eq!(back.origin().1, first.origin().1 + 2);
+    }
+
+    /// DR-HOLD-1 bad input: `c=0.0.0.0` hold, and a re-offer with no codec drhub
+    /// supports, are refused; the call keeps its media (the caller keeps `first`).
+    #[test]
+    fn dr_hold_1_reanswer_refusals() {
+        let codecs = mp_config().codecs;
+        let first = answer(&crlf(AUDIOCODES));
+        let zero = crlf(&AUDIOCODES.replace("c=IN IP4 203.0.113.10", "c=IN IP4 0.0.0.0"));
+        let offer = Offer::parse(zero.as_bytes()).unwrap();
+        assert_eq!(
+            reanswer(&offer, &codecs, first.continuity()).unwrap_err(),
+            SdpError::ZeroConnection
+        );
+        let ilbc = crlf(
+            &AUDIOCODES
+                .replace(
+                    "m=audio 6010 RTP/SAVP 18 8 0 9 101",
+                    "m=audio 6010 RTP/SAVP 97",
+                )
+                .replace("a=rtpmap:18 G729/8000", "a=rtpmap:97 iLBC/8000"),
+        );
+        let offer = Offer::parse(ilbc.as_bytes()).unwrap();
+        let e = reanswer(&offer, &codecs, first.continuity()).unwrap_err();
+        assert!(e.is_not_acceptable(), "{e}");
+    }
+
+    /// RFC 3264 §8 on an outbound call: the SBC's later offer is answered from drhub's
+    /// own offer's session, port, ICE credentials and key.
+    #[test]
+    fn reanswer_continues_a_call_drhub_offered() {
+        let cfg = mp_config();
+        let own = offer(
+            &cfg.codecs,
+            cfg.address,
+            49300,
+            77,
+            AnswerSource::MediaProcessor,
+        )
+        .unwrap();
+        let sbc_answer = crlf(AUDIOCODES);
+        let c = Continuity::of_offer(&own, Some(sbc_answer.as_bytes())).expect("our own offer");
+        let hold =
+            Offer::parse(crlf(&AUDIOCODES.replace("a=sendrecv", "a=inactive")).as_bytes()).unwrap();
+        let a = reanswer(&hold, &cfg.codecs, &c).unwrap();
+        assert_eq!(a.origin(), (77, 2));
+        assert_eq!(a.port(), 49300);
+        assert_eq!(
+            first_attr(a.as_str(), "ice-ufrag"),
+            first_attr(&own, "ice-ufrag")
+        );
+        let key = |t: &str| {
+            first_attr(t, "crypto")
+                .split_whitespace()
+                .nth(2)
+                .map(str::to_owned)
+        };
+        assert_eq!(key(a.as_str()), key(&own));
+        assert_eq!(direction_of(a.as_str()), "a=inactive");
+        assert!(a.as_str().contains("a=ice-lite"), "{}", a.as_str());
     }
 
     #[test]

@@ -25,40 +25,6 @@ fn config(edit: impl FnOnce(String) -> String) -> drhub::config::Config {
     })
 }
 
-/// The Record-Route a record-routing SBC puts on the INVITE: its own FQDN towards the
-/// proxy (DR-VAL-4), and its inside address.
-const RR: [&str; 2] = [
-    "Record-Route: <sip:sbc1.adatum.biz:5061;transport=tls;lr;r2=on>",
-    "Record-Route: <sip:10.0.0.7:5060;lr;r2=on>",
-];
-
-/// An in-dialog request as a record-routing SBC sends it on after consuming its own
-/// Route entries (RFC 3261 §16.12): Request-URI the proxy's Contact from the 200 (the
-/// remote target), the dialog's tags, `extra` lines (a Route naming the proxy ...).
-fn routed(invite: &str, ok: &Reply, method: &str, cseq: u32, extra: &[&str]) -> String {
-    let contact = ok.header("Contact").expect("the 200 has a Contact");
-    let target = contact
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap_or_default();
-    let tag = ok.to_tag().expect("To tag");
-    dialog_request(invite, method, cseq, &tag, target, &[], extra)
-}
-
-/// Calls `number` through a record-routing SBC and ACKs the 200; returns the INVITE and
-/// the 200.
-async fn answered_call<S>(sbc: &mut Sbc<S>, number: &str) -> (String, Reply)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let inv = invite(&sbc.fqdn.clone(), number, &RR);
-    sbc.send(&inv).await;
-    let (ok, _) = sbc.until(200).await;
-    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
-    (inv, ok)
-}
-
 #[tokio::test]
 async fn dr_nh_4_a_record_routing_sbc_completes_a_call_by_its_route_set() {
     let d = TestDaemon::start_with(config(|t| t)).await;

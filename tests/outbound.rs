@@ -842,32 +842,13 @@ async fn dr_out_2_an_endpoint_hears_the_sbcs_failure_and_its_bye() {
     phone4
         .send(&phone_in_dialog(&phone4, &ok, "ACK", 2, "ack4"))
         .await;
-    let sbc_bye = pstn_bye(&inv.text, "e4");
+    let sbc_bye = uas_request(&inv.text, "e4", "BYE", 1);
     pstn.send(&sbc_bye).await;
     let r = pstn.recv().await;
     assert_eq!(r.status(), 200, "{}", r.text);
     let bye = phone4.recv_request("BYE").await;
     phone4.answer(&bye, 200, "OK", "x", None).await;
     d.calls_drained().await;
-}
-
-/// The SBC's BYE in the dialog of drhub's INVITE `inv` (its To tag `tag`).
-fn pstn_bye(inv: &str, tag: &str) -> String {
-    let h = |name: &str| {
-        inv.split("\r\n")
-            .find(|l| l.starts_with(&format!("{name}:")))
-            .map(|l| l[name.len() + 1..].trim().to_owned())
-            .unwrap()
-    };
-    let contact = h("Contact");
-    let target = contact.trim_start_matches('<').split('>').next().unwrap();
-    format!(
-        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKpstnbye\r\nMax-Forwards: 70\r\n\
-From: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
-        h("To"),
-        h("From"),
-        h("Call-ID")
-    )
 }
 
 /// The control API ends a ringing outbound call with CANCEL (and the call ends with the
@@ -949,4 +930,118 @@ async fn dr_out_1_an_endpoints_unanswered_call_times_out_with_480_and_cancel() {
         r.text
     );
     d.calls_drained().await;
+}
+
+/// The state `GET /api/calls/{id}` shows for a call up, once it is `want` (a state
+/// change travels from the call's task to the table).
+async fn state_becomes(d: &TestDaemon, call_id: &str, want: &str) {
+    let mut state = String::new();
+    for _ in 0..250 {
+        let (_, v) = get(d, &format!("/api/calls/{call_id}")).await;
+        state = v["state"].as_str().unwrap_or_default().to_owned();
+        if state == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("call {call_id} is {state}, not {want}");
+}
+
+/// The value of the first line of `body` that starts with `prefix`.
+fn sdp_line<'a>(body: &'a str, prefix: &str) -> &'a str {
+    body.split("\r\n")
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {body}"))
+}
+
+/// DR-HOLD-1 on an outbound call: the SBC, as UAS of drhub's INVITE, holds with a
+/// re-INVITE `a=inactive` sent by its route set (Route: drhub's Record-Route, Request-URI
+/// drhub's Contact) and gets `a=inactive` from drhub's own offer's session: same session
+/// id with the version one on, the same port, ICE credentials and SRTP key (RFC 3264
+/// §8). The API shows the call held, then answered after the resume; `c=0.0.0.0` gets
+/// 488 531052 and changes nothing.
+#[tokio::test]
+async fn dr_hold_1_the_sbc_holds_and_resumes_an_outbound_call() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
+    let v = call(&d, "+14255550100", 30.0).await;
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (mut p, _) = sbc1.accept().await;
+    let inv = p.until_request("INVITE").await;
+    let contact = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    p.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "h1",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    p.until_request("ACK").await;
+    state_becomes(&d, &call_id, "answered").await;
+    let offer = inv.body().to_owned();
+    let o = |b: &str| {
+        let f: Vec<String> = sdp_line(b, "o=")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        (f[1].clone(), f[2].parse::<u64>().unwrap())
+    };
+    let (id, v1) = o(&offer);
+
+    let held_sdp = SBC_ANSWER
+        .replace("o=SBC 1 1 ", "o=SBC 1 2 ")
+        .replace("a=sendrecv", "a=inactive");
+    p.send(with_sdp(
+        &uas_request(&inv.text, "h1", "INVITE", 1),
+        &held_sdp,
+    ))
+    .await;
+    let (held, _) = p.until(200).await;
+    p.send(uas_request(&inv.text, "h1", "ACK", 1)).await;
+    let body = held.body();
+    assert_eq!(sdp_line(body, "a=inactive"), "a=inactive", "{body}");
+    assert_eq!(o(body), (id.clone(), v1 + 1), "{body}");
+    let port = |b: &str| {
+        sdp_line(b, "m=audio")
+            .split_whitespace()
+            .nth(1)
+            .map(str::to_owned)
+    };
+    assert_eq!(port(body), port(&offer));
+    let key = |b: &str| {
+        sdp_line(b, "a=crypto")
+            .split_whitespace()
+            .nth(2)
+            .map(str::to_owned)
+    };
+    assert_eq!(key(body), key(&offer));
+    for same in ["a=ice-ufrag", "a=ice-pwd"] {
+        assert_eq!(sdp_line(body, same), sdp_line(&offer, same), "{same}");
+    }
+    state_becomes(&d, &call_id, "held").await;
+
+    let zero = SBC_ANSWER
+        .replace("o=SBC 1 1 ", "o=SBC 1 3 ")
+        .replace("c=IN IP4 192.0.2.50", "c=IN IP4 0.0.0.0");
+    p.send(with_sdp(&uas_request(&inv.text, "h1", "INVITE", 2), &zero))
+        .await;
+    let (refused, _) = p.until(488).await;
+    assert_eq!(refused.ms_code(), Some(531052), "{}", refused.text);
+
+    let resume = SBC_ANSWER.replace("o=SBC 1 1 ", "o=SBC 1 4 ");
+    p.send(with_sdp(
+        &uas_request(&inv.text, "h1", "INVITE", 3),
+        &resume,
+    ))
+    .await;
+    let (back, _) = p.until(200).await;
+    p.send(uas_request(&inv.text, "h1", "ACK", 3)).await;
+    assert_eq!(sdp_line(back.body(), "a=sendrecv"), "a=sendrecv");
+    assert_eq!(o(back.body()), (id, v1 + 2));
+    state_becomes(&d, &call_id, "answered").await;
+
+    let bye = p.request(&uas_request(&inv.text, "h1", "BYE", 4)).await;
+    assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
+    ended(&d, &call_id).await;
 }

@@ -121,6 +121,8 @@ pub struct CallSettings {
     pub ms_diagnostics: bool,
     pub session: session_timer::Config,
     pub orphan_timeout: Duration,
+    /// The codecs the media processor and scripted clients answer with.
+    pub codecs: Vec<crate::sdp::Codec>,
 }
 
 impl CallSettings {
@@ -136,6 +138,7 @@ impl CallSettings {
                 min_se: config.calls.min_se,
             },
             orphan_timeout: config.calls.orphan_timeout,
+            codecs: crate::sdp::Codec::defaults(),
         }
     }
 }
@@ -147,7 +150,7 @@ pub enum ForkPlan {
     Script {
         name: String,
         script: crate::config::Script,
-        answer: Option<Bytes>,
+        answer: Option<Box<crate::sdp::Answer>>,
     },
     /// A SIP endpoint: a registered or static contact.
     Sip {
@@ -176,7 +179,7 @@ pub struct NewCall {
     pub forks: Vec<ForkPlan>,
     pub bypass: bool,
     /// The media processor's answer to the SBC's offer (non-bypass trunks).
-    pub media_answer: Bytes,
+    pub media_answer: crate::sdp::Answer,
     pub voicemail_after: Duration,
     /// The negotiated session timer (non-bypass trunks, DR-ST-1).
     pub session: Option<Negotiated>,
@@ -192,6 +195,109 @@ pub struct TrunkRoute {
     pub port: u16,
     /// `max_concurrent_sessions` (DR-TEN-6, alert only).
     pub max_sessions: Option<u32>,
+}
+
+/// Refuses a request in a dialog with `r` (its status, and ms-diagnostics when
+/// configured), from `local`, for either call machine.
+fn reject_in_dialog(
+    tx: ServerTx,
+    req: &Message<'_>,
+    r: Rejection,
+    local: &LocalIdentity,
+    settings: &CallSettings,
+    flow: &str,
+) {
+    let mut out = bytes::BytesMut::new();
+    let teller = Teller {
+        style: crate::sip::build::Style::Rfc3261,
+        source: local.host(),
+        server: local.server(),
+        ms_diagnostics: settings.ms_diagnostics,
+        flow,
+        allow: DIALOG_ALLOW,
+    };
+    r.respond(req, &teller, &mut out);
+    match crate::transaction::Final::new(out.freeze()) {
+        Ok(f) => drop(tx.respond(f)),
+        Err(e) => warn!(error = %e, "rejection not built"),
+    }
+}
+
+/// An answer to the SBC's re-offer, made but not yet taken on.
+struct ReAnswer {
+    body: Bytes,
+    /// The new answer and the offer it answers; `None` when the SBC got an endpoint's
+    /// SDP as it was.
+    answer: Option<(crate::sdp::Answer, crate::sdp::Offer)>,
+}
+
+/// The SDP session drhub keeps with the SBC once a call is up, for either call machine:
+/// the media processor's or a scripted client's side of it (`None` where a SIP
+/// endpoint on a bypass trunk answers for itself), and whether the SBC holds the call.
+#[derive(Debug, Default)]
+struct SbcMedia {
+    session: Option<crate::sdp::Continuity>,
+    held: bool,
+}
+
+impl SbcMedia {
+    /// RFC 3264 §8: the answer to the SBC's new offer (DR-HOLD-1: `a=inactive` answered
+    /// `a=inactive`; `c=0.0.0.0` refused with 488 531052; an offer with nothing drhub
+    /// can answer refused with 488 531000, the call unchanged). `None` when there is no
+    /// session of drhub's to answer from. Nothing changes until [`commit`](Self::commit).
+    fn answer(
+        &self,
+        body: &[u8],
+        codecs: &[crate::sdp::Codec],
+    ) -> Result<Option<ReAnswer>, Rejection> {
+        let Some(prior) = &self.session else {
+            return Ok(None);
+        };
+        let media = |e: crate::sdp::SdpError| match e {
+            crate::sdp::SdpError::ZeroConnection => Rejection::new(Diagnostic::ZeroAddressHold),
+            e => Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()),
+        };
+        let offer = crate::sdp::Offer::parse(body).map_err(media)?;
+        let answer = crate::sdp::reanswer(&offer, codecs, prior).map_err(media)?;
+        Ok(Some(ReAnswer {
+            body: Bytes::copy_from_slice(answer.as_bytes()),
+            answer: Some((answer, offer)),
+        }))
+    }
+
+    /// Takes on an answer now that it is sent: the session moves on; hold and resume
+    /// are logged and shown in the call's state.
+    fn commit(&mut self, re: ReAnswer, actions: &mut Vec<Action>) {
+        use crate::sdp::Direction;
+        let Some((answer, offer)) = re.answer else {
+            return;
+        };
+        let offered = offer.main_audio().map(|s| s.direction).unwrap_or_default();
+        if matches!(offered, Direction::SendOnly | Direction::RecvOnly) {
+            // DR-HOLD-1: the real service is documented not to understand these.
+            warn!(
+                offered = offered.as_str(),
+                "the SBC held with a={}: Direct Routing understands a=inactive only; answered a=inactive",
+                offered.as_str()
+            );
+        }
+        let held = answer.direction() == Direction::Inactive;
+        if held != self.held {
+            if held {
+                info!("the SBC put the call on hold (a={})", offered.as_str());
+            } else {
+                info!("the SBC resumed the call (a={})", offered.as_str());
+            }
+            self.held = held;
+            let state = if held {
+                router::CallState::Held
+            } else {
+                router::CallState::Answered
+            };
+            actions.push(Action::Progress(state));
+        }
+        self.session = Some(answer.continuity().clone());
+    }
 }
 
 /// Where the call as a whole stands.
@@ -301,7 +407,7 @@ enum ForkKind {
     Script {
         script: Script,
         bypass: bool,
-        answer: Option<Bytes>,
+        answer: Option<Box<crate::sdp::Answer>>,
     },
     /// The user's voicemail (DR-FORK-9): a cloud service, always the media processor's.
     Voicemail(Script),
@@ -331,6 +437,10 @@ pub struct Call {
     ring_deadline: Instant,
     bypass: bool,
     media_answer: Bytes,
+    /// The media processor's session, for answering the SBC's later offers.
+    media: crate::sdp::Continuity,
+    /// The SDP session the SBC talks to once the call is answered.
+    sbc_media: SbcMedia,
     sent_183: bool,
     voicemail_after: Duration,
     /// Negotiated at admission, running once the call is answered.
@@ -385,7 +495,9 @@ impl Call {
             phase: Phase::Ringing,
             started: now,
             bypass: new.bypass,
-            media_answer: new.media_answer,
+            media_answer: Bytes::copy_from_slice(new.media_answer.as_bytes()),
+            media: new.media_answer.continuity().clone(),
+            sbc_media: SbcMedia::default(),
             sent_183: false,
             voicemail_after: new.voicemail_after,
             session_offer: new.session,
@@ -696,20 +808,7 @@ impl Call {
     }
 
     fn reject_in_dialog(&self, tx: ServerTx, req: &Message<'_>, r: Rejection, flow: &str) {
-        let mut out = bytes::BytesMut::new();
-        let teller = Teller {
-            style: crate::sip::build::Style::Rfc3261,
-            source: self.teller_source(),
-            server: self.caller.local.server(),
-            ms_diagnostics: self.settings.ms_diagnostics,
-            flow,
-            allow: DIALOG_ALLOW,
-        };
-        r.respond(req, &teller, &mut out);
-        match crate::transaction::Final::new(out.freeze()) {
-            Ok(f) => drop(tx.respond(f)),
-            Err(e) => warn!(error = %e, "rejection not built"),
-        }
+        reject_in_dialog(tx, req, r, &self.caller.local, &self.settings, flow);
     }
 
     /// DR-FORK-8: 200 to the CANCEL, CANCEL every fork, 487 to the INVITE.
@@ -806,12 +905,19 @@ impl Call {
             let local = self.caller.local.clone();
             return reply(tx, msg, 491, "Request Pending", &local, &[], None);
         };
-        if let Some(d) = self.caller.dialog_mut() {
-            d.refresh_target(msg);
-        }
-        let body = (!msg.body().is_empty())
-            .then(|| self.fork_answer(i))
-            .flatten();
+        // The answer first: a refused offer leaves the call, its target and its session
+        // timer as they were (RFC 3261 §14.2, RFC 4028 §10).
+        let reanswer = if msg.body().is_empty() {
+            None
+        } else {
+            match self.answer_reoffer(i, msg) {
+                Ok(a) => Some(a),
+                Err(r) => {
+                    warn!(diagnostic = ?r.diagnostic, "the SBC's new offer is refused; the call goes on unchanged");
+                    return self.reject_in_dialog(tx, msg, r, &source.label());
+                }
+            }
+        };
         let mut extra: Vec<(&str, String)> = Vec::new();
         if self.session.is_some() {
             let req = request_timers(msg);
@@ -839,7 +945,11 @@ impl Call {
                 }
             }
         }
+        if let Some(d) = self.caller.dialog_mut() {
+            d.refresh_target(msg);
+        }
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = reanswer.as_ref().map(|r| r.body.clone());
         reply(
             tx,
             msg,
@@ -849,6 +959,9 @@ impl Call {
             &extra,
             body.as_deref(),
         );
+        if let Some(r) = reanswer {
+            self.sbc_media.commit(r, &mut self.actions);
+        }
     }
 
     /// A request from a SIP endpoint in its dialog (its BYE).
@@ -1035,8 +1148,38 @@ impl Call {
                 bypass: true,
                 answer,
                 ..
-            } => answer.clone(),
+            } => answer
+                .as_ref()
+                .map(|a| Bytes::copy_from_slice(a.as_bytes())),
             ForkKind::Script { .. } | ForkKind::Voicemail(_) => Some(self.media_answer.clone()),
+        }
+    }
+
+    /// The SDP session fork `i`'s answer starts for the SBC: `None` for a SIP endpoint
+    /// on a bypass trunk, whose SDP is its own.
+    fn fork_session(&self, i: usize) -> Option<crate::sdp::Continuity> {
+        match &self.forks[i].kind {
+            _ if !self.bypass => Some(self.media.clone()),
+            ForkKind::Sip(_) => None,
+            ForkKind::Script {
+                bypass: true,
+                answer,
+                ..
+            } => answer.as_ref().map(|a| a.continuity().clone()),
+            ForkKind::Script { .. } | ForkKind::Voicemail(_) => Some(self.media.clone()),
+        }
+    }
+
+    /// The answer to the SBC's new offer: from the session it talks to ([`SbcMedia`]),
+    /// or a SIP endpoint's last SDP on a bypass trunk (relaying the offer to the
+    /// endpoint is not built yet).
+    fn answer_reoffer(&self, i: usize, msg: &Message<'_>) -> Result<ReAnswer, Rejection> {
+        match self.sbc_media.answer(msg.body(), &self.settings.codecs)? {
+            Some(a) => Ok(a),
+            None => Ok(ReAnswer {
+                body: self.fork_answer(i).unwrap_or_default(),
+                answer: None,
+            }),
         }
     }
 
@@ -1065,6 +1208,7 @@ impl Call {
             return;
         }
         self.forks[i].state = ForkState::Answered;
+        self.sbc_media.session = self.fork_session(i);
         self.cancel_forks(Some(i));
         if let Some(n) = self.session_offer.take() {
             self.session = Some(SessionTimer::new(n, now));

@@ -198,6 +198,8 @@ pub struct Outbound {
     caller_tag: Tag,
     /// A 183 went to it already.
     sent_183: bool,
+    /// The SDP session with the SBC that answered, from its first re-offer on.
+    sbc_media: super::SbcMedia,
 }
 
 impl Outbound {
@@ -213,6 +215,7 @@ impl Outbound {
             answered: None,
             update_allowed: false,
             started: now,
+            sbc_media: super::SbcMedia::default(),
             failover_at: None,
             hang_up_at: None,
             session: None,
@@ -1116,7 +1119,9 @@ impl Outbound {
                     self.hang_up(&[], false, true);
                 }
             }
-            Some(Method::Invite) | Some(Method::Update) if up => self.on_offer(pos, tx, &msg, now),
+            Some(Method::Invite) | Some(Method::Update) if up => {
+                self.on_offer(pos, tx, &msg, &source.label(), now)
+            }
             Some(Method::Invite) | Some(Method::Update) => {
                 reply(tx, &msg, 491, "Request Pending", &local, &[], None)
             }
@@ -1167,17 +1172,50 @@ impl Outbound {
         }
     }
 
-    /// A re-INVITE or UPDATE from the SBC (a session refresh, DR-ST-2, or a new offer):
-    /// answered with drhub's SDP, the session timer restarted.
-    fn on_offer(&mut self, pos: usize, tx: ServerTx, msg: &Message<'_>, now: Instant) {
+    /// A re-INVITE or UPDATE from the SBC (a session refresh, DR-ST-2, or a new offer:
+    /// hold, resume, a codec change; DR-HOLD-1): answered from drhub's side of the media
+    /// session, the session timer restarted. A refused offer changes nothing.
+    fn on_offer(&mut self, pos: usize, tx: ServerTx, msg: &Message<'_>, flow: &str, now: Instant) {
         let local = self.legs[pos].1.local.clone();
         let glare = msg.method() == Some(Method::Invite)
             && self
                 .requests
                 .any(|p| matches!(p, Purpose::Refresh { invite: true, .. }));
+        let Phase::Up(n) = self.phase else { return };
         if glare {
             return reply(tx, msg, 491, "Request Pending", &local, &[], None);
         }
+        let reanswer = if msg.body().is_empty() {
+            None
+        } else {
+            let g = &self.placement.gateways[n];
+            // The endpoint that placed a bypass call offered its own media: its
+            // session is not drhub's to answer for (relaying is not built yet).
+            let ours = !(g.bypass && self.caller.is_some());
+            if self.sbc_media.session.is_none() && ours {
+                let own = g.offer.as_deref().and_then(|o| std::str::from_utf8(o).ok());
+                let remote = self.legs[pos].1.sdp().map(|b| &b[..]);
+                self.sbc_media.session =
+                    own.and_then(|o| crate::sdp::Continuity::of_offer(o, remote));
+            }
+            match self
+                .sbc_media
+                .answer(msg.body(), &self.placement.media.codecs)
+            {
+                Ok(Some(a)) => Some(a),
+                Ok(None) => {
+                    let r = Rejection::new(Diagnostic::NoAcceptableMedia).with(
+                        "detail",
+                        "the calling endpoint's media; offers to it are not relayed",
+                    );
+                    return super::reject_in_dialog(tx, msg, r, &local, &self.settings, flow);
+                }
+                Err(r) => {
+                    warn!(diagnostic = ?r.diagnostic, "the SBC's new offer is refused; the call goes on unchanged");
+                    return super::reject_in_dialog(tx, msg, r, &local, &self.settings, flow);
+                }
+            }
+        };
         let mut extra: Vec<(&str, String)> = Vec::new();
         if self.session.is_some() {
             match negotiate_uas(&request_timers(msg), &self.settings.session) {
@@ -1208,36 +1246,12 @@ impl Outbound {
                 }
             }
         }
-        let n = match self.phase {
-            Phase::Up(n) => n,
-            _ => return,
-        };
-        let body = if msg.body().is_empty() {
-            None
-        } else {
-            // RFC 3264 §8: a new offer gets an answer to it, from the same media port.
-            let g = &self.placement.gateways[n];
-            let answer = crate::sdp::Offer::parse(msg.body()).and_then(|o| {
-                let media = &self.placement.media;
-                let id = fastrand::u64(1..u64::MAX / 2);
-                if g.bypass {
-                    crate::sdp::endpoint_answer(&o, media.address, g.media_port, id)
-                } else {
-                    crate::sdp::media_processor_answer(&o, media, g.media_port, id)
-                }
-            });
-            match answer {
-                Ok(a) => Some(Bytes::copy_from_slice(a.as_bytes())),
-                Err(e) => {
-                    warn!(error = %e, "the SBC's new offer cannot be answered; 488, call unchanged");
-                    let why = format!("399 drhub \"{}\"", e.to_string().replace('"', "'"));
-                    let w = [("Warning", why.as_str())];
-                    return reply(tx, msg, 488, "Not Acceptable Here", &local, &w, None);
-                }
-            }
-        };
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = reanswer.as_ref().map(|r| r.body.clone());
         reply(tx, msg, 200, "OK", &local, &extra, body.as_deref());
+        if let Some(r) = reanswer {
+            self.sbc_media.commit(r, &mut self.actions);
+        }
     }
 
     // --- session refresh (DR-ST-2) --------------------------------------------------
@@ -1433,6 +1447,7 @@ mod tests {
                 ms_diagnostics: true,
                 session: session_timer::Config::default(),
                 orphan_timeout: Duration::from_secs(120),
+                codecs: crate::sdp::Codec::defaults(),
             });
             let mut lab = Lab {
                 call: Outbound::new(placement, settings, t0),

@@ -94,6 +94,8 @@ pub enum CallState {
     Ringing,
     /// Answered (200 OK).
     Answered,
+    /// Answered and on hold (DR-HOLD-1: the SBC's `a=inactive`).
+    Held,
 }
 
 impl CallState {
@@ -102,6 +104,7 @@ impl CallState {
             CallState::Trying => "trying",
             CallState::Ringing => "ringing",
             CallState::Answered => "answered",
+            CallState::Held => "held",
         }
     }
 }
@@ -875,7 +878,7 @@ fn require_offer(msg: &Message<'_>) -> Result<(), Rejection> {
 struct Admitted<'d> {
     user: &'d User,
     caller: String,
-    media_answer: Bytes,
+    media_answer: sdp::Answer,
     forks: Vec<ForkPlan>,
     session: Option<super::session_timer::Negotiated>,
 }
@@ -955,11 +958,9 @@ fn admit<'d>(
     // The media processor's answer for the whole call; it also refuses offers whose
     // codecs drhub cannot answer (488 before ringing anyone).
     let media_answer =
-        sdp::media_processor_answer(&offer, &hub.media, hub.media_port(), session_id())
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .map_err(|e| {
-                Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string())
-            })?;
+        sdp::media_processor_answer(&offer, &hub.media, hub.media_port(), session_id()).map_err(
+            |e| Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()),
+        )?;
     // DR-ST-1/3: non-bypass calls always run a session timer; bypass calls none.
     let session = if accepted.trunk.media_bypass {
         None
@@ -1018,7 +1019,7 @@ fn plan_forks(hub: &Hub, user: &User, offer: &Offer, bypass: bool) -> Vec<ForkPl
                         hub.media_port(),
                         session_id(),
                     )
-                    .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                    .map(Box::new)
                     .map_err(|e| warn!(error = %e, "endpoint SDP answer failed"))
                     .ok()
                 });

@@ -19,7 +19,12 @@ use crate::transaction::{CoreEvent, LayerHandle, Output, Timers, TransactionLaye
 use crate::transport::{Direction, FlowHandle, FlowId, FlowInfo};
 
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-const ANSWER: &str = "v=0\r\no=drhub 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 49152 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+/// The media processor's answer to the INVITE's offer.
+fn media_answer() -> crate::sdp::Answer {
+    let offer = crate::sdp::Offer::parse(SDP.as_bytes()).expect("the test offer parses");
+    let cfg = crate::sdp::MediaConfig::new("127.0.0.1".parse().expect("address"));
+    crate::sdp::media_processor_answer(&offer, &cfg, 49152, 7).expect("answerable")
+}
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
@@ -73,6 +78,7 @@ fn settings() -> CallSettings {
         ms_diagnostics: true,
         session: session_timer::Config::default(),
         orphan_timeout: Duration::from_secs(120),
+        codecs: crate::sdp::Codec::defaults(),
     }
 }
 
@@ -172,7 +178,7 @@ impl Lab {
             callee: "user1@adatum.biz".into(),
             forks: plan.forks,
             bypass: plan.bypass,
-            media_answer: Bytes::from_static(ANSWER.as_bytes()),
+            media_answer: media_answer(),
             voicemail_after: Duration::from_secs(5),
             session,
             trunk: TrunkRoute {

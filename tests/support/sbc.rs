@@ -624,3 +624,77 @@ pub fn response_tagged(
 
 /// An SBC's SRTP answer to drhub's offer (what a real SBC sends back).
 pub const SBC_ANSWER: &str = "v=0\r\no=SBC 1 1 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\nm=audio 20000 RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=rtcp-mux\r\n";
+
+/// The Record-Route a record-routing SBC puts on the INVITE: its own FQDN towards the
+/// proxy (DR-VAL-4), and its inside address.
+pub const RR: [&str; 2] = [
+    "Record-Route: <sip:sbc1.adatum.biz:5061;transport=tls;lr;r2=on>",
+    "Record-Route: <sip:10.0.0.7:5060;lr;r2=on>",
+];
+
+/// An in-dialog request as a record-routing SBC sends it on after consuming its own
+/// Route entries (RFC 3261 §16.12): Request-URI the proxy's Contact from the 200 (the
+/// remote target), the dialog's tags, `extra` lines (a Route naming the proxy ...).
+pub fn routed(invite: &str, ok: &Reply, method: &str, cseq: u32, extra: &[&str]) -> String {
+    let contact = ok.header("Contact").expect("the 200 has a Contact");
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default();
+    let tag = ok.to_tag().expect("To tag");
+    dialog_request(invite, method, cseq, &tag, target, &[], extra)
+}
+
+/// Calls `number` through a record-routing SBC and ACKs the 200; returns the INVITE and
+/// the 200.
+pub async fn answered_call<S>(sbc: &mut Sbc<S>, number: &str) -> (String, Reply)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let inv = invite(&sbc.fqdn.clone(), number, &RR);
+    sbc.send(&inv).await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    (inv, ok)
+}
+
+/// `req`, a request or response ending in an empty body, with `sdp` as its body.
+pub fn with_sdp(req: &str, sdp: &str) -> String {
+    let head = req
+        .strip_suffix("Content-Length: 0\r\n\r\n")
+        .expect("a message ending in an empty body");
+    format!(
+        "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// A request the SBC sends as the UAS of drhub's INVITE `inv` (its To tag `tag`), in
+/// that dialog (RFC 3261 §12.1.1, §12.2.1.1): Request-URI drhub's Contact, Route the
+/// INVITE's Record-Route entries in order, From and To swapped.
+pub fn uas_request(inv: &str, tag: &str, method: &str, cseq: u32) -> String {
+    let contact = req_header(inv, "Contact").expect("drhub's INVITE has a Contact");
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default();
+    let mut s = format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKuas{}\r\n",
+        next_id()
+    );
+    for l in inv.split("\r\n") {
+        if let Some(rr) = l.strip_prefix("Record-Route: ") {
+            s.push_str(&format!("Route: {rr}\r\n"));
+        }
+    }
+    s.push_str(&format!(
+        "Max-Forwards: 70\r\nFrom: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
+Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n",
+        req_header(inv, "To").unwrap_or_default(),
+        req_header(inv, "From").unwrap_or_default(),
+        req_header(inv, "Call-ID").unwrap_or_default(),
+    ));
+    s
+}

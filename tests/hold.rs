@@ -1,0 +1,176 @@
+//! Black-box: hold and other re-offers from the SBC (DR-HOLD-1, RFC 3264 §8) on an
+//! inbound call through a record-routing SBC: `a=inactive` answered `a=inactive` from
+//! the same media session, resume, `a=sendonly` answered `a=inactive`, and the offers
+//! drhub refuses (`c=0.0.0.0`: 488 531052; no codec it can answer: 488 531000) leave
+//! the call as it was.
+
+mod support;
+
+use support::*;
+
+const USER1: &str = "+18338006777";
+
+/// The SBC's first offer (the one `invite()` carries), as its later offers rewrite it.
+const SBC_SDP: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+/// The SBC's offer number `version` with `direction` and `c=` at `address`.
+fn sbc_offer(version: u32, direction: &str, address: &str) -> String {
+    let sdp = SBC_SDP
+        .replace("o=- 1 1 ", &format!("o=- 1 {version} "))
+        .replace("c=IN IP4 192.0.2.10", &format!("c=IN IP4 {address}"));
+    format!("{sdp}a={direction}\r\n")
+}
+
+/// The `o=` session id and version of an SDP body.
+fn origin(body: &str) -> (String, u64) {
+    let o = body
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("o="))
+        .unwrap_or_else(|| panic!("no o= in {body}"));
+    let f: Vec<&str> = o.split_whitespace().collect();
+    (f[1].to_owned(), f[2].parse().expect("version"))
+}
+
+/// The `a=` line with this prefix.
+fn attr<'a>(body: &'a str, prefix: &str) -> &'a str {
+    body.split("\r\n")
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {body}"))
+}
+
+fn direction(body: &str) -> &str {
+    body.split("\r\n")
+        .find(|l| {
+            matches!(
+                *l,
+                "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+            )
+        })
+        .unwrap_or("none")
+}
+
+/// The ACK of a non-2xx final to the re-INVITE `req` (RFC 3261 §17.1.1.3): its Request-URI,
+/// Via branch, Route, From, To, Call-ID and CSeq number, no body. The transaction layer
+/// absorbs it.
+fn ack_refused(req: &str) -> String {
+    let head = req.split("\r\n\r\n").next().unwrap_or_default();
+    let mut out = String::new();
+    for (i, l) in head.split("\r\n").enumerate() {
+        if i == 0 {
+            out.push_str(&l.replacen("INVITE", "ACK", 1));
+        } else if let Some(c) = l.strip_prefix("CSeq: ") {
+            out.push_str(&format!("CSeq: {}", c.replace("INVITE", "ACK")));
+        } else if l.starts_with("Content-") {
+            continue;
+        } else {
+            out.push_str(l);
+        }
+        out.push_str("\r\n");
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// ACK for a 2xx to an in-dialog INVITE with CSeq `cseq`.
+fn ack(inv: &str, ok: &Reply, cseq: u32) -> String {
+    routed(inv, ok, "ACK", cseq, &[])
+}
+
+/// DR-HOLD-1, RFC 3264 §8: the SBC holds with a re-INVITE `a=inactive` and gets
+/// `a=inactive` back from the same session (session id kept, version + 1, the same
+/// port); resumes with `a=sendrecv`; holds again by UPDATE with `a=sendonly`, which is
+/// answered `a=inactive`; and the call ends normally.
+#[tokio::test]
+async fn dr_hold_1_the_sbc_holds_and_resumes_through_a_record_routing_edge() {
+    let d = TestDaemon::start_with(lab_config(|t| t)).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let (inv, ok) = answered_call(&mut sbc, USER1).await;
+    let first = ok.body().to_owned();
+    let (id, v1) = origin(&first);
+    let port = attr(&first, "m=audio").to_owned();
+
+    let hold = with_sdp(
+        &routed(&inv, &ok, "INVITE", 2, &[]),
+        &sbc_offer(2, "inactive", "192.0.2.10"),
+    );
+    let held = sbc.request(&hold).await;
+    assert_eq!(held.status(), 200, "{}", held.text);
+    sbc.send(ack(&inv, &ok, 2)).await;
+    let body = held.body();
+    assert_eq!(direction(body), "a=inactive", "{body}");
+    assert_eq!(origin(body), (id.clone(), v1 + 1), "{body}");
+    assert_eq!(attr(body, "m=audio"), port);
+
+    let resume = with_sdp(
+        &routed(&inv, &ok, "INVITE", 3, &[]),
+        &sbc_offer(3, "sendrecv", "192.0.2.10"),
+    );
+    let resumed = sbc.request(&resume).await;
+    assert_eq!(resumed.status(), 200, "{}", resumed.text);
+    sbc.send(ack(&inv, &ok, 3)).await;
+    assert_eq!(direction(resumed.body()), "a=sendrecv");
+    assert_eq!(origin(resumed.body()), (id.clone(), v1 + 2));
+
+    // The real service understands a=inactive only: a=sendonly is answered a=inactive.
+    let update = with_sdp(
+        &routed(&inv, &ok, "UPDATE", 4, &[]),
+        &sbc_offer(4, "sendonly", "192.0.2.10"),
+    );
+    let updated = sbc.request(&update).await;
+    assert_eq!(updated.status(), 200, "{}", updated.text);
+    assert_eq!(direction(updated.body()), "a=inactive");
+    assert_eq!(origin(updated.body()), (id, v1 + 3));
+
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 5, &[])).await;
+    assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
+    d.calls_drained().await;
+}
+
+/// DR-HOLD-1 bad input: a hold with `c=0.0.0.0` gets 488 with 531052, and a re-offer
+/// with only a codec drhub cannot answer gets 488 with 531000; after each, the call is
+/// still up on its first answer (the next re-offer's answer is version + 1 of it) and
+/// ends with the SBC's BYE.
+#[tokio::test]
+async fn dr_hold_1_zero_address_hold_and_an_unanswerable_codec_are_488_and_the_call_goes_on() {
+    let d = TestDaemon::start_with(lab_config(|t| t)).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let (inv, ok) = answered_call(&mut sbc, USER1).await;
+    let (id, v1) = origin(ok.body());
+
+    let zero = with_sdp(
+        &routed(&inv, &ok, "INVITE", 2, &[]),
+        &sbc_offer(2, "sendrecv", "0.0.0.0"),
+    );
+    let refused = sbc.request(&zero).await;
+    assert_eq!(refused.status(), 488, "{}", refused.text);
+    assert_eq!(refused.ms_code(), Some(531052), "{}", refused.text);
+    // The ACK of a non-2xx is the INVITE's own transaction's: the layer absorbs it.
+    sbc.send(ack_refused(&zero)).await;
+
+    let ilbc = sbc_offer(3, "sendrecv", "192.0.2.10")
+        .replace("m=audio 40000 RTP/AVP 0 8 101", "m=audio 40000 RTP/AVP 97")
+        .replace(
+            "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000",
+            "a=rtpmap:97 iLBC/8000",
+        );
+    let other = with_sdp(&routed(&inv, &ok, "INVITE", 3, &[]), &ilbc);
+    let refused = sbc.request(&other).await;
+    assert_eq!(refused.status(), 488, "{}", refused.text);
+    assert_eq!(refused.ms_code(), Some(531000), "{}", refused.text);
+    sbc.send(ack_refused(&other)).await;
+
+    // The call kept its media: the same offer as at first is answered as at first, one
+    // version on (RFC 3264 §8: the version moves once per change).
+    let again = with_sdp(
+        &routed(&inv, &ok, "INVITE", 4, &[]),
+        &sbc_offer(4, "inactive", "192.0.2.10"),
+    );
+    let held = sbc.request(&again).await;
+    assert_eq!(held.status(), 200, "{}", held.text);
+    sbc.send(ack(&inv, &ok, 4)).await;
+    assert_eq!(origin(held.body()), (id, v1 + 1));
+
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 5, &[])).await;
+    assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
+    d.calls_drained().await;
+}
