@@ -61,61 +61,68 @@ async fn sipp_options_over_tcp_get_200() {
 
 /// sipp as the SBC (over the plain-TCP lab listener) calls User1, whose desktop client
 /// answers: 100, 180s, 200 with SDP, ACK, BYE.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sipp_sbc_calls_user1_over_tcp() {
-    if !sipp_available() {
-        eprintln!("SKIPPED: sipp not installed (apt-get install sip-tester)");
-        return;
-    }
-    let cfg = lab_config(|t| {
-        fast(t, 0.05)
-            .replace("enabled = false\n", "enabled = true\n")
-            .replace("allow_insecure = false", "allow_insecure = true")
-    });
-    let d = TestDaemon::start_with(cfg).await;
-    let addr = d.addr("lab-tcp");
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/call_uac.xml");
-    let err_file = std::env::temp_dir()
-        .join(format!("drhub-sipp-call-{}.err", std::process::id()))
-        .display()
-        .to_string();
-    let err_path = err_file.clone();
+/// Runs sipp as the SBC with `scenario` (in `tests/sipp/`) against `addr`, `calls` calls
+/// to User1, at most 5 at a time; fails the test unless every call succeeded.
+async fn sipp_calls(addr: std::net::SocketAddr, scenario: &str, calls: u32) {
+    let scenario = format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::task::spawn_blocking(move || {
         Command::new("sipp")
-            .args([
-                "-sf",
-                scenario,
-                "-t",
-                "t1",
-                "-m",
-                "5",
-                "-r",
-                "10",
-                "-l",
-                "5",
-                "-s",
-                "+18338006777",
-            ])
+            .args(["-sf", &scenario, "-t", "t1", "-m", &calls.to_string()])
+            .args(["-r", "10", "-l", "5", "-s", "+18338006777"])
             .args(["-i", "127.0.0.1", "-p", &free_port()])
             .args(["-timeout", "15s", "-timeout_error", "-nostdin"])
             .arg(addr.to_string())
             .output()
     })
     .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let errors = std::fs::read_to_string(&err_path).unwrap_or_default();
+    .expect("sipp task")
+    .expect("sipp runs");
+    // sipp exits 0 only when every call of the scenario succeeded.
     assert!(
         out.status.success(),
-        "sipp failed ({:?}):\n{stdout}\n{}\nsipp errors:\n{errors}",
+        "sipp failed ({:?}):\n{}\n{}",
         out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The lab config with the plain-TCP listener on and sbc1 allowed on it (DR-TLS-5).
+fn sipp_lab() -> drhub::config::Config {
+    lab_config(|t| {
+        fast(t, 0.05)
+            .replace("enabled = false\n", "enabled = true\n")
+            .replace("allow_insecure = false", "allow_insecure = true")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_sbc_calls_user1_over_tcp() {
+    if !sipp_available() {
+        eprintln!("SKIPPED: sipp not installed (apt-get install sip-tester)");
+        return;
+    }
+    let d = TestDaemon::start_with(sipp_lab()).await;
+    sipp_calls(d.addr("lab-tcp"), "call_uac.xml", 5).await;
     // A call is counted once its task has ended, which may be just after sipp has its
     // 200 to the BYE.
     d.calls_drained().await;
     assert_eq!(d.hub.calls.answered.load(Ordering::Relaxed), 5);
+}
+
+/// DR-HOLD-1 with a stack drhub did not write: sipp as the SBC holds each call with a
+/// re-INVITE `a=inactive` sent by its route set, checks the 200 says `a=inactive`,
+/// resumes (`a=sendrecv`), holds with `a=sendonly` (answered `a=inactive`) and hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_sbc_holds_and_resumes_calls_over_tcp() {
+    if !sipp_available() {
+        eprintln!("SKIPPED: sipp not installed (apt-get install sip-tester)");
+        return;
+    }
+    let d = TestDaemon::start_with(sipp_lab()).await;
+    sipp_calls(d.addr("lab-tcp"), "call_hold_uac.xml", 3).await;
+    d.calls_drained().await;
+    assert_eq!(d.hub.calls.answered.load(Ordering::Relaxed), 3);
 }
 
 /// sipp's built-in UAS is User1's SIP endpoint (a static contact): the SBC (the test
