@@ -863,15 +863,7 @@ async fn dr_out_1_api_hang_up_of_a_ringing_outbound_call_cancels_it() {
     let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
     p.send(response_tagged(&inv.text, 180, "Ringing", "h1", &[c], None))
         .await;
-    let mut state = Value::Null;
-    for _ in 0..100 {
-        state = get(&d, &format!("/api/calls/{call_id}")).await.1["state"].clone();
-        if state == "ringing" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(state, "ringing");
+    state_becomes(&d, &call_id, "ringing").await;
     let (s, v) = request(
         d.addr("api"),
         "DELETE",
