@@ -461,6 +461,30 @@ async fn dr_nh_4_carrier_ack_and_bye_follow_the_record_route_through_kamailio() 
     rig.daemon.calls_drained().await;
 }
 
+/// DR-HOLD-1 through a real record-routing SBC: the carrier holds (re-INVITE with
+/// `a=inactive`) and resumes (`a=sendrecv`), each re-INVITE and its ACK sent by the route
+/// set through Kamailio; sipp checks that drhub's answer says `a=inactive` and then
+/// `a=sendrecv`, and the carrier hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dr_hold_1_the_carrier_holds_and_resumes_through_kamailio() {
+    let Some(rig) = Rig::start("carrier-holds").await else {
+        return;
+    };
+    if let Err(e) = rig.sipp("pstn_call_hold_uac.xml", USER1, 3).await {
+        panic!(
+            "DR-HOLD-1: calls held and resumed through the record-routing SBC. \
+             The Kamailio log below shows the re-INVITEs and drhub's answers.\n{e}"
+        );
+    }
+    rig.assert_sbc_refused_nothing("DR-HOLD-1");
+    assert_eq!(
+        rig.daemon.hub.calls.answered.load(Ordering::Relaxed),
+        3,
+        "calls answered"
+    );
+    rig.daemon.calls_drained().await;
+}
+
 /// DR-NH-1 (with DR-NH-4 for the caller's ACK): the Teams user hangs up. drhub's BYE
 /// goes to the SBC (top Route's FQDN, else Contact) with the dialog's route set as
 /// Route; Kamailio recognises its own entries, turns the Contact it wrote back into the
