@@ -661,6 +661,12 @@ pub struct Continuity {
 }
 
 impl Continuity {
+    /// The SDP last sent in this session: what a session refresh offers again,
+    /// unchanged (RFC 4028 §7.4, RFC 3264 §8).
+    pub fn sdp(&self) -> &str {
+        &self.text
+    }
+
     /// The continuity of an offer drhub made ([`offer`]) once `remote` (the SDP that
     /// answered it, if any) came back: for answering the peer's later offers.
     /// `None` when `own` is not an SDP drhub wrote.

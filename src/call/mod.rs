@@ -265,6 +265,13 @@ impl SbcMedia {
         }))
     }
 
+    /// The SDP last sent to the SBC in this session, when drhub has a session of its own.
+    fn current(&self) -> Option<Bytes> {
+        self.session
+            .as_ref()
+            .map(|c| Bytes::copy_from_slice(c.sdp().as_bytes()))
+    }
+
     /// Takes on an answer now that it is sent: the session moves on; hold and resume
     /// are logged and shown in the call's state.
     fn commit(&mut self, re: ReAnswer, actions: &mut Vec<Action>) {
@@ -1468,8 +1475,11 @@ impl Call {
             ("Min-SE", min_se.as_str()),
         ];
         let invite = !self.caller.allows_update();
+        // The SDP the SBC has now: after a hold, the held one (RFC 3264 §8).
         let body = match self.phase {
-            Phase::Answered(i) | Phase::Up(i) if invite => self.fork_answer(i),
+            Phase::Answered(i) | Phase::Up(i) if invite => {
+                self.sbc_media.current().or_else(|| self.fork_answer(i))
+            }
             _ => None,
         };
         let method = if invite { "INVITE" } else { "UPDATE" };

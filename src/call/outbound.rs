@@ -1270,7 +1270,13 @@ impl Outbound {
         // UPDATE without SDP when the SBC allows it; else a re-INVITE offering the same
         // SDP again, its version unchanged (RFC 4028 §7.4, RFC 3264 §8).
         let invite = !self.update_allowed;
-        let offer = self.placement.gateways[n].offer.clone().unwrap_or_default();
+        // The SDP the SBC has now: drhub's offer, or its answer to a later offer of the
+        // SBC's (a hold), unchanged (RFC 3264 §8).
+        let offer = self
+            .sbc_media
+            .current()
+            .or_else(|| self.placement.gateways[n].offer.clone())
+            .unwrap_or_default();
         let id = self.next_id();
         let Some(pos) = self.leg_pos(n) else { return };
         let leg = &mut self.legs[pos].1;

@@ -579,6 +579,37 @@ async fn dr_st_2_without_update_the_refresh_is_a_re_invite_and_its_200_is_acked(
     assert!(acks[0].2.contains("CSeq: 1 ACK"), "{}", acks[0].2);
 }
 
+/// DR-HOLD-1 with DR-ST-2: after the SBC held the call, drhub's session refresh offers
+/// the SDP the SBC has now (the held answer, same version), not the first answer: a
+/// refresh must not resume a held call (RFC 3264 §8, RFC 4028 §7.4).
+#[tokio::test(start_paused = true)]
+async fn dr_hold_1_a_refresh_after_a_hold_offers_the_held_sdp() {
+    let mut lab = Lab::new(Plan::default());
+    lab.run_until(secs(2.0));
+    let tag = lab.answered_tag();
+    lab.sbc_sends("ACK", 1, &tag, &[], "");
+    let hold = format!("{}a=inactive\r\n", SDP.replace("o=- 1 1 ", "o=- 1 2 "));
+    lab.sbc_sends("INVITE", 2, &tag, &[], &hold);
+    let held = lab.last_response(200);
+    assert!(held.contains("a=inactive\r\n"), "{held}");
+    let o_line = |t: &str| {
+        t.split("\r\n")
+            .find(|l| l.starts_with("o="))
+            .map(str::to_owned)
+    };
+    lab.sbc_sends("ACK", 2, &tag, &[], "");
+    lab.run_until(secs(1000.0));
+    let invites = lab.sent_named("INVITE");
+    assert_eq!(invites.len(), 1, "{:#?}", lab.sent);
+    let reinvite = &invites[0].2;
+    assert!(reinvite.contains("a=inactive\r\n"), "{reinvite}");
+    assert_eq!(
+        o_line(reinvite),
+        o_line(&held),
+        "the same SDP, the same version"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn dr_st_2_a_refresh_answered_481_ends_the_call_without_a_bye_to_the_sbc() {
     let mut lab = Lab::new(Plan {
