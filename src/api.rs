@@ -90,6 +90,8 @@ pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
         .route("/api/status", get(status))
         .route("/api/calls", get(calls).post(place_call))
         .route("/api/calls/{call_id}", get(one_call).delete(hang_up))
+        .route("/api/calls/{call_id}/hold", post(hold))
+        .route("/api/calls/{call_id}/resume", post(resume))
         .route("/api/route", get(route))
         .route("/api/datacenters", get(datacenters))
         .route("/api/datacenters/{name}", post(set_datacenter))
@@ -410,6 +412,67 @@ async fn hang_up(
             format!("no call up with Call-ID `{call_id}`"),
         ))
     }
+}
+
+/// `POST /api/calls/{call_id}/hold`: the Teams user holds an answered call (DR-HOLD-2).
+/// `202`; the call's `state` turns `held` once it is done. `404` for no such call,
+/// `409` for a call not answered yet.
+async fn hold(
+    State(api): State<Api>,
+    Path(call_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    hold_or_resume(&api, call_id, true)
+}
+
+/// `POST /api/calls/{call_id}/resume`: the Teams user takes the call off hold.
+async fn resume(
+    State(api): State<Api>,
+    Path(call_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    hold_or_resume(&api, call_id, false)
+}
+
+fn hold_or_resume(
+    api: &Api,
+    call_id: String,
+    hold: bool,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let calls = &api.hub.calls;
+    let Some(state) = calls
+        .snapshot()
+        .iter()
+        .find(|c| *c.call_id == call_id)
+        .map(|c| c.state)
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no call up with Call-ID `{call_id}`"),
+        ));
+    };
+    if matches!(
+        state,
+        crate::call::router::CallState::Trying | crate::call::router::CallState::Ringing
+    ) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "call `{call_id}` is {}: only an answered call can be held or resumed",
+                state.as_str()
+            ),
+        ));
+    }
+    if !calls.tell(&call_id, crate::call::CallEvent::Hold(hold)) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no call up with Call-ID `{call_id}`"),
+        ));
+    }
+    let verb = if hold { "hold" } else { "resume" };
+    info!(call_id = %call_id, "{verb} through the API");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "call_id": call_id, "requested": verb })),
+    ))
 }
 
 /// `GET /api/route?user=user1@adatum.biz&number=+442071234567`: where a call from the

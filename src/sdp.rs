@@ -667,6 +667,51 @@ impl Continuity {
         &self.text
     }
 
+    /// Who speaks in this session: the media processor or a Teams client.
+    pub fn source(&self) -> AnswerSource {
+        self.source
+    }
+
+    /// A new offer in this session that changes only the audio stream's direction (a
+    /// hold with `inactive`, a resume with `sendrecv`; DR-HOLD-2), the `o=` version one
+    /// on (RFC 3264 §8), and the session as it stands once the peer accepts it. ICE
+    /// credentials, key, address and port stay.
+    pub fn reoffer(&self, direction: Direction) -> Result<(String, Continuity), SdpError> {
+        let mut session = SessionDescription::unmarshal(&mut Cursor::new(self.text.as_bytes()))
+            .map_err(|e| SdpError::Unparseable {
+                reason: sanitize(&e.to_string()),
+            })?;
+        session.origin.session_version = self.version.wrapping_add(1);
+        let names = ["sendrecv", "sendonly", "recvonly", "inactive"];
+        for m in session
+            .media_descriptions
+            .iter_mut()
+            .filter(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
+        {
+            m.attributes.retain(|a| !names.contains(&a.key.as_str()));
+            m.attributes
+                .push(Attribute::new(direction.as_str().to_owned(), None));
+        }
+        let text = session.marshal();
+        let next = Continuity {
+            version: session.origin.session_version,
+            text: text.clone(),
+            ..self.clone()
+        };
+        Ok((text, next))
+    }
+
+    /// The peer answered an offer of drhub's in this session with `answer`: its ICE
+    /// credentials are the ones a later offer of the peer's is compared with.
+    pub fn answered_with(&mut self, answer: &[u8]) {
+        if let Some(ice) = Offer::parse(answer)
+            .ok()
+            .and_then(|o| o.main_audio().and_then(|s| s.ice.clone()))
+        {
+            self.remote_ice = Some(ice);
+        }
+    }
+
     /// The continuity of an offer drhub made ([`offer`]) once `remote` (the SDP that
     /// answered it, if any) came back: for answering the peer's later offers.
     /// `None` when `own` is not an SDP drhub wrote.
@@ -2746,6 +2791,39 @@ m=audio 7000 RTP/AVP 8
         assert_eq!(key(a.as_str()), key(&own));
         assert_eq!(direction_of(a.as_str()), "a=inactive");
         assert!(a.as_str().contains("a=ice-lite"), "{}", a.as_str());
+    }
+
+    /// DR-HOLD-2: drhub's own hold offer changes the direction and the version only;
+    /// resuming moves the version again.
+    #[test]
+    fn dr_hold_2_reoffer_changes_direction_and_version_only() {
+        let first = answer(&crlf(AUDIOCODES));
+        let c = first.continuity();
+        let (hold, held) = c.reoffer(Direction::Inactive).unwrap();
+        assert_eq!(direction_of(&hold), "a=inactive", "{hold}");
+        let same = |a: &str, b: &str| {
+            let strip = |t: &str| {
+                t.split("\r\n")
+                    .filter(|l| !l.starts_with("o=") && direction_of(l) == "none")
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(strip(a), strip(b));
+        };
+        same(&hold, first.as_str());
+        let version = |t: &str| {
+            let o = t
+                .split("\r\n")
+                .find(|l| l.starts_with("o="))
+                .unwrap()
+                .to_owned();
+            o.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap()
+        };
+        assert_eq!(version(&hold), first.origin().1 + 1);
+        let (resume, _) = held.reoffer(Direction::SendRecv).unwrap();
+        assert_eq!(direction_of(&resume), "a=sendrecv");
+        assert_eq!(version(&resume), first.origin().1 + 2);
+        same(&resume, first.as_str());
     }
 
     #[test]

@@ -174,3 +174,165 @@ async fn dr_hold_1_zero_address_hold_and_an_unanswerable_codec_are_488_and_the_c
     assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
     d.calls_drained().await;
 }
+
+/// The Record-Route of a record-routing SBC of Contoso (a bypass trunk).
+const CONTOSO_RR: [&str; 2] = [
+    "Record-Route: <sip:sbc2.contoso.com:5061;transport=tls;lr;r2=on>",
+    "Record-Route: <sip:10.0.0.7:5060;lr;r2=on>",
+];
+
+/// User2 of Contoso: a bypass trunk, clients with their own media.
+const USER2: &str = "+14255550190";
+
+async fn api(d: &TestDaemon, method: &str, path: &str) -> (u16, serde_json::Value) {
+    drhub::api::request(d.addr("api"), method, path, None, None)
+        .await
+        .expect("API reachable")
+}
+
+/// Waits until `GET /api/calls/{id}` shows `want`.
+async fn state_becomes(d: &TestDaemon, call_id: &str, want: &str) {
+    let mut state = String::new();
+    for _ in 0..250 {
+        let (_, v) = api(d, "GET", &format!("/api/calls/{call_id}")).await;
+        state = v["state"].as_str().unwrap_or_default().to_owned();
+        if state == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("call {call_id} is {state}, not {want}");
+}
+
+/// The SBC's 200 to drhub's re-INVITE `req`, with `sdp`.
+fn ok_with_sdp(req: &Reply, sdp: &str) -> String {
+    response_tagged(&req.text, 200, "OK", "unused", &[], Some(sdp))
+}
+
+/// DR-HOLD-2 on a bypass call: the Teams user holds through the API and the SBC gets a
+/// re-INVITE from the client's own session (same `o=` session id, version one on,
+/// `a=inactive`) by the dialog's route set (Request-URI the SBC's Contact, Route its
+/// Record-Route); after the SBC's 200 and drhub's ACK the call shows held. Resume
+/// offers `a=sendrecv`, version one on again.
+#[tokio::test]
+async fn dr_hold_2_teams_hold_on_a_bypass_call_reinvites_the_sbc() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
+    let inv = invite("sbc2.contoso.com", USER2, &CONTOSO_RR);
+    sbc.send(&inv).await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    state_becomes(&d, &call_id, "answered").await;
+    let (id, v1) = origin(ok.body());
+
+    let (s, v) = api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
+    assert_eq!(s, 202, "{v}");
+    let hold = sbc.until_request("INVITE").await;
+    assert_eq!(
+        hold.request_uri(),
+        "sip:+17168712781@sbc2.contoso.com:5061;transport=tls"
+    );
+    let want: Vec<&str> = CONTOSO_RR
+        .iter()
+        .map(|l| l.trim_start_matches("Record-Route: "))
+        .collect();
+    assert_eq!(hold.headers("Route"), want, "{}", hold.text);
+    assert_eq!(direction(hold.body()), "a=inactive", "{}", hold.text);
+    assert_eq!(origin(hold.body()), (id.clone(), v1 + 1));
+    sbc.send(ok_with_sdp(&hold, &sbc_offer(2, "inactive", "192.0.2.10")))
+        .await;
+    let ack = sbc.until_request("ACK").await;
+    assert_eq!(ack.cseq_method(), Some("ACK"));
+    state_becomes(&d, &call_id, "held").await;
+
+    let (s, _) = api(&d, "POST", &format!("/api/calls/{call_id}/resume")).await;
+    assert_eq!(s, 202);
+    let resume = sbc.until_request("INVITE").await;
+    assert_eq!(direction(resume.body()), "a=sendrecv");
+    assert_eq!(origin(resume.body()), (id, v1 + 2));
+    sbc.send(ok_with_sdp(
+        &resume,
+        &sbc_offer(3, "sendrecv", "192.0.2.10"),
+    ))
+    .await;
+    sbc.until_request("ACK").await;
+    state_becomes(&d, &call_id, "answered").await;
+
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
+    d.calls_drained().await;
+}
+
+/// DR-HOLD-2 on a call through the media processor: the media processor plays music on
+/// hold and the SBC sees nothing; the API shows the call held, then answered. Bad input:
+/// a hold for no such call is 404, and a hold before the call is answered is 409.
+#[tokio::test]
+async fn dr_hold_2_teams_hold_through_the_media_processor_sends_the_sbc_nothing() {
+    let d = TestDaemon::start_with(lab_config(|t| t)).await;
+    let (s, v) = api(&d, "POST", "/api/calls/nosuchcall/hold").await;
+    assert_eq!(s, 404, "{v}");
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &RR);
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    sbc.send(&inv).await;
+    sbc.until(180).await;
+    let (s, v) = api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
+    assert_eq!(s, 409, "{v}");
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    state_becomes(&d, &call_id, "answered").await;
+
+    let (s, _) = api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
+    assert_eq!(s, 202);
+    state_becomes(&d, &call_id, "held").await;
+    assert!(
+        sbc.try_recv(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the SBC must see nothing"
+    );
+    let (s, _) = api(&d, "POST", &format!("/api/calls/{call_id}/resume")).await;
+    assert_eq!(s, 202);
+    state_becomes(&d, &call_id, "answered").await;
+
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
+    d.calls_drained().await;
+}
+
+/// DR-HOLD-2 bad input: the SBC refuses the hold re-INVITE (488): drhub ACKs it (its
+/// transaction layer), the call stays answered, and a later hold is sent again.
+#[tokio::test]
+async fn dr_hold_2_an_sbc_refusing_the_hold_leaves_the_call_answered() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
+    let inv = invite("sbc2.contoso.com", USER2, &CONTOSO_RR);
+    sbc.send(&inv).await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    state_becomes(&d, &call_id, "answered").await;
+
+    api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
+    let hold = sbc.until_request("INVITE").await;
+    sbc.send(response_to(&hold.text, 488, "Not Acceptable Here", &[]))
+        .await;
+    let ack = sbc.until_request("ACK").await;
+    assert_eq!(req_header(&ack.text, "Via"), req_header(&hold.text, "Via"));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    state_becomes(&d, &call_id, "answered").await;
+
+    // Not held, so a hold is offered again, one version on from the first answer still.
+    api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
+    let again = sbc.until_request("INVITE").await;
+    assert_eq!(origin(again.body()), origin(hold.body()));
+    sbc.send(ok_with_sdp(&again, &sbc_offer(2, "inactive", "192.0.2.10")))
+        .await;
+    sbc.until_request("ACK").await;
+    state_becomes(&d, &call_id, "held").await;
+
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    d.calls_drained().await;
+}

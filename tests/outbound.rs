@@ -1037,3 +1037,95 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_an_outbound_call() {
     assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
     ended(&d, &call_id).await;
 }
+
+/// DR-HOLD-2 on an outbound bypass call (Contoso's trunk): the Teams user holds through
+/// the API and the SBC gets a re-INVITE offering `a=inactive` from drhub's own offer's
+/// session (same session id, version one on, same ICE credentials), by its route set;
+/// resume offers `a=sendrecv`.
+#[tokio::test]
+async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
+    let sbc = SbcListener::bind("star.contoso.com", "sbc2.contoso.com").await;
+    let addr = sbc.addr;
+    let d = TestDaemon::start_with(lab_config(|t| {
+        with_trunk_address(t, "sbc2.contoso.com", addr)
+    }))
+    .await;
+    let (status, v) = post(
+        &d,
+        "/api/calls",
+        json!({"from": "user2@contoso.com", "to": "+14255550100", "talk_seconds": 30}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (mut p, _) = sbc.accept().await;
+    let inv = p.until_request("INVITE").await;
+    let contact = "Contact: <sip:+14255550100@sbc2.contoso.com:5061;transport=tls>";
+    p.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "h2",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    p.until_request("ACK").await;
+    state_becomes(&d, &call_id, "answered").await;
+    let offer = inv.body().to_owned();
+    let o = |b: &str| {
+        let f: Vec<String> = sdp_line(b, "o=")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        (f[1].clone(), f[2].parse::<u64>().unwrap())
+    };
+    let (id, v1) = o(&offer);
+
+    let (s, _) = post(&d, &format!("/api/calls/{call_id}/hold"), json!({})).await;
+    assert_eq!(s, 202);
+    let hold = p.until_request("INVITE").await;
+    assert_eq!(
+        hold.request_uri(),
+        "sip:+14255550100@sbc2.contoso.com:5061;transport=tls"
+    );
+    assert_eq!(sdp_line(hold.body(), "a=inactive"), "a=inactive");
+    assert_eq!(o(hold.body()), (id.clone(), v1 + 1));
+    assert_eq!(
+        sdp_line(hold.body(), "a=ice-ufrag"),
+        sdp_line(&offer, "a=ice-ufrag")
+    );
+    let held_answer = SBC_ANSWER.replace("a=sendrecv", "a=inactive");
+    p.send(response_tagged(
+        &hold.text,
+        200,
+        "OK",
+        "h2",
+        &[contact],
+        Some(&held_answer),
+    ))
+    .await;
+    p.until_request("ACK").await;
+    state_becomes(&d, &call_id, "held").await;
+
+    let (s, _) = post(&d, &format!("/api/calls/{call_id}/resume"), json!({})).await;
+    assert_eq!(s, 202);
+    let resume = p.until_request("INVITE").await;
+    assert_eq!(sdp_line(resume.body(), "a=sendrecv"), "a=sendrecv");
+    assert_eq!(o(resume.body()), (id, v1 + 2));
+    p.send(response_tagged(
+        &resume.text,
+        200,
+        "OK",
+        "h2",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    p.until_request("ACK").await;
+    state_becomes(&d, &call_id, "answered").await;
+
+    let bye = p.request(&uas_request(&inv.text, "h2", "BYE", 1)).await;
+    assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
+    ended(&d, &call_id).await;
+}

@@ -106,6 +106,9 @@ pub enum CallEvent {
     SbcGone,
     /// The operator ends the call (the control API's `DELETE /api/calls/{id}`).
     HangUp,
+    /// The Teams user holds (`true`) or resumes (`false`) the call (DR-HOLD-2: the
+    /// control API's `POST /api/calls/{id}/hold` and `/resume`).
+    Hold(bool),
 }
 
 /// A call's inbox (see [`inbox`] for why it is not a tokio channel).
@@ -237,7 +240,21 @@ struct ReAnswer {
 #[derive(Debug, Default)]
 struct SbcMedia {
     session: Option<crate::sdp::Continuity>,
+    /// The SBC holds the call (DR-HOLD-1).
     held: bool,
+    /// The Teams side holds the call (DR-HOLD-2).
+    holding: bool,
+}
+
+/// What the Teams side holding or resuming asks of the call (DR-HOLD-2).
+enum TeamsHold {
+    /// Nothing to do: already so, or not drhub's session to change.
+    Nothing,
+    /// Send the SBC this re-INVITE offer; `next` is the session once it is accepted.
+    Offer {
+        body: Bytes,
+        next: Box<crate::sdp::Continuity>,
+    },
 }
 
 impl SbcMedia {
@@ -263,6 +280,100 @@ impl SbcMedia {
             body: Bytes::copy_from_slice(answer.as_bytes()),
             answer: Some((answer, offer)),
         }))
+    }
+
+    /// The call's state for the API: held by either side, else answered.
+    fn state(&self) -> router::CallState {
+        if self.held || self.holding {
+            router::CallState::Held
+        } else {
+            router::CallState::Answered
+        }
+    }
+
+    /// DR-HOLD-2: the Teams user holds (`hold`) or resumes. On a call through the media
+    /// processor the SBC sees nothing (the media processor plays music on hold); where
+    /// a Teams client's own media reaches the SBC (media bypass) the SBC gets a
+    /// re-INVITE offering `a=inactive`, then `a=sendrecv` to resume.
+    fn teams_hold(&mut self, hold: bool, actions: &mut Vec<Action>) -> TeamsHold {
+        if hold == self.holding {
+            info!(hold, "the call is already so; nothing to do");
+            return TeamsHold::Nothing;
+        }
+        let Some(session) = &self.session else {
+            warn!("a SIP endpoint on a bypass trunk holds with its own re-INVITE; not sent for it");
+            return TeamsHold::Nothing;
+        };
+        if session.source() == crate::sdp::AnswerSource::MediaProcessor {
+            if hold {
+                info!("the Teams user holds: the media processor plays music on hold; no re-INVITE to the SBC (DR-HOLD-2)");
+            } else {
+                info!("the Teams user resumes: the media processor stops the music on hold");
+            }
+            let before = self.state();
+            self.holding = hold;
+            if self.state() != before {
+                actions.push(Action::Progress(self.state()));
+            }
+            return TeamsHold::Nothing;
+        }
+        let direction = if hold {
+            crate::sdp::Direction::Inactive
+        } else {
+            crate::sdp::Direction::SendRecv
+        };
+        match session.reoffer(direction) {
+            Ok((text, next)) => {
+                info!(
+                    hold,
+                    "the Teams client's re-INVITE to the SBC: a={} (DR-HOLD-2)",
+                    direction.as_str()
+                );
+                TeamsHold::Offer {
+                    body: Bytes::from(text),
+                    next: Box::new(next),
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "no hold offer could be made");
+                TeamsHold::Nothing
+            }
+        }
+    }
+
+    /// The SBC's final answer to a Teams hold or resume re-INVITE (`answer`: its SDP on a
+    /// 2xx, `None` on a failure): on success the session moves on to `next`; an answer
+    /// to `a=inactive` other than `a=inactive` breaks RFC 3264 §6.1 and is logged.
+    fn teams_hold_answered(
+        &mut self,
+        hold: bool,
+        mut next: crate::sdp::Continuity,
+        answer: Option<Bytes>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(answer) = answer else {
+            warn!(
+                hold,
+                "the SBC refused the Teams side's re-INVITE; the call goes on as it was"
+            );
+            return;
+        };
+        let answered = crate::sdp::Offer::parse(&answer)
+            .ok()
+            .and_then(|o| o.main_audio().map(|s| s.direction));
+        if hold && answered != Some(crate::sdp::Direction::Inactive) {
+            warn!(
+                answered = answered.map_or("no SDP", |d| d.as_str()),
+                "the SBC answered a=inactive with another direction (RFC 3264 §6.1 allows only a=inactive)"
+            );
+        }
+        next.answered_with(&answer);
+        self.session = Some(next);
+        let before = self.state();
+        self.holding = hold;
+        if self.state() != before {
+            actions.push(Action::Progress(self.state()));
+        }
     }
 
     /// The SDP last sent to the SBC in this session, when drhub has a session of its own.
@@ -295,13 +406,11 @@ impl SbcMedia {
             } else {
                 info!("the SBC resumed the call (a={})", offered.as_str());
             }
+            let before = self.state();
             self.held = held;
-            let state = if held {
-                router::CallState::Held
-            } else {
-                router::CallState::Answered
-            };
-            actions.push(Action::Progress(state));
+            if self.state() != before {
+                actions.push(Action::Progress(self.state()));
+            }
         }
         self.session = Some(answer.continuity().clone());
     }
@@ -404,6 +513,12 @@ enum Purpose {
     Closing { to_sbc: bool },
     /// A session refresh to the SBC (DR-ST-2).
     Refresh { headers: UacHeaders, invite: bool },
+    /// The Teams side's hold (`true`) or resume re-INVITE (DR-HOLD-2), with the session
+    /// as it stands once the SBC accepts it.
+    Hold {
+        hold: bool,
+        next: Box<crate::sdp::Continuity>,
+    },
     /// An in-dialog OPTIONS: is the SBC's dialog still there after its connection went?
     Probe,
 }
@@ -797,6 +912,7 @@ impl Call {
                 }
             }
             CallEvent::HangUp => self.operator_hang_up(),
+            CallEvent::Hold(hold) => self.teams_hold(hold),
             CallEvent::SbcGone => {
                 if self.session.is_none() && matches!(self.phase, Phase::Answered(_) | Phase::Up(_))
                 {
@@ -1037,6 +1153,11 @@ impl Call {
             }
             Purpose::Refresh { headers, invite } => {
                 self.on_refresh_answer(event, headers, invite, now)
+            }
+            Purpose::Hold { hold, next } => {
+                let answer = self.hold_answered(event);
+                self.sbc_media
+                    .teams_hold_answered(hold, *next, answer, &mut self.actions);
             }
             Purpose::Probe => {
                 let status = match &event {
@@ -1508,13 +1629,7 @@ impl Call {
         let code = msg.status_code().unwrap_or(500);
         if (200..300).contains(&code) {
             if invite {
-                if let Some(d) = self.caller.dialog() {
-                    let cseq = msg.cseq().and_then(Result::ok).map_or(1, |c| c.seq);
-                    let ack = d.ack(cseq);
-                    if let Some(route) = self.sbc_route() {
-                        self.actions.push(Action::Stateless { bytes: ack, route });
-                    }
-                }
+                self.ack_sbc_2xx(&msg);
             }
             if let Some(d) = self.caller.dialog_mut() {
                 d.refresh_target(&msg);
@@ -1543,6 +1658,67 @@ impl Call {
         } else {
             self.refresh_failed(code, now);
         }
+    }
+
+    /// ACKs the SBC's 2xx to a re-INVITE of drhub's (RFC 3261 §13.2.2.4), along the
+    /// dialog's route set.
+    fn ack_sbc_2xx(&mut self, msg: &Message<'_>) {
+        if let Some(d) = self.caller.dialog() {
+            let cseq = msg.cseq().and_then(Result::ok).map_or(1, |c| c.seq);
+            let ack = d.ack(cseq);
+            if let Some(route) = self.sbc_route() {
+                self.actions.push(Action::Stateless { bytes: ack, route });
+            }
+        }
+    }
+
+    /// DR-HOLD-2: the Teams user holds or resumes an answered call.
+    fn teams_hold(&mut self, hold: bool) {
+        if !matches!(self.phase, Phase::Up(_)) {
+            info!(hold, "hold or resume ignored: the call is not up");
+            return;
+        }
+        if self.requests.any(|p| {
+            matches!(
+                p,
+                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. }
+            )
+        }) {
+            warn!(
+                hold,
+                "hold or resume not sent: a re-INVITE of drhub's is pending"
+            );
+            return;
+        }
+        if let TeamsHold::Offer { body, next } = self.sbc_media.teams_hold(hold, &mut self.actions)
+        {
+            let id = self.next_id();
+            if let Some(req) = self.sbc_request("INVITE", &[], Some(&body)) {
+                self.send_sbc(id, req, Purpose::Hold { hold, next });
+            }
+        }
+    }
+
+    /// The SBC's final answer to a hold or resume re-INVITE: a 2xx is ACKed, refreshes
+    /// the dialog's target and gives its SDP; anything else `None`.
+    fn hold_answered(&mut self, event: ClientEvent) -> Option<Bytes> {
+        let ClientEvent::Final(resp) = event else {
+            return None;
+        };
+        let msg = resp.message();
+        let code = msg.status_code().unwrap_or(500);
+        if !(200..300).contains(&code) {
+            warn!(
+                status = code,
+                "the SBC answered the hold or resume re-INVITE"
+            );
+            return None;
+        }
+        self.ack_sbc_2xx(&msg);
+        if let Some(d) = self.caller.dialog_mut() {
+            d.refresh_target(&msg);
+        }
+        Some(Bytes::copy_from_slice(msg.body()))
     }
 
     fn refresh_failed(&mut self, status: u16, now: Instant) {

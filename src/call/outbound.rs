@@ -137,6 +137,11 @@ enum Purpose {
         headers: UacHeaders,
         invite: bool,
     },
+    /// The Teams side's hold or resume re-INVITE (DR-HOLD-2).
+    Hold {
+        hold: bool,
+        next: Box<crate::sdp::Continuity>,
+    },
 }
 
 /// How one attempt ended, for the log and the call's record.
@@ -583,6 +588,7 @@ impl Outbound {
                     leg.on_stray_2xx(&msg, &mut self.actions);
                 }
             }
+            CallEvent::Hold(hold) => self.teams_hold(hold),
             CallEvent::HangUp => match self.phase {
                 Phase::Trying(_) | Phase::Ringing(_) => {
                     info!("ended through the control API while ringing: CANCEL");
@@ -658,6 +664,27 @@ impl Outbound {
             }
             Purpose::Refresh { headers, invite } => {
                 self.on_refresh_answer(event, headers, invite, now)
+            }
+            Purpose::Hold { hold, next } => {
+                let answer = match event {
+                    ClientEvent::Final(r) => {
+                        let msg = r.message();
+                        let code = msg.status_code().unwrap_or(500);
+                        if (200..300).contains(&code) {
+                            self.ack_and_retarget(&msg, true);
+                            Some(Bytes::copy_from_slice(msg.body()))
+                        } else {
+                            warn!(
+                                status = code,
+                                "the SBC answered the hold or resume re-INVITE"
+                            );
+                            None
+                        }
+                    }
+                    _ => None,
+                };
+                self.sbc_media
+                    .teams_hold_answered(hold, *next, answer, &mut self.actions);
             }
         }
     }
@@ -1188,16 +1215,9 @@ impl Outbound {
         let reanswer = if msg.body().is_empty() {
             None
         } else {
-            let g = &self.placement.gateways[n];
-            // The endpoint that placed a bypass call offered its own media: its
-            // session is not drhub's to answer for (relaying is not built yet).
-            let ours = !(g.bypass && self.caller.is_some());
-            if self.sbc_media.session.is_none() && ours {
-                let own = g.offer.as_deref().and_then(|o| std::str::from_utf8(o).ok());
-                let remote = self.legs[pos].1.sdp().map(|b| &b[..]);
-                self.sbc_media.session =
-                    own.and_then(|o| crate::sdp::Continuity::of_offer(o, remote));
-            }
+            // The endpoint that placed a bypass call offered its own media: its session
+            // is not drhub's to answer for (relaying is not built yet).
+            self.ensure_media_session(n, pos);
             match self
                 .sbc_media
                 .answer(msg.body(), &self.placement.media.codecs)
@@ -1292,6 +1312,71 @@ impl Outbound {
         self.actions.push(Action::Send { id, request, route });
     }
 
+    /// The SBC's 2xx to a re-INVITE (`invite`) or UPDATE of drhub's in the answered
+    /// dialog: the target refreshed, and a re-INVITE's 2xx ACKed (RFC 3261 §13.2.2.4).
+    fn ack_and_retarget(&mut self, msg: &Message<'_>, invite: bool) {
+        let Phase::Up(n) = self.phase else { return };
+        let Some(pos) = self.leg_pos(n) else { return };
+        let leg = &mut self.legs[pos].1;
+        let route = leg.route().clone();
+        if let Some(d) = leg.dialog_mut() {
+            d.refresh_target(msg);
+            if invite {
+                let cseq = msg.cseq().and_then(Result::ok).map_or(1, |c| c.seq);
+                self.actions.push(Action::Stateless {
+                    bytes: d.ack(cseq),
+                    route,
+                });
+            }
+        }
+    }
+
+    /// drhub's side of the media session with the SBC that answered, made from its
+    /// offer and the SBC's answer the first time it is needed; none when the endpoint
+    /// that placed a bypass call offered its own media (not drhub's to change).
+    fn ensure_media_session(&mut self, n: usize, pos: usize) {
+        let g = &self.placement.gateways[n];
+        if self.sbc_media.session.is_some() || (g.bypass && self.caller.is_some()) {
+            return;
+        }
+        let own = g.offer.as_deref().and_then(|o| std::str::from_utf8(o).ok());
+        let remote = self.legs[pos].1.sdp().map(|b| &b[..]);
+        self.sbc_media.session = own.and_then(|o| crate::sdp::Continuity::of_offer(o, remote));
+    }
+
+    /// DR-HOLD-2: the Teams user holds or resumes an answered call.
+    fn teams_hold(&mut self, hold: bool) {
+        let Phase::Up(n) = self.phase else {
+            info!(hold, "hold or resume ignored: the call is not up");
+            return;
+        };
+        let Some(pos) = self.leg_pos(n) else { return };
+        if self.requests.any(|p| {
+            matches!(
+                p,
+                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. }
+            )
+        }) {
+            warn!(
+                hold,
+                "hold or resume not sent: a re-INVITE of drhub's is pending"
+            );
+            return;
+        }
+        self.ensure_media_session(n, pos);
+        if let super::TeamsHold::Offer { body, next } =
+            self.sbc_media.teams_hold(hold, &mut self.actions)
+        {
+            let id = self.next_id();
+            let leg = &mut self.legs[pos].1;
+            let route = leg.route().clone();
+            let Some(d) = leg.dialog_mut() else { return };
+            let request = d.request("INVITE", &[], Some(("application/sdp", &body[..])));
+            self.requests.push(id, Purpose::Hold { hold, next });
+            self.actions.push(Action::Send { id, request, route });
+        }
+    }
+
     fn on_refresh_answer(
         &mut self,
         event: ClientEvent,
@@ -1309,21 +1394,10 @@ impl Outbound {
         let msg = resp.message();
         let code = msg.status_code().unwrap_or(500);
         if (200..300).contains(&code) {
-            let Phase::Up(n) = self.phase else { return };
-            if let Some(pos) = self.leg_pos(n) {
-                let leg = &mut self.legs[pos].1;
-                let route = leg.route().clone();
-                if let Some(d) = leg.dialog_mut() {
-                    d.refresh_target(&msg);
-                    if invite {
-                        let cseq = msg.cseq().and_then(Result::ok).map_or(1, |c| c.seq);
-                        self.actions.push(Action::Stateless {
-                            bytes: d.ack(cseq),
-                            route,
-                        });
-                    }
-                }
+            if !matches!(self.phase, Phase::Up(_)) {
+                return;
             }
+            self.ack_and_retarget(&msg, invite);
             let neg = negotiate_uac(
                 &ResponseTimers {
                     require_timer: msg

@@ -347,11 +347,17 @@ impl CallTable {
     /// Tells the call whose SBC leg has this Call-ID to end (the control API); false when
     /// no call up has it.
     pub fn hang_up(&self, call_id: &str) -> bool {
+        self.tell(call_id, super::CallEvent::HangUp)
+    }
+
+    /// Gives the call whose SBC leg has this Call-ID an operator's event (the control
+    /// API); false when no call up has it.
+    pub fn tell(&self, call_id: &str, event: super::CallEvent) -> bool {
         let inbox = lock(&self.legs)
             .iter()
             .find(|(k, _)| &*k.call_id == call_id)
             .map(|(_, e)| e.inbox.clone());
-        inbox.is_some_and(|i| i.send(super::CallEvent::HangUp).is_ok())
+        inbox.is_some_and(|i| i.send(event).is_ok())
     }
 
     /// DR-TEN-6: counts a call on its trunk. At 90 % of `max_concurrent_sessions` the
