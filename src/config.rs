@@ -326,6 +326,10 @@ pub struct Script {
     pub outcome: Option<(Duration, Outcome)>,
     /// After answering, hang up (BYE) after this long.
     pub hangup_after: Option<Duration>,
+    /// After answering, the user holds the call after this long (DR-HOLD-2) ...
+    pub hold_after: Option<Duration>,
+    /// ... and resumes it this long later (`None`: held to the end).
+    pub hold_for: Option<Duration>,
     /// Whether this client can do media bypass (DR-ICE-1).
     pub bypass: bool,
 }
@@ -1413,6 +1417,8 @@ const ENDPOINT_KEYS: &[&str] = &[
     "redirect_to",
     "redirect_after_seconds",
     "hangup_after_seconds",
+    "hold_after_seconds",
+    "hold_seconds",
     "bypass",
 ];
 
@@ -1604,11 +1610,24 @@ fn build_endpoint(s: &Section, index: usize) -> Option<Endpoint> {
                     "only meaningful for an endpoint that answers",
                 );
             }
+            let hold_after = secs("hold_after_seconds");
+            if hold_after.is_some() && !matches!(outcomes.first(), Some((_, Outcome::Answer))) {
+                s.err(
+                    "hold_after_seconds",
+                    "only meaningful for an endpoint that answers",
+                );
+            }
+            let hold_for = secs("hold_seconds");
+            if hold_for.is_some() && hold_after.is_none() {
+                s.err("hold_seconds", "needs hold_after_seconds");
+            }
             EndpointKind::Virtual(Script {
                 ring_after: secs("ring_after_seconds"),
                 media_answer_after: secs("media_answer_after_seconds"),
                 outcome: outcomes.into_iter().next(),
                 hangup_after,
+                hold_after,
+                hold_for,
                 bypass: s.bool("bypass", true),
             })
         }
@@ -1924,7 +1943,9 @@ pub(crate) mod tests {
             "{MINIMAL}\n[[tenant.user.endpoint]]\nanswer_after_seconds = 1\nreject_status = 486\nhangup_after_seconds = 3\n\
              [[tenant.user.endpoint]]\nkind = \"robot\"\n\
              [[tenant.user.endpoint]]\nkind = \"sip\"\nring_after_seconds = 1\n\
-             [[tenant.user.endpoint]]\nredirect_to = \"12345\"\n"
+             [[tenant.user.endpoint]]\nredirect_to = \"12345\"\n\
+             [[tenant.user.endpoint]]\nreject_status = 486\nhold_after_seconds = 1\n\
+             [[tenant.user.endpoint]]\nanswer_after_seconds = 1\nhold_seconds = 5\n"
         );
         let got = issues(&bad);
         for e in [
@@ -1932,6 +1953,8 @@ pub(crate) mod tests {
             "tenant[0].user[0].endpoint[1].kind: `robot` is not an endpoint kind",
             "tenant[0].user[0].endpoint[2].ring_after_seconds: only meaningful with kind = \"virtual\"",
             "tenant[0].user[0].endpoint[3].redirect_to: `12345` must start with `+`",
+            "tenant[0].user[0].endpoint[4].hold_after_seconds: only meaningful for an endpoint that answers",
+            "tenant[0].user[0].endpoint[5].hold_seconds: needs hold_after_seconds",
         ] {
             assert!(got.iter().any(|g| g.starts_with(e)), "missing `{e}` in {got:#?}");
         }

@@ -336,3 +336,48 @@ async fn dr_hold_2_an_sbc_refusing_the_hold_leaves_the_call_answered() {
     assert_eq!(bye.status(), 200, "{}", bye.text);
     d.calls_drained().await;
 }
+
+/// DR-HOLD-2 from a scripted client: User2's desktop (bypass) holds 6 s after answering
+/// (0.3 s at the test's speed) and resumes 0.3 s later; the SBC gets the re-INVITEs
+/// (`a=inactive`, then `a=sendrecv`) without anyone using the API.
+#[tokio::test]
+async fn dr_hold_2_a_scripted_client_holds_and_resumes() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        // The lab config's commented example, switched on.
+        let t = t.replacen(
+            "    # hold_after_seconds = 20\n    # hold_seconds = 10\n",
+            "    hold_after_seconds = 6\n    hold_seconds = 0.3\n",
+            1,
+        );
+        // `fast` scales the `*_after_seconds` keys only: hold_seconds stays 0.3.
+        fast(t, 0.05)
+    }))
+    .await;
+    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
+    let inv = invite("sbc2.contoso.com", USER2, &CONTOSO_RR);
+    sbc.send(&inv).await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    let (id, v1) = origin(ok.body());
+
+    let hold = sbc.until_request("INVITE").await;
+    assert_eq!(direction(hold.body()), "a=inactive", "{}", hold.text);
+    assert_eq!(origin(hold.body()), (id.clone(), v1 + 1));
+    sbc.send(ok_with_sdp(&hold, &sbc_offer(2, "inactive", "192.0.2.10")))
+        .await;
+    sbc.until_request("ACK").await;
+
+    let resume = sbc.until_request("INVITE").await;
+    assert_eq!(direction(resume.body()), "a=sendrecv", "{}", resume.text);
+    assert_eq!(origin(resume.body()), (id, v1 + 2));
+    sbc.send(ok_with_sdp(
+        &resume,
+        &sbc_offer(3, "sendrecv", "192.0.2.10"),
+    ))
+    .await;
+    sbc.until_request("ACK").await;
+
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    d.calls_drained().await;
+}

@@ -44,6 +44,8 @@ pub enum LegEvent {
     Redirected(Redirect),
     /// The callee ended the confirmed call (BYE, or a script's hangup).
     HungUp,
+    /// A scripted Teams client holds (`true`) or resumes the answered call (DR-HOLD-2).
+    Hold(bool),
     /// The callee never answered the INVITE, or could not be reached.
     Gone,
 }

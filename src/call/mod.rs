@@ -1249,6 +1249,11 @@ impl Call {
             {
                 self.endpoint_hung_up(i, "");
             }
+            LegEvent::Hold(hold) if matches!(self.phase, Phase::Up(n) | Phase::Answered(n) if n == i) =>
+            {
+                info!(fork = %self.forks[i].name, hold, "the Teams client's script holds or resumes");
+                self.teams_hold(hold);
+            }
             _ => {}
         }
     }

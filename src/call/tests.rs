@@ -65,6 +65,8 @@ fn script(ring: f64, answer: Option<f64>, hangup: Option<f64>) -> ScriptConfig {
         media_answer_after: None,
         outcome: answer.map(|a| (secs(a), ScriptOutcome::Answer)),
         hangup_after: hangup.map(secs),
+        hold_after: None,
+        hold_for: None,
         bypass: false,
     }
 }

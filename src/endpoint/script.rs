@@ -18,6 +18,8 @@ pub enum Step {
     RedirectVoicemail,
     RedirectNumber,
     HangUp,
+    Hold,
+    Resume,
 }
 
 impl Step {
@@ -30,6 +32,8 @@ impl Step {
             Step::RedirectVoicemail => LegEvent::Redirected(Redirect::Voicemail),
             Step::RedirectNumber => LegEvent::Redirected(Redirect::Other(String::new())),
             Step::HangUp => LegEvent::HungUp,
+            Step::Hold => LegEvent::Hold(true),
+            Step::Resume => LegEvent::Hold(false),
         }
     }
 }
@@ -103,6 +107,12 @@ pub fn schedule(script: &crate::config::Script) -> Vec<(Duration, Step)> {
         if let (Outcome::Answer, Some(h)) = (outcome, script.hangup_after) {
             steps.push((*t + h, Step::HangUp));
         }
+        if let (Outcome::Answer, Some(h)) = (outcome, script.hold_after) {
+            steps.push((*t + h, Step::Hold));
+            if let Some(d) = script.hold_for {
+                steps.push((*t + h + d, Step::Resume));
+            }
+        }
     }
     // Stable: a ring and an answer due at the same instant keep their order.
     steps.sort_by_key(|(t, _)| *t);
@@ -121,6 +131,8 @@ mod tests {
             media_answer_after: Some(Duration::from_secs(1)),
             outcome: Some((Duration::from_secs(2), Outcome::Answer)),
             hangup_after: Some(Duration::from_secs(30)),
+            hold_after: Some(Duration::from_secs(10)),
+            hold_for: Some(Duration::from_secs(5)),
             bypass: true,
         };
         assert_eq!(
@@ -129,6 +141,8 @@ mod tests {
                 (Duration::from_millis(300), Step::Ring),
                 (Duration::from_secs(1), Step::MediaAnswer),
                 (Duration::from_secs(2), Step::Answer),
+                (Duration::from_secs(12), Step::Hold),
+                (Duration::from_secs(17), Step::Resume),
                 (Duration::from_secs(32), Step::HangUp),
             ]
         );
@@ -137,6 +151,8 @@ mod tests {
             media_answer_after: None,
             outcome: Some((Duration::ZERO, Outcome::Redirect(RedirectTarget::Voicemail))),
             hangup_after: None,
+            hold_after: None,
+            hold_for: None,
             bypass: false,
         };
         assert_eq!(
@@ -152,6 +168,8 @@ mod tests {
             media_answer_after: None,
             outcome: Some((Duration::from_secs(2), Outcome::Reject(486))),
             hangup_after: None,
+            hold_after: None,
+            hold_for: None,
             bypass: false,
         };
         let t0 = Instant::now();
