@@ -381,3 +381,54 @@ async fn dr_hold_2_a_scripted_client_holds_and_resumes() {
     assert_eq!(bye.status(), 200, "{}", bye.text);
     d.calls_drained().await;
 }
+
+/// Glare (RFC 3261 §14.1, §14.2) on a bypass call, both ways: the SBC's re-INVITE that
+/// crosses drhub's hold re-INVITE gets 491; and when the SBC answers drhub's hold 491,
+/// drhub sends it again after a random wait of at most 2 s (the SBC made the Call-ID),
+/// with a higher CSeq and the same offer.
+#[tokio::test]
+async fn dr_hold_2_glare_both_ways_491_and_the_back_off() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
+    let inv = invite("sbc2.contoso.com", USER2, &CONTOSO_RR);
+    sbc.send(&inv).await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    state_becomes(&d, &call_id, "answered").await;
+
+    api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
+    let hold = sbc.until_request("INVITE").await;
+    // The SBC's own re-INVITE crosses it: 491 (and the SBC ACKs the 491).
+    let crossing = with_sdp(
+        &routed(&inv, &ok, "INVITE", 2, &[]),
+        &sbc_offer(2, "inactive", "192.0.2.10"),
+    );
+    let refused = sbc.request(&crossing).await;
+    assert_eq!(refused.status(), 491, "{}", refused.text);
+    sbc.send(ack_refused(&crossing)).await;
+    // The SBC refuses drhub's with 491 too: drhub tries again within 2 s.
+    sbc.send(response_to(&hold.text, 491, "Request Pending", &[]))
+        .await;
+    sbc.until_request("ACK").await;
+    let t0 = std::time::Instant::now();
+    let again = sbc.until_request("INVITE").await;
+    assert!(t0.elapsed() < std::time::Duration::from_millis(2500));
+    let cseq = |r: &Reply| -> u32 {
+        req_header(&r.text, "CSeq")
+            .and_then(|c| c.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    assert!(cseq(&again) > cseq(&hold), "{}", again.text);
+    assert_eq!(origin(again.body()), origin(hold.body()));
+    assert_eq!(direction(again.body()), "a=inactive");
+    sbc.send(ok_with_sdp(&again, &sbc_offer(3, "inactive", "192.0.2.10")))
+        .await;
+    sbc.until_request("ACK").await;
+    state_becomes(&d, &call_id, "held").await;
+
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 3, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    d.calls_drained().await;
+}

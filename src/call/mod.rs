@@ -200,6 +200,16 @@ pub struct TrunkRoute {
     pub max_sessions: Option<u32>,
 }
 
+/// Whether a request in a dialog would cross an offer of drhub's: a re-INVITE, or an
+/// UPDATE carrying an offer (RFC 3261 §14.2, RFC 3311 §5.2).
+fn offers_into_glare(msg: &Message<'_>) -> bool {
+    match msg.method() {
+        Some(Method::Invite) => true,
+        Some(Method::Update) => !msg.body().is_empty(),
+        _ => false,
+    }
+}
+
 /// Refuses a request in a dialog with `r` (its status, and ms-diagnostics when
 /// configured), from `local`, for either call machine.
 fn reject_in_dialog(
@@ -244,6 +254,9 @@ struct SbcMedia {
     held: bool,
     /// The Teams side holds the call (DR-HOLD-2).
     holding: bool,
+    /// A hold or resume the SBC answered 491 (glare), to send again then (RFC 3261
+    /// §14.1).
+    retry: Option<(Instant, bool)>,
 }
 
 /// What the Teams side holding or resuming asks of the call (DR-HOLD-2).
@@ -342,21 +355,43 @@ impl SbcMedia {
     }
 
     /// The SBC's final answer to a Teams hold or resume re-INVITE (`answer`: its SDP on a
-    /// 2xx, `None` on a failure): on success the session moves on to `next`; an answer
-    /// to `a=inactive` other than `a=inactive` breaks RFC 3264 §6.1 and is logged.
+    /// 2xx, else the failure's status, 408 for none): on success the session moves on
+    /// to `next`; an answer to `a=inactive` other than `a=inactive` breaks RFC 3264 §6.1
+    /// and is logged. A 491 (glare) is tried again after RFC 3261 §14.1's random wait:
+    /// 2.1-4 s when drhub made the Call-ID (`owner`), else up to 2 s.
     fn teams_hold_answered(
         &mut self,
         hold: bool,
         mut next: crate::sdp::Continuity,
-        answer: Option<Bytes>,
+        answer: Result<Bytes, u16>,
+        (now, owner): (Instant, bool),
         actions: &mut Vec<Action>,
     ) {
-        let Some(answer) = answer else {
-            warn!(
-                hold,
-                "the SBC refused the Teams side's re-INVITE; the call goes on as it was"
-            );
-            return;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(491) => {
+                let tens_of_ms = if owner {
+                    fastrand::u64(210..=400)
+                } else {
+                    fastrand::u64(0..=200)
+                };
+                let wait = Duration::from_millis(tens_of_ms * 10);
+                info!(
+                    hold,
+                    ?wait,
+                    "the SBC answered 491 (glare): trying again (RFC 3261 §14.1)"
+                );
+                self.retry = Some((now + wait, hold));
+                return;
+            }
+            Err(status) => {
+                warn!(
+                    hold,
+                    status,
+                    "the SBC refused the Teams side's re-INVITE; the call goes on as it was"
+                );
+                return;
+            }
         };
         let answered = crate::sdp::Offer::parse(&answer)
             .ok()
@@ -789,6 +824,7 @@ impl Call {
         if matches!(self.phase, Phase::Answered(_) | Phase::Up(_)) {
             consider(self.session.as_ref().and_then(SessionTimer::poll_timeout));
             consider(self.orphan_at);
+            consider(self.sbc_media.retry.map(|(t, _)| t));
         }
         d
     }
@@ -826,6 +862,12 @@ impl Call {
                 if self.phase == Phase::Done {
                     return;
                 }
+            }
+        }
+        if let Some((at, hold)) = self.sbc_media.retry {
+            if now >= at {
+                self.sbc_media.retry = None;
+                self.teams_hold(hold);
             }
         }
         if self.caller.handle_timeout(now) {
@@ -1014,12 +1056,9 @@ impl Call {
     /// A re-INVITE or UPDATE from the SBC: a session refresh (DR-ST-2/3), or any other
     /// offer; answered with the call's current SDP.
     fn on_refresh(&mut self, tx: ServerTx, msg: &Message<'_>, source: &Destination, now: Instant) {
-        // RFC 3261 §14.2: no offer before the call is answered, nor a re-INVITE while
-        // ours is pending (glare).
-        let glare = msg.method() == Some(Method::Invite)
-            && self
-                .requests
-                .any(|p| matches!(p, Purpose::Refresh { invite: true, .. }));
+        // RFC 3261 §14.2: no offer before the call is answered, nor a re-INVITE (or an
+        // UPDATE with an offer, RFC 3311 §5.2) while ours is pending (glare).
+        let glare = offers_into_glare(msg) && self.reinvite_pending();
         let answering = match self.phase {
             Phase::Answered(i) | Phase::Up(i) if !glare => Some(i),
             _ => None,
@@ -1156,8 +1195,10 @@ impl Call {
             }
             Purpose::Hold { hold, next } => {
                 let answer = self.hold_answered(event);
+                // The SBC made the Call-ID of an inbound call.
+                let when = (now, false);
                 self.sbc_media
-                    .teams_hold_answered(hold, *next, answer, &mut self.actions);
+                    .teams_hold_answered(hold, *next, answer, when, &mut self.actions);
             }
             Purpose::Probe => {
                 let status = match &event {
@@ -1677,18 +1718,23 @@ impl Call {
         }
     }
 
+    /// A re-INVITE of drhub's to the SBC (a refresh, a hold) is out.
+    fn reinvite_pending(&self) -> bool {
+        self.requests.any(|p| {
+            matches!(
+                p,
+                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. }
+            )
+        })
+    }
+
     /// DR-HOLD-2: the Teams user holds or resumes an answered call.
     fn teams_hold(&mut self, hold: bool) {
         if !matches!(self.phase, Phase::Up(_)) {
             info!(hold, "hold or resume ignored: the call is not up");
             return;
         }
-        if self.requests.any(|p| {
-            matches!(
-                p,
-                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. }
-            )
-        }) {
+        if self.reinvite_pending() {
             warn!(
                 hold,
                 "hold or resume not sent: a re-INVITE of drhub's is pending"
@@ -1705,25 +1751,21 @@ impl Call {
     }
 
     /// The SBC's final answer to a hold or resume re-INVITE: a 2xx is ACKed, refreshes
-    /// the dialog's target and gives its SDP; anything else `None`.
-    fn hold_answered(&mut self, event: ClientEvent) -> Option<Bytes> {
+    /// the dialog's target and gives its SDP; anything else its status (408 for none).
+    fn hold_answered(&mut self, event: ClientEvent) -> Result<Bytes, u16> {
         let ClientEvent::Final(resp) = event else {
-            return None;
+            return Err(408);
         };
         let msg = resp.message();
         let code = msg.status_code().unwrap_or(500);
         if !(200..300).contains(&code) {
-            warn!(
-                status = code,
-                "the SBC answered the hold or resume re-INVITE"
-            );
-            return None;
+            return Err(code);
         }
         self.ack_sbc_2xx(&msg);
         if let Some(d) = self.caller.dialog_mut() {
             d.refresh_target(&msg);
         }
-        Some(Bytes::copy_from_slice(msg.body()))
+        Ok(Bytes::copy_from_slice(msg.body()))
     }
 
     fn refresh_failed(&mut self, status: u16, now: Instant) {

@@ -476,6 +476,7 @@ impl Outbound {
             Phase::Up(_) => {
                 consider(self.hang_up_at);
                 consider(self.session.as_ref().and_then(SessionTimer::poll_timeout));
+                consider(self.sbc_media.retry.map(|(t, _)| t));
             }
             _ => {}
         }
@@ -484,6 +485,12 @@ impl Outbound {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let (Phase::Up(_), Some((at, hold))) = (self.phase, self.sbc_media.retry) {
+            if now >= at {
+                self.sbc_media.retry = None;
+                self.teams_hold(hold);
+            }
+        }
         if self
             .caller
             .as_mut()
@@ -672,19 +679,17 @@ impl Outbound {
                         let code = msg.status_code().unwrap_or(500);
                         if (200..300).contains(&code) {
                             self.ack_and_retarget(&msg, true);
-                            Some(Bytes::copy_from_slice(msg.body()))
+                            Ok(Bytes::copy_from_slice(msg.body()))
                         } else {
-                            warn!(
-                                status = code,
-                                "the SBC answered the hold or resume re-INVITE"
-                            );
-                            None
+                            Err(code)
                         }
                     }
-                    _ => None,
+                    _ => Err(408),
                 };
+                // drhub made the Call-ID of a call it places.
+                let when = (now, true);
                 self.sbc_media
-                    .teams_hold_answered(hold, *next, answer, &mut self.actions);
+                    .teams_hold_answered(hold, *next, answer, when, &mut self.actions);
             }
         }
     }
@@ -1204,10 +1209,7 @@ impl Outbound {
     /// session, the session timer restarted. A refused offer changes nothing.
     fn on_offer(&mut self, pos: usize, tx: ServerTx, msg: &Message<'_>, flow: &str, now: Instant) {
         let local = self.legs[pos].1.local.clone();
-        let glare = msg.method() == Some(Method::Invite)
-            && self
-                .requests
-                .any(|p| matches!(p, Purpose::Refresh { invite: true, .. }));
+        let glare = super::offers_into_glare(msg) && self.reinvite_pending();
         let Phase::Up(n) = self.phase else { return };
         if glare {
             return reply(tx, msg, 491, "Request Pending", &local, &[], None);
@@ -1344,6 +1346,16 @@ impl Outbound {
         self.sbc_media.session = own.and_then(|o| crate::sdp::Continuity::of_offer(o, remote));
     }
 
+    /// A re-INVITE of drhub's to the SBC (a refresh, a hold) is out.
+    fn reinvite_pending(&self) -> bool {
+        self.requests.any(|p| {
+            matches!(
+                p,
+                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. }
+            )
+        })
+    }
+
     /// DR-HOLD-2: the Teams user holds or resumes an answered call.
     fn teams_hold(&mut self, hold: bool) {
         let Phase::Up(n) = self.phase else {
@@ -1351,12 +1363,7 @@ impl Outbound {
             return;
         };
         let Some(pos) = self.leg_pos(n) else { return };
-        if self.requests.any(|p| {
-            matches!(
-                p,
-                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. }
-            )
-        }) {
+        if self.reinvite_pending() {
             warn!(
                 hold,
                 "hold or resume not sent: a re-INVITE of drhub's is pending"
