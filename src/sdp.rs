@@ -874,7 +874,12 @@ pub fn endpoint_answer(
 /// (RFC 3264 §6.1; an emulator choice). `c=0.0.0.0` on an active audio stream is
 /// [`SdpError::ZeroConnection`]; an offer with no acceptable codec is refused as the
 /// first offer would be, and the call keeps its media (RFC 3264 §8.3.2).
-pub fn reanswer(offer: &Offer, codecs: &[Codec], prior: &Continuity) -> Result<Answer, SdpError> {
+pub fn reanswer(
+    offer: &Offer,
+    codecs: &[Codec],
+    prior: &Continuity,
+    rule: HoldRule,
+) -> Result<Answer, SdpError> {
     if offer.streams.iter().any(|s| {
         s.media == "audio" && s.port != 0 && s.connection.is_some_and(|a| a.is_unspecified())
     }) {
@@ -887,8 +892,18 @@ pub fn reanswer(offer: &Offer, codecs: &[Codec], prior: &Continuity) -> Result<A
         prior.port,
         prior.session_id,
         prior.source,
-        Some(prior),
+        Some((prior, rule)),
     )
+}
+
+/// How a re-offer's one-way directions are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldRule {
+    /// As the SBC interface of Direct Routing: `a=sendonly`/`a=recvonly` are not
+    /// understood and answered `a=inactive` (DR-HOLD-1).
+    DirectRouting,
+    /// RFC 3264 §6.1: `a=sendonly` answered `a=recvonly` and the reverse (endpoints).
+    Rfc3264,
 }
 
 /// The SDP for the re-INVITE of DR-ICE-1 (RFC 5245 §9.1.1.1): `previous` with new
@@ -1117,7 +1132,7 @@ fn build_answer(
     port: u16,
     session_id: u64,
     source: AnswerSource,
-    prior: Option<&Continuity>,
+    prior: Option<(&Continuity, HoldRule)>,
 ) -> Result<Answer, SdpError> {
     // RFC 3264 §6: drhub answers the first acceptable audio stream; if none is
     // acceptable, the first enabled audio stream's problem is the diagnostic.
@@ -1149,6 +1164,7 @@ fn build_answer(
 
     let stream = &offer.streams[plan.index];
     // RFC 8839 §4.4.1.1.1: new credentials from the peer restart ICE; drhub's change too.
+    let (prior, rule) = prior.unzip();
     let ice = match prior {
         Some(p) if p.remote_ice == stream.ice => p.ice.clone(),
         _ => IceCredentials::generate()?,
@@ -1162,8 +1178,10 @@ fn build_answer(
         }
     };
     // DR-HOLD-1: the real service understands hold as `a=inactive` only.
-    let direction = match (prior, stream.direction) {
-        (Some(_), Direction::SendOnly | Direction::RecvOnly) => Direction::Inactive,
+    let direction = match (rule, stream.direction) {
+        (Some(HoldRule::DirectRouting), Direction::SendOnly | Direction::RecvOnly) => {
+            Direction::Inactive
+        }
         (_, offered) => offered.answer(),
     };
     let mut media = Vec::with_capacity(offer.streams.len());
@@ -2682,7 +2700,8 @@ m=audio 7000 RTP/AVP 8
         ];
         for case in cases {
             let offer = Offer::parse(case.offer.as_bytes()).expect(case.name);
-            let again = reanswer(&offer, &codecs, first.continuity()).expect(case.name);
+            let again = reanswer(&offer, &codecs, first.continuity(), HoldRule::DirectRouting)
+                .expect(case.name);
             let text = again.as_str();
             assert_eq!(direction_of(text), case.direction, "{}: {text}", case.name);
             let (id, version) = again.origin();
@@ -2724,13 +2743,36 @@ m=audio 7000 RTP/AVP 8
         let hold =
             Offer::parse(crlf(&AUDIOCODES.replace("a=sendrecv", "a=inactive")).as_bytes()).unwrap();
         let resume = Offer::parse(crlf(AUDIOCODES).as_bytes()).unwrap();
-        let held = reanswer(&hold, &codecs, first.continuity()).unwrap();
+        let held = reanswer(&hold, &codecs, first.continuity(), HoldRule::DirectRouting).unwrap();
         assert_eq!(held.direction(), Direction::Inactive);
-        let still = reanswer(&hold, &codecs, held.continuity()).unwrap();
+        let still = reanswer(&hold, &codecs, held.continuity(), HoldRule::DirectRouting).unwrap();
         assert_eq!(still.as_str(), held.as_str());
-        let back = reanswer(&resume, &codecs, still.continuity()).unwrap();
+        let back = reanswer(
+            &resume,
+            &codecs,
+            still.continuity(),
+            HoldRule::DirectRouting,
+        )
+        .unwrap();
         assert_eq!(back.direction(), Direction::SendRecv);
         assert_eq!(back.origin().1, first.origin().1 + 2);
+    }
+
+    /// Endpoints (not the SBC) get RFC 3264 §6.1's answers to one-way offers.
+    #[test]
+    fn reanswer_for_endpoints_follows_rfc_3264() {
+        let codecs = mp_config().codecs;
+        let first = answer(&crlf(AUDIOCODES));
+        for (offered, answered) in [
+            ("a=sendonly", "a=recvonly"),
+            ("a=recvonly", "a=sendonly"),
+            ("a=inactive", "a=inactive"),
+        ] {
+            let o =
+                Offer::parse(crlf(&AUDIOCODES.replace("a=sendrecv", offered)).as_bytes()).unwrap();
+            let a = reanswer(&o, &codecs, first.continuity(), HoldRule::Rfc3264).unwrap();
+            assert_eq!(direction_of(a.as_str()), answered, "{offered}");
+        }
     }
 
     /// DR-HOLD-1 bad input: `c=0.0.0.0` hold, and a re-offer with no codec drhub
@@ -2742,7 +2784,7 @@ m=audio 7000 RTP/AVP 8
         let zero = crlf(&AUDIOCODES.replace("c=IN IP4 203.0.113.10", "c=IN IP4 0.0.0.0"));
         let offer = Offer::parse(zero.as_bytes()).unwrap();
         assert_eq!(
-            reanswer(&offer, &codecs, first.continuity()).unwrap_err(),
+            reanswer(&offer, &codecs, first.continuity(), HoldRule::DirectRouting).unwrap_err(),
             SdpError::ZeroConnection
         );
         let ilbc = crlf(
@@ -2754,7 +2796,7 @@ m=audio 7000 RTP/AVP 8
                 .replace("a=rtpmap:18 G729/8000", "a=rtpmap:97 iLBC/8000"),
         );
         let offer = Offer::parse(ilbc.as_bytes()).unwrap();
-        let e = reanswer(&offer, &codecs, first.continuity()).unwrap_err();
+        let e = reanswer(&offer, &codecs, first.continuity(), HoldRule::DirectRouting).unwrap_err();
         assert!(e.is_not_acceptable(), "{e}");
     }
 
@@ -2775,7 +2817,7 @@ m=audio 7000 RTP/AVP 8
         let c = Continuity::of_offer(&own, Some(sbc_answer.as_bytes())).expect("our own offer");
         let hold =
             Offer::parse(crlf(&AUDIOCODES.replace("a=sendrecv", "a=inactive")).as_bytes()).unwrap();
-        let a = reanswer(&hold, &cfg.codecs, &c).unwrap();
+        let a = reanswer(&hold, &cfg.codecs, &c, HoldRule::DirectRouting).unwrap();
         assert_eq!(a.origin(), (77, 2));
         assert_eq!(a.port(), 49300);
         assert_eq!(

@@ -432,3 +432,97 @@ async fn dr_hold_2_glare_both_ways_491_and_the_back_off() {
     assert_eq!(bye.status(), 200, "{}", bye.text);
     d.calls_drained().await;
 }
+
+/// DR-MEDIA-3 with DR-HOLD-2: a registered softphone answers User1's call from a
+/// non-bypass trunk. It got the media processor's offer, not the SBC's; when it holds
+/// (re-INVITE `a=sendonly`) the media processor answers `a=recvonly` (RFC 3264 §6.1)
+/// from that offer's session (version one on), the call shows held and the SBC sees
+/// nothing (music on hold); `a=sendrecv` resumes. An offer the media processor cannot
+/// answer gets 488 and changes nothing.
+#[tokio::test]
+async fn dr_hold_2_a_softphone_holds_through_the_media_processor() {
+    // User1's virtual clients ring but never answer: the phone decides.
+    let d = TestDaemon::start_with(lab_config(|t| {
+        fast(t, 0.05)
+            .replace("answer_after_seconds = 0.1\n", "\n")
+            .replace("answer_after_seconds = 0.125\n", "\n")
+    }))
+    .await;
+    let phone = support::phone::Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &RR);
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    let offer = to_phone.body().to_owned();
+    assert!(
+        offer.contains("a=ice-lite"),
+        "the media processor's: {offer}"
+    );
+    assert!(!offer.contains("192.0.2.10"), "not the SBC's: {offer}");
+    let phone_sdp = |v: u32, dir: &str| {
+        format!("v=0\r\no=- 7 {v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na={dir}\r\n")
+    };
+    phone
+        .answer(&to_phone, 200, "OK", "ph1", Some(&phone_sdp(1, "sendrecv")))
+        .await;
+    phone.recv_request("ACK").await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    state_becomes(&d, &call_id, "answered").await;
+
+    let via = format!("SIP/2.0/UDP {}", phone.addr());
+    let (id, v1) = origin(&offer);
+    let hold = with_sdp(
+        &uas_request_via(&to_phone.text, "ph1", "INVITE", 1, &via),
+        &phone_sdp(2, "sendonly"),
+    );
+    phone.send(&hold).await;
+    let held = phone.recv().await;
+    assert_eq!(held.status(), 200, "{}", held.text);
+    assert_eq!(direction(held.body()), "a=recvonly", "{}", held.body());
+    assert_eq!(origin(held.body()), (id.clone(), v1 + 1));
+    phone
+        .send(&uas_request_via(&to_phone.text, "ph1", "ACK", 1, &via))
+        .await;
+    state_becomes(&d, &call_id, "held").await;
+    assert!(
+        sbc.try_recv(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the SBC sees nothing of a hold through the media processor"
+    );
+
+    let ilbc = phone_sdp(3, "sendrecv")
+        .replace("RTP/SAVP 0", "RTP/SAVP 97")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:97 iLBC/8000");
+    let bad = with_sdp(
+        &uas_request_via(&to_phone.text, "ph1", "INVITE", 2, &via),
+        &ilbc,
+    );
+    phone.send(&bad).await;
+    let refused = phone.recv().await;
+    assert_eq!(refused.status(), 488, "{}", refused.text);
+    phone.send(&ack_refused(&bad)).await;
+
+    let resume = with_sdp(
+        &uas_request_via(&to_phone.text, "ph1", "INVITE", 3, &via),
+        &phone_sdp(4, "sendrecv"),
+    );
+    phone.send(&resume).await;
+    let back = phone.recv().await;
+    assert_eq!(back.status(), 200, "{}", back.text);
+    assert_eq!(direction(back.body()), "a=sendrecv");
+    assert_eq!(origin(back.body()), (id, v1 + 2));
+    phone
+        .send(&uas_request_via(&to_phone.text, "ph1", "ACK", 3, &via))
+        .await;
+    state_becomes(&d, &call_id, "answered").await;
+
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    let bye = phone.recv_request("BYE").await;
+    phone.answer(&bye, 200, "OK", "ph1", None).await;
+    d.calls_drained().await;
+}

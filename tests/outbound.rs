@@ -1129,3 +1129,89 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
     assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
     ended(&d, &call_id).await;
 }
+
+/// DR-HOLD-2 from a phone that placed a call on a non-bypass trunk: its hold re-INVITE
+/// (`a=sendonly`) is answered `a=recvonly` by the media processor from the session of
+/// its first answer (version one on), the call shows held and the SBC sees nothing; the
+/// resume is answered `a=sendrecv`.
+#[tokio::test]
+async fn dr_hold_2_a_phone_holds_its_outbound_call_through_the_media_processor() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    phone_calls(&phone, "+14255550100").await;
+    let (mut pstn, _) = sbc1.accept().await;
+    let inv = pstn.until_request("INVITE").await;
+    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "e1",
+        &[c],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ok = phone.recv().await;
+    assert_eq!(ok.status(), 200, "{}", ok.text);
+    pstn.until_request("ACK").await;
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "ACK", 2, "ack2"))
+        .await;
+    let call_id = header(&inv, "Call-ID").to_owned();
+    state_becomes(&d, &call_id, "answered").await;
+    let o = |b: &str| {
+        let f: Vec<String> = sdp_line(b, "o=")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        (f[1].clone(), f[2].parse::<u64>().unwrap())
+    };
+    let (id, v1) = o(ok.body());
+
+    let hold_sdp = format!(
+        "{}a=sendonly\r\n",
+        PHONE_SDP.replace("o=phone 1 1 ", "o=phone 1 2 ")
+    );
+    let hold = with_sdp(
+        &phone_in_dialog(&phone, &ok, "INVITE", 3, "hold3"),
+        &hold_sdp,
+    );
+    phone.send(&hold).await;
+    let held = phone.recv().await;
+    assert_eq!(held.status(), 200, "{}", held.text);
+    assert_eq!(sdp_line(held.body(), "a=recvonly"), "a=recvonly");
+    assert_eq!(o(held.body()), (id.clone(), v1 + 1));
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "ACK", 3, "ack3"))
+        .await;
+    state_becomes(&d, &call_id, "held").await;
+    assert!(
+        pstn.try_recv(Duration::from_millis(300)).await.is_none(),
+        "the SBC sees nothing"
+    );
+
+    let resume_sdp = PHONE_SDP.replace("o=phone 1 1 ", "o=phone 1 3 ");
+    let resume = with_sdp(
+        &phone_in_dialog(&phone, &ok, "INVITE", 4, "res4"),
+        &resume_sdp,
+    );
+    phone.send(&resume).await;
+    let back = phone.recv().await;
+    assert_eq!(back.status(), 200, "{}", back.text);
+    assert_eq!(sdp_line(back.body(), "a=sendrecv"), "a=sendrecv");
+    assert_eq!(o(back.body()), (id, v1 + 2));
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "ACK", 4, "ack4"))
+        .await;
+    state_becomes(&d, &call_id, "answered").await;
+
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "BYE", 5, "bye5"))
+        .await;
+    let bye_ok = phone.recv().await;
+    assert_eq!(bye_ok.status(), 200, "{}", bye_ok.text);
+    let bye = pstn.until_request("BYE").await;
+    pstn.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}

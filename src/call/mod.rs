@@ -162,6 +162,9 @@ pub enum ForkPlan {
         uri: String,
         route: Destination,
         local: LocalIdentity,
+        /// The media processor's offer for it (non-bypass trunks, DR-MEDIA-3); `None`:
+        /// the SBC's offer.
+        offer: Option<Bytes>,
     },
 }
 
@@ -236,7 +239,7 @@ fn reject_in_dialog(
     }
 }
 
-/// An answer to the SBC's re-offer, made but not yet taken on.
+/// An answer to a peer's re-offer, made but not yet taken on.
 struct ReAnswer {
     body: Bytes,
     /// The new answer and the offer it answers; `None` when the SBC got an endpoint's
@@ -244,19 +247,31 @@ struct ReAnswer {
     answer: Option<(crate::sdp::Answer, crate::sdp::Offer)>,
 }
 
-/// The SDP session drhub keeps with the SBC once a call is up, for either call machine:
-/// the media processor's or a scripted client's side of it (`None` where a SIP
-/// endpoint on a bypass trunk answers for itself), and whether the SBC holds the call.
-#[derive(Debug, Default)]
-struct SbcMedia {
+/// The SDP session drhub keeps with one peer of a call once it is up (the SBC, or a
+/// SIP endpoint the media processor talks to), for either call machine: drhub's side of
+/// it (the media processor's or a scripted client's; `None` where the media is not
+/// drhub's to answer for), and who holds the call.
+#[derive(Debug)]
+struct LegMedia {
+    /// Whose offers this side answers.
+    peer: MediaPeer,
     session: Option<crate::sdp::Continuity>,
-    /// The SBC holds the call (DR-HOLD-1).
+    /// The peer holds the call (DR-HOLD-1 for the SBC).
     held: bool,
     /// The Teams side holds the call (DR-HOLD-2).
     holding: bool,
     /// A hold or resume the SBC answered 491 (glare), to send again then (RFC 3261
     /// §14.1).
     retry: Option<(Instant, bool)>,
+}
+
+/// The peer a [`LegMedia`] faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaPeer {
+    /// The SBC: Direct Routing's rules for its offers (DR-HOLD-1).
+    Sbc,
+    /// A SIP endpoint of the Teams user: RFC 3264 as it stands.
+    Endpoint,
 }
 
 /// What the Teams side holding or resuming asks of the call (DR-HOLD-2).
@@ -270,8 +285,18 @@ enum TeamsHold {
     },
 }
 
-impl SbcMedia {
-    /// RFC 3264 §8: the answer to the SBC's new offer (DR-HOLD-1: `a=inactive` answered
+impl LegMedia {
+    fn new(peer: MediaPeer) -> LegMedia {
+        LegMedia {
+            peer,
+            session: None,
+            held: false,
+            holding: false,
+            retry: None,
+        }
+    }
+
+    /// RFC 3264 §8: the answer to the peer's new offer (DR-HOLD-1: `a=inactive` answered
     /// `a=inactive`; `c=0.0.0.0` refused with 488 531052; an offer with nothing drhub
     /// can answer refused with 488 531000, the call unchanged). `None` when there is no
     /// session of drhub's to answer from. Nothing changes until [`commit`](Self::commit).
@@ -288,7 +313,11 @@ impl SbcMedia {
             e => Rejection::new(Diagnostic::NoAcceptableMedia).with("detail", e.to_string()),
         };
         let offer = crate::sdp::Offer::parse(body).map_err(media)?;
-        let answer = crate::sdp::reanswer(&offer, codecs, prior).map_err(media)?;
+        let rule = match self.peer {
+            MediaPeer::Sbc => crate::sdp::HoldRule::DirectRouting,
+            MediaPeer::Endpoint => crate::sdp::HoldRule::Rfc3264,
+        };
+        let answer = crate::sdp::reanswer(&offer, codecs, prior, rule).map_err(media)?;
         Ok(Some(ReAnswer {
             body: Bytes::copy_from_slice(answer.as_bytes()),
             answer: Some((answer, offer)),
@@ -318,16 +347,7 @@ impl SbcMedia {
             return TeamsHold::Nothing;
         };
         if session.source() == crate::sdp::AnswerSource::MediaProcessor {
-            if hold {
-                info!("the Teams user holds: the media processor plays music on hold; no re-INVITE to the SBC (DR-HOLD-2)");
-            } else {
-                info!("the Teams user resumes: the media processor stops the music on hold");
-            }
-            let before = self.state();
-            self.holding = hold;
-            if self.state() != before {
-                actions.push(Action::Progress(self.state()));
-            }
+            self.hold_locally(hold, actions);
             return TeamsHold::Nothing;
         }
         let direction = if hold {
@@ -351,6 +371,24 @@ impl SbcMedia {
                 warn!(error = %e, "no hold offer could be made");
                 TeamsHold::Nothing
             }
+        }
+    }
+
+    /// DR-HOLD-2 through the media processor: it plays music on hold (or stops), and the
+    /// SBC sees nothing.
+    fn hold_locally(&mut self, hold: bool, actions: &mut Vec<Action>) {
+        if hold == self.holding {
+            return;
+        }
+        if hold {
+            info!("the Teams user holds: the media processor plays music on hold; no re-INVITE to the SBC (DR-HOLD-2)");
+        } else {
+            info!("the Teams user resumes: the media processor stops the music on hold");
+        }
+        let before = self.state();
+        self.holding = hold;
+        if self.state() != before {
+            actions.push(Action::Progress(self.state()));
         }
     }
 
@@ -418,15 +456,19 @@ impl SbcMedia {
             .map(|c| Bytes::copy_from_slice(c.sdp().as_bytes()))
     }
 
-    /// Takes on an answer now that it is sent: the session moves on; hold and resume
-    /// are logged and shown in the call's state.
-    fn commit(&mut self, re: ReAnswer, actions: &mut Vec<Action>) {
+    /// Takes on an answer now that it is sent: the session moves on, and hold and resume
+    /// are logged. `Some(held)` when the peer's hold changed.
+    fn commit(&mut self, re: ReAnswer) -> Option<bool> {
         use crate::sdp::Direction;
-        let Some((answer, offer)) = re.answer else {
-            return;
-        };
+        let (answer, offer) = re.answer?;
         let offered = offer.main_audio().map(|s| s.direction).unwrap_or_default();
-        if matches!(offered, Direction::SendOnly | Direction::RecvOnly) {
+        let peer = match self.peer {
+            MediaPeer::Sbc => "the SBC",
+            MediaPeer::Endpoint => "the Teams user's SIP endpoint",
+        };
+        if self.peer == MediaPeer::Sbc
+            && matches!(offered, Direction::SendOnly | Direction::RecvOnly)
+        {
             // DR-HOLD-1: the real service is documented not to understand these.
             warn!(
                 offered = offered.as_str(),
@@ -434,20 +476,18 @@ impl SbcMedia {
                 offered.as_str()
             );
         }
-        let held = answer.direction() == Direction::Inactive;
-        if held != self.held {
-            if held {
-                info!("the SBC put the call on hold (a={})", offered.as_str());
-            } else {
-                info!("the SBC resumed the call (a={})", offered.as_str());
-            }
-            let before = self.state();
-            self.held = held;
-            if self.state() != before {
-                actions.push(Action::Progress(self.state()));
-            }
-        }
+        let held = answer.direction() != Direction::SendRecv;
         self.session = Some(answer.continuity().clone());
+        if held == self.held {
+            return None;
+        }
+        if held {
+            info!("{peer} put the call on hold (a={})", offered.as_str());
+        } else {
+            info!("{peer} resumed the call (a={})", offered.as_str());
+        }
+        self.held = held;
+        Some(held)
     }
 }
 
@@ -579,6 +619,9 @@ struct Fork {
     to_tag: Tag,
     state: ForkState,
     kind: ForkKind,
+    /// The media processor's offer this SIP endpoint got (non-bypass trunks,
+    /// DR-MEDIA-3): the session its later offers are answered from.
+    offer: Option<Bytes>,
 }
 
 /// One call's whole state; see the module docs.
@@ -597,7 +640,10 @@ pub struct Call {
     /// The media processor's session, for answering the SBC's later offers.
     media: crate::sdp::Continuity,
     /// The SDP session the SBC talks to once the call is answered.
-    sbc_media: SbcMedia,
+    sbc_media: LegMedia,
+    /// The media processor's session with the SIP endpoint that answered (non-bypass
+    /// trunks, DR-MEDIA-3).
+    endpoint_media: LegMedia,
     sent_183: bool,
     voicemail_after: Duration,
     /// Negotiated at admission, running once the call is answered.
@@ -654,7 +700,8 @@ impl Call {
             bypass: new.bypass,
             media_answer: Bytes::copy_from_slice(new.media_answer.as_bytes()),
             media: new.media_answer.continuity().clone(),
-            sbc_media: SbcMedia::default(),
+            sbc_media: LegMedia::new(MediaPeer::Sbc),
+            endpoint_media: LegMedia::new(MediaPeer::Endpoint),
             sent_183: false,
             voicemail_after: new.voicemail_after,
             session_offer: new.session,
@@ -722,13 +769,15 @@ impl Call {
                         bypass: script.bypass,
                         answer,
                     },
+                    offer: None,
                 }),
                 ForkPlan::Sip {
                     name,
                     uri,
                     route,
                     local,
-                } => self.start_sip_fork(name, &uri, route, local, &caller, &callee),
+                    offer,
+                } => self.start_sip_fork(name, &uri, route, local, offer, (&caller, &callee)),
             }
         }
         self.forks.shrink_to_fit();
@@ -752,19 +801,21 @@ impl Call {
         uri: &str,
         dest: Destination,
         local: LocalIdentity,
-        caller: &str,
-        callee: &str,
+        offer: Option<Bytes>,
+        (caller, callee): (&str, &str),
     ) {
         let peer = Peer::Endpoint {
             addr: dest.peer(),
             transport: dest.transport(),
         };
-        // The endpoint gets the SBC's offer (the media processor relays nothing yet).
-        let sdp = self
-            .caller
-            .invite()
-            .map(|i| Bytes::copy_from_slice(i.message().body()))
-            .unwrap_or_default();
+        // DR-MEDIA-3: the media processor's offer on non-bypass trunks; on bypass trunks
+        // the SBC's own.
+        let sdp = offer.clone().unwrap_or_else(|| {
+            self.caller
+                .invite()
+                .map(|i| Bytes::copy_from_slice(i.message().body()))
+                .unwrap_or_default()
+        });
         let id = self.next_id();
         let Some(leg) = UacLeg::start(
             id,
@@ -797,6 +848,7 @@ impl Call {
             to_tag: Tag::random(),
             state: ForkState::Trying,
             kind: ForkKind::Sip(Box::new(leg)),
+            offer,
         });
     }
 
@@ -1122,7 +1174,9 @@ impl Call {
             body.as_deref(),
         );
         if let Some(r) = reanswer {
-            self.sbc_media.commit(r, &mut self.actions);
+            if self.sbc_media.commit(r).is_some() {
+                self.actions.push(Action::Progress(self.sbc_media.state()));
+            }
         }
     }
 
@@ -1132,6 +1186,10 @@ impl Call {
             ForkKind::Sip(leg) => leg.local.clone(),
             _ => return,
         };
+        let answered = matches!(self.phase, Phase::Answered(n) | Phase::Up(n) if n == i);
+        if answered && matches!(msg.method(), Some(Method::Invite | Method::Update)) {
+            return self.on_endpoint_offer(i, tx, msg, &local);
+        }
         reply(tx, msg, 200, "OK", &local, &[], None);
         if msg.method() == Some(Method::Bye) {
             if let ForkKind::Sip(leg) = &mut self.forks[i].kind {
@@ -1139,6 +1197,60 @@ impl Call {
             }
             if matches!(self.phase, Phase::Answered(n) | Phase::Up(n) if n == i) {
                 self.endpoint_hung_up(i, " (BYE)");
+            }
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the SIP endpoint that answered: on a non-bypass trunk
+    /// the media processor answers it (RFC 3264 §8) and a hold from the phone is the
+    /// Teams user holding (DR-HOLD-2: music on hold, nothing to the SBC). On a bypass
+    /// trunk the phone's media is the SBC's to answer, and relaying the offer is not
+    /// built yet: 488, the call unchanged.
+    fn on_endpoint_offer(
+        &mut self,
+        i: usize,
+        tx: ServerTx,
+        msg: &Message<'_>,
+        local: &LocalIdentity,
+    ) {
+        if msg.body().is_empty() {
+            // An offerless re-INVITE gets drhub's current SDP as the offer (RFC 3261
+            // §14.2); an UPDATE without SDP is a session refresh.
+            let body = self.endpoint_media.current();
+            let body = if msg.method() == Some(Method::Invite) {
+                body
+            } else {
+                None
+            };
+            return reply(tx, msg, 200, "OK", local, &[], body.as_deref());
+        }
+        match self
+            .endpoint_media
+            .answer(msg.body(), &self.settings.codecs)
+        {
+            Ok(Some(re)) => {
+                reply(tx, msg, 200, "OK", local, &[], Some(&re.body[..]));
+                // RFC 3261 §12.2.2: a re-INVITE or UPDATE refreshes the target.
+                if let ForkKind::Sip(leg) = &mut self.forks[i].kind {
+                    if let Some(d) = leg.dialog_mut() {
+                        d.refresh_target(msg);
+                    }
+                }
+                if let Some(held) = self.endpoint_media.commit(re) {
+                    self.sbc_media.hold_locally(held, &mut self.actions);
+                }
+            }
+            Ok(None) => {
+                warn!("the SIP endpoint's new offer on a bypass call is not relayed to the SBC yet; 488");
+                let r = Rejection::new(Diagnostic::NoAcceptableMedia).with(
+                    "detail",
+                    "offers from an endpoint on a bypass call are not relayed yet",
+                );
+                reject_in_dialog(tx, msg, r, local, &self.settings, "endpoint");
+            }
+            Err(r) => {
+                warn!(diagnostic = ?r.diagnostic, "the SIP endpoint's new offer is refused; the call goes on unchanged");
+                reject_in_dialog(tx, msg, r, local, &self.settings, "endpoint");
             }
         }
     }
@@ -1306,6 +1418,7 @@ impl Call {
             to_tag: Tag::random(),
             state: ForkState::Trying,
             kind: ForkKind::Voicemail(Script::one(offset, Step::Answer)),
+            offer: None,
         });
     }
 
@@ -1344,7 +1457,7 @@ impl Call {
         }
     }
 
-    /// The answer to the SBC's new offer: from the session it talks to ([`SbcMedia`]),
+    /// The answer to the SBC's new offer: from the session it talks to ([`LegMedia`]),
     /// or a SIP endpoint's last SDP on a bypass trunk (relaying the offer to the
     /// endpoint is not built yet).
     fn answer_reoffer(&self, i: usize, msg: &Message<'_>) -> Result<ReAnswer, Rejection> {
@@ -1383,6 +1496,11 @@ impl Call {
         }
         self.forks[i].state = ForkState::Answered;
         self.sbc_media.session = self.fork_session(i);
+        if let (ForkKind::Sip(leg), Some(offer)) = (&self.forks[i].kind, &self.forks[i].offer) {
+            let own = std::str::from_utf8(offer).ok();
+            self.endpoint_media.session =
+                own.and_then(|o| crate::sdp::Continuity::of_offer(o, leg.sdp().map(|b| &b[..])));
+        }
         self.cancel_forks(Some(i));
         if let Some(n) = self.session_offer.take() {
             self.session = Some(SessionTimer::new(n, now));

@@ -167,6 +167,8 @@ pub struct Caller {
     /// The media processor's answer to its offer (what it gets on non-bypass trunks,
     /// DR-MEDIA-3).
     pub answer: Bytes,
+    /// That answer's session, for answering the endpoint's later offers.
+    pub media: Box<crate::sdp::Continuity>,
     /// Its name in the log.
     pub name: String,
 }
@@ -204,7 +206,10 @@ pub struct Outbound {
     /// A 183 went to it already.
     sent_183: bool,
     /// The SDP session with the SBC that answered, from its first re-offer on.
-    sbc_media: super::SbcMedia,
+    sbc_media: super::LegMedia,
+    /// The media processor's session with the endpoint that placed the call
+    /// (non-bypass trunks).
+    caller_media: super::LegMedia,
 }
 
 impl Outbound {
@@ -220,7 +225,8 @@ impl Outbound {
             answered: None,
             update_allowed: false,
             started: now,
-            sbc_media: super::SbcMedia::default(),
+            sbc_media: super::LegMedia::new(super::MediaPeer::Sbc),
+            caller_media: super::LegMedia::new(super::MediaPeer::Endpoint),
             failover_at: None,
             hang_up_at: None,
             session: None,
@@ -1196,11 +1202,59 @@ impl Outbound {
                     _ => {}
                 }
             }
-            Some(Method::Invite) | Some(Method::Update) => {
-                let body = (!msg.body().is_empty()).then(|| c.answer.clone());
-                reply(tx, msg, 200, "OK", &local, &[], body.as_deref());
-            }
+            Some(Method::Invite) | Some(Method::Update) => self.on_caller_offer(tx, msg, &local),
             _ => reply(tx, msg, 200, "OK", &local, &[], None),
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the endpoint that placed the call: on a non-bypass
+    /// trunk the media processor answers it (RFC 3264 §8), and a hold from the phone is
+    /// the Teams user holding (DR-HOLD-2: music on hold, nothing to the SBC). On a bypass
+    /// trunk the phone's media is the SBC's to answer, and relaying the offer is not
+    /// built yet: 488, the call unchanged.
+    fn on_caller_offer(&mut self, tx: ServerTx, msg: &Message<'_>, local: &LocalIdentity) {
+        // RFC 3261 §14.2: an offer before drhub's final response to the first INVITE.
+        let Phase::Up(n) = self.phase else {
+            let retry = [("Retry-After", "1")];
+            return reply(tx, msg, 500, "Server Internal Error", local, &retry, None);
+        };
+        if self.caller_media.session.is_none() && !self.placement.gateways[n].bypass {
+            self.caller_media.session = self.caller.as_ref().map(|c| (*c.media).clone());
+        }
+        if msg.body().is_empty() {
+            let body = self.caller_media.current();
+            let body = if msg.method() == Some(Method::Invite) {
+                body
+            } else {
+                None
+            };
+            return reply(tx, msg, 200, "OK", local, &[], body.as_deref());
+        }
+        let codecs = &self.placement.media.codecs;
+        match self.caller_media.answer(msg.body(), codecs) {
+            Ok(Some(re)) => {
+                reply(tx, msg, 200, "OK", local, &[], Some(&re.body[..]));
+                if let Some(c) = &mut self.caller {
+                    if let Some(d) = c.leg.dialog_mut() {
+                        d.refresh_target(msg);
+                    }
+                }
+                if let Some(held) = self.caller_media.commit(re) {
+                    self.sbc_media.hold_locally(held, &mut self.actions);
+                }
+            }
+            Ok(None) => {
+                warn!("the calling endpoint's new offer on a bypass call is not relayed to the SBC yet; 488");
+                let r = Rejection::new(Diagnostic::NoAcceptableMedia).with(
+                    "detail",
+                    "offers from an endpoint on a bypass call are not relayed yet",
+                );
+                super::reject_in_dialog(tx, msg, r, local, &self.settings, "endpoint");
+            }
+            Err(r) => {
+                warn!(diagnostic = ?r.diagnostic, "the calling endpoint's new offer is refused; the call goes on unchanged");
+                super::reject_in_dialog(tx, msg, r, local, &self.settings, "endpoint");
+            }
         }
     }
 
@@ -1272,7 +1326,9 @@ impl Outbound {
         let body = reanswer.as_ref().map(|r| r.body.clone());
         reply(tx, msg, 200, "OK", &local, &extra, body.as_deref());
         if let Some(r) = reanswer {
-            self.sbc_media.commit(r, &mut self.actions);
+            if self.sbc_media.commit(r).is_some() {
+                self.actions.push(Action::Progress(self.sbc_media.state()));
+            }
         }
     }
 

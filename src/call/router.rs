@@ -711,11 +711,9 @@ impl Router {
         if let Err(r) = require_offer(&msg) {
             return self.reject(tx, &msg, &source, r);
         }
-        let answer = Offer::parse(msg.body())
-            .and_then(|o| {
-                sdp::media_processor_answer(&o, &hub.media, hub.media_port(), session_id())
-            })
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()));
+        let answer = Offer::parse(msg.body()).and_then(|o| {
+            sdp::media_processor_answer(&o, &hub.media, hub.media_port(), session_id())
+        });
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
@@ -776,7 +774,8 @@ impl Router {
             route: super::Route::Dest(source.clone()),
             key,
             peer,
-            answer,
+            answer: Bytes::copy_from_slice(answer.as_bytes()),
+            media: Box::new(answer.continuity().clone()),
             name: format!("{user} at {}", source.label()),
         };
         super::spawn_outbound(
@@ -1063,11 +1062,23 @@ fn plan_forks(hub: &Hub, user: &User, offer: &Offer, bypass: bool) -> Vec<ForkPl
                         },
                     };
                     let local = endpoints.udp.proxy.with_transport(t.transport);
+                    // DR-MEDIA-3: the media processor is in the path on non-bypass trunks.
+                    let offer = (!bypass)
+                        .then(|| {
+                            let m = &hub.media;
+                            let source = sdp::AnswerSource::MediaProcessor;
+                            sdp::offer(&m.codecs, m.address, hub.media_port(), session_id(), source)
+                                .map_err(|e| warn!(error = %e, "media processor offer failed; the endpoint gets the SBC's"))
+                                .ok()
+                        })
+                        .flatten()
+                        .map(Bytes::from);
                     forks.push(ForkPlan::Sip {
                         name: e.name.clone(),
                         uri: t.uri,
                         route,
                         local,
+                        offer,
                     });
                 }
             }

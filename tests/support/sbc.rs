@@ -674,14 +674,29 @@ pub fn with_sdp(req: &str, sdp: &str) -> String {
 /// that dialog (RFC 3261 §12.1.1, §12.2.1.1): Request-URI drhub's Contact, Route the
 /// INVITE's Record-Route entries in order, From and To swapped.
 pub fn uas_request(inv: &str, tag: &str, method: &str, cseq: u32) -> String {
+    uas_request_via(inv, tag, method, cseq, "SIP/2.0/TLS sbc1.adatum.biz:5061")
+}
+
+/// [`uas_request`] from a peer whose Via sent-by is `via` (`SIP/2.0/UDP 127.0.0.1:5062`
+/// for a UDP phone).
+pub fn uas_request_via(inv: &str, tag: &str, method: &str, cseq: u32, via: &str) -> String {
     let contact = req_header(inv, "Contact").expect("drhub's INVITE has a Contact");
     let target = contact
         .trim_start_matches('<')
         .split('>')
         .next()
         .unwrap_or_default();
+    // The Contact where the Via says the peer is (its remote target stays put).
+    let (transport, sent_by) = via
+        .strip_prefix("SIP/2.0/")
+        .and_then(|v| v.split_once(' '))
+        .unwrap_or(("TLS", "sbc1.adatum.biz:5061"));
+    let contact = match transport {
+        "TLS" => format!("<sip:+14255550100@{sent_by};transport=tls>"),
+        t => format!("<sip:user1@{sent_by};transport={}>", t.to_ascii_lowercase()),
+    };
     let mut s = format!(
-        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/TLS sbc1.adatum.biz:5061;branch=z9hG4bKuas{}\r\n",
+        "{method} {target} SIP/2.0\r\nVia: {via};branch=z9hG4bKuas{}\r\n",
         next_id()
     );
     for l in inv.split("\r\n") {
@@ -691,7 +706,7 @@ pub fn uas_request(inv: &str, tag: &str, method: &str, cseq: u32) -> String {
     }
     s.push_str(&format!(
         "Max-Forwards: 70\r\nFrom: {};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
-Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n",
+Contact: {contact}\r\nContent-Length: 0\r\n\r\n",
         req_header(inv, "To").unwrap_or_default(),
         req_header(inv, "From").unwrap_or_default(),
         req_header(inv, "Call-ID").unwrap_or_default(),
