@@ -526,3 +526,118 @@ async fn dr_hold_2_a_softphone_holds_through_the_media_processor() {
     phone.answer(&bye, 200, "OK", "ph1", None).await;
     d.calls_drained().await;
 }
+
+/// RFC 3264 §8 across the B2BUA on a media-bypass call to a registered softphone (sbc1
+/// made a bypass trunk): the SBC's hold re-INVITE goes on to the phone in its dialog
+/// with the SBC's SDP, the phone's answer comes back in the 200 and each 2xx is ACKed on
+/// its own leg; the phone's resume re-INVITE goes on to the SBC the same way; a refusal
+/// on the far side is passed back (488), and the call goes on.
+#[tokio::test]
+async fn dr_hold_1_offers_are_relayed_between_the_sbc_and_a_bypass_softphone() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        fast(t, 0.05)
+            .replacen("media_bypass = false", "media_bypass = true", 1)
+            .replace("answer_after_seconds = 0.1\n", "\n")
+            .replace("answer_after_seconds = 0.125\n", "\n")
+    }))
+    .await;
+    let phone = support::phone::Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", USER1, &RR);
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    // Bypass: the phone gets the SBC's own offer.
+    assert!(
+        to_phone.body().contains("192.0.2.10"),
+        "{}",
+        to_phone.body()
+    );
+    let phone_sdp = |v: u32, dir: &str| {
+        format!("v=0\r\no=- 7 {v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={dir}\r\n")
+    };
+    phone
+        .answer(&to_phone, 200, "OK", "ph1", Some(&phone_sdp(1, "sendrecv")))
+        .await;
+    phone.recv_request("ACK").await;
+    let (ok, _) = sbc.until(200).await;
+    assert!(
+        ok.body().contains("o=- 7 1 "),
+        "the phone's SDP: {}",
+        ok.body()
+    );
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+
+    // The SBC holds: the phone gets the offer, its answer reaches the SBC.
+    let hold = with_sdp(
+        &routed(&inv, &ok, "INVITE", 2, &[]),
+        &sbc_offer(2, "sendonly", "192.0.2.10"),
+    );
+    sbc.send(&hold).await;
+    let relayed = phone.recv_request("INVITE").await;
+    assert_eq!(direction(relayed.body()), "a=sendonly", "{}", relayed.text);
+    assert_eq!(relayed.header("Call-ID"), to_phone.header("Call-ID"));
+    phone
+        .answer(&relayed, 200, "OK", "ph1", Some(&phone_sdp(2, "recvonly")))
+        .await;
+    let phone_ack = phone.recv_request("ACK").await;
+    assert!(
+        phone_ack.header("CSeq").unwrap().ends_with(" ACK"),
+        "{}",
+        phone_ack.text
+    );
+    let held = sbc.until(200).await.0;
+    assert_eq!(held.cseq_method(), Some("INVITE"));
+    assert_eq!(direction(held.body()), "a=recvonly", "{}", held.text);
+    sbc.send(ack(&inv, &ok, 2)).await;
+
+    // The phone resumes: its offer goes to the SBC, the SBC's answer back to it.
+    let via = format!("SIP/2.0/UDP {}", phone.addr());
+    let resume = with_sdp(
+        &uas_request_via(&to_phone.text, "ph1", "INVITE", 1, &via),
+        &phone_sdp(3, "sendrecv"),
+    );
+    phone.send(&resume).await;
+    let to_sbc = sbc.until_request("INVITE").await;
+    assert!(to_sbc.body().contains("o=- 7 3 "), "{}", to_sbc.text);
+    sbc.send(response_tagged(
+        &to_sbc.text,
+        200,
+        "OK",
+        "unused",
+        &[],
+        Some(&sbc_offer(3, "sendrecv", "192.0.2.10")),
+    ))
+    .await;
+    sbc.until_request("ACK").await;
+    let back = phone.recv().await;
+    assert_eq!(back.status(), 200, "{}", back.text);
+    assert!(
+        back.body().contains("o=- 1 3 "),
+        "the SBC's answer: {}",
+        back.body()
+    );
+    phone
+        .send(&uas_request_via(&to_phone.text, "ph1", "ACK", 1, &via))
+        .await;
+
+    // The phone refuses the SBC's next offer: the SBC gets the 488, the call goes on.
+    let other = with_sdp(
+        &routed(&inv, &ok, "INVITE", 3, &[]),
+        &sbc_offer(4, "inactive", "192.0.2.10"),
+    );
+    sbc.send(&other).await;
+    let relayed = phone.recv_request("INVITE").await;
+    phone
+        .answer(&relayed, 488, "Not Acceptable Here", "ph1", None)
+        .await;
+    let refused = sbc.until(488).await.0;
+    assert_eq!(refused.cseq_method(), Some("INVITE"));
+    sbc.send(ack_refused(&other)).await;
+
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 4, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    let bye = phone.recv_request("BYE").await;
+    phone.answer(&bye, 200, "OK", "ph1", None).await;
+    d.calls_drained().await;
+}

@@ -1215,3 +1215,99 @@ async fn dr_hold_2_a_phone_holds_its_outbound_call_through_the_media_processor()
     pstn.send(response_to(&bye.text, 200, "OK", &[])).await;
     d.calls_drained().await;
 }
+
+/// RFC 3264 §8 across the B2BUA on a bypass call a phone placed (sbc1 made a bypass
+/// trunk): the SBC's hold re-INVITE goes on to the phone in its dialog, the phone's
+/// answer comes back to the SBC, each 2xx ACKed on its own leg; the phone's resume goes
+/// on to the SBC the same way.
+#[tokio::test]
+async fn dr_hold_1_offers_are_relayed_between_the_sbc_and_a_phone_that_placed_a_bypass_call() {
+    let (d, sbc1, _sbc2) =
+        two_sbcs(|t| t.replacen("media_bypass = false", "media_bypass = true", 1)).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    phone_calls(&phone, "+14255550100").await;
+    let (mut pstn, _) = sbc1.accept().await;
+    let inv = pstn.until_request("INVITE").await;
+    assert!(
+        inv.body().contains("o=phone"),
+        "bypass: the phone's offer: {}",
+        inv.text
+    );
+    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "e1",
+        &[c],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ok = phone.recv().await;
+    assert_eq!(ok.status(), 200, "{}", ok.text);
+    pstn.until_request("ACK").await;
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "ACK", 2, "ack2"))
+        .await;
+
+    // The SBC holds: relayed to the phone, whose answer reaches the SBC.
+    let hold_sdp = SBC_ANSWER
+        .replace("o=SBC 1 1 ", "o=SBC 1 2 ")
+        .replace("a=sendrecv", "a=sendonly");
+    pstn.send(with_sdp(
+        &uas_request(&inv.text, "e1", "INVITE", 1),
+        &hold_sdp,
+    ))
+    .await;
+    let relayed = phone.recv_request("INVITE").await;
+    assert_eq!(sdp_line(relayed.body(), "a=sendonly"), "a=sendonly");
+    let phone_answer = format!(
+        "{}a=recvonly\r\n",
+        PHONE_SDP.replace("o=phone 1 1 ", "o=phone 1 2 ")
+    );
+    phone
+        .answer(&relayed, 200, "OK", "ph-out", Some(&phone_answer))
+        .await;
+    phone.recv_request("ACK").await;
+    let (held, _) = pstn.until(200).await;
+    assert_eq!(sdp_line(held.body(), "a=recvonly"), "a=recvonly");
+    pstn.send(uas_request(&inv.text, "e1", "ACK", 1)).await;
+
+    // The phone resumes: relayed to the SBC, whose answer reaches the phone.
+    let resume_sdp = PHONE_SDP.replace("o=phone 1 1 ", "o=phone 1 3 ");
+    phone
+        .send(&with_sdp(
+            &phone_in_dialog(&phone, &ok, "INVITE", 3, "res3"),
+            &resume_sdp,
+        ))
+        .await;
+    let to_sbc = pstn.until_request("INVITE").await;
+    assert!(to_sbc.body().contains("o=phone 1 3 "), "{}", to_sbc.text);
+    let sbc_resume = SBC_ANSWER.replace("o=SBC 1 1 ", "o=SBC 1 3 ");
+    pstn.send(response_tagged(
+        &to_sbc.text,
+        200,
+        "OK",
+        "e1",
+        &[c],
+        Some(&sbc_resume),
+    ))
+    .await;
+    pstn.until_request("ACK").await;
+    let back = phone.recv().await;
+    assert_eq!(back.status(), 200, "{}", back.text);
+    assert!(back.body().contains("o=SBC 1 3 "), "{}", back.body());
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "ACK", 3, "ack3"))
+        .await;
+
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "BYE", 4, "bye4"))
+        .await;
+    let bye_ok = phone.recv().await;
+    assert_eq!(bye_ok.status(), 200, "{}", bye_ok.text);
+    let bye = pstn.until_request("BYE").await;
+    pstn.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}

@@ -743,6 +743,42 @@ impl UacLeg {
         true
     }
 
+    /// Sends `method` (a re-INVITE or UPDATE) with an SDP `body` in the confirmed dialog
+    /// (request `id`); false when there is no confirmed dialog.
+    pub fn request(
+        &mut self,
+        id: ReqId,
+        method: &str,
+        body: Option<&[u8]>,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let Some(d) = &mut self.dialog else {
+            return false;
+        };
+        if self.state != UacState::Confirmed {
+            return false;
+        }
+        actions.push(Action::Send {
+            id,
+            request: d.request(method, &[], body.map(|b| ("application/sdp", b))),
+            route: self.route.clone(),
+        });
+        true
+    }
+
+    /// The callee's 2xx to a re-INVITE of drhub's in the confirmed dialog: ACKed
+    /// (RFC 3261 §13.2.2.4), its target refreshed, its SDP (if any) the leg's now.
+    pub fn reinvite_answered(&mut self, resp: &Message<'_>, actions: &mut Vec<Action>) {
+        self.learn_sdp(resp);
+        let Some(d) = &mut self.dialog else { return };
+        d.refresh_target(resp);
+        let cseq = resp.cseq().and_then(Result::ok).map_or(1, |c| c.seq);
+        actions.push(Action::Stateless {
+            bytes: d.ack(cseq),
+            route: self.route.clone(),
+        });
+    }
+
     /// The callee ended the dialog (its BYE was answered).
     pub fn terminated(&mut self) {
         self.state = UacState::Terminated;

@@ -596,6 +596,19 @@ enum Purpose {
     },
     /// An in-dialog OPTIONS: is the SBC's dialog still there after its connection went?
     Probe,
+    /// A peer's re-INVITE or UPDATE relayed to the other peer (media bypass with a SIP
+    /// endpoint): its answer goes back on the server transaction kept in
+    /// [`Call::relays`].
+    Relay,
+}
+
+/// A re-INVITE or UPDATE waiting for the other peer's answer.
+#[derive(Debug)]
+struct Relay {
+    tx: ServerTx,
+    request: Stored,
+    /// Sent on to the SIP endpoint (from the SBC), else to the SBC.
+    to_endpoint: bool,
 }
 
 #[derive(Debug)]
@@ -644,6 +657,9 @@ pub struct Call {
     /// The media processor's session with the SIP endpoint that answered (non-bypass
     /// trunks, DR-MEDIA-3).
     endpoint_media: LegMedia,
+    /// Re-INVITEs and UPDATEs relayed between the SBC and a SIP endpoint, by the id of
+    /// the request that carries each on.
+    relays: Vec<(ReqId, Relay)>,
     sent_183: bool,
     voicemail_after: Duration,
     /// Negotiated at admission, running once the call is answered.
@@ -702,6 +718,7 @@ impl Call {
             media: new.media_answer.continuity().clone(),
             sbc_media: LegMedia::new(MediaPeer::Sbc),
             endpoint_media: LegMedia::new(MediaPeer::Endpoint),
+            relays: Vec::new(),
             sent_183: false,
             voicemail_after: new.voicemail_after,
             session_offer: new.session,
@@ -1054,7 +1071,7 @@ impl Call {
             ForkKind::Sip(leg) => leg.owns(&msg),
             _ => false,
         }) {
-            return self.on_endpoint_request(i, tx, &msg);
+            return self.on_endpoint_request(i, tx, request);
         }
         if !self.caller.owns(&msg) {
             // DR-NH-4: the right SBC, but no dialog of this call has these tags.
@@ -1099,6 +1116,9 @@ impl Call {
                     });
                 }
                 self.settle_end();
+            }
+            Some(Method::Invite) | Some(Method::Update) if self.relays_to_endpoint(&msg) => {
+                self.relay_to_endpoint(tx, request)
             }
             Some(Method::Invite) | Some(Method::Update) => self.on_refresh(tx, &msg, source, now),
             _ => reply(tx, &msg, 200, "OK", &self.caller.local, &[], None),
@@ -1181,14 +1201,15 @@ impl Call {
     }
 
     /// A request from a SIP endpoint in its dialog (its BYE).
-    fn on_endpoint_request(&mut self, i: usize, tx: ServerTx, msg: &Message<'_>) {
+    fn on_endpoint_request(&mut self, i: usize, tx: ServerTx, request: &Stored) {
+        let msg = &request.message();
         let local = match &self.forks[i].kind {
             ForkKind::Sip(leg) => leg.local.clone(),
             _ => return,
         };
         let answered = matches!(self.phase, Phase::Answered(n) | Phase::Up(n) if n == i);
         if answered && matches!(msg.method(), Some(Method::Invite | Method::Update)) {
-            return self.on_endpoint_offer(i, tx, msg, &local);
+            return self.on_endpoint_offer(i, tx, request, &local);
         }
         reply(tx, msg, 200, "OK", &local, &[], None);
         if msg.method() == Some(Method::Bye) {
@@ -1210,9 +1231,14 @@ impl Call {
         &mut self,
         i: usize,
         tx: ServerTx,
-        msg: &Message<'_>,
+        request: &Stored,
         local: &LocalIdentity,
     ) {
+        let msg = &request.message();
+        // RFC 3261 §14.2, RFC 3311 §5.2: an offer crossing one of drhub's in this call.
+        if offers_into_glare(msg) && self.reinvite_pending() {
+            return reply(tx, msg, 491, "Request Pending", local, &[], None);
+        }
         if msg.body().is_empty() {
             // An offerless re-INVITE gets drhub's current SDP as the offer (RFC 3261
             // §14.2); an UPDATE without SDP is a session refresh.
@@ -1241,12 +1267,35 @@ impl Call {
                 }
             }
             Ok(None) => {
-                warn!("the SIP endpoint's new offer on a bypass call is not relayed to the SBC yet; 488");
-                let r = Rejection::new(Diagnostic::NoAcceptableMedia).with(
-                    "detail",
-                    "offers from an endpoint on a bypass call are not relayed yet",
-                );
-                reject_in_dialog(tx, msg, r, local, &self.settings, "endpoint");
+                // Media bypass: the phone's media is the SBC's to answer; the offer goes
+                // on to the SBC and its answer comes back (RFC 3264 §8 across the B2BUA).
+                let method = if msg.method() == Some(Method::Invite) {
+                    "INVITE"
+                } else {
+                    "UPDATE"
+                };
+                let id = self.next_id();
+                match self.sbc_request(method, &[], Some(msg.body())) {
+                    Some(req) => {
+                        debug!(method, "the endpoint's offer relayed to the SBC");
+                        let relay = Relay {
+                            tx,
+                            request: request.clone(),
+                            to_endpoint: false,
+                        };
+                        self.relays.push((id, relay));
+                        self.send_sbc(id, req, Purpose::Relay);
+                    }
+                    None => reply(
+                        tx,
+                        msg,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        local,
+                        &[],
+                        None,
+                    ),
+                }
             }
             Err(r) => {
                 warn!(diagnostic = ?r.diagnostic, "the SIP endpoint's new offer is refused; the call goes on unchanged");
@@ -1304,6 +1353,12 @@ impl Call {
             }
             Purpose::Refresh { headers, invite } => {
                 self.on_refresh_answer(event, headers, invite, now)
+            }
+            Purpose::Relay => {
+                if let Some(pos) = self.relays.iter().position(|(r, _)| *r == id) {
+                    let (_, relay) = self.relays.swap_remove(pos);
+                    self.on_relay_answer(relay, event);
+                }
             }
             Purpose::Hold { hold, next } => {
                 let answer = self.hold_answered(event);
@@ -1455,6 +1510,61 @@ impl Call {
             } => answer.as_ref().map(|a| a.continuity().clone()),
             ForkKind::Script { .. } | ForkKind::Voicemail(_) => Some(self.media.clone()),
         }
+    }
+
+    /// Whether the SBC's offer goes on to the SIP endpoint that answered: media bypass,
+    /// where the two talk media directly and drhub has no session of its own.
+    fn relays_to_endpoint(&self, msg: &Message<'_>) -> bool {
+        let Phase::Up(i) = self.phase else {
+            return false;
+        };
+        self.bypass
+            && !msg.body().is_empty()
+            && self.sbc_media.session.is_none()
+            && matches!(self.forks[i].kind, ForkKind::Sip(_))
+    }
+
+    /// Sends the SBC's re-INVITE or UPDATE on to the SIP endpoint in its dialog (RFC 3264
+    /// §8 across the B2BUA); glare is 491 (RFC 3261 §14.2).
+    fn relay_to_endpoint(&mut self, tx: ServerTx, request: &Stored) {
+        let msg = request.message();
+        let Phase::Up(i) = self.phase else {
+            return drop(tx);
+        };
+        if self.reinvite_pending() {
+            let local = self.caller.local.clone();
+            return reply(tx, &msg, 491, "Request Pending", &local, &[], None);
+        }
+        let method = if msg.method() == Some(Method::Invite) {
+            "INVITE"
+        } else {
+            "UPDATE"
+        };
+        let id = self.next_id();
+        let sent = match &mut self.forks[i].kind {
+            ForkKind::Sip(leg) => leg.request(id, method, Some(msg.body()), &mut self.actions),
+            _ => false,
+        };
+        if !sent {
+            let local = self.caller.local.clone();
+            return reply(
+                tx,
+                &msg,
+                481,
+                "Call/Transaction Does Not Exist",
+                &local,
+                &[],
+                None,
+            );
+        }
+        debug!(method, "the SBC's offer relayed to the SIP endpoint");
+        let relay = Relay {
+            tx,
+            request: request.clone(),
+            to_endpoint: true,
+        };
+        self.relays.push((id, relay));
+        self.requests.push(id, Purpose::Relay);
     }
 
     /// The answer to the SBC's new offer: from the session it talks to ([`LegMedia`]),
@@ -1841,9 +1951,75 @@ impl Call {
         self.requests.any(|p| {
             matches!(
                 p,
-                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. }
+                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. } | Purpose::Relay
             )
         })
+    }
+
+    /// A relayed re-INVITE or UPDATE was answered by the peer it went to: the answer
+    /// goes back to the one that sent it (2xx with the SDP; a failure with its status),
+    /// a re-INVITE's 2xx is ACKed, and both dialogs' targets move on a 2xx.
+    fn on_relay_answer(&mut self, relay: Relay, event: ClientEvent) {
+        let Relay {
+            tx,
+            request,
+            to_endpoint,
+        } = relay;
+        let asked = request.message();
+        let fork = match self.phase {
+            Phase::Answered(n) | Phase::Up(n) => n,
+            _ => return drop(tx),
+        };
+        let local = match (&self.forks[fork].kind, to_endpoint) {
+            (_, true) => self.caller.local.clone(),
+            (ForkKind::Sip(leg), false) => leg.local.clone(),
+            _ => return drop(tx),
+        };
+        let resp = match event {
+            ClientEvent::Final(r) => r,
+            _ => {
+                warn!(
+                    to_endpoint,
+                    "the relayed re-INVITE or UPDATE was not answered"
+                );
+                return reply(tx, &asked, 408, "Request Timeout", &local, &[], None);
+            }
+        };
+        let msg = resp.message();
+        let code = msg.status_code().unwrap_or(500);
+        if !(200..300).contains(&code) {
+            debug!(
+                code,
+                to_endpoint, "the relayed offer was refused; passed back"
+            );
+            let phrase = crate::diagnostics::standard_phrase(code);
+            return reply(tx, &asked, code, phrase, &local, &[], None);
+        }
+        let invite = asked.method() == Some(Method::Invite);
+        if to_endpoint {
+            if let ForkKind::Sip(leg) = &mut self.forks[fork].kind {
+                if invite {
+                    leg.reinvite_answered(&msg, &mut self.actions);
+                }
+            }
+            if let Some(d) = self.caller.dialog_mut() {
+                d.refresh_target(&asked);
+            }
+        } else {
+            if invite {
+                self.ack_sbc_2xx(&msg);
+            }
+            if let Some(d) = self.caller.dialog_mut() {
+                d.refresh_target(&msg);
+            }
+            if let ForkKind::Sip(leg) = &mut self.forks[fork].kind {
+                if let Some(d) = leg.dialog_mut() {
+                    d.refresh_target(&asked);
+                }
+            }
+        }
+        let body = (!msg.body().is_empty()).then(|| msg.body());
+        reply(tx, &asked, 200, "OK", &local, &[], body);
     }
 
     /// DR-HOLD-2: the Teams user holds or resumes an answered call.

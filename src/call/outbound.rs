@@ -142,6 +142,18 @@ enum Purpose {
         hold: bool,
         next: Box<crate::sdp::Continuity>,
     },
+    /// A peer's re-INVITE or UPDATE relayed to the other (media bypass with a calling
+    /// endpoint); its server transaction waits in [`Outbound::relays`].
+    Relay,
+}
+
+/// A re-INVITE or UPDATE waiting for the other peer's answer.
+#[derive(Debug)]
+struct Relay {
+    tx: ServerTx,
+    request: Stored,
+    /// Sent on to the calling endpoint (from the SBC), else to the SBC.
+    to_caller: bool,
 }
 
 /// How one attempt ended, for the log and the call's record.
@@ -210,6 +222,9 @@ pub struct Outbound {
     /// The media processor's session with the endpoint that placed the call
     /// (non-bypass trunks).
     caller_media: super::LegMedia,
+    /// Re-INVITEs and UPDATEs relayed between the SBC and the calling endpoint, by the id
+    /// of the request that carries each on.
+    relays: Vec<(ReqId, Relay)>,
 }
 
 impl Outbound {
@@ -227,6 +242,7 @@ impl Outbound {
             started: now,
             sbc_media: super::LegMedia::new(super::MediaPeer::Sbc),
             caller_media: super::LegMedia::new(super::MediaPeer::Endpoint),
+            relays: Vec::new(),
             failover_at: None,
             hang_up_at: None,
             session: None,
@@ -678,6 +694,12 @@ impl Outbound {
             Purpose::Refresh { headers, invite } => {
                 self.on_refresh_answer(event, headers, invite, now)
             }
+            Purpose::Relay => {
+                if let Some(pos) = self.relays.iter().position(|(r, _)| *r == id) {
+                    let (_, relay) = self.relays.swap_remove(pos);
+                    self.on_relay_answer(relay, event);
+                }
+            }
             Purpose::Hold { hold, next } => {
                 let answer = match event {
                     ClientEvent::Final(r) => {
@@ -1118,7 +1140,7 @@ impl Outbound {
     fn on_request(&mut self, tx: ServerTx, request: &Stored, source: &Destination, now: Instant) {
         let msg = request.message();
         if self.caller.as_ref().is_some_and(|c| c.leg.owns(&msg)) {
-            return self.on_caller_request(tx, &msg, now);
+            return self.on_caller_request(tx, request, now);
         }
         let Some(pos) = self.legs.iter().position(|(_, l)| l.owns(&msg)) else {
             let local = self.placement.gateways[0].local.clone();
@@ -1158,7 +1180,7 @@ impl Outbound {
                 }
             }
             Some(Method::Invite) | Some(Method::Update) if up => {
-                self.on_offer(pos, tx, &msg, &source.label(), now)
+                self.on_offer(pos, tx, request, &source.label(), now)
             }
             Some(Method::Invite) | Some(Method::Update) => {
                 reply(tx, &msg, 491, "Request Pending", &local, &[], None)
@@ -1169,7 +1191,8 @@ impl Outbound {
 
     /// A request from the endpoint that placed the call, in its dialog: BYE ends the call
     /// (BYE to the SBC); a re-INVITE or UPDATE is answered with the call's SDP for it.
-    fn on_caller_request(&mut self, tx: ServerTx, msg: &Message<'_>, now: Instant) {
+    fn on_caller_request(&mut self, tx: ServerTx, request: &Stored, now: Instant) {
+        let msg = &request.message();
         let Some(c) = &mut self.caller else { return };
         let local = c.leg.local.clone();
         let cseq = msg.cseq().and_then(Result::ok).map(|c| c.seq);
@@ -1202,7 +1225,9 @@ impl Outbound {
                     _ => {}
                 }
             }
-            Some(Method::Invite) | Some(Method::Update) => self.on_caller_offer(tx, msg, &local),
+            Some(Method::Invite) | Some(Method::Update) => {
+                self.on_caller_offer(tx, request, &local)
+            }
             _ => reply(tx, msg, 200, "OK", &local, &[], None),
         }
     }
@@ -1212,7 +1237,8 @@ impl Outbound {
     /// the Teams user holding (DR-HOLD-2: music on hold, nothing to the SBC). On a bypass
     /// trunk the phone's media is the SBC's to answer, and relaying the offer is not
     /// built yet: 488, the call unchanged.
-    fn on_caller_offer(&mut self, tx: ServerTx, msg: &Message<'_>, local: &LocalIdentity) {
+    fn on_caller_offer(&mut self, tx: ServerTx, request: &Stored, local: &LocalIdentity) {
+        let msg = &request.message();
         // RFC 3261 §14.2: an offer before drhub's final response to the first INVITE.
         let Phase::Up(n) = self.phase else {
             let retry = [("Retry-After", "1")];
@@ -1244,12 +1270,51 @@ impl Outbound {
                 }
             }
             Ok(None) => {
-                warn!("the calling endpoint's new offer on a bypass call is not relayed to the SBC yet; 488");
-                let r = Rejection::new(Diagnostic::NoAcceptableMedia).with(
-                    "detail",
-                    "offers from an endpoint on a bypass call are not relayed yet",
-                );
-                super::reject_in_dialog(tx, msg, r, local, &self.settings, "endpoint");
+                // Media bypass: the phone's offer goes on to the SBC (RFC 3264 §8).
+                if self.reinvite_pending() {
+                    return reply(tx, msg, 491, "Request Pending", local, &[], None);
+                }
+                let method = if msg.method() == Some(Method::Invite) {
+                    "INVITE"
+                } else {
+                    "UPDATE"
+                };
+                let id = self.next_id();
+                let Some(pos) = self.leg_pos(n) else {
+                    return reply(
+                        tx,
+                        msg,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        local,
+                        &[],
+                        None,
+                    );
+                };
+                if !self.legs[pos]
+                    .1
+                    .request(id, method, Some(msg.body()), &mut self.actions)
+                {
+                    return reply(
+                        tx,
+                        msg,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        local,
+                        &[],
+                        None,
+                    );
+                }
+                debug!(method, "the calling endpoint's offer relayed to the SBC");
+                self.relays.push((
+                    id,
+                    Relay {
+                        tx,
+                        request: request.clone(),
+                        to_caller: false,
+                    },
+                ));
+                self.requests.push(id, Purpose::Relay);
             }
             Err(r) => {
                 warn!(diagnostic = ?r.diagnostic, "the calling endpoint's new offer is refused; the call goes on unchanged");
@@ -1258,10 +1323,126 @@ impl Outbound {
         }
     }
 
+    /// Sends the SBC's re-INVITE or UPDATE on to the endpoint that placed a bypass call,
+    /// in its dialog (RFC 3264 §8 across the B2BUA).
+    fn relay_to_caller(&mut self, tx: ServerTx, request: &Stored, local: &LocalIdentity) {
+        let msg = request.message();
+        let method = if msg.method() == Some(Method::Invite) {
+            "INVITE"
+        } else {
+            "UPDATE"
+        };
+        let id = self.next_id();
+        let Some(c) = &mut self.caller else {
+            return drop(tx);
+        };
+        let Some(d) = c.leg.dialog_mut() else {
+            return reply(
+                tx,
+                &msg,
+                481,
+                "Call/Transaction Does Not Exist",
+                local,
+                &[],
+                None,
+            );
+        };
+        let req = d.request(method, &[], Some(("application/sdp", msg.body())));
+        self.actions.push(Action::Send {
+            id,
+            request: req,
+            route: c.route.clone(),
+        });
+        debug!(method, "the SBC's offer relayed to the calling endpoint");
+        self.relays.push((
+            id,
+            Relay {
+                tx,
+                request: request.clone(),
+                to_caller: true,
+            },
+        ));
+        self.requests.push(id, Purpose::Relay);
+    }
+
+    /// A relayed re-INVITE or UPDATE was answered by the peer it went to: the answer
+    /// goes back (2xx with the SDP; a failure with its status), a re-INVITE's 2xx is
+    /// ACKed on its leg, and both dialogs' targets move on a 2xx.
+    fn on_relay_answer(&mut self, relay: Relay, event: ClientEvent) {
+        let Relay {
+            tx,
+            request,
+            to_caller,
+        } = relay;
+        let asked = request.message();
+        let Phase::Up(n) = self.phase else {
+            return drop(tx);
+        };
+        let Some(pos) = self.leg_pos(n) else {
+            return drop(tx);
+        };
+        let local = match (&self.caller, to_caller) {
+            (_, true) => self.legs[pos].1.local.clone(),
+            (Some(c), false) => c.leg.local.clone(),
+            (None, false) => return drop(tx),
+        };
+        let resp = match event {
+            ClientEvent::Final(r) => r,
+            _ => {
+                warn!(
+                    to_caller,
+                    "the relayed re-INVITE or UPDATE was not answered"
+                );
+                return reply(tx, &asked, 408, "Request Timeout", &local, &[], None);
+            }
+        };
+        let msg = resp.message();
+        let code = msg.status_code().unwrap_or(500);
+        if !(200..300).contains(&code) {
+            debug!(
+                code,
+                to_caller, "the relayed offer was refused; passed back"
+            );
+            let phrase = crate::diagnostics::standard_phrase(code);
+            return reply(tx, &asked, code, phrase, &local, &[], None);
+        }
+        let invite = asked.method() == Some(Method::Invite);
+        if to_caller {
+            if let Some(c) = &mut self.caller {
+                if let Some(d) = c.leg.dialog_mut() {
+                    d.refresh_target(&msg);
+                    if invite {
+                        let cseq = msg.cseq().and_then(Result::ok).map_or(1, |c| c.seq);
+                        let ack = d.ack(cseq);
+                        self.actions.push(Action::Stateless {
+                            bytes: ack,
+                            route: c.route.clone(),
+                        });
+                    }
+                }
+            }
+            if let Some(d) = self.legs[pos].1.dialog_mut() {
+                d.refresh_target(&asked);
+            }
+        } else {
+            if invite {
+                self.legs[pos].1.reinvite_answered(&msg, &mut self.actions);
+            } else if let Some(d) = self.legs[pos].1.dialog_mut() {
+                d.refresh_target(&msg);
+            }
+            if let Some(d) = self.caller.as_mut().and_then(|c| c.leg.dialog_mut()) {
+                d.refresh_target(&asked);
+            }
+        }
+        let body = (!msg.body().is_empty()).then(|| msg.body());
+        reply(tx, &asked, 200, "OK", &local, &[], body);
+    }
+
     /// A re-INVITE or UPDATE from the SBC (a session refresh, DR-ST-2, or a new offer:
     /// hold, resume, a codec change; DR-HOLD-1): answered from drhub's side of the media
     /// session, the session timer restarted. A refused offer changes nothing.
-    fn on_offer(&mut self, pos: usize, tx: ServerTx, msg: &Message<'_>, flow: &str, now: Instant) {
+    fn on_offer(&mut self, pos: usize, tx: ServerTx, request: &Stored, flow: &str, now: Instant) {
+        let msg = &request.message();
         let local = self.legs[pos].1.local.clone();
         let glare = super::offers_into_glare(msg) && self.reinvite_pending();
         let Phase::Up(n) = self.phase else { return };
@@ -1280,11 +1461,8 @@ impl Outbound {
             {
                 Ok(Some(a)) => Some(a),
                 Ok(None) => {
-                    let r = Rejection::new(Diagnostic::NoAcceptableMedia).with(
-                        "detail",
-                        "the calling endpoint's media; offers to it are not relayed",
-                    );
-                    return super::reject_in_dialog(tx, msg, r, &local, &self.settings, flow);
+                    // The calling endpoint's own media: the offer goes on to it.
+                    return self.relay_to_caller(tx, request, &local);
                 }
                 Err(r) => {
                     warn!(diagnostic = ?r.diagnostic, "the SBC's new offer is refused; the call goes on unchanged");
@@ -1407,7 +1585,7 @@ impl Outbound {
         self.requests.any(|p| {
             matches!(
                 p,
-                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. }
+                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. } | Purpose::Relay
             )
         })
     }
