@@ -203,6 +203,33 @@ pub struct TrunkRoute {
     pub max_sessions: Option<u32>,
 }
 
+/// The far peer's final answer to a relayed re-INVITE or UPDATE: a refusal (or no
+/// answer, 408) goes back on `tx` at once and `None` is returned; a 2xx is returned, with
+/// `tx`, for the call to ACK and pass on.
+fn relayed_2xx(
+    tx: ServerTx,
+    asked: &Message<'_>,
+    local: &LocalIdentity,
+    event: ClientEvent,
+) -> Option<(ServerTx, Stored)> {
+    let resp = match event {
+        ClientEvent::Final(r) => r,
+        _ => {
+            warn!("the relayed re-INVITE or UPDATE was not answered");
+            reply(tx, asked, 408, "Request Timeout", local, &[], None);
+            return None;
+        }
+    };
+    let code = resp.message().status_code().unwrap_or(500);
+    if (200..300).contains(&code) {
+        return Some((tx, resp));
+    }
+    debug!(code, "the relayed offer was refused; passed back");
+    let phrase = crate::diagnostics::standard_phrase(code);
+    reply(tx, asked, code, phrase, local, &[], None);
+    None
+}
+
 /// Whether a request in a dialog would cross an offer of drhub's: a re-INVITE, or an
 /// UPDATE carrying an offer (RFC 3261 §14.2, RFC 3311 §5.2).
 fn offers_into_glare(msg: &Message<'_>) -> bool {
@@ -1975,26 +2002,10 @@ impl Call {
             (ForkKind::Sip(leg), false) => leg.local.clone(),
             _ => return drop(tx),
         };
-        let resp = match event {
-            ClientEvent::Final(r) => r,
-            _ => {
-                warn!(
-                    to_endpoint,
-                    "the relayed re-INVITE or UPDATE was not answered"
-                );
-                return reply(tx, &asked, 408, "Request Timeout", &local, &[], None);
-            }
+        let Some((tx, resp)) = relayed_2xx(tx, &asked, &local, event) else {
+            return;
         };
         let msg = resp.message();
-        let code = msg.status_code().unwrap_or(500);
-        if !(200..300).contains(&code) {
-            debug!(
-                code,
-                to_endpoint, "the relayed offer was refused; passed back"
-            );
-            let phrase = crate::diagnostics::standard_phrase(code);
-            return reply(tx, &asked, code, phrase, &local, &[], None);
-        }
         let invite = asked.method() == Some(Method::Invite);
         if to_endpoint {
             if let ForkKind::Sip(leg) = &mut self.forks[fork].kind {

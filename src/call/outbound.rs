@@ -1386,26 +1386,10 @@ impl Outbound {
             (Some(c), false) => c.leg.local.clone(),
             (None, false) => return drop(tx),
         };
-        let resp = match event {
-            ClientEvent::Final(r) => r,
-            _ => {
-                warn!(
-                    to_caller,
-                    "the relayed re-INVITE or UPDATE was not answered"
-                );
-                return reply(tx, &asked, 408, "Request Timeout", &local, &[], None);
-            }
+        let Some((tx, resp)) = super::relayed_2xx(tx, &asked, &local, event) else {
+            return;
         };
         let msg = resp.message();
-        let code = msg.status_code().unwrap_or(500);
-        if !(200..300).contains(&code) {
-            debug!(
-                code,
-                to_caller, "the relayed offer was refused; passed back"
-            );
-            let phrase = crate::diagnostics::standard_phrase(code);
-            return reply(tx, &asked, code, phrase, &local, &[], None);
-        }
         let invite = asked.method() == Some(Method::Invite);
         if to_caller {
             if let Some(c) = &mut self.caller {
