@@ -21,34 +21,6 @@ fn sbc_offer(version: u32, direction: &str, address: &str) -> String {
     format!("{sdp}a={direction}\r\n")
 }
 
-/// The `o=` session id and version of an SDP body.
-fn origin(body: &str) -> (String, u64) {
-    let o = body
-        .split("\r\n")
-        .find_map(|l| l.strip_prefix("o="))
-        .unwrap_or_else(|| panic!("no o= in {body}"));
-    let f: Vec<&str> = o.split_whitespace().collect();
-    (f[1].to_owned(), f[2].parse().expect("version"))
-}
-
-/// The `a=` line with this prefix.
-fn attr<'a>(body: &'a str, prefix: &str) -> &'a str {
-    body.split("\r\n")
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in {body}"))
-}
-
-fn direction(body: &str) -> &str {
-    body.split("\r\n")
-        .find(|l| {
-            matches!(
-                *l,
-                "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
-            )
-        })
-        .unwrap_or("none")
-}
-
 /// The ACK of a non-2xx final to the re-INVITE `req` (RFC 3261 §17.1.1.3): its Request-URI,
 /// Via branch, Route, From, To, Call-ID and CSeq number, no body. The transaction layer
 /// absorbs it.
@@ -86,8 +58,8 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_through_a_record_routing_edge() {
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
     let (inv, ok) = answered_call(&mut sbc, USER1).await;
     let first = ok.body().to_owned();
-    let (id, v1) = origin(&first);
-    let port = attr(&first, "m=audio").to_owned();
+    let (id, v1) = sdp_origin(&first);
+    let port = sdp_line(&first, "m=audio").to_owned();
 
     let hold = with_sdp(
         &routed(&inv, &ok, "INVITE", 2, &[]),
@@ -97,9 +69,9 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_through_a_record_routing_edge() {
     assert_eq!(held.status(), 200, "{}", held.text);
     sbc.send(ack(&inv, &ok, 2)).await;
     let body = held.body();
-    assert_eq!(direction(body), "a=inactive", "{body}");
-    assert_eq!(origin(body), (id.clone(), v1 + 1), "{body}");
-    assert_eq!(attr(body, "m=audio"), port);
+    assert_eq!(sdp_direction(body), "a=inactive", "{body}");
+    assert_eq!(sdp_origin(body), (id.clone(), v1 + 1), "{body}");
+    assert_eq!(sdp_line(body, "m=audio"), port);
 
     let resume = with_sdp(
         &routed(&inv, &ok, "INVITE", 3, &[]),
@@ -108,8 +80,8 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_through_a_record_routing_edge() {
     let resumed = sbc.request(&resume).await;
     assert_eq!(resumed.status(), 200, "{}", resumed.text);
     sbc.send(ack(&inv, &ok, 3)).await;
-    assert_eq!(direction(resumed.body()), "a=sendrecv");
-    assert_eq!(origin(resumed.body()), (id.clone(), v1 + 2));
+    assert_eq!(sdp_direction(resumed.body()), "a=sendrecv");
+    assert_eq!(sdp_origin(resumed.body()), (id.clone(), v1 + 2));
 
     // The real service understands a=inactive only: a=sendonly is answered a=inactive.
     let update = with_sdp(
@@ -118,8 +90,8 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_through_a_record_routing_edge() {
     );
     let updated = sbc.request(&update).await;
     assert_eq!(updated.status(), 200, "{}", updated.text);
-    assert_eq!(direction(updated.body()), "a=inactive");
-    assert_eq!(origin(updated.body()), (id, v1 + 3));
+    assert_eq!(sdp_direction(updated.body()), "a=inactive");
+    assert_eq!(sdp_origin(updated.body()), (id, v1 + 3));
 
     let bye = sbc.request(&routed(&inv, &ok, "BYE", 5, &[])).await;
     assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
@@ -135,7 +107,7 @@ async fn dr_hold_1_zero_address_hold_and_an_unanswerable_codec_are_488_and_the_c
     let d = TestDaemon::start_with(lab_config(|t| t)).await;
     let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
     let (inv, ok) = answered_call(&mut sbc, USER1).await;
-    let (id, v1) = origin(ok.body());
+    let (id, v1) = sdp_origin(ok.body());
 
     let zero = with_sdp(
         &routed(&inv, &ok, "INVITE", 2, &[]),
@@ -168,7 +140,7 @@ async fn dr_hold_1_zero_address_hold_and_an_unanswerable_codec_are_488_and_the_c
     let held = sbc.request(&again).await;
     assert_eq!(held.status(), 200, "{}", held.text);
     sbc.send(ack(&inv, &ok, 4)).await;
-    assert_eq!(origin(held.body()), (id, v1 + 1));
+    assert_eq!(sdp_origin(held.body()), (id, v1 + 1));
 
     let bye = sbc.request(&routed(&inv, &ok, "BYE", 5, &[])).await;
     assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
@@ -224,7 +196,7 @@ async fn dr_hold_2_teams_hold_on_a_bypass_call_reinvites_the_sbc() {
     sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
     let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
     state_becomes(&d, &call_id, "answered").await;
-    let (id, v1) = origin(ok.body());
+    let (id, v1) = sdp_origin(ok.body());
 
     let (s, v) = api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
     assert_eq!(s, 202, "{v}");
@@ -238,8 +210,8 @@ async fn dr_hold_2_teams_hold_on_a_bypass_call_reinvites_the_sbc() {
         .map(|l| l.trim_start_matches("Record-Route: "))
         .collect();
     assert_eq!(hold.headers("Route"), want, "{}", hold.text);
-    assert_eq!(direction(hold.body()), "a=inactive", "{}", hold.text);
-    assert_eq!(origin(hold.body()), (id.clone(), v1 + 1));
+    assert_eq!(sdp_direction(hold.body()), "a=inactive", "{}", hold.text);
+    assert_eq!(sdp_origin(hold.body()), (id.clone(), v1 + 1));
     sbc.send(ok_with_sdp(&hold, &sbc_offer(2, "inactive", "192.0.2.10")))
         .await;
     let ack = sbc.until_request("ACK").await;
@@ -249,8 +221,8 @@ async fn dr_hold_2_teams_hold_on_a_bypass_call_reinvites_the_sbc() {
     let (s, _) = api(&d, "POST", &format!("/api/calls/{call_id}/resume")).await;
     assert_eq!(s, 202);
     let resume = sbc.until_request("INVITE").await;
-    assert_eq!(direction(resume.body()), "a=sendrecv");
-    assert_eq!(origin(resume.body()), (id, v1 + 2));
+    assert_eq!(sdp_direction(resume.body()), "a=sendrecv");
+    assert_eq!(sdp_origin(resume.body()), (id, v1 + 2));
     sbc.send(ok_with_sdp(
         &resume,
         &sbc_offer(3, "sendrecv", "192.0.2.10"),
@@ -326,7 +298,7 @@ async fn dr_hold_2_an_sbc_refusing_the_hold_leaves_the_call_answered() {
     // Not held, so a hold is offered again, one version on from the first answer still.
     api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
     let again = sbc.until_request("INVITE").await;
-    assert_eq!(origin(again.body()), origin(hold.body()));
+    assert_eq!(sdp_origin(again.body()), sdp_origin(hold.body()));
     sbc.send(ok_with_sdp(&again, &sbc_offer(2, "inactive", "192.0.2.10")))
         .await;
     sbc.until_request("ACK").await;
@@ -358,18 +330,23 @@ async fn dr_hold_2_a_scripted_client_holds_and_resumes() {
     sbc.send(&inv).await;
     let (ok, _) = sbc.until(200).await;
     sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
-    let (id, v1) = origin(ok.body());
+    let (id, v1) = sdp_origin(ok.body());
 
     let hold = sbc.until_request("INVITE").await;
-    assert_eq!(direction(hold.body()), "a=inactive", "{}", hold.text);
-    assert_eq!(origin(hold.body()), (id.clone(), v1 + 1));
+    assert_eq!(sdp_direction(hold.body()), "a=inactive", "{}", hold.text);
+    assert_eq!(sdp_origin(hold.body()), (id.clone(), v1 + 1));
     sbc.send(ok_with_sdp(&hold, &sbc_offer(2, "inactive", "192.0.2.10")))
         .await;
     sbc.until_request("ACK").await;
 
     let resume = sbc.until_request("INVITE").await;
-    assert_eq!(direction(resume.body()), "a=sendrecv", "{}", resume.text);
-    assert_eq!(origin(resume.body()), (id, v1 + 2));
+    assert_eq!(
+        sdp_direction(resume.body()),
+        "a=sendrecv",
+        "{}",
+        resume.text
+    );
+    assert_eq!(sdp_origin(resume.body()), (id, v1 + 2));
     sbc.send(ok_with_sdp(
         &resume,
         &sbc_offer(3, "sendrecv", "192.0.2.10"),
@@ -421,8 +398,8 @@ async fn dr_hold_2_glare_both_ways_491_and_the_back_off() {
             .unwrap()
     };
     assert!(cseq(&again) > cseq(&hold), "{}", again.text);
-    assert_eq!(origin(again.body()), origin(hold.body()));
-    assert_eq!(direction(again.body()), "a=inactive");
+    assert_eq!(sdp_origin(again.body()), sdp_origin(hold.body()));
+    assert_eq!(sdp_direction(again.body()), "a=inactive");
     sbc.send(ok_with_sdp(&again, &sbc_offer(3, "inactive", "192.0.2.10")))
         .await;
     sbc.until_request("ACK").await;
@@ -473,7 +450,7 @@ async fn dr_hold_2_a_softphone_holds_through_the_media_processor() {
     state_becomes(&d, &call_id, "answered").await;
 
     let via = format!("SIP/2.0/UDP {}", phone.addr());
-    let (id, v1) = origin(&offer);
+    let (id, v1) = sdp_origin(&offer);
     let hold = with_sdp(
         &uas_request_via(&to_phone.text, "ph1", "INVITE", 1, &via),
         &phone_sdp(2, "sendonly"),
@@ -481,8 +458,8 @@ async fn dr_hold_2_a_softphone_holds_through_the_media_processor() {
     phone.send(&hold).await;
     let held = phone.recv().await;
     assert_eq!(held.status(), 200, "{}", held.text);
-    assert_eq!(direction(held.body()), "a=recvonly", "{}", held.body());
-    assert_eq!(origin(held.body()), (id.clone(), v1 + 1));
+    assert_eq!(sdp_direction(held.body()), "a=recvonly", "{}", held.body());
+    assert_eq!(sdp_origin(held.body()), (id.clone(), v1 + 1));
     phone
         .send(&uas_request_via(&to_phone.text, "ph1", "ACK", 1, &via))
         .await;
@@ -513,8 +490,8 @@ async fn dr_hold_2_a_softphone_holds_through_the_media_processor() {
     phone.send(&resume).await;
     let back = phone.recv().await;
     assert_eq!(back.status(), 200, "{}", back.text);
-    assert_eq!(direction(back.body()), "a=sendrecv");
-    assert_eq!(origin(back.body()), (id, v1 + 2));
+    assert_eq!(sdp_direction(back.body()), "a=sendrecv");
+    assert_eq!(sdp_origin(back.body()), (id, v1 + 2));
     phone
         .send(&uas_request_via(&to_phone.text, "ph1", "ACK", 3, &via))
         .await;
@@ -575,7 +552,12 @@ async fn dr_hold_1_offers_are_relayed_between_the_sbc_and_a_bypass_softphone() {
     );
     sbc.send(&hold).await;
     let relayed = phone.recv_request("INVITE").await;
-    assert_eq!(direction(relayed.body()), "a=sendonly", "{}", relayed.text);
+    assert_eq!(
+        sdp_direction(relayed.body()),
+        "a=sendonly",
+        "{}",
+        relayed.text
+    );
     assert_eq!(relayed.header("Call-ID"), to_phone.header("Call-ID"));
     phone
         .answer(&relayed, 200, "OK", "ph1", Some(&phone_sdp(2, "recvonly")))
@@ -588,7 +570,7 @@ async fn dr_hold_1_offers_are_relayed_between_the_sbc_and_a_bypass_softphone() {
     );
     let held = sbc.until(200).await.0;
     assert_eq!(held.cseq_method(), Some("INVITE"));
-    assert_eq!(direction(held.body()), "a=recvonly", "{}", held.text);
+    assert_eq!(sdp_direction(held.body()), "a=recvonly", "{}", held.text);
     sbc.send(ack(&inv, &ok, 2)).await;
 
     // The phone resumes: its offer goes to the SBC, the SBC's answer back to it.

@@ -939,13 +939,6 @@ async fn state_becomes(d: &TestDaemon, call_id: &str, want: &str) {
     panic!("call {call_id} is {state}, not {want}");
 }
 
-/// The value of the first line of `body` that starts with `prefix`.
-fn sdp_line<'a>(body: &'a str, prefix: &str) -> &'a str {
-    body.split("\r\n")
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in {body}"))
-}
-
 /// DR-HOLD-1 on an outbound call: the SBC, as UAS of drhub's INVITE, holds with a
 /// re-INVITE `a=inactive` sent by its route set (Route: drhub's Record-Route, Request-URI
 /// drhub's Contact) and gets `a=inactive` from drhub's own offer's session: same session
@@ -972,14 +965,7 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_an_outbound_call() {
     p.until_request("ACK").await;
     state_becomes(&d, &call_id, "answered").await;
     let offer = inv.body().to_owned();
-    let o = |b: &str| {
-        let f: Vec<String> = sdp_line(b, "o=")
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        (f[1].clone(), f[2].parse::<u64>().unwrap())
-    };
-    let (id, v1) = o(&offer);
+    let (id, v1) = sdp_origin(&offer);
 
     let held_sdp = SBC_ANSWER
         .replace("o=SBC 1 1 ", "o=SBC 1 2 ")
@@ -993,7 +979,7 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_an_outbound_call() {
     p.send(uas_request(&inv.text, "h1", "ACK", 1)).await;
     let body = held.body();
     assert_eq!(sdp_line(body, "a=inactive"), "a=inactive", "{body}");
-    assert_eq!(o(body), (id.clone(), v1 + 1), "{body}");
+    assert_eq!(sdp_origin(body), (id.clone(), v1 + 1), "{body}");
     let port = |b: &str| {
         sdp_line(b, "m=audio")
             .split_whitespace()
@@ -1030,7 +1016,7 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_an_outbound_call() {
     let (back, _) = p.until(200).await;
     p.send(uas_request(&inv.text, "h1", "ACK", 3)).await;
     assert_eq!(sdp_line(back.body(), "a=sendrecv"), "a=sendrecv");
-    assert_eq!(o(back.body()), (id, v1 + 2));
+    assert_eq!(sdp_origin(back.body()), (id, v1 + 2));
     state_becomes(&d, &call_id, "answered").await;
 
     let bye = p.request(&uas_request(&inv.text, "h1", "BYE", 4)).await;
@@ -1073,14 +1059,7 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
     p.until_request("ACK").await;
     state_becomes(&d, &call_id, "answered").await;
     let offer = inv.body().to_owned();
-    let o = |b: &str| {
-        let f: Vec<String> = sdp_line(b, "o=")
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        (f[1].clone(), f[2].parse::<u64>().unwrap())
-    };
-    let (id, v1) = o(&offer);
+    let (id, v1) = sdp_origin(&offer);
 
     let (s, _) = post(&d, &format!("/api/calls/{call_id}/hold"), json!({})).await;
     assert_eq!(s, 202);
@@ -1090,7 +1069,7 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
         "sip:+14255550100@sbc2.contoso.com:5061;transport=tls"
     );
     assert_eq!(sdp_line(hold.body(), "a=inactive"), "a=inactive");
-    assert_eq!(o(hold.body()), (id.clone(), v1 + 1));
+    assert_eq!(sdp_origin(hold.body()), (id.clone(), v1 + 1));
     assert_eq!(
         sdp_line(hold.body(), "a=ice-ufrag"),
         sdp_line(&offer, "a=ice-ufrag")
@@ -1112,7 +1091,7 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
     assert_eq!(s, 202);
     let resume = p.until_request("INVITE").await;
     assert_eq!(sdp_line(resume.body(), "a=sendrecv"), "a=sendrecv");
-    assert_eq!(o(resume.body()), (id, v1 + 2));
+    assert_eq!(sdp_origin(resume.body()), (id, v1 + 2));
     p.send(response_tagged(
         &resume.text,
         200,
@@ -1160,14 +1139,7 @@ async fn dr_hold_2_a_phone_holds_its_outbound_call_through_the_media_processor()
         .await;
     let call_id = header(&inv, "Call-ID").to_owned();
     state_becomes(&d, &call_id, "answered").await;
-    let o = |b: &str| {
-        let f: Vec<String> = sdp_line(b, "o=")
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        (f[1].clone(), f[2].parse::<u64>().unwrap())
-    };
-    let (id, v1) = o(ok.body());
+    let (id, v1) = sdp_origin(ok.body());
 
     let hold_sdp = format!(
         "{}a=sendonly\r\n",
@@ -1181,7 +1153,7 @@ async fn dr_hold_2_a_phone_holds_its_outbound_call_through_the_media_processor()
     let held = phone.recv().await;
     assert_eq!(held.status(), 200, "{}", held.text);
     assert_eq!(sdp_line(held.body(), "a=recvonly"), "a=recvonly");
-    assert_eq!(o(held.body()), (id.clone(), v1 + 1));
+    assert_eq!(sdp_origin(held.body()), (id.clone(), v1 + 1));
     phone
         .send(&phone_in_dialog(&phone, &ok, "ACK", 3, "ack3"))
         .await;
@@ -1200,7 +1172,7 @@ async fn dr_hold_2_a_phone_holds_its_outbound_call_through_the_media_processor()
     let back = phone.recv().await;
     assert_eq!(back.status(), 200, "{}", back.text);
     assert_eq!(sdp_line(back.body(), "a=sendrecv"), "a=sendrecv");
-    assert_eq!(o(back.body()), (id, v1 + 2));
+    assert_eq!(sdp_origin(back.body()), (id, v1 + 2));
     phone
         .send(&phone_in_dialog(&phone, &ok, "ACK", 4, "ack4"))
         .await;

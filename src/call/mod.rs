@@ -230,6 +230,15 @@ fn relayed_2xx(
     None
 }
 
+/// The method of a relayed offer: a re-INVITE, else an UPDATE.
+fn offer_method(msg: &Message<'_>) -> &'static str {
+    if msg.method() == Some(Method::Invite) {
+        "INVITE"
+    } else {
+        "UPDATE"
+    }
+}
+
 /// Whether a request in a dialog would cross an offer of drhub's: a re-INVITE, or an
 /// UPDATE carrying an offer (RFC 3261 §14.2, RFC 3311 §5.2).
 fn offers_into_glare(msg: &Message<'_>) -> bool {
@@ -476,7 +485,18 @@ impl LegMedia {
         }
     }
 
-    /// The SDP last sent to the SBC in this session, when drhub has a session of its own.
+    /// The body of drhub's 200 to a request without SDP: an offerless re-INVITE gets the
+    /// current SDP as an offer (RFC 3261 §14.2); an UPDATE without SDP (a session
+    /// refresh) gets none.
+    fn offerless(&self, msg: &Message<'_>) -> Option<Bytes> {
+        if msg.method() == Some(Method::Invite) {
+            self.current()
+        } else {
+            None
+        }
+    }
+
+    /// The SDP last sent to the peer in this session, when drhub has a session of its own.
     fn current(&self) -> Option<Bytes> {
         self.session
             .as_ref()
@@ -1267,14 +1287,7 @@ impl Call {
             return reply(tx, msg, 491, "Request Pending", local, &[], None);
         }
         if msg.body().is_empty() {
-            // An offerless re-INVITE gets drhub's current SDP as the offer (RFC 3261
-            // §14.2); an UPDATE without SDP is a session refresh.
-            let body = self.endpoint_media.current();
-            let body = if msg.method() == Some(Method::Invite) {
-                body
-            } else {
-                None
-            };
+            let body = self.endpoint_media.offerless(msg);
             return reply(tx, msg, 200, "OK", local, &[], body.as_deref());
         }
         match self
@@ -1296,11 +1309,7 @@ impl Call {
             Ok(None) => {
                 // Media bypass: the phone's media is the SBC's to answer; the offer goes
                 // on to the SBC and its answer comes back (RFC 3264 §8 across the B2BUA).
-                let method = if msg.method() == Some(Method::Invite) {
-                    "INVITE"
-                } else {
-                    "UPDATE"
-                };
+                let method = offer_method(msg);
                 let id = self.next_id();
                 match self.sbc_request(method, &[], Some(msg.body())) {
                     Some(req) => {
@@ -1562,11 +1571,7 @@ impl Call {
             let local = self.caller.local.clone();
             return reply(tx, &msg, 491, "Request Pending", &local, &[], None);
         }
-        let method = if msg.method() == Some(Method::Invite) {
-            "INVITE"
-        } else {
-            "UPDATE"
-        };
+        let method = offer_method(&msg);
         let id = self.next_id();
         let sent = match &mut self.forks[i].kind {
             ForkKind::Sip(leg) => leg.request(id, method, Some(msg.body()), &mut self.actions),

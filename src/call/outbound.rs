@@ -1248,12 +1248,7 @@ impl Outbound {
             self.caller_media.session = self.caller.as_ref().map(|c| (*c.media).clone());
         }
         if msg.body().is_empty() {
-            let body = self.caller_media.current();
-            let body = if msg.method() == Some(Method::Invite) {
-                body
-            } else {
-                None
-            };
+            let body = self.caller_media.offerless(msg);
             return reply(tx, msg, 200, "OK", local, &[], body.as_deref());
         }
         let codecs = &self.placement.media.codecs;
@@ -1274,11 +1269,7 @@ impl Outbound {
                 if self.reinvite_pending() {
                     return reply(tx, msg, 491, "Request Pending", local, &[], None);
                 }
-                let method = if msg.method() == Some(Method::Invite) {
-                    "INVITE"
-                } else {
-                    "UPDATE"
-                };
+                let method = super::offer_method(msg);
                 let id = self.next_id();
                 let Some(pos) = self.leg_pos(n) else {
                     return reply(
@@ -1327,11 +1318,7 @@ impl Outbound {
     /// in its dialog (RFC 3264 §8 across the B2BUA).
     fn relay_to_caller(&mut self, tx: ServerTx, request: &Stored, local: &LocalIdentity) {
         let msg = request.message();
-        let method = if msg.method() == Some(Method::Invite) {
-            "INVITE"
-        } else {
-            "UPDATE"
-        };
+        let method = super::offer_method(&msg);
         let id = self.next_id();
         let Some(c) = &mut self.caller else {
             return drop(tx);

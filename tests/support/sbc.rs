@@ -713,3 +713,28 @@ Contact: {contact}\r\nContent-Length: 0\r\n\r\n",
     ));
     s
 }
+
+/// The first line of an SDP `body` that starts with `prefix` (`m=audio`, `a=crypto`).
+pub fn sdp_line<'a>(body: &'a str, prefix: &str) -> &'a str {
+    body.split("\r\n")
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {body}"))
+}
+
+/// The `o=` session id and version of an SDP body.
+pub fn sdp_origin(body: &str) -> (String, u64) {
+    let f: Vec<&str> = sdp_line(body, "o=").split_whitespace().collect();
+    (f[1].to_owned(), f[2].parse().expect("an o= version"))
+}
+
+/// The direction attribute of an SDP body, `none` when it has none.
+pub fn sdp_direction(body: &str) -> &str {
+    body.split("\r\n")
+        .find(|l| {
+            matches!(
+                *l,
+                "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+            )
+        })
+        .unwrap_or("none")
+}
