@@ -176,6 +176,19 @@ async fn state_becomes(d: &TestDaemon, call_id: &str, want: &str) {
     panic!("call {call_id} is {state}, not {want}");
 }
 
+/// Contoso's record-routing SBC calls User2, whose bypass desktop answers; the SBC ACKs
+/// and the API shows the call answered: the SBC, its INVITE, the 200 and the Call-ID.
+async fn bypass_call_up(d: &TestDaemon) -> (TlsSbc, String, Reply, String) {
+    let mut sbc = connect_as(d, "star.contoso.com").await.unwrap();
+    let inv = invite("sbc2.contoso.com", USER2, &CONTOSO_RR);
+    sbc.send(&inv).await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    state_becomes(d, &call_id, "answered").await;
+    (sbc, inv, ok, call_id)
+}
+
 /// The SBC's 200 to drhub's re-INVITE `req`, with `sdp`.
 fn ok_with_sdp(req: &Reply, sdp: &str) -> String {
     response_tagged(&req.text, 200, "OK", "unused", &[], Some(sdp))
@@ -189,13 +202,7 @@ fn ok_with_sdp(req: &Reply, sdp: &str) -> String {
 #[tokio::test]
 async fn dr_hold_2_teams_hold_on_a_bypass_call_reinvites_the_sbc() {
     let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
-    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
-    let inv = invite("sbc2.contoso.com", USER2, &CONTOSO_RR);
-    sbc.send(&inv).await;
-    let (ok, _) = sbc.until(200).await;
-    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
-    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
-    state_becomes(&d, &call_id, "answered").await;
+    let (mut sbc, inv, ok, call_id) = bypass_call_up(&d).await;
     let (id, v1) = sdp_origin(ok.body());
 
     let (s, v) = api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
@@ -278,13 +285,7 @@ async fn dr_hold_2_teams_hold_through_the_media_processor_sends_the_sbc_nothing(
 #[tokio::test]
 async fn dr_hold_2_an_sbc_refusing_the_hold_leaves_the_call_answered() {
     let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
-    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
-    let inv = invite("sbc2.contoso.com", USER2, &CONTOSO_RR);
-    sbc.send(&inv).await;
-    let (ok, _) = sbc.until(200).await;
-    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
-    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
-    state_becomes(&d, &call_id, "answered").await;
+    let (mut sbc, inv, ok, call_id) = bypass_call_up(&d).await;
 
     api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
     let hold = sbc.until_request("INVITE").await;
@@ -366,13 +367,7 @@ async fn dr_hold_2_a_scripted_client_holds_and_resumes() {
 #[tokio::test]
 async fn dr_hold_2_glare_both_ways_491_and_the_back_off() {
     let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
-    let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
-    let inv = invite("sbc2.contoso.com", USER2, &CONTOSO_RR);
-    sbc.send(&inv).await;
-    let (ok, _) = sbc.until(200).await;
-    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
-    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
-    state_becomes(&d, &call_id, "answered").await;
+    let (mut sbc, inv, ok, call_id) = bypass_call_up(&d).await;
 
     api(&d, "POST", &format!("/api/calls/{call_id}/hold")).await;
     let hold = sbc.until_request("INVITE").await;

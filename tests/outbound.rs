@@ -688,6 +688,34 @@ async fn phone_calls(phone: &Phone, number: &str) -> Reply {
     trying
 }
 
+/// A registered phone of User1 calls +14255550100 through sbc1, which answers 200 with
+/// its SDP; both ACKs are done: the phone, the SBC's side, drhub's INVITE and the
+/// phone's 200.
+async fn phone_call_up(d: &TestDaemon, sbc1: &SbcListener) -> (Phone, ServerSbc, Reply, Reply) {
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    phone_calls(&phone, "+14255550100").await;
+    let (mut pstn, _) = sbc1.accept().await;
+    let inv = pstn.until_request("INVITE").await;
+    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "e1",
+        &[c],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ok = phone.recv().await;
+    assert_eq!(ok.status(), 200, "{}", ok.text);
+    pstn.until_request("ACK").await;
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "ACK", 2, "ack2"))
+        .await;
+    (phone, pstn, inv, ok)
+}
+
 /// DR-OUT-1: a registered SIP endpoint calls a number: its INVITE is challenged like a
 /// REGISTER (407), then routed to the SBC as user1; the SBC's 180 and 200 reach the
 /// phone (with the media processor's answer to its plain-RTP offer, DR-MEDIA-3); its ACK
@@ -1116,27 +1144,7 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
 #[tokio::test]
 async fn dr_hold_2_a_phone_holds_its_outbound_call_through_the_media_processor() {
     let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
-    let phone = Phone::new(d.addr("endpoints")).await;
-    assert_eq!(phone.register_with("user1-lab-password").await, 200);
-    phone_calls(&phone, "+14255550100").await;
-    let (mut pstn, _) = sbc1.accept().await;
-    let inv = pstn.until_request("INVITE").await;
-    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
-    pstn.send(response_tagged(
-        &inv.text,
-        200,
-        "OK",
-        "e1",
-        &[c],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    let ok = phone.recv().await;
-    assert_eq!(ok.status(), 200, "{}", ok.text);
-    pstn.until_request("ACK").await;
-    phone
-        .send(&phone_in_dialog(&phone, &ok, "ACK", 2, "ack2"))
-        .await;
+    let (phone, mut pstn, inv, ok) = phone_call_up(&d, &sbc1).await;
     let call_id = header(&inv, "Call-ID").to_owned();
     state_becomes(&d, &call_id, "answered").await;
     let (id, v1) = sdp_origin(ok.body());
@@ -1196,32 +1204,13 @@ async fn dr_hold_2_a_phone_holds_its_outbound_call_through_the_media_processor()
 async fn dr_hold_1_offers_are_relayed_between_the_sbc_and_a_phone_that_placed_a_bypass_call() {
     let (d, sbc1, _sbc2) =
         two_sbcs(|t| t.replacen("media_bypass = false", "media_bypass = true", 1)).await;
-    let phone = Phone::new(d.addr("endpoints")).await;
-    assert_eq!(phone.register_with("user1-lab-password").await, 200);
-    phone_calls(&phone, "+14255550100").await;
-    let (mut pstn, _) = sbc1.accept().await;
-    let inv = pstn.until_request("INVITE").await;
+    let (phone, mut pstn, inv, ok) = phone_call_up(&d, &sbc1).await;
     assert!(
         inv.body().contains("o=phone"),
         "bypass: the phone's offer: {}",
         inv.text
     );
     let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
-    pstn.send(response_tagged(
-        &inv.text,
-        200,
-        "OK",
-        "e1",
-        &[c],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    let ok = phone.recv().await;
-    assert_eq!(ok.status(), 200, "{}", ok.text);
-    pstn.until_request("ACK").await;
-    phone
-        .send(&phone_in_dialog(&phone, &ok, "ACK", 2, "ack2"))
-        .await;
 
     // The SBC holds: relayed to the phone, whose answer reaches the SBC.
     let hold_sdp = SBC_ANSWER

@@ -1271,21 +1271,15 @@ impl Outbound {
                 }
                 let method = super::offer_method(msg);
                 let id = self.next_id();
-                let Some(pos) = self.leg_pos(n) else {
-                    return reply(
-                        tx,
-                        msg,
-                        481,
-                        "Call/Transaction Does Not Exist",
-                        local,
-                        &[],
-                        None,
-                    );
+                let sent = match self.leg_pos(n) {
+                    Some(pos) => {
+                        self.legs[pos]
+                            .1
+                            .request(id, method, Some(msg.body()), &mut self.actions)
+                    }
+                    None => false,
                 };
-                if !self.legs[pos]
-                    .1
-                    .request(id, method, Some(msg.body()), &mut self.actions)
-                {
+                if !sent {
                     return reply(
                         tx,
                         msg,
