@@ -102,6 +102,20 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         api: Option<SocketAddr>,
     },
+    /// The Teams user holds (or with --resume takes off hold) an answered call of a
+    /// running daemon (DR-HOLD-2): music on hold through the media processor, or a
+    /// re-INVITE with a=inactive to the SBC on a media-bypass call.
+    Hold {
+        /// The call's SBC-side Call-ID (`drhub status`, `GET /api/calls`).
+        call_id: String,
+        /// Take the call off hold instead.
+        #[arg(long)]
+        resume: bool,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "ADDR:PORT")]
+        api: Option<SocketAddr>,
+    },
     /// Put an emulated datacenter of a running daemon into a fault mode (DR-DC-1):
     /// normal, busy, refuse, reset or silent.
     Datacenter {
@@ -221,6 +235,23 @@ fn main() -> ExitCode {
                     return Ok(c["status"].as_u64().map_or(500, |x| x as u16));
                 }
             }
+        }),
+        Command::Hold {
+            call_id,
+            resume,
+            config,
+            api,
+        } => api_cmd(config.as_deref(), api, |address, token| async move {
+            let verb = if resume { "resume" } else { "hold" };
+            let path = format!("/api/calls/{call_id}/{verb}");
+            let (status, v) =
+                drhub::api::request(address, "POST", &path, token.as_deref(), None).await?;
+            if (200..300).contains(&status) {
+                println!("{verb} requested for {call_id}");
+            } else {
+                eprintln!("{}", v["error"].as_str().unwrap_or("error"));
+            }
+            Ok(status)
         }),
         Command::Datacenter {
             name,

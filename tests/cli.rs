@@ -430,7 +430,7 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
         let api = api.clone();
         std::thread::spawn(move || {
             Command::new(BIN)
-                .args(["call", "user1@adatum.biz", "+14255550100", "--talk", "0.5"])
+                .args(["call", "user1@adatum.biz", "+14255550100", "--talk", "2"])
                 .args(["--api", &api])
                 .output()
                 .unwrap()
@@ -463,6 +463,32 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     ))
     .await;
     sbc.until_request("ACK").await;
+    // `drhub hold` (DR-HOLD-2): the call is held, then resumed, through the API; on this
+    // non-bypass trunk the SBC sees nothing of it. An unknown Call-ID is exit 1.
+    let call_id = inv.header("Call-ID").unwrap().to_owned();
+    for args in [
+        vec!["hold", call_id.as_str()],
+        vec!["hold", call_id.as_str(), "--resume"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .args(["--api", &api])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("requested for"), "{text}");
+    }
+    let out = Command::new(BIN)
+        .args(["hold", "no-such-call", "--api", &api])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no call up with Call-ID"));
     let bye = sbc.until_request("BYE").await;
     sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
     let out = caller.join().unwrap();
