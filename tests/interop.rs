@@ -125,6 +125,32 @@ async fn sipp_sbc_holds_and_resumes_calls_over_tcp() {
     assert_eq!(d.hub.calls.answered.load(Ordering::Relaxed), 3);
 }
 
+/// DR-HOLD-2 with a stack drhub did not write on the receiving side: on a media-bypass
+/// trunk, User1's desktop holds 0.3 s after answering and resumes 0.3 s later; sipp as
+/// the SBC gets drhub's re-INVITEs, checks `a=inactive` then `a=sendrecv`, answers each
+/// with headers it copies from them, and gets drhub's ACKs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_sbc_gets_the_teams_clients_hold_and_resume_over_tcp() {
+    if !sipp_available() {
+        eprintln!("SKIPPED: sipp not installed (apt-get install sip-tester)");
+        return;
+    }
+    let cfg = lab_config(|t| {
+        let t = t.replacen("media_bypass = false", "media_bypass = true", 1).replacen(
+            "    answer_after_seconds = 2\n    bypass = true\n",
+            "    answer_after_seconds = 2\n    hold_after_seconds = 6\n    hold_seconds = 0.3\n    bypass = true\n",
+            1,
+        );
+        fast(t, 0.05)
+            .replace("enabled = false\n", "enabled = true\n")
+            .replace("allow_insecure = false", "allow_insecure = true")
+    });
+    let d = TestDaemon::start_with(cfg).await;
+    sipp_calls(d.addr("lab-tcp"), "teams_hold_uas_side.xml", 2).await;
+    d.calls_drained().await;
+    assert_eq!(d.hub.calls.answered.load(Ordering::Relaxed), 2);
+}
+
 /// sipp's built-in UAS is User1's SIP endpoint (a static contact): the SBC (the test
 /// harness over mutual TLS) calls, sipp rings and answers, and the answer reaches the SBC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
