@@ -92,6 +92,7 @@ pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
         .route("/api/calls/{call_id}", get(one_call).delete(hang_up))
         .route("/api/calls/{call_id}/hold", post(hold))
         .route("/api/calls/{call_id}/resume", post(resume))
+        .route("/api/calls/{call_id}/transfer", post(transfer))
         .route("/api/route", get(route))
         .route("/api/datacenters", get(datacenters))
         .route("/api/datacenters/{name}", post(set_datacenter))
@@ -437,18 +438,94 @@ fn hold_or_resume(
     call_id: String,
     hold: bool,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    tell_answered(api, &call_id, crate::call::CallEvent::Hold(hold))?;
+    let verb = if hold { "hold" } else { "resume" };
+    info!(call_id = %call_id, "{verb} through the API");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "call_id": call_id, "requested": verb })),
+    ))
+}
+
+/// `POST /api/calls/{call_id}/transfer` `{"to": "+14255550123"}` (or a Teams user's
+/// `user2@adatum.biz`): the Teams user transfers an answered call (DR-XFER-3: a REFER
+/// to the SBC). `202` at once; the call ends `transferred to ...` when the SBC's NOTIFY
+/// says the transfer succeeded. `400` for a bad target, `404`, `409` as for hold.
+async fn transfer(
+    State(api): State<Api>,
+    Path(call_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "the body must be JSON such as {{\"to\": \"+14255550123\"}}: {e}"
+        ))
+    })?;
+    let to = body["to"]
+        .as_str()
+        .ok_or_else(|| bad("`to` is required: a +E.164 number or a user's SIP address".into()))?;
+    let target = crate::call::transfer::Target::parse(to).ok_or_else(|| {
+        bad(format!(
+            "to: `{}` is neither a +E.164 number nor a SIP address",
+            to.escape_debug()
+        ))
+    })?;
+    if let crate::call::transfer::Target::User(u) = &target {
+        // DR-XFER-4: a user of the call's own tenant.
+        let tenant = api
+            .hub
+            .calls
+            .snapshot()
+            .iter()
+            .find(|c| *c.call_id == *call_id)
+            .map(|c| c.tenant.clone());
+        let address = u
+            .parse::<crate::config::SipAddress>()
+            .map_err(|e| bad(format!("to: {e}")))?;
+        let found = api
+            .hub
+            .directory
+            .find_user(&address)
+            .map(|(t, _)| api.hub.directory.tenant(t).id.clone());
+        if let (Some(tenant), Some(found)) = (&tenant, &found) {
+            if **tenant != *found.as_str() {
+                return Err(bad(format!(
+                    "to: {u} is a user of tenant {found}, not of the call's tenant {tenant}"
+                )));
+            }
+        }
+        if found.is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("{u} is no user of any tenant"),
+            ));
+        }
+    }
+    tell_answered(&api, &call_id, crate::call::CallEvent::Transfer(target))?;
+    info!(call_id = %call_id, to, "transfer through the API");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "call_id": call_id, "requested": "transfer", "to": to })),
+    ))
+}
+
+/// Gives an answered call up an operator's event: `404` for no such call, `409` for a
+/// call not answered yet.
+fn tell_answered(api: &Api, call_id: &str, event: crate::call::CallEvent) -> Result<(), ApiError> {
     let calls = &api.hub.calls;
-    let Some(state) = calls
-        .snapshot()
-        .iter()
-        .find(|c| *c.call_id == call_id)
-        .map(|c| c.state)
-    else {
-        return Err(ApiError::new(
+    let gone = || {
+        ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no call up with Call-ID `{call_id}`"),
-        ));
+        )
     };
+    let state = calls
+        .snapshot()
+        .iter()
+        .find(|c| *c.call_id == *call_id)
+        .map(|c| c.state)
+        .ok_or_else(gone)?;
     if matches!(
         state,
         crate::call::router::CallState::Trying | crate::call::router::CallState::Ringing
@@ -456,23 +533,16 @@ fn hold_or_resume(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
-                "call `{call_id}` is {}: only an answered call can be held or resumed",
+                "call `{call_id}` is {}: only an answered call can be held, resumed or transferred",
                 state.as_str()
             ),
         ));
     }
-    if !calls.tell(&call_id, crate::call::CallEvent::Hold(hold)) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no call up with Call-ID `{call_id}`"),
-        ));
+    if calls.tell(call_id, event) {
+        Ok(())
+    } else {
+        Err(gone())
     }
-    let verb = if hold { "hold" } else { "resume" };
-    info!(call_id = %call_id, "{verb} through the API");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "call_id": call_id, "requested": verb })),
-    ))
 }
 
 /// `GET /api/route?user=user1@adatum.biz&number=+442071234567`: where a call from the

@@ -107,6 +107,7 @@ pub struct UasLeg {
     invite_cseq: u32,
     /// Whether the caller listed UPDATE in its Allow (session refreshes prefer it).
     allows_update: bool,
+    allows_refer: bool,
     pub local: LocalIdentity,
     pub peer: Peer,
 }
@@ -121,12 +122,16 @@ impl UasLeg {
         t1: Duration,
         t2: Duration,
     ) -> UasLeg {
-        let (invite_cseq, allows_update, head) = {
+        let (invite_cseq, allows_update, allows_refer, head) = {
             let m = invite.message();
+            let allows = |method: &str| {
+                m.values(HeaderName::Allow)
+                    .any(|v| v.trim().eq_ignore_ascii_case(method))
+            };
             (
                 m.cseq().and_then(Result::ok).map_or(1, |c| c.seq),
-                m.values(HeaderName::Allow)
-                    .any(|v| v.trim().eq_ignore_ascii_case("UPDATE")),
+                allows("UPDATE"),
+                allows("REFER"),
                 ResponseHead::new(&m),
             )
         };
@@ -145,6 +150,7 @@ impl UasLeg {
             dialog: None,
             invite_cseq,
             allows_update,
+            allows_refer,
             local,
             peer,
         }
@@ -169,6 +175,11 @@ impl UasLeg {
 
     pub fn allows_update(&self) -> bool {
         self.allows_update
+    }
+
+    /// The caller's INVITE listed REFER in Allow (DR-XFER-1).
+    pub fn allows_refer(&self) -> bool {
+        self.allows_refer
     }
 
     /// The INVITE, while the leg keeps it.

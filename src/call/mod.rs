@@ -20,6 +20,7 @@ pub mod outbound;
 pub mod place;
 pub mod router;
 pub mod session_timer;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,6 +110,8 @@ pub enum CallEvent {
     /// The Teams user holds (`true`) or resumes (`false`) the call (DR-HOLD-2: the
     /// control API's `POST /api/calls/{id}/hold` and `/resume`).
     Hold(bool),
+    /// The Teams user transfers the call (DR-XFER: `POST /api/calls/{id}/transfer`).
+    Transfer(transfer::Target),
 }
 
 /// A call's inbox (see [`inbox`] for why it is not a tokio channel).
@@ -647,6 +650,8 @@ enum Purpose {
     /// endpoint): its answer goes back on the server transaction kept in
     /// [`Call::relays`].
     Relay,
+    /// A REFER to the SBC: drhub transfers the call (DR-XFER-3).
+    Refer,
 }
 
 /// A re-INVITE or UPDATE waiting for the other peer's answer.
@@ -714,6 +719,12 @@ pub struct Call {
     session: Option<SessionTimer>,
     /// The SBC's connections all closed at this point; probe the dialog then.
     orphan_at: Option<Instant>,
+    /// The called user's tenant and SIP address (a transfer's `x-t` and `x-m`).
+    tenant: Box<str>,
+    user: Box<str>,
+    /// A transfer of drhub's as transferor, from its REFER to the NOTIFY that ends it
+    /// (DR-XFER-3): where it goes.
+    transfer: Option<transfer::Target>,
     requests: InFlight<Purpose>,
     actions: Vec<Action>,
     /// Why the call ended, for the log and the call record.
@@ -771,6 +782,9 @@ impl Call {
             session_offer: new.session,
             session: None,
             orphan_at: None,
+            tenant: new.tenant.as_str().into(),
+            user: new.user.as_str().into(),
+            transfer: None,
             requests: InFlight::new(),
             actions: Vec::new(),
             outcome: None,
@@ -1071,6 +1085,7 @@ impl Call {
             }
             CallEvent::HangUp => self.operator_hang_up(),
             CallEvent::Hold(hold) => self.teams_hold(hold),
+            CallEvent::Transfer(target) => self.transfer(target),
             CallEvent::SbcGone => {
                 if self.session.is_none() && matches!(self.phase, Phase::Answered(_) | Phase::Up(_))
                 {
@@ -1164,6 +1179,7 @@ impl Call {
                 }
                 self.settle_end();
             }
+            Some(Method::Notify) => self.on_notify(tx, &msg),
             Some(Method::Invite) | Some(Method::Update) if self.relays_to_endpoint(&msg) => {
                 self.relay_to_endpoint(tx, request)
             }
@@ -1390,6 +1406,7 @@ impl Call {
             Purpose::Refresh { headers, invite } => {
                 self.on_refresh_answer(event, headers, invite, now)
             }
+            Purpose::Refer => self.on_refer_answer(event),
             Purpose::Relay => {
                 if let Some(pos) = self.relays.iter().position(|(r, _)| *r == id) {
                     let (_, relay) = self.relays.swap_remove(pos);
@@ -1975,6 +1992,96 @@ impl Call {
             if let Some(route) = self.sbc_route() {
                 self.actions.push(Action::Stateless { bytes: ack, route });
             }
+        }
+    }
+
+    /// The Teams user transfers the call (DR-XFER-1, DR-XFER-3: option 2 when the SBC's
+    /// INVITE listed REFER in Allow): a REFER to the SBC with Direct Routing's
+    /// `Refer-To` and `Referred-By`; its NOTIFYs tell how the transfer goes.
+    fn transfer(&mut self, target: transfer::Target) {
+        if !matches!(self.phase, Phase::Up(_)) {
+            info!("transfer ignored: the call is not up");
+            return;
+        }
+        if let Some(t) = &self.transfer {
+            warn!(pending = ?t, "transfer ignored: one is under way");
+            return;
+        }
+        if !self.caller.allows_refer() {
+            // DR-XFER-1/2: option 1, drhub as referee (RFC 3892 §7.1), is not built yet.
+            warn!("the SBC's INVITE does not list REFER in Allow: a transfer needs drhub as referee (option 1), which is not built yet; the call goes on");
+            return;
+        }
+        let proxy = self.caller.local.host().to_owned();
+        let refer_to = transfer::refer_to(&target, &proxy, &self.tenant);
+        let target_uri = refer_to
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_owned();
+        let referred_by = transfer::referred_by(
+            &self.user,
+            &proxy,
+            &self.tenant,
+            &crate::diagnostics::correlation_id(),
+            &target_uri,
+        );
+        let extra = [
+            ("Refer-To", refer_to.as_str()),
+            ("Referred-By", referred_by.as_str()),
+        ];
+        let id = self.next_id();
+        if let Some(req) = self.sbc_request("REFER", &extra, None) {
+            info!(target = ?target, "transfer: REFER to the SBC (DR-XFER-3)");
+            self.transfer = Some(target);
+            self.send_sbc(id, req, Purpose::Refer);
+        }
+    }
+
+    /// The SBC's answer to the REFER: 202 (or another 2xx) accepts the transfer, whose
+    /// NOTIFYs follow; anything else leaves the call as it was.
+    fn on_refer_answer(&mut self, event: ClientEvent) {
+        let code = match &event {
+            ClientEvent::Final(r) => r.message().status_code().unwrap_or(500),
+            _ => 408,
+        };
+        if (200..300).contains(&code) {
+            info!(code, "the SBC accepted the REFER");
+        } else {
+            warn!(code, "the SBC refused the REFER; the call goes on");
+            self.transfer = None;
+        }
+    }
+
+    /// A NOTIFY of the transfer (RFC 3515 §2.4.5): answered 200; its sipfrag's 2xx ends
+    /// drhub's leg with BYE (the SBC has the transfer target now), a failure leaves the
+    /// call up.
+    fn on_notify(&mut self, tx: ServerTx, msg: &Message<'_>) {
+        reply(tx, msg, 200, "OK", &self.caller.local, &[], None);
+        let Some(target) = self.transfer.clone() else {
+            debug!("NOTIFY outside a transfer; answered 200");
+            return;
+        };
+        match transfer::sipfrag_status(msg.body()) {
+            Some(code) if code < 200 => debug!(code, "transfer under way"),
+            Some(code) if code < 300 => {
+                info!(target = ?target, "transfer done (sipfrag {code}); BYE to the SBC and the endpoint");
+                self.transfer = None;
+                self.outcome = Some(Outcome {
+                    status: 200,
+                    code: None,
+                    reason: match &target {
+                        transfer::Target::Number(n) | transfer::Target::User(n) => {
+                            format!("transferred to {n}")
+                        }
+                    },
+                });
+                self.hang_up(None, true, true);
+            }
+            Some(code) => {
+                warn!(code, "the transfer failed (sipfrag); the call goes on");
+                self.transfer = None;
+            }
+            None => warn!("NOTIFY without a sipfrag status line; answered 200"),
         }
     }
 

@@ -618,6 +618,9 @@ impl Outbound {
                 }
             }
             CallEvent::Hold(hold) => self.teams_hold(hold),
+            CallEvent::Transfer(target) => {
+                warn!(target = ?target, "transferring a call drhub placed is not built yet; the call goes on");
+            }
             CallEvent::HangUp => match self.phase {
                 Phase::Trying(_) | Phase::Ringing(_) => {
                     info!("ended through the control API while ringing: CANCEL");

@@ -661,12 +661,17 @@ where
 
 /// `req`, a request or response ending in an empty body, with `sdp` as its body.
 pub fn with_sdp(req: &str, sdp: &str) -> String {
+    with_body(req, "application/sdp", sdp)
+}
+
+/// `req`, a request or response ending in an empty body, with a `content_type` body.
+pub fn with_body(req: &str, content_type: &str, body: &str) -> String {
     let head = req
         .strip_suffix("Content-Length: 0\r\n\r\n")
         .expect("a message ending in an empty body");
     format!(
-        "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
+        "{head}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
 }
 

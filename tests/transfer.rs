@@ -1,0 +1,263 @@
+//! Black-box: transfers the proxy makes as transferor (DR-XFER-1, DR-XFER-3, DR-XFER-5):
+//! the Teams user transfers an answered call through the control API; an SBC whose
+//! INVITE listed REFER gets a REFER with Direct Routing's Refer-To and Referred-By by the
+//! dialog's route set, answers 202 and reports with NOTIFY `message/sipfrag`; a 200 in
+//! the sipfrag ends drhub's leg with BYE. The SBCs here record-route.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use drhub::api::request;
+use support::*;
+
+const USER1: &str = "+18338006777";
+const TARGET: &str = "+14255550123";
+const ALLOW_REFER: &str = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY";
+
+async fn post(d: &TestDaemon, path: &str, body: Value) -> (u16, Value) {
+    request(d.addr("api"), "POST", path, None, Some(&body))
+        .await
+        .expect("API reachable")
+}
+
+/// A record-routing SBC (listing REFER when `refer`) calls User1, whose desktop
+/// answers; the SBC ACKs. Returns the SBC, its INVITE, the 200 and the Call-ID.
+async fn answered(d: &TestDaemon, refer: bool) -> (TlsSbc, String, Reply, String) {
+    let mut sbc = connect_as(d, "sbc1.adatum.biz").await.unwrap();
+    let mut extra = RR.to_vec();
+    if refer {
+        extra.push(ALLOW_REFER);
+    }
+    let inv = invite("sbc1.adatum.biz", USER1, &extra);
+    sbc.send(&inv).await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    // The call is up once the API lists it answered.
+    for _ in 0..250 {
+        let (_, v) = request(
+            d.addr("api"),
+            "GET",
+            &format!("/api/calls/{call_id}"),
+            None,
+            None,
+        )
+        .await
+        .expect("API reachable");
+        if v["state"] == "answered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (sbc, inv, ok, call_id)
+}
+
+/// The SBC's NOTIFY of the transfer with `sipfrag` (RFC 3515 §2.4.5), by the route set.
+fn notify(inv: &str, ok: &Reply, cseq: u32, sipfrag: &str, state: &str) -> String {
+    let events = ["Event: refer", state];
+    with_body(
+        &routed(inv, ok, "NOTIFY", cseq, &events),
+        "message/sipfrag;version=2.0",
+        sipfrag,
+    )
+}
+
+/// DR-XFER-1, DR-XFER-3, DR-XFER-5: option 2 to a PSTN number. The REFER goes by the
+/// route set to the SBC's Contact with `Refer-To: <sip:+E164@proxy;user=phone>` and a
+/// `Referred-By` with `x-m`, `x-t`, `x-ti`, `x-tt`, no History-Info; after 202, NOTIFY
+/// 100 and NOTIFY 200 (each answered 200), drhub hangs up its leg with BYE and the call
+/// ends "transferred to +14255550123".
+#[tokio::test]
+async fn dr_xfer_3_the_proxy_refers_the_sbc_to_a_pstn_number() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": TARGET}),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+
+    let refer = sbc.until_request("REFER").await;
+    assert_eq!(
+        refer.request_uri(),
+        "sip:+17168712781@sbc1.adatum.biz:5061;transport=tls"
+    );
+    let want: Vec<&str> = RR
+        .iter()
+        .map(|l| l.trim_start_matches("Record-Route: "))
+        .collect();
+    assert_eq!(refer.headers("Route"), want, "{}", refer.text);
+    assert_eq!(
+        refer.header("Refer-To"),
+        Some("<sip:+14255550123@sip.pstnhub.microsoft.com;user=phone>")
+    );
+    let by = refer.header("Referred-By").expect("Referred-By");
+    assert!(
+        by.starts_with("<sip:sip.pstnhub.microsoft.com;x-m=8:orgid:"),
+        "{by}"
+    );
+    assert!(by.contains(";x-t=adatum;x-ti="), "{by}");
+    assert!(
+        by.ends_with(";x-tt=sip%3A%2B14255550123%40sip.pstnhub.microsoft.com%3Buser%3Dphone>"),
+        "{by}"
+    );
+    assert!(
+        refer.header("History-Info").is_none(),
+        "DR-XFER-5: {}",
+        refer.text
+    );
+    sbc.send(response_to(&refer.text, 202, "Accepted", &[]))
+        .await;
+
+    let trying = notify(
+        &inv,
+        &ok,
+        2,
+        "SIP/2.0 100 Trying\r\n",
+        "Subscription-State: active;expires=60",
+    );
+    assert_eq!(sbc.request(&trying).await.status(), 200);
+    let done = notify(
+        &inv,
+        &ok,
+        3,
+        "SIP/2.0 200 OK\r\n",
+        "Subscription-State: terminated;reason=noresource",
+    );
+    let r = sbc.request(&done).await;
+    assert_eq!((r.status(), r.cseq_method()), (200, Some("NOTIFY")));
+    let bye = sbc.until_request("BYE").await;
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+    let rec = d.hub.calls.recent().pop().expect("a record");
+    assert_eq!(
+        rec.outcome.expect("outcome").reason,
+        "transferred to +14255550123"
+    );
+}
+
+/// DR-XFER-3 to a Teams user of the same tenant: the Refer-To names the proxy with the
+/// user's `x-m` (MRI) and the tenant's `x-t`.
+#[tokio::test]
+async fn dr_xfer_3_a_transfer_to_a_user_names_its_mri_and_tenant() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": "reception@adatum.biz"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let refer = sbc.until_request("REFER").await;
+    let to = refer.header("Refer-To").expect("Refer-To");
+    assert!(
+        to.starts_with("<sip:sip.pstnhub.microsoft.com;x-m=8:orgid:"),
+        "{to}"
+    );
+    assert!(to.ends_with(";x-t=adatum>"), "{to}");
+    sbc.send(response_to(&refer.text, 202, "Accepted", &[]))
+        .await;
+    let done = notify(
+        &inv,
+        &ok,
+        2,
+        "SIP/2.0 200 OK\r\n",
+        "Subscription-State: terminated",
+    );
+    assert_eq!(sbc.request(&done).await.status(), 200);
+    let bye = sbc.until_request("BYE").await;
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}
+
+/// DR-XFER bad input: a REFER the SBC refuses (405), and a transfer whose NOTIFY says
+/// 486, leave the call up (the SBC's BYE still ends it with 200); an SBC whose INVITE
+/// did not list REFER gets no REFER (option 1 is not built); the API refuses a bad
+/// target or another tenant's user (400), an unknown call or user (404).
+#[tokio::test]
+async fn dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let (s, _) = post(&d, "/api/calls/nosuch/transfer", json!({"to": TARGET})).await;
+    assert_eq!(s, 404);
+
+    // 405 to the REFER.
+    let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": "12345"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": "nobody@adatum.biz"}),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": "user2@contoso.com"}),
+    )
+    .await;
+    assert_eq!(s, 400, "another tenant's user: {v}");
+    post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": TARGET}),
+    )
+    .await;
+    let refer = sbc.until_request("REFER").await;
+    sbc.send(response_to(&refer.text, 405, "Method Not Allowed", &[]))
+        .await;
+    // The transfer is over: a second one is sent; its NOTIFY says 486.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": TARGET}),
+    )
+    .await;
+    let refer = sbc.until_request("REFER").await;
+    sbc.send(response_to(&refer.text, 202, "Accepted", &[]))
+        .await;
+    let busy = notify(
+        &inv,
+        &ok,
+        2,
+        "SIP/2.0 486 Busy Here\r\n",
+        "Subscription-State: terminated",
+    );
+    assert_eq!(sbc.request(&busy).await.status(), 200);
+    assert!(
+        sbc.try_recv(Duration::from_millis(300)).await.is_none(),
+        "no BYE"
+    );
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 3, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+
+    // No REFER in the SBC's Allow: nothing is sent, the call goes on.
+    let (mut sbc, inv, ok, call_id) = answered(&d, false).await;
+    let (s, _) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": TARGET}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    assert!(
+        sbc.try_recv(Duration::from_millis(300)).await.is_none(),
+        "no REFER"
+    );
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    d.calls_drained().await;
+}
