@@ -175,6 +175,15 @@ impl Directory {
         e.addresses.get(address).map(|u| &e.tenant.users[*u])
     }
 
+    /// DR-XFER-4: the user a transfer's Refer-To named by MRI (`x-m`), in this tenant.
+    pub fn user_by_mri(&self, id: TenantId, mri: &str) -> Option<&User> {
+        let e = &self.tenants[id.0];
+        e.tenant.users.iter().find(|u| {
+            crate::call::transfer::mri(&e.tenant.id, &u.sip_address.to_string())
+                .eq_ignore_ascii_case(mri)
+        })
+    }
+
     /// Resolves a Request-URI target in a tenant (DR-TEN-3/4).
     pub fn user_for_target(&self, id: TenantId, target: &Target) -> Option<&User> {
         match target {

@@ -261,3 +261,87 @@ async fn dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up() {
     assert_eq!(bye.status(), 200, "{}", bye.text);
     d.calls_drained().await;
 }
+
+/// The SBC's INVITE for a transfer: Request-URI the Refer-To's URI, the REFER's
+/// Referred-By copied as it was.
+fn invite_to(refer_to_uri: &str, referred_by: &str) -> String {
+    let inv = invite("sbc1.adatum.biz", USER1, &RR);
+    let first = inv.lines().next().unwrap_or_default().to_owned();
+    inv.replacen(&first, &format!("INVITE {refer_to_uri} SIP/2.0"), 1)
+        .replacen(
+            "CSeq: 1 INVITE\r\n",
+            &format!("CSeq: 1 INVITE\r\nReferred-By: {referred_by}\r\n"),
+            1,
+        )
+}
+
+/// DR-XFER-4: the SBC carries out a transfer to a Teams user by calling the Refer-To
+/// back: an INVITE whose Request-URI names the user by `x-m` in tenant `x-t` rings that
+/// user (User1's desktop answers 200). An `x-m` that names nobody is 404, an `x-t` of
+/// another tenant 403, each with a diagnostic naming the mismatch.
+#[tokio::test]
+async fn dr_xfer_4_the_sbcs_invite_back_by_x_m_reaches_the_user() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
+    post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": "user1@adatum.biz"}),
+    )
+    .await;
+    let refer = sbc.until_request("REFER").await;
+    sbc.send(response_to(&refer.text, 202, "Accepted", &[]))
+        .await;
+    let uri = refer
+        .header("Refer-To")
+        .unwrap()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned();
+    let by = refer.header("Referred-By").unwrap().to_owned();
+
+    let back = invite_to(&uri, &by);
+    sbc.send(&back).await;
+    let (answered, _) = sbc.until(200).await;
+    assert_eq!(answered.cseq_method(), Some("INVITE"), "{}", answered.text);
+    assert_eq!(answered.header("Call-ID"), req_header(&back, "Call-ID"));
+    sbc.send(routed(&back, &answered, "ACK", 1, &[])).await;
+    // The transfer succeeded: the old leg ends.
+    let done = notify(
+        &inv,
+        &ok,
+        2,
+        "SIP/2.0 200 OK\r\n",
+        "Subscription-State: terminated",
+    );
+    assert_eq!(sbc.request(&done).await.status(), 200);
+    let bye = sbc.until_request("BYE").await;
+    assert_eq!(bye.header("Call-ID"), Some(call_id.as_str()));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    let bye = sbc.request(&routed(&back, &answered, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+
+    // Mangled by the SBC: no such MRI, another tenant.
+    let (nobody, _) = uri.split_once(";x-m=").unwrap();
+    let wrong_m = format!("{nobody};x-m=8:orgid:00000000-0000-0000-0000-000000000000;x-t=adatum");
+    let r = sbc.request(&invite_to(&wrong_m, &by)).await;
+    assert_eq!((r.status(), r.ms_code()), (404, Some(511404)), "{}", r.text);
+    assert!(
+        r.header("ms-diagnostics")
+            .unwrap()
+            .contains("x-m names no user"),
+        "{}",
+        r.text
+    );
+    let wrong_t = uri.replace(";x-t=adatum", ";x-t=contoso");
+    let r = sbc.request(&invite_to(&wrong_t, &by)).await;
+    assert_eq!(r.status(), 403, "{}", r.text);
+    assert!(
+        r.header("ms-diagnostics")
+            .unwrap()
+            .contains("x-t names another tenant"),
+        "{}",
+        r.text
+    );
+    d.calls_drained().await;
+}

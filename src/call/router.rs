@@ -922,23 +922,47 @@ fn admit<'d>(
         .and_then(|p| p.value)
         .is_some_and(|v| v.eq_ignore_ascii_case("phone"));
     let host = ruri.host().map(|h| h.to_string()).unwrap_or_default();
-    let target = classify_target(ruri.user(), phone, &host).map_err(|e| {
-        let why = match e {
-            TargetError::NumberWithoutPlus => "phone number without a leading + (E.164 required)",
-            TargetError::NotANumber => "user=phone but the user part is not a phone number",
-            TargetError::NoUser => "Request-URI has no user part",
-        };
-        Rejection::new(Diagnostic::NumberNotFound)
-            .with("uri", ruri.as_str())
-            .with("detail", why)
-    })?;
-    let user = dir
-        .user_for_target(accepted.tenant, &target)
-        .ok_or_else(|| {
-            Rejection::new(Diagnostic::NumberNotFound)
-                .with("uri", ruri.as_str())
-                .with("tenant", dir.tenant(accepted.tenant).id.clone())
-        })?;
+    // DR-XFER-4: the SBC carrying out a transfer to a Teams user calls the Refer-To back,
+    // which names the user by MRI (`x-m`) in a tenant (`x-t`).
+    let user = match ruri.param("x-m").and_then(|p| p.value) {
+        Some(mri) => {
+            let tenant = &dir.tenant(accepted.tenant).id;
+            let named = ruri.param("x-t").and_then(|p| p.value).unwrap_or("");
+            if !named.eq_ignore_ascii_case(tenant) {
+                return Err(Rejection::new(Diagnostic::NumberNotFound)
+                    .with_status(403)
+                    .with("uri", ruri.as_str())
+                    .with("detail", "x-t names another tenant than the SBC's")
+                    .with("tenant", tenant.clone()));
+            }
+            dir.user_by_mri(accepted.tenant, mri).ok_or_else(|| {
+                Rejection::new(Diagnostic::NumberNotFound)
+                    .with("uri", ruri.as_str())
+                    .with("detail", "x-m names no user of the tenant")
+                    .with("tenant", tenant.clone())
+            })?
+        }
+        None => {
+            let target = classify_target(ruri.user(), phone, &host).map_err(|e| {
+                let why = match e {
+                    TargetError::NumberWithoutPlus => {
+                        "phone number without a leading + (E.164 required)"
+                    }
+                    TargetError::NotANumber => "user=phone but the user part is not a phone number",
+                    TargetError::NoUser => "Request-URI has no user part",
+                };
+                Rejection::new(Diagnostic::NumberNotFound)
+                    .with("uri", ruri.as_str())
+                    .with("detail", why)
+            })?;
+            dir.user_for_target(accepted.tenant, &target)
+                .ok_or_else(|| {
+                    Rejection::new(Diagnostic::NumberNotFound)
+                        .with("uri", ruri.as_str())
+                        .with("tenant", dir.tenant(accepted.tenant).id.clone())
+                })?
+        }
+    };
     // DR-TEN-5
     let from = msg.from().and_then(Result::ok);
     let caller = from
