@@ -151,6 +151,52 @@ async fn sipp_sbc_gets_the_teams_clients_hold_and_resume_over_tcp() {
     assert_eq!(d.hub.calls.answered.load(Ordering::Relaxed), 2);
 }
 
+/// DR-XFER-3 with a stack drhub did not write: sipp as an SBC that handles REFER calls
+/// User1; once the call is answered the test transfers it through the control API; sipp
+/// checks the REFER's Refer-To and Referred-By, answers 202, sends NOTIFY 100 and 200
+/// and gets drhub's BYE for the old leg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_sbc_handles_the_proxys_refer_over_tcp() {
+    if !sipp_available() {
+        eprintln!("SKIPPED: sipp not installed (apt-get install sip-tester)");
+        return;
+    }
+    let d = TestDaemon::start_with(sipp_lab()).await;
+    let addr = d.addr("lab-tcp");
+    let sipp = tokio::spawn(sipp_calls(addr, "refer_uac.xml", 1));
+    // The Teams user transfers the call once it is answered.
+    let api = d.addr("api");
+    let mut transferred = false;
+    for _ in 0..250 {
+        let (_, v) = drhub::api::request(api, "GET", "/api/calls", None, None)
+            .await
+            .expect("API reachable");
+        let up = v["calls"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["state"] == "answered"))
+            .and_then(|c| c["call_id"].as_str().map(str::to_owned));
+        if let Some(id) = up {
+            let body = serde_json::json!({"to": "+14255550123"});
+            let path = format!("/api/calls/{id}/transfer");
+            let (s, v) = drhub::api::request(api, "POST", &path, None, Some(&body))
+                .await
+                .expect("API reachable");
+            assert_eq!(s, 202, "{v}");
+            transferred = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(transferred, "the call was never answered");
+    sipp.await.expect("sipp task");
+    d.calls_drained().await;
+    let rec = d.hub.calls.recent().pop().expect("a record");
+    assert_eq!(
+        rec.outcome.expect("outcome").reason,
+        "transferred to +14255550123"
+    );
+}
+
 /// sipp's built-in UAS is User1's SIP endpoint (a static contact): the SBC (the test
 /// harness over mutual TLS) calls, sipp rings and answers, and the answer reaches the SBC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
