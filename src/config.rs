@@ -330,6 +330,10 @@ pub struct Script {
     pub hold_after: Option<Duration>,
     /// ... and resumes it this long later (`None`: held to the end).
     pub hold_for: Option<Duration>,
+    /// After answering, the user transfers the call after this long (DR-XFER-3) ...
+    pub transfer_after: Option<Duration>,
+    /// ... to this `+E164` number or SIP address.
+    pub transfer_to: Option<String>,
     /// Whether this client can do media bypass (DR-ICE-1).
     pub bypass: bool,
 }
@@ -1419,6 +1423,8 @@ const ENDPOINT_KEYS: &[&str] = &[
     "hangup_after_seconds",
     "hold_after_seconds",
     "hold_seconds",
+    "transfer_to",
+    "transfer_after_seconds",
     "bypass",
 ];
 
@@ -1621,6 +1627,29 @@ fn build_endpoint(s: &Section, index: usize) -> Option<Endpoint> {
             if hold_for.is_some() && hold_after.is_none() {
                 s.err("hold_seconds", "needs hold_after_seconds");
             }
+            let transfer_to = s.str("transfer_to").map(str::to_owned);
+            if let Some(t) = &transfer_to {
+                if crate::call::transfer::Target::parse(t).is_none() {
+                    s.err(
+                        "transfer_to",
+                        format!(
+                            "`{}` is neither a +E.164 number nor a SIP address",
+                            t.escape_debug()
+                        ),
+                    );
+                } else if !matches!(outcomes.first(), Some((_, Outcome::Answer))) {
+                    s.err(
+                        "transfer_to",
+                        "only meaningful for an endpoint that answers",
+                    );
+                }
+            }
+            let transfer_after = secs("transfer_after_seconds");
+            match (&transfer_to, transfer_after) {
+                (Some(_), None) => s.err("transfer_to", "needs transfer_after_seconds"),
+                (None, Some(_)) => s.err("transfer_after_seconds", "needs transfer_to"),
+                _ => {}
+            }
             EndpointKind::Virtual(Script {
                 ring_after: secs("ring_after_seconds"),
                 media_answer_after: secs("media_answer_after_seconds"),
@@ -1628,6 +1657,8 @@ fn build_endpoint(s: &Section, index: usize) -> Option<Endpoint> {
                 hangup_after,
                 hold_after,
                 hold_for,
+                transfer_after,
+                transfer_to,
                 bypass: s.bool("bypass", true),
             })
         }
@@ -1945,7 +1976,9 @@ pub(crate) mod tests {
              [[tenant.user.endpoint]]\nkind = \"sip\"\nring_after_seconds = 1\n\
              [[tenant.user.endpoint]]\nredirect_to = \"12345\"\n\
              [[tenant.user.endpoint]]\nreject_status = 486\nhold_after_seconds = 1\n\
-             [[tenant.user.endpoint]]\nanswer_after_seconds = 1\nhold_seconds = 5\n"
+             [[tenant.user.endpoint]]\nanswer_after_seconds = 1\nhold_seconds = 5\n\
+             [[tenant.user.endpoint]]\nanswer_after_seconds = 1\ntransfer_to = \"4255550123\"\ntransfer_after_seconds = 2\n\
+             [[tenant.user.endpoint]]\nanswer_after_seconds = 1\ntransfer_to = \"+14255550123\"\n"
         );
         let got = issues(&bad);
         for e in [
@@ -1955,6 +1988,8 @@ pub(crate) mod tests {
             "tenant[0].user[0].endpoint[3].redirect_to: `12345` must start with `+`",
             "tenant[0].user[0].endpoint[4].hold_after_seconds: only meaningful for an endpoint that answers",
             "tenant[0].user[0].endpoint[5].hold_seconds: needs hold_after_seconds",
+            "tenant[0].user[0].endpoint[6].transfer_to: `4255550123` is neither a +E.164 number nor a SIP address",
+            "tenant[0].user[0].endpoint[7].transfer_to: needs transfer_after_seconds",
         ] {
             assert!(got.iter().any(|g| g.starts_with(e)), "missing `{e}` in {got:#?}");
         }

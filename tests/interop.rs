@@ -137,8 +137,8 @@ async fn sipp_sbc_gets_the_teams_clients_hold_and_resume_over_tcp() {
     }
     let cfg = lab_config(|t| {
         let t = t.replacen("media_bypass = false", "media_bypass = true", 1).replacen(
-            "    answer_after_seconds = 2\n    bypass = true\n",
-            "    answer_after_seconds = 2\n    hold_after_seconds = 6\n    hold_seconds = 0.3\n    bypass = true\n",
+            "    # transfer_after_seconds = 10\n    bypass = true\n",
+            "    # transfer_after_seconds = 10\n    hold_after_seconds = 6\n    hold_seconds = 0.3\n    bypass = true\n",
             1,
         );
         fast(t, 0.05)

@@ -345,3 +345,38 @@ async fn dr_xfer_4_the_sbcs_invite_back_by_x_m_reaches_the_user() {
     );
     d.calls_drained().await;
 }
+
+/// DR-XFER-3 from a scripted client: User1's desktop transfers 10 s after answering
+/// (0.5 s at the test's speed; the lab config's commented example switched on), and the
+/// SBC gets the REFER with no API call.
+#[tokio::test]
+async fn dr_xfer_3_a_scripted_client_transfers_on_its_own() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = t.replacen(
+            "    # transfer_to = \"+14255550123\"\n    # transfer_after_seconds = 10\n",
+            "    transfer_to = \"+14255550123\"\n    transfer_after_seconds = 10\n",
+            1,
+        );
+        fast(t, 0.05)
+    }))
+    .await;
+    let (mut sbc, inv, ok, _) = answered(&d, true).await;
+    let refer = sbc.until_request("REFER").await;
+    assert_eq!(
+        refer.header("Refer-To"),
+        Some("<sip:+14255550123@sip.pstnhub.microsoft.com;user=phone>")
+    );
+    sbc.send(response_to(&refer.text, 202, "Accepted", &[]))
+        .await;
+    let done = notify(
+        &inv,
+        &ok,
+        2,
+        "SIP/2.0 200 OK\r\n",
+        "Subscription-State: terminated",
+    );
+    assert_eq!(sbc.request(&done).await.status(), 200);
+    let bye = sbc.until_request("BYE").await;
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}

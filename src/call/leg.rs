@@ -46,6 +46,8 @@ pub enum LegEvent {
     HungUp,
     /// A scripted Teams client holds (`true`) or resumes the answered call (DR-HOLD-2).
     Hold(bool),
+    /// A scripted Teams client transfers the answered call to this target (DR-XFER-3).
+    Transfer(Box<str>),
     /// The callee never answered the INVITE, or could not be reached.
     Gone,
 }

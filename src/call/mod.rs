@@ -1510,6 +1510,14 @@ impl Call {
             {
                 self.endpoint_hung_up(i, "");
             }
+            LegEvent::Transfer(to) if matches!(self.phase, Phase::Up(n) | Phase::Answered(n) if n == i) =>
+            {
+                info!(fork = %self.forks[i].name, to = %to, "the Teams client's script transfers the call");
+                match transfer::Target::parse(&to) {
+                    Some(t) => self.transfer(t),
+                    None => warn!(to = %to, "transfer target not understood"),
+                }
+            }
             LegEvent::Hold(hold) if matches!(self.phase, Phase::Up(n) | Phase::Answered(n) if n == i) =>
             {
                 info!(fork = %self.forks[i].name, hold, "the Teams client's script holds or resumes");
@@ -1999,7 +2007,7 @@ impl Call {
     /// INVITE listed REFER in Allow): a REFER to the SBC with Direct Routing's
     /// `Refer-To` and `Referred-By`; its NOTIFYs tell how the transfer goes.
     fn transfer(&mut self, target: transfer::Target) {
-        if !matches!(self.phase, Phase::Up(_)) {
+        if !matches!(self.phase, Phase::Up(_) | Phase::Answered(_)) {
             info!("transfer ignored: the call is not up");
             return;
         }

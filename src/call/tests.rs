@@ -67,6 +67,8 @@ fn script(ring: f64, answer: Option<f64>, hangup: Option<f64>) -> ScriptConfig {
         hangup_after: hangup.map(secs),
         hold_after: None,
         hold_for: None,
+        transfer_after: None,
+        transfer_to: None,
         bypass: false,
     }
 }

@@ -20,6 +20,7 @@ pub enum Step {
     HangUp,
     Hold,
     Resume,
+    Transfer,
 }
 
 impl Step {
@@ -34,6 +35,8 @@ impl Step {
             Step::HangUp => LegEvent::HungUp,
             Step::Hold => LegEvent::Hold(true),
             Step::Resume => LegEvent::Hold(false),
+            // The target is the script's; see `Script::handle_timeout`.
+            Step::Transfer => LegEvent::Transfer(Box::from("")),
         }
     }
 }
@@ -44,6 +47,8 @@ impl Step {
 pub struct Script {
     steps: Box<[(Duration, Step)]>,
     next: usize,
+    /// Where the transfer step transfers to.
+    transfer_to: Option<Box<str>>,
 }
 
 impl Script {
@@ -52,6 +57,7 @@ impl Script {
         Script {
             steps: schedule(script).into_boxed_slice(),
             next: 0,
+            transfer_to: script.transfer_to.as_deref().map(Box::from),
         }
     }
 
@@ -60,6 +66,7 @@ impl Script {
         Script {
             steps: Box::new([(after, step)]),
             next: 0,
+            transfer_to: None,
         }
     }
 
@@ -68,6 +75,7 @@ impl Script {
         Script {
             steps: Box::new([]),
             next: 0,
+            transfer_to: None,
         }
     }
 
@@ -83,7 +91,10 @@ impl Script {
             return None;
         }
         self.next += 1;
-        Some(step.event())
+        match (step, &self.transfer_to) {
+            (Step::Transfer, Some(to)) => Some(LegEvent::Transfer(to.clone())),
+            _ => Some(step.event()),
+        }
     }
 }
 
@@ -106,6 +117,9 @@ pub fn schedule(script: &crate::config::Script) -> Vec<(Duration, Step)> {
         steps.push((*t, step));
         if let (Outcome::Answer, Some(h)) = (outcome, script.hangup_after) {
             steps.push((*t + h, Step::HangUp));
+        }
+        if let (Outcome::Answer, Some(x)) = (outcome, script.transfer_after) {
+            steps.push((*t + x, Step::Transfer));
         }
         if let (Outcome::Answer, Some(h)) = (outcome, script.hold_after) {
             steps.push((*t + h, Step::Hold));
@@ -133,6 +147,8 @@ mod tests {
             hangup_after: Some(Duration::from_secs(30)),
             hold_after: Some(Duration::from_secs(10)),
             hold_for: Some(Duration::from_secs(5)),
+            transfer_after: None,
+            transfer_to: None,
             bypass: true,
         };
         assert_eq!(
@@ -153,6 +169,8 @@ mod tests {
             hangup_after: None,
             hold_after: None,
             hold_for: None,
+            transfer_after: None,
+            transfer_to: None,
             bypass: false,
         };
         assert_eq!(
@@ -170,6 +188,8 @@ mod tests {
             hangup_after: None,
             hold_after: None,
             hold_for: None,
+            transfer_after: None,
+            transfer_to: None,
             bypass: false,
         };
         let t0 = Instant::now();
