@@ -116,6 +116,18 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         api: Option<SocketAddr>,
     },
+    /// The Teams user transfers an answered call of a running daemon (DR-XFER-3): a REFER
+    /// to the SBC, to a `+E164` number or a user's SIP address of the call's tenant.
+    Transfer {
+        /// The call's SBC-side Call-ID (`drhub status`, `GET /api/calls`).
+        call_id: String,
+        /// Where to: `+14255550123` or `reception@adatum.biz`.
+        to: String,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "ADDR:PORT")]
+        api: Option<SocketAddr>,
+    },
     /// Put an emulated datacenter of a running daemon into a fault mode (DR-DC-1):
     /// normal, busy, refuse, reset or silent.
     Datacenter {
@@ -248,6 +260,23 @@ fn main() -> ExitCode {
                 drhub::api::request(address, "POST", &path, token.as_deref(), None).await?;
             if (200..300).contains(&status) {
                 println!("{verb} requested for {call_id}");
+            } else {
+                eprintln!("{}", v["error"].as_str().unwrap_or("error"));
+            }
+            Ok(status)
+        }),
+        Command::Transfer {
+            call_id,
+            to,
+            config,
+            api,
+        } => api_cmd(config.as_deref(), api, |address, token| async move {
+            let path = format!("/api/calls/{call_id}/transfer");
+            let body = serde_json::json!({ "to": to });
+            let (status, v) =
+                drhub::api::request(address, "POST", &path, token.as_deref(), Some(&body)).await?;
+            if (200..300).contains(&status) {
+                println!("transfer of {call_id} to {to} requested");
             } else {
                 eprintln!("{}", v["error"].as_str().unwrap_or("error"));
             }

@@ -489,6 +489,27 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no call up with Call-ID"));
+    // `drhub transfer` (DR-XFER-3): a bad target and an unknown call are exit 1 with
+    // the API's reason.
+    for (args, why) in [
+        (
+            ["transfer", call_id.as_str(), "4255550123"],
+            "neither a +E.164 number",
+        ),
+        (
+            ["transfer", "no-such-call", "+14255550123"],
+            "no call up with Call-ID",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--api", &api])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{err}");
+    }
     let bye = sbc.until_request("BYE").await;
     sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
     let out = caller.join().unwrap();
