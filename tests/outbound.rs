@@ -1117,6 +1117,14 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
 
     let (s, _) = post(&d, &format!("/api/calls/{call_id}/resume"), json!({})).await;
     assert_eq!(s, 202);
+    // Transferring a call drhub placed is not built: refused, nothing sent.
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": "+14255550199"}),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
     let resume = p.until_request("INVITE").await;
     assert_eq!(sdp_line(resume.body(), "a=sendrecv"), "a=sendrecv");
     assert_eq!(sdp_origin(resume.body()), (id, v1 + 2));
