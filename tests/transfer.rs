@@ -23,6 +23,16 @@ async fn post(d: &TestDaemon, path: &str, body: Value) -> (u16, Value) {
         .expect("API reachable")
 }
 
+/// The Teams user transfers call `call_id` to `to` through the API.
+async fn transfer(d: &TestDaemon, call_id: &str, to: &str) -> (u16, Value) {
+    post(
+        d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({ "to": to }),
+    )
+    .await
+}
+
 /// A record-routing SBC (listing REFER when `refer`) calls User1, whose desktop
 /// answers; the SBC ACKs. Returns the SBC, its INVITE, the 200 and the Call-ID.
 async fn answered(d: &TestDaemon, refer: bool) -> (TlsSbc, String, Reply, String) {
@@ -74,12 +84,7 @@ fn notify(inv: &str, ok: &Reply, cseq: u32, sipfrag: &str, state: &str) -> Strin
 async fn dr_xfer_3_the_proxy_refers_the_sbc_to_a_pstn_number() {
     let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
     let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
-    let (s, v) = post(
-        &d,
-        &format!("/api/calls/{call_id}/transfer"),
-        json!({"to": TARGET}),
-    )
-    .await;
+    let (s, v) = transfer(&d, &call_id, TARGET).await;
     assert_eq!(s, 202, "{v}");
 
     let refer = sbc.until_request("REFER").await;
@@ -147,12 +152,7 @@ async fn dr_xfer_3_the_proxy_refers_the_sbc_to_a_pstn_number() {
 async fn dr_xfer_3_a_transfer_to_a_user_names_its_mri_and_tenant() {
     let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
     let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
-    let (s, v) = post(
-        &d,
-        &format!("/api/calls/{call_id}/transfer"),
-        json!({"to": "reception@adatum.biz"}),
-    )
-    .await;
+    let (s, v) = transfer(&d, &call_id, "reception@adatum.biz").await;
     assert_eq!(s, 202, "{v}");
     let refer = sbc.until_request("REFER").await;
     let to = refer.header("Refer-To").expect("Refer-To");
@@ -188,44 +188,19 @@ async fn dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up() {
 
     // 405 to the REFER.
     let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
-    let (s, v) = post(
-        &d,
-        &format!("/api/calls/{call_id}/transfer"),
-        json!({"to": "12345"}),
-    )
-    .await;
+    let (s, v) = transfer(&d, &call_id, "12345").await;
     assert_eq!(s, 400, "{v}");
-    let (s, v) = post(
-        &d,
-        &format!("/api/calls/{call_id}/transfer"),
-        json!({"to": "nobody@adatum.biz"}),
-    )
-    .await;
+    let (s, v) = transfer(&d, &call_id, "nobody@adatum.biz").await;
     assert_eq!(s, 404, "{v}");
-    let (s, v) = post(
-        &d,
-        &format!("/api/calls/{call_id}/transfer"),
-        json!({"to": "user2@contoso.com"}),
-    )
-    .await;
+    let (s, v) = transfer(&d, &call_id, "user2@contoso.com").await;
     assert_eq!(s, 400, "another tenant's user: {v}");
-    post(
-        &d,
-        &format!("/api/calls/{call_id}/transfer"),
-        json!({"to": TARGET}),
-    )
-    .await;
+    transfer(&d, &call_id, TARGET).await;
     let refer = sbc.until_request("REFER").await;
     sbc.send(response_to(&refer.text, 405, "Method Not Allowed", &[]))
         .await;
     // The transfer is over: a second one is sent; its NOTIFY says 486.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    post(
-        &d,
-        &format!("/api/calls/{call_id}/transfer"),
-        json!({"to": TARGET}),
-    )
-    .await;
+    transfer(&d, &call_id, TARGET).await;
     let refer = sbc.until_request("REFER").await;
     sbc.send(response_to(&refer.text, 202, "Accepted", &[]))
         .await;
@@ -246,12 +221,7 @@ async fn dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up() {
 
     // No REFER in the SBC's Allow: nothing is sent, the call goes on.
     let (mut sbc, inv, ok, call_id) = answered(&d, false).await;
-    let (s, _) = post(
-        &d,
-        &format!("/api/calls/{call_id}/transfer"),
-        json!({"to": TARGET}),
-    )
-    .await;
+    let (s, _) = transfer(&d, &call_id, TARGET).await;
     assert_eq!(s, 202);
     assert!(
         sbc.try_recv(Duration::from_millis(300)).await.is_none(),
@@ -283,12 +253,7 @@ fn invite_to(refer_to_uri: &str, referred_by: &str) -> String {
 async fn dr_xfer_4_the_sbcs_invite_back_by_x_m_reaches_the_user() {
     let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
     let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
-    post(
-        &d,
-        &format!("/api/calls/{call_id}/transfer"),
-        json!({"to": "user1@adatum.biz"}),
-    )
-    .await;
+    transfer(&d, &call_id, "user1@adatum.biz").await;
     let refer = sbc.until_request("REFER").await;
     sbc.send(response_to(&refer.text, 202, "Accepted", &[]))
         .await;
