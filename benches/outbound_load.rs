@@ -8,7 +8,7 @@
 //!   calls from the SBC to a user whose virtual endpoint answers at once, the `calls_load`
 //!   cycle; then the scripted caller's outbound calls), so that drift in the machine's
 //!   speed falls on both alike: completed and failed calls, the daemon's CPU per call
-//!   each way, and their ratio.
+//!   each way, and their ratio, overall and round by round.
 //! `cargo bench --bench outbound_load -- --failover --rate 1000 --seconds 20`
 //!   outbound only, to two SBCs: sbc1 (first in the route) answers every other INVITE
 //!   `503` without Retry-After, so half the calls fail over to sbc2, which answers all.
@@ -292,7 +292,10 @@ fn main() {
         let mut n = 0;
         let mut inbound = Seen::default();
         let mut outbound = (Seen::default(), Seen::default());
+        // Per round: the daemon's CPU per call each way, in microseconds.
+        let mut per_round: Vec<(f64, f64)> = Vec::new();
         for k in 0..rounds {
+            let (in_before, out_before) = (in_cpu, out_cpu);
             if !failover {
                 // Inbound: the SBC calls the instant user at `rate`.
                 sleep_until(at(inbound_at(k))).await;
@@ -333,6 +336,10 @@ fn main() {
             }
             out_cpu += cpu_micros(pid).saturating_sub(cpu0);
             out_secs += Instant::now().duration_since(begin).as_secs_f64();
+            per_round.push((
+                (in_cpu - in_before) as f64 / per_phase as f64,
+                (out_cpu - out_before) as f64 / per_phase as f64,
+            ));
         }
         if !failover {
             println!("outbound_load: {rate} calls/s, {rounds} rounds of {phase} s each way, one TLS 1.2 connection");
@@ -367,6 +374,15 @@ fn main() {
                 "  outbound/inbound CPU per call: {:.2}",
                 (out_cpu as f64 / completed.max(1) as f64) / (in_cpu as f64 / inbound.inbound_completed.max(1) as f64)
             );
+            // The rounds one by one show how far the machine's drift moves the figure.
+            let mut ratios: Vec<f64> = per_round.iter().map(|(i, o)| o / i.max(1e-9)).collect();
+            for (k, ((i, o), r)) in per_round.iter().zip(&ratios).enumerate() {
+                println!("    round {}: inbound {i:.1} us, outbound {o:.1} us per call, ratio {r:.2}", k + 1);
+            }
+            ratios.sort_by(f64::total_cmp);
+            if let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) {
+                println!("  ratio by round: median {:.2}, range {lo:.2}-{hi:.2}", ratios[ratios.len() / 2]);
+            }
         }
         let me = cpu_micros(std::process::id()).saturating_sub(me0);
         println!(

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::config::{
-    Fqdn, NumberPattern, SipAddress, Tenant, Trunk, User, VoiceRoute, E164, GLOBAL_POLICY,
+    Fqdn, NumberPattern, SipAddress, Tenant, Trunk, User, VoiceRoute, VoiceRouting,
+    VoiceRoutingPolicy, E164, GLOBAL_POLICY,
 };
 use crate::diagnostics::Diagnostic;
 
@@ -235,75 +236,54 @@ impl Directory {
         let e = &self.tenants[id.0];
         let vr = &e.tenant.voice_routing;
 
-        let mut normalization = Normalization::default();
-        let mut number = dialled.to_owned();
-        for rule in &vr.dial_plan.rules {
-            match rule.apply(dialled) {
-                Some(result) => {
-                    normalization.applied = Some(AppliedRule {
-                        name: rule.name.clone(),
-                        priority: rule.priority,
-                        pattern: rule.pattern.to_string(),
-                        translation: rule.translation.to_string(),
-                        is_internal_extension: rule.is_internal_extension,
-                    });
-                    number = result;
-                    break;
+        let (applied, number) = normalize(vr, dialled);
+        let rules = &vr.dial_plan.rules;
+        let normalization = Normalization {
+            // The first match wins: every rule before it was tried and did not match.
+            not_matching: rules[..applied.unwrap_or(rules.len())]
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
+            applied: applied.map(|i| {
+                let rule = &rules[i];
+                AppliedRule {
+                    name: rule.name.clone(),
+                    priority: rule.priority,
+                    pattern: rule.pattern.to_string(),
+                    translation: rule.translation.to_string(),
+                    is_internal_extension: rule.is_internal_extension,
                 }
-                None => normalization.not_matching.push(rule.name.clone()),
-            }
-        }
-
-        let policy = match &user.voice_routing_policy {
-            Some(name) => vr.policy(name).map(|p| PolicyChoice {
-                name: p.name.clone(),
-                source: PolicySource::Assigned,
-                usages: p.online_pstn_usages.clone(),
             }),
-            None => None,
-        }
-        .or_else(|| {
-            vr.global_policy().map(|p| PolicyChoice {
-                name: p.name.clone(),
-                source: PolicySource::Global,
-                usages: p.online_pstn_usages.clone(),
-            })
-        })
-        .unwrap_or_else(|| PolicyChoice {
-            name: GLOBAL_POLICY.to_owned(),
-            source: PolicySource::BuiltInGlobal,
-            usages: Vec::new(),
-        });
+        };
+
+        let (chosen, source) = policy_of(vr, user);
+        let policy = PolicyChoice {
+            name: chosen.map_or_else(|| GLOBAL_POLICY.to_owned(), |p| p.name.clone()),
+            source,
+            usages: chosen.map_or_else(Vec::new, |p| p.online_pstn_usages.clone()),
+        };
 
         let summary = |r: &VoiceRoute| RouteSummary {
             name: r.name.clone(),
             priority: r.priority,
             number_pattern: r.number_pattern.to_string(),
         };
-        let mut usages = Vec::new();
-        let mut winner = None;
-        for usage in &policy.usages {
-            let mut check = UsageCheck {
-                usage: usage.clone(),
-                matched: Vec::new(),
-                not_matched: Vec::new(),
-            };
-            let mut matching = Vec::new();
-            for r in e.usage_routes.get(usage).into_iter().flatten() {
-                let route = &vr.routes[*r];
-                if route.number_pattern.is_match(&number) {
-                    check.matched.push(summary(route));
-                    matching.push(route);
-                } else {
-                    check.not_matched.push(summary(route));
+        let mut usages: Vec<UsageCheck> = Vec::new();
+        let winner = self.matching_routes(id, &policy.usages, &number, |usage, route, hit| {
+            if usages.last().is_none_or(|c| c.usage != usage) {
+                usages.push(UsageCheck {
+                    usage: usage.to_owned(),
+                    matched: Vec::new(),
+                    not_matched: Vec::new(),
+                });
+            }
+            if let Some(check) = usages.last_mut() {
+                match hit {
+                    true => check.matched.push(summary(route)),
+                    false => check.not_matched.push(summary(route)),
                 }
             }
-            usages.push(check);
-            if !matching.is_empty() {
-                winner = Some((usage.clone(), matching));
-                break;
-            }
-        }
+        });
 
         let outcome = match winner {
             None if policy.usages.is_empty() => RouteOutcome::NoRoute(NoRoute::NoUsages),
@@ -311,26 +291,20 @@ impl Directory {
             Some((usage, matching)) => {
                 let mut groups: Vec<RouteGroup> = Vec::new();
                 for route in matching {
-                    let gateways = route
-                        .online_pstn_gateway_list
-                        .iter()
-                        .map(|fqdn| {
-                            let trunk = self.trunk(id, fqdn.as_str());
-                            let state = match trunk {
-                                Some(t) if !t.enabled => GatewayState::Disabled,
-                                _ if inactive(fqdn) => GatewayState::Inactive,
-                                _ => GatewayState::Ready,
-                            };
-                            Gateway {
-                                fqdn: fqdn.clone(),
-                                port: trunk.map_or(5061, |t| t.port),
-                                state,
-                            }
-                        })
-                        .collect();
                     let matched = MatchedRoute {
                         name: route.name.clone(),
-                        gateways,
+                        gateways: route
+                            .online_pstn_gateway_list
+                            .iter()
+                            .map(|fqdn| {
+                                let (port, state) = self.gateway(id, fqdn, &inactive);
+                                Gateway {
+                                    fqdn: fqdn.clone(),
+                                    port,
+                                    state,
+                                }
+                            })
+                            .collect(),
                     };
                     match groups.last_mut() {
                         Some(g) if g.priority == route.priority => g.routes.push(matched),
@@ -341,7 +315,7 @@ impl Directory {
                     }
                 }
                 let mut routed = Routed {
-                    usage,
+                    usage: usage.to_owned(),
                     groups,
                     gateways: Vec::new(),
                 };
@@ -364,6 +338,174 @@ impl Directory {
             outcome,
         }
     }
+
+    /// The call's part of [`Directory::route`]: the number the routes matched and the
+    /// gateways to try, in order (`shuffle` as in [`Routed::gateways_with`]), disabled
+    /// ones left out; `None` when there is nothing to try. The same decision without its
+    /// explanation, which a call asks for only when it is refused.
+    pub fn attempts(
+        &self,
+        id: TenantId,
+        user: &User,
+        dialled: &str,
+        inactive: impl Fn(&Fqdn) -> bool,
+        shuffle: impl FnMut(&mut [usize]),
+    ) -> Option<(String, Vec<Attempt<'_>>)> {
+        let vr = &self.tenants[id.0].tenant.voice_routing;
+        let (_, number) = normalize(vr, dialled);
+        let usages = policy_of(vr, user)
+            .0
+            .map(|p| p.online_pstn_usages.as_slice());
+        let (_, matching) =
+            self.matching_routes(id, usages.unwrap_or_default(), &number, |_, _, _| {})?;
+        let mut groups: Vec<(u32, Vec<&VoiceRoute>)> = Vec::new();
+        for route in matching {
+            match groups.last_mut() {
+                Some((p, routes)) if *p == route.priority => routes.push(route),
+                _ => groups.push((route.priority, vec![route])),
+            }
+        }
+        let mut out = Vec::new();
+        order_gateways(
+            groups.iter().map(|(p, routes)| (*p, routes.as_slice())),
+            |route: &&VoiceRoute| {
+                let route: &VoiceRoute = route;
+                route.online_pstn_gateway_list.iter().map(|fqdn| {
+                    let (port, state) = self.gateway(id, fqdn, &inactive);
+                    (fqdn, port, state)
+                })
+            },
+            shuffle,
+            |_, route, fqdn, port, state| {
+                let route: &VoiceRoute = route;
+                if out.iter().any(|a: &Attempt| a.fqdn == fqdn) {
+                    return;
+                }
+                out.push(Attempt {
+                    fqdn,
+                    port,
+                    state,
+                    route: &route.name,
+                });
+            },
+        );
+        out.retain(|a| a.state != GatewayState::Disabled);
+        (!out.is_empty()).then_some((number, out))
+    }
+
+    /// The first of `usages` with a route whose pattern matches `number`, and its
+    /// matching routes in priority order; `each` sees every route looked at, in order,
+    /// with whether it matched.
+    fn matching_routes<'a>(
+        &'a self,
+        id: TenantId,
+        usages: &'a [String],
+        number: &str,
+        mut each: impl FnMut(&'a str, &'a VoiceRoute, bool),
+    ) -> Option<(&'a str, Vec<&'a VoiceRoute>)> {
+        let e = &self.tenants[id.0];
+        let vr = &e.tenant.voice_routing;
+        for usage in usages {
+            let mut matching = Vec::new();
+            for r in e.usage_routes.get(usage).into_iter().flatten() {
+                let route = &vr.routes[*r];
+                let hit = route.number_pattern.is_match(number);
+                each(usage, route, hit);
+                if hit {
+                    matching.push(route);
+                }
+            }
+            if !matching.is_empty() {
+                return Some((usage, matching));
+            }
+        }
+        None
+    }
+
+    /// A route's gateway: its trunk's port and what a call does with it.
+    fn gateway(
+        &self,
+        id: TenantId,
+        fqdn: &Fqdn,
+        inactive: impl Fn(&Fqdn) -> bool,
+    ) -> (u16, GatewayState) {
+        let trunk = self.trunk(id, fqdn.as_str());
+        let state = match trunk {
+            Some(t) if !t.enabled => GatewayState::Disabled,
+            _ if inactive(fqdn) => GatewayState::Inactive,
+            _ => GatewayState::Ready,
+        };
+        (trunk.map_or(5061, |t| t.port), state)
+    }
+}
+
+/// The tenant dial plan applied to `dialled`: the index of the rule that rewrote it
+/// (the first matching one by priority) and the number to route.
+fn normalize(vr: &VoiceRouting, dialled: &str) -> (Option<usize>, String) {
+    vr.dial_plan
+        .rules
+        .iter()
+        .enumerate()
+        .find_map(|(i, rule)| rule.apply(dialled).map(|n| (Some(i), n)))
+        .unwrap_or_else(|| (None, dialled.to_owned()))
+}
+
+/// The user's voice routing policy, else the tenant's `Global` one, else none (Teams'
+/// built-in Global policy, which has no PSTN usages).
+fn policy_of<'a>(
+    vr: &'a VoiceRouting,
+    user: &User,
+) -> (Option<&'a VoiceRoutingPolicy>, PolicySource) {
+    if let Some(p) = user
+        .voice_routing_policy
+        .as_deref()
+        .and_then(|n| vr.policy(n))
+    {
+        return (Some(p), PolicySource::Assigned);
+    }
+    match vr.global_policy() {
+        Some(p) => (Some(p), PolicySource::Global),
+        None => (None, PolicySource::BuiltInGlobal),
+    }
+}
+
+/// The order a call tries gateways in (DR-OUT-1, DR-OUT-2): load-sharing groups by
+/// priority, each group's routes in the order `shuffle` puts them (called only for
+/// groups of two or more), each route's gateways as listed with its inactive SBCs after
+/// its others. `emit` sees every (group priority, route, gateway) in that order, repeats included.
+fn order_gateways<'r, 'g, R: 'r, G: Iterator<Item = (&'g Fqdn, u16, GatewayState)>>(
+    groups: impl Iterator<Item = (u32, &'r [R])>,
+    gateways: impl Fn(&'r R) -> G,
+    mut shuffle: impl FnMut(&mut [usize]),
+    mut emit: impl FnMut(u32, &'r R, &'g Fqdn, u16, GatewayState),
+) {
+    let mut order: Vec<usize> = Vec::new();
+    for (priority, routes) in groups {
+        order.clear();
+        order.extend(0..routes.len());
+        if order.len() > 1 {
+            shuffle(&mut order);
+        }
+        for route in order.iter().filter_map(|i| routes.get(*i)) {
+            for pass_inactive in [false, true] {
+                for (fqdn, port, state) in gateways(route) {
+                    if (state == GatewayState::Inactive) == pass_inactive {
+                        emit(priority, route, fqdn, port, state);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One gateway a call tries, borrowed from the directory ([`Directory::attempts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt<'a> {
+    pub fqdn: &'a Fqdn,
+    pub port: u16,
+    pub state: GatewayState,
+    /// The voice route that put it here.
+    pub route: &'a str,
 }
 
 /// Why a call to the PSTN goes where it goes (DR-OUT-1), step by step, as
@@ -542,34 +684,29 @@ impl Routed {
     /// The gateways in the order a call tries them, after `shuffle` has put each
     /// load-sharing group's routes (indexes `0..n` of [`RouteGroup::routes`], called only
     /// for groups of two or more) in the order this call uses them.
-    pub fn gateways_with(&self, mut shuffle: impl FnMut(&mut [usize])) -> Vec<GatewayChoice> {
+    pub fn gateways_with(&self, shuffle: impl FnMut(&mut [usize])) -> Vec<GatewayChoice> {
         let mut out: Vec<GatewayChoice> = Vec::new();
-        for group in &self.groups {
-            let mut order: Vec<usize> = (0..group.routes.len()).collect();
-            if order.len() > 1 {
-                shuffle(&mut order);
-            }
-            for route in order.iter().filter_map(|i| group.routes.get(*i)) {
-                let (last, first): (Vec<&Gateway>, Vec<&Gateway>) = route
-                    .gateways
-                    .iter()
-                    .partition(|g| g.state == GatewayState::Inactive);
-                for g in first.into_iter().chain(last) {
-                    if let Some(seen) = out.iter_mut().find(|c| c.fqdn == g.fqdn) {
-                        seen.also_in.push(route.name.clone());
-                        continue;
-                    }
-                    out.push(GatewayChoice {
-                        fqdn: g.fqdn.clone(),
-                        port: g.port,
-                        state: g.state,
-                        route: route.name.clone(),
-                        priority: group.priority,
-                        also_in: Vec::new(),
-                    });
+        order_gateways(
+            self.groups
+                .iter()
+                .map(|g| (g.priority, g.routes.as_slice())),
+            |route: &MatchedRoute| route.gateways.iter().map(|g| (&g.fqdn, g.port, g.state)),
+            shuffle,
+            |priority, route, fqdn, port, state| {
+                if let Some(seen) = out.iter_mut().find(|c| &c.fqdn == fqdn) {
+                    seen.also_in.push(route.name.clone());
+                    return;
                 }
-            }
-        }
+                out.push(GatewayChoice {
+                    fqdn: fqdn.clone(),
+                    port,
+                    state,
+                    route: route.name.clone(),
+                    priority,
+                    also_in: Vec::new(),
+                });
+            },
+        );
         out
     }
 
@@ -1170,6 +1307,62 @@ mod tests {
         let mut calls = 0;
         routed(&us).gateways_with(|_| calls += 1);
         assert_eq!(calls, 0);
+    }
+
+    /// DR-OUT-1 / DR-OUT-2: what a call tries ([`Directory::attempts`], no explanation
+    /// built) is what the explained decision lists, in the same order, for routed and
+    /// refused numbers, inactive SBCs, disabled trunks and shuffled groups alike.
+    #[test]
+    fn dr_out_1_a_calls_attempts_are_the_explained_decisions() {
+        /// fqdn, port, state, route
+        type Tried = (String, u16, GatewayState, String);
+        let d = routing_dir(ROUTING);
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("spencer@contoso.com", "+14255550100", &[]),
+            ("spencer@contoso.com", "0100", &[]),
+            ("spencer@contoso.com", "+14255550100", &["sbc1.contoso.com"]),
+            ("spencer@contoso.com", "+14255550100", &["sbc1.contoso.com", "sbc2.contoso.com", "sbc3.contoso.com"]),
+            ("spencer@contoso.com", "+442071234567", &[]),
+            ("spencer@contoso.com", "12", &[]),
+            ("john@contoso.com", "+442071234567", &[]),
+            ("john@contoso.com", "00442071234567", &[]),
+            ("drained@contoso.com", "+99123", &[]),
+            ("nopolicy@contoso.com", "+14255550100", &[]),
+        ];
+        for (user, dialled, inactive) in cases {
+            let (id, u) = d.find_user(&user.parse().unwrap()).unwrap();
+            for reverse in [false, true] {
+                let shuffle = |v: &mut [usize]| {
+                    if reverse {
+                        v.reverse()
+                    }
+                };
+                let explained = route(&d, user, dialled, inactive);
+                let want: Option<(String, Vec<Tried>)> = explained.routed().map(|r| {
+                    let order = r.gateways_with(shuffle);
+                    let tried = order
+                        .iter()
+                        .filter(|g| g.state != GatewayState::Disabled)
+                        .map(|g| (g.fqdn.to_string(), g.port, g.state, g.route.clone()))
+                        .collect();
+                    (explained.number.clone(), tried)
+                });
+                let got = d
+                    .attempts(id, u, dialled, |f| inactive.contains(&f.as_str()), shuffle)
+                    .map(|(number, tried)| {
+                        let tried = tried
+                            .iter()
+                            .map(|a| (a.fqdn.to_string(), a.port, a.state, a.route.to_owned()))
+                            .collect();
+                        (number, tried)
+                    });
+                assert_eq!(
+                    got, want,
+                    "{user} {dialled} inactive {inactive:?} reversed {reverse}"
+                );
+            }
+        }
     }
 
     /// DR-OPT-3 / DR-OUT-2: an inactive SBC goes to the end of its route, still tried;

@@ -12,8 +12,8 @@ use tracing::{info, warn};
 use super::outbound::{Gateway, Placement};
 use super::spawn_outbound;
 use crate::config::SipAddress;
+use crate::config::{Fqdn, E164};
 use crate::diagnostics::Diagnostic;
-use crate::directory::RouteDecision;
 use crate::health::SbcState;
 use crate::hub::Hub;
 use crate::sip::Transport;
@@ -136,18 +136,19 @@ pub fn plan(
     let Some(connector) = hub.connector() else {
         return Err(Refused::Unavailable("not serving yet".into()));
     };
-    let decision: RouteDecision = dir.route(tenant, user, number, |fqdn| {
-        hub.health.state(fqdn.as_str()) == Some(SbcState::Inactive)
-    });
-    let Some(routed) = decision.routed() else {
+    let inactive = |fqdn: &Fqdn| hub.health.state(fqdn.as_str()) == Some(SbcState::Inactive);
+    // The routing decision's explanation is built only when the call is refused.
+    let Some((routed_number, order)) =
+        dir.attempts(tenant, user, number, inactive, fastrand::shuffle)
+    else {
+        let decision = dir.route(tenant, user, number, inactive);
         let e = Diagnostic::NoRoute.entry();
         warn!(user = %address, dialled = number, code = e.code, "outbound call refused: no route\n{decision}");
         return Err(Refused::NoRoute(decision.to_string()));
     };
-    let Some(e164) = decision.e164() else {
+    let Ok(e164) = routed_number.parse::<E164>() else {
         return Err(Refused::Bad(format!(
-            "number: `{}` is not +E.164 after the dial plan (`{}`)",
-            number, decision.number
+            "number: `{number}` is not +E.164 after the dial plan (`{routed_number}`)"
         )));
     };
     let now = Instant::now();
@@ -155,12 +156,7 @@ pub fn plan(
     let media_port = hub.media_port();
     let mut gateways = Vec::new();
     let mut resting = Vec::new();
-    let mut shuffle = |v: &mut [usize]| fastrand::shuffle(v);
-    let order = routed.gateways_with(&mut shuffle);
-    for g in order
-        .iter()
-        .filter(|g| g.state != crate::directory::GatewayState::Disabled)
-    {
+    for g in &order {
         if let Some(until) = hub.rotation.resting_until(g.fqdn.as_str(), now) {
             info!(sbc = %g.fqdn, back_in = ?until.duration_since(now), "gateway out of rotation after 503 Retry-After (DR-OUT-3); skipped");
             resting.push(g.fqdn.to_string());
@@ -194,7 +190,7 @@ pub fn plan(
             port: trunk.port,
             address: trunk.address,
             insecure_ip,
-            route: g.route.clone(),
+            route: g.route.to_owned(),
             bypass: trunk.media_bypass,
             forward_pai: trunk.forward_pai,
             failover_codes: trunk.failover_response_codes.clone(),
@@ -206,6 +202,7 @@ pub fn plan(
         });
     }
     if gateways.is_empty() {
+        let decision = dir.route(tenant, user, number, inactive);
         let why = format!(
             "{decision}\nevery gateway of the route is disabled or out of rotation (503 Retry-After): {}",
             resting.join(", ")
