@@ -288,6 +288,26 @@ pub fn summarize(config: &Config) -> Report {
                 "    user {} <{}> {}{policy}",
                 u.display_name, u.sip_address, line
             );
+            let f = &u.forwarding;
+            let mut rules = Vec::new();
+            if let Some(x) = &f.immediate {
+                rules.push(format!("immediately to {x} (cause 302)"));
+            }
+            if let Some(x) = &f.busy {
+                rules.push(format!("when busy to {x} (cause 486)"));
+            }
+            if let Some(x) = &f.no_answer {
+                rules.push(format!(
+                    "unanswered after {}s to {x} (cause 408)",
+                    f.no_answer_after.as_secs_f64()
+                ));
+            }
+            if let Some(x) = &f.unavailable {
+                rules.push(format!("when unavailable to {x} (cause 480)"));
+            }
+            if !rules.is_empty() {
+                let _ = writeln!(t, "      forwards {} (DR-FWD-1)", rules.join("; "));
+            }
             for c in &u.calls {
                 let repeat = match (c.every, c.count) {
                     (Some(e), Some(n)) => format!(", every {}s, {n} calls", e.as_secs_f64()),

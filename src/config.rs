@@ -278,6 +278,78 @@ pub struct User {
     pub voice_routing_policy: Option<String>,
     /// Calls this user places on their own (`[[tenant.user.call]]`, DR-OUT-1).
     pub calls: Vec<ScheduledCall>,
+    /// Call forwarding as the user set it in the Teams client (`[tenant.user.forwarding]`,
+    /// DR-FWD-1).
+    pub forwarding: Forwarding,
+}
+
+/// A user's call forwarding rules (DR-FWD-1), the Teams client's "Call handling and
+/// forwarding" settings: forward at once, or when busy, unanswered after a while, or
+/// unavailable (no client online or every one failed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Forward every call at once, ringing none of the user's clients (cause 302).
+    pub immediate: Option<ForwardTarget>,
+    /// When every client is busy (`486`/`600`; cause 486).
+    pub busy: Option<ForwardTarget>,
+    /// When nobody answered within `no_answer_after` (cause 408).
+    pub no_answer: Option<ForwardTarget>,
+    pub no_answer_after: Duration,
+    /// When the user has no client to ring, or every one failed otherwise (cause 480).
+    pub unavailable: Option<ForwardTarget>,
+}
+
+impl Forwarding {
+    pub fn is_empty(&self) -> bool {
+        self.immediate.is_none()
+            && self.busy.is_none()
+            && self.no_answer.is_none()
+            && self.unavailable.is_none()
+    }
+}
+
+/// Where a forwarding rule sends a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardTarget {
+    /// A phone number: out through the user's voice routing to an SBC (DR-FWD-2).
+    Number(E164),
+    /// Another user of the same tenant: their clients ring instead.
+    User(SipAddress),
+    /// The user's own voicemail.
+    Voicemail,
+}
+
+impl fmt::Display for ForwardTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardTarget::Number(n) => write!(f, "{n}"),
+            ForwardTarget::User(u) => write!(f, "{u}"),
+            ForwardTarget::Voicemail => f.write_str("voicemail"),
+        }
+    }
+}
+
+impl FromStr for ForwardTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("voicemail") {
+            return Ok(ForwardTarget::Voicemail);
+        }
+        if s.starts_with('+') || s.starts_with("tel:") {
+            return s
+                .trim_start_matches("tel:")
+                .parse()
+                .map(ForwardTarget::Number);
+        }
+        s.parse::<SipAddress>()
+            .map(ForwardTarget::User)
+            .map_err(|_| {
+                format!(
+                    "`{}` is none of `voicemail`, a +E.164 number, a user's SIP address",
+                    s.escape_debug()
+                )
+            })
+    }
 }
 
 /// A call a scripted Teams client places to the PSTN: what it dials, when, for how long.
@@ -1399,6 +1471,14 @@ const USER_KEYS: &[&str] = &[
     "endpoint",
     "voice_routing_policy",
     "call",
+    "forwarding",
+];
+const FORWARDING_KEYS: &[&str] = &[
+    "immediate",
+    "busy",
+    "no_answer",
+    "no_answer_after_seconds",
+    "unavailable",
 ];
 const CALL_KEYS: &[&str] = &[
     "to",
@@ -1490,6 +1570,7 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
                     "a user without line_uri cannot call the PSTN (Teams gives such a user no outbound calling)",
                 );
             }
+            let forwarding = build_forwarding(&u.sub("forwarding", FORWARDING_KEYS));
             let sip_address = sip_address?;
             Some(User {
                 display_name: display_name
@@ -1502,6 +1583,7 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
                 endpoints,
                 voice_routing_policy,
                 calls,
+                forwarding,
             })
         })
         .collect();
@@ -1519,6 +1601,39 @@ fn build_tenant(s: Section, calls: &CallSettings) -> Option<Tenant> {
         blocked_callers,
         voice_routing,
     })
+}
+
+/// `[tenant.user.forwarding]` (DR-FWD-1); targets naming users are checked against the
+/// tenant in `check_tenants`.
+fn build_forwarding(s: &Section) -> Forwarding {
+    let target = |key: &str| {
+        let text = s.str(key)?;
+        text.parse::<ForwardTarget>()
+            .map_err(|e| s.err(key, e))
+            .ok()
+    };
+    let f = Forwarding {
+        immediate: target("immediate"),
+        busy: target("busy"),
+        no_answer: target("no_answer"),
+        // The Teams client offers 10 to 60 seconds; a lab may want less.
+        no_answer_after: s.seconds("no_answer_after_seconds", 20.0, 1.0, 600.0),
+        unavailable: target("unavailable"),
+    };
+    if f.immediate.is_some() {
+        for key in ["busy", "no_answer", "unavailable"] {
+            if s.table.contains_key(key) {
+                s.err(
+                    key,
+                    "never used: `immediate` forwards every call before any client rings",
+                );
+            }
+        }
+    }
+    if s.table.contains_key("no_answer_after_seconds") && f.no_answer.is_none() {
+        s.err("no_answer_after_seconds", "needs no_answer");
+    }
+    f
 }
 
 fn build_call(s: &Section) -> Option<ScheduledCall> {
@@ -1819,6 +1934,27 @@ fn check_tenants(raw: &[(String, &toml::Table)], tenants: &[Tenant], errs: &Issu
                     format!("`{}` is used by another user of this tenant", u.sip_address),
                 );
             }
+            for (key, target) in [
+                ("immediate", &u.forwarding.immediate),
+                ("busy", &u.forwarding.busy),
+                ("no_answer", &u.forwarding.no_answer),
+                ("unavailable", &u.forwarding.unavailable),
+            ] {
+                let at = || format!("{path}.user[{i}].forwarding.{key}");
+                match target {
+                    Some(ForwardTarget::User(a)) if *a == u.sip_address => {
+                        errs.push(at(), "forwards the user's calls to the user")
+                    }
+                    Some(ForwardTarget::User(a)) if !t.users.iter().any(|o| o.sip_address == *a) => {
+                        errs.push(at(), format!("`{a}` is no user of this tenant"))
+                    }
+                    Some(ForwardTarget::Number(_)) if u.line_uri.is_none() => errs.push(
+                        at(),
+                        "a user without line_uri cannot forward to the PSTN (the forwarded call goes out as theirs)",
+                    ),
+                    _ => {}
+                }
+            }
             if let Some(line) = &u.line_uri {
                 if let Some(j) = numbers.insert((&line.number, &line.ext), i) {
                     errs.push(
@@ -1953,6 +2089,41 @@ pub(crate) mod tests {
         let lab = Config::parse(BUILTIN_LAB_CONFIG, "t").expect("valid");
         assert_eq!(lab.api.address, Some(DEFAULT_API_ADDRESS));
         assert_eq!(lab.api.token, None);
+    }
+
+    /// DR-FWD-1: forwarding rules are typed and checked against the tenant, by path.
+    #[test]
+    fn dr_fwd_1_forwarding_rules_are_checked() {
+        let c = Config::parse(BUILTIN_LAB_CONFIG, "builtin").unwrap();
+        let fwd = c.tenants[0]
+            .users
+            .iter()
+            .find(|u| u.sip_address.to_string() == "forward@adatum.biz")
+            .expect("the lab's forwarding user");
+        assert_eq!(
+            fwd.forwarding.immediate,
+            Some(ForwardTarget::Number("+14255550123".parse().unwrap()))
+        );
+        let user = |extra: &str| {
+            format!("{MINIMAL}\n[tenant.user.forwarding]\n{extra}\n[[tenant.user]]\nsip_address = \"noline@adatum.biz\"\n[tenant.user.forwarding]\nbusy = \"+14255550123\"\n")
+        };
+        let cases = [
+            ("immediate = \"nobody\"", "tenant[0].user[0].forwarding.immediate: `nobody` is none of `voicemail`, a +E.164 number, a user's SIP address"),
+            ("immediate = \"user1@adatum.biz\"", "tenant[0].user[0].forwarding.immediate: forwards the user's calls to the user"),
+            ("busy = \"ghost@adatum.biz\"", "tenant[0].user[0].forwarding.busy: `ghost@adatum.biz` is no user of this tenant"),
+            ("immediate = \"voicemail\"\nbusy = \"voicemail\"", "tenant[0].user[0].forwarding.busy: never used: `immediate` forwards every call"),
+            ("no_answer_after_seconds = 10", "tenant[0].user[0].forwarding.no_answer_after_seconds: needs no_answer"),
+            ("no_answer = \"voicemail\"\nno_answer_after_seconds = 0", "tenant[0].user[0].forwarding.no_answer_after_seconds:"),
+            ("also_ring = \"+14255550123\"", "tenant[0].user[0].forwarding.also_ring:"),
+            ("unavailable = \"voicemail\"", "tenant[0].user[1].forwarding.busy: a user without line_uri cannot forward to the PSTN"),
+        ];
+        for (extra, want) in cases {
+            let got = issues(&user(extra));
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "{extra}: missing `{want}` in {got:#?}"
+            );
+        }
     }
 
     #[test]

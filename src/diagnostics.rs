@@ -70,6 +70,8 @@ pub enum Diagnostic {
     RingTimeout,
     /// DR-FORK-7: every endpoint declined; the status is the forks' best (§16.7).
     AllForksFailed,
+    /// DR-FWD-5: a forward whose target the incoming History-Info already names.
+    ForwardLoop,
     /// The SBC never ACKed the 200 OK (the call is ended with BYE).
     SbcDidNotAck,
     /// A capability of a later milestone (outbound calls from endpoints).
@@ -151,6 +153,7 @@ impl Diagnostic {
         Diagnostic::NoEndpoints,
         Diagnostic::RingTimeout,
         Diagnostic::AllForksFailed,
+        Diagnostic::ForwardLoop,
         Diagnostic::SbcDidNotAck,
         Diagnostic::NotImplemented,
         Diagnostic::NoRoute,
@@ -409,6 +412,14 @@ impl Diagnostic {
                 "Every endpoint of the callee declined the call",
                 "DR-FORK-7",
                 true,
+            ),
+            ForwardLoop => e(
+                500,
+                "Server Internal Error",
+                510482,
+                "Forwarding loop detected: the target is already in the History-Info",
+                "DR-FWD-5",
+                false,
             ),
             SbcDidNotAck => e(
                 408,

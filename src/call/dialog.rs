@@ -85,6 +85,41 @@ pub struct NextHop {
     pub transport: Option<Transport>,
 }
 
+impl NextHop {
+    /// The host, port and `transport` of a URI.
+    pub fn of_uri(uri_text: &str) -> Option<NextHop> {
+        let uri = Uri::parse(uri_text).ok()?;
+        let host = uri.host()?;
+        Some(NextHop {
+            host: match host.ip() {
+                Some(ip) => ip.to_string(),
+                None => host.to_string(),
+            },
+            port: uri.port(),
+            transport: uri.param("transport").and_then(|p| p.value).and_then(|t| {
+                match t.to_ascii_lowercase().as_str() {
+                    "tls" => Some(Transport::Tls),
+                    "tcp" => Some(Transport::Tcp),
+                    "udp" => Some(Transport::Udp),
+                    _ => None,
+                }
+            }),
+        })
+    }
+
+    /// Where a dialog a request would make sends its requests (DR-NH-1), before it
+    /// exists: the request's top Record-Route, else its Contact.
+    pub fn of_request(msg: &crate::sip::Message<'_>) -> Option<NextHop> {
+        match msg.values(crate::sip::HeaderName::RecordRoute).next() {
+            Some(rr) => NextHop::of_uri(NameAddr::parse(rr.trim()).ok()?.uri().as_str()),
+            None => {
+                let contact = msg.values(crate::sip::HeaderName::Contact).next()?;
+                NextHop::of_uri(NameAddr::parse(contact.trim()).ok()?.uri().as_str())
+            }
+        }
+    }
+}
+
 /// Why a dialog could not be made from a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DialogError {
@@ -352,27 +387,10 @@ impl Dialog {
     /// Where the next request goes (DR-NH-1): the top Route when there is a route set,
     /// else the remote target.
     pub fn next_hop(&self) -> Option<NextHop> {
-        let uri_text = match self.text.routes().next() {
-            Some(route) => NameAddr::parse(route).ok()?.uri().as_str(),
-            None => self.remote_target(),
-        };
-        let uri = Uri::parse(uri_text).ok()?;
-        let host = uri.host()?;
-        Some(NextHop {
-            host: match host.ip() {
-                Some(ip) => ip.to_string(),
-                None => host.to_string(),
-            },
-            port: uri.port(),
-            transport: uri.param("transport").and_then(|p| p.value).and_then(|t| {
-                match t.to_ascii_lowercase().as_str() {
-                    "tls" => Some(Transport::Tls),
-                    "tcp" => Some(Transport::Tcp),
-                    "udp" => Some(Transport::Udp),
-                    _ => None,
-                }
-            }),
-        })
+        match self.text.routes().next() {
+            Some(route) => NextHop::of_uri(NameAddr::parse(route).ok()?.uri().as_str()),
+            None => NextHop::of_uri(self.remote_target()),
+        }
     }
 
     /// A new request in the dialog (§12.2.1.1): the next local CSeq, Request-URI and

@@ -14,6 +14,7 @@
 
 pub mod dialog;
 pub mod fork;
+pub mod forward;
 pub mod inbox;
 pub mod leg;
 pub mod outbound;
@@ -194,6 +195,53 @@ pub struct NewCall {
     pub session: Option<Negotiated>,
     /// The SBC's trunk: its FQDN, `address` and port, for new connections.
     pub trunk: TrunkRoute,
+    /// The called user's forwarding rules, targets resolved (DR-FWD-1); `None`: none.
+    pub forwarding: Option<Box<ForwardRules>>,
+    /// The caller's trunk has `forward_call_history`: the History-Info that came in is
+    /// kept, passed on and checked for loops (DR-FWD-4/5).
+    pub keep_history: bool,
+}
+
+/// A user's forwarding rules as a call applies them (DR-FWD-1), resolved at admission.
+#[derive(Debug, Default)]
+pub struct ForwardRules {
+    pub immediate: Option<Forward>,
+    pub busy: Option<Forward>,
+    pub no_answer: Option<(Duration, Forward)>,
+    pub unavailable: Option<Forward>,
+}
+
+/// Where a forward goes.
+#[derive(Debug)]
+pub enum Forward {
+    /// A number, `+E164`, out through the user's voice routing.
+    Number(String),
+    /// Another user of the tenant: the forks to ring them.
+    User {
+        address: String,
+        forks: Vec<ForkPlan>,
+    },
+    Voicemail,
+}
+
+impl std::fmt::Display for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Forward::Number(n) => f.write_str(n),
+            Forward::User { address, .. } => f.write_str(address),
+            Forward::Voicemail => f.write_str("voicemail"),
+        }
+    }
+}
+
+/// A forward to a number, decided: everything [`forward::Handoff`] needs but the leg.
+#[derive(Debug)]
+struct HandoffPlan {
+    route: Route,
+    target: String,
+    cause: forward::Cause,
+    history: Vec<forward::Entry>,
+    forwarder: String,
 }
 
 /// What the call needs of the caller's trunk to reach it again (DR-NH-5).
@@ -699,6 +747,8 @@ pub struct Call {
     forks: Vec<Fork>,
     phase: Phase,
     started: Instant,
+    /// The time of the event or timeout being handled (the machine's clock).
+    now: Instant,
     ring_deadline: Instant,
     bypass: bool,
     media_answer: Bytes,
@@ -725,6 +775,16 @@ pub struct Call {
     /// A transfer of drhub's as transferor, from its REFER to the NOTIFY that ends it
     /// (DR-XFER-3): where it goes.
     transfer: Option<transfer::Target>,
+    /// The user's forwarding rules until one applied (DR-FWD-1).
+    forwarding: Option<Box<ForwardRules>>,
+    keep_history: bool,
+    /// When the no-answer rule forwards (DR-FWD-1).
+    no_answer_at: Option<Instant>,
+    /// The caller as the endpoints see it (From of their INVITEs), for forks a forward to
+    /// another user starts.
+    caller_from: Box<str>,
+    /// A forward to a number: the SBC's leg goes to an outbound call (DR-FWD).
+    handoff: Option<Box<HandoffPlan>>,
     requests: InFlight<Purpose>,
     actions: Vec<Action>,
     /// Why the call ended, for the log and the call record.
@@ -771,6 +831,7 @@ impl Call {
             forks: Vec::new(),
             phase: Phase::Ringing,
             started: now,
+            now,
             bypass: new.bypass,
             media_answer: Bytes::copy_from_slice(new.media_answer.as_bytes()),
             media: new.media_answer.continuity().clone(),
@@ -785,6 +846,15 @@ impl Call {
             tenant: new.tenant.as_str().into(),
             user: new.user.as_str().into(),
             transfer: None,
+            no_answer_at: new
+                .forwarding
+                .as_ref()
+                .and_then(|f| f.no_answer.as_ref())
+                .map(|(after, _)| now + *after),
+            forwarding: new.forwarding,
+            keep_history: new.keep_history,
+            caller_from: new.caller.as_str().into(),
+            handoff: None,
             requests: InFlight::new(),
             actions: Vec::new(),
             outcome: None,
@@ -831,6 +901,29 @@ impl Call {
             caller,
             callee,
         } = *setup;
+        // DR-FWD-1: forward immediately rings none of the user's clients.
+        if let Some(target) = self.forwarding.as_mut().and_then(|f| f.immediate.take()) {
+            return self.forward(forward::Cause::Unconditional, target);
+        }
+        self.start_forks(plans, &caller, &callee);
+        if self.forks.is_empty() {
+            if let Some(target) = self.forwarding.as_mut().and_then(|f| f.unavailable.take()) {
+                return self.forward(forward::Cause::Unavailable, target);
+            }
+            let r = Rejection::new(Diagnostic::NoEndpoints).with("user", callee);
+            self.fail_call(r);
+            return;
+        }
+        info!(
+            forks = self.forks.len(),
+            caller = %caller,
+            bypass = self.bypass,
+            session_timer = self.session_offer.is_some(),
+            "INVITE accepted; ringing every endpoint"
+        );
+    }
+
+    fn start_forks(&mut self, plans: Vec<ForkPlan>, caller: &str, callee: &str) {
         self.forks.reserve_exact(plans.len());
         for plan in plans {
             match plan {
@@ -855,22 +948,104 @@ impl Call {
                     route,
                     local,
                     offer,
-                } => self.start_sip_fork(name, &uri, route, local, offer, (&caller, &callee)),
+                } => self.start_sip_fork(name, &uri, route, local, offer, (caller, callee)),
             }
         }
-        self.forks.shrink_to_fit();
-        if self.forks.is_empty() {
-            let r = Rejection::new(Diagnostic::NoEndpoints).with("user", callee);
-            self.fail_call(r);
-            return;
+    }
+
+    /// A forwarding rule applies (DR-FWD): the PSTN caller hears 181 (DR-FWD-3); a
+    /// number goes out through an outbound call that takes the SBC's leg over, a user's
+    /// clients or the voicemail ring in this call. Every fork still ringing was cancelled
+    /// by the caller of this.
+    fn forward(&mut self, cause: forward::Cause, target: Forward) {
+        self.forwarding = None;
+        self.no_answer_at = None;
+        info!(rule = cause.rule(), cause = cause.code(), to = %target, "forwarding the call (DR-FWD)");
+        let history = match self.caller.invite() {
+            Some(i) if self.keep_history => {
+                forward::incoming(&i.message(), self.caller.local.host())
+            }
+            _ => Vec::new(),
+        };
+        if let Forward::Number(n) = &target {
+            // DR-FWD-5: the History-Info that came in names the target already.
+            if forward::loops(&history, n) {
+                warn!(to = %n, "forwarding loop: the History-Info already names the target (DR-FWD-5)");
+                let r = Rejection::new(Diagnostic::ForwardLoop).with("target", n.clone());
+                return self.fail_call(r);
+            }
         }
-        info!(
-            forks = self.forks.len(),
-            caller = %caller,
-            bypass = self.bypass,
-            session_timer = self.session_offer.is_some(),
-            "INVITE accepted; ringing every endpoint"
+        self.caller.provisional(
+            181,
+            "Call Is Being Forwarded",
+            Some(Tag::random()),
+            None,
+            &[],
         );
+        self.ring_deadline = self.now + self.settings.ring_timeout;
+        match target {
+            Forward::Voicemail => self.ring_voicemail(),
+            Forward::User { address, forks } => {
+                let from = self.caller_from.clone();
+                self.start_forks(forks, &from, &address);
+                if !self.forks.iter().any(|f| f.state.is_live()) {
+                    let r = Rejection::new(Diagnostic::NoEndpoints).with("user", address);
+                    self.fail_call(r);
+                }
+            }
+            Forward::Number(n) => {
+                let hop = self
+                    .caller
+                    .invite()
+                    .and_then(|i| dialog::NextHop::of_request(&i.message()));
+                let Some(route) = hop.and_then(|h| self.sbc_route_via(h)) else {
+                    warn!("the SBC's INVITE names no Record-Route or Contact to reach it; forward failed");
+                    let r = Rejection::new(Diagnostic::Malformed("Contact Missing"));
+                    return self.fail_call(r);
+                };
+                // The Request-URI's number is the one the forwarding user was called on.
+                let forwarder = self
+                    .caller
+                    .invite()
+                    .and_then(|i| {
+                        let m = i.message();
+                        let ruri = m.request_uri()?.ok()?;
+                        ruri.user().and_then(forward::phone_number)
+                    })
+                    .unwrap_or_default();
+                self.handoff = Some(Box::new(HandoffPlan {
+                    route,
+                    target: n,
+                    cause,
+                    history,
+                    forwarder,
+                }));
+                self.phase = Phase::Done;
+            }
+        }
+    }
+
+    /// A forward to a number: the SBC's leg and what the outbound call carrying the call
+    /// on needs (see [`forward`]); `None` when the call did not forward to a number.
+    pub fn into_handoff(self, key: LegKey) -> Option<forward::Handoff> {
+        let plan = self.handoff?;
+        let peer = self.caller.peer.clone();
+        let bypass = self.bypass;
+        Some(forward::Handoff {
+            route: plan.route,
+            key,
+            peer,
+            answer: self.media_answer,
+            media: Box::new(self.media),
+            bypass,
+            user: self.user.to_string(),
+            forwarder: plan.forwarder,
+            target: plan.target,
+            cause: plan.cause,
+            history: plan.history,
+            name: format!("the SBC {}", self.trunk.fqdn),
+            leg: self.caller,
+        })
     }
 
     fn start_sip_fork(
@@ -940,6 +1115,7 @@ impl Call {
         };
         if self.phase == Phase::Ringing {
             consider(Some(self.ring_deadline));
+            consider(self.no_answer_at);
         }
         for (i, f) in self.forks.iter().enumerate() {
             if self.fork_scripted(i) {
@@ -971,6 +1147,17 @@ impl Call {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if self.phase == Phase::Ringing && self.no_answer_at.is_some_and(|t| now >= t) {
+            self.no_answer_at = None;
+            if let Some((after, target)) = self.forwarding.as_mut().and_then(|f| f.no_answer.take())
+            {
+                info!(?after, "unanswered: the no-answer rule forwards");
+                self.cancel_forks(None);
+                self.forward(forward::Cause::NoAnswer, target);
+                return;
+            }
+        }
         if self.phase == Phase::Ringing && now >= self.ring_deadline {
             info!(after = ?self.settings.ring_timeout, "nobody answered: ring timeout");
             self.cancel_forks(None);
@@ -1038,6 +1225,7 @@ impl Call {
     }
 
     pub fn handle(&mut self, ev: CallEvent, now: Instant) {
+        self.now = now;
         match ev {
             CallEvent::Cancel { tx, request } => self.on_cancel(tx, &request),
             CallEvent::Ack { request } => {
@@ -1158,7 +1346,7 @@ impl Call {
         }
         match method {
             Some(Method::Bye) => {
-                info!(after = ?self.started.elapsed(), "the SBC hung up (BYE)");
+                info!(after = ?self.now.saturating_duration_since(self.started), "the SBC hung up (BYE)");
                 reply(tx, &msg, 200, "OK", &self.caller.local, &[], None);
                 match self.phase {
                     Phase::Ringing => {
@@ -1502,9 +1690,28 @@ impl Call {
                 self.ring_voicemail();
             }
             LegEvent::Redirected(Redirect::Other(target)) if live => {
-                warn!(fork = %self.forks[i].name, target, "redirect to a number needs forwarding (DR-FWD), not implemented yet; fork fails");
-                self.forks[i].state = ForkState::Failed(480);
-                self.check_all_failed();
+                // DR-FORK-9: a 3xx to a number goes out as a forward (DR-FWD, cause 302).
+                let number = target
+                    .strip_prefix("tel:")
+                    .or_else(|| target.strip_prefix("sip:"))
+                    .unwrap_or(&target)
+                    .split(['@', ';', '>'])
+                    .next()
+                    .and_then(forward::phone_number)
+                    .filter(|n| n.starts_with('+'));
+                self.forks[i].state = ForkState::Failed(302);
+                match number {
+                    Some(n) => {
+                        info!(fork = %self.forks[i].name, to = %n, "call deflected to a number: forwarding");
+                        self.cancel_forks(None);
+                        self.forward(forward::Cause::Unconditional, Forward::Number(n));
+                    }
+                    None => {
+                        warn!(fork = %self.forks[i].name, target, "redirect to no +E.164 number; fork fails");
+                        self.forks[i].state = ForkState::Failed(480);
+                        self.check_all_failed();
+                    }
+                }
             }
             LegEvent::HungUp if matches!(self.phase, Phase::Up(n) | Phase::Answered(n) if n == i) =>
             {
@@ -1528,7 +1735,7 @@ impl Call {
     }
 
     fn ring_voicemail(&mut self) {
-        let offset = self.started.elapsed() + self.voicemail_after;
+        let offset = self.now.saturating_duration_since(self.started) + self.voicemail_after;
         self.forks.push(Fork {
             name: "voicemail".into(),
             to_tag: Tag::random(),
@@ -1680,7 +1887,7 @@ impl Call {
             code: None,
             reason: format!("answered by {}", self.forks[i].name),
         });
-        info!(fork = %self.forks[i].name, after = ?self.started.elapsed(), "call accepted -> 200 OK");
+        info!(fork = %self.forks[i].name, after = ?self.now.saturating_duration_since(self.started), "call accepted -> 200 OK");
     }
 
     /// Stops every live fork except `keep`. SIP forks get CANCEL with
@@ -1734,6 +1941,24 @@ impl Call {
             })
             .collect();
         let status = best_final(&codes).unwrap_or(480);
+        // DR-FWD-1: busy everywhere (486, 600) or otherwise unreachable forwards, when
+        // the user has the rule; a decline (603, other 6xx) does not.
+        let rule = match status {
+            486 | 600 => self
+                .forwarding
+                .as_mut()
+                .and_then(|f| f.busy.take())
+                .map(|t| (forward::Cause::Busy, t)),
+            600..=699 => None,
+            _ => self
+                .forwarding
+                .as_mut()
+                .and_then(|f| f.unavailable.take())
+                .map(|t| (forward::Cause::Unavailable, t)),
+        };
+        if let Some((cause, target)) = rule {
+            return self.forward(cause, target);
+        }
         let fails: Vec<String> = self
             .forks
             .iter()
@@ -1871,8 +2096,11 @@ impl Call {
     /// or a new one to the top Record-Route's (else the Contact's) FQDN, at the trunk's
     /// `address` when it names one.
     fn sbc_route(&self) -> Option<Route> {
-        let d = self.caller.dialog()?;
-        let hop = d.next_hop()?;
+        self.sbc_route_via(self.caller.dialog()?.next_hop()?)
+    }
+
+    /// The route to the caller's SBC through `hop` (see [`Call::sbc_route`]).
+    fn sbc_route_via(&self, hop: dialog::NextHop) -> Option<Route> {
         let (transport, insecure_ip, sbc) = match &self.caller.peer {
             Peer::Sbc { fqdn } => {
                 // DR-VAL-3/4 made sure the hop's FQDN is on the certificate; an IP (not
@@ -2275,7 +2503,7 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
     );
     hub.calls.trunk_call_started(&trunk, new.trunk.max_sessions);
     let now = Instant::now();
-    let mut call = Call::new(new, settings, now);
+    let mut call = Call::new(new, settings.clone(), now);
     let runner = Runner {
         hub: hub.clone(),
         inbox: tx,
@@ -2288,11 +2516,18 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
             let mut rx = rx;
             call.start();
             runner.run(&mut call, &mut rx).await;
-            let failure = call.take_failure();
-            let outcome = call.outcome.clone();
             let mut keys = call.leg_keys();
             keys.push(runner.sbc_key.clone());
-            drop(call);
+            let (outcome, failure) = if call.handoff.is_some() {
+                // DR-FWD: forwarded to a number; an outbound call carries the SBC's leg on.
+                let Some(handoff) = call.into_handoff(runner.sbc_key.clone()) else {
+                    return;
+                };
+                carry_on(&mut runner, &mut rx, settings, handoff, &mut keys).await
+            } else {
+                let failure = call.take_failure();
+                (call.outcome.clone(), failure)
+            };
             runner.hub.calls.remove(no, &keys, outcome);
             runner.hub.calls.trunk_call_ended(&trunk);
             if let Some(mut f) = failure {
@@ -2303,6 +2538,135 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
         }
         .instrument(span),
     );
+}
+
+/// Carries a call forwarded to a number on (DR-FWD): places the forwarded INVITE through
+/// the forwarding user's voice routing as an [`outbound::Outbound`] call whose caller is
+/// the SBC's leg, and runs it in the same task. A forward that cannot be placed (no
+/// route, overload) fails the SBC's INVITE with the reason. Returns the outcome and the
+/// caller's failed INVITE transaction; `keys` gets the outbound call's index keys.
+async fn carry_on(
+    runner: &mut Runner,
+    rx: &mut inbox::Receiver<CallEvent>,
+    settings: Arc<CallSettings>,
+    mut h: forward::Handoff,
+    keys: &mut Vec<LegKey>,
+) -> (Option<Outcome>, Option<crate::transaction::Answered>) {
+    let hub = runner.hub.clone();
+    let invite = h.leg.invite().cloned();
+    let (offer, caller, display, private) = match &invite {
+        Some(i) => {
+            let m = i.message();
+            let from = m.from().and_then(Result::ok);
+            let number = from
+                .as_ref()
+                .and_then(|f| f.uri().user())
+                .and_then(forward::phone_number)
+                .filter(|n| n.starts_with('+'));
+            let display = from
+                .as_ref()
+                .and_then(|f| f.display_name())
+                .map(|d| d.trim_matches('"').to_owned());
+            let private = number.is_none()
+                || m.values(HeaderName::Privacy).any(|v| {
+                    let v = v.trim();
+                    v.eq_ignore_ascii_case("id") || v.eq_ignore_ascii_case("header")
+                });
+            (Bytes::copy_from_slice(m.body()), number, display, private)
+        }
+        None => (Bytes::new(), None, None, true),
+    };
+    let wanted = place::Request {
+        user: h.user.clone(),
+        number: h.target.clone(),
+        private,
+        ring_for: settings.ring_timeout,
+        talk_for: None,
+    };
+    // The SBC's own offer goes on only when both trunks bypass the media processor.
+    let planned = place::plan(&hub, &wanted, h.bypass.then_some(&offer));
+    let (mut placement, _) = match planned {
+        Ok(p) => p,
+        Err(refused) => {
+            let r = match refused {
+                place::Refused::Unavailable(why) => {
+                    Rejection::new(Diagnostic::Overloaded).with("detail", why)
+                }
+                other => Rejection::new(Diagnostic::NoRoute)
+                    .with("number", h.target.clone())
+                    .with(
+                        "detail",
+                        other.to_string().lines().last().unwrap_or("").to_owned(),
+                    ),
+            };
+            warn!(to = %h.target, code = r.entry().code, "the forward cannot be placed; the caller gets the refusal");
+            let local = h.leg.local.clone();
+            let call_id = h.key.call_id().to_owned();
+            let teller = Teller {
+                style: crate::sip::build::Style::Rfc3261,
+                source: local.host(),
+                server: local.server(),
+                ms_diagnostics: settings.ms_diagnostics,
+                flow: &call_id,
+                allow: DIALOG_ALLOW,
+            };
+            h.leg.reject(&r, &teller);
+            let e = r.entry();
+            let outcome = Outcome {
+                status: r.status(),
+                code: Some(e.code),
+                reason: format!("forward to {} failed: {}", h.target, e.text),
+            };
+            return (Some(outcome), h.leg.take_failure());
+        }
+    };
+    // The forwarded call shows the original caller (emulator choice, README).
+    if let Some(n) = caller {
+        placement.caller = n;
+    }
+    placement.display_name = display.unwrap_or_default();
+    for g in &mut placement.gateways {
+        if !h.bypass {
+            // The media processor anchors the caller's media: it offers on every trunk.
+            g.bypass = false;
+            g.offer = None;
+        }
+    }
+    let (rule, target) = (h.cause.rule(), h.target.clone());
+    placement.forwarded = Some(Box::new(forward::Forwarded {
+        cause: h.cause,
+        forwarder: h.forwarder,
+        history: h.history,
+    }));
+    let first = placement
+        .gateways
+        .first()
+        .map_or_else(|| Arc::from("-"), |g| g.fqdn.clone());
+    info!(outbound_call_id = %placement.call_id, to = %placement.number, "forwarded call placed");
+    let caller = outbound::Caller {
+        leg: h.leg,
+        route: h.route,
+        key: h.key,
+        peer: h.peer,
+        answer: h.answer,
+        media: h.media,
+        name: h.name,
+    };
+    let now = Instant::now();
+    let mut call = outbound::Outbound::new(placement, settings, now).with_caller(caller);
+    runner.perform(Action::Index {
+        key: call.key(),
+        peer: Peer::Sbc { fqdn: first },
+    });
+    call.start(now);
+    runner.run(&mut call, rx).await;
+    keys.extend(call.leg_keys());
+    let failure = call.take_failure();
+    let outcome = call.outcome.clone().map(|mut o| {
+        o.reason = format!("forwarded ({rule}) to {target}; {}", o.reason);
+        o
+    });
+    (outcome, failure)
 }
 
 /// What the call task drives: an inbound [`Call`] or an [`outbound::Outbound`] call.

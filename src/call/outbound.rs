@@ -52,6 +52,8 @@ pub struct Gateway {
     pub route: String,
     pub bypass: bool,
     pub forward_pai: bool,
+    /// The trunk gets History-Info on forwarded calls (DR-FWD-4).
+    pub forward_call_history: bool,
     pub failover_codes: Vec<u16>,
     pub failover_time: Duration,
     /// The listener (datacenter) whose certificate a new connection presents, and how
@@ -88,6 +90,9 @@ pub struct Placement {
     pub talk_for: Option<Duration>,
     /// The media processor, for answers to the SBC's re-offers.
     pub media: Arc<crate::sdp::MediaConfig>,
+    /// A user's forward of an inbound call (DR-FWD): the INVITEs carry its `cause` and,
+    /// to trunks with `forward_call_history`, its History-Info.
+    pub forwarded: Option<Box<super::forward::Forwarded>>,
 }
 
 /// SBCs out of rotation after a `503` with `Retry-After` (DR-OUT-3), until when.
@@ -317,7 +322,10 @@ impl Outbound {
                         "outbound call: trying the route's gateways in order"
         );
         if let Some(c) = &mut self.caller {
-            c.leg.provisional(100, "Trying", None, None, &[]);
+            // A forwarded call's SBC heard 100 and 181 from the call it came in as.
+            if self.placement.forwarded.is_none() {
+                c.leg.provisional(100, "Trying", None, None, &[]);
+            }
             self.actions.push(Action::Index {
                 key: c.key.clone(),
                 peer: c.peer.clone(),
@@ -411,7 +419,18 @@ impl Outbound {
             let name = p.display_name.replace(['"', '\\'], "");
             format!("\"{name}\" <sip:{}@{host};user=phone>", p.caller)
         };
-        let target = format!("sip:{}@{}:{};user=phone", p.number, g.fqdn, g.port);
+        let mut target = format!("sip:{}@{}:{};user=phone", p.number, g.fqdn, g.port);
+        // DR-FWD-2: a forwarded INVITE says why in its Request-URI (RFC 4458).
+        if let Some(f) = &p.forwarded {
+            target.push_str(&format!(";cause={}", f.cause.code()));
+        }
+        let history = p
+            .forwarded
+            .as_ref()
+            .filter(|_| g.forward_call_history)
+            .map(|f| {
+                super::forward::history_info(&f.history, host, &f.forwarder, &p.number, f.cause)
+            });
         let to = format!("<sip:{}@{};user=phone>", p.number, g.fqdn);
         // DR-OUT-1: the routing token names the tenant and the call, so that a request
         // the SBC sends to the Contact finds its way back (emulator choice of names).
@@ -434,6 +453,9 @@ impl Outbound {
         }
         if p.private {
             extra.push(("Privacy", "id"));
+        }
+        if let Some(h) = &history {
+            extra.push(("History-Info", h));
         }
         match &session {
             None => extra.push(("Supported", "replaces")),
@@ -1691,6 +1713,7 @@ mod tests {
             route: "US and Canada".into(),
             bypass: false,
             forward_pai: false,
+            forward_call_history: false,
             failover_codes: vec![408, 503, 504],
             failover_time: Duration::from_secs_f64(failover_time),
             listener: "sip".into(),
@@ -1727,6 +1750,7 @@ mod tests {
                 ring_for: Duration::from_secs(60),
                 talk_for: Some(Duration::from_secs(600)),
                 media: Arc::new(crate::sdp::MediaConfig::new("192.0.2.1".parse().unwrap())),
+                forwarded: None,
             };
             let settings = Arc::new(CallSettings {
                 t1: Duration::from_millis(500),

@@ -193,6 +193,7 @@ pub fn plan(
             route: g.route.to_owned(),
             bypass: trunk.media_bypass,
             forward_pai: trunk.forward_pai,
+            forward_call_history: trunk.forward_call_history,
             failover_codes: trunk.failover_response_codes.clone(),
             failover_time: trunk.failover_time,
             listener: listener.into(),
@@ -230,6 +231,7 @@ pub fn plan(
         ring_for: req.ring_for,
         talk_for: req.talk_for,
         media: hub.media.clone(),
+        forwarded: None,
     };
     Ok((placement, placed))
 }

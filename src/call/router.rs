@@ -641,6 +641,8 @@ impl Router {
             voicemail_after: admitted.user.voicemail_answer_after,
             session: admitted.session,
             trunk,
+            forwarding: admitted.forwarding,
+            keep_history: accepted.trunk.forward_call_history,
         };
         spawn(self.hub.clone(), self.settings.clone(), new, key);
     }
@@ -886,6 +888,7 @@ struct Admitted<'d> {
     media_answer: sdp::Answer,
     forks: Vec<ForkPlan>,
     session: Option<super::session_timer::Negotiated>,
+    forwarding: Option<Box<super::ForwardRules>>,
 }
 
 /// Admission checks after DR-VAL passed (DR-ERR-1, DR-TEN-3..5, DR-FORK-6, DR-ST-3):
@@ -1007,8 +1010,14 @@ fn admit<'d>(
             UasDecision::Malformed(why) => return Err(Rejection::new(Diagnostic::Malformed(why))),
         }
     };
-    let forks = plan_forks(hub, user, &offer, accepted.trunk.media_bypass);
-    if forks.is_empty() {
+    let bypass = accepted.trunk.media_bypass;
+    let forks = plan_forks(hub, user, &offer, bypass);
+    let forwarding = forward_rules(hub, accepted.tenant, user, &offer, bypass);
+    // DR-FWD-1: a user with no client to ring may still forward.
+    let forwards = forwarding
+        .as_ref()
+        .is_some_and(|f| f.immediate.is_some() || f.unavailable.is_some());
+    if forks.is_empty() && !forwards {
         return Err(
             Rejection::new(Diagnostic::NoEndpoints).with("user", user.sip_address.to_string())
         );
@@ -1030,7 +1039,46 @@ fn admit<'d>(
         media_answer,
         forks,
         session,
+        forwarding,
     })
+}
+
+/// The user's forwarding rules with their targets resolved (DR-FWD-1): a user target's
+/// forks are planned now, as the user's own are.
+fn forward_rules(
+    hub: &Hub,
+    tenant: crate::directory::TenantId,
+    user: &User,
+    offer: &Offer,
+    bypass: bool,
+) -> Option<Box<super::ForwardRules>> {
+    let f = &user.forwarding;
+    if f.is_empty() {
+        return None;
+    }
+    let resolve = |t: &Option<crate::config::ForwardTarget>| -> Option<super::Forward> {
+        Some(match t.as_ref()? {
+            crate::config::ForwardTarget::Number(n) => super::Forward::Number(n.to_string()),
+            crate::config::ForwardTarget::Voicemail => super::Forward::Voicemail,
+            crate::config::ForwardTarget::User(a) => {
+                let forks = hub
+                    .directory
+                    .user_by_address(tenant, a)
+                    .map(|u| plan_forks(hub, u, offer, bypass))
+                    .unwrap_or_default();
+                super::Forward::User {
+                    address: a.to_string(),
+                    forks,
+                }
+            }
+        })
+    };
+    Some(Box::new(super::ForwardRules {
+        immediate: resolve(&f.immediate),
+        busy: resolve(&f.busy),
+        no_answer: resolve(&f.no_answer).map(|t| (f.no_answer_after, t)),
+        unavailable: resolve(&f.unavailable),
+    }))
 }
 
 /// Every fork the user's call rings (DR-FORK-1): scripted clients, then every SIP

@@ -131,6 +131,7 @@ struct Plan {
     bypass: bool,
     invite_extra: Vec<&'static str>,
     settings: CallSettings,
+    forwarding: Option<Box<ForwardRules>>,
 }
 
 impl Default for Plan {
@@ -142,6 +143,7 @@ impl Default for Plan {
                 answer: None,
             }],
             bypass: false,
+            forwarding: None,
             invite_extra: Vec::new(),
             settings: settings(),
         }
@@ -191,6 +193,8 @@ impl Lab {
                 port: 5061,
                 max_sessions: None,
             },
+            forwarding: plan.forwarding,
+            keep_history: true,
         };
         let mut call = Call::new(new, Arc::new(plan.settings), t0);
         call.start();
@@ -385,6 +389,85 @@ async fn dr_fork_7_ring_timeout_fires_at_exactly_60_seconds() {
     );
     assert!(lab.call.is_done());
     assert_eq!(lab.call.outcome.as_ref().map(|o| o.status), Some(480));
+}
+
+/// The responses up to the first 200 (the lab does not ACK: the 200 is retransmitted).
+fn until_200(mut r: Vec<(Duration, u16)>) -> Vec<(Duration, u16)> {
+    if let Some(i) = r.iter().position(|(_, c)| *c == 200) {
+        r.truncate(i + 1);
+    }
+    r
+}
+
+/// DR-FWD-1, DR-FWD-3: the no-answer rule forwards exactly `no_answer_after` after the
+/// INVITE, before the ring timeout: the ringing client is stopped, the caller hears 181
+/// and the voicemail answers `voicemail_after` later.
+#[tokio::test(start_paused = true)]
+async fn dr_fwd_1_no_answer_forwards_to_voicemail_at_exactly_its_time() {
+    let mut lab = Lab::new(Plan {
+        forks: vec![ForkPlan::Script {
+            name: "desktop".into(),
+            script: script(0.2, None, None),
+            answer: None,
+        }],
+        forwarding: Some(Box::new(ForwardRules {
+            no_answer: Some((secs(20.0), Forward::Voicemail)),
+            ..ForwardRules::default()
+        })),
+        ..Plan::default()
+    });
+    lab.run_until(secs(30.0));
+    assert_eq!(
+        until_200(lab.responses()),
+        vec![
+            (secs(0.0), 100),
+            (secs(0.2), 180),
+            (secs(20.0), 181),
+            (secs(25.0), 200)
+        ]
+    );
+    let r = lab.last_response(181);
+    assert!(
+        r.starts_with("SIP/2.0 181 Call Is Being Forwarded\r\n"),
+        "{r}"
+    );
+}
+
+/// DR-FWD-1: every client busy forwards by the busy rule; without one, the caller gets
+/// the busy (DR-FORK-7).
+#[tokio::test(start_paused = true)]
+async fn dr_fwd_1_busy_forwards_only_with_the_rule() {
+    for rule in [true, false] {
+        let mut lab = Lab::new(Plan {
+            forks: vec![ForkPlan::Script {
+                name: "desktop".into(),
+                script: ScriptConfig {
+                    outcome: Some((secs(1.0), ScriptOutcome::Reject(486))),
+                    ..script(0.2, None, None)
+                },
+                answer: None,
+            }],
+            forwarding: rule.then(|| {
+                Box::new(ForwardRules {
+                    busy: Some(Forward::Voicemail),
+                    ..ForwardRules::default()
+                })
+            }),
+            ..Plan::default()
+        });
+        lab.run_until(secs(10.0));
+        let want = if rule {
+            vec![
+                (secs(0.0), 100),
+                (secs(0.2), 180),
+                (secs(1.0), 181),
+                (secs(6.0), 200),
+            ]
+        } else {
+            vec![(secs(0.0), 100), (secs(0.2), 180), (secs(1.0), 486)]
+        };
+        assert_eq!(until_200(lab.responses()), want, "rule {rule}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

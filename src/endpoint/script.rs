@@ -31,6 +31,7 @@ impl Step {
             Step::Answer => LegEvent::Answered(None),
             Step::Reject(code) => LegEvent::Failed(code),
             Step::RedirectVoicemail => LegEvent::Redirected(Redirect::Voicemail),
+            // The number is the script's; see `Script::handle_timeout`.
             Step::RedirectNumber => LegEvent::Redirected(Redirect::Other(String::new())),
             Step::HangUp => LegEvent::HungUp,
             Step::Hold => LegEvent::Hold(true),
@@ -47,8 +48,9 @@ impl Step {
 pub struct Script {
     steps: Box<[(Duration, Step)]>,
     next: usize,
-    /// Where the transfer step transfers to.
-    transfer_to: Option<Box<str>>,
+    /// Where the transfer step transfers to, or the number a redirect step deflects to
+    /// (a script does one or the other: only an answering client transfers).
+    target: Option<Box<str>>,
 }
 
 impl Script {
@@ -57,7 +59,12 @@ impl Script {
         Script {
             steps: schedule(script).into_boxed_slice(),
             next: 0,
-            transfer_to: script.transfer_to.as_deref().map(Box::from),
+            target: match &script.outcome {
+                Some((_, Outcome::Redirect(RedirectTarget::Number(n)))) => {
+                    Some(n.to_string().into_boxed_str())
+                }
+                _ => script.transfer_to.as_deref().map(Box::from),
+            },
         }
     }
 
@@ -66,7 +73,7 @@ impl Script {
         Script {
             steps: Box::new([(after, step)]),
             next: 0,
-            transfer_to: None,
+            target: None,
         }
     }
 
@@ -75,7 +82,7 @@ impl Script {
         Script {
             steps: Box::new([]),
             next: 0,
-            transfer_to: None,
+            target: None,
         }
     }
 
@@ -91,8 +98,11 @@ impl Script {
             return None;
         }
         self.next += 1;
-        match (step, &self.transfer_to) {
+        match (step, &self.target) {
             (Step::Transfer, Some(to)) => Some(LegEvent::Transfer(to.clone())),
+            (Step::RedirectNumber, Some(to)) => {
+                Some(LegEvent::Redirected(Redirect::Other(to.to_string())))
+            }
             _ => Some(step.event()),
         }
     }
