@@ -52,6 +52,9 @@ const USER1: &str = "+18338006777";
 /// ends the call), so drhub sends its own BYE towards the SBC.
 const HANGUP_USER: &str = "+18338006790";
 
+/// The lab's user who forwards every call to +14255550123 (DR-FWD).
+const FORWARDING_USER: &str = "+18338006780";
+
 /// The SBC trunk of the lab config, where the rig sets the SBC's real TLS port.
 const SBC1_TRUNK: &str = "  fqdn = \"sbc1.adatum.biz\"\n  port = 5061\n";
 /// Where the rig's user goes: right before the next user of tenant adatum.
@@ -129,9 +132,15 @@ fn rig_config(sbc_tls_port: u16) -> Config {
         );
         // Times 0.05: User1 answers after 0.1 s, the hang-up user after 0.05 s and hangs
         // up 0.3 s later.
+        // The SBC keeps History-Info on forwarded calls (DR-FWD-4).
         fast(
             t.replacen(SBC1_TRUNK, &trunk, 1)
-                .replacen(BUSY_USER, &hangup_user, 1),
+                .replacen(BUSY_USER, &hangup_user, 1)
+                .replacen(
+                    "forward_call_history = false",
+                    "forward_call_history = true",
+                    1,
+                ),
             0.05,
         )
     })
@@ -219,6 +228,8 @@ struct Rig {
     sbc_udp_port: u16,
     /// Kamailio's Teams-facing TLS port (the SBC's SIP signalling port).
     sbc_tls_port: u16,
+    /// Where the carrier's switch takes calls from Teams (a sipp UAS, UDP).
+    carrier_port: u16,
     kamailio: Kamailio,
 }
 
@@ -232,6 +243,7 @@ impl Rig {
         let modules = module_dir().expect("module dir, checked above");
         let sbc_udp_port = free_udp_port();
         let sbc_tls_port = free_tcp_port();
+        let carrier_port = free_udp_port();
         let daemon = TestDaemon::start_with(rig_config(sbc_tls_port)).await;
         let drhub = daemon.tls_addr();
 
@@ -249,6 +261,7 @@ impl Rig {
             .replace("__MPATH__", &format!("{}/", modules.display()))
             .replace("__SBC_UDP_PORT__", &sbc_udp_port.to_string())
             .replace("__SBC_TLS_PORT__", &sbc_tls_port.to_string())
+            .replace("__CARRIER_PORT__", &carrier_port.to_string())
             .replace("__DRHUB_ADDR__", &drhub.to_string())
             .replace("__DRHUB_PORT__", &drhub.port().to_string())
             .replace("__TLS_CFG__", &tls_cfg.display().to_string());
@@ -307,6 +320,7 @@ impl Rig {
             daemon,
             sbc_udp_port,
             sbc_tls_port,
+            carrier_port,
             kamailio,
         })
     }
@@ -314,6 +328,27 @@ impl Rig {
     /// Runs a sipp UAC scenario against the SBC's carrier side; `Err` tells what sipp
     /// saw (its exit, the tail of its screen, its unexpected messages).
     async fn sipp(&self, scenario: &str, number: &str, calls: u32) -> Result<(), String> {
+        self.run_sipp(scenario, number, calls, free_udp_port())
+            .await
+    }
+
+    /// Runs a sipp UAS scenario as the carrier's switch, on the port Kamailio sends
+    /// Teams' new calls to; start it before the calls.
+    fn carrier(
+        &self,
+        scenario: &'static str,
+        calls: u32,
+    ) -> impl std::future::Future<Output = Result<(), String>> + '_ {
+        self.run_sipp(scenario, "-", calls, self.carrier_port)
+    }
+
+    async fn run_sipp(
+        &self,
+        scenario: &str,
+        number: &str,
+        calls: u32,
+        port: u16,
+    ) -> Result<(), String> {
         let scenario_path = format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
         let errors = self.kamailio.work.join(format!("{scenario}.errors.log"));
         let calls_s = calls.to_string();
@@ -325,7 +360,7 @@ impl Rig {
             "-i",
             "127.0.0.1",
             "-p",
-            &free_udp_port().to_string(),
+            &port.to_string(),
             "-s",
             number,
             "-m",
@@ -483,6 +518,93 @@ async fn dr_hold_1_the_carrier_holds_and_resumes_through_kamailio() {
         "calls answered"
     );
     rig.daemon.calls_drained().await;
+}
+
+/// DR-FWD-2, DR-FWD-3, DR-FWD-4 through a real record-routing SBC: the carrier calls
+/// forward@adatum.biz, who forwards every call to +14255550123. The carrier hears 181;
+/// drhub's forwarded INVITE goes back to the SBC, which routes it to the carrier's
+/// switch (a second sipp) with the Request-URI's `cause=302` and drhub's History-Info,
+/// checked there. The switch answers; the 200 reaches the carrier through drhub; the
+/// carrier's BYE ends both legs, drhub's BYE following the forward leg's route set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dr_fwd_a_forwarded_call_goes_back_through_kamailio_to_the_carrier() {
+    let Some(rig) = Rig::start("forwarded").await else {
+        return;
+    };
+    let switch = rig.carrier("carrier_forwarded_uas.xml", 2);
+    let carrier = async {
+        // The switch listens before the first call.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rig.sipp("pstn_call_forwarded_uac.xml", FORWARDING_USER, 2)
+            .await
+    };
+    let (switch, carrier) = tokio::join!(switch, carrier);
+    if let Err(e) = carrier {
+        panic!(
+            "DR-FWD: the carrier's forwarded calls.\n{e}\n---- switch ----\n{switch:?}\n---- Kamailio (tail) ----\n{}",
+            tail(&rig.kamailio.log_text(), 80)
+        );
+    }
+    if let Err(e) = switch {
+        panic!("DR-FWD: the forward legs at the carrier's switch.\n{e}");
+    }
+    rig.assert_sbc_refused_nothing("DR-FWD");
+    rig.daemon.calls_drained().await;
+    let recs = rig.daemon.hub.calls.recent();
+    assert_eq!(recs.len(), 2, "two calls recorded");
+    for r in recs {
+        let o = r.outcome.expect("outcome");
+        assert!(
+            o.reason
+                .starts_with("forwarded (immediate) to +14255550123; answered by sbc1.adatum.biz"),
+            "{}",
+            o.reason
+        );
+    }
+}
+
+/// DR-OUT-1 through a real record-routing SBC: a Teams user's call placed through the
+/// control API goes to the SBC, which routes it to the carrier's switch (sipp, checking
+/// the Request-URI and From); the switch's 180 and 200 come back through Kamailio with
+/// its Record-Route, and drhub's ACK and, when the caller hangs up, its BYE follow that
+/// route set to the switch's Contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dr_out_1_a_teams_call_reaches_the_carrier_through_kamailio() {
+    let Some(rig) = Rig::start("outbound").await else {
+        return;
+    };
+    let switch = rig.carrier("carrier_uas.xml", 1);
+    let place = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let body = serde_json::json!({"from": "user1@adatum.biz", "to": "+14255550100", "talk_seconds": 0.5});
+        let (status, v) = drhub::api::request(
+            rig.daemon.addr("api"),
+            "POST",
+            "/api/calls",
+            None,
+            Some(&body),
+        )
+        .await
+        .expect("API reachable");
+        assert_eq!(status, 201, "{v}");
+    };
+    let (switch, ()) = tokio::join!(switch, place);
+    if let Err(e) = switch {
+        panic!(
+            "DR-OUT-1: the Teams call at the carrier's switch.\n{e}\n---- Kamailio (tail) ----\n{}",
+            tail(&rig.kamailio.log_text(), 40)
+        );
+    }
+    rig.assert_sbc_refused_nothing("DR-OUT-1");
+    rig.daemon.calls_drained().await;
+    let rec = rig.daemon.hub.calls.recent().pop().expect("a record");
+    let o = rec.outcome.expect("outcome");
+    assert_eq!(o.status, 200, "{}", o.reason);
+    assert!(
+        o.reason.starts_with("answered by sbc1.adatum.biz"),
+        "{}",
+        o.reason
+    );
 }
 
 /// DR-NH-1 (with DR-NH-4 for the caller's ACK): the Teams user hangs up. drhub's BYE
