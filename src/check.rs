@@ -308,6 +308,9 @@ pub fn summarize(config: &Config) -> Report {
             if !rules.is_empty() {
                 let _ = writeln!(t, "      forwards {} (DR-FWD-1)", rules.join("; "));
             }
+            if let Some(x) = &f.also_ring {
+                let _ = writeln!(t, "      also rings {x} (simultaneous ring, DR-FWD-1)");
+            }
             for c in &u.calls {
                 let repeat = match (c.every, c.count) {
                     (Some(e), Some(n)) => format!(", every {}s, {n} calls", e.as_secs_f64()),

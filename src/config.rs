@@ -297,6 +297,9 @@ pub struct Forwarding {
     pub no_answer_after: Duration,
     /// When the user has no client to ring, or every one failed otherwise (cause 480).
     pub unavailable: Option<ForwardTarget>,
+    /// Simultaneous ring ("also ring"): a number or another user rings with the user's
+    /// clients.
+    pub also_ring: Option<ForwardTarget>,
 }
 
 impl Forwarding {
@@ -305,6 +308,7 @@ impl Forwarding {
             && self.busy.is_none()
             && self.no_answer.is_none()
             && self.unavailable.is_none()
+            && self.also_ring.is_none()
     }
 }
 
@@ -1479,6 +1483,7 @@ const FORWARDING_KEYS: &[&str] = &[
     "no_answer",
     "no_answer_after_seconds",
     "unavailable",
+    "also_ring",
 ];
 const CALL_KEYS: &[&str] = &[
     "to",
@@ -1619,9 +1624,13 @@ fn build_forwarding(s: &Section) -> Forwarding {
         // The Teams client offers 10 to 60 seconds; a lab may want less.
         no_answer_after: s.seconds("no_answer_after_seconds", 20.0, 1.0, 600.0),
         unavailable: target("unavailable"),
+        also_ring: target("also_ring"),
     };
+    if f.also_ring == Some(ForwardTarget::Voicemail) {
+        s.err("also_ring", "rings a number or a user, not voicemail");
+    }
     if f.immediate.is_some() {
-        for key in ["busy", "no_answer", "unavailable"] {
+        for key in ["busy", "no_answer", "unavailable", "also_ring"] {
             if s.table.contains_key(key) {
                 s.err(
                     key,
@@ -1939,6 +1948,7 @@ fn check_tenants(raw: &[(String, &toml::Table)], tenants: &[Tenant], errs: &Issu
                 ("busy", &u.forwarding.busy),
                 ("no_answer", &u.forwarding.no_answer),
                 ("unavailable", &u.forwarding.unavailable),
+                ("also_ring", &u.forwarding.also_ring),
             ] {
                 let at = || format!("{path}.user[{i}].forwarding.{key}");
                 match target {
@@ -2114,7 +2124,8 @@ pub(crate) mod tests {
             ("immediate = \"voicemail\"\nbusy = \"voicemail\"", "tenant[0].user[0].forwarding.busy: never used: `immediate` forwards every call"),
             ("no_answer_after_seconds = 10", "tenant[0].user[0].forwarding.no_answer_after_seconds: needs no_answer"),
             ("no_answer = \"voicemail\"\nno_answer_after_seconds = 0", "tenant[0].user[0].forwarding.no_answer_after_seconds:"),
-            ("also_ring = \"+14255550123\"", "tenant[0].user[0].forwarding.also_ring:"),
+            ("also_ring = \"voicemail\"", "tenant[0].user[0].forwarding.also_ring: rings a number or a user, not voicemail"),
+            ("immediate = \"voicemail\"\nalso_ring = \"+14255550123\"", "tenant[0].user[0].forwarding.also_ring: never used"),
             ("unavailable = \"voicemail\"", "tenant[0].user[1].forwarding.busy: a user without line_uri cannot forward to the PSTN"),
         ];
         for (extra, want) in cases {

@@ -431,3 +431,93 @@ async fn dr_fwd_1_forwards_to_a_user_to_voicemail_and_to_no_route() {
     sbc.send(ack_non2xx(&inv, refused.to_tag().as_deref()))
         .await;
 }
+
+/// DR-FWD-1, DR-FWD-2, DR-FWD-4: simultaneous ring to a number. The user's client rings
+/// (180) while drhub sends the SBC an INVITE to the number with `cause=302` (an emulator
+/// choice) and History-Info; the number answers: the caller gets 200, the client is
+/// cancelled, drhub ACKs the number's leg, and the caller's BYE ends it.
+#[tokio::test]
+async fn dr_fwd_1_simultaneous_ring_to_a_number_rings_it_with_the_users_clients() {
+    let d = daemon(
+        "    also_ring = \"+14255550123\"",
+        "    ring_after_seconds = 0.1",
+    )
+    .await;
+    let (mut sbc, inv) = call_in(&d, &[]).await;
+    let (fwd, before) = forwarded_invite(&mut sbc).await;
+    assert_eq!(
+        fwd.request_uri(),
+        format!("sip:{TARGET}@sbc1.adatum.biz:5061;user=phone;cause=302")
+    );
+    assert!(
+        !statuses(&before).contains(&181),
+        "no 181 on simultaneous ring"
+    );
+    assert!(
+        fwd.header("History-Info")
+            .is_some_and(|h| h.ends_with(&format!(
+                "<sip:{TARGET}@sip.pstnhub.microsoft.com:5061;user=phone>;index=1.1"
+            ))),
+        "{}",
+        fwd.text
+    );
+    assert!(fwd.header("From").unwrap().contains(CALLER), "{}", fwd.text);
+    // The client rings too.
+    if !statuses(&before).contains(&180) {
+        let (ringing, _) = sbc.until(180).await;
+        assert_eq!(ringing.header("Call-ID"), req_header(&inv, "Call-ID"));
+    }
+    let tag = "sim1";
+    let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &fwd.text,
+        200,
+        "OK",
+        tag,
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let mut ok = None;
+    let mut ack = None;
+    while ok.is_none() || ack.is_none() {
+        let r = sbc.recv().await;
+        if r.is_response() && r.status() == 200 && r.cseq_method() == Some("INVITE") {
+            ok = Some(r);
+        } else if !r.is_response() && r.cseq_method() == Some("ACK") {
+            ack = Some(r);
+        }
+    }
+    let ok = ok.unwrap();
+    assert_eq!(ok.header("Call-ID"), req_header(&inv, "Call-ID"));
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
+    let bye = sbc.until_request("BYE").await;
+    assert_eq!(bye.header("Call-ID"), fwd.header("Call-ID"));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}
+
+/// DR-FWD-1: simultaneous ring to another user rings that user's clients with the
+/// user's own; the first to answer takes the call.
+#[tokio::test]
+async fn dr_fwd_1_simultaneous_ring_to_a_user_rings_both() {
+    let d = daemon(
+        "    also_ring = \"user1@adatum.biz\"",
+        "    ring_after_seconds = 0.1",
+    )
+    .await;
+    let (mut sbc, inv) = call_in(&d, &[]).await;
+    // The forwarding user's desktop and User1's desktop and mobile ring: 180 each.
+    let (ok, before) = sbc.until(200).await;
+    let ringing = before.iter().filter(|r| r.status() == 180).count();
+    assert!(ringing >= 2, "{before:?}");
+    assert!(
+        !statuses(&before).contains(&181),
+        "no 181 on simultaneous ring"
+    );
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
+    sbc.until(200).await;
+    d.calls_drained().await;
+}

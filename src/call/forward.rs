@@ -76,6 +76,28 @@ pub fn phone_number(user: &str) -> Option<String> {
         .then_some(digits)
 }
 
+/// Who called, as an INVITE from an SBC says: the From number (`+E164`), its display
+/// name, and whether the caller ID is withheld (an anonymous or non-numeric From, or
+/// `Privacy: id`/`header`). A forwarded or simultaneous-ring INVITE shows this caller.
+pub fn original_caller(msg: &Message<'_>) -> (Option<String>, Option<String>, bool) {
+    let from = msg.from().and_then(Result::ok);
+    let number = from
+        .as_ref()
+        .and_then(|f| f.uri().user())
+        .and_then(phone_number)
+        .filter(|n| n.starts_with('+'));
+    let display = from
+        .as_ref()
+        .and_then(|f| f.display_name())
+        .map(|d| d.trim_matches('"').replace(['"', '\\'], ""));
+    let private = number.is_none()
+        || msg.values(HeaderName::Privacy).any(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("id") || v.eq_ignore_ascii_case("header")
+        });
+    (number, display, private)
+}
+
 /// One History-Info entry as drhub passes it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

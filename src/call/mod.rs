@@ -170,6 +170,16 @@ pub enum ForkPlan {
         /// the SBC's offer.
         offer: Option<Bytes>,
     },
+    /// Simultaneous ring to a number (DR-FWD-1): an INVITE to the first gateway of the
+    /// user's voice routing, with `cause` and History-Info as a forward's (DR-FWD-2/4).
+    Pstn {
+        name: String,
+        /// `+E164`.
+        number: String,
+        gateway: Box<outbound::Gateway>,
+        /// As [`ForkPlan::Sip`]'s.
+        offer: Option<Bytes>,
+    },
 }
 
 /// Everything admission learned about a call.
@@ -949,8 +959,127 @@ impl Call {
                     local,
                     offer,
                 } => self.start_sip_fork(name, &uri, route, local, offer, (caller, callee)),
+                ForkPlan::Pstn {
+                    name,
+                    number,
+                    gateway,
+                    offer,
+                } => self.start_pstn_fork(name, &number, &gateway, offer),
             }
         }
+    }
+
+    /// The History-Info that came in as kept (when the caller's trunk keeps it) and the
+    /// number the forwarding user was called on (DR-FWD-4).
+    fn history_and_forwarder(&self) -> (Vec<forward::Entry>, String) {
+        let Some(invite) = self.caller.invite() else {
+            return (Vec::new(), String::new());
+        };
+        let m = invite.message();
+        let history = match self.keep_history {
+            true => forward::incoming(&m, self.caller.local.host()),
+            false => Vec::new(),
+        };
+        let forwarder = m
+            .request_uri()
+            .and_then(Result::ok)
+            .and_then(|u| u.user().and_then(forward::phone_number))
+            .unwrap_or_default();
+        (history, forwarder)
+    }
+
+    /// Simultaneous ring to a number (DR-FWD-1): the INVITE to the SBC shows the original
+    /// caller, says `cause=302` (an emulator choice: RFC 4458 has no cause for it) and, to
+    /// a trunk with `forward_call_history`, carries History-Info (DR-FWD-2/4); drhub
+    /// record-routes as on its outbound calls.
+    fn start_pstn_fork(
+        &mut self,
+        name: String,
+        number: &str,
+        g: &outbound::Gateway,
+        offer: Option<Bytes>,
+    ) {
+        let (history, forwarder) = self.history_and_forwarder();
+        let host = g.local.host();
+        let (caller, display, private) = match self.caller.invite() {
+            Some(i) => forward::original_caller(&i.message()),
+            None => (None, None, true),
+        };
+        let from = match caller {
+            Some(n) if !private => {
+                format!(
+                    "\"{}\" <sip:{n}@{host};user=phone>",
+                    display.unwrap_or_default()
+                )
+            }
+            _ => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_owned(),
+        };
+        let target = format!("sip:{number}@{}:{};user=phone;cause=302", g.fqdn, g.port);
+        let to = format!("<sip:{number}@{};user=phone>", g.fqdn);
+        let record_route = format!(
+            "<sip:{host}:{};transport={};lr>",
+            g.local.port(),
+            g.local.transport().param()
+        );
+        let history = g.forward_call_history.then(|| {
+            forward::history_info(
+                &history,
+                host,
+                &forwarder,
+                number,
+                forward::Cause::Unconditional,
+            )
+        });
+        let mut extra: Vec<(&str, &str)> = vec![("Record-Route", &record_route)];
+        if let Some(h) = &history {
+            extra.push(("History-Info", h));
+        }
+        if private {
+            extra.push(("Privacy", "id"));
+        }
+        // DR-MEDIA-3: the media processor's offer, else (bypass) the SBC's own.
+        let sdp = offer.clone().unwrap_or_else(|| {
+            self.caller
+                .invite()
+                .map(|i| Bytes::copy_from_slice(i.message().body()))
+                .unwrap_or_default()
+        });
+        let id = self.next_id();
+        let peer = Peer::Sbc {
+            fqdn: g.fqdn.clone(),
+        };
+        let Some(leg) = UacLeg::start(
+            id,
+            outbound::route_to(g),
+            g.local.clone(),
+            peer.clone(),
+            &InviteParams {
+                target: &target,
+                from,
+                to,
+                sdp: &sdp,
+                extra: &extra,
+                again: None,
+                contact: None,
+            },
+            &mut self.actions,
+        ) else {
+            warn!(fork = %name, target, "simultaneous ring INVITE not built; not rung");
+            return;
+        };
+        let key = LegKey::new(leg.call_id(), leg.local_tag().as_str());
+        let at = self.actions.len() - 1;
+        self.actions.insert(at, Action::Index { key, peer });
+        self.requests
+            .push(id, Purpose::ForkInvite(self.forks.len()));
+        info!(fork = %name, sbc = %g.fqdn, target, "simultaneous ring: INVITE to the SBC");
+        self.forks.push(Fork {
+            name: name.into(),
+            to_tag: Tag::random(),
+            state: ForkState::Trying,
+            kind: ForkKind::Sip(Box::new(leg)),
+            offer,
+        });
     }
 
     /// A forwarding rule applies (DR-FWD): the PSTN caller hears 181 (DR-FWD-3); a
@@ -2554,27 +2683,15 @@ async fn carry_on(
 ) -> (Option<Outcome>, Option<crate::transaction::Answered>) {
     let hub = runner.hub.clone();
     let invite = h.leg.invite().cloned();
-    let (offer, caller, display, private) = match &invite {
+    let (offer, (caller, display, private)) = match &invite {
         Some(i) => {
             let m = i.message();
-            let from = m.from().and_then(Result::ok);
-            let number = from
-                .as_ref()
-                .and_then(|f| f.uri().user())
-                .and_then(forward::phone_number)
-                .filter(|n| n.starts_with('+'));
-            let display = from
-                .as_ref()
-                .and_then(|f| f.display_name())
-                .map(|d| d.trim_matches('"').to_owned());
-            let private = number.is_none()
-                || m.values(HeaderName::Privacy).any(|v| {
-                    let v = v.trim();
-                    v.eq_ignore_ascii_case("id") || v.eq_ignore_ascii_case("header")
-                });
-            (Bytes::copy_from_slice(m.body()), number, display, private)
+            (
+                Bytes::copy_from_slice(m.body()),
+                forward::original_caller(&m),
+            )
         }
-        None => (Bytes::new(), None, None, true),
+        None => (Bytes::new(), (None, None, true)),
     };
     let wanted = place::Request {
         user: h.user.clone(),

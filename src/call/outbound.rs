@@ -1668,7 +1668,7 @@ impl Outbound {
 
 /// How an attempt's requests reach its SBC: any open connection, or a new one to the
 /// trunk (DR-TLS-4).
-fn route_to(g: &Gateway) -> Route {
+pub(super) fn route_to(g: &Gateway) -> Route {
     let (transport, insecure_ip) = match g.insecure_ip {
         Some(ip) => (Transport::Tcp, Some(ip)),
         None => (Transport::Tls, None),

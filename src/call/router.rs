@@ -895,7 +895,7 @@ struct Admitted<'d> {
 /// the load, the user, the caller, the offer, the session interval; then the forks to
 /// ring. `Err` carries the rejection to answer with.
 fn admit<'d>(
-    hub: &'d Hub,
+    hub: &'d Arc<Hub>,
     settings: &CallSettings,
     msg: &Message<'_>,
     accepted: &Accepted<'_>,
@@ -1011,7 +1011,26 @@ fn admit<'d>(
         }
     };
     let bypass = accepted.trunk.media_bypass;
-    let forks = plan_forks(hub, user, &offer, bypass);
+    let mut forks = plan_forks(hub, user, &offer, bypass);
+    // DR-FWD-1: simultaneous ring, with the user's own clients.
+    match &user.forwarding.also_ring {
+        Some(crate::config::ForwardTarget::User(a)) => {
+            if let Some(other) = dir.user_by_address(accepted.tenant, a) {
+                for mut f in plan_forks(hub, other, &offer, bypass) {
+                    match &mut f {
+                        ForkPlan::Script { name, .. }
+                        | ForkPlan::Sip { name, .. }
+                        | ForkPlan::Pstn { name, .. } => *name = format!("{a} {name}"),
+                    }
+                    forks.push(f);
+                }
+            }
+        }
+        Some(crate::config::ForwardTarget::Number(n)) => {
+            forks.extend(sim_ring_fork(hub, user, n, msg, bypass));
+        }
+        _ => {}
+    }
     let forwarding = forward_rules(hub, accepted.tenant, user, &offer, bypass);
     // DR-FWD-1: a user with no client to ring may still forward.
     let forwards = forwarding
@@ -1040,6 +1059,52 @@ fn admit<'d>(
         forks,
         session,
         forwarding,
+    })
+}
+
+/// Simultaneous ring to a number (DR-FWD-1): the first gateway the user's voice routing
+/// gives for it, as an outbound call of the user's would try it; `None` (logged) when
+/// there is none.
+fn sim_ring_fork(
+    hub: &Arc<Hub>,
+    user: &User,
+    number: &E164,
+    msg: &Message<'_>,
+    bypass: bool,
+) -> Option<ForkPlan> {
+    let wanted = super::place::Request {
+        user: user.sip_address.to_string(),
+        number: number.to_string(),
+        private: false,
+        ring_for: std::time::Duration::ZERO,
+        talk_for: None,
+    };
+    let sbc_offer = Bytes::copy_from_slice(msg.body());
+    let (placement, _) = match super::place::plan(hub, &wanted, bypass.then_some(&sbc_offer)) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(to = %number, why = %e.to_string().lines().last().unwrap_or(""), "simultaneous ring to a number: no gateway; not rung");
+            return None;
+        }
+    };
+    let mut gateway = placement.gateways.into_iter().next()?;
+    // Both trunks bypass: the SBC's own offer; else the media processor's.
+    let offer = match gateway.offer.take().filter(|_| gateway.bypass) {
+        Some(_) => None,
+        None => {
+            let m = &hub.media;
+            let source = sdp::AnswerSource::MediaProcessor;
+            sdp::offer(&m.codecs, m.address, hub.media_port(), session_id(), source)
+                .map_err(|e| warn!(error = %e, "media processor offer failed"))
+                .ok()
+                .map(Bytes::from)
+        }
+    };
+    Some(ForkPlan::Pstn {
+        name: format!("also ring {number}"),
+        number: placement.number,
+        gateway: Box::new(gateway),
+        offer,
     })
 }
 
