@@ -2770,7 +2770,9 @@ async fn carry_on(
         name: h.name,
     };
     let now = Instant::now();
-    let mut call = outbound::Outbound::new(placement, settings, now).with_caller(caller);
+    let mut call = outbound::Outbound::new(placement, settings, now)
+        .with_caller(caller)
+        .with_outcome_prefix(format!("forwarded ({rule}) to {target}"));
     runner.perform(Action::Index {
         key: call.key(),
         peer: Peer::Sbc { fqdn: first },
@@ -2779,11 +2781,7 @@ async fn carry_on(
     runner.run(&mut call, rx).await;
     keys.extend(call.leg_keys());
     let failure = call.take_failure();
-    let outcome = call.outcome.clone().map(|mut o| {
-        o.reason = format!("forwarded ({rule}) to {target}; {}", o.reason);
-        o
-    });
-    (outcome, failure)
+    (call.outcome.clone(), failure)
 }
 
 /// What the call task drives: an inbound [`Call`] or an [`outbound::Outbound`] call.
@@ -2793,6 +2791,8 @@ trait Machine {
     fn poll_timeout(&self) -> Option<Instant>;
     fn poll_action(&mut self) -> Option<Action>;
     fn is_done(&self) -> bool;
+    /// Completes the call's record once it is done (before it is logged).
+    fn finish(&mut self) {}
     fn outcome(&self) -> Option<&Outcome>;
 }
 
@@ -2832,6 +2832,9 @@ impl Machine for outbound::Outbound {
     }
     fn is_done(&self) -> bool {
         outbound::Outbound::is_done(self)
+    }
+    fn finish(&mut self) {
+        outbound::Outbound::finish(self)
     }
     fn outcome(&self) -> Option<&Outcome> {
         self.outcome.as_ref()
@@ -2923,6 +2926,7 @@ impl Runner {
                 self.perform(a);
             }
             if call.is_done() {
+                call.finish();
                 if let Some(o) = call.outcome() {
                     info!(status = o.status, code = ?o.code, reason = %o.reason, "call over");
                 }

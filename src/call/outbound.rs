@@ -230,6 +230,8 @@ pub struct Outbound {
     /// Re-INVITEs and UPDATEs relayed between the SBC and the calling endpoint, by the id
     /// of the request that carries each on.
     relays: Vec<(ReqId, Relay)>,
+    /// What the call's record says before how it went (a forward's rule and target).
+    outcome_prefix: Option<String>,
 }
 
 impl Outbound {
@@ -260,6 +262,20 @@ impl Outbound {
             caller: None,
             caller_tag: Tag::random(),
             sent_183: false,
+            outcome_prefix: None,
+        }
+    }
+
+    /// The call's record starts with `prefix` (a forwarded call's rule and target).
+    pub fn with_outcome_prefix(mut self, prefix: String) -> Outbound {
+        self.outcome_prefix = Some(prefix);
+        self
+    }
+
+    /// Completes the record once the call is done: the prefix goes in front, once.
+    pub fn finish(&mut self) {
+        if let (Some(p), Some(o)) = (self.outcome_prefix.take(), self.outcome.as_mut()) {
+            o.reason = format!("{p}; {}", o.reason);
         }
     }
 
