@@ -511,7 +511,30 @@ async fn transfer(
             ));
         }
     }
-    tell_answered(&api, &call_id, crate::call::CallEvent::Transfer(target))?;
+    // The leg drhub places itself if the SBC cannot take a REFER (DR-XFER-2): to a
+    // number, through the transferring user's voice routing.
+    let via = match &target {
+        crate::call::transfer::Target::Number(n) => {
+            let user = api
+                .hub
+                .calls
+                .snapshot()
+                .iter()
+                .find(|c| *c.call_id == *call_id)
+                .and_then(|c| c.user.parse::<crate::config::SipAddress>().ok());
+            user.and_then(|u| api.hub.directory.find_user(&u).map(|(_, u)| u))
+                .and_then(|u| {
+                    crate::call::router::pstn_fork(&api.hub, u, n, None, format!("transfer to {n}"))
+                })
+                .map(Box::new)
+        }
+        crate::call::transfer::Target::User(_) => None,
+    };
+    tell_answered(
+        &api,
+        &call_id,
+        crate::call::CallEvent::Transfer(target, via),
+    )?;
     info!(call_id = %call_id, to, "transfer through the API");
     Ok((
         StatusCode::ACCEPTED,

@@ -219,9 +219,10 @@ async fn dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up() {
     let bye = sbc.request(&routed(&inv, &ok, "BYE", 3, &[])).await;
     assert_eq!(bye.status(), 200, "{}", bye.text);
 
-    // No REFER in the SBC's Allow: nothing is sent, the call goes on.
+    // No REFER in the SBC's Allow and a user target: drhub as referee is built for
+    // numbers only; nothing is sent, the call goes on.
     let (mut sbc, inv, ok, call_id) = answered(&d, false).await;
-    let (s, _) = transfer(&d, &call_id, TARGET).await;
+    let (s, _) = transfer(&d, &call_id, "busy@adatum.biz").await;
     assert_eq!(s, 202);
     assert!(
         sbc.try_recv(Duration::from_millis(300)).await.is_none(),
@@ -230,6 +231,107 @@ async fn dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up() {
     let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
     assert_eq!(bye.status(), 200, "{}", bye.text);
     d.calls_drained().await;
+}
+
+/// DR-XFER-1, DR-XFER-2, DR-XFER-5: the SBC's INVITE listed no REFER, so drhub carries
+/// the transfer out as referee (option 1, RFC 3892 §7.1): an INVITE to the number
+/// through the SBC, from the original caller, with the transferring user's
+/// `Referred-By`, no `cause` and no History-Info. When it answers, drhub ACKs it and the
+/// caller talks to the target: the caller's BYE ends the new leg. A target that refuses
+/// leaves the call as it was.
+#[tokio::test]
+async fn dr_xfer_2_without_refer_drhub_calls_the_target_as_referee() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        t.replacen(
+            "forward_call_history = false",
+            "forward_call_history = true",
+            1,
+        )
+    }))
+    .await;
+    for answer in [200u16, 486] {
+        let (mut sbc, inv, ok, call_id) = answered(&d, false).await;
+        let (s, v) = transfer(&d, &call_id, TARGET).await;
+        assert_eq!(s, 202, "{v}");
+        let leg = sbc.until_request("INVITE").await;
+        assert_eq!(
+            leg.request_uri(),
+            format!("sip:{TARGET}@sbc1.adatum.biz:5061;user=phone")
+        );
+        assert_ne!(leg.header("Call-ID"), Some(call_id.as_str()));
+        let referred_by = leg.header("Referred-By").unwrap_or_default();
+        assert!(
+            referred_by.contains(";x-m=8:orgid:") && referred_by.contains(";x-t=adatum;"),
+            "{}",
+            leg.text
+        );
+        assert!(
+            leg.header("History-Info").is_none(),
+            "DR-XFER-5\n{}",
+            leg.text
+        );
+        assert!(
+            leg.header("From")
+                .unwrap()
+                .contains("<sip:+17168712781@sip.pstnhub.microsoft.com;user=phone>"),
+            "{}",
+            leg.text
+        );
+        assert!(
+            leg.body().contains("a=crypto:"),
+            "the media processor's offer"
+        );
+        let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+        if answer == 200 {
+            sbc.send(response_tagged(
+                &leg.text,
+                200,
+                "OK",
+                "xfer",
+                &[contact],
+                Some(SBC_ANSWER),
+            ))
+            .await;
+            let ack = sbc.until_request("ACK").await;
+            assert_eq!(ack.header("Call-ID"), leg.header("Call-ID"));
+            // The caller now talks to the target; its BYE ends the target's leg.
+            sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
+            let mut done = None;
+            let mut bye = None;
+            while done.is_none() || bye.is_none() {
+                let r = sbc.recv().await;
+                if r.is_response() && r.cseq_method() == Some("BYE") {
+                    done = Some(r);
+                } else if !r.is_response() && r.cseq_method() == Some("BYE") {
+                    bye = Some(r);
+                }
+            }
+            assert_eq!(done.unwrap().status(), 200);
+            let bye = bye.unwrap();
+            assert_eq!(bye.header("Call-ID"), leg.header("Call-ID"));
+            sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+        } else {
+            sbc.send(response_tagged(
+                &leg.text,
+                486,
+                "Busy Here",
+                "xfer",
+                &[],
+                None,
+            ))
+            .await;
+            // The transaction ACKs the 486; the call with the Teams user goes on.
+            let ack = sbc.until_request("ACK").await;
+            assert_eq!(ack.header("Call-ID"), leg.header("Call-ID"));
+            let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+            assert_eq!(bye.status(), 200, "{}", bye.text);
+            assert!(
+                sbc.try_recv(Duration::from_millis(300)).await.is_none(),
+                "nothing else"
+            );
+        }
+        d.calls_drained().await;
+    }
 }
 
 /// The SBC's INVITE for a transfer: Request-URI the Refer-To's URI, the REFER's
@@ -343,5 +445,40 @@ async fn dr_xfer_3_a_scripted_client_transfers_on_its_own() {
     assert_eq!(sbc.request(&done).await.status(), 200);
     let bye = sbc.until_request("BYE").await;
     sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}
+
+/// DR-XFER-2: the same scripted transfer with an SBC that lists no REFER: drhub, as
+/// referee, calls the number itself (the leg planned when the call came in).
+#[tokio::test]
+async fn dr_xfer_2_a_scripted_client_transfers_as_referee_without_refer() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = t.replacen(
+            "    # transfer_to = \"+14255550123\"\n    # transfer_after_seconds = 10\n",
+            "    transfer_to = \"+14255550123\"\n    transfer_after_seconds = 10\n",
+            1,
+        );
+        fast(t, 0.05)
+    }))
+    .await;
+    let (mut sbc, inv, ok, _) = answered(&d, false).await;
+    let leg = sbc.until_request("INVITE").await;
+    assert_eq!(
+        leg.request_uri(),
+        format!("sip:{TARGET}@sbc1.adatum.biz:5061;user=phone")
+    );
+    assert!(leg.header("Referred-By").is_some(), "{}", leg.text);
+    sbc.send(response_tagged(
+        &leg.text,
+        480,
+        "Temporarily Unavailable",
+        "x",
+        &[],
+        None,
+    ))
+    .await;
+    sbc.until_request("ACK").await;
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
     d.calls_drained().await;
 }

@@ -78,24 +78,49 @@ pub fn phone_number(user: &str) -> Option<String> {
 
 /// Who called, as an INVITE from an SBC says: the From number (`+E164`), its display
 /// name, and whether the caller ID is withheld (an anonymous or non-numeric From, or
-/// `Privacy: id`/`header`). A forwarded or simultaneous-ring INVITE shows this caller.
-pub fn original_caller(msg: &Message<'_>) -> (Option<String>, Option<String>, bool) {
-    let from = msg.from().and_then(Result::ok);
-    let number = from
-        .as_ref()
-        .and_then(|f| f.uri().user())
-        .and_then(phone_number)
-        .filter(|n| n.starts_with('+'));
-    let display = from
-        .as_ref()
-        .and_then(|f| f.display_name())
-        .map(|d| d.trim_matches('"').replace(['"', '\\'], ""));
-    let private = number.is_none()
-        || msg.values(HeaderName::Privacy).any(|v| {
-            let v = v.trim();
-            v.eq_ignore_ascii_case("id") || v.eq_ignore_ascii_case("header")
-        });
-    (number, display, private)
+/// `Privacy: id`/`header`). Forwarded, simultaneous-ring and transfer INVITEs show this
+/// caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallerId {
+    pub number: Option<String>,
+    pub display: Option<String>,
+    pub private: bool,
+}
+
+impl CallerId {
+    pub fn of(msg: &Message<'_>) -> CallerId {
+        let from = msg.from().and_then(Result::ok);
+        let number = from
+            .as_ref()
+            .and_then(|f| f.uri().user())
+            .and_then(phone_number)
+            .filter(|n| n.starts_with('+'));
+        let display = from
+            .as_ref()
+            .and_then(|f| f.display_name())
+            .map(|d| d.trim_matches('"').replace(['"', '\\'], ""));
+        let private = number.is_none()
+            || msg.values(HeaderName::Privacy).any(|v| {
+                let v = v.trim();
+                v.eq_ignore_ascii_case("id") || v.eq_ignore_ascii_case("header")
+            });
+        CallerId {
+            number,
+            display,
+            private,
+        }
+    }
+
+    /// The From of an INVITE drhub sends on the caller's behalf, at `host`.
+    pub fn from_header(&self, host: &str) -> String {
+        match &self.number {
+            Some(n) if !self.private => format!(
+                "\"{}\" <sip:{n}@{host};user=phone>",
+                self.display.as_deref().unwrap_or_default()
+            ),
+            _ => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_owned(),
+        }
+    }
 }
 
 /// One History-Info entry as drhub passes it on.

@@ -111,8 +111,10 @@ pub enum CallEvent {
     /// The Teams user holds (`true`) or resumes (`false`) the call (DR-HOLD-2: the
     /// control API's `POST /api/calls/{id}/hold` and `/resume`).
     Hold(bool),
-    /// The Teams user transfers the call (DR-XFER: `POST /api/calls/{id}/transfer`).
-    Transfer(transfer::Target),
+    /// The Teams user transfers the call (DR-XFER: `POST /api/calls/{id}/transfer`),
+    /// with the leg drhub places itself when the SBC cannot take a REFER (option 1,
+    /// DR-XFER-2; a number's, planned by whoever knows the user's voice routing).
+    Transfer(transfer::Target, Option<Box<ForkPlan>>),
 }
 
 /// A call's inbox (see [`inbox`] for why it is not a tokio channel).
@@ -210,6 +212,9 @@ pub struct NewCall {
     /// The caller's trunk has `forward_call_history`: the History-Info that came in is
     /// kept, passed on and checked for loops (DR-FWD-4/5).
     pub keep_history: bool,
+    /// The legs drhub would place as referee (DR-XFER-2) for the numbers the user's
+    /// scripted clients transfer to, when the SBC's INVITE lists no REFER.
+    pub referee: Vec<(String, ForkPlan)>,
 }
 
 /// A user's forwarding rules as a call applies them (DR-FWD-1), resolved at admission.
@@ -242,6 +247,15 @@ impl std::fmt::Display for Forward {
             Forward::Voicemail => f.write_str("voicemail"),
         }
     }
+}
+
+/// What a fork to a number through an SBC is for.
+#[derive(Debug)]
+enum PstnFork {
+    /// Simultaneous ring (DR-FWD-1).
+    SimRing,
+    /// A transfer drhub carries out as referee (DR-XFER-2).
+    Transfer { referred_by: String },
 }
 
 /// A forward to a number, decided: everything [`forward::Handoff`] needs but the leg.
@@ -795,6 +809,13 @@ pub struct Call {
     caller_from: Box<str>,
     /// A forward to a number: the SBC's leg goes to an outbound call (DR-FWD).
     handoff: Option<Box<HandoffPlan>>,
+    /// Who called (the From of forwarded, simultaneous-ring and transfer INVITEs).
+    caller_id: forward::CallerId,
+    /// See [`NewCall::referee`].
+    referee: Vec<(String, ForkPlan)>,
+    /// The fork of a transfer drhub carries out as referee, until it answers or fails
+    /// (DR-XFER-2).
+    transfer_leg: Option<usize>,
     requests: InFlight<Purpose>,
     actions: Vec<Action>,
     /// Why the call ended, for the log and the call record.
@@ -823,6 +844,7 @@ pub struct Outcome {
 impl Call {
     pub fn new(new: NewCall, settings: Arc<CallSettings>, now: Instant) -> Call {
         let call_id: Box<str> = new.invite.message().call_id().unwrap_or("-").into();
+        let caller_id = forward::CallerId::of(&new.invite.message());
         let caller = UasLeg::new(
             new.tx,
             new.invite,
@@ -865,6 +887,9 @@ impl Call {
             keep_history: new.keep_history,
             caller_from: new.caller.as_str().into(),
             handoff: None,
+            caller_id,
+            referee: new.referee,
+            transfer_leg: None,
             requests: InFlight::new(),
             actions: Vec::new(),
             outcome: None,
@@ -964,7 +989,7 @@ impl Call {
                     number,
                     gateway,
                     offer,
-                } => self.start_pstn_fork(name, &number, &gateway, offer),
+                } => self.start_pstn_fork(name, &number, &gateway, offer, PstnFork::SimRing),
             }
         }
     }
@@ -988,40 +1013,38 @@ impl Call {
         (history, forwarder)
     }
 
-    /// Simultaneous ring to a number (DR-FWD-1): the INVITE to the SBC shows the original
-    /// caller, says `cause=302` (an emulator choice: RFC 4458 has no cause for it) and, to
-    /// a trunk with `forward_call_history`, carries History-Info (DR-FWD-2/4); drhub
-    /// record-routes as on its outbound calls.
+    /// A fork to a number through an SBC. The INVITE shows the original caller and
+    /// drhub record-routes as on its outbound calls. For simultaneous ring (DR-FWD-1) it
+    /// says `cause=302` (an emulator choice: RFC 4458 has no cause for it) and, to a trunk
+    /// with `forward_call_history`, carries History-Info (DR-FWD-2/4); for a transfer
+    /// (DR-XFER-2) it carries `Referred-By` and no History-Info (DR-XFER-5).
     fn start_pstn_fork(
         &mut self,
         name: String,
         number: &str,
         g: &outbound::Gateway,
         offer: Option<Bytes>,
+        kind: PstnFork,
     ) {
-        let (history, forwarder) = self.history_and_forwarder();
+        let (history, forwarder) = match kind {
+            PstnFork::SimRing => self.history_and_forwarder(),
+            PstnFork::Transfer { .. } => (Vec::new(), String::new()),
+        };
         let host = g.local.host();
-        let (caller, display, private) = match self.caller.invite() {
-            Some(i) => forward::original_caller(&i.message()),
-            None => (None, None, true),
-        };
-        let from = match caller {
-            Some(n) if !private => {
-                format!(
-                    "\"{}\" <sip:{n}@{host};user=phone>",
-                    display.unwrap_or_default()
-                )
-            }
-            _ => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_owned(),
-        };
-        let target = format!("sip:{number}@{}:{};user=phone;cause=302", g.fqdn, g.port);
+        let private = self.caller_id.private;
+        let from = self.caller_id.from_header(host);
+        let mut target = format!("sip:{number}@{}:{};user=phone", g.fqdn, g.port);
+        if matches!(kind, PstnFork::SimRing) {
+            target.push_str(";cause=302");
+        }
         let to = format!("<sip:{number}@{};user=phone>", g.fqdn);
         let record_route = format!(
             "<sip:{host}:{};transport={};lr>",
             g.local.port(),
             g.local.transport().param()
         );
-        let history = g.forward_call_history.then(|| {
+        let sim_ring = matches!(kind, PstnFork::SimRing);
+        let history = (sim_ring && g.forward_call_history).then(|| {
             forward::history_info(
                 &history,
                 host,
@@ -1033,6 +1056,9 @@ impl Call {
         let mut extra: Vec<(&str, &str)> = vec![("Record-Route", &record_route)];
         if let Some(h) = &history {
             extra.push(("History-Info", h));
+        }
+        if let PstnFork::Transfer { referred_by } = &kind {
+            extra.push(("Referred-By", referred_by));
         }
         if private {
             extra.push(("Privacy", "id"));
@@ -1402,7 +1428,7 @@ impl Call {
             }
             CallEvent::HangUp => self.operator_hang_up(),
             CallEvent::Hold(hold) => self.teams_hold(hold),
-            CallEvent::Transfer(target) => self.transfer(target),
+            CallEvent::Transfer(target, via) => self.transfer(target, via.map(|v| *v)),
             CallEvent::SbcGone => {
                 if self.session.is_none() && matches!(self.phase, Phase::Answered(_) | Phase::Up(_))
                 {
@@ -1767,6 +1793,9 @@ impl Call {
     /// What a fork did (a scripted step or a SIP leg's response), under the call's rules
     /// (DR-FORK-2..5, 7, 9).
     fn on_fork_event(&mut self, i: usize, ev: LegEvent, now: Instant) {
+        if self.transfer_leg == Some(i) {
+            return self.on_transfer_leg_event(i, ev);
+        }
         let live = self.forks[i].state.is_live() && self.phase == Phase::Ringing;
         match ev {
             LegEvent::Ringing if live => {
@@ -1850,7 +1879,14 @@ impl Call {
             {
                 info!(fork = %self.forks[i].name, to = %to, "the Teams client's script transfers the call");
                 match transfer::Target::parse(&to) {
-                    Some(t) => self.transfer(t),
+                    Some(t) => {
+                        let via = self
+                            .referee
+                            .iter()
+                            .position(|(n, _)| **n == *to)
+                            .map(|k| self.referee.swap_remove(k).1);
+                        self.transfer(t, via)
+                    }
                     None => warn!(to = %to, "transfer target not understood"),
                 }
             }
@@ -2177,6 +2213,10 @@ impl Call {
             Phase::Answered(n) | Phase::Up(n) => Some(n),
             _ => None,
         };
+        // A transfer target still ringing (DR-XFER-2) is cancelled.
+        if self.transfer_leg.take().is_some() {
+            self.cancel_forks(None);
+        }
         self.phase = Phase::Ending;
         self.session = None;
         self.orphan_at = None;
@@ -2363,7 +2403,7 @@ impl Call {
     /// The Teams user transfers the call (DR-XFER-1, DR-XFER-3: option 2 when the SBC's
     /// INVITE listed REFER in Allow): a REFER to the SBC with Direct Routing's
     /// `Refer-To` and `Referred-By`; its NOTIFYs tell how the transfer goes.
-    fn transfer(&mut self, target: transfer::Target) {
+    fn transfer(&mut self, target: transfer::Target, via: Option<ForkPlan>) {
         if !matches!(self.phase, Phase::Up(_) | Phase::Answered(_)) {
             info!("transfer ignored: the call is not up");
             return;
@@ -2373,9 +2413,7 @@ impl Call {
             return;
         }
         if !self.caller.allows_refer() {
-            // DR-XFER-1/2: option 1, drhub as referee (RFC 3892 §7.1), is not built yet.
-            warn!("the SBC's INVITE does not list REFER in Allow: a transfer needs drhub as referee (option 1), which is not built yet; the call goes on");
-            return;
+            return self.transfer_as_referee(target, via);
         }
         let proxy = self.caller.local.host().to_owned();
         let refer_to = transfer::refer_to(&target, &proxy, &self.tenant);
@@ -2399,6 +2437,88 @@ impl Call {
             info!(target = ?target, "transfer: REFER to the SBC (DR-XFER-3)");
             self.transfer = Some(target);
             self.send_sbc(id, req, Purpose::Refer);
+        }
+    }
+
+    /// DR-XFER-1, DR-XFER-2: the SBC's INVITE listed no REFER, so drhub carries the
+    /// transfer out itself (option 1, RFC 3892 §7.1): an INVITE with `Referred-By` (the
+    /// transferring user) to the target through the SBC; when it answers, drhub ends the
+    /// Teams user's leg and the caller talks to the target. Built for numbers on calls
+    /// whose media the media processor anchors (non-bypass).
+    fn transfer_as_referee(&mut self, target: transfer::Target, via: Option<ForkPlan>) {
+        if self.bypass {
+            warn!(target = ?target, "a transfer as referee of a media-bypass call needs the media processor inserted (DR-ICE-1), which is not built yet; the call goes on");
+            return;
+        }
+        let Some(ForkPlan::Pstn {
+            name,
+            number,
+            gateway,
+            offer,
+        }) = via
+        else {
+            warn!(target = ?target, "the SBC lists no REFER and drhub as referee (DR-XFER-2) is built for numbers with a route only; the call goes on");
+            return;
+        };
+        let proxy = self.caller.local.host().to_owned();
+        let refer_to = transfer::refer_to(&target, &proxy, &self.tenant);
+        let target_uri = refer_to.trim_start_matches('<').trim_end_matches('>');
+        let referred_by = transfer::referred_by(
+            &self.user,
+            &proxy,
+            &self.tenant,
+            &crate::diagnostics::correlation_id(),
+            target_uri,
+        );
+        info!(target = ?target, "transfer: the SBC lists no REFER; drhub calls the target as referee (DR-XFER-2)");
+        let at = self.forks.len();
+        self.start_pstn_fork(
+            name,
+            &number,
+            &gateway,
+            offer,
+            PstnFork::Transfer { referred_by },
+        );
+        if self.forks.len() > at {
+            self.transfer_leg = Some(at);
+            self.transfer = Some(target);
+        }
+    }
+
+    /// A transfer leg's progress (DR-XFER-2): its 2xx completes the transfer (the Teams
+    /// user's leg ends, the call goes on with the target), a failure leaves the call as
+    /// it was.
+    fn on_transfer_leg_event(&mut self, i: usize, ev: LegEvent) {
+        match ev {
+            LegEvent::Answered(_) => {
+                let (Phase::Up(old) | Phase::Answered(old)) = self.phase else {
+                    return;
+                };
+                info!(fork = %self.forks[i].name, "the transfer target answered: the Teams user's leg ends (DR-XFER-2)");
+                self.forks[i].state = ForkState::Answered;
+                self.bye_fork(old, false);
+                self.forks[old].state = ForkState::Cancelled;
+                self.phase = Phase::Up(i);
+                self.endpoint_media = LegMedia::new(MediaPeer::Endpoint);
+                self.transfer_leg = None;
+                self.transfer = None;
+            }
+            LegEvent::Failed(code) => {
+                warn!(fork = %self.forks[i].name, code, "the transfer target refused; the call goes on");
+                self.forks[i].state = ForkState::Failed(code);
+                self.transfer_leg = None;
+                self.transfer = None;
+            }
+            LegEvent::Gone => {
+                warn!(fork = %self.forks[i].name, "the transfer target did not answer; the call goes on");
+                self.forks[i].state = ForkState::Failed(408);
+                self.transfer_leg = None;
+                self.transfer = None;
+            }
+            LegEvent::Ringing | LegEvent::EarlyMedia(_) => {
+                debug!(fork = %self.forks[i].name, "the transfer target rings");
+            }
+            _ => {}
         }
     }
 
@@ -2683,16 +2803,21 @@ async fn carry_on(
 ) -> (Option<Outcome>, Option<crate::transaction::Answered>) {
     let hub = runner.hub.clone();
     let invite = h.leg.invite().cloned();
-    let (offer, (caller, display, private)) = match &invite {
-        Some(i) => {
-            let m = i.message();
-            (
-                Bytes::copy_from_slice(m.body()),
-                forward::original_caller(&m),
-            )
-        }
-        None => (Bytes::new(), (None, None, true)),
-    };
+    let offer = invite
+        .as_ref()
+        .map(|i| Bytes::copy_from_slice(i.message().body()))
+        .unwrap_or_default();
+    let forward::CallerId {
+        number: caller,
+        display,
+        private,
+    } = invite
+        .as_ref()
+        .map(|i| forward::CallerId::of(&i.message()))
+        .unwrap_or(forward::CallerId {
+            private: true,
+            ..Default::default()
+        });
     let wanted = place::Request {
         user: h.user.clone(),
         number: h.target.clone(),

@@ -656,7 +656,7 @@ impl Outbound {
                 }
             }
             CallEvent::Hold(hold) => self.teams_hold(hold),
-            CallEvent::Transfer(target) => {
+            CallEvent::Transfer(target, _) => {
                 warn!(target = ?target, "transferring a call drhub placed is not built yet; the call goes on");
             }
             CallEvent::HangUp => match self.phase {

@@ -643,6 +643,7 @@ impl Router {
             trunk,
             forwarding: admitted.forwarding,
             keep_history: accepted.trunk.forward_call_history,
+            referee: admitted.referee,
         };
         spawn(self.hub.clone(), self.settings.clone(), new, key);
     }
@@ -889,6 +890,7 @@ struct Admitted<'d> {
     forks: Vec<ForkPlan>,
     session: Option<super::session_timer::Negotiated>,
     forwarding: Option<Box<super::ForwardRules>>,
+    referee: Vec<(String, ForkPlan)>,
 }
 
 /// Admission checks after DR-VAL passed (DR-ERR-1, DR-TEN-3..5, DR-FORK-6, DR-ST-3):
@@ -1027,7 +1029,15 @@ fn admit<'d>(
             }
         }
         Some(crate::config::ForwardTarget::Number(n)) => {
-            forks.extend(sim_ring_fork(hub, user, n, msg, bypass));
+            let sbc_offer = Bytes::copy_from_slice(msg.body());
+            let name = format!("also ring {n}");
+            forks.extend(pstn_fork(
+                hub,
+                user,
+                n.as_str(),
+                bypass.then_some(&sbc_offer),
+                name,
+            ));
         }
         _ => {}
     }
@@ -1052,6 +1062,25 @@ fn admit<'d>(
         ),
         None => format!("<sip:{number}@{}>", flow.proxy.host()),
     };
+    // DR-XFER-2: the SBC cannot take a REFER, so the legs for the numbers the user's
+    // scripted clients transfer to are drhub's own; planned now, while the hub is at hand.
+    let allows_refer = msg
+        .values(HeaderName::Allow)
+        .any(|v| v.trim().eq_ignore_ascii_case("REFER"));
+    let mut referee = Vec::new();
+    if !allows_refer {
+        for e in &user.endpoints {
+            let EndpointKind::Virtual(script) = &e.kind else {
+                continue;
+            };
+            let Some(to) = script.transfer_to.as_deref().filter(|t| t.starts_with('+')) else {
+                continue;
+            };
+            if let Some(plan) = pstn_fork(hub, user, to, None, format!("transfer to {to}")) {
+                referee.push((to.to_owned(), plan));
+            }
+        }
+    }
     Ok(Admitted {
         user,
         caller,
@@ -1059,31 +1088,33 @@ fn admit<'d>(
         forks,
         session,
         forwarding,
+        referee,
     })
 }
 
-/// Simultaneous ring to a number (DR-FWD-1): the first gateway the user's voice routing
-/// gives for it, as an outbound call of the user's would try it; `None` (logged) when
-/// there is none.
-fn sim_ring_fork(
+/// A fork of an inbound call to a number, for simultaneous ring (DR-FWD-1) or a
+/// transfer drhub carries out as referee (DR-XFER-2): the first gateway the user's voice
+/// routing gives for it, as an outbound call of the user's would try it, with the SBC's
+/// offer `sbc_offer` when the trunk bypasses too, else the media processor's; `None`
+/// (logged) when there is no gateway.
+pub fn pstn_fork(
     hub: &Arc<Hub>,
     user: &User,
-    number: &E164,
-    msg: &Message<'_>,
-    bypass: bool,
+    number: &str,
+    sbc_offer: Option<&Bytes>,
+    name: String,
 ) -> Option<ForkPlan> {
     let wanted = super::place::Request {
         user: user.sip_address.to_string(),
-        number: number.to_string(),
+        number: number.to_owned(),
         private: false,
         ring_for: std::time::Duration::ZERO,
         talk_for: None,
     };
-    let sbc_offer = Bytes::copy_from_slice(msg.body());
-    let (placement, _) = match super::place::plan(hub, &wanted, bypass.then_some(&sbc_offer)) {
+    let (placement, _) = match super::place::plan(hub, &wanted, sbc_offer) {
         Ok(p) => p,
         Err(e) => {
-            warn!(to = %number, why = %e.to_string().lines().last().unwrap_or(""), "simultaneous ring to a number: no gateway; not rung");
+            warn!(to = %number, why = %e.to_string().lines().last().unwrap_or(""), "no gateway for a call to this number; not rung");
             return None;
         }
     };
@@ -1101,7 +1132,7 @@ fn sim_ring_fork(
         }
     };
     Some(ForkPlan::Pstn {
-        name: format!("also ring {number}"),
+        name,
         number: placement.number,
         gateway: Box::new(gateway),
         offer,

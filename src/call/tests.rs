@@ -195,6 +195,7 @@ impl Lab {
             },
             forwarding: plan.forwarding,
             keep_history: true,
+            referee: Vec::new(),
         };
         let mut call = Call::new(new, Arc::new(plan.settings), t0);
         call.start();
