@@ -672,6 +672,11 @@ impl Continuity {
         self.source
     }
 
+    /// The media address and port drhub's side announces.
+    pub fn media_address(&self) -> (IpAddr, u16) {
+        (self.address, self.port)
+    }
+
     /// A new offer in this session that changes only the audio stream's direction (a
     /// hold with `inactive`, a resume with `sendrecv`; DR-HOLD-2), the `o=` version one
     /// on (RFC 3264 §8), and the session as it stands once the peer accepts it. ICE

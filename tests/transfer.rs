@@ -334,6 +334,93 @@ async fn dr_xfer_2_without_refer_drhub_calls_the_target_as_referee() {
     }
 }
 
+/// DR-ICE-1 with DR-XFER-2: a media-bypass call, answered by a Teams client, moves to a
+/// number drhub calls as referee; the media processor takes the media over: once the
+/// target answered, the SBC gets a re-INVITE on the caller's dialog with the client's
+/// SDP as it was but new `ice-ufrag` and `ice-pwd`, the media processor's candidates
+/// and the `o=` version one on; its 200 is ACKed and the call goes on.
+#[tokio::test]
+async fn dr_ice_1_a_bypass_call_transferred_as_referee_restarts_ice_through_the_media_processor() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        t.replacen("media_bypass = false", "media_bypass = true", 1)
+    }))
+    .await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, false).await;
+    let before = ok.body().to_owned();
+    let ufrag = sdp_line(&before, "a=ice-ufrag:").to_owned();
+    assert!(!ufrag.is_empty(), "the client's answer has ICE\n{before}");
+    let (s, v) = transfer(&d, &call_id, TARGET).await;
+    assert_eq!(s, 202, "{v}");
+    let leg = sbc.until_request("INVITE").await;
+    assert!(
+        leg.body().contains("a=crypto:"),
+        "the media processor's offer"
+    );
+    let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &leg.text,
+        200,
+        "OK",
+        "xfer",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    // drhub ACKs the target and re-INVITEs the caller's SBC, in either order.
+    let mut ack = None;
+    let mut reinvite = None;
+    while ack.is_none() || reinvite.is_none() {
+        let r = sbc.recv().await;
+        match (r.is_response(), r.cseq_method()) {
+            (false, Some("ACK")) => ack = Some(r),
+            (false, Some("INVITE")) => reinvite = Some(r),
+            _ => {}
+        }
+    }
+    let re = reinvite.unwrap();
+    assert_eq!(
+        re.header("Call-ID"),
+        Some(call_id.as_str()),
+        "on the caller's dialog"
+    );
+    let body = re.body();
+    let new_ufrag = sdp_line(body, "a=ice-ufrag:");
+    assert!(
+        !new_ufrag.is_empty() && new_ufrag != ufrag,
+        "{ufrag} -> {new_ufrag}"
+    );
+    assert_ne!(
+        sdp_line(body, "a=ice-pwd:"),
+        sdp_line(&before, "a=ice-pwd:")
+    );
+    assert!(body.contains("a=candidate:"), "new candidates\n{body}");
+    let (id0, v0) = sdp_origin(&before);
+    let (id1, v1) = sdp_origin(body);
+    assert_eq!((id1, v1), (id0, v0 + 1), "same session, version one on");
+    sbc.send(response_tagged(
+        &re.text,
+        200,
+        "OK",
+        "ignored",
+        &[],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let re_ack = sbc.until_request("ACK").await;
+    assert_eq!(re_ack.header("Call-ID"), Some(call_id.as_str()));
+    // The caller hangs up: the target's leg ends.
+    sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
+    let bye = loop {
+        let r = sbc.recv().await;
+        if !r.is_response() && r.cseq_method() == Some("BYE") {
+            break r;
+        }
+    };
+    assert_eq!(bye.header("Call-ID"), leg.header("Call-ID"));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}
+
 /// The SBC's INVITE for a transfer: Request-URI the Refer-To's URI, the REFER's
 /// Referred-By copied as it was.
 fn invite_to(refer_to_uri: &str, referred_by: &str) -> String {

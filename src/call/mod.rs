@@ -724,6 +724,9 @@ enum Purpose {
     Relay,
     /// A REFER to the SBC: drhub transfers the call (DR-XFER-3).
     Refer,
+    /// The re-INVITE that inserts the media processor into a bypass call and restarts
+    /// ICE (DR-ICE-1), with the session once the SBC accepts it.
+    IceRestart { next: Box<crate::sdp::Continuity> },
 }
 
 /// A re-INVITE or UPDATE waiting for the other peer's answer.
@@ -1756,6 +1759,17 @@ impl Call {
                     self.on_relay_answer(relay, event);
                 }
             }
+            Purpose::IceRestart { mut next } => match self.hold_answered(event) {
+                Ok(answer) => {
+                    info!("the SBC accepted the ICE restart: the media processor carries the call's media (DR-ICE-1)");
+                    next.answered_with(&answer);
+                    self.sbc_media.session = Some(*next);
+                    self.bypass = false;
+                }
+                Err(status) => {
+                    warn!(status, "the SBC refused the ICE restart re-INVITE (DR-ICE-1); its media still goes to the Teams client that left");
+                }
+            },
             Purpose::Hold { hold, next } => {
                 let answer = self.hold_answered(event);
                 // The SBC made the Call-ID of an inbound call.
@@ -2446,8 +2460,18 @@ impl Call {
     /// Teams user's leg and the caller talks to the target. Built for numbers on calls
     /// whose media the media processor anchors (non-bypass).
     fn transfer_as_referee(&mut self, target: transfer::Target, via: Option<ForkPlan>) {
-        if self.bypass {
-            warn!(target = ?target, "a transfer as referee of a media-bypass call needs the media processor inserted (DR-ICE-1), which is not built yet; the call goes on");
+        let restartable = match self.phase {
+            Phase::Up(n) | Phase::Answered(n) => matches!(
+                &self.forks[n].kind,
+                ForkKind::Script {
+                    answer: Some(_),
+                    ..
+                }
+            ),
+            _ => false,
+        };
+        if self.bypass && !restartable {
+            warn!(target = ?target, "a transfer as referee of a media-bypass call answered by a SIP endpoint needs its SDP restarted (DR-ICE-1), which is built for Teams clients only; the call goes on");
             return;
         }
         let Some(ForkPlan::Pstn {
@@ -2485,6 +2509,35 @@ impl Call {
         }
     }
 
+    /// DR-ICE-1: a bypass call moves from the Teams client (fork `old`) to a peer that
+    /// cannot do bypass: the SBC gets a re-INVITE with the client's SDP as it last was but
+    /// new `ice-ufrag`/`ice-pwd` and the media processor's candidates (RFC 5245
+    /// §9.1.1.1), the `o=` version one on.
+    fn insert_media_processor(&mut self, old: usize) {
+        let ForkKind::Script {
+            answer: Some(previous),
+            ..
+        } = &self.forks[old].kind
+        else {
+            return;
+        };
+        let (address, port) = self.media.media_address();
+        let restarted = match crate::sdp::ice_restart(previous, address, port) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "the ICE restart SDP could not be made (DR-ICE-1)");
+                return;
+            }
+        };
+        let body = Bytes::copy_from_slice(restarted.as_bytes());
+        let next = Box::new(restarted.continuity().clone());
+        let id = self.next_id();
+        if let Some(req) = self.sbc_request("INVITE", &[], Some(&body)) {
+            info!("re-INVITE to the SBC: the media processor takes the media over, ICE restarts (DR-ICE-1)");
+            self.send_sbc(id, req, Purpose::IceRestart { next });
+        }
+    }
+
     /// A transfer leg's progress (DR-XFER-2): its 2xx completes the transfer (the Teams
     /// user's leg ends, the call goes on with the target), a failure leaves the call as
     /// it was.
@@ -2495,6 +2548,9 @@ impl Call {
                     return;
                 };
                 info!(fork = %self.forks[i].name, "the transfer target answered: the Teams user's leg ends (DR-XFER-2)");
+                if self.bypass {
+                    self.insert_media_processor(old);
+                }
                 self.forks[i].state = ForkState::Answered;
                 self.bye_fork(old, false);
                 self.forks[old].state = ForkState::Cancelled;
@@ -2575,7 +2631,10 @@ impl Call {
         self.requests.any(|p| {
             matches!(
                 p,
-                Purpose::Refresh { invite: true, .. } | Purpose::Hold { .. } | Purpose::Relay
+                Purpose::Refresh { invite: true, .. }
+                    | Purpose::Hold { .. }
+                    | Purpose::Relay
+                    | Purpose::IceRestart { .. }
             )
         })
     }
