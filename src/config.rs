@@ -255,6 +255,9 @@ pub struct Trunk {
     pub failover_time: Duration,
     /// Accept this SBC on the plain-TCP lab listener without a certificate (DR-TLS-5).
     pub allow_insecure: bool,
+    /// When the SBC refuses a REFER (or never answers it), drhub carries the transfer
+    /// out itself as referee (DR-XFER-2); otherwise the call goes on and it is logged.
+    pub refer_fallback: bool,
     /// Where the proxy connects to reach this SBC (a lab has no DNS); the FQDN stays the
     /// TLS name. `None`: the system resolver (hosts file) resolves the FQDN (DR-TLS-4).
     pub address: Option<SocketAddr>,
@@ -1464,6 +1467,7 @@ const TRUNK_KEYS: &[&str] = &[
     "failover_response_codes",
     "failover_time_seconds",
     "allow_insecure",
+    "refer_fallback",
     "address",
 ];
 const USER_KEYS: &[&str] = &[
@@ -1859,6 +1863,7 @@ fn build_trunk(s: &Section) -> Option<Trunk> {
         failover_response_codes: codes,
         failover_time: s.seconds("failover_time_seconds", 10.0, 1.0, 600.0),
         allow_insecure: s.bool("allow_insecure", false),
+        refer_fallback: s.bool("refer_fallback", false),
         address: s.str("address").and_then(|a| {
             a.parse::<SocketAddr>()
                 .map_err(|_| {

@@ -694,6 +694,7 @@ mod tests {
             send_options,
             media_bypass: false,
             forward_call_history: false,
+            refer_fallback: false,
             forward_pai: false,
             max_concurrent_sessions: None,
             failover_response_codes: vec![408, 503, 504],

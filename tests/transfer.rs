@@ -334,6 +334,42 @@ async fn dr_xfer_2_without_refer_drhub_calls_the_target_as_referee() {
     }
 }
 
+/// DR-XFER-2: a REFER the SBC refuses (405) falls back to drhub as referee when the
+/// trunk has `refer_fallback`: the INVITE with Referred-By follows; without the key the
+/// call just goes on (see `dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up`).
+#[tokio::test]
+async fn dr_xfer_2_a_refused_refer_falls_back_to_drhub_as_referee() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        t.replacen("refer_fallback = false", "refer_fallback = true", 1)
+    }))
+    .await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
+    let (s, v) = transfer(&d, &call_id, TARGET).await;
+    assert_eq!(s, 202, "{v}");
+    let refer = sbc.until_request("REFER").await;
+    sbc.send(response_to(&refer.text, 405, "Method Not Allowed", &[]))
+        .await;
+    let leg = sbc.until_request("INVITE").await;
+    assert_eq!(
+        leg.request_uri(),
+        format!("sip:{TARGET}@sbc1.adatum.biz:5061;user=phone")
+    );
+    assert!(leg.header("Referred-By").is_some(), "{}", leg.text);
+    sbc.send(response_tagged(
+        &leg.text,
+        480,
+        "Temporarily Unavailable",
+        "x",
+        &[],
+        None,
+    ))
+    .await;
+    sbc.until_request("ACK").await;
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    d.calls_drained().await;
+}
+
 /// DR-ICE-1 with DR-XFER-2: a media-bypass call, answered by a Teams client, moves to a
 /// number drhub calls as referee; the media processor takes the media over: once the
 /// target answered, the SBC gets a re-INVITE on the caller's dialog with the client's

@@ -276,6 +276,8 @@ pub struct TrunkRoute {
     pub port: u16,
     /// `max_concurrent_sessions` (DR-TEN-6, alert only).
     pub max_sessions: Option<u32>,
+    /// `refer_fallback`: a refused REFER falls back to drhub as referee (DR-XFER-2).
+    pub refer_fallback: bool,
 }
 
 /// The far peer's final answer to a relayed re-INVITE or UPDATE: a refusal (or no
@@ -819,6 +821,9 @@ pub struct Call {
     /// The fork of a transfer drhub carries out as referee, until it answers or fails
     /// (DR-XFER-2).
     transfer_leg: Option<usize>,
+    /// The referee's leg for the REFER out now, should the SBC refuse it and the trunk
+    /// have `refer_fallback` (DR-XFER-2).
+    refer_fallback: Option<Box<ForkPlan>>,
     requests: InFlight<Purpose>,
     actions: Vec<Action>,
     /// Why the call ended, for the log and the call record.
@@ -893,6 +898,7 @@ impl Call {
             caller_id,
             referee: new.referee,
             transfer_leg: None,
+            refer_fallback: None,
             requests: InFlight::new(),
             actions: Vec::new(),
             outcome: None,
@@ -2450,6 +2456,7 @@ impl Call {
         if let Some(req) = self.sbc_request("REFER", &extra, None) {
             info!(target = ?target, "transfer: REFER to the SBC (DR-XFER-3)");
             self.transfer = Some(target);
+            self.refer_fallback = via.filter(|_| self.trunk.refer_fallback).map(Box::new);
             self.send_sbc(id, req, Purpose::Refer);
         }
     }
@@ -2587,9 +2594,16 @@ impl Call {
         };
         if (200..300).contains(&code) {
             info!(code, "the SBC accepted the REFER");
-        } else {
-            warn!(code, "the SBC refused the REFER; the call goes on");
-            self.transfer = None;
+            self.refer_fallback = None;
+            return;
+        }
+        let target = self.transfer.take();
+        match (self.refer_fallback.take(), target) {
+            (Some(via), Some(target)) => {
+                warn!(code, "the SBC refused the REFER; refer_fallback: drhub carries the transfer out as referee (DR-XFER-2)");
+                self.transfer_as_referee(target, Some(*via));
+            }
+            _ => warn!(code, "the SBC refused the REFER; the call goes on"),
         }
     }
 

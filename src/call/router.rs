@@ -624,6 +624,7 @@ impl Router {
             address: accepted.trunk.address,
             port: accepted.trunk.port,
             max_sessions: accepted.trunk.max_concurrent_sessions,
+            refer_fallback: accepted.trunk.refer_fallback,
         };
         let new = NewCall {
             tx,
@@ -1062,13 +1063,14 @@ fn admit<'d>(
         ),
         None => format!("<sip:{number}@{}>", flow.proxy.host()),
     };
-    // DR-XFER-2: the SBC cannot take a REFER, so the legs for the numbers the user's
-    // scripted clients transfer to are drhub's own; planned now, while the hub is at hand.
+    // DR-XFER-2: when the SBC cannot take a REFER (or may refuse it, `refer_fallback`),
+    // the legs for the numbers the user's scripted clients transfer to are drhub's own;
+    // planned now, while the hub is at hand.
     let allows_refer = msg
         .values(HeaderName::Allow)
         .any(|v| v.trim().eq_ignore_ascii_case("REFER"));
     let mut referee = Vec::new();
-    if !allows_refer {
+    if !allows_refer || accepted.trunk.refer_fallback {
         for e in &user.endpoints {
             let EndpointKind::Virtual(script) = &e.kind else {
                 continue;

@@ -192,6 +192,7 @@ impl Lab {
                 address: None,
                 port: 5061,
                 max_sessions: None,
+                refer_fallback: false,
             },
             forwarding: plan.forwarding,
             keep_history: true,
