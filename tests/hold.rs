@@ -612,8 +612,29 @@ async fn dr_hold_1_offers_are_relayed_between_the_sbc_and_a_bypass_softphone() {
     assert_eq!(refused.cseq_method(), Some("INVITE"));
     sbc.send(ack_refused(&other)).await;
 
-    let bye = sbc.request(&routed(&inv, &ok, "BYE", 4, &[])).await;
-    assert_eq!(bye.status(), 200, "{}", bye.text);
+    // The SBC re-offers and hangs up before the phone answers (RFC 3261 §15.1.2): the
+    // pending re-INVITE gets 487, the BYE 200, and the phone its BYE.
+    let last = with_sdp(
+        &routed(&inv, &ok, "INVITE", 4, &[]),
+        &sbc_offer(5, "sendrecv", "192.0.2.10"),
+    );
+    sbc.send(&last).await;
+    let _unanswered = phone.recv_request("INVITE").await;
+    sbc.send(routed(&inv, &ok, "BYE", 5, &[])).await;
+    let mut statuses = Vec::new();
+    while statuses.len() < 2 {
+        let r = sbc.recv().await;
+        if r.is_response() && r.status() >= 200 {
+            statuses.push((r.cseq_method().unwrap_or("").to_owned(), r.status()));
+        }
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [("BYE".to_owned(), 200), ("INVITE".to_owned(), 487)],
+        "the pending re-INVITE ends with the dialog"
+    );
+    sbc.send(ack_refused(&last)).await;
     let bye = phone.recv_request("BYE").await;
     phone.answer(&bye, 200, "OK", "ph1", None).await;
     d.calls_drained().await;

@@ -1522,6 +1522,7 @@ impl Call {
                     _ => {}
                 }
                 self.cancel_forks(None);
+                self.end_relays();
                 if self.caller.state() != UasState::Rejected {
                     self.outcome = Some(Outcome {
                         status: 200,
@@ -2237,6 +2238,7 @@ impl Call {
         if self.transfer_leg.take().is_some() {
             self.cancel_forks(None);
         }
+        self.end_relays();
         self.phase = Phase::Ending;
         self.session = None;
         self.orphan_at = None;
@@ -2260,6 +2262,23 @@ impl Call {
             }
         }
         self.settle_end();
+    }
+
+    /// A re-INVITE or UPDATE still waiting for the other peer gets its final response
+    /// when the dialog it was in ends (RFC 3261 §15.1.2).
+    fn end_relays(&mut self) {
+        for (_, r) in self.relays.drain(..) {
+            let m = r.request.message();
+            reply(
+                r.tx,
+                &m,
+                487,
+                "Request Terminated",
+                &self.caller.local,
+                &[],
+                None,
+            );
+        }
     }
 
     /// The call is over once no BYE that ends it is still in flight.

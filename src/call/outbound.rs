@@ -1136,6 +1136,22 @@ impl Outbound {
     /// it (`to_caller`), `extra` on both; over when they are answered.
     fn hang_up(&mut self, extra: &[(&str, &str)], to_sbc: bool, to_caller: bool) {
         self.session = None;
+        // A re-INVITE or UPDATE still waiting for the other peer gets its final response
+        // now: the dialog it was in is ending (RFC 3261 §15.1.2).
+        let sbc_local = self.placement.gateways.first().map(|g| g.local.clone());
+        let caller_local = self.caller.as_ref().map(|c| c.leg.local.clone());
+        for (_, r) in self.relays.drain(..) {
+            // A relay to the caller came from the SBC, and the other way round.
+            let local = if r.to_caller {
+                &sbc_local
+            } else {
+                &caller_local
+            };
+            if let Some(local) = local {
+                let m = r.request.message();
+                reply(r.tx, &m, 487, "Request Terminated", local, &[], None);
+            }
+        }
         let pos = match self.phase {
             Phase::Up(n) => self.leg_pos(n),
             _ => None,
