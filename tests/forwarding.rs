@@ -521,3 +521,47 @@ async fn dr_fwd_1_simultaneous_ring_to_a_user_rings_both() {
     sbc.until(200).await;
     d.calls_drained().await;
 }
+
+/// DR-FORK-9 with a SIP endpoint: a registered phone deflects User1's call with `302`
+/// to a number; the 302 is ACKed, User1's other clients stop ringing, the caller hears
+/// 181 and the number gets the forwarded INVITE (`cause=302`) through the SBC.
+#[tokio::test]
+async fn dr_fork_9_a_phones_302_to_a_number_forwards_the_call() {
+    let d = TestDaemon::start_with(lab_config(|t| t)).await;
+    let phone = support::phone::Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006777", &RR);
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    phone
+        .answer_with(
+            &to_phone,
+            302,
+            "Moved Temporarily",
+            "ph1",
+            "<sip:+14255550123@192.0.2.99;user=phone>",
+            None,
+        )
+        .await;
+    let ack = phone.recv_request("ACK").await;
+    assert_eq!(ack.header("Call-ID"), to_phone.header("Call-ID"));
+    let (fwd, before) = forwarded_invite(&mut sbc).await;
+    assert!(statuses(&before).contains(&181), "{before:?}");
+    assert_eq!(
+        fwd.request_uri(),
+        format!("sip:{TARGET}@sbc1.adatum.biz:5061;user=phone;cause=302")
+    );
+    sbc.send(response_tagged(
+        &fwd.text,
+        486,
+        "Busy Here",
+        "fwd",
+        &[],
+        None,
+    ))
+    .await;
+    let (failed, _) = sbc.until(486).await;
+    sbc.send(ack_non2xx(&inv, failed.to_tag().as_deref())).await;
+    d.calls_drained().await;
+}

@@ -128,6 +128,21 @@ Contact: <sip:{user}@{a}>\r\nExpires: 600\r\n",
         tag: &str,
         sdp: Option<&str>,
     ) {
+        let contact = format!("<sip:user1@{}>", self.addr());
+        self.answer_with(req, status, phrase, tag, &contact, sdp)
+            .await
+    }
+
+    /// As [`Phone::answer`], with this Contact (a 3xx's target).
+    pub async fn answer_with(
+        &self,
+        req: &Reply,
+        status: u16,
+        phrase: &str,
+        tag: &str,
+        contact: &str,
+        sdp: Option<&str>,
+    ) {
         let mut s = format!("SIP/2.0 {status} {phrase}\r\n");
         for h in req.text.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
             let name = h
@@ -143,7 +158,7 @@ Contact: <sip:{user}@{a}>\r\nExpires: 600\r\n",
                 _ => {}
             }
         }
-        s.push_str(&format!("Contact: <sip:user1@{}>\r\n", self.addr()));
+        s.push_str(&format!("Contact: {contact}\r\n"));
         match sdp {
             Some(b) => s.push_str(&format!(
                 "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
