@@ -811,7 +811,8 @@ pub struct Call {
     no_answer_at: Option<Instant>,
     /// The caller as the endpoints see it (From of their INVITEs), for forks a forward to
     /// another user starts.
-    caller_from: Box<str>,
+    /// (Kept only for calls of users with forwarding rules.)
+    caller_from: Option<Box<str>>,
     /// A forward to a number: the SBC's leg goes to an outbound call (DR-FWD).
     handoff: Option<Box<HandoffPlan>>,
     /// Who called (the From of forwarded, simultaneous-ring and transfer INVITEs).
@@ -853,6 +854,8 @@ impl Call {
     pub fn new(new: NewCall, settings: Arc<CallSettings>, now: Instant) -> Call {
         let call_id: Box<str> = new.invite.message().call_id().unwrap_or("-").into();
         let caller_id = forward::CallerId::of(&new.invite.message());
+        let caller_from: Option<Box<str>> =
+            new.forwarding.is_some().then(|| new.caller.as_str().into());
         let caller = UasLeg::new(
             new.tx,
             new.invite,
@@ -893,7 +896,7 @@ impl Call {
                 .map(|(after, _)| now + *after),
             forwarding: new.forwarding,
             keep_history: new.keep_history,
-            caller_from: new.caller.as_str().into(),
+            caller_from,
             handoff: None,
             caller_id,
             referee: new.referee,
@@ -1150,7 +1153,7 @@ impl Call {
         match target {
             Forward::Voicemail => self.ring_voicemail(),
             Forward::User { address, forks } => {
-                let from = self.caller_from.clone();
+                let from = self.caller_from.clone().unwrap_or_default();
                 self.start_forks(forks, &from, &address);
                 if !self.forks.iter().any(|f| f.state.is_live()) {
                     let r = Rejection::new(Diagnostic::NoEndpoints).with("user", address);
