@@ -2867,7 +2867,8 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
                 let Some(handoff) = call.into_handoff(runner.sbc_key.clone()) else {
                     return;
                 };
-                carry_on(&mut runner, &mut rx, settings, handoff, &mut keys).await
+                // Boxed: only forwarded calls pay for the outbound call's state.
+                Box::pin(carry_on(&mut runner, &mut rx, settings, handoff, &mut keys)).await
             } else {
                 let failure = call.take_failure();
                 (call.outcome.clone(), failure)
