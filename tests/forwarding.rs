@@ -565,3 +565,60 @@ async fn dr_fork_9_a_phones_302_to_a_number_forwards_the_call() {
     sbc.send(ack_non2xx(&inv, failed.to_tag().as_deref())).await;
     d.calls_drained().await;
 }
+
+/// DR-FWD-1 with a SIP phone still ringing when the no-answer rule forwards: the phone's
+/// INVITE is cancelled (its 487 arrives after the call was handed to the forward) and
+/// the forward goes on undisturbed: the number answers and the caller gets its 200.
+#[tokio::test]
+async fn dr_fwd_1_no_answer_cancels_a_ringing_phone_and_the_forward_goes_on() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        t.replacen(
+            "  voice_routing_policy = \"Unrestricted\"   # others of this tenant get \"Global\"\n",
+            "  voice_routing_policy = \"Unrestricted\"\n\n    [tenant.user.forwarding]\n    no_answer = \"+14255550123\"\n    no_answer_after_seconds = 1\n",
+            1,
+        )
+    }))
+    .await;
+    let phone = support::phone::Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006777", &RR);
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    phone.answer(&to_phone, 180, "Ringing", "ph1", None).await;
+    // After 1 s: CANCEL to the phone, which answers it and ends its INVITE with 487.
+    let cancel = phone.recv_request("CANCEL").await;
+    let (fwd, _) = forwarded_invite(&mut sbc).await;
+    assert!(
+        fwd.request_uri().ends_with(";cause=408"),
+        "{}",
+        fwd.request_uri()
+    );
+    phone.answer(&cancel, 200, "OK", "ph1", None).await;
+    phone
+        .answer(&to_phone, 487, "Request Terminated", "ph1", None)
+        .await;
+    phone.recv_request("ACK").await;
+    let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &fwd.text,
+        200,
+        "OK",
+        "fwd",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let (ok, _) = loop {
+        let (r, before) = sbc.until(200).await;
+        if r.cseq_method() == Some("INVITE") && r.header("Call-ID") == req_header(&inv, "Call-ID") {
+            break (r, before);
+        }
+    };
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
+    let bye = sbc.until_request("BYE").await;
+    assert_eq!(bye.header("Call-ID"), fwd.header("Call-ID"));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}

@@ -260,6 +260,10 @@ pub struct Handoff {
     pub history: Vec<Entry>,
     /// The SBC's name in the log.
     pub name: String,
+    /// The inbound call's last request id: the outbound call numbers its requests after
+    /// it, so that late answers to the inbound call's (a cancelled fork's 487) are not
+    /// taken for its own.
+    pub last_request: u32,
 }
 
 /// What a forwarded outbound call writes into its INVITEs.

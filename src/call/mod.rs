@@ -1211,6 +1211,7 @@ impl Call {
             cause: plan.cause,
             history: plan.history,
             name: format!("the SBC {}", self.trunk.fqdn),
+            last_request: self.requests.next,
             leg: self.caller,
         })
     }
@@ -2991,8 +2992,10 @@ async fn carry_on(
         name: h.name,
     };
     let now = Instant::now();
+    let last_request = h.last_request;
     let mut call = outbound::Outbound::new(placement, settings, now)
         .with_caller(caller)
+        .with_requests_after(last_request)
         .with_outcome_prefix(format!("forwarded ({rule}) to {target}"));
     runner.perform(Action::Index {
         key: call.key(),

@@ -266,6 +266,13 @@ impl Outbound {
         }
     }
 
+    /// Request ids start after `last` (a call carried on in another call's task, whose
+    /// requests may still be answered).
+    pub fn with_requests_after(mut self, last: u32) -> Outbound {
+        self.requests.next = self.requests.next.max(last);
+        self
+    }
+
     /// The call's record starts with `prefix` (a forwarded call's rule and target).
     pub fn with_outcome_prefix(mut self, prefix: String) -> Outbound {
         self.outcome_prefix = Some(prefix);
