@@ -487,6 +487,10 @@ async fn dr_hold_2_a_softphone_holds_through_the_media_processor() {
     assert_eq!(back.status(), 200, "{}", back.text);
     assert_eq!(sdp_direction(back.body()), "a=sendrecv");
     assert_eq!(sdp_origin(back.body()), (id, v1 + 2));
+    // RFC 3261 §13.3.1.4 over UDP: the phone holds its ACK back (a lost ACK, or a lost
+    // 200 to it): drhub sends the same 200 again (T1, then 2*T1 ...) until the ACK.
+    let again = phone.recv().await;
+    assert_eq!(again.text, back.text, "the 200 retransmitted as it was");
     phone
         .send(&uas_request_via(&to_phone.text, "ph1", "ACK", 3, &via))
         .await;

@@ -1189,6 +1189,9 @@ async fn dr_hold_2_a_phone_holds_its_outbound_call_through_the_media_processor()
     assert_eq!(back.status(), 200, "{}", back.text);
     assert_eq!(sdp_line(back.body(), "a=sendrecv"), "a=sendrecv");
     assert_eq!(sdp_origin(back.body()), (id, v1 + 2));
+    // RFC 3261 §13.3.1.4 over UDP: no ACK yet, so the same 200 comes again.
+    let again = phone.recv().await;
+    assert_eq!(again.text, back.text, "the 200 retransmitted as it was");
     phone
         .send(&phone_in_dialog(&phone, &ok, "ACK", 4, "ack4"))
         .await;

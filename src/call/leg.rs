@@ -398,6 +398,19 @@ pub fn reply(
     extra: &[(&str, &str)],
     body: Option<&[u8]>,
 ) {
+    if let Some(f) = build_reply(req, code, phrase, local, extra, body) {
+        drop(tx.respond(f));
+    }
+}
+
+fn build_reply(
+    req: &Message<'_>,
+    code: u16,
+    phrase: &str,
+    local: &LocalIdentity,
+    extra: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Option<Final> {
     let mut out = BytesMut::new();
     let mut w = ResponseWriter::start(&mut out, Style::Rfc3261, req, code, phrase, None);
     if body.is_some() {
@@ -414,10 +427,83 @@ pub fn reply(
         }
         None => w.finish(b""),
     }
-    match Final::new(out.freeze()) {
-        Ok(f) => drop(tx.respond(f)),
-        Err(e) => warn!(code, error = %e, "in-dialog response not built"),
+    Final::new(out.freeze())
+        .map_err(|e| warn!(code, error = %e, "in-dialog response not built"))
+        .ok()
+}
+
+/// The 200 to a re-INVITE that came over UDP, which the TU retransmits until its ACK
+/// (RFC 3261 §13.3.1.4: T1 doubling up to T2, for 64*T1; the INVITE server transaction,
+/// in Accepted, only absorbs the re-INVITE's retransmissions, RFC 6026 §7.1). Over TCP
+/// and TLS the transport is reliable and nothing is kept.
+#[derive(Debug)]
+pub struct Kept2xx {
+    answered: Answered,
+    response: Final,
+    cseq: u32,
+    next: Instant,
+    interval: Duration,
+    until: Instant,
+}
+
+impl Kept2xx {
+    /// When [`Kept2xx::handle_timeout`] must run.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next
     }
+
+    /// Retransmits when due; `false` once 64*T1 passed without an ACK (the caller gives
+    /// up on it).
+    pub fn handle_timeout(&mut self, now: Instant, t2: Duration) -> bool {
+        if now < self.next {
+            return true;
+        }
+        if now >= self.until {
+            warn!(
+                cseq = self.cseq,
+                "no ACK for the 200 to the re-INVITE within 64*T1"
+            );
+            return false;
+        }
+        let _ = self.answered.retransmit_2xx(self.response.clone());
+        self.interval = (self.interval * 2).min(t2);
+        self.next = now + self.interval;
+        true
+    }
+
+    /// Whether `ack` acknowledges this 200 (same CSeq number).
+    pub fn acked_by(&self, ack: &Message<'_>) -> bool {
+        ack.cseq()
+            .and_then(Result::ok)
+            .is_some_and(|c| c.seq == self.cseq)
+    }
+}
+
+/// Answers an in-dialog request 200 with `body`, as [`reply`]; for a re-INVITE over UDP
+/// the 200 is kept for retransmission ([`Kept2xx`]).
+pub fn reply_200(
+    tx: ServerTx,
+    req: &Message<'_>,
+    local: &LocalIdentity,
+    body: Option<&[u8]>,
+    (now, t1): (Instant, Duration),
+) -> Option<Kept2xx> {
+    let f = build_reply(req, 200, "OK", local, &[], body)?;
+    let invite = req.method() == Some(crate::sip::Method::Invite);
+    if !invite || local.transport() != crate::sip::Transport::Udp {
+        drop(tx.respond(f));
+        return None;
+    }
+    let cseq = req.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+    let answered = tx.respond(f.clone());
+    Some(Kept2xx {
+        answered,
+        response: f,
+        cseq,
+        next: now + t1,
+        interval: t1,
+        until: now + t1 * 64,
+    })
 }
 
 /// How the UAC leg's INVITE stands.

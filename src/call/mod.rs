@@ -825,6 +825,8 @@ pub struct Call {
     /// The referee's leg for the REFER out now, should the SBC refuse it and the trunk
     /// have `refer_fallback` (DR-XFER-2).
     refer_fallback: Option<Box<ForkPlan>>,
+    /// The 200 to a SIP endpoint's re-INVITE over UDP, until its ACK.
+    kept_2xx: Option<Box<leg::Kept2xx>>,
     requests: InFlight<Purpose>,
     actions: Vec<Action>,
     /// Why the call ended, for the log and the call record.
@@ -902,6 +904,7 @@ impl Call {
             referee: new.referee,
             transfer_leg: None,
             refer_fallback: None,
+            kept_2xx: None,
             requests: InFlight::new(),
             actions: Vec::new(),
             outcome: None,
@@ -1295,6 +1298,7 @@ impl Call {
             }
         }
         consider(self.caller.poll_timeout());
+        consider(self.kept_2xx.as_ref().map(|k| k.poll_timeout()));
         if matches!(self.phase, Phase::Answered(_) | Phase::Up(_)) {
             consider(self.session.as_ref().and_then(SessionTimer::poll_timeout));
             consider(self.orphan_at);
@@ -1349,6 +1353,11 @@ impl Call {
                 }
             }
         }
+        if let Some(k) = &mut self.kept_2xx {
+            if !k.handle_timeout(now, self.settings.t2) {
+                self.kept_2xx = None;
+            }
+        }
         if let Some((at, hold)) = self.sbc_media.retry {
             if now >= at {
                 self.sbc_media.retry = None;
@@ -1397,6 +1406,16 @@ impl Call {
         match ev {
             CallEvent::Cancel { tx, request } => self.on_cancel(tx, &request),
             CallEvent::Ack { request } => {
+                if self
+                    .kept_2xx
+                    .as_ref()
+                    .is_some_and(|k| k.acked_by(&request.message()))
+                    && !self.caller.owns(&request.message())
+                {
+                    debug!("ACK for the 200 to the endpoint's re-INVITE");
+                    self.kept_2xx = None;
+                    return;
+                }
                 if self.caller.on_ack(&request.message()) {
                     if let Phase::Answered(n) = self.phase {
                         debug!("ACK for the 200 OK");
@@ -1659,16 +1678,19 @@ impl Call {
         if offers_into_glare(msg) && self.reinvite_pending() {
             return reply(tx, msg, 491, "Request Pending", local, &[], None);
         }
+        let clock = (self.now, self.settings.t1);
         if msg.body().is_empty() {
             let body = self.endpoint_media.offerless(msg);
-            return reply(tx, msg, 200, "OK", local, &[], body.as_deref());
+            self.kept_2xx = leg::reply_200(tx, msg, local, body.as_deref(), clock).map(Box::new);
+            return;
         }
         match self
             .endpoint_media
             .answer(msg.body(), &self.settings.codecs)
         {
             Ok(Some(re)) => {
-                reply(tx, msg, 200, "OK", local, &[], Some(&re.body[..]));
+                self.kept_2xx =
+                    leg::reply_200(tx, msg, local, Some(&re.body[..]), clock).map(Box::new);
                 // RFC 3261 §12.2.2: a re-INVITE or UPDATE refreshes the target.
                 if let ForkKind::Sip(leg) = &mut self.forks[i].kind {
                     if let Some(d) = leg.dialog_mut() {
@@ -2723,7 +2745,10 @@ impl Call {
             }
         }
         let body = (!msg.body().is_empty()).then(|| msg.body());
-        reply(tx, &asked, 200, "OK", &local, &[], body);
+        let kept = leg::reply_200(tx, &asked, &local, body, (self.now, self.settings.t1));
+        if kept.is_some() {
+            self.kept_2xx = kept.map(Box::new);
+        }
     }
 
     /// DR-HOLD-2: the Teams user holds or resumes an answered call.

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::dialog::Peer;
-use super::leg::{reply, InviteParams, LegEvent, UacLeg, UasLeg};
+use super::leg::{reply, reply_200, InviteParams, LegEvent, UacLeg, UasLeg};
 use super::session_timer::{
     self, negotiate_uac, negotiate_uas, on_422, uac_request_headers, ResponseTimers, SessionTimer,
     UacHeaders, UasDecision,
@@ -232,6 +232,8 @@ pub struct Outbound {
     relays: Vec<(ReqId, Relay)>,
     /// What the call's record says before how it went (a forward's rule and target).
     outcome_prefix: Option<String>,
+    /// The 200 to the calling endpoint's re-INVITE over UDP, until its ACK.
+    kept_2xx: Option<Box<super::leg::Kept2xx>>,
 }
 
 impl Outbound {
@@ -263,6 +265,7 @@ impl Outbound {
             caller_tag: Tag::random(),
             sent_183: false,
             outcome_prefix: None,
+            kept_2xx: None,
         }
     }
 
@@ -534,6 +537,7 @@ impl Outbound {
                 d = Some(d.map_or(t, |x| x.min(t)));
             }
         };
+        consider(self.kept_2xx.as_ref().map(|k| k.poll_timeout()));
         match self.phase {
             Phase::Trying(_) => {
                 consider(self.failover_at);
@@ -552,6 +556,11 @@ impl Outbound {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(k) = &mut self.kept_2xx {
+            if !k.handle_timeout(now, self.settings.t2) {
+                self.kept_2xx = None;
+            }
+        }
         if let (Phase::Up(_), Some((at, hold))) = (self.phase, self.sbc_media.retry) {
             if now >= at {
                 self.sbc_media.retry = None;
@@ -684,6 +693,20 @@ impl Outbound {
             },
             CallEvent::Cancel { tx, request } => self.on_caller_cancel(tx, &request),
             CallEvent::Ack { request } => {
+                if self
+                    .kept_2xx
+                    .as_ref()
+                    .is_some_and(|k| k.acked_by(&request.message()))
+                    && self.caller.as_ref().is_some_and(|c| {
+                        c.leg
+                            .dialog()
+                            .is_some_and(|d| d.matches(&request.message()))
+                    })
+                {
+                    debug!("ACK for the 200 to the caller's re-INVITE");
+                    self.kept_2xx = None;
+                    return;
+                }
                 if let Some(c) = &mut self.caller {
                     if c.leg.on_ack(&request.message()) {
                         debug!("ACK from the caller");
@@ -1290,7 +1313,7 @@ impl Outbound {
                 }
             }
             Some(Method::Invite) | Some(Method::Update) => {
-                self.on_caller_offer(tx, request, &local)
+                self.on_caller_offer(tx, request, &local, now)
             }
             _ => reply(tx, msg, 200, "OK", &local, &[], None),
         }
@@ -1301,7 +1324,14 @@ impl Outbound {
     /// the Teams user holding (DR-HOLD-2: music on hold, nothing to the SBC). On a bypass
     /// trunk the phone's media is the SBC's to answer, and relaying the offer is not
     /// built yet: 488, the call unchanged.
-    fn on_caller_offer(&mut self, tx: ServerTx, request: &Stored, local: &LocalIdentity) {
+    fn on_caller_offer(
+        &mut self,
+        tx: ServerTx,
+        request: &Stored,
+        local: &LocalIdentity,
+        now: Instant,
+    ) {
+        let clock = (now, self.settings.t1);
         let msg = &request.message();
         // RFC 3261 §14.2: an offer before drhub's final response to the first INVITE.
         let Phase::Up(n) = self.phase else {
@@ -1313,12 +1343,13 @@ impl Outbound {
         }
         if msg.body().is_empty() {
             let body = self.caller_media.offerless(msg);
-            return reply(tx, msg, 200, "OK", local, &[], body.as_deref());
+            self.kept_2xx = reply_200(tx, msg, local, body.as_deref(), clock).map(Box::new);
+            return;
         }
         let codecs = &self.placement.media.codecs;
         match self.caller_media.answer(msg.body(), codecs) {
             Ok(Some(re)) => {
-                reply(tx, msg, 200, "OK", local, &[], Some(&re.body[..]));
+                self.kept_2xx = reply_200(tx, msg, local, Some(&re.body[..]), clock).map(Box::new);
                 if let Some(c) = &mut self.caller {
                     if let Some(d) = c.leg.dialog_mut() {
                         d.refresh_target(msg);
