@@ -471,15 +471,6 @@ async fn transfer(
             to.escape_debug()
         ))
     })?;
-    let outbound = api.hub.calls.snapshot().iter().any(|c| {
-        *c.call_id == *call_id && c.direction == crate::call::router::CallDirection::Outbound
-    });
-    if outbound {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "transferring a call drhub placed is not built yet".to_owned(),
-        ));
-    }
     if let crate::call::transfer::Target::User(u) = &target {
         // DR-XFER-4: a user of the call's own tenant.
         let tenant = api

@@ -1117,14 +1117,15 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
 
     let (s, _) = post(&d, &format!("/api/calls/{call_id}/resume"), json!({})).await;
     assert_eq!(s, 202);
-    // Transferring a call drhub placed is not built: refused, nothing sent.
+    // The SBC's 200 listed no REFER: a transfer is accepted by the API, nothing is sent
+    // (drhub as referee is not built for calls it placed) and the call goes on.
     let (s, v) = post(
         &d,
         &format!("/api/calls/{call_id}/transfer"),
         json!({"to": "+14255550199"}),
     )
     .await;
-    assert_eq!(s, 409, "{v}");
+    assert_eq!(s, 202, "{v}");
     let resume = p.until_request("INVITE").await;
     assert_eq!(sdp_line(resume.body(), "a=sendrecv"), "a=sendrecv");
     assert_eq!(sdp_origin(resume.body()), (id, v1 + 2));
@@ -1282,4 +1283,66 @@ async fn dr_hold_1_offers_are_relayed_between_the_sbc_and_a_phone_that_placed_a_
     let bye = pstn.until_request("BYE").await;
     pstn.send(response_to(&bye.text, 200, "OK", &[])).await;
     d.calls_drained().await;
+}
+
+/// DR-XFER-1, DR-XFER-3 on a call drhub placed: the SBC's 200 listed REFER, so the Teams
+/// user's transfer is a REFER in that dialog (Refer-To the number at the proxy,
+/// Referred-By with x-m/x-t); after 202 and NOTIFY sipfrag 200, drhub ends its leg with
+/// BYE and the call record says it was transferred.
+#[tokio::test]
+async fn dr_xfer_3_a_call_drhub_placed_is_transferred_by_refer() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
+    let v = call(&d, "+14255550100", 30.0).await;
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (mut pstn, _) = sbc1.accept().await;
+    let inv = pstn.until_request("INVITE").await;
+    let contact = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    let allow = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY";
+    pstn.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "x1",
+        &[contact, allow],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    pstn.until_request("ACK").await;
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": "+14255550199"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let refer = pstn.until_request("REFER").await;
+    assert_eq!(
+        refer.header("Refer-To"),
+        Some("<sip:+14255550199@sip.pstnhub.microsoft.com;user=phone>")
+    );
+    let by = refer.header("Referred-By").unwrap_or_default();
+    assert!(
+        by.contains(";x-m=8:orgid:") && by.contains(";x-t=adatum;"),
+        "{by}"
+    );
+    pstn.send(response_to(&refer.text, 202, "Accepted", &[]))
+        .await;
+    let notify = with_body(
+        &uas_request(&inv.text, "x1", "NOTIFY", 1),
+        "message/sipfrag;version=2.0",
+        "SIP/2.0 200 OK\r\n",
+    )
+    .replace(
+        "CSeq: 1 NOTIFY\r\n",
+        "CSeq: 1 NOTIFY\r\nEvent: refer\r\nSubscription-State: terminated\r\n",
+    );
+    let ok = pstn.request(&notify).await;
+    assert_eq!(ok.status(), 200, "{}", ok.text);
+    let bye = pstn.until_request("BYE").await;
+    pstn.send(response_to(&bye.text, 200, "OK", &[])).await;
+    let rec = ended(&d, &call_id).await;
+    assert_eq!(
+        rec["reason"], "answered by sbc1.adatum.biz; transferred to +14255550199",
+        "{rec}"
+    );
 }

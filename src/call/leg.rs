@@ -851,6 +851,18 @@ impl UacLeg {
         body: Option<&[u8]>,
         actions: &mut Vec<Action>,
     ) -> bool {
+        self.request_with(id, method, &[], body, actions)
+    }
+
+    /// As [`UacLeg::request`], with `extra` headers (a REFER's Refer-To ...).
+    pub fn request_with(
+        &mut self,
+        id: ReqId,
+        method: &str,
+        extra: &[(&str, &str)],
+        body: Option<&[u8]>,
+        actions: &mut Vec<Action>,
+    ) -> bool {
         let Some(d) = &mut self.dialog else {
             return false;
         };
@@ -859,7 +871,7 @@ impl UacLeg {
         }
         actions.push(Action::Send {
             id,
-            request: d.request(method, &[], body.map(|b| ("application/sdp", b))),
+            request: d.request(method, extra, body.map(|b| ("application/sdp", b))),
             route: self.route.clone(),
         });
         true

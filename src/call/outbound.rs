@@ -150,6 +150,8 @@ enum Purpose {
     /// A peer's re-INVITE or UPDATE relayed to the other (media bypass with a calling
     /// endpoint); its server transaction waits in [`Outbound::relays`].
     Relay,
+    /// A REFER to the SBC: the Teams user transfers the call (DR-XFER-3).
+    Refer,
 }
 
 /// A re-INVITE or UPDATE waiting for the other peer's answer.
@@ -203,6 +205,10 @@ pub struct Outbound {
     answered: Option<Arc<str>>,
     /// Its 2xx listed UPDATE in Allow: session refreshes use it (RFC 4028 §7.4).
     update_allowed: bool,
+    /// Its 2xx listed REFER in Allow: a transfer is a REFER to it (DR-XFER-1).
+    refer_allowed: bool,
+    /// A transfer by REFER, from the REFER to the NOTIFY that ends it (DR-XFER-3).
+    transfer: Option<super::transfer::Target>,
     started: Instant,
     failover_at: Option<Instant>,
     give_up_at: Instant,
@@ -248,6 +254,8 @@ impl Outbound {
             phase: Phase::Trying(0),
             answered: None,
             update_allowed: false,
+            refer_allowed: false,
+            transfer: None,
             started: now,
             sbc_media: super::LegMedia::new(super::MediaPeer::Sbc),
             caller_media: super::LegMedia::new(super::MediaPeer::Endpoint),
@@ -672,9 +680,7 @@ impl Outbound {
                 }
             }
             CallEvent::Hold(hold) => self.teams_hold(hold),
-            CallEvent::Transfer(target, _) => {
-                warn!(target = ?target, "transferring a call drhub placed is not built yet; the call goes on");
-            }
+            CallEvent::Transfer(target, _) => self.transfer(target),
             CallEvent::HangUp => match self.phase {
                 Phase::Trying(_) | Phase::Ringing(_) => {
                     info!("ended through the control API while ringing: CANCEL");
@@ -755,6 +761,18 @@ impl Outbound {
         };
         match purpose {
             Purpose::Invite(n) => self.on_invite(n, event, now),
+            Purpose::Refer => {
+                let code = match &event {
+                    ClientEvent::Final(r) => r.message().status_code().unwrap_or(500),
+                    _ => 408,
+                };
+                if (200..300).contains(&code) {
+                    info!(code, "the SBC accepted the REFER");
+                } else {
+                    warn!(code, "the SBC refused the REFER; the call goes on");
+                    self.transfer = None;
+                }
+            }
             Purpose::Fire => {}
             Purpose::Closing => {
                 if let ClientEvent::Timeout(_) | ClientEvent::TransportError = event {
@@ -802,6 +820,9 @@ impl Outbound {
                 self.update_allowed = m
                     .values(HeaderName::Allow)
                     .any(|v| v.trim().eq_ignore_ascii_case("UPDATE"));
+                self.refer_allowed = m
+                    .values(HeaderName::Allow)
+                    .any(|v| v.trim().eq_ignore_ascii_case("REFER"));
                 let retry = m.header(HeaderName::RetryAfter).and_then(|v| {
                     v.split(|c: char| !c.is_ascii_digit())
                         .next()?
@@ -1272,7 +1293,83 @@ impl Outbound {
             Some(Method::Invite) | Some(Method::Update) => {
                 reply(tx, &msg, 491, "Request Pending", &local, &[], None)
             }
+            Some(Method::Notify) if up => {
+                reply(tx, &msg, 200, "OK", &local, &[], None);
+                self.on_notify(&msg);
+            }
             _ => reply(tx, &msg, 200, "OK", &local, &[], None),
+        }
+    }
+
+    /// DR-XFER-1, DR-XFER-3: the Teams user transfers the answered call. The SBC's 200
+    /// listed REFER: drhub is the transferor and sends it REFER in the dialog, as on an
+    /// inbound call. Without REFER, drhub as referee is not built for calls it placed.
+    fn transfer(&mut self, target: super::transfer::Target) {
+        let Phase::Up(n) = self.phase else {
+            info!("transfer ignored: the call is not up");
+            return;
+        };
+        if let Some(t) = &self.transfer {
+            warn!(pending = ?t, "transfer ignored: one is under way");
+            return;
+        }
+        if !self.refer_allowed {
+            warn!(target = ?target, "the SBC's 200 listed no REFER: a transfer of a call drhub placed needs drhub as referee, which is not built for outbound calls; the call goes on");
+            return;
+        }
+        let Some(pos) = self.leg_pos(n) else { return };
+        let proxy = self.legs[pos].1.local.host().to_owned();
+        let tenant = self.placement.tenant.clone();
+        let refer_to = super::transfer::refer_to(&target, &proxy, &tenant);
+        let target_uri = refer_to.trim_start_matches('<').trim_end_matches('>');
+        let referred_by = super::transfer::referred_by(
+            &self.placement.user,
+            &proxy,
+            &tenant,
+            &crate::diagnostics::correlation_id(),
+            target_uri,
+        );
+        let extra = [
+            ("Refer-To", refer_to.as_str()),
+            ("Referred-By", referred_by.as_str()),
+        ];
+        let id = self.next_id();
+        if self.legs[pos]
+            .1
+            .request_with(id, "REFER", &extra, None, &mut self.actions)
+        {
+            info!(target = ?target, "transfer: REFER to the SBC (DR-XFER-3)");
+            self.requests.push(id, Purpose::Refer);
+            self.transfer = Some(target);
+        }
+    }
+
+    /// A NOTIFY of the transfer (RFC 3515 §2.4.5), answered 200 already: its sipfrag's
+    /// 2xx ends drhub's legs, a failure leaves the call up.
+    fn on_notify(&mut self, msg: &Message<'_>) {
+        let Some(target) = self.transfer.clone() else {
+            debug!("NOTIFY outside a transfer; answered 200");
+            return;
+        };
+        match super::transfer::sipfrag_status(msg.body()) {
+            Some(code) if code < 200 => debug!(code, "transfer under way"),
+            Some(code) if code < 300 => {
+                info!(target = ?target, "transfer done (sipfrag {code}); BYE to the SBC");
+                self.transfer = None;
+                let (super::transfer::Target::Number(to) | super::transfer::Target::User(to)) =
+                    &target;
+                self.outcome = Some(Outcome {
+                    status: 200,
+                    code: None,
+                    reason: format!("{}; transferred to {to}", self.answered_by()),
+                });
+                self.hang_up(&[], true, true);
+            }
+            Some(code) => {
+                warn!(code, "the transfer failed (sipfrag); the call goes on");
+                self.transfer = None;
+            }
+            None => warn!("NOTIFY without a sipfrag status line; answered 200"),
         }
     }
 
