@@ -113,11 +113,14 @@ impl CallerId {
 
     /// The From of an INVITE drhub sends on the caller's behalf, at `host`.
     pub fn from_header(&self, host: &str) -> String {
-        match &self.number {
-            Some(n) if !self.private => format!(
-                "\"{}\" <sip:{n}@{host};user=phone>",
-                self.display.as_deref().unwrap_or_default()
-            ),
+        match (
+            &self.number,
+            self.display.as_deref().filter(|d| !d.is_empty()),
+        ) {
+            (Some(n), Some(name)) if !self.private => {
+                format!("\"{name}\" <sip:{n}@{host};user=phone>")
+            }
+            (Some(n), None) if !self.private => format!("<sip:{n}@{host};user=phone>"),
             _ => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_owned(),
         }
     }

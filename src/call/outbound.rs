@@ -451,7 +451,10 @@ impl Outbound {
             "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_owned()
         } else {
             let name = p.display_name.replace(['"', '\\'], "");
-            format!("\"{name}\" <sip:{}@{host};user=phone>", p.caller)
+            match name.is_empty() {
+                true => format!("<sip:{}@{host};user=phone>", p.caller),
+                false => format!("\"{name}\" <sip:{}@{host};user=phone>", p.caller),
+            }
         };
         let mut target = format!("sip:{}@{}:{};user=phone", p.number, g.fqdn, g.port);
         // DR-FWD-2: a forwarded INVITE says why in its Request-URI (RFC 4458).
