@@ -185,17 +185,9 @@ async fn dr_fwd_2_immediate_forward_to_a_number_goes_out_with_cause_and_history_
     ))
     .await;
     // drhub ACKs the forward leg's 200 and answers the caller, in either order.
-    let mut ok = None;
-    let mut ack = None;
-    while ok.is_none() || ack.is_none() {
-        let r = sbc.recv().await;
-        if r.is_response() && r.status() == 200 {
-            ok = Some(r);
-        } else if !r.is_response() && r.cseq_method() == Some("ACK") {
-            ack = Some(r);
-        }
-    }
-    let (ok, ack) = (ok.unwrap(), ack.unwrap());
+    let (ok, ack) = sbc
+        .until_both(|r| r.is_response() && r.status() == 200, request_of("ACK"))
+        .await;
     assert_eq!(ok.header("Call-ID"), Some(call_id));
     assert!(ok.body().contains("m=audio"), "{}", ok.text);
     assert_eq!(
@@ -206,17 +198,7 @@ async fn dr_fwd_2_immediate_forward_to_a_number_goes_out_with_cause_and_history_
 
     // The caller hangs up: BYE to the forward leg, 200 to the caller.
     sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
-    let mut done = None;
-    let mut bye = None;
-    while done.is_none() || bye.is_none() {
-        let r = sbc.recv().await;
-        if r.is_response() && r.cseq_method() == Some("BYE") {
-            done = Some(r);
-        } else if !r.is_response() && r.cseq_method() == Some("BYE") {
-            bye = Some(r);
-        }
-    }
-    let (done, bye) = (done.unwrap(), bye.unwrap());
+    let (done, bye) = sbc.until_both(response_of("BYE"), request_of("BYE")).await;
     assert_eq!(done.status(), 200);
     assert_eq!(done.header("Call-ID"), Some(call_id));
     assert_eq!(bye.header("Call-ID"), fwd.header("Call-ID"));
@@ -478,17 +460,12 @@ async fn dr_fwd_1_simultaneous_ring_to_a_number_rings_it_with_the_users_clients(
         Some(SBC_ANSWER),
     ))
     .await;
-    let mut ok = None;
-    let mut ack = None;
-    while ok.is_none() || ack.is_none() {
-        let r = sbc.recv().await;
-        if r.is_response() && r.status() == 200 && r.cseq_method() == Some("INVITE") {
-            ok = Some(r);
-        } else if !r.is_response() && r.cseq_method() == Some("ACK") {
-            ack = Some(r);
-        }
-    }
-    let ok = ok.unwrap();
+    let (ok, _ack) = sbc
+        .until_both(
+            |r| response_of("INVITE")(r) && r.status() == 200,
+            request_of("ACK"),
+        )
+        .await;
     assert_eq!(ok.header("Call-ID"), req_header(&inv, "Call-ID"));
     sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
     sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;

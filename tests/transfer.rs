@@ -296,18 +296,8 @@ async fn dr_xfer_2_without_refer_drhub_calls_the_target_as_referee() {
             assert_eq!(ack.header("Call-ID"), leg.header("Call-ID"));
             // The caller now talks to the target; its BYE ends the target's leg.
             sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
-            let mut done = None;
-            let mut bye = None;
-            while done.is_none() || bye.is_none() {
-                let r = sbc.recv().await;
-                if r.is_response() && r.cseq_method() == Some("BYE") {
-                    done = Some(r);
-                } else if !r.is_response() && r.cseq_method() == Some("BYE") {
-                    bye = Some(r);
-                }
-            }
-            assert_eq!(done.unwrap().status(), 200);
-            let bye = bye.unwrap();
+            let (done, bye) = sbc.until_both(response_of("BYE"), request_of("BYE")).await;
+            assert_eq!(done.status(), 200);
             assert_eq!(bye.header("Call-ID"), leg.header("Call-ID"));
             sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
         } else {
@@ -403,17 +393,9 @@ async fn dr_ice_1_a_bypass_call_transferred_as_referee_restarts_ice_through_the_
     ))
     .await;
     // drhub ACKs the target and re-INVITEs the caller's SBC, in either order.
-    let mut ack = None;
-    let mut reinvite = None;
-    while ack.is_none() || reinvite.is_none() {
-        let r = sbc.recv().await;
-        match (r.is_response(), r.cseq_method()) {
-            (false, Some("ACK")) => ack = Some(r),
-            (false, Some("INVITE")) => reinvite = Some(r),
-            _ => {}
-        }
-    }
-    let re = reinvite.unwrap();
+    let (_ack, re) = sbc
+        .until_both(request_of("ACK"), request_of("INVITE"))
+        .await;
     assert_eq!(
         re.header("Call-ID"),
         Some(call_id.as_str()),

@@ -11,11 +11,6 @@
 
 use std::fmt::Write as _;
 
-use bytes::Bytes;
-
-use super::dialog::Peer;
-use super::leg::UasLeg;
-use super::{LegKey, Route};
 use crate::sip::{HeaderName, Message, NameAddr};
 
 /// Why a call is forwarded: the RFC 4458 `cause` (DR-FWD-2).
@@ -240,15 +235,10 @@ pub fn history_info(
 /// pending, and what the outbound call needs to carry it on.
 #[derive(Debug)]
 pub struct Handoff {
-    pub leg: UasLeg,
-    /// How requests reach the caller's SBC (its Record-Route, else its Contact).
-    pub route: Route,
-    pub key: LegKey,
-    pub peer: Peer,
-    /// The media processor's answer to the SBC's offer (what the caller gets unless both
-    /// trunks bypass).
-    pub answer: Bytes,
-    pub media: Box<crate::sdp::Continuity>,
+    /// The SBC's leg as the outbound call's caller: how requests reach the SBC (its
+    /// Record-Route, else its Contact), and the media processor's answer to its offer
+    /// (what it gets unless both trunks bypass).
+    pub caller: super::outbound::Caller,
     /// The caller's trunk has media bypass: its offer may go on to a bypass trunk.
     pub bypass: bool,
     /// The forwarding user's SIP address (their voice routing places the call).
@@ -261,8 +251,6 @@ pub struct Handoff {
     /// The History-Info that came in, as kept (empty when the caller's trunk does not
     /// keep it).
     pub history: Vec<Entry>,
-    /// The SBC's name in the log.
-    pub name: String,
     /// The inbound call's last request id: the outbound call numbers its requests after
     /// it, so that late answers to the inbound call's (a cancelled fork's 487) are not
     /// taken for its own.

@@ -1078,42 +1078,65 @@ impl Call {
         if private {
             extra.push(("Privacy", "id"));
         }
-        // DR-MEDIA-3: the media processor's offer, else (bypass) the SBC's own.
+        let peer = Peer::Sbc {
+            fqdn: g.fqdn.clone(),
+        };
+        let params = InviteParams {
+            target: &target,
+            from,
+            to,
+            sdp: &[],
+            extra: &extra,
+            again: None,
+            contact: None,
+        };
+        if self.start_uac_fork(
+            &name,
+            outbound::route_to(g),
+            g.local.clone(),
+            peer,
+            params,
+            offer,
+        ) {
+            info!(fork = %name, sbc = %g.fqdn, target, "INVITE to the SBC for a fork to a number");
+        } else {
+            warn!(fork = %name, target, "fork to a number: INVITE not built; not rung");
+        }
+    }
+
+    /// Starts a fork that is a UAC leg (to a SIP endpoint or through an SBC): its INVITE
+    /// with `offer` (DR-MEDIA-3: the media processor's), else the SBC's own SDP; the
+    /// leg's index entry before its first response can arrive. False when the INVITE
+    /// could not be built.
+    fn start_uac_fork(
+        &mut self,
+        name: &str,
+        route: Route,
+        local: LocalIdentity,
+        peer: Peer,
+        params: InviteParams<'_>,
+        offer: Option<Bytes>,
+    ) -> bool {
         let sdp = offer.clone().unwrap_or_else(|| {
             self.caller
                 .invite()
                 .map(|i| Bytes::copy_from_slice(i.message().body()))
                 .unwrap_or_default()
         });
-        let id = self.next_id();
-        let peer = Peer::Sbc {
-            fqdn: g.fqdn.clone(),
+        let params = InviteParams {
+            sdp: &sdp,
+            ..params
         };
-        let Some(leg) = UacLeg::start(
-            id,
-            outbound::route_to(g),
-            g.local.clone(),
-            peer.clone(),
-            &InviteParams {
-                target: &target,
-                from,
-                to,
-                sdp: &sdp,
-                extra: &extra,
-                again: None,
-                contact: None,
-            },
-            &mut self.actions,
-        ) else {
-            warn!(fork = %name, target, "simultaneous ring INVITE not built; not rung");
-            return;
+        let id = self.next_id();
+        let Some(leg) = UacLeg::start(id, route, local, peer.clone(), &params, &mut self.actions)
+        else {
+            return false;
         };
         let key = LegKey::new(leg.call_id(), leg.local_tag().as_str());
         let at = self.actions.len() - 1;
         self.actions.insert(at, Action::Index { key, peer });
         self.requests
             .push(id, Purpose::ForkInvite(self.forks.len()));
-        info!(fork = %name, sbc = %g.fqdn, target, "simultaneous ring: INVITE to the SBC");
         self.forks.push(Fork {
             name: name.into(),
             to_tag: Tag::random(),
@@ -1121,6 +1144,7 @@ impl Call {
             kind: ForkKind::Sip(Box::new(leg)),
             offer,
         });
+        true
     }
 
     /// A forwarding rule applies (DR-FWD): the PSTN caller hears 181 (DR-FWD-3); a
@@ -1202,20 +1226,22 @@ impl Call {
         let peer = self.caller.peer.clone();
         let bypass = self.bypass;
         Some(forward::Handoff {
-            route: plan.route,
-            key,
-            peer,
-            answer: self.media_answer,
-            media: Box::new(self.media),
+            caller: outbound::Caller {
+                name: format!("the SBC {}", self.trunk.fqdn),
+                route: plan.route,
+                key,
+                peer,
+                answer: self.media_answer,
+                media: Box::new(self.media),
+                leg: self.caller,
+            },
             bypass,
             user: self.user.to_string(),
             forwarder: plan.forwarder,
             target: plan.target,
             cause: plan.cause,
             history: plan.history,
-            name: format!("the SBC {}", self.trunk.fqdn),
             last_request: self.requests.next,
-            leg: self.caller,
         })
     }
 
@@ -1232,48 +1258,20 @@ impl Call {
             addr: dest.peer(),
             transport: dest.transport(),
         };
-        // DR-MEDIA-3: the media processor's offer on non-bypass trunks; on bypass trunks
-        // the SBC's own.
-        let sdp = offer.clone().unwrap_or_else(|| {
-            self.caller
-                .invite()
-                .map(|i| Bytes::copy_from_slice(i.message().body()))
-                .unwrap_or_default()
-        });
-        let id = self.next_id();
-        let Some(leg) = UacLeg::start(
-            id,
-            Route::Dest(dest),
-            local,
-            peer.clone(),
-            &InviteParams {
-                target: uri,
-                from: caller.to_owned(),
-                to: format!("<sip:{callee}>"),
-                sdp: &sdp,
-                extra: &[],
-                again: None,
-                contact: None,
-            },
-            &mut self.actions,
-        ) else {
-            warn!(endpoint = %name, target = uri, "endpoint not rung: its Contact cannot be a Request-URI");
-            return;
+        let params = InviteParams {
+            target: uri,
+            from: caller.to_owned(),
+            to: format!("<sip:{callee}>"),
+            sdp: &[],
+            extra: &[],
+            again: None,
+            contact: None,
         };
-        // The leg's index entry must exist before its first response can arrive.
-        let key = LegKey::new(leg.call_id(), leg.local_tag().as_str());
-        let at = self.actions.len() - 1;
-        self.actions.insert(at, Action::Index { key, peer });
-        self.requests
-            .push(id, Purpose::ForkInvite(self.forks.len()));
-        debug!(endpoint = %name, target = uri, "INVITE to SIP endpoint");
-        self.forks.push(Fork {
-            name: name.into(),
-            to_tag: Tag::random(),
-            state: ForkState::Trying,
-            kind: ForkKind::Sip(Box::new(leg)),
-            offer,
-        });
+        if self.start_uac_fork(&name, Route::Dest(dest), local, peer, params, offer) {
+            debug!(endpoint = %name, target = uri, "INVITE to SIP endpoint");
+        } else {
+            warn!(endpoint = %name, target = uri, "endpoint not rung: its Contact cannot be a Request-URI");
+        }
     }
 
     /// When [`Call::handle_timeout`] must next run.
@@ -2924,7 +2922,7 @@ async fn carry_on(
     keys: &mut Vec<LegKey>,
 ) -> (Option<Outcome>, Option<crate::transaction::Answered>) {
     let hub = runner.hub.clone();
-    let invite = h.leg.invite().cloned();
+    let invite = h.caller.leg.invite().cloned();
     let offer = invite
         .as_ref()
         .map(|i| Bytes::copy_from_slice(i.message().body()))
@@ -2964,8 +2962,8 @@ async fn carry_on(
                     ),
             };
             warn!(to = %h.target, code = r.entry().code, "the forward cannot be placed; the caller gets the refusal");
-            let local = h.leg.local.clone();
-            let call_id = h.key.call_id().to_owned();
+            let local = h.caller.leg.local.clone();
+            let call_id = h.caller.key.call_id().to_owned();
             let teller = Teller {
                 style: crate::sip::build::Style::Rfc3261,
                 source: local.host(),
@@ -2974,14 +2972,14 @@ async fn carry_on(
                 flow: &call_id,
                 allow: DIALOG_ALLOW,
             };
-            h.leg.reject(&r, &teller);
+            h.caller.leg.reject(&r, &teller);
             let e = r.entry();
             let outcome = Outcome {
                 status: r.status(),
                 code: Some(e.code),
                 reason: format!("forward to {} failed: {}", h.target, e.text),
             };
-            return (Some(outcome), h.leg.take_failure());
+            return (Some(outcome), h.caller.leg.take_failure());
         }
     };
     // The forwarded call shows the original caller (emulator choice, README).
@@ -3007,19 +3005,10 @@ async fn carry_on(
         .first()
         .map_or_else(|| Arc::from("-"), |g| g.fqdn.clone());
     info!(outbound_call_id = %placement.call_id, to = %placement.number, "forwarded call placed");
-    let caller = outbound::Caller {
-        leg: h.leg,
-        route: h.route,
-        key: h.key,
-        peer: h.peer,
-        answer: h.answer,
-        media: h.media,
-        name: h.name,
-    };
     let now = Instant::now();
     let last_request = h.last_request;
     let mut call = outbound::Outbound::new(placement, settings, now)
-        .with_caller(caller)
+        .with_caller(h.caller)
         .with_requests_after(last_request)
         .with_outcome_prefix(format!("forwarded ({rule}) to {target}"));
     runner.perform(Action::Index {

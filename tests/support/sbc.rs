@@ -335,6 +335,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
         }
     }
 
+    /// Reads until one message matching `a` and one matching `b` arrived, in either
+    /// order (drhub's ACK on one leg and its answer on the other ...); others skipped.
+    pub async fn until_both(
+        &mut self,
+        a: impl Fn(&Reply) -> bool,
+        b: impl Fn(&Reply) -> bool,
+    ) -> (Reply, Reply) {
+        let (mut first, mut second): (Option<Reply>, Option<Reply>) = (None, None);
+        loop {
+            if let (Some(x), Some(y)) = (&first, &second) {
+                return (x.clone(), y.clone());
+            }
+            let r = self.recv().await;
+            if first.is_none() && a(&r) {
+                first = Some(r);
+            } else if second.is_none() && b(&r) {
+                second = Some(r);
+            }
+        }
+    }
+
     /// Reads until a request with this method arrives (responses before it are skipped).
     pub async fn until_request(&mut self, method: &str) -> Reply {
         loop {
@@ -452,6 +473,16 @@ pub fn set_key(text: &str, table: &str, key: &str, value: &str) -> String {
 }
 
 /// Header value of a request text (first match, case-insensitive).
+/// A response to a request of this method.
+pub fn response_of(method: &'static str) -> impl Fn(&Reply) -> bool {
+    move |r| r.is_response() && r.cseq_method() == Some(method)
+}
+
+/// A request of this method.
+pub fn request_of(method: &'static str) -> impl Fn(&Reply) -> bool {
+    move |r| !r.is_response() && r.cseq_method() == Some(method)
+}
+
 pub fn req_header<'a>(req: &'a str, name: &str) -> Option<&'a str> {
     req.split("\r\n")
         .skip(1)
