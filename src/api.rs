@@ -449,88 +449,161 @@ fn hold_or_resume(
 
 /// `POST /api/calls/{call_id}/transfer` `{"to": "+14255550123"}` (or a Teams user's
 /// `user2@adatum.biz`): the Teams user transfers an answered call (DR-XFER-3: a REFER
-/// to the SBC). `202` at once; the call ends `transferred to ...` when the SBC's NOTIFY
-/// says the transfer succeeded. `400` for a bad target, `404`, `409` as for hold.
+/// to the SBC; DR-XFER-2: drhub as referee when the SBC lists no REFER). With
+/// `"consult": "<Call-ID>"` the transfer is consultative (RFC 5589 §7): the other,
+/// answered call of the same user through an SBC is the consultation, its party the
+/// target (`to` may be left out) and its dialog the one the transfer's INVITE replaces.
+/// `202` at once; the call ends `transferred to ...` when the SBC's NOTIFY says the
+/// transfer succeeded (or drhub's own INVITE was answered). `400` for a bad target,
+/// `404`, `409` as for hold.
 async fn transfer(
     State(api): State<Api>,
     Path(call_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    use crate::call::transfer::Target;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     let body: Value = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "the body must be JSON such as {{\"to\": \"+14255550123\"}}: {e}"
         ))
     })?;
-    let to = body["to"]
-        .as_str()
-        .ok_or_else(|| bad("`to` is required: a +E.164 number or a user's SIP address".into()))?;
-    let target = crate::call::transfer::Target::parse(to).ok_or_else(|| {
+    let calls = api.hub.calls.snapshot();
+    let live = calls.iter().find(|c| *c.call_id == *call_id);
+    let consultation = match body["consult"].as_str() {
+        None => None,
+        Some(other) => Some(consultation(&api, live, other).await?),
+    };
+    let to = match (body["to"].as_str(), &consultation) {
+        (Some(to), _) => to.to_owned(),
+        (None, Some(c)) => c
+            .number
+            .clone()
+            .ok_or_else(|| bad("the consultation call's party has no number: give `to`".into()))?,
+        (None, None) => {
+            return Err(bad(
+                "`to` is required: a +E.164 number or a user's SIP address".into(),
+            ))
+        }
+    };
+    let target = Target::parse(&to).ok_or_else(|| {
         bad(format!(
             "to: `{}` is neither a +E.164 number nor a SIP address",
             to.escape_debug()
         ))
     })?;
-    if let crate::call::transfer::Target::User(u) = &target {
-        // DR-XFER-4: a user of the call's own tenant.
-        let tenant = api
-            .hub
-            .calls
-            .snapshot()
-            .iter()
-            .find(|c| *c.call_id == *call_id)
-            .map(|c| c.tenant.clone());
-        let address = u
-            .parse::<crate::config::SipAddress>()
-            .map_err(|e| bad(format!("to: {e}")))?;
-        let found = api
-            .hub
-            .directory
-            .find_user(&address)
-            .map(|(t, _)| api.hub.directory.tenant(t).id.clone());
-        if let (Some(tenant), Some(found)) = (&tenant, &found) {
-            if **tenant != *found.as_str() {
-                return Err(bad(format!(
-                    "to: {u} is a user of tenant {found}, not of the call's tenant {tenant}"
-                )));
-            }
-        }
-        if found.is_none() {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("{u} is no user of any tenant"),
-            ));
-        }
-    }
+    let user = live
+        .and_then(|c| c.user.parse::<crate::config::SipAddress>().ok())
+        .and_then(|u| api.hub.directory.find_user(&u));
     // The leg drhub places itself if the SBC cannot take a REFER (DR-XFER-2): to a
     // number, through the transferring user's voice routing.
     let via = match &target {
-        crate::call::transfer::Target::Number(n) => {
-            let user = api
+        Target::User(u) => {
+            if consultation.is_some() {
+                return Err(bad(
+                    "a consultation call goes through an SBC: its target is a number, not a user"
+                        .into(),
+                ));
+            }
+            // DR-XFER-4: a user of the call's own tenant.
+            let address = u
+                .parse::<crate::config::SipAddress>()
+                .map_err(|e| bad(format!("to: {e}")))?;
+            let found = api
                 .hub
-                .calls
-                .snapshot()
-                .iter()
-                .find(|c| *c.call_id == *call_id)
-                .and_then(|c| c.user.parse::<crate::config::SipAddress>().ok());
-            user.and_then(|u| api.hub.directory.find_user(&u).map(|(_, u)| u))
-                .and_then(|u| {
-                    crate::call::router::pstn_fork(&api.hub, u, n, None, format!("transfer to {n}"))
-                })
-                .map(Box::new)
+                .directory
+                .find_user(&address)
+                .map(|(t, _)| api.hub.directory.tenant(t).id.clone())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!("{u} is no user of any tenant"),
+                    )
+                })?;
+            if let Some(tenant) = live.map(|c| &c.tenant) {
+                if **tenant != *found.as_str() {
+                    return Err(bad(format!(
+                        "to: {u} is a user of tenant {found}, not of the call's tenant {tenant}"
+                    )));
+                }
+            }
+            None
         }
-        crate::call::transfer::Target::User(_) => None,
+        Target::Number(n) => user.and_then(|(_, u)| {
+            let prefer = consultation.as_ref().map(|c| &*c.trunk);
+            let name = format!("transfer to {n}");
+            crate::call::router::pstn_fork(&api.hub, u, n, None, name, prefer)
+        }),
+    };
+    let consultative = consultation.as_ref().map(|c| c.call.clone());
+    let order = crate::call::TransferOrder {
+        target,
+        via,
+        consultation,
     };
     tell_answered(
         &api,
         &call_id,
-        crate::call::CallEvent::Transfer(target, via),
+        crate::call::CallEvent::Transfer(Box::new(order)),
     )?;
-    info!(call_id = %call_id, to, "transfer through the API");
+    info!(call_id = %call_id, to, consult = ?consultative, "transfer through the API");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "call_id": call_id, "requested": "transfer", "to": to })),
+        Json(json!({
+            "call_id": call_id,
+            "requested": "transfer",
+            "to": to,
+            "consult": consultative,
+        })),
     ))
+}
+
+/// The consultation call `other` of a consultative transfer of call `live`: an answered
+/// call of the same user through an SBC, asked for its dialog. `404` when there is no
+/// such call, `400` when it is the call itself or another user's, `409` when it is not
+/// answered.
+async fn consultation(
+    api: &Api,
+    live: Option<&crate::call::router::LiveCall>,
+    other: &str,
+) -> Result<crate::call::transfer::Consultation, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let calls = api.hub.calls.snapshot();
+    let found = calls.iter().find(|c| *c.call_id == *other).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("consult: no call up with Call-ID `{other}`"),
+        )
+    })?;
+    if let Some(live) = live {
+        if live.call_id == found.call_id {
+            return Err(bad("consult: a call cannot be its own consultation".into()));
+        }
+        if live.user != found.user {
+            return Err(bad(format!(
+                "consult: call `{other}` is {}'s, not {}'s",
+                found.user, live.user
+            )));
+        }
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let unanswered = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("consult: call `{other}` is not answered"),
+        )
+    };
+    if !api
+        .hub
+        .calls
+        .tell(other, crate::call::CallEvent::Consult(tx))
+    {
+        return Err(unanswered());
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(2), rx).await {
+        Ok(Ok(Some(c))) => Ok(c),
+        _ => Err(unanswered()),
+    }
 }
 
 /// Gives an answered call up an operator's event: `404` for no such call, `409` for a

@@ -72,6 +72,9 @@ pub enum Diagnostic {
     AllForksFailed,
     /// DR-FWD-5: a forward whose target the incoming History-Info already names.
     ForwardLoop,
+    /// DR-XFER-4: the SBC's INVITE back for a transfer does not carry what the REFER
+    /// said (Referred-By altered, another Request-URI, another tenant).
+    TransferMismatch,
     /// The SBC never ACKed the 200 OK (the call is ended with BYE).
     SbcDidNotAck,
     /// A capability of a later milestone (outbound calls from endpoints).
@@ -154,6 +157,7 @@ impl Diagnostic {
         Diagnostic::RingTimeout,
         Diagnostic::AllForksFailed,
         Diagnostic::ForwardLoop,
+        Diagnostic::TransferMismatch,
         Diagnostic::SbcDidNotAck,
         Diagnostic::NotImplemented,
         Diagnostic::NoRoute,
@@ -420,6 +424,14 @@ impl Diagnostic {
                 "Forwarding loop detected: the target is already in the History-Info",
                 "DR-FWD-5",
                 false,
+            ),
+            TransferMismatch => e(
+                403,
+                "Forbidden",
+                540436,
+                "The INVITE does not match the transfer's REFER: copy Refer-To and Referred-By unchanged",
+                "DR-XFER-4",
+                true,
             ),
             SbcDidNotAck => e(
                 408,

@@ -587,3 +587,348 @@ async fn dr_xfer_2_a_scripted_client_transfers_as_referee_without_refer() {
     assert_eq!(bye.status(), 200, "{}", bye.text);
     d.calls_drained().await;
 }
+
+/// A Teams user's call to `to` through the API (the consultation call of a
+/// consultative transfer), answered by the SBC with To tag `tag` and ACKed; returns its
+/// Call-ID and drhub's INVITE.
+async fn consultation(d: &TestDaemon, sbc: &mut TlsSbc, to: &str, tag: &str) -> (String, Reply) {
+    let (s, v) = post(
+        d,
+        "/api/calls",
+        json!({"from": "user1@adatum.biz", "to": to, "talk_seconds": 60}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let call_id = v["call_id"].as_str().expect("call_id").to_owned();
+    let inv = sbc.until_request("INVITE").await;
+    assert_eq!(inv.header("Call-ID"), Some(call_id.as_str()));
+    let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        tag,
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    sbc.until_request("ACK").await;
+    (call_id, inv)
+}
+
+/// The `Replaces` an INVITE to the SBC must carry to replace the consultation dialog
+/// drhub's INVITE `consult` opened (RFC 3891 §3: to-tag the SBC's, from-tag drhub's).
+fn replaces_of(consult: &Reply, sbc_tag: &str) -> String {
+    let from = consult.header("From").unwrap_or_default();
+    let ours = from.split(";tag=").nth(1).unwrap_or_default();
+    format!(
+        "{};to-tag={sbc_tag};from-tag={ours}",
+        consult.header("Call-ID").unwrap_or_default()
+    )
+}
+
+/// DR-XFER-3, DR-XFER-4, DR-XFER-5: as Microsoft asks of SBCs, the INVITE for a
+/// transfer to a number comes back to the proxy (Request-URI the Refer-To, Referred-By
+/// copied byte for byte). drhub recognises the transfer by the Referred-By's `x-ti` and
+/// sends the call back out through the transferring user's voice routing: an INVITE to
+/// the number with that Referred-By, no History-Info and no `cause`. The SBC's NOTIFY
+/// 200 then ends the old leg; the caller and the target talk through drhub.
+#[tokio::test]
+async fn dr_xfer_4_the_invite_back_for_a_number_goes_out_with_referred_by() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = t.replacen(
+            "forward_call_history = false",
+            "forward_call_history = true",
+            1,
+        );
+        fast(t, 0.05)
+    }))
+    .await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
+    let (s, v) = transfer(&d, &call_id, TARGET).await;
+    assert_eq!(s, 202, "{v}");
+    let refer = sbc.until_request("REFER").await;
+    sbc.send(response_to(&refer.text, 202, "Accepted", &[]))
+        .await;
+    let uri = refer.header("Refer-To").unwrap();
+    let uri = uri.trim_start_matches('<').trim_end_matches('>').to_owned();
+    let by = refer.header("Referred-By").unwrap().to_owned();
+
+    let back = invite_to(&uri, &by);
+    sbc.send(&back).await;
+    let out = sbc.until_request("INVITE").await;
+    assert_eq!(
+        out.request_uri(),
+        format!("sip:{TARGET}@sbc1.adatum.biz:5061;user=phone"),
+        "no cause= on a transfer\n{}",
+        out.text
+    );
+    assert_eq!(out.header("Referred-By"), Some(by.as_str()), "{}", out.text);
+    assert!(
+        out.header("History-Info").is_none(),
+        "DR-XFER-5\n{}",
+        out.text
+    );
+    assert!(out.header("Replaces").is_none(), "blind\n{}", out.text);
+    assert_ne!(out.header("Call-ID"), req_header(&back, "Call-ID"));
+    let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &out.text,
+        200,
+        "OK",
+        "target",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let back_id = req_header(&back, "Call-ID").unwrap().to_owned();
+    let (_, answered) = sbc
+        .until_both(request_of("ACK"), |r: &Reply| {
+            r.status() == 200 && r.header("Call-ID") == Some(back_id.as_str())
+        })
+        .await;
+    sbc.send(routed(&back, &answered, "ACK", 1, &[])).await;
+    // The SBC reports the transfer done; drhub's leg of the old call ends.
+    let done = notify(
+        &inv,
+        &ok,
+        2,
+        "SIP/2.0 200 OK\r\n",
+        "Subscription-State: terminated",
+    );
+    assert_eq!(sbc.request(&done).await.status(), 200);
+    let bye = sbc.until_request("BYE").await;
+    assert_eq!(bye.header("Call-ID"), Some(call_id.as_str()));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    // The caller hangs up: the target's leg ends too.
+    sbc.send(routed(&back, &answered, "BYE", 2, &[])).await;
+    let (done, bye) = sbc.until_both(response_of("BYE"), request_of("BYE")).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(bye.header("Call-ID"), out.header("Call-ID"));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+    let recent = d.hub.calls.recent();
+    let rec = recent
+        .iter()
+        .find(|r| *r.call_id == back_id)
+        .expect("the INVITE back's record");
+    let reason = &rec.outcome.as_ref().expect("outcome").reason;
+    assert!(
+        reason.starts_with("transferred by user1@adatum.biz to +14255550123; answered by sbc1"),
+        "{reason}"
+    );
+}
+
+/// DR-XFER-4, bad input: an INVITE back whose Referred-By the SBC altered, or whose
+/// Request-URI is not the Refer-To, is refused 403 with a diagnostic naming the
+/// mismatch (540436, an emulator code), and nothing goes out.
+#[tokio::test]
+async fn dr_xfer_4_an_invite_back_that_altered_the_refer_is_refused() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let (mut sbc, _inv, _ok, call_id) = answered(&d, true).await;
+    let cases = [
+        ("altered", "Referred-By differs"),
+        ("other number", "Request-URI is not the REFER's Refer-To"),
+    ];
+    for (how, says) in cases {
+        let (s, v) = transfer(&d, &call_id, TARGET).await;
+        assert_eq!(s, 202, "{v}");
+        let refer = sbc.until_request("REFER").await;
+        sbc.send(response_to(&refer.text, 405, "Method Not Allowed", &[]))
+            .await;
+        let uri = refer.header("Refer-To").unwrap();
+        let uri = uri.trim_start_matches('<').trim_end_matches('>').to_owned();
+        let by = refer.header("Referred-By").unwrap().to_owned();
+        let back = match how {
+            // An SBC that drops the display-less angle brackets' neighbour: a parameter.
+            "altered" => invite_to(&uri, &by.replacen(";x-t=adatum", "", 1)),
+            _ => invite_to(&uri.replace(TARGET, "+14255550199"), &by),
+        };
+        let r = sbc.request(&back).await;
+        assert_eq!(
+            (r.status(), r.ms_code()),
+            (403, Some(540436)),
+            "{how}\n{}",
+            r.text
+        );
+        let diag = r.header("ms-diagnostics").unwrap();
+        assert!(diag.contains(says), "{how}: {diag}");
+        assert!(
+            sbc.try_recv(Duration::from_millis(200)).await.is_none(),
+            "{how}: nothing goes out"
+        );
+    }
+}
+
+/// RFC 5589 §7, DR-XFER-3/4: a consultative transfer through the API. User1 talks to the
+/// caller (call 1), calls +14255550123 as a consultation (call 2, through the same SBC),
+/// then transfers call 1 to call 2. The REFER's Referred-By names the consultation in its
+/// `x-tt` (`?Replaces=`); the SBC's INVITE back goes out to the number with a `Replaces`
+/// of call 2's dialog as the SBC knows it (to-tag the SBC's). The SBC replaces that
+/// dialog (BYE on call 2), NOTIFYs 200 on call 1, and the caller talks to the target.
+#[tokio::test]
+async fn dr_xfer_3_a_consultative_transfer_replaces_the_consultation_dialog() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
+    let (consult_id, consult) = consultation(&d, &mut sbc, TARGET, "consult").await;
+    // Bad requests first: an unknown consultation, the call itself.
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({ "consult": "no-such-call" }),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({ "consult": call_id }),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({ "consult": consult_id }),
+    )
+    .await;
+    assert_eq!((s, &v["to"]), (202, &json!(TARGET)), "{v}");
+
+    let refer = sbc.until_request("REFER").await;
+    assert_eq!(refer.header("Call-ID"), Some(call_id.as_str()));
+    assert_eq!(
+        refer.header("Refer-To"),
+        Some("<sip:+14255550123@sip.pstnhub.microsoft.com;user=phone>")
+    );
+    let by = refer.header("Referred-By").unwrap().to_owned();
+    let replaces = replaces_of(&consult, "consult");
+    let escaped: String = replaces
+        .bytes()
+        .map(|b| match b {
+            b';' => "%3B".to_owned(),
+            b'=' => "%3D".to_owned(),
+            b'@' => "%40".to_owned(),
+            _ => char::from(b).to_string(),
+        })
+        .collect();
+    // x-tt: the Refer-To's URI with `?Replaces=` (itself escaped), escaped once more.
+    let escaped = escaped.replace('%', "%25");
+    assert!(
+        by.contains(&format!("%3Buser%3Dphone%3FReplaces%3D{escaped}>")),
+        "{by}\nwant {escaped}"
+    );
+    assert!(by.len() <= 400, "DR-XFER-3: {} characters", by.len());
+    sbc.send(response_to(&refer.text, 202, "Accepted", &[]))
+        .await;
+
+    let uri = "sip:+14255550123@sip.pstnhub.microsoft.com;user=phone";
+    let back = invite_to(uri, &by);
+    sbc.send(&back).await;
+    let out = sbc.until_request("INVITE").await;
+    assert_eq!(
+        out.header("Replaces"),
+        Some(replaces.as_str()),
+        "{}",
+        out.text
+    );
+    assert_eq!(out.header("Referred-By"), Some(by.as_str()));
+    let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &out.text,
+        200,
+        "OK",
+        "replacing",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let back_id = req_header(&back, "Call-ID").unwrap().to_owned();
+    let (_, answered) = sbc
+        .until_both(request_of("ACK"), |r: &Reply| {
+            r.status() == 200 && r.header("Call-ID") == Some(back_id.as_str())
+        })
+        .await;
+    sbc.send(routed(&back, &answered, "ACK", 1, &[])).await;
+    // RFC 3891 §3: the SBC ends the replaced dialog.
+    let r = sbc
+        .request(&uas_request(&consult.text, "consult", "BYE", 1))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text);
+    let done = notify(
+        &inv,
+        &ok,
+        2,
+        "SIP/2.0 200 OK\r\n",
+        "Subscription-State: terminated",
+    );
+    assert_eq!(sbc.request(&done).await.status(), 200);
+    let bye = sbc.until_request("BYE").await;
+    assert_eq!(bye.header("Call-ID"), Some(call_id.as_str()));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    sbc.send(routed(&back, &answered, "BYE", 2, &[])).await;
+    let (done, bye) = sbc.until_both(response_of("BYE"), request_of("BYE")).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(bye.header("Call-ID"), out.header("Call-ID"));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}
+
+/// DR-XFER-2 with RFC 5589 §7: a consultative transfer when the SBC lists no REFER.
+/// drhub, as referee, sends the SBC an INVITE with `Replaces` of the consultation
+/// dialog and `Referred-By` (the SBC must accept Replaces *from* the proxy: DR-VAL-6
+/// refuses it only from the SBC); when the SBC answers, the Teams user's legs end and
+/// the caller talks to the target; the SBC's BYE ends the consultation call.
+#[tokio::test]
+async fn dr_xfer_2_a_consultative_transfer_as_referee_sends_replaces() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, false).await;
+    let (consult_id, consult) = consultation(&d, &mut sbc, TARGET, "consult").await;
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({ "consult": consult_id }),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let leg = sbc.until_request("INVITE").await;
+    assert_eq!(
+        leg.request_uri(),
+        format!("sip:{TARGET}@sbc1.adatum.biz:5061;user=phone")
+    );
+    let replaces = replaces_of(&consult, "consult");
+    assert_eq!(
+        leg.header("Replaces"),
+        Some(replaces.as_str()),
+        "{}",
+        leg.text
+    );
+    assert!(leg.header("Referred-By").is_some(), "{}", leg.text);
+    let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &leg.text,
+        200,
+        "OK",
+        "replacing",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    sbc.until_request("ACK").await;
+    let r = sbc
+        .request(&uas_request(&consult.text, "consult", "BYE", 1))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text);
+    // The caller now talks to the target; its BYE ends the target's leg.
+    sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
+    let (done, bye) = sbc.until_both(response_of("BYE"), request_of("BYE")).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(bye.header("Call-ID"), leg.header("Call-ID"));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+    let recent = d.hub.calls.recent();
+    let consult_rec = recent
+        .iter()
+        .find(|r| *r.call_id == consult_id)
+        .expect("the consultation's record");
+    assert_eq!(consult_rec.outcome.as_ref().map(|o| o.status), Some(200));
+}

@@ -241,16 +241,13 @@ pub struct Handoff {
     pub caller: super::outbound::Caller,
     /// The caller's trunk has media bypass: its offer may go on to a bypass trunk.
     pub bypass: bool,
-    /// The forwarding user's SIP address (their voice routing places the call).
+    /// The forwarding (or transferring) user's SIP address: their voice routing places
+    /// the call.
     pub user: String,
-    /// The forwarding user's number (their History-Info entry).
-    pub forwarder: String,
-    /// The forward's target, `+E164`.
+    /// The target, `+E164`.
     pub target: String,
-    pub cause: Cause,
-    /// The History-Info that came in, as kept (empty when the caller's trunk does not
-    /// keep it).
-    pub history: Vec<Entry>,
+    /// Why the call goes on, and what its INVITE says of it.
+    pub carry: Carry,
     /// The inbound call's last request id: the outbound call numbers its requests after
     /// it, so that late answers to the inbound call's (a cancelled fork's 487) are not
     /// taken for its own.
@@ -261,8 +258,21 @@ pub struct Handoff {
 #[derive(Debug, Clone)]
 pub struct Forwarded {
     pub cause: Cause,
+    /// The forwarding user's number (their History-Info entry).
     pub forwarder: String,
+    /// The History-Info that came in, as kept (empty when the caller's trunk does not
+    /// keep it).
     pub history: Vec<Entry>,
+}
+
+/// Why an SBC's call goes on to a number as an outbound call of a user's.
+#[derive(Debug, Clone)]
+pub enum Carry {
+    /// Forwarded (DR-FWD-2/4: `cause`, History-Info).
+    Forward(Forwarded),
+    /// The SBC's INVITE back for a transfer to a number (DR-XFER-4: `Referred-By`, a
+    /// consultative transfer's `Replaces`; no History-Info, DR-XFER-5).
+    Transfer(super::transfer::Transferred),
 }
 
 #[cfg(test)]

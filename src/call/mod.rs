@@ -81,6 +81,9 @@ pub enum Action {
     Rest { sbc: Arc<str>, for_: Duration },
     /// The call moved on (for the status API).
     Progress(router::CallState),
+    /// A transfer was referred to the SBC: remember it for the SBC's INVITE back, by its
+    /// `x-ti` (DR-XFER-3, DR-XFER-4).
+    ExpectTransfer(Box<(String, transfer::Pending)>),
 }
 
 /// What a call is told.
@@ -111,10 +114,22 @@ pub enum CallEvent {
     /// The Teams user holds (`true`) or resumes (`false`) the call (DR-HOLD-2: the
     /// control API's `POST /api/calls/{id}/hold` and `/resume`).
     Hold(bool),
-    /// The Teams user transfers the call (DR-XFER: `POST /api/calls/{id}/transfer`),
-    /// with the leg drhub places itself when the SBC cannot take a REFER (option 1,
+    /// The Teams user transfers the call (DR-XFER: `POST /api/calls/{id}/transfer`).
+    Transfer(Box<TransferOrder>),
+    /// What a consultative transfer needs of its consultation call: its dialog with the
+    /// SBC, once answered (`None` otherwise).
+    Consult(tokio::sync::oneshot::Sender<Option<transfer::Consultation>>),
+}
+
+/// A transfer the Teams user asks for.
+#[derive(Debug)]
+pub struct TransferOrder {
+    pub target: transfer::Target,
+    /// The leg drhub places itself when the SBC cannot take a REFER (option 1,
     /// DR-XFER-2; a number's, planned by whoever knows the user's voice routing).
-    Transfer(transfer::Target, Option<Box<ForkPlan>>),
+    pub via: Option<ForkPlan>,
+    /// Consultative (RFC 5589 §7): the call whose SBC dialog the transfer replaces.
+    pub consultation: Option<transfer::Consultation>,
 }
 
 /// A call's inbox (see [`inbox`] for why it is not a tokio channel).
@@ -215,6 +230,17 @@ pub struct NewCall {
     /// The legs drhub would place as referee (DR-XFER-2) for the numbers the user's
     /// scripted clients transfer to, when the SBC's INVITE lists no REFER.
     pub referee: Vec<(String, ForkPlan)>,
+    /// The SBC's INVITE back for a transfer to a number (DR-XFER-4): it goes straight
+    /// on to the number as an outbound call of the transferring user's.
+    pub transfer_back: Option<Box<TransferBack>>,
+}
+
+/// Where the SBC's INVITE back for a transfer to a number goes on to.
+#[derive(Debug)]
+pub struct TransferBack {
+    /// `+E164`.
+    pub target: String,
+    pub transferred: transfer::Transferred,
 }
 
 /// A user's forwarding rules as a call applies them (DR-FWD-1), resolved at admission.
@@ -254,18 +280,18 @@ impl std::fmt::Display for Forward {
 enum PstnFork {
     /// Simultaneous ring (DR-FWD-1).
     SimRing,
-    /// A transfer drhub carries out as referee (DR-XFER-2).
-    Transfer { referred_by: String },
+    /// A transfer drhub carries out as referee (DR-XFER-2), consultative when it
+    /// replaces a consultation call's dialog with the SBC (RFC 5589 §7).
+    Transfer(Box<transfer::Transferred>),
 }
 
-/// A forward to a number, decided: everything [`forward::Handoff`] needs but the leg.
+/// A forward (or a transfer back) to a number, decided: everything
+/// [`forward::Handoff`] needs but the leg.
 #[derive(Debug)]
 struct HandoffPlan {
     route: Route,
     target: String,
-    cause: forward::Cause,
-    history: Vec<forward::Entry>,
-    forwarder: String,
+    carry: forward::Carry,
 }
 
 /// What the call needs of the caller's trunk to reach it again (DR-NH-5).
@@ -804,6 +830,10 @@ pub struct Call {
     /// A transfer of drhub's as transferor, from its REFER to the NOTIFY that ends it
     /// (DR-XFER-3): where it goes.
     transfer: Option<transfer::Target>,
+    /// The consultation call of the transfer under way, if consultative.
+    consultation: Option<Box<transfer::Consultation>>,
+    /// The SBC's INVITE back for a transfer to a number (DR-XFER-4).
+    transfer_back: Option<Box<TransferBack>>,
     /// The user's forwarding rules until one applied (DR-FWD-1).
     forwarding: Option<Box<ForwardRules>>,
     keep_history: bool,
@@ -891,6 +921,8 @@ impl Call {
             tenant: new.tenant.as_str().into(),
             user: new.user.as_str().into(),
             transfer: None,
+            consultation: None,
+            transfer_back: new.transfer_back,
             no_answer_at: new
                 .forwarding
                 .as_ref()
@@ -943,6 +975,9 @@ impl Call {
     /// DR-FORK-1: 100 Trying at once, then every fork at the same time.
     pub fn start(&mut self) {
         self.caller.provisional(100, "Trying", None, None, &[]);
+        if let Some(back) = self.transfer_back.take() {
+            return self.carry_transfer_back(*back);
+        }
         let Some(setup) = self.setup.take() else {
             return;
         };
@@ -1043,7 +1078,7 @@ impl Call {
     ) {
         let (history, forwarder) = match kind {
             PstnFork::SimRing => self.history_and_forwarder(),
-            PstnFork::Transfer { .. } => (Vec::new(), String::new()),
+            PstnFork::Transfer(_) => (Vec::new(), String::new()),
         };
         let host = g.local.host();
         let private = self.caller_id.private;
@@ -1072,8 +1107,18 @@ impl Call {
         if let Some(h) = &history {
             extra.push(("History-Info", h));
         }
-        if let PstnFork::Transfer { referred_by } = &kind {
-            extra.push(("Referred-By", referred_by));
+        let replaces = match &kind {
+            PstnFork::Transfer(t) => t.replaces_for(&g.fqdn),
+            PstnFork::SimRing => None,
+        };
+        if let PstnFork::Transfer(t) = &kind {
+            extra.push(("Referred-By", &t.referred_by));
+            if t.consultation.is_some() && replaces.is_none() {
+                warn!(sbc = %g.fqdn, "the consultation call went through another SBC: the transfer's INVITE cannot replace its dialog and rings the target afresh");
+            }
+        }
+        if let Some(r) = &replaces {
+            extra.push(("Replaces", r));
         }
         if private {
             extra.push(("Privacy", "id"));
@@ -1188,11 +1233,7 @@ impl Call {
                 }
             }
             Forward::Number(n) => {
-                let hop = self
-                    .caller
-                    .invite()
-                    .and_then(|i| dialog::NextHop::of_request(&i.message()));
-                let Some(route) = hop.and_then(|h| self.sbc_route_via(h)) else {
+                let Some(route) = self.sbc_route_of_invite() else {
                     warn!("the SBC's INVITE names no Record-Route or Contact to reach it; forward failed");
                     let r = Rejection::new(Diagnostic::Malformed("Contact Missing"));
                     return self.fail_call(r);
@@ -1210,13 +1251,43 @@ impl Call {
                 self.handoff = Some(Box::new(HandoffPlan {
                     route,
                     target: n,
-                    cause,
-                    history,
-                    forwarder,
+                    carry: forward::Carry::Forward(forward::Forwarded {
+                        cause,
+                        forwarder,
+                        history,
+                    }),
                 }));
                 self.phase = Phase::Done;
             }
         }
+    }
+
+    /// How requests reach the SBC in the dialog its INVITE asks for: its Record-Route,
+    /// else its Contact.
+    fn sbc_route_of_invite(&self) -> Option<Route> {
+        let hop = self
+            .caller
+            .invite()
+            .and_then(|i| dialog::NextHop::of_request(&i.message()));
+        hop.and_then(|h| self.sbc_route_via(h))
+    }
+
+    /// DR-XFER-4: the SBC's INVITE back for a transfer to a number goes straight on to
+    /// the number, as an outbound call of the transferring user's that carries the
+    /// REFER's `Referred-By` (and a consultative transfer's `Replaces`).
+    fn carry_transfer_back(&mut self, back: TransferBack) {
+        let Some(route) = self.sbc_route_of_invite() else {
+            warn!("the SBC's INVITE names no Record-Route or Contact to reach it; transfer failed");
+            let r = Rejection::new(Diagnostic::Malformed("Contact Missing"));
+            return self.fail_call(r);
+        };
+        info!(to = %back.target, "the transfer goes on to the number (DR-XFER-4)");
+        self.handoff = Some(Box::new(HandoffPlan {
+            route,
+            target: back.target,
+            carry: forward::Carry::Transfer(back.transferred),
+        }));
+        self.phase = Phase::Done;
     }
 
     /// A forward to a number: the SBC's leg and what the outbound call carrying the call
@@ -1237,10 +1308,8 @@ impl Call {
             },
             bypass,
             user: self.user.to_string(),
-            forwarder: plan.forwarder,
             target: plan.target,
-            cause: plan.cause,
-            history: plan.history,
+            carry: plan.carry,
             last_request: self.requests.next,
         })
     }
@@ -1458,7 +1527,10 @@ impl Call {
             }
             CallEvent::HangUp => self.operator_hang_up(),
             CallEvent::Hold(hold) => self.teams_hold(hold),
-            CallEvent::Transfer(target, via) => self.transfer(target, via.map(|v| *v)),
+            CallEvent::Transfer(order) => self.transfer(*order),
+            CallEvent::Consult(reply) => {
+                let _ = reply.send(self.consultation());
+            }
             CallEvent::SbcGone => {
                 if self.session.is_none() && matches!(self.phase, Phase::Answered(_) | Phase::Up(_))
                 {
@@ -1924,13 +1996,17 @@ impl Call {
             {
                 info!(fork = %self.forks[i].name, to = %to, "the Teams client's script transfers the call");
                 match transfer::Target::parse(&to) {
-                    Some(t) => {
+                    Some(target) => {
                         let via = self
                             .referee
                             .iter()
                             .position(|(n, _)| **n == *to)
                             .map(|k| self.referee.swap_remove(k).1);
-                        self.transfer(t, via)
+                        self.transfer(TransferOrder {
+                            target,
+                            via,
+                            consultation: None,
+                        })
                     }
                     None => warn!(to = %to, "transfer target not understood"),
                 }
@@ -2466,7 +2542,12 @@ impl Call {
     /// The Teams user transfers the call (DR-XFER-1, DR-XFER-3: option 2 when the SBC's
     /// INVITE listed REFER in Allow): a REFER to the SBC with Direct Routing's
     /// `Refer-To` and `Referred-By`; its NOTIFYs tell how the transfer goes.
-    fn transfer(&mut self, target: transfer::Target, via: Option<ForkPlan>) {
+    fn transfer(&mut self, order: TransferOrder) {
+        let TransferOrder {
+            target,
+            via,
+            consultation,
+        } = order;
         if !matches!(self.phase, Phase::Up(_) | Phase::Answered(_)) {
             info!("transfer ignored: the call is not up");
             return;
@@ -2475,33 +2556,50 @@ impl Call {
             warn!(pending = ?t, "transfer ignored: one is under way");
             return;
         }
+        self.consultation = consultation.map(Box::new);
         if !self.caller.allows_refer() {
             return self.transfer_as_referee(target, via);
         }
         let proxy = self.caller.local.host().to_owned();
-        let refer_to = transfer::refer_to(&target, &proxy, &self.tenant);
-        let target_uri = refer_to
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_owned();
-        let referred_by = transfer::referred_by(
-            &self.user,
+        let refer = transfer::Refer::new(
+            &target,
             &proxy,
             &self.tenant,
-            &crate::diagnostics::correlation_id(),
-            &target_uri,
+            &self.user,
+            self.consultation.as_deref(),
         );
         let extra = [
-            ("Refer-To", refer_to.as_str()),
-            ("Referred-By", referred_by.as_str()),
+            ("Refer-To", refer.refer_to.as_str()),
+            ("Referred-By", refer.referred_by.as_str()),
         ];
         let id = self.next_id();
         if let Some(req) = self.sbc_request("REFER", &extra, None) {
-            info!(target = ?target, "transfer: REFER to the SBC (DR-XFER-3)");
+            info!(target = ?target, consultative = self.consultation.is_some(), "transfer: REFER to the SBC (DR-XFER-3)");
+            let pending = refer.pending(&target, &self.user, &self.call_id);
+            self.actions.push(Action::ExpectTransfer(Box::new(pending)));
             self.transfer = Some(target);
             self.refer_fallback = via.filter(|_| self.trunk.refer_fallback).map(Box::new);
             self.send_sbc(id, req, Purpose::Refer);
         }
+    }
+
+    /// The call's dialog with the SBC, for a consultative transfer of another call of the
+    /// user's that replaces it (RFC 5589 §7); `None` until answered.
+    fn consultation(&self) -> Option<transfer::Consultation> {
+        if !matches!(self.phase, Phase::Up(_) | Phase::Answered(_)) {
+            return None;
+        }
+        let d = self.caller.dialog()?;
+        Some(transfer::Consultation {
+            call: self.call_id.to_string(),
+            replaces: transfer::Replaces {
+                call_id: d.call_id().to_owned(),
+                to_tag: d.remote_tag().to_owned(),
+                from_tag: d.local_tag().to_string(),
+            },
+            trunk: self.trunk.fqdn.clone(),
+            number: self.caller_id.number.clone(),
+        })
     }
 
     /// DR-XFER-1, DR-XFER-2: the SBC's INVITE listed no REFER, so drhub carries the
@@ -2535,23 +2633,25 @@ impl Call {
             return;
         };
         let proxy = self.caller.local.host().to_owned();
-        let refer_to = transfer::refer_to(&target, &proxy, &self.tenant);
-        let target_uri = refer_to.trim_start_matches('<').trim_end_matches('>');
-        let referred_by = transfer::referred_by(
-            &self.user,
+        let consultation = self.consultation.take().map(|c| *c);
+        let refer = transfer::Refer::new(
+            &target,
             &proxy,
             &self.tenant,
-            &crate::diagnostics::correlation_id(),
-            target_uri,
+            &self.user,
+            consultation.as_ref(),
         );
-        info!(target = ?target, "transfer: the SBC lists no REFER; drhub calls the target as referee (DR-XFER-2)");
+        info!(target = ?target, consultative = consultation.is_some(), "transfer: the SBC lists no REFER; drhub calls the target as referee (DR-XFER-2)");
         let at = self.forks.len();
         self.start_pstn_fork(
             name,
             &number,
             &gateway,
             offer,
-            PstnFork::Transfer { referred_by },
+            PstnFork::Transfer(Box::new(transfer::Transferred {
+                referred_by: refer.referred_by,
+                consultation,
+            })),
         );
         if self.forks.len() > at {
             self.transfer_leg = Some(at);
@@ -2994,12 +3094,19 @@ async fn carry_on(
             g.offer = None;
         }
     }
-    let (rule, target) = (h.cause.rule(), h.target.clone());
-    placement.forwarded = Some(Box::new(forward::Forwarded {
-        cause: h.cause,
-        forwarder: h.forwarder,
-        history: h.history,
-    }));
+    let prefix = match &h.carry {
+        forward::Carry::Forward(f) => format!("forwarded ({}) to {}", f.cause.rule(), h.target),
+        forward::Carry::Transfer(t) => {
+            if let Some(c) = &t.consultation {
+                // Only the SBC that knows the consultation dialog can replace it.
+                placement
+                    .gateways
+                    .sort_by_key(|g| !g.fqdn.eq_ignore_ascii_case(&c.trunk));
+            }
+            format!("transferred by {} to {}", h.user, h.target)
+        }
+    };
+    placement.carried = Some(Box::new(h.carry));
     let first = placement
         .gateways
         .first()
@@ -3010,7 +3117,7 @@ async fn carry_on(
     let mut call = outbound::Outbound::new(placement, settings, now)
         .with_caller(h.caller)
         .with_requests_after(last_request)
-        .with_outcome_prefix(format!("forwarded ({rule}) to {target}"));
+        .with_outcome_prefix(prefix);
     runner.perform(Action::Index {
         key: call.key(),
         peer: Peer::Sbc { fqdn: first },
@@ -3203,6 +3310,10 @@ impl Runner {
             }
             Action::Rest { sbc, for_ } => self.hub.rotation.rest(&sbc, for_, Instant::now()),
             Action::Progress(state) => self.hub.calls.set_state(self.no, state),
+            Action::ExpectTransfer(t) => {
+                let (correlation, pending) = *t;
+                self.hub.calls.expect_transfer(correlation, pending);
+            }
             Action::Stateless { bytes, route } => match route {
                 Route::Dest(d) => {
                     let _ = self.hub.layer.send_stateless(bytes, d);

@@ -92,7 +92,7 @@ pub struct Placement {
     pub media: Arc<crate::sdp::MediaConfig>,
     /// A user's forward of an inbound call (DR-FWD): the INVITEs carry its `cause` and,
     /// to trunks with `forward_call_history`, its History-Info.
-    pub forwarded: Option<Box<super::forward::Forwarded>>,
+    pub carried: Option<Box<super::forward::Carry>>,
 }
 
 /// SBCs out of rotation after a `503` with `Retry-After` (DR-OUT-3), until when.
@@ -356,8 +356,9 @@ impl Outbound {
                         "outbound call: trying the route's gateways in order"
         );
         if let Some(c) = &mut self.caller {
-            // A forwarded call's SBC heard 100 and 181 from the call it came in as.
-            if self.placement.forwarded.is_none() {
+            // A forwarded (or transferred) call's SBC heard 100 (and 181) from the call
+            // it came in as.
+            if self.placement.carried.is_none() {
                 c.leg.provisional(100, "Trying", None, None, &[]);
             }
             self.actions.push(Action::Index {
@@ -457,17 +458,21 @@ impl Outbound {
             }
         };
         let mut target = format!("sip:{}@{}:{};user=phone", p.number, g.fqdn, g.port);
+        let (forwarded, transferred) = match p.carried.as_deref() {
+            Some(super::forward::Carry::Forward(f)) => (Some(f), None),
+            Some(super::forward::Carry::Transfer(t)) => (None, Some(t)),
+            None => (None, None),
+        };
         // DR-FWD-2: a forwarded INVITE says why in its Request-URI (RFC 4458).
-        if let Some(f) = &p.forwarded {
+        if let Some(f) = forwarded {
             target.push_str(&format!(";cause={}", f.cause.code()));
         }
-        let history = p
-            .forwarded
-            .as_ref()
-            .filter(|_| g.forward_call_history)
-            .map(|f| {
-                super::forward::history_info(&f.history, host, &f.forwarder, &p.number, f.cause)
-            });
+        let history = forwarded.filter(|_| g.forward_call_history).map(|f| {
+            super::forward::history_info(&f.history, host, &f.forwarder, &p.number, f.cause)
+        });
+        // DR-XFER-4: the transfer's Referred-By goes on; a consultative transfer's
+        // INVITE replaces the consultation dialog at the SBC that knows it (RFC 3891).
+        let replaces = transferred.and_then(|t| t.replaces_for(&g.fqdn));
         let to = format!("<sip:{}@{};user=phone>", p.number, g.fqdn);
         // DR-OUT-1: the routing token names the tenant and the call, so that a request
         // the SBC sends to the Contact finds its way back (emulator choice of names).
@@ -493,6 +498,12 @@ impl Outbound {
         }
         if let Some(h) = &history {
             extra.push(("History-Info", h));
+        }
+        if let Some(t) = transferred {
+            extra.push(("Referred-By", &t.referred_by));
+        }
+        if let Some(r) = &replaces {
+            extra.push(("Replaces", r));
         }
         match &session {
             None => extra.push(("Supported", "replaces")),
@@ -683,7 +694,10 @@ impl Outbound {
                 }
             }
             CallEvent::Hold(hold) => self.teams_hold(hold),
-            CallEvent::Transfer(target, _) => self.transfer(target),
+            CallEvent::Transfer(order) => self.transfer(*order),
+            CallEvent::Consult(reply) => {
+                let _ = reply.send(self.consultation());
+            }
             CallEvent::HangUp => match self.phase {
                 Phase::Trying(_) | Phase::Ringing(_) => {
                     info!("ended through the control API while ringing: CANCEL");
@@ -1307,7 +1321,12 @@ impl Outbound {
     /// DR-XFER-1, DR-XFER-3: the Teams user transfers the answered call. The SBC's 200
     /// listed REFER: drhub is the transferor and sends it REFER in the dialog, as on an
     /// inbound call. Without REFER, drhub as referee is not built for calls it placed.
-    fn transfer(&mut self, target: super::transfer::Target) {
+    fn transfer(&mut self, order: super::TransferOrder) {
+        let super::TransferOrder {
+            target,
+            consultation,
+            ..
+        } = order;
         let Phase::Up(n) = self.phase else {
             info!("transfer ignored: the call is not up");
             return;
@@ -1323,28 +1342,48 @@ impl Outbound {
         let Some(pos) = self.leg_pos(n) else { return };
         let proxy = self.legs[pos].1.local.host().to_owned();
         let tenant = self.placement.tenant.clone();
-        let refer_to = super::transfer::refer_to(&target, &proxy, &tenant);
-        let target_uri = refer_to.trim_start_matches('<').trim_end_matches('>');
-        let referred_by = super::transfer::referred_by(
-            &self.placement.user,
+        let refer = super::transfer::Refer::new(
+            &target,
             &proxy,
             &tenant,
-            &crate::diagnostics::correlation_id(),
-            target_uri,
+            &self.placement.user,
+            consultation.as_ref(),
         );
         let extra = [
-            ("Refer-To", refer_to.as_str()),
-            ("Referred-By", referred_by.as_str()),
+            ("Refer-To", refer.refer_to.as_str()),
+            ("Referred-By", refer.referred_by.as_str()),
         ];
         let id = self.next_id();
         if self.legs[pos]
             .1
             .request_with(id, "REFER", &extra, None, &mut self.actions)
         {
-            info!(target = ?target, "transfer: REFER to the SBC (DR-XFER-3)");
+            info!(target = ?target, consultative = consultation.is_some(), "transfer: REFER to the SBC (DR-XFER-3)");
             self.requests.push(id, Purpose::Refer);
+            let pending = refer.pending(&target, &self.placement.user, &self.placement.call_id);
+            self.actions.push(Action::ExpectTransfer(Box::new(pending)));
             self.transfer = Some(target);
         }
+    }
+
+    /// The call's dialog with the SBC that answered, for a consultative transfer of
+    /// another call of the user's that replaces it (RFC 5589 §7); `None` until answered.
+    fn consultation(&self) -> Option<super::transfer::Consultation> {
+        let Phase::Up(n) = self.phase else {
+            return None;
+        };
+        let (_, leg) = &self.legs[self.leg_pos(n)?];
+        let d = leg.dialog()?;
+        Some(super::transfer::Consultation {
+            call: self.placement.call_id.clone(),
+            replaces: super::transfer::Replaces {
+                call_id: d.call_id().to_owned(),
+                to_tag: d.remote_tag().to_owned(),
+                from_tag: d.local_tag().to_string(),
+            },
+            trunk: self.placement.gateways[n].fqdn.clone(),
+            number: Some(self.placement.number.clone()),
+        })
     }
 
     /// A NOTIFY of the transfer (RFC 3515 §2.4.5), answered 200 already: its sipfrag's
@@ -1920,7 +1959,7 @@ mod tests {
                 ring_for: Duration::from_secs(60),
                 talk_for: Some(Duration::from_secs(600)),
                 media: Arc::new(crate::sdp::MediaConfig::new("192.0.2.1".parse().unwrap())),
-                forwarded: None,
+                carried: None,
             };
             let settings = Arc::new(CallSettings {
                 t1: Duration::from_millis(500),
@@ -1965,7 +2004,7 @@ mod tests {
                         ))
                     }
                     Action::Rest { sbc, for_ } => self.rested.push((sbc, for_)),
-                    Action::Index { .. } | Action::Progress(_) => {}
+                    Action::Index { .. } | Action::Progress(_) | Action::ExpectTransfer(_) => {}
                 }
             }
         }

@@ -231,7 +231,7 @@ pub fn plan(
         ring_for: req.ring_for,
         talk_for: req.talk_for,
         media: hub.media.clone(),
-        forwarded: None,
+        carried: None,
     };
     Ok((placement, placed))
 }

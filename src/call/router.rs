@@ -153,6 +153,10 @@ type TrunkCalls = (usize, Option<u32>);
 /// How many ended calls the table remembers.
 const RECENT: usize = 100;
 
+/// How long a transfer referred to an SBC waits for its INVITE back (an emulator
+/// choice: the SBC's NOTIFY would long have told the transfer failed).
+const TRANSFER_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Live calls and their legs; see the module docs. Also counts calls for the overload
 /// rules (DR-ERR-1) and wakes the shutdown drain when the last call ends.
 #[derive(Debug, Default)]
@@ -169,6 +173,8 @@ pub struct CallTable {
     /// Tenant ids, user addresses and trunk FQDNs of call records, shared rather than
     /// copied into every call.
     names: Mutex<HashSet<Arc<str>>>,
+    /// Transfers referred to an SBC (DR-XFER-3) by their `x-ti`, until its INVITE back.
+    transfers: Mutex<HashMap<String, (std::time::Instant, super::transfer::Pending)>>,
     pub started: AtomicU64,
     pub answered: AtomicU64,
     pub failed: AtomicU64,
@@ -272,6 +278,22 @@ impl CallTable {
     /// Whether a message's Call-ID and one of its tags belong to a call that is up.
     pub fn knows(&self, msg: &Message<'_>) -> bool {
         self.find(msg).is_some()
+    }
+
+    /// Remembers a transfer referred to an SBC under its `x-ti` (DR-XFER-3), for the
+    /// SBC's INVITE back. Transfers older than [`TRANSFER_WAIT`] are forgotten.
+    pub fn expect_transfer(&self, correlation: String, pending: super::transfer::Pending) {
+        let now = std::time::Instant::now();
+        let mut t = lock(&self.transfers);
+        t.retain(|_, (at, _)| now.duration_since(*at) < TRANSFER_WAIT);
+        t.insert(correlation, (now, pending));
+    }
+
+    /// The transfer a `Referred-By`'s `x-ti` names, taken out: one INVITE back each.
+    pub fn take_transfer(&self, correlation: &str) -> Option<super::transfer::Pending> {
+        let mut t = lock(&self.transfers);
+        let (at, p) = t.remove(correlation)?;
+        (at.elapsed() < TRANSFER_WAIT).then_some(p)
     }
 
     /// Takes a call out, with every key it registered, and remembers how it ended.
@@ -645,6 +667,7 @@ impl Router {
             forwarding: admitted.forwarding,
             keep_history: accepted.trunk.forward_call_history,
             referee: admitted.referee,
+            transfer_back: admitted.transfer_back,
         };
         spawn(self.hub.clone(), self.settings.clone(), new, key);
     }
@@ -892,6 +915,8 @@ struct Admitted<'d> {
     session: Option<super::session_timer::Negotiated>,
     forwarding: Option<Box<super::ForwardRules>>,
     referee: Vec<(String, ForkPlan)>,
+    /// The SBC's INVITE back for a transfer to a number: where it goes on to.
+    transfer_back: Option<Box<super::TransferBack>>,
 }
 
 /// Admission checks after DR-VAL passed (DR-ERR-1, DR-TEN-3..5, DR-FORK-6, DR-ST-3):
@@ -928,10 +953,42 @@ fn admit<'d>(
         .and_then(|p| p.value)
         .is_some_and(|v| v.eq_ignore_ascii_case("phone"));
     let host = ruri.host().map(|h| h.to_string()).unwrap_or_default();
+    // DR-XFER-4: the SBC carrying out a transfer drhub referred it to calls the Refer-To
+    // back with the REFER's Referred-By, whose `x-ti` names the transfer.
+    let referred = match msg.header(HeaderName::ReferredBy) {
+        Some(by) => super::transfer::correlation_of(by)
+            .and_then(|ti| calls.take_transfer(ti))
+            .map(|p| transfer_back(p, by, &ruri, &dir.tenant(accepted.tenant).id))
+            .transpose()?,
+        None => None,
+    };
+    let back_to_number = referred.as_ref().and_then(|p| match &p.target {
+        super::transfer::Target::Number(n) => Some(n.clone()),
+        super::transfer::Target::User(_) => None,
+    });
+    // A number goes back out through the transferring user's voice routing.
+    let transferor = match (&referred, &back_to_number) {
+        (Some(p), Some(_)) => {
+            let address: crate::config::SipAddress = p.user.parse().map_err(|_| {
+                Rejection::new(Diagnostic::TransferMismatch)
+                    .with("detail", "the transferring user is gone")
+            })?;
+            Some(
+                dir.user_by_address(accepted.tenant, &address)
+                    .ok_or_else(|| {
+                        Rejection::new(Diagnostic::TransferMismatch)
+                            .with("detail", "the transferring user is gone")
+                            .with("user", p.user.clone())
+                    })?,
+            )
+        }
+        _ => None,
+    };
     // DR-XFER-4: the SBC carrying out a transfer to a Teams user calls the Refer-To back,
     // which names the user by MRI (`x-m`) in a tenant (`x-t`).
-    let user = match ruri.param("x-m").and_then(|p| p.value) {
-        Some(mri) => {
+    let user = match (transferor, ruri.param("x-m").and_then(|p| p.value)) {
+        (Some(transferor), _) => transferor,
+        (None, Some(mri)) => {
             let tenant = &dir.tenant(accepted.tenant).id;
             let named = ruri.param("x-t").and_then(|p| p.value).unwrap_or("");
             if !named.eq_ignore_ascii_case(tenant) {
@@ -948,7 +1005,7 @@ fn admit<'d>(
                     .with("tenant", tenant.clone())
             })?
         }
-        None => {
+        (None, None) => {
             let target = classify_target(ruri.user(), phone, &host).map_err(|e| {
                 let why = match e {
                     TargetError::NumberWithoutPlus => {
@@ -1014,6 +1071,25 @@ fn admit<'d>(
         }
     };
     let bypass = accepted.trunk.media_bypass;
+    if let (Some(p), Some(number)) = (referred, back_to_number) {
+        info!(transfer = %p.call, to = %number, consultative = p.consultation.is_some(), "the SBC's INVITE back for a transfer to a number: out through the transferring user's voice routing (DR-XFER-4)");
+        return Ok(Admitted {
+            user,
+            caller: String::new(),
+            media_answer,
+            forks: Vec::new(),
+            session,
+            forwarding: None,
+            referee: Vec::new(),
+            transfer_back: Some(Box::new(super::TransferBack {
+                target: number,
+                transferred: super::transfer::Transferred {
+                    referred_by: p.referred_by,
+                    consultation: p.consultation,
+                },
+            })),
+        });
+    }
     let mut forks = plan_forks(hub, user, &offer, bypass);
     // DR-FWD-1: simultaneous ring, with the user's own clients.
     match &user.forwarding.also_ring {
@@ -1038,6 +1114,7 @@ fn admit<'d>(
                 n.as_str(),
                 bypass.then_some(&sbc_offer),
                 name,
+                None,
             ));
         }
         _ => {}
@@ -1078,7 +1155,7 @@ fn admit<'d>(
             let Some(to) = script.transfer_to.as_deref().filter(|t| t.starts_with('+')) else {
                 continue;
             };
-            if let Some(plan) = pstn_fork(hub, user, to, None, format!("transfer to {to}")) {
+            if let Some(plan) = pstn_fork(hub, user, to, None, format!("transfer to {to}"), None) {
                 referee.push((to.to_owned(), plan));
             }
         }
@@ -1091,20 +1168,70 @@ fn admit<'d>(
         session,
         forwarding,
         referee,
+        transfer_back: None,
     })
+}
+
+/// DR-XFER-4: checks the SBC's INVITE back against the transfer drhub referred it to:
+/// the same tenant, the `Referred-By` byte for byte, the `Refer-To` as Request-URI (the
+/// number, or the user's `x-m`). A mismatch is refused (403, 404 for another user's
+/// `x-m`) with the facts that differ.
+fn transfer_back(
+    p: super::transfer::Pending,
+    by: &str,
+    ruri: &crate::sip::Uri<'_>,
+    tenant: &str,
+) -> Result<super::transfer::Pending, Rejection> {
+    let mismatch = |detail: &'static str| {
+        Rejection::new(Diagnostic::TransferMismatch)
+            .with("detail", detail)
+            .with("transfer", p.call.clone())
+    };
+    if !p.tenant.eq_ignore_ascii_case(tenant) {
+        return Err(mismatch("the transfer is another tenant's").with("tenant", tenant.to_owned()));
+    }
+    if by.trim() != p.referred_by {
+        return Err(
+            mismatch("Referred-By differs from the REFER's (copy it byte for byte)")
+                .with("referred_by", by.trim().to_owned())
+                .with("expected", p.referred_by.clone()),
+        );
+    }
+    match &p.target {
+        super::transfer::Target::Number(n) => {
+            if ruri.user() != Some(n.as_str()) {
+                return Err(mismatch("the Request-URI is not the REFER's Refer-To")
+                    .with("uri", ruri.as_str())
+                    .with("expected", n.clone()));
+            }
+        }
+        super::transfer::Target::User(u) => {
+            let mri = super::transfer::mri(&p.tenant, u);
+            if ruri.param("x-m").and_then(|x| x.value) != Some(mri.as_str()) {
+                return Err(Rejection::new(Diagnostic::NumberNotFound)
+                    .with("uri", ruri.as_str())
+                    .with("detail", "x-m is not the REFER's target")
+                    .with("expected", mri)
+                    .with("transfer", p.call.clone()));
+            }
+        }
+    }
+    Ok(p)
 }
 
 /// A fork of an inbound call to a number, for simultaneous ring (DR-FWD-1) or a
 /// transfer drhub carries out as referee (DR-XFER-2): the first gateway the user's voice
 /// routing gives for it, as an outbound call of the user's would try it, with the SBC's
 /// offer `sbc_offer` when the trunk bypasses too, else the media processor's; `None`
-/// (logged) when there is no gateway.
+/// (logged) when there is no gateway. A gateway named `prefer` goes first (a
+/// consultative transfer's INVITE must reach the SBC that knows the dialog it replaces).
 pub fn pstn_fork(
     hub: &Arc<Hub>,
     user: &User,
     number: &str,
     sbc_offer: Option<&Bytes>,
     name: String,
+    prefer: Option<&str>,
 ) -> Option<ForkPlan> {
     let wanted = super::place::Request {
         user: user.sip_address.to_string(),
@@ -1120,7 +1247,15 @@ pub fn pstn_fork(
             return None;
         }
     };
-    let mut gateway = placement.gateways.into_iter().next()?;
+    let at = prefer
+        .and_then(|p| {
+            placement
+                .gateways
+                .iter()
+                .position(|g| g.fqdn.eq_ignore_ascii_case(p))
+        })
+        .unwrap_or(0);
+    let mut gateway = placement.gateways.into_iter().nth(at)?;
     // Both trunks bypass: the SBC's own offer; else the media processor's.
     let offer = match gateway.offer.take().filter(|_| gateway.bypass) {
         Some(_) => None,

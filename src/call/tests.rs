@@ -197,6 +197,7 @@ impl Lab {
             forwarding: plan.forwarding,
             keep_history: true,
             referee: Vec::new(),
+            transfer_back: None,
         };
         let mut call = Call::new(new, Arc::new(plan.settings), t0);
         call.start();
@@ -232,7 +233,10 @@ impl Lab {
                     self.sent
                         .push((at, ReqId(0), String::from_utf8_lossy(&bytes).into_owned()))
                 }
-                Action::Index { .. } | Action::Rest { .. } | Action::Progress(_) => {}
+                Action::Index { .. }
+                | Action::Rest { .. }
+                | Action::Progress(_)
+                | Action::ExpectTransfer(_) => {}
             }
         }
     }

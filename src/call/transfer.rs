@@ -87,6 +87,154 @@ pub fn referred_by(
     )
 }
 
+/// A dialog as the UA that receives a `Replaces` header knows it (RFC 3891 §3): its
+/// Call-ID, the receiver's own tag (`to-tag`) and the other side's (`from-tag`). For the
+/// SBC, drhub's tag is the `from-tag` whichever way the call was set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaces {
+    pub call_id: String,
+    /// The SBC's tag.
+    pub to_tag: String,
+    /// drhub's tag.
+    pub from_tag: String,
+}
+
+impl std::fmt::Display for Replaces {
+    /// The header's value (RFC 3891 §6.1).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{};to-tag={};from-tag={}",
+            self.call_id, self.to_tag, self.from_tag
+        )
+    }
+}
+
+/// The consultation call of a consultative transfer (RFC 5589 §7): a call of the
+/// transferring user through an SBC, whose dialog the transfer's INVITE replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consultation {
+    /// drhub's Call-ID of the consultation call (its API id).
+    pub call: String,
+    /// Its dialog with the SBC, as the SBC knows it.
+    pub replaces: Replaces,
+    /// The SBC's trunk: only it knows the dialog, so only it gets the `Replaces`.
+    pub trunk: std::sync::Arc<str>,
+    /// The party on the SBC's side, `+E164` when it is one: the transfer's target.
+    pub number: Option<String>,
+}
+
+/// A transfer the proxy referred the SBC to (DR-XFER-3), waiting for the SBC's INVITE
+/// back (DR-XFER-4: Microsoft asks SBCs to send every transfer's INVITE back to the
+/// proxy, a number's too). Keyed by the `x-ti` of its `Referred-By`.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The `Referred-By` as the REFER carried it: the INVITE back must copy it byte for
+    /// byte.
+    pub referred_by: String,
+    pub target: Target,
+    /// The tenant id (`x-t`).
+    pub tenant: String,
+    /// The transferring user's SIP address: their voice routing places a number.
+    pub user: String,
+    /// A consultative transfer's consultation call.
+    pub consultation: Option<Consultation>,
+    /// The call transferred (its Call-ID), for the log.
+    pub call: String,
+}
+
+/// What an INVITE drhub places for a transfer carries (DR-XFER-2, DR-XFER-4): the
+/// `Referred-By` and, for a consultative transfer, the `Replaces` for the trunk that
+/// knows the consultation dialog. No History-Info (DR-XFER-5).
+#[derive(Debug, Clone)]
+pub struct Transferred {
+    pub referred_by: String,
+    pub consultation: Option<Consultation>,
+}
+
+impl Transferred {
+    /// The `Replaces` value for an INVITE to trunk `fqdn`: only the consultation's SBC
+    /// knows the dialog.
+    pub fn replaces_for(&self, fqdn: &str) -> Option<String> {
+        self.consultation
+            .as_ref()
+            .filter(|c| c.trunk.eq_ignore_ascii_case(fqdn))
+            .map(|c| c.replaces.to_string())
+    }
+}
+
+/// A REFER's headers (DR-XFER-3), and the transfer drhub then waits for.
+#[derive(Debug, Clone)]
+pub struct Refer {
+    pub refer_to: String,
+    pub referred_by: String,
+    /// The `x-ti`: a fresh correlation id per transfer.
+    pub correlation: String,
+    tenant: String,
+    consultation: Option<Consultation>,
+}
+
+impl Refer {
+    /// `transferor` (a SIP address) transfers to `target`, replacing `consultation`'s
+    /// dialog when consultative.
+    pub fn new(
+        target: &Target,
+        proxy: &str,
+        tenant: &str,
+        transferor: &str,
+        consultation: Option<&Consultation>,
+    ) -> Refer {
+        let refer_to = refer_to(target, proxy, tenant);
+        let correlation = crate::diagnostics::correlation_id();
+        let target_call = target_call_uri(&refer_to, consultation);
+        let referred_by = referred_by(transferor, proxy, tenant, &correlation, &target_call);
+        Refer {
+            refer_to,
+            referred_by,
+            correlation,
+            tenant: tenant.to_owned(),
+            consultation: consultation.cloned(),
+        }
+    }
+
+    /// The transfer to remember under its `x-ti` until the SBC's INVITE back.
+    pub fn pending(self, target: &Target, user: &str, call: &str) -> (String, Pending) {
+        let pending = Pending {
+            referred_by: self.referred_by,
+            target: target.clone(),
+            tenant: self.tenant,
+            user: user.to_owned(),
+            consultation: self.consultation,
+            call: call.to_owned(),
+        };
+        (self.correlation, pending)
+    }
+}
+
+/// The `Referred-By`'s `x-ti` (the transferor's correlation id), by which drhub finds
+/// the transfer an INVITE back belongs to.
+pub fn correlation_of(referred_by: &str) -> Option<&str> {
+    let uri = referred_by.trim().trim_start_matches('<');
+    let uri = uri.split('>').next()?;
+    uri.split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("x-ti"))
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// The target call URI of a transfer (the `x-tt` of `Referred-By`, RFC 5589 §7): the
+/// Refer-To's URI, with the consultation dialog as an escaped `Replaces` URI header for
+/// a consultative transfer.
+pub fn target_call_uri(refer_to: &str, consultation: Option<&Consultation>) -> String {
+    let uri = refer_to.trim_start_matches('<').trim_end_matches('>');
+    match consultation {
+        None => uri.to_owned(),
+        Some(c) => format!("{uri}?Replaces={}", escape(&c.replaces.to_string())),
+    }
+}
+
 /// Percent-encodes everything but RFC 3261's `unreserved` characters, so that a URI can
 /// stand as a URI parameter's value.
 fn escape(s: &str) -> String {
@@ -184,6 +332,77 @@ mod tests {
             mri("adatum", "user1@adatum.biz").len(),
             "8:orgid:".len() + 36
         );
+    }
+
+    /// RFC 3891 §6.1, RFC 5589 §7: the `Replaces` value, the `x-tt` of a consultative
+    /// transfer, and which trunk gets the `Replaces`.
+    #[test]
+    fn dr_xfer_3_consultative_transfer_headers() {
+        let c = Consultation {
+            call: "c2".into(),
+            replaces: Replaces {
+                call_id: "abc@drhub".into(),
+                to_tag: "sbc7".into(),
+                from_tag: "d00d".into(),
+            },
+            trunk: "sbc1.adatum.biz".into(),
+            number: Some("+14255550123".into()),
+        };
+        assert_eq!(
+            c.replaces.to_string(),
+            "abc@drhub;to-tag=sbc7;from-tag=d00d"
+        );
+        let to = "<sip:+14255550123@sip.pstnhub.microsoft.com;user=phone>";
+        assert_eq!(
+            target_call_uri(to, None),
+            "sip:+14255550123@sip.pstnhub.microsoft.com;user=phone"
+        );
+        assert_eq!(
+            target_call_uri(to, Some(&c)),
+            "sip:+14255550123@sip.pstnhub.microsoft.com;user=phone\
+             ?Replaces=abc%40drhub%3Bto-tag%3Dsbc7%3Bfrom-tag%3Dd00d"
+        );
+        let t = Transferred {
+            referred_by: String::new(),
+            consultation: Some(c),
+        };
+        assert_eq!(
+            t.replaces_for("SBC1.adatum.biz").as_deref(),
+            Some("abc@drhub;to-tag=sbc7;from-tag=d00d")
+        );
+        assert_eq!(t.replaces_for("sbc2.adatum.biz"), None);
+    }
+
+    /// The `x-ti` an INVITE back is matched by, wherever it stands among the parameters.
+    #[test]
+    fn dr_xfer_4_correlation_of_referred_by() {
+        let refer = Refer::new(
+            &Target::Number("+14255550123".into()),
+            "sip.pstnhub.microsoft.com",
+            "adatum",
+            "user1@adatum.biz",
+            None,
+        );
+        assert_eq!(
+            correlation_of(&refer.referred_by),
+            Some(refer.correlation.as_str())
+        );
+        let cases: [(&str, Option<&str>); 5] = [
+            ("<sip:p;x-ti=abc;x-tt=y>", Some("abc")),
+            (" <sip:p;X-TI=abc> ", Some("abc")),
+            ("<sip:p;x-t=abc>", None),
+            ("<sip:p;x-ti=>", None),
+            ("sip:p", None),
+        ];
+        for (by, want) in cases {
+            assert_eq!(correlation_of(by), want, "{by}");
+        }
+        let (ti, pending) = refer.pending(
+            &Target::Number("+14255550123".into()),
+            "user1@adatum.biz",
+            "call-1",
+        );
+        assert_eq!(correlation_of(&pending.referred_by), Some(ti.as_str()));
     }
 
     #[test]
