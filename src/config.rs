@@ -411,8 +411,10 @@ pub struct Script {
     pub hold_for: Option<Duration>,
     /// After answering, the user transfers the call after this long (DR-XFER-3) ...
     pub transfer_after: Option<Duration>,
-    /// ... to this `+E164` number or SIP address.
+    /// ... to this `+E164` number or SIP address ...
     pub transfer_to: Option<String>,
+    /// ... after a consultation call to the number, answered (RFC 5589 §7).
+    pub transfer_consultative: bool,
     /// Whether this client can do media bypass (DR-ICE-1).
     pub bypass: bool,
 }
@@ -1514,6 +1516,7 @@ const ENDPOINT_KEYS: &[&str] = &[
     "hold_seconds",
     "transfer_to",
     "transfer_after_seconds",
+    "transfer_consultative",
     "bypass",
 ];
 
@@ -1778,6 +1781,14 @@ fn build_endpoint(s: &Section, index: usize) -> Option<Endpoint> {
                 (None, Some(_)) => s.err("transfer_after_seconds", "needs transfer_to"),
                 _ => {}
             }
+            let transfer_consultative = s.bool("transfer_consultative", false);
+            if transfer_consultative && !transfer_to.as_deref().is_some_and(|t| t.starts_with('+'))
+            {
+                s.err(
+                    "transfer_consultative",
+                    "needs transfer_to to be a +E.164 number: the consultation call goes through an SBC",
+                );
+            }
             EndpointKind::Virtual(Script {
                 ring_after: secs("ring_after_seconds"),
                 media_answer_after: secs("media_answer_after_seconds"),
@@ -1787,6 +1798,7 @@ fn build_endpoint(s: &Section, index: usize) -> Option<Endpoint> {
                 hold_for,
                 transfer_after,
                 transfer_to,
+                transfer_consultative,
                 bypass: s.bool("bypass", true),
             })
         }
@@ -2165,7 +2177,9 @@ pub(crate) mod tests {
              [[tenant.user.endpoint]]\nreject_status = 486\nhold_after_seconds = 1\n\
              [[tenant.user.endpoint]]\nanswer_after_seconds = 1\nhold_seconds = 5\n\
              [[tenant.user.endpoint]]\nanswer_after_seconds = 1\ntransfer_to = \"4255550123\"\ntransfer_after_seconds = 2\n\
-             [[tenant.user.endpoint]]\nanswer_after_seconds = 1\ntransfer_to = \"+14255550123\"\n"
+             [[tenant.user.endpoint]]\nanswer_after_seconds = 1\ntransfer_to = \"+14255550123\"\n\
+             [[tenant.user.endpoint]]\nanswer_after_seconds = 1\ntransfer_to = \"user2@adatum.biz\"\n\
+             transfer_after_seconds = 2\ntransfer_consultative = true\n"
         );
         let got = issues(&bad);
         for e in [
@@ -2177,6 +2191,7 @@ pub(crate) mod tests {
             "tenant[0].user[0].endpoint[5].hold_seconds: needs hold_after_seconds",
             "tenant[0].user[0].endpoint[6].transfer_to: `4255550123` is neither a +E.164 number nor a SIP address",
             "tenant[0].user[0].endpoint[7].transfer_to: needs transfer_after_seconds",
+            "tenant[0].user[0].endpoint[8].transfer_consultative: needs transfer_to to be a +E.164 number",
         ] {
             assert!(got.iter().any(|g| g.starts_with(e)), "missing `{e}` in {got:#?}");
         }

@@ -164,9 +164,19 @@ async fn sipp_sbc_handles_the_proxys_refer_over_tcp() {
     let d = TestDaemon::start_with(sipp_lab()).await;
     let addr = d.addr("lab-tcp");
     let sipp = tokio::spawn(sipp_calls(addr, "refer_uac.xml", 1));
-    // The Teams user transfers the call once it is answered.
+    transfer_when_answered(&d, "+14255550123").await;
+    sipp.await.expect("sipp task");
+    d.calls_drained().await;
+    let rec = d.hub.calls.recent().pop().expect("a record");
+    assert_eq!(
+        rec.outcome.expect("outcome").reason,
+        "transferred to +14255550123"
+    );
+}
+
+/// The Teams user transfers the first answered call to `to` through the control API.
+async fn transfer_when_answered(d: &TestDaemon, to: &str) {
     let api = d.addr("api");
-    let mut transferred = false;
     for _ in 0..250 {
         let (_, v) = drhub::api::request(api, "GET", "/api/calls", None, None)
             .await
@@ -176,24 +186,56 @@ async fn sipp_sbc_handles_the_proxys_refer_over_tcp() {
             .and_then(|c| c.iter().find(|c| c["state"] == "answered"))
             .and_then(|c| c["call_id"].as_str().map(str::to_owned));
         if let Some(id) = up {
-            let body = serde_json::json!({"to": "+14255550123"});
+            let body = serde_json::json!({ "to": to });
             let path = format!("/api/calls/{id}/transfer");
             let (s, v) = drhub::api::request(api, "POST", &path, None, Some(&body))
                 .await
                 .expect("API reachable");
             assert_eq!(s, 202, "{v}");
-            transferred = true;
-            break;
+            return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(transferred, "the call was never answered");
+    panic!("the call was never answered");
+}
+
+/// DR-XFER-3, DR-XFER-4 with a stack drhub did not write, the way Microsoft asks SBCs
+/// to carry out a transfer: sipp gets the REFER to a Teams user, answers 202, calls the
+/// Refer-To back through the proxy as a new dialog copying the Referred-By byte for byte
+/// (a Referred-By drhub did not write would be refused 403), the target's client
+/// answers, sipp NOTIFYs 200 and gets drhub's BYE for the old leg, then hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_sbc_calls_the_refer_to_back_with_referred_by_over_tcp() {
+    if !sipp_available() {
+        eprintln!("SKIPPED: sipp not installed (apt-get install sip-tester)");
+        return;
+    }
+    let d = TestDaemon::start_with(sipp_lab()).await;
+    let addr = d.addr("lab-tcp");
+    let sipp = tokio::spawn(sipp_calls(addr, "refer_back_uac.xml", 1));
+    transfer_when_answered(&d, "user1@adatum.biz").await;
     sipp.await.expect("sipp task");
     d.calls_drained().await;
-    let rec = d.hub.calls.recent().pop().expect("a record");
+    let recent = d.hub.calls.recent();
+    let reasons: Vec<String> = recent
+        .iter()
+        .map(|r| {
+            r.outcome
+                .as_ref()
+                .map(|o| o.reason.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "transferred to user1@adatum.biz"),
+        "{reasons:?}"
+    );
     assert_eq!(
-        rec.outcome.expect("outcome").reason,
-        "transferred to +14255550123"
+        d.hub.calls.answered.load(Ordering::Relaxed),
+        2,
+        "{reasons:?}"
     );
 }
 

@@ -932,3 +932,79 @@ async fn dr_xfer_2_a_consultative_transfer_as_referee_sends_replaces() {
         .expect("the consultation's record");
     assert_eq!(consult_rec.outcome.as_ref().map(|o| o.status), Some(200));
 }
+
+/// RFC 5589 §7 from a scripted client (`transfer_consultative`), with an SBC that lists
+/// no REFER: 0.5 s after answering, User1's desktop calls +14255550123 (the
+/// consultation, an outbound call through the SBC); once that answers, drhub as referee
+/// (DR-XFER-2) sends the SBC an INVITE with `Replaces` of the consultation dialog. The
+/// SBC ends the consultation with BYE; the caller talks to the target.
+#[tokio::test]
+async fn dr_xfer_2_a_scripted_consultative_transfer_calls_the_target_first() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = t.replacen(
+            "    # transfer_consultative = true\n    # transfer_to = \"+14255550123\"\n    # transfer_after_seconds = 10\n",
+            "    transfer_consultative = true\n    transfer_to = \"+14255550123\"\n    transfer_after_seconds = 10\n",
+            1,
+        );
+        fast(t, 0.05)
+    }))
+    .await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, false).await;
+    // The consultation call: from User1's number, a call of its own.
+    let consult = sbc.until_request("INVITE").await;
+    assert_ne!(consult.header("Call-ID"), Some(call_id.as_str()));
+    assert!(consult.header("Replaces").is_none(), "{}", consult.text);
+    assert!(
+        consult
+            .header("From")
+            .unwrap()
+            .contains("<sip:+18338006777@sip.pstnhub.microsoft.com;user=phone>"),
+        "{}",
+        consult.text
+    );
+    let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &consult.text,
+        200,
+        "OK",
+        "consult",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    // drhub ACKs the consultation, then sends the transfer's INVITE replacing it.
+    let leg = loop {
+        let r = sbc.until_request("INVITE").await;
+        if r.header("Call-ID") != consult.header("Call-ID") {
+            break r;
+        }
+    };
+    let replaces = replaces_of(&consult, "consult");
+    assert_eq!(
+        leg.header("Replaces"),
+        Some(replaces.as_str()),
+        "{}",
+        leg.text
+    );
+    assert!(leg.header("Referred-By").is_some(), "{}", leg.text);
+    sbc.send(response_tagged(
+        &leg.text,
+        200,
+        "OK",
+        "replacing",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    sbc.until_request("ACK").await;
+    let r = sbc
+        .request(&uas_request(&consult.text, "consult", "BYE", 1))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text);
+    sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
+    let (done, bye) = sbc.until_both(response_of("BYE"), request_of("BYE")).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(bye.header("Call-ID"), leg.header("Call-ID"));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}

@@ -46,8 +46,9 @@ pub enum LegEvent {
     HungUp,
     /// A scripted Teams client holds (`true`) or resumes the answered call (DR-HOLD-2).
     Hold(bool),
-    /// A scripted Teams client transfers the answered call to this target (DR-XFER-3).
-    Transfer(Box<str>),
+    /// A scripted Teams client transfers the answered call to this target (DR-XFER-3),
+    /// after a consultation call to it when `consult` (RFC 5589 §7).
+    Transfer { to: Box<str>, consult: bool },
     /// The callee never answered the INVITE, or could not be reached.
     Gone,
 }

@@ -84,6 +84,18 @@ pub enum Action {
     /// A transfer was referred to the SBC: remember it for the SBC's INVITE back, by its
     /// `x-ti` (DR-XFER-3, DR-XFER-4).
     ExpectTransfer(Box<(String, transfer::Pending)>),
+    /// A scripted Teams client's consultative transfer: place the consultation call,
+    /// then transfer the call once it is answered.
+    Consult(Box<ConsultPlan>),
+}
+
+/// A scripted consultative transfer (RFC 5589 §7): `user` transfers `call` to `number`
+/// after calling it.
+#[derive(Debug, Clone)]
+pub struct ConsultPlan {
+    pub call: String,
+    pub user: String,
+    pub number: String,
 }
 
 /// What a call is told.
@@ -1992,9 +2004,19 @@ impl Call {
             {
                 self.endpoint_hung_up(i, "");
             }
-            LegEvent::Transfer(to) if matches!(self.phase, Phase::Up(n) | Phase::Answered(n) if n == i) =>
+            LegEvent::Transfer { to, consult } if matches!(self.phase, Phase::Up(n) | Phase::Answered(n) if n == i) =>
             {
-                info!(fork = %self.forks[i].name, to = %to, "the Teams client's script transfers the call");
+                info!(fork = %self.forks[i].name, to = %to, consult, "the Teams client's script transfers the call");
+                if consult {
+                    // RFC 5589 §7: the client calls the target first; the transfer
+                    // follows once that consultation call is answered.
+                    self.actions.push(Action::Consult(Box::new(ConsultPlan {
+                        call: self.call_id.to_string(),
+                        user: self.user.to_string(),
+                        number: to.to_string(),
+                    })));
+                    return;
+                }
                 match transfer::Target::parse(&to) {
                     Some(target) => {
                         let via = self
@@ -3129,6 +3151,76 @@ async fn carry_on(
     (call.outcome.clone(), failure)
 }
 
+/// A scripted consultative transfer (RFC 5589 §7): places the user's consultation call
+/// to the number (an outbound call through their voice routing), waits until it is
+/// answered, and tells the call to transfer to it. Gives up (logged; the call goes on)
+/// when the consultation cannot be placed, is refused, or the call ended meanwhile.
+async fn consult_and_transfer(hub: Arc<Hub>, plan: ConsultPlan) {
+    let ring_for = hub.call_settings.ring_timeout;
+    let req = place::Request {
+        user: plan.user.clone(),
+        number: plan.number.clone(),
+        private: false,
+        ring_for,
+        // Replaced by the transfer; ended by the emulator if it never is.
+        talk_for: Some(Duration::from_secs(3600)),
+    };
+    let placed = match place::place(&hub, &req) {
+        Ok(p) => p,
+        Err(e) => {
+            let why = e.to_string();
+            warn!(to = %plan.number, why = %why.lines().last().unwrap_or(""), "the consultation call cannot be placed; no transfer");
+            return;
+        }
+    };
+    info!(consultation = %placed.call_id, to = %placed.number, "consultation call placed (RFC 5589 §7)");
+    let deadline = tokio::time::Instant::now() + ring_for + Duration::from_secs(1);
+    let consultation = loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !hub.calls.tell(&placed.call_id, CallEvent::Consult(tx)) {
+            warn!(consultation = %placed.call_id, "the consultation call ended unanswered; no transfer");
+            return;
+        }
+        if let Ok(Some(c)) = rx.await {
+            break c;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(consultation = %placed.call_id, "the consultation call was not answered in time; no transfer");
+            hub.calls.hang_up(&placed.call_id);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let via = plan
+        .user
+        .parse::<crate::config::SipAddress>()
+        .ok()
+        .and_then(|a| hub.directory.find_user(&a))
+        .and_then(|(_, u)| {
+            let name = format!("transfer to {}", placed.number);
+            router::pstn_fork(
+                &hub,
+                u,
+                &placed.number,
+                None,
+                name,
+                Some(&consultation.trunk),
+            )
+        });
+    let order = TransferOrder {
+        target: transfer::Target::Number(placed.number.clone()),
+        via,
+        consultation: Some(consultation),
+    };
+    if !hub
+        .calls
+        .tell(&plan.call, CallEvent::Transfer(Box::new(order)))
+    {
+        warn!(consultation = %placed.call_id, "the call to transfer ended; the consultation call ends too");
+        hub.calls.hang_up(&placed.call_id);
+    }
+}
+
 /// What the call task drives: an inbound [`Call`] or an [`outbound::Outbound`] call.
 trait Machine {
     fn handle(&mut self, ev: CallEvent, now: Instant);
@@ -3313,6 +3405,10 @@ impl Runner {
             Action::ExpectTransfer(t) => {
                 let (correlation, pending) = *t;
                 self.hub.calls.expect_transfer(correlation, pending);
+            }
+            Action::Consult(plan) => {
+                let task = consult_and_transfer(self.hub.clone(), *plan);
+                tokio::spawn(task.instrument(tracing::Span::current()));
             }
             Action::Stateless { bytes, route } => match route {
                 Route::Dest(d) => {

@@ -2004,7 +2004,10 @@ mod tests {
                         ))
                     }
                     Action::Rest { sbc, for_ } => self.rested.push((sbc, for_)),
-                    Action::Index { .. } | Action::Progress(_) | Action::ExpectTransfer(_) => {}
+                    Action::Index { .. }
+                    | Action::Progress(_)
+                    | Action::ExpectTransfer(_)
+                    | Action::Consult(_) => {}
                 }
             }
         }

@@ -69,6 +69,7 @@ fn script(ring: f64, answer: Option<f64>, hangup: Option<f64>) -> ScriptConfig {
         hold_for: None,
         transfer_after: None,
         transfer_to: None,
+        transfer_consultative: false,
         bypass: false,
     }
 }
@@ -236,7 +237,8 @@ impl Lab {
                 Action::Index { .. }
                 | Action::Rest { .. }
                 | Action::Progress(_)
-                | Action::ExpectTransfer(_) => {}
+                | Action::ExpectTransfer(_)
+                | Action::Consult(_) => {}
             }
         }
     }

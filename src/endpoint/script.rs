@@ -37,7 +37,10 @@ impl Step {
             Step::Hold => LegEvent::Hold(true),
             Step::Resume => LegEvent::Hold(false),
             // The target is the script's; see `Script::handle_timeout`.
-            Step::Transfer => LegEvent::Transfer(Box::from("")),
+            Step::Transfer => LegEvent::Transfer {
+                to: Box::from(""),
+                consult: false,
+            },
         }
     }
 }
@@ -51,6 +54,8 @@ pub struct Script {
     /// Where the transfer step transfers to, or the number a redirect step deflects to
     /// (a script does one or the other: only an answering client transfers).
     target: Option<Box<str>>,
+    /// The transfer is consultative: the client calls the target first.
+    consult: bool,
 }
 
 impl Script {
@@ -65,6 +70,7 @@ impl Script {
                 }
                 _ => script.transfer_to.as_deref().map(Box::from),
             },
+            consult: script.transfer_consultative,
         }
     }
 
@@ -74,6 +80,7 @@ impl Script {
             steps: Box::new([(after, step)]),
             next: 0,
             target: None,
+            consult: false,
         }
     }
 
@@ -83,6 +90,7 @@ impl Script {
             steps: Box::new([]),
             next: 0,
             target: None,
+            consult: false,
         }
     }
 
@@ -99,7 +107,10 @@ impl Script {
         }
         self.next += 1;
         match (step, &self.target) {
-            (Step::Transfer, Some(to)) => Some(LegEvent::Transfer(to.clone())),
+            (Step::Transfer, Some(to)) => Some(LegEvent::Transfer {
+                to: to.clone(),
+                consult: self.consult,
+            }),
             (Step::RedirectNumber, Some(to)) => {
                 Some(LegEvent::Redirected(Redirect::Other(to.to_string())))
             }
@@ -159,6 +170,7 @@ mod tests {
             hold_for: Some(Duration::from_secs(5)),
             transfer_after: None,
             transfer_to: None,
+            transfer_consultative: false,
             bypass: true,
         };
         assert_eq!(
@@ -181,6 +193,7 @@ mod tests {
             hold_for: None,
             transfer_after: None,
             transfer_to: None,
+            transfer_consultative: false,
             bypass: false,
         };
         assert_eq!(
@@ -200,6 +213,7 @@ mod tests {
             hold_for: None,
             transfer_after: None,
             transfer_to: None,
+            transfer_consultative: false,
             bypass: false,
         };
         let t0 = Instant::now();
