@@ -121,8 +121,13 @@ enum Command {
     Transfer {
         /// The call's SBC-side Call-ID (`drhub status`, `GET /api/calls`).
         call_id: String,
-        /// Where to: `+14255550123` or `reception@adatum.biz`.
-        to: String,
+        /// Where to: `+14255550123` or `reception@adatum.biz` (with `--consult`, the
+        /// consultation call's number when left out).
+        to: Option<String>,
+        /// Consultative (RFC 5589 §7): the Call-ID of the user's answered consultation
+        /// call, whose dialog with the SBC the transfer replaces.
+        #[arg(long, value_name = "CALL_ID")]
+        consult: Option<String>,
         #[arg(short, long)]
         config: Option<PathBuf>,
         #[arg(long, value_name = "ADDR:PORT")]
@@ -268,15 +273,28 @@ fn main() -> ExitCode {
         Command::Transfer {
             call_id,
             to,
+            consult,
             config,
             api,
         } => api_cmd(config.as_deref(), api, |address, token| async move {
             let path = format!("/api/calls/{call_id}/transfer");
-            let body = serde_json::json!({ "to": to });
+            let mut body = serde_json::json!({});
+            if let Some(to) = &to {
+                body["to"] = to.as_str().into();
+            }
+            if let Some(c) = &consult {
+                body["consult"] = c.as_str().into();
+            }
             let (status, v) =
                 drhub::api::request(address, "POST", &path, token.as_deref(), Some(&body)).await?;
             if (200..300).contains(&status) {
-                println!("transfer of {call_id} to {to} requested");
+                let to = v["to"].as_str().unwrap_or("?");
+                match &consult {
+                    Some(c) => println!(
+                        "consultative transfer of {call_id} to {to} (replacing {c}) requested"
+                    ),
+                    None => println!("transfer of {call_id} to {to} requested"),
+                }
             } else {
                 eprintln!("{}", v["error"].as_str().unwrap_or("error"));
             }

@@ -493,12 +493,21 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     // the API's reason.
     for (args, why) in [
         (
-            ["transfer", call_id.as_str(), "4255550123"],
+            vec!["transfer", call_id.as_str(), "4255550123"],
             "neither a +E.164 number",
         ),
         (
-            ["transfer", "no-such-call", "+14255550123"],
+            vec!["transfer", "no-such-call", "+14255550123"],
             "no call up with Call-ID",
+        ),
+        // Consultative (RFC 5589 §7): the consultation must be a call up.
+        (
+            vec!["transfer", call_id.as_str(), "--consult", "no-such-call"],
+            "consult: no call up with Call-ID",
+        ),
+        (
+            vec!["transfer", call_id.as_str()],
+            "`to` is required",
         ),
     ] {
         let out = Command::new(BIN)
