@@ -505,10 +505,7 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
             vec!["transfer", call_id.as_str(), "--consult", "no-such-call"],
             "consult: no call up with Call-ID",
         ),
-        (
-            vec!["transfer", call_id.as_str()],
-            "`to` is required",
-        ),
+        (vec!["transfer", call_id.as_str()], "`to` is required"),
     ] {
         let out = Command::new(BIN)
             .args(args)
