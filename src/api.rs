@@ -527,13 +527,20 @@ async fn transfer(
                     )));
                 }
             }
-            None
+            api.hub
+                .directory
+                .find_user(&address)
+                .map(|(_, u)| crate::call::router::transfer_forks(&api.hub, u))
+                .unwrap_or_default()
         }
-        Target::Number(n) => user.and_then(|(_, u)| {
-            let prefer = consultation.as_ref().map(|c| &*c.trunk);
-            let name = format!("transfer to {n}");
-            crate::call::router::pstn_fork(&api.hub, u, n, None, name, prefer)
-        }),
+        Target::Number(n) => user
+            .and_then(|(_, u)| {
+                let prefer = consultation.as_ref().map(|c| &*c.trunk);
+                let name = format!("transfer to {n}");
+                crate::call::router::pstn_fork(&api.hub, u, n, None, name, prefer)
+            })
+            .into_iter()
+            .collect(),
     };
     let consultative = consultation.as_ref().map(|c| c.call.clone());
     let order = crate::call::TransferOrder {

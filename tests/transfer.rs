@@ -1008,3 +1008,71 @@ async fn dr_xfer_2_a_scripted_consultative_transfer_calls_the_target_first() {
     sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
     d.calls_drained().await;
 }
+
+/// DR-XFER-2 to a Teams user: the SBC lists no REFER, so drhub rings the target user's
+/// clients itself. busy@adatum.biz's desktop declines (486): the call goes on with
+/// User1. forward@adatum.biz's desktop answers: User1's client leaves. The SBC sees
+/// none of it (the media processor anchors the call): its dialog simply goes on, and
+/// the record tells the story.
+#[tokio::test]
+async fn dr_xfer_2_without_refer_drhub_rings_a_target_users_clients() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, false).await;
+    let (s, v) = transfer(&d, &call_id, "busy@adatum.biz").await;
+    assert_eq!(s, 202, "{v}");
+    assert!(
+        sbc.try_recv(Duration::from_millis(400)).await.is_none(),
+        "the SBC sees nothing of a transfer to a Teams user"
+    );
+    let (s, v) = transfer(&d, &call_id, "forward@adatum.biz").await;
+    assert_eq!(s, 202, "the refused transfer left room for another: {v}");
+    assert!(sbc.try_recv(Duration::from_millis(400)).await.is_none());
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    d.calls_drained().await;
+    let rec = d.hub.calls.recent().pop().expect("a record");
+    let reason = rec.outcome.expect("outcome").reason;
+    assert_eq!(
+        reason,
+        "transferred to forward@adatum.biz by drhub as referee; ended by the SBC (BYE)"
+    );
+}
+
+/// DR-XFER-2, bad input: an SBC that never answers the REFER. Timer F (64*T1, 1.28 s
+/// with T1 at 20 ms) ends the REFER's transaction as a 408; with the trunk's
+/// `refer_fallback` drhub carries the transfer out as referee: the INVITE with
+/// Referred-By follows, and the call goes on until it is answered.
+#[tokio::test]
+async fn dr_xfer_2_a_refer_never_answered_falls_back_after_timer_f() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = t
+            .replacen("refer_fallback = false", "refer_fallback = true", 1)
+            .replacen("t1_seconds = 0.5", "t1_seconds = 0.02", 1);
+        fast(t, 0.05)
+    }))
+    .await;
+    let (mut sbc, inv, ok, call_id) = answered(&d, true).await;
+    let (s, v) = transfer(&d, &call_id, TARGET).await;
+    assert_eq!(s, 202, "{v}");
+    let refer = sbc.until_request("REFER").await;
+    let sent = std::time::Instant::now();
+    // No answer: the next thing drhub sends is the referee's INVITE.
+    let leg = sbc.until_request("INVITE").await;
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "Timer F is 64*T1 = 1.28 s, fell back after {waited:?}"
+    );
+    assert_ne!(leg.header("Call-ID"), refer.header("Call-ID"));
+    assert_eq!(
+        leg.request_uri(),
+        format!("sip:{TARGET}@sbc1.adatum.biz:5061;user=phone")
+    );
+    assert!(leg.header("Referred-By").is_some(), "{}", leg.text);
+    sbc.send(response_tagged(&leg.text, 486, "Busy Here", "x", &[], None))
+        .await;
+    sbc.until_request("ACK").await;
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    d.calls_drained().await;
+}

@@ -137,9 +137,10 @@ pub enum CallEvent {
 #[derive(Debug)]
 pub struct TransferOrder {
     pub target: transfer::Target,
-    /// The leg drhub places itself when the SBC cannot take a REFER (option 1,
-    /// DR-XFER-2; a number's, planned by whoever knows the user's voice routing).
-    pub via: Option<ForkPlan>,
+    /// The legs drhub places itself when the SBC cannot take a REFER (option 1,
+    /// DR-XFER-2): a number's through the user's voice routing, or the target user's
+    /// clients; planned by whoever has the hub at hand. Empty: none can be.
+    pub via: Vec<ForkPlan>,
     /// Consultative (RFC 5589 §7): the call whose SBC dialog the transfer replaces.
     pub consultation: Option<transfer::Consultation>,
 }
@@ -241,7 +242,7 @@ pub struct NewCall {
     pub keep_history: bool,
     /// The legs drhub would place as referee (DR-XFER-2) for the numbers the user's
     /// scripted clients transfer to, when the SBC's INVITE lists no REFER.
-    pub referee: Vec<(String, ForkPlan)>,
+    pub referee: Vec<(String, Vec<ForkPlan>)>,
     /// The SBC's INVITE back for a transfer to a number (DR-XFER-4): it goes straight
     /// on to the number as an outbound call of the transferring user's.
     pub transfer_back: Option<Box<TransferBack>>,
@@ -860,13 +861,15 @@ pub struct Call {
     /// Who called (the From of forwarded, simultaneous-ring and transfer INVITEs).
     caller_id: forward::CallerId,
     /// See [`NewCall::referee`].
-    referee: Vec<(String, ForkPlan)>,
-    /// The fork of a transfer drhub carries out as referee, until it answers or fails
-    /// (DR-XFER-2).
-    transfer_leg: Option<usize>,
-    /// The referee's leg for the REFER out now, should the SBC refuse it and the trunk
+    referee: Vec<(String, Vec<ForkPlan>)>,
+    /// The forks of a transfer drhub carries out as referee, until one answers or all
+    /// failed (DR-XFER-2).
+    transfer_legs: Vec<usize>,
+    /// Where a transfer drhub carried out as referee went (for the call's record).
+    transferred_to: Option<Box<str>>,
+    /// The referee's legs for the REFER out now, should the SBC refuse it and the trunk
     /// have `refer_fallback` (DR-XFER-2).
-    refer_fallback: Option<Box<ForkPlan>>,
+    refer_fallback: Vec<ForkPlan>,
     /// The 200 to a SIP endpoint's re-INVITE over UDP, until its ACK.
     kept_2xx: Option<Box<leg::Kept2xx>>,
     requests: InFlight<Purpose>,
@@ -946,8 +949,9 @@ impl Call {
             handoff: None,
             caller_id,
             referee: new.referee,
-            transfer_leg: None,
-            refer_fallback: None,
+            transfer_legs: Vec::new(),
+            transferred_to: None,
+            refer_fallback: Vec::new(),
             kept_2xx: None,
             requests: InFlight::new(),
             actions: Vec::new(),
@@ -1022,6 +1026,9 @@ impl Call {
 
     fn start_forks(&mut self, plans: Vec<ForkPlan>, caller: &str, callee: &str) {
         self.forks.reserve_exact(plans.len());
+        // A client rung later in the call (a forward, a transfer) runs its script from
+        // now.
+        let late = self.now.saturating_duration_since(self.started);
         for plan in plans {
             match plan {
                 ForkPlan::Script {
@@ -1033,7 +1040,7 @@ impl Call {
                     to_tag: Tag::random(),
                     state: ForkState::Trying,
                     kind: ForkKind::Script {
-                        script: Script::new(&script),
+                        script: Script::new(&script).delayed(late),
                         bypass: script.bypass,
                         answer,
                     },
@@ -1387,12 +1394,14 @@ impl Call {
     }
 
     /// Whether a fork's script still matters: live forks ring and answer; the fork that
-    /// answered may still hang up.
+    /// answered may still hang up; a transfer's target rings and answers in a call up.
     fn fork_scripted(&self, i: usize) -> bool {
         let f = &self.forks[i];
         match self.phase {
             Phase::Ringing => f.state.is_live(),
-            Phase::Answered(n) | Phase::Up(n) => n == i,
+            Phase::Answered(n) | Phase::Up(n) => {
+                n == i || (f.state.is_live() && self.transfer_legs.contains(&i))
+            }
             _ => false,
         }
     }
@@ -1922,7 +1931,7 @@ impl Call {
     /// What a fork did (a scripted step or a SIP leg's response), under the call's rules
     /// (DR-FORK-2..5, 7, 9).
     fn on_fork_event(&mut self, i: usize, ev: LegEvent, now: Instant) {
-        if self.transfer_leg == Some(i) {
+        if self.transfer_legs.contains(&i) {
             return self.on_transfer_leg_event(i, ev);
         }
         let live = self.forks[i].state.is_live() && self.phase == Phase::Ringing;
@@ -2023,7 +2032,8 @@ impl Call {
                             .referee
                             .iter()
                             .position(|(n, _)| **n == *to)
-                            .map(|k| self.referee.swap_remove(k).1);
+                            .map(|k| self.referee.swap_remove(k).1)
+                            .unwrap_or_default();
                         self.transfer(TransferOrder {
                             target,
                             via,
@@ -2357,7 +2367,7 @@ impl Call {
             _ => None,
         };
         // A transfer target still ringing (DR-XFER-2) is cancelled.
-        if self.transfer_leg.take().is_some() {
+        if !std::mem::take(&mut self.transfer_legs).is_empty() {
             self.cancel_forks(None);
         }
         self.end_relays();
@@ -2600,7 +2610,9 @@ impl Call {
             let pending = refer.pending(&target, &self.user, &self.call_id);
             self.actions.push(Action::ExpectTransfer(Box::new(pending)));
             self.transfer = Some(target);
-            self.refer_fallback = via.filter(|_| self.trunk.refer_fallback).map(Box::new);
+            if self.trunk.refer_fallback {
+                self.refer_fallback = via;
+            }
             self.send_sbc(id, req, Purpose::Refer);
         }
     }
@@ -2626,10 +2638,12 @@ impl Call {
 
     /// DR-XFER-1, DR-XFER-2: the SBC's INVITE listed no REFER, so drhub carries the
     /// transfer out itself (option 1, RFC 3892 §7.1): an INVITE with `Referred-By` (the
-    /// transferring user) to the target through the SBC; when it answers, drhub ends the
-    /// Teams user's leg and the caller talks to the target. Built for numbers on calls
-    /// whose media the media processor anchors (non-bypass).
-    fn transfer_as_referee(&mut self, target: transfer::Target, via: Option<ForkPlan>) {
+    /// transferring user) to a number through the SBC, or the target user's clients
+    /// rung; when one answers, drhub ends the Teams user's leg and the caller talks to
+    /// the target. A number's leg on a media-bypass call needs the Teams client's SDP
+    /// restarted (DR-ICE-1); a user's is not offered there (Microsoft supports no
+    /// transfer without REFER in media bypass).
+    fn transfer_as_referee(&mut self, target: transfer::Target, via: Vec<ForkPlan>) {
         let restartable = match self.phase {
             Phase::Up(n) | Phase::Answered(n) => matches!(
                 &self.forks[n].kind,
@@ -2640,22 +2654,23 @@ impl Call {
             ),
             _ => false,
         };
-        if self.bypass && !restartable {
-            warn!(target = ?target, "a transfer as referee of a media-bypass call answered by a SIP endpoint needs its SDP restarted (DR-ICE-1), which is built for Teams clients only; the call goes on");
+        let consultation = self.consultation.take().map(|c| *c);
+        match &target {
+            transfer::Target::User(_) if self.bypass => {
+                warn!(target = ?target, "the SBC lists no REFER and the call is media bypass: Microsoft supports no transfer without REFER in media bypass; the call goes on");
+                return;
+            }
+            transfer::Target::Number(_) if self.bypass && !restartable => {
+                warn!(target = ?target, "a transfer as referee of a media-bypass call answered by a SIP endpoint needs its SDP restarted (DR-ICE-1), which is built for Teams clients only; the call goes on");
+                return;
+            }
+            _ => {}
+        }
+        if via.is_empty() {
+            warn!(target = ?target, "the SBC lists no REFER and drhub as referee (DR-XFER-2) has no leg to the target (no route, or no client to ring); the call goes on");
             return;
         }
-        let Some(ForkPlan::Pstn {
-            name,
-            number,
-            gateway,
-            offer,
-        }) = via
-        else {
-            warn!(target = ?target, "the SBC lists no REFER and drhub as referee (DR-XFER-2) is built for numbers with a route only; the call goes on");
-            return;
-        };
         let proxy = self.caller.local.host().to_owned();
-        let consultation = self.consultation.take().map(|c| *c);
         let refer = transfer::Refer::new(
             &target,
             &proxy,
@@ -2665,18 +2680,38 @@ impl Call {
         );
         info!(target = ?target, consultative = consultation.is_some(), "transfer: the SBC lists no REFER; drhub calls the target as referee (DR-XFER-2)");
         let at = self.forks.len();
-        self.start_pstn_fork(
-            name,
-            &number,
-            &gateway,
-            offer,
-            PstnFork::Transfer(Box::new(transfer::Transferred {
-                referred_by: refer.referred_by,
-                consultation,
-            })),
-        );
-        if self.forks.len() > at {
-            self.transfer_leg = Some(at);
+        let callee = match &target {
+            transfer::Target::User(u) | transfer::Target::Number(u) => u.clone(),
+        };
+        for plan in via {
+            match plan {
+                ForkPlan::Pstn {
+                    name,
+                    number,
+                    gateway,
+                    offer,
+                } => self.start_pstn_fork(
+                    name,
+                    &number,
+                    &gateway,
+                    offer,
+                    PstnFork::Transfer(Box::new(transfer::Transferred {
+                        referred_by: refer.referred_by.clone(),
+                        consultation: consultation.clone(),
+                    })),
+                ),
+                other => {
+                    let from = self.caller_from.clone().unwrap_or_default();
+                    self.start_forks(vec![other], &from, &callee);
+                }
+            }
+        }
+        self.transfer_legs = (at..self.forks.len())
+            .filter(|&i| self.forks[i].state.is_live())
+            .collect();
+        if self.transfer_legs.is_empty() {
+            warn!(target = ?target, "no leg to the transfer target could be started; the call goes on");
+        } else {
             self.transfer = Some(target);
         }
     }
@@ -2710,9 +2745,9 @@ impl Call {
         }
     }
 
-    /// A transfer leg's progress (DR-XFER-2): its 2xx completes the transfer (the Teams
-    /// user's leg ends, the call goes on with the target), a failure leaves the call as
-    /// it was.
+    /// A transfer leg's progress (DR-XFER-2): the first 2xx completes the transfer (the
+    /// other legs are cancelled, the Teams user's leg ends, the call goes on with the
+    /// target), the last failure leaves the call as it was.
     fn on_transfer_leg_event(&mut self, i: usize, ev: LegEvent) {
         match ev {
             LegEvent::Answered(_) => {
@@ -2724,24 +2759,36 @@ impl Call {
                     self.insert_media_processor(old);
                 }
                 self.forks[i].state = ForkState::Answered;
+                for k in std::mem::take(&mut self.transfer_legs) {
+                    if k != i && self.forks[k].state.is_live() {
+                        self.forks[k].state = ForkState::Cancelled;
+                        if let ForkKind::Sip(leg) = &mut self.forks[k].kind {
+                            let reason = "SIP;cause=200;text=\"Call completed elsewhere\"";
+                            leg.cancel(reason, &mut self.requests.ids(), &mut self.actions);
+                        }
+                    }
+                }
+                self.track_fire_and_forget();
                 self.bye_fork(old, false);
                 self.forks[old].state = ForkState::Cancelled;
                 self.phase = Phase::Up(i);
                 self.endpoint_media = LegMedia::new(MediaPeer::Endpoint);
-                self.transfer_leg = None;
-                self.transfer = None;
+                self.transferred_to = self.transfer.take().map(|t| match t {
+                    transfer::Target::Number(n) | transfer::Target::User(n) => n.into(),
+                });
             }
-            LegEvent::Failed(code) => {
-                warn!(fork = %self.forks[i].name, code, "the transfer target refused; the call goes on");
+            LegEvent::Failed(_) | LegEvent::Gone => {
+                let code = match ev {
+                    LegEvent::Failed(code) => code,
+                    _ => 408,
+                };
+                warn!(fork = %self.forks[i].name, code, "a transfer leg failed");
                 self.forks[i].state = ForkState::Failed(code);
-                self.transfer_leg = None;
-                self.transfer = None;
-            }
-            LegEvent::Gone => {
-                warn!(fork = %self.forks[i].name, "the transfer target did not answer; the call goes on");
-                self.forks[i].state = ForkState::Failed(408);
-                self.transfer_leg = None;
-                self.transfer = None;
+                self.transfer_legs.retain(|&k| k != i);
+                if self.transfer_legs.is_empty() {
+                    warn!("the transfer target refused or did not answer; the call goes on");
+                    self.transfer = None;
+                }
             }
             LegEvent::Ringing | LegEvent::EarlyMedia(_) => {
                 debug!(fork = %self.forks[i].name, "the transfer target rings");
@@ -2759,16 +2806,20 @@ impl Call {
         };
         if (200..300).contains(&code) {
             info!(code, "the SBC accepted the REFER");
-            self.refer_fallback = None;
+            self.refer_fallback = Vec::new();
             return;
         }
         let target = self.transfer.take();
-        match (self.refer_fallback.take(), target) {
-            (Some(via), Some(target)) => {
+        let via = std::mem::take(&mut self.refer_fallback);
+        match target {
+            Some(target) if !via.is_empty() => {
                 warn!(code, "the SBC refused the REFER; refer_fallback: drhub carries the transfer out as referee (DR-XFER-2)");
-                self.transfer_as_referee(target, Some(*via));
+                self.transfer_as_referee(target, via);
             }
-            _ => warn!(code, "the SBC refused the REFER; the call goes on"),
+            _ => {
+                warn!(code, "the SBC refused the REFER; the call goes on");
+                self.consultation = None;
+            }
         }
     }
 
@@ -3206,7 +3257,9 @@ async fn consult_and_transfer(hub: Arc<Hub>, plan: ConsultPlan) {
                 name,
                 Some(&consultation.trunk),
             )
-        });
+        })
+        .into_iter()
+        .collect();
     let order = TransferOrder {
         target: transfer::Target::Number(placed.number.clone()),
         via,
@@ -3251,6 +3304,12 @@ impl Machine for Call {
     }
     fn outcome(&self) -> Option<&Outcome> {
         self.outcome.as_ref()
+    }
+    fn finish(&mut self) {
+        // A transfer drhub carried out as referee shows in the record.
+        if let (Some(t), Some(o)) = (self.transferred_to.take(), self.outcome.as_mut()) {
+            o.reason = format!("transferred to {t} by drhub as referee; {}", o.reason);
+        }
     }
 }
 

@@ -914,7 +914,7 @@ struct Admitted<'d> {
     forks: Vec<ForkPlan>,
     session: Option<super::session_timer::Negotiated>,
     forwarding: Option<Box<super::ForwardRules>>,
-    referee: Vec<(String, ForkPlan)>,
+    referee: Vec<(String, Vec<ForkPlan>)>,
     /// The SBC's INVITE back for a transfer to a number: where it goes on to.
     transfer_back: Option<Box<super::TransferBack>>,
 }
@@ -1090,12 +1090,12 @@ fn admit<'d>(
             })),
         });
     }
-    let mut forks = plan_forks(hub, user, &offer, bypass);
+    let mut forks = plan_forks(hub, user, bypass.then_some(&offer));
     // DR-FWD-1: simultaneous ring, with the user's own clients.
     match &user.forwarding.also_ring {
         Some(crate::config::ForwardTarget::User(a)) => {
             if let Some(other) = dir.user_by_address(accepted.tenant, a) {
-                for mut f in plan_forks(hub, other, &offer, bypass) {
+                for mut f in plan_forks(hub, other, bypass.then_some(&offer)) {
                     match &mut f {
                         ForkPlan::Script { name, .. }
                         | ForkPlan::Sip { name, .. }
@@ -1141,8 +1141,8 @@ fn admit<'d>(
         None => format!("<sip:{number}@{}>", flow.proxy.host()),
     };
     // DR-XFER-2: when the SBC cannot take a REFER (or may refuse it, `refer_fallback`),
-    // the legs for the numbers the user's scripted clients transfer to are drhub's own;
-    // planned now, while the hub is at hand.
+    // the legs to the numbers and users the user's scripted clients transfer to are
+    // drhub's own; planned now, while the hub is at hand.
     let allows_refer = msg
         .values(HeaderName::Allow)
         .any(|v| v.trim().eq_ignore_ascii_case("REFER"));
@@ -1152,11 +1152,20 @@ fn admit<'d>(
             let EndpointKind::Virtual(script) = &e.kind else {
                 continue;
             };
-            let Some(to) = script.transfer_to.as_deref().filter(|t| t.starts_with('+')) else {
+            let Some(to) = script.transfer_to.as_deref() else {
                 continue;
             };
-            if let Some(plan) = pstn_fork(hub, user, to, None, format!("transfer to {to}"), None) {
-                referee.push((to.to_owned(), plan));
+            let plans = match to.parse::<crate::config::SipAddress>() {
+                Ok(a) => dir
+                    .user_by_address(accepted.tenant, &a)
+                    .map(|u| transfer_forks(hub, u))
+                    .unwrap_or_default(),
+                Err(_) => pstn_fork(hub, user, to, None, format!("transfer to {to}"), None)
+                    .into_iter()
+                    .collect(),
+            };
+            if !plans.is_empty() {
+                referee.push((to.to_owned(), plans));
             }
         }
     }
@@ -1297,7 +1306,7 @@ fn forward_rules(
                 let forks = hub
                     .directory
                     .user_by_address(tenant, a)
-                    .map(|u| plan_forks(hub, u, offer, bypass))
+                    .map(|u| plan_forks(hub, u, bypass.then_some(offer)))
                     .unwrap_or_default();
                 super::Forward::User {
                     address: a.to_string(),
@@ -1316,13 +1325,34 @@ fn forward_rules(
 
 /// Every fork the user's call rings (DR-FORK-1): scripted clients, then every SIP
 /// endpoint contact that can be reached now.
-fn plan_forks(hub: &Hub, user: &User, offer: &Offer, bypass: bool) -> Vec<ForkPlan> {
+/// The forks of a transfer to `user` that drhub carries out as referee (DR-XFER-2): the
+/// user's clients, on a call the media processor anchors (Microsoft supports no
+/// transfer without REFER in media bypass).
+pub fn transfer_forks(hub: &Hub, user: &User) -> Vec<ForkPlan> {
+    let mut forks = plan_forks(hub, user, None);
+    for f in &mut forks {
+        match f {
+            ForkPlan::Script { name, .. }
+            | ForkPlan::Sip { name, .. }
+            | ForkPlan::Pstn { name, .. } => {
+                *name = format!("transfer to {} {name}", user.sip_address)
+            }
+        }
+    }
+    forks
+}
+
+/// The forks that ring `user`'s clients: `bypass_offer` is the SBC's offer on a
+/// media-bypass trunk (scripted clients answer it with SDP of their own), `None` when
+/// the media processor anchors the call.
+fn plan_forks(hub: &Hub, user: &User, bypass_offer: Option<&Offer>) -> Vec<ForkPlan> {
+    let bypass = bypass_offer.is_some();
     let mut forks = Vec::with_capacity(user.endpoints.len());
     for e in &user.endpoints {
         match &e.kind {
             EndpointKind::Virtual(script) => {
                 // A scripted client's own SDP answer (bypass trunks, DR-ICE-1).
-                let answer = (bypass && script.bypass).then(|| {
+                let answer = bypass_offer.filter(|_| script.bypass).map(|offer| {
                     sdp::endpoint_answer(
                         offer,
                         hub.config.media.address,

@@ -441,6 +441,47 @@ async fn dr_fwd_1_no_answer_forwards_to_voicemail_at_exactly_its_time() {
     );
 }
 
+/// DR-FWD-1: a forward to a user rings that user's clients from the forward on, each on
+/// its own schedule: forwarded at 20 s by the no-answer rule, a client that rings after
+/// 0.5 s and answers after 2 s rings at 20.5 s and answers at 22 s (not at once, as if
+/// it had been rung with the call).
+#[tokio::test(start_paused = true)]
+async fn dr_fwd_1_a_forwarded_users_client_runs_its_script_from_the_forward() {
+    let mut lab = Lab::new(Plan {
+        forks: vec![ForkPlan::Script {
+            name: "desktop".into(),
+            script: script(0.2, None, None),
+            answer: None,
+        }],
+        forwarding: Some(Box::new(ForwardRules {
+            no_answer: Some((
+                secs(20.0),
+                Forward::User {
+                    address: "user2@adatum.biz".into(),
+                    forks: vec![ForkPlan::Script {
+                        name: "user2 desktop".into(),
+                        script: script(0.5, Some(2.0), None),
+                        answer: None,
+                    }],
+                },
+            )),
+            ..ForwardRules::default()
+        })),
+        ..Plan::default()
+    });
+    lab.run_until(secs(30.0));
+    assert_eq!(
+        until_200(lab.responses()),
+        vec![
+            (secs(0.0), 100),
+            (secs(0.2), 180),
+            (secs(20.0), 181),
+            (secs(20.5), 180),
+            (secs(22.0), 200)
+        ]
+    );
+}
+
 /// DR-FWD-1: every client busy forwards by the busy rule; without one, the caller gets
 /// the busy (DR-FORK-7).
 #[tokio::test(start_paused = true)]

@@ -74,6 +74,15 @@ impl Script {
         }
     }
 
+    /// The same script starting `by` into the call (a client rung when the call is
+    /// forwarded or transferred to its user): every step that much later.
+    pub fn delayed(mut self, by: Duration) -> Script {
+        for (off, _) in self.steps.iter_mut() {
+            *off += by;
+        }
+        self
+    }
+
     /// A script of one step (the voicemail answering `after` into the call).
     pub fn one(after: Duration, step: Step) -> Script {
         Script {
