@@ -1117,8 +1117,9 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
 
     let (s, _) = post(&d, &format!("/api/calls/{call_id}/resume"), json!({})).await;
     assert_eq!(s, 202);
-    // The SBC's 200 listed no REFER: a transfer is accepted by the API, nothing is sent
-    // (drhub as referee is not built for calls it placed) and the call goes on.
+    // The SBC's 200 listed no REFER and the call is media bypass: a transfer is accepted
+    // by the API, nothing is sent (Microsoft supports no transfer without REFER in
+    // media bypass) and the call goes on.
     let (s, v) = post(
         &d,
         &format!("/api/calls/{call_id}/transfer"),
@@ -1343,6 +1344,162 @@ async fn dr_xfer_3_a_call_drhub_placed_is_transferred_by_refer() {
     let rec = ended(&d, &call_id).await;
     assert_eq!(
         rec["reason"], "answered by sbc1.adatum.biz; transferred to +14255550199",
+        "{rec}"
+    );
+}
+
+/// DR-XFER-2 on a call drhub placed: the SBC's 200 listed no REFER, so drhub carries
+/// the Teams user's transfer out as referee: an INVITE to the SBC for the target with
+/// Referred-By, From the party drhub called, no History-Info (DR-XFER-5). Once it is
+/// answered the two SBC legs talk through the media processor: the target's hold
+/// re-INVITE is answered by it (`a=inactive`), and its BYE ends the other leg too.
+#[tokio::test]
+async fn dr_xfer_2_a_call_drhub_placed_is_transferred_as_referee_without_refer() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
+    let v = call(&d, "+14255550100", 30.0).await;
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (mut pstn, _) = sbc1.accept().await;
+    let inv = pstn.until_request("INVITE").await;
+    let contact = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "x1",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    pstn.until_request("ACK").await;
+    state_becomes(&d, &call_id, "answered").await;
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": "+14255550199"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let leg = pstn.until_request("INVITE").await;
+    assert_ne!(leg.header("Call-ID"), Some(call_id.as_str()));
+    assert_eq!(
+        leg.request_uri(),
+        "sip:+14255550199@sbc1.adatum.biz:5061;user=phone"
+    );
+    assert!(
+        leg.header("From")
+            .unwrap()
+            .starts_with("<sip:+14255550100@sip.pstnhub.microsoft.com;user=phone>;tag="),
+        "the party drhub called is the transferee\n{}",
+        leg.text
+    );
+    let by = leg.header("Referred-By").unwrap_or_default();
+    assert!(
+        by.contains(";x-m=8:orgid:") && by.contains(";x-t=adatum;"),
+        "{}",
+        leg.text
+    );
+    assert!(leg.header("History-Info").is_none(), "DR-XFER-5");
+    assert!(
+        leg.body().contains("a=crypto:"),
+        "the media processor's offer"
+    );
+    let contact2 = "Contact: <sip:+14255550199@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(
+        &leg.text,
+        200,
+        "OK",
+        "t2",
+        &[contact2],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ack = pstn.until_request("ACK").await;
+    assert_eq!(ack.header("Call-ID"), leg.header("Call-ID"));
+    // The target holds: the media processor answers for the call.
+    let held = SBC_ANSWER.replace("a=sendrecv", "a=inactive");
+    let hold = with_sdp(&uas_request(&leg.text, "t2", "INVITE", 1), &held);
+    let r = pstn.request(&hold).await;
+    assert_eq!(r.status(), 200, "{}", r.text);
+    assert_eq!(sdp_direction(r.body()), "a=inactive", "{}", r.text);
+    pstn.send(uas_request(&leg.text, "t2", "ACK", 1)).await;
+    // The target hangs up: the first leg gets BYE.
+    pstn.send(uas_request(&leg.text, "t2", "BYE", 2)).await;
+    let (done, bye) = pstn.until_both(response_of("BYE"), request_of("BYE")).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(bye.header("Call-ID"), Some(call_id.as_str()));
+    pstn.send(response_to(&bye.text, 200, "OK", &[])).await;
+    let rec = ended(&d, &call_id).await;
+    assert_eq!(
+        rec["reason"],
+        "answered by sbc1.adatum.biz; transferred to +14255550199 by drhub as referee; \
+         ended by +14255550199 (BYE)",
+        "{rec}"
+    );
+}
+
+/// DR-XFER-2 on a call a SIP phone placed (the SBC's 200 listed no REFER): once the
+/// target answers drhub's INVITE, the phone (the Teams user, who transferred) gets BYE
+/// and the call goes on between the SBC's two legs; the called party's BYE ends the
+/// target's leg.
+#[tokio::test]
+async fn dr_xfer_2_the_phone_that_placed_a_transferred_call_leaves_it() {
+    let (d, sbc1, _sbc2) = two_sbcs(|t| t).await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    phone_calls(&phone, "+14255550100").await;
+    let (mut pstn, _) = sbc1.accept().await;
+    let inv = pstn.until_request("INVITE").await;
+    let c = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(
+        &inv.text,
+        200,
+        "OK",
+        "e1",
+        &[c],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let ok = phone.recv().await;
+    assert_eq!(ok.status(), 200, "{}", ok.text);
+    pstn.until_request("ACK").await;
+    phone
+        .send(&phone_in_dialog(&phone, &ok, "ACK", 2, "ack2"))
+        .await;
+    let call_id = inv.header("Call-ID").unwrap().to_owned();
+    state_becomes(&d, &call_id, "answered").await;
+    let (s, v) = post(
+        &d,
+        &format!("/api/calls/{call_id}/transfer"),
+        json!({"to": "+14255550199"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let leg = pstn.until_request("INVITE").await;
+    assert!(leg.header("Referred-By").is_some(), "{}", leg.text);
+    let c2 = "Contact: <sip:+14255550199@sbc1.adatum.biz:5061;transport=tls>";
+    pstn.send(response_tagged(
+        &leg.text,
+        200,
+        "OK",
+        "t2",
+        &[c2],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    pstn.until_request("ACK").await;
+    let bye = phone.recv_request("BYE").await;
+    phone.send(&response_to(&bye.text, 200, "OK", &[])).await;
+    // The party first called hangs up: the target's leg ends.
+    pstn.send(uas_request(&inv.text, "e1", "BYE", 1)).await;
+    let (done, bye) = pstn.until_both(response_of("BYE"), request_of("BYE")).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(bye.header("Call-ID"), leg.header("Call-ID"));
+    pstn.send(response_to(&bye.text, 200, "OK", &[])).await;
+    let rec = ended(&d, &call_id).await;
+    assert_eq!(
+        rec["reason"],
+        "answered by sbc1.adatum.biz; transferred to +14255550199 by drhub as referee; \
+         ended by the SBC (BYE)",
         "{rec}"
     );
 }

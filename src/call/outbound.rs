@@ -152,6 +152,23 @@ enum Purpose {
     Relay,
     /// A REFER to the SBC: the Teams user transfers the call (DR-XFER-3).
     Refer,
+    /// The INVITE of a transfer drhub carries out as referee (DR-XFER-2).
+    TransferInvite,
+}
+
+/// A transfer of a call drhub placed, carried out as referee (DR-XFER-2): a second leg
+/// to the SBC, the target's, which once answered is bridged with the answered leg
+/// through the media processor, the Teams side gone.
+#[derive(Debug)]
+struct Bridge {
+    leg: UacLeg,
+    /// Its gateway (the SBC's trunk, as the user's voice routing gave it).
+    gateway: Box<Gateway>,
+    target: String,
+    answered: bool,
+    /// drhub's side of the media session with it (the media processor's), once
+    /// answered: its re-offers are answered from here.
+    media: super::LegMedia,
 }
 
 /// A re-INVITE or UPDATE waiting for the other peer's answer.
@@ -240,6 +257,10 @@ pub struct Outbound {
     outcome_prefix: Option<String>,
     /// The 200 to the calling endpoint's re-INVITE over UDP, until its ACK.
     kept_2xx: Option<Box<super::leg::Kept2xx>>,
+    /// A transfer drhub carries out as referee (DR-XFER-2), from its INVITE on.
+    bridge: Option<Box<Bridge>>,
+    /// The calling endpoint got its BYE when the transfer completed: it is gone.
+    caller_left: bool,
 }
 
 impl Outbound {
@@ -274,6 +295,8 @@ impl Outbound {
             sent_183: false,
             outcome_prefix: None,
             kept_2xx: None,
+            bridge: None,
+            caller_left: false,
         }
     }
 
@@ -307,6 +330,11 @@ impl Outbound {
     pub fn leg_keys(&self) -> Vec<LegKey> {
         let mut keys = vec![self.key()];
         keys.extend(self.caller.as_ref().map(|c| c.key.clone()));
+        keys.extend(
+            self.bridge
+                .as_ref()
+                .map(|b| LegKey::new(b.leg.call_id(), b.leg.local_tag().as_str())),
+        );
         keys
     }
 
@@ -778,6 +806,7 @@ impl Outbound {
         };
         match purpose {
             Purpose::Invite(n) => self.on_invite(n, event, now),
+            Purpose::TransferInvite => self.on_transfer_invite(event),
             Purpose::Refer => {
                 let code = match &event {
                     ClientEvent::Final(r) => r.message().status_code().unwrap_or(500),
@@ -1224,6 +1253,22 @@ impl Outbound {
             Phase::Up(n) => self.leg_pos(n),
             _ => None,
         };
+        // A transfer's leg (DR-XFER-2) ends with the call: BYE once answered, else
+        // CANCEL.
+        if let Some(mut b) = self.bridge.take() {
+            let id = self.next_id();
+            if b.answered {
+                if b.leg.bye(id, extra, &mut self.actions) {
+                    self.requests.push(id, Purpose::Closing);
+                }
+            } else {
+                let reason = "SIP;cause=487;text=\"Request terminated\"";
+                b.leg
+                    .cancel(reason, &mut self.requests.ids(), &mut self.actions);
+                self.track_fire_and_forget();
+                self.bridge = Some(b);
+            }
+        }
         self.phase = Phase::Ending;
         if to_sbc {
             let id = self.next_id();
@@ -1231,7 +1276,7 @@ impl Outbound {
                 self.requests.push(id, Purpose::Closing);
             }
         }
-        if to_caller {
+        if to_caller && !self.caller_left {
             let id = self.next_id();
             if let Some(c) = &mut self.caller {
                 if let Some(d) = c.leg.dialog_mut() {
@@ -1267,6 +1312,9 @@ impl Outbound {
         if self.caller.as_ref().is_some_and(|c| c.leg.owns(&msg)) {
             return self.on_caller_request(tx, request, now);
         }
+        if self.bridge.as_ref().is_some_and(|b| b.leg.owns(&msg)) {
+            return self.on_bridge_request(tx, request, &source.label());
+        }
         let Some(pos) = self.legs.iter().position(|(_, l)| l.owns(&msg)) else {
             let local = self.placement.gateways[0].local.clone();
             debug!(from = %source.label(), "request in no dialog of this call; 481");
@@ -1296,10 +1344,19 @@ impl Outbound {
                 self.legs[pos].1.terminated();
                 if up {
                     info!(after = ?(now - self.started), "the SBC hung up (BYE)");
+                    let transferred = match &self.bridge {
+                        Some(b) if b.answered => {
+                            format!("; transferred to {} by drhub as referee", b.target)
+                        }
+                        _ => String::new(),
+                    };
                     self.outcome = Some(Outcome {
                         status: 200,
                         code: None,
-                        reason: format!("{}; ended by the SBC (BYE)", self.answered_by()),
+                        reason: format!(
+                            "{}{transferred}; ended by the SBC (BYE)",
+                            self.answered_by()
+                        ),
                     });
                     self.hang_up(&[], false, true);
                 }
@@ -1322,11 +1379,8 @@ impl Outbound {
     /// listed REFER: drhub is the transferor and sends it REFER in the dialog, as on an
     /// inbound call. Without REFER, drhub as referee is not built for calls it placed.
     fn transfer(&mut self, order: super::TransferOrder) {
-        let super::TransferOrder {
-            target,
-            consultation,
-            ..
-        } = order;
+        let target = order.target.clone();
+        let consultation = order.consultation.clone();
         let Phase::Up(n) = self.phase else {
             info!("transfer ignored: the call is not up");
             return;
@@ -1335,9 +1389,12 @@ impl Outbound {
             warn!(pending = ?t, "transfer ignored: one is under way");
             return;
         }
-        if !self.refer_allowed {
-            warn!(target = ?target, "the SBC's 200 listed no REFER: a transfer of a call drhub placed needs drhub as referee, which is not built for outbound calls; the call goes on");
+        if self.bridge.is_some() {
+            warn!(target = ?target, "transfer ignored: one is under way or done");
             return;
+        }
+        if !self.refer_allowed {
+            return self.transfer_as_referee(n, target, order.via, consultation);
         }
         let Some(pos) = self.leg_pos(n) else { return };
         let proxy = self.legs[pos].1.local.host().to_owned();
@@ -1363,6 +1420,229 @@ impl Outbound {
             let pending = refer.pending(&target, &self.placement.user, &self.placement.call_id);
             self.actions.push(Action::ExpectTransfer(Box::new(pending)));
             self.transfer = Some(target);
+        }
+    }
+
+    /// DR-XFER-2 for a call drhub placed: the SBC's 200 listed no REFER, so drhub calls
+    /// the target itself through the SBC (the user's voice routing; `via`), as the party
+    /// it called, with the user's `Referred-By` (and a consultative transfer's
+    /// `Replaces`). Once the target answers, the Teams side leaves (BYE to a calling
+    /// endpoint) and the two SBC legs talk through the media processor. Not offered on
+    /// media-bypass calls (Microsoft supports no transfer without REFER there).
+    fn transfer_as_referee(
+        &mut self,
+        n: usize,
+        target: super::transfer::Target,
+        via: Vec<super::ForkPlan>,
+        consultation: Option<super::transfer::Consultation>,
+    ) {
+        if self.placement.gateways[n].bypass {
+            warn!(target = ?target, "the SBC's 200 listed no REFER and the call is media bypass: Microsoft supports no transfer without REFER in media bypass; the call goes on");
+            return;
+        }
+        let plan = via.into_iter().find_map(|p| match p {
+            super::ForkPlan::Pstn {
+                number,
+                gateway,
+                offer,
+                ..
+            } => Some((number, gateway, offer)),
+            _ => None,
+        });
+        let (super::transfer::Target::Number(_), Some((number, gateway, offer))) = (&target, plan)
+        else {
+            warn!(target = ?target, "the SBC's 200 listed no REFER: drhub as referee of a call it placed is built for numbers with a route only; the call goes on");
+            return;
+        };
+        let Some(offer) = offer else {
+            warn!("no media processor offer for the transfer's INVITE; the call goes on");
+            return;
+        };
+        let host = gateway.local.host().to_owned();
+        let proxy = host.clone();
+        let refer = super::transfer::Refer::new(
+            &target,
+            &proxy,
+            &self.placement.tenant,
+            &self.placement.user,
+            consultation.as_ref(),
+        );
+        let transferred = super::transfer::Transferred {
+            referred_by: refer.referred_by,
+            consultation,
+        };
+        let replaces = transferred.replaces_for(&gateway.fqdn);
+        // The party drhub called is the transferee: the target sees it calling.
+        let from = format!("<sip:{}@{host};user=phone>", self.placement.number);
+        let uri = format!("sip:{number}@{}:{};user=phone", gateway.fqdn, gateway.port);
+        let to = format!("<sip:{number}@{};user=phone>", gateway.fqdn);
+        let record_route = format!(
+            "<sip:{host}:{};transport={};lr>",
+            gateway.local.port(),
+            gateway.local.transport().param()
+        );
+        // No session timer offered: the SBC refreshes this leg if it wants one.
+        let mut extra: Vec<(&str, &str)> = vec![
+            ("Record-Route", &record_route),
+            ("Referred-By", &transferred.referred_by),
+            ("Supported", "replaces"),
+        ];
+        if let Some(r) = &replaces {
+            extra.push(("Replaces", r));
+        }
+        let peer = Peer::Sbc {
+            fqdn: gateway.fqdn.clone(),
+        };
+        let id = self.next_id();
+        let leg = UacLeg::start(
+            id,
+            route_to(&gateway),
+            gateway.local.clone(),
+            peer.clone(),
+            &InviteParams {
+                target: &uri,
+                from,
+                to,
+                sdp: &offer,
+                extra: &extra,
+                again: None,
+                contact: None,
+            },
+            &mut self.actions,
+        );
+        let Some(leg) = leg else {
+            warn!("the transfer's INVITE could not be built; the call goes on");
+            return;
+        };
+        let key = LegKey::new(leg.call_id(), leg.local_tag().as_str());
+        let at = self.actions.len() - 1;
+        self.actions.insert(at, Action::Index { key, peer });
+        info!(target = ?target, sbc = %gateway.fqdn, consultative = transferred.consultation.is_some(), "transfer: the SBC's 200 listed no REFER; drhub calls the target as referee (DR-XFER-2)");
+        self.requests.push(id, Purpose::TransferInvite);
+        let mut gateway = gateway;
+        gateway.offer = Some(offer);
+        self.bridge = Some(Box::new(Bridge {
+            leg,
+            gateway,
+            target: number,
+            answered: false,
+            media: super::LegMedia::new(super::MediaPeer::Sbc),
+        }));
+    }
+
+    /// The transfer leg's INVITE progressed (DR-XFER-2): its 2xx completes the transfer
+    /// (the Teams side leaves; the legs are bridged), a failure leaves the call as it
+    /// was.
+    fn on_transfer_invite(&mut self, event: ClientEvent) {
+        let Some(b) = &mut self.bridge else { return };
+        let ev = b
+            .leg
+            .on_invite_event(event, &mut self.requests.ids(), &mut self.actions);
+        self.track_fire_and_forget();
+        let Some(b) = &mut self.bridge else { return };
+        match ev {
+            Some(LegEvent::Answered(_))
+                if self.phase == Phase::Ending || self.phase == Phase::Done =>
+            {
+                // The call ended while the target rang: the 2xx is ACKed; BYE it.
+                let id = self.requests.next_id();
+                if b.leg.bye(id, &[], &mut self.actions) {
+                    self.requests.push(id, Purpose::Fire);
+                }
+            }
+            Some(LegEvent::Answered(_)) => {
+                info!(to = %b.target, "the transfer target answered: the Teams side leaves (DR-XFER-2)");
+                b.answered = true;
+                let own = b
+                    .gateway
+                    .offer
+                    .as_deref()
+                    .and_then(|o| std::str::from_utf8(o).ok());
+                let remote = b.leg.sdp().map(|s| &s[..]);
+                b.media.session = own.and_then(|o| crate::sdp::Continuity::of_offer(o, remote));
+                let to = b.target.clone();
+                // The talk time was the Teams user's: the transferred parties hang up.
+                self.hang_up_at = None;
+                self.outcome = Some(Outcome {
+                    status: 200,
+                    code: None,
+                    reason: format!(
+                        "{}; transferred to {to} by drhub as referee",
+                        self.answered_by()
+                    ),
+                });
+                let id = self.next_id();
+                if let Some(c) = &mut self.caller {
+                    if let Some(d) = c.leg.dialog_mut() {
+                        let request = d.request("BYE", &[], None);
+                        self.actions.push(Action::Send {
+                            id,
+                            request,
+                            route: c.route.clone(),
+                        });
+                        self.requests.push(id, Purpose::Fire);
+                        self.caller_left = true;
+                    }
+                }
+            }
+            Some(LegEvent::Failed(code)) => {
+                warn!(code, "the transfer target refused; the call goes on");
+                self.bridge = None;
+            }
+            Some(LegEvent::Gone) => {
+                warn!("the transfer target did not answer; the call goes on");
+                self.bridge = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// A request in the transfer leg's dialog: BYE ends the call (BYE to the other leg),
+    /// a re-offer is answered from the media processor's session with it.
+    fn on_bridge_request(&mut self, tx: ServerTx, request: &Stored, flow: &str) {
+        let msg = request.message();
+        let Some(b) = &mut self.bridge else { return };
+        let local = b.leg.local.clone();
+        let cseq = msg.cseq().and_then(Result::ok).map(|c| c.seq);
+        if let (Some(d), Some(n)) = (b.leg.dialog_mut(), cseq) {
+            if !d.accept_remote_cseq(n) {
+                let r = "CSeq Lower Than The Last Request";
+                return reply(tx, &msg, 500, r, &local, &[], None);
+            }
+        }
+        match msg.method() {
+            Some(Method::Bye) => {
+                reply(tx, &msg, 200, "OK", &local, &[], None);
+                b.leg.terminated();
+                let to = b.target.clone();
+                self.bridge = None;
+                info!("the transfer target hung up (BYE); BYE to the other leg");
+                self.outcome = Some(Outcome {
+                    status: 200,
+                    code: None,
+                    reason: format!(
+                        "{}; transferred to {to} by drhub as referee; ended by {to} (BYE)",
+                        self.answered_by()
+                    ),
+                });
+                self.hang_up(&[], true, false);
+            }
+            Some(Method::Invite) | Some(Method::Update) if !msg.body().is_empty() => {
+                match b.media.answer(msg.body(), &self.placement.media.codecs) {
+                    Ok(Some(a)) => {
+                        reply(tx, &msg, 200, "OK", &local, &[], Some(&a.body));
+                        b.media.commit(a);
+                    }
+                    Ok(None) => reply(tx, &msg, 488, "Not Acceptable Here", &local, &[], None),
+                    Err(r) => super::reject_in_dialog(tx, &msg, r, &local, &self.settings, flow),
+                }
+            }
+            _ => {
+                // A refresh without SDP (an offerless re-INVITE gets the session's SDP as
+                // an offer, RFC 3261 §14.2), INFO, OPTIONS ...: nothing changes.
+                let body = b.media.offerless(&msg);
+                reply(tx, &msg, 200, "OK", &local, &[], body.as_deref());
+            }
         }
     }
 
@@ -1795,6 +2075,13 @@ impl Outbound {
             info!(hold, "hold or resume ignored: the call is not up");
             return;
         };
+        if self.bridge.as_ref().is_some_and(|b| b.answered) {
+            info!(
+                hold,
+                "hold or resume ignored: the Teams user transferred the call"
+            );
+            return;
+        }
         let Some(pos) = self.leg_pos(n) else { return };
         if self.reinvite_pending() {
             warn!(
