@@ -520,6 +520,55 @@ async fn dr_hold_1_the_carrier_holds_and_resumes_through_kamailio() {
     rig.daemon.calls_drained().await;
 }
 
+/// DR-XFER-1, DR-XFER-3 through a real record-routing SBC: the carrier's INVITE lists
+/// REFER; once User1 answered, the Teams user transfers through the API. drhub's REFER
+/// follows the dialog's route set through Kamailio to the carrier (sipp checks Refer-To
+/// and Referred-By there), whose 202 and NOTIFYs come back the same way; the NOTIFY's
+/// sipfrag 200 ends drhub's leg with a BYE along the route set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dr_xfer_3_the_refer_reaches_the_carrier_through_kamailio() {
+    let Some(rig) = Rig::start("refer").await else {
+        return;
+    };
+    let api = rig.daemon.addr("api");
+    let transfer = async {
+        for _ in 0..400 {
+            let (_, v) = drhub::api::request(api, "GET", "/api/calls", None, None)
+                .await
+                .expect("API reachable");
+            let up = v["calls"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["state"] == "answered"))
+                .and_then(|c| c["call_id"].as_str().map(str::to_owned));
+            if let Some(id) = up {
+                let body = serde_json::json!({"to": "+14255550123"});
+                let path = format!("/api/calls/{id}/transfer");
+                let (s, v) = drhub::api::request(api, "POST", &path, None, Some(&body))
+                    .await
+                    .expect("API reachable");
+                assert_eq!(s, 202, "{v}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the call was never answered");
+    };
+    let (carrier, ()) = tokio::join!(rig.sipp("pstn_call_refer_uac.xml", USER1, 1), transfer);
+    if let Err(e) = carrier {
+        panic!(
+            "DR-XFER-3: the REFER, NOTIFYs and BYE through the record-routing SBC. \
+             The Kamailio log below shows them.\n{e}"
+        );
+    }
+    rig.assert_sbc_refused_nothing("DR-XFER-3");
+    rig.daemon.calls_drained().await;
+    let rec = rig.daemon.hub.calls.recent().pop().expect("a record");
+    assert_eq!(
+        rec.outcome.expect("outcome").reason,
+        "transferred to +14255550123"
+    );
+}
+
 /// DR-FWD-2, DR-FWD-3, DR-FWD-4 through a real record-routing SBC: the carrier calls
 /// forward@adatum.biz, who forwards every call to +14255550123. The carrier hears 181;
 /// drhub's forwarded INVITE goes back to the SBC, which routes it to the carrier's
