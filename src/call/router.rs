@@ -964,7 +964,10 @@ fn admit<'d>(
     };
     let back_to_number = referred.as_ref().and_then(|p| match &p.target {
         super::transfer::Target::Number(n) => Some(n.clone()),
-        super::transfer::Target::User(_) => None,
+        super::transfer::Target::User(u) => {
+            info!(transfer = %p.call, to = %u, "the SBC's INVITE back for a transfer to a Teams user, Referred-By as sent (DR-XFER-4)");
+            None
+        }
     });
     // A number goes back out through the transferring user's voice routing.
     let transferor = match (&referred, &back_to_number) {
