@@ -599,3 +599,67 @@ async fn dr_fwd_1_no_answer_cancels_a_ringing_phone_and_the_forward_goes_on() {
     sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
     d.calls_drained().await;
 }
+
+/// RFC 3261 §9.1, §15 on a forward: the SIP phone still ringing when the no-answer rule
+/// forwards answers 200 just as drhub's CANCEL crosses it. The call has already gone on
+/// to the number, so the phone's dialog gets its ACK and, at once, a BYE; the forward
+/// is undisturbed.
+#[tokio::test]
+async fn dr_fwd_1_a_phones_200_crossing_the_cancel_is_acked_and_ended() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        t.replacen(
+            "  voice_routing_policy = \"Unrestricted\"   # others of this tenant get \"Global\"\n",
+            "  voice_routing_policy = \"Unrestricted\"\n\n    [tenant.user.forwarding]\n    no_answer = \"+14255550123\"\n    no_answer_after_seconds = 1\n",
+            1,
+        )
+    }))
+    .await;
+    let phone = support::phone::Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006777", &RR);
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    phone.answer(&to_phone, 180, "Ringing", "ph1", None).await;
+    let cancel = phone.recv_request("CANCEL").await;
+    let (fwd, _) = forwarded_invite(&mut sbc).await;
+    // The phone had answered before the CANCEL reached it.
+    let phone_sdp = "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    phone
+        .answer(&to_phone, 200, "OK", "ph1", Some(phone_sdp))
+        .await;
+    phone.answer(&cancel, 200, "OK", "ph1", None).await;
+    let ack = phone.recv_request("ACK").await;
+    assert_eq!(ack.header("Call-ID"), to_phone.header("Call-ID"));
+    assert!(
+        ack.header("To").unwrap().contains("tag=ph1"),
+        "{}",
+        ack.text
+    );
+    let bye = phone.recv_request("BYE").await;
+    assert_eq!(bye.header("Call-ID"), to_phone.header("Call-ID"));
+    phone.answer(&bye, 200, "OK", "ph1", None).await;
+    // The forward goes on: the number answers, the caller gets its 200.
+    let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
+    sbc.send(response_tagged(
+        &fwd.text,
+        200,
+        "OK",
+        "fwd",
+        &[contact],
+        Some(SBC_ANSWER),
+    ))
+    .await;
+    let (ok, _) = loop {
+        let (r, before) = sbc.until(200).await;
+        if r.cseq_method() == Some("INVITE") && r.header("Call-ID") == req_header(&inv, "Call-ID") {
+            break (r, before);
+        }
+    };
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
+    let bye = sbc.until_request("BYE").await;
+    assert_eq!(bye.header("Call-ID"), fwd.header("Call-ID"));
+    sbc.send(response_to(&bye.text, 200, "OK", &[])).await;
+    d.calls_drained().await;
+}

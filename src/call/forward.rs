@@ -252,6 +252,9 @@ pub struct Handoff {
     /// it, so that late answers to the inbound call's (a cancelled fork's 487) are not
     /// taken for its own.
     pub last_request: u32,
+    /// The inbound call's SIP forks, cancelled for the forward: their answers still
+    /// come, and a 2xx among them needs ACK and BYE.
+    pub cancelled: Vec<Box<super::leg::UacLeg>>,
 }
 
 /// What a forwarded outbound call writes into its INVITEs.

@@ -1315,6 +1315,16 @@ impl Call {
         let plan = self.handoff?;
         let peer = self.caller.peer.clone();
         let bypass = self.bypass;
+        // SIP endpoints cancelled for the forward: a 200 crossing the CANCEL still needs
+        // its ACK and a BYE (RFC 3261 §9.1, §15), which the outbound call sends.
+        let cancelled = self
+            .forks
+            .into_iter()
+            .filter_map(|f| match f.kind {
+                ForkKind::Sip(leg) if f.state == ForkState::Cancelled => Some(leg),
+                _ => None,
+            })
+            .collect();
         Some(forward::Handoff {
             caller: outbound::Caller {
                 name: format!("the SBC {}", self.trunk.fqdn),
@@ -1330,6 +1340,7 @@ impl Call {
             target: plan.target,
             carry: plan.carry,
             last_request: self.requests.next,
+            cancelled,
         })
     }
 
@@ -3188,6 +3199,7 @@ async fn carry_on(
     let now = Instant::now();
     let last_request = h.last_request;
     let mut call = outbound::Outbound::new(placement, settings, now)
+        .with_cancelled_forks(h.cancelled)
         .with_caller(h.caller)
         .with_requests_after(last_request)
         .with_outcome_prefix(prefix);

@@ -261,6 +261,9 @@ pub struct Outbound {
     bridge: Option<Box<Bridge>>,
     /// The calling endpoint got its BYE when the transfer completed: it is gone.
     caller_left: bool,
+    /// SIP endpoints an inbound call cancelled before it forwarded to this call: a 2xx
+    /// crossing the CANCEL is ACKed and ended with BYE.
+    cancelled: Vec<Box<UacLeg>>,
 }
 
 impl Outbound {
@@ -297,6 +300,7 @@ impl Outbound {
             kept_2xx: None,
             bridge: None,
             caller_left: false,
+            cancelled: Vec::new(),
         }
     }
 
@@ -318,6 +322,12 @@ impl Outbound {
         if let (Some(p), Some(o)) = (self.outcome_prefix.take(), self.outcome.as_mut()) {
             o.reason = format!("{p}; {}", o.reason);
         }
+    }
+
+    /// The SIP endpoints the inbound call this one carries on cancelled (a forward).
+    pub fn with_cancelled_forks(mut self, legs: Vec<Box<UacLeg>>) -> Outbound {
+        self.cancelled = legs;
+        self
     }
 
     /// The call placed by a SIP endpoint's INVITE.
@@ -793,6 +803,9 @@ impl Outbound {
     }
 
     fn on_client(&mut self, id: ReqId, event: ClientEvent, now: Instant) {
+        if let Some(k) = self.cancelled.iter().position(|l| l.invite_id() == id) {
+            return self.on_cancelled_fork(k, event);
+        }
         if let ClientEvent::Additional2xx(_) = &event {
             // A 2xx retransmitted (or another fork's) after the INVITE's final response,
             // which retired the request: its leg ACKs it again (RFC 6026 §7.2).
@@ -855,6 +868,23 @@ impl Outbound {
                     .teams_hold_answered(hold, *next, answer, when, &mut self.actions);
             }
         }
+    }
+
+    /// An answer to the INVITE of a SIP endpoint the inbound call cancelled before it
+    /// forwarded: the leg ACKs a 2xx that crossed the CANCEL, and drhub ends that dialog
+    /// with BYE at once (RFC 3261 §9.1, §15); a retransmitted 2xx is ACKed again.
+    fn on_cancelled_fork(&mut self, k: usize, event: ClientEvent) {
+        let again = matches!(event, ClientEvent::Additional2xx(_));
+        let ev =
+            self.cancelled[k].on_invite_event(event, &mut self.requests.ids(), &mut self.actions);
+        if let (Some(LegEvent::Answered(_)), false) = (ev, again) {
+            info!("a cancelled endpoint's 200 crossed the CANCEL: ACK and BYE");
+            let id = self.next_id();
+            if self.cancelled[k].bye(id, &[], &mut self.actions) {
+                self.requests.push(id, Purpose::Fire);
+            }
+        }
+        self.track_fire_and_forget();
     }
 
     /// A response (or the end) of attempt `n`'s INVITE.
