@@ -254,7 +254,7 @@ pub struct Handoff {
     pub last_request: u32,
     /// The inbound call's SIP forks, cancelled for the forward: their answers still
     /// come, and a 2xx among them needs ACK and BYE.
-    pub cancelled: Vec<Box<super::leg::UacLeg>>,
+    pub cancelled: Vec<super::leg::UacLeg>,
 }
 
 /// What a forwarded outbound call writes into its INVITEs.

@@ -1321,7 +1321,7 @@ impl Call {
             .forks
             .into_iter()
             .filter_map(|f| match f.kind {
-                ForkKind::Sip(leg) if f.state == ForkState::Cancelled => Some(leg),
+                ForkKind::Sip(leg) if f.state == ForkState::Cancelled => Some(*leg),
                 _ => None,
             })
             .collect();

@@ -263,7 +263,7 @@ pub struct Outbound {
     caller_left: bool,
     /// SIP endpoints an inbound call cancelled before it forwarded to this call: a 2xx
     /// crossing the CANCEL is ACKed and ended with BYE.
-    cancelled: Vec<Box<UacLeg>>,
+    cancelled: Vec<UacLeg>,
 }
 
 impl Outbound {
@@ -325,7 +325,7 @@ impl Outbound {
     }
 
     /// The SIP endpoints the inbound call this one carries on cancelled (a forward).
-    pub fn with_cancelled_forks(mut self, legs: Vec<Box<UacLeg>>) -> Outbound {
+    pub fn with_cancelled_forks(mut self, legs: Vec<UacLeg>) -> Outbound {
         self.cancelled = legs;
         self
     }
