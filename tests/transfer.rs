@@ -1076,3 +1076,50 @@ async fn dr_xfer_2_a_refer_never_answered_falls_back_after_timer_f() {
     assert_eq!(bye.status(), 200, "{}", bye.text);
     d.calls_drained().await;
 }
+
+/// DR-XFER-1 with DR-OPT-2: an SBC whose INVITE carries no Allow is judged by the Allow
+/// of its OPTIONS. Its OPTIONS listed REFER, so the Teams user's transfer is a REFER
+/// (option 2), not drhub as referee.
+#[tokio::test]
+async fn dr_xfer_1_an_invite_without_allow_goes_by_the_sbcs_options() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let r = sbc.request(&options("sbc1.adatum.biz", None, &[])).await;
+    assert_eq!(r.status(), 200, "{}", r.text);
+    let inv = invite("sbc1.adatum.biz", USER1, &RR);
+    assert!(req_header(&inv, "Allow").is_none());
+    sbc.send(&inv).await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    let mut status = 0;
+    for _ in 0..100 {
+        let (s, _) = transfer(&d, &call_id, TARGET).await;
+        status = s;
+        if s == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 202);
+    let refer = loop {
+        let r = sbc.recv().await;
+        assert!(
+            !r.text.starts_with("INVITE "),
+            "drhub went referee despite the OPTIONS' REFER\n{}",
+            r.text
+        );
+        if r.text.starts_with("REFER ") {
+            break r;
+        }
+    };
+    assert_eq!(
+        refer.header("Refer-To"),
+        Some("<sip:+14255550123@sip.pstnhub.microsoft.com;user=phone>")
+    );
+    sbc.send(response_to(&refer.text, 405, "Method Not Allowed", &[]))
+        .await;
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200, "{}", bye.text);
+    d.calls_drained().await;
+}

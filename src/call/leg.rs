@@ -110,7 +110,6 @@ pub struct UasLeg {
     invite_cseq: u32,
     /// Whether the caller listed UPDATE in its Allow (session refreshes prefer it).
     allows_update: bool,
-    allows_refer: bool,
     pub local: LocalIdentity,
     pub peer: Peer,
 }
@@ -125,7 +124,7 @@ impl UasLeg {
         t1: Duration,
         t2: Duration,
     ) -> UasLeg {
-        let (invite_cseq, allows_update, allows_refer, head) = {
+        let (invite_cseq, allows_update, head) = {
             let m = invite.message();
             let allows = |method: &str| {
                 m.values(HeaderName::Allow)
@@ -134,7 +133,6 @@ impl UasLeg {
             (
                 m.cseq().and_then(Result::ok).map_or(1, |c| c.seq),
                 allows("UPDATE"),
-                allows("REFER"),
                 ResponseHead::new(&m),
             )
         };
@@ -153,7 +151,6 @@ impl UasLeg {
             dialog: None,
             invite_cseq,
             allows_update,
-            allows_refer,
             local,
             peer,
         }
@@ -178,11 +175,6 @@ impl UasLeg {
 
     pub fn allows_update(&self) -> bool {
         self.allows_update
-    }
-
-    /// The caller's INVITE listed REFER in Allow (DR-XFER-1).
-    pub fn allows_refer(&self) -> bool {
-        self.allows_refer
     }
 
     /// The INVITE, while the leg keeps it.

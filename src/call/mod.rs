@@ -246,6 +246,8 @@ pub struct NewCall {
     /// The SBC's INVITE back for a transfer to a number (DR-XFER-4): it goes straight
     /// on to the number as an outbound call of the transferring user's.
     pub transfer_back: Option<Box<TransferBack>>,
+    /// DR-XFER-1: the SBC takes REFER (its INVITE's Allow, else its OPTIONS').
+    pub allows_refer: bool,
 }
 
 /// Where the SBC's INVITE back for a transfer to a number goes on to.
@@ -847,6 +849,8 @@ pub struct Call {
     consultation: Option<Box<transfer::Consultation>>,
     /// The SBC's INVITE back for a transfer to a number (DR-XFER-4).
     transfer_back: Option<Box<TransferBack>>,
+    /// DR-XFER-1: the SBC takes REFER (option 2), else drhub is the referee.
+    allows_refer: bool,
     /// The user's forwarding rules until one applied (DR-FWD-1).
     forwarding: Option<Box<ForwardRules>>,
     keep_history: bool,
@@ -938,6 +942,7 @@ impl Call {
             transfer: None,
             consultation: None,
             transfer_back: new.transfer_back,
+            allows_refer: new.allows_refer,
             no_answer_at: new
                 .forwarding
                 .as_ref()
@@ -2600,7 +2605,7 @@ impl Call {
             return;
         }
         self.consultation = consultation.map(Box::new);
-        if !self.caller.allows_refer() {
+        if !self.allows_refer {
             return self.transfer_as_referee(target, via);
         }
         let proxy = self.caller.local.host().to_owned();

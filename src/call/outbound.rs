@@ -66,6 +66,9 @@ pub struct Gateway {
     pub offer: Option<Bytes>,
     /// The RTP port the offer announces (answers to the SBC's re-offers keep it).
     pub media_port: u16,
+    /// The SBC's OPTIONS listed REFER (DR-OPT-2): what DR-XFER-1 goes by when its 200
+    /// has no Allow.
+    pub options_allow_refer: bool,
 }
 
 /// Everything placing a call decided: who calls what, through which gateways.
@@ -896,9 +899,13 @@ impl Outbound {
                 self.update_allowed = m
                     .values(HeaderName::Allow)
                     .any(|v| v.trim().eq_ignore_ascii_case("UPDATE"));
-                self.refer_allowed = m
-                    .values(HeaderName::Allow)
-                    .any(|v| v.trim().eq_ignore_ascii_case("REFER"));
+                // DR-XFER-1: the 200's Allow, else the SBC's OPTIONS' (DR-OPT-2).
+                self.refer_allowed = match m.header(HeaderName::Allow) {
+                    Some(_) => m
+                        .values(HeaderName::Allow)
+                        .any(|v| v.trim().eq_ignore_ascii_case("REFER")),
+                    None => self.placement.gateways[n].options_allow_refer,
+                };
                 let retry = m.header(HeaderName::RetryAfter).and_then(|v| {
                     v.split(|c: char| !c.is_ascii_digit())
                         .next()?
@@ -2246,6 +2253,7 @@ mod tests {
             local: local(),
             offer: Some(Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 50000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n")),
             media_port: 50000,
+            options_allow_refer: false,
         }
     }
 

@@ -200,6 +200,10 @@ pub fn plan(
             local: local.clone(),
             offer,
             media_port,
+            options_allow_refer: hub
+                .health
+                .get(g.fqdn.as_str())
+                .is_some_and(|r| r.allows("REFER")),
         });
     }
     if gateways.is_empty() {

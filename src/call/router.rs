@@ -668,6 +668,7 @@ impl Router {
             keep_history: accepted.trunk.forward_call_history,
             referee: admitted.referee,
             transfer_back: admitted.transfer_back,
+            allows_refer: admitted.allows_refer,
         };
         spawn(self.hub.clone(), self.settings.clone(), new, key);
     }
@@ -917,6 +918,8 @@ struct Admitted<'d> {
     referee: Vec<(String, Vec<ForkPlan>)>,
     /// The SBC's INVITE back for a transfer to a number: where it goes on to.
     transfer_back: Option<Box<super::TransferBack>>,
+    /// DR-XFER-1: the SBC takes REFER (its INVITE's Allow, else its OPTIONS').
+    allows_refer: bool,
 }
 
 /// Admission checks after DR-VAL passed (DR-ERR-1, DR-TEN-3..5, DR-FORK-6, DR-ST-3):
@@ -1091,6 +1094,7 @@ fn admit<'d>(
                     consultation: p.consultation,
                 },
             })),
+            allows_refer: false,
         });
     }
     let mut forks = plan_forks(hub, user, bypass.then_some(&offer));
@@ -1146,9 +1150,16 @@ fn admit<'d>(
     // DR-XFER-2: when the SBC cannot take a REFER (or may refuse it, `refer_fallback`),
     // the legs to the numbers and users the user's scripted clients transfer to are
     // drhub's own; planned now, while the hub is at hand.
-    let allows_refer = msg
-        .values(HeaderName::Allow)
-        .any(|v| v.trim().eq_ignore_ascii_case("REFER"));
+    // DR-XFER-1: the INVITE's Allow, else what the SBC's OPTIONS advertised (DR-OPT-2).
+    let allows_refer = match msg.header(HeaderName::Allow) {
+        Some(_) => msg
+            .values(HeaderName::Allow)
+            .any(|v| v.trim().eq_ignore_ascii_case("REFER")),
+        None => hub
+            .health
+            .get(accepted.trunk.fqdn.as_str())
+            .is_some_and(|r| r.allows("REFER")),
+    };
     let mut referee = Vec::new();
     if !allows_refer || accepted.trunk.refer_fallback {
         for e in &user.endpoints {
@@ -1181,6 +1192,7 @@ fn admit<'d>(
         forwarding,
         referee,
         transfer_back: None,
+        allows_refer,
     })
 }
 

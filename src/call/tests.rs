@@ -199,6 +199,7 @@ impl Lab {
             keep_history: true,
             referee: Vec::new(),
             transfer_back: None,
+            allows_refer: false,
         };
         let mut call = Call::new(new, Arc::new(plan.settings), t0);
         call.start();
