@@ -408,6 +408,15 @@ impl Health {
         self.lock().by_fqdn.get(&fqdn.to_ascii_lowercase()).cloned()
     }
 
+    /// Whether the SBC's last OPTIONS listed `method` in Allow (DR-OPT-2; DR-XFER-1 asks
+    /// for REFER), without copying its record.
+    pub fn allows(&self, fqdn: &str, method: &str) -> bool {
+        self.lock()
+            .by_fqdn
+            .get(&fqdn.to_ascii_lowercase())
+            .is_some_and(|r| r.allows(method))
+    }
+
     /// What a call to the SBC needs of its record, without copying it: the datacenter
     /// its last OPTIONS came to, and, for an SBC on the plain-TCP lab listener (no
     /// certificate), the address it spoke from.

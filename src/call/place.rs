@@ -200,10 +200,7 @@ pub fn plan(
             local: local.clone(),
             offer,
             media_port,
-            options_allow_refer: hub
-                .health
-                .get(g.fqdn.as_str())
-                .is_some_and(|r| r.allows("REFER")),
+            options_allow_refer: hub.health.allows(g.fqdn.as_str(), "REFER"),
         });
     }
     if gateways.is_empty() {

@@ -1155,10 +1155,7 @@ fn admit<'d>(
         Some(_) => msg
             .values(HeaderName::Allow)
             .any(|v| v.trim().eq_ignore_ascii_case("REFER")),
-        None => hub
-            .health
-            .get(accepted.trunk.fqdn.as_str())
-            .is_some_and(|r| r.allows("REFER")),
+        None => hub.health.allows(accepted.trunk.fqdn.as_str(), "REFER"),
     };
     let mut referee = Vec::new();
     if !allows_refer || accepted.trunk.refer_fallback {
