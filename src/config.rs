@@ -130,6 +130,9 @@ pub struct EndpointListener {
     pub auth_failures: u32,
     pub auth_window: Duration,
     pub auth_lockout: Duration,
+    /// The digest algorithms the listener's challenges offer, in order, and the only
+    /// ones it accepts (`["SHA-256", "MD5"]`; MD5 alone for phones that fail on SHA-256).
+    pub digest_algorithms: crate::endpoint::digest::Offered,
 }
 
 /// How drhub presents itself: the emulated proxy FQDNs and the shape of its answers.
@@ -1177,8 +1180,43 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
                 "auth_failures",
                 "auth_window_seconds",
                 "auth_lockout_seconds",
+                "digest_algorithms",
             ],
         );
+        let digest_algorithms = {
+            use crate::endpoint::digest::{Algorithm, Offered};
+            match s.table.contains_key("digest_algorithms") {
+                false => Offered::DEFAULT,
+                true => {
+                    let named = s.str_list("digest_algorithms");
+                    let mut list = Vec::with_capacity(named.len());
+                    for (path, name) in &named {
+                        match Algorithm::parse(name) {
+                            Some(a) => list.push(a),
+                            None => s.errs.push(
+                                path.clone(),
+                                format!(
+                                    "`{}` is no digest algorithm drhub offers: \"SHA-256\" or \"MD5\"",
+                                    name.escape_debug()
+                                ),
+                            ),
+                        }
+                    }
+                    match Offered::new(&list) {
+                        Some(o) => o,
+                        None => {
+                            if list.len() == named.len() {
+                                s.err(
+                                    "digest_algorithms",
+                                    "one or both of \"SHA-256\" and \"MD5\", each once",
+                                );
+                            }
+                            Offered::DEFAULT
+                        }
+                    }
+                }
+            }
+        };
         let address = s.address_or_off("address", SocketAddr::from(([127, 0, 0, 1], 5070)));
         let min_expires = s.int("min_expires", 60, 1, 86_400) as u32;
         let max_expires = s.int("max_expires", 3600, 1, 604_800) as u32;
@@ -1202,6 +1240,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             auth_failures: s.int("auth_failures", 10, 0, 1_000_000) as u32,
             auth_window: s.seconds("auth_window_seconds", 60.0, 0.05, 86_400.0),
             auth_lockout: s.seconds("auth_lockout_seconds", 300.0, 0.05, 86_400.0),
+            digest_algorithms,
         }
     };
     let health = {
@@ -2267,6 +2306,48 @@ pub(crate) mod tests {
             assert!(
                 got.iter().any(|g| g.starts_with(e)),
                 "missing `{e}` in {got:#?}"
+            );
+        }
+    }
+
+    /// The endpoint listener's digest algorithms: SHA-256 then MD5 by default, MD5
+    /// alone for old phones, in the order given; anything else is an error by path.
+    #[test]
+    fn endpoint_digest_algorithms() {
+        use crate::endpoint::digest::{Algorithm, Offered};
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.endpoints.digest_algorithms, Offered::DEFAULT);
+        for (list, want) in [
+            ("[\"MD5\"]", vec![Algorithm::Md5]),
+            (
+                "[\"md5\", \"SHA-256\"]",
+                vec![Algorithm::Md5, Algorithm::Sha256],
+            ),
+            ("[\"SHA-256\"]", vec![Algorithm::Sha256]),
+        ] {
+            let text = format!("{MINIMAL}\n[endpoints]\ndigest_algorithms = {list}\n");
+            let c = Config::parse(&text, "t").unwrap();
+            let got: Vec<Algorithm> = c.endpoints.digest_algorithms.iter().collect();
+            assert_eq!(got, want, "{list}");
+        }
+        for (list, e) in [
+            ("[]", "endpoints.digest_algorithms: one or both of"),
+            (
+                "[\"MD5\", \"MD5\"]",
+                "endpoints.digest_algorithms: one or both of",
+            ),
+            (
+                "[\"SHA-512-256\"]",
+                "endpoints.digest_algorithms[0]: `SHA-512-256` is no digest algorithm",
+            ),
+            ("\"MD5\"", "endpoints.digest_algorithms: expected"),
+        ] {
+            let got = issues(&format!(
+                "{MINIMAL}\n[endpoints]\ndigest_algorithms = {list}\n"
+            ));
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "{list}: missing `{e}` in {got:#?}"
             );
         }
     }

@@ -498,3 +498,49 @@ async fn dr_err_3_the_endpoint_listener_answers_malformed_requests_400_over_udp_
     );
     assert_eq!(tcp.request(&phone.register(4, None)).await.status(), 401);
 }
+
+/// `[endpoints] digest_algorithms`: MD5 alone for phones that fail on a SHA-256
+/// challenge (baresip 1.0). The 401 offers one `WWW-Authenticate`, `algorithm=MD5`, and
+/// the MD5 answer registers. With SHA-256 alone the same MD5 answer is refused (401
+/// again): only what is offered is accepted. The default offers SHA-256, then MD5.
+#[tokio::test]
+async fn digest_algorithms_are_configurable_per_endpoint_listener() {
+    let cases: [(Option<&str>, Vec<&str>, u16); 3] = [
+        (None, vec!["SHA-256", "MD5"], 200),
+        (Some("[\"MD5\"]"), vec!["MD5"], 200),
+        (Some("[\"SHA-256\"]"), vec!["SHA-256"], 401),
+    ];
+    for (list, offered, status) in cases {
+        let d = TestDaemon::start_with(lab_config(|t| match list {
+            None => t,
+            Some(l) => set_key(&t, "endpoints", "digest_algorithms", l),
+        }))
+        .await;
+        let phone = Phone::new(d.addr("endpoints")).await;
+        phone.send(&phone.register_for("user1", 1, None)).await;
+        let challenge = phone.recv().await;
+        assert_eq!(challenge.status(), 401, "{}", challenge.text);
+        let algorithms: Vec<&str> = challenge
+            .headers("WWW-Authenticate")
+            .iter()
+            .filter_map(|v| v.split("algorithm=").nth(1))
+            .map(|a| a.split(',').next().unwrap_or(a).trim())
+            .collect();
+        assert_eq!(algorithms, offered, "{list:?}\n{}", challenge.text);
+        // An old phone answers MD5 whatever was offered.
+        let md5 = challenge.text.replace("algorithm=SHA-256", "algorithm=MD5");
+        let auth = support::phone::digest_md5(
+            &md5,
+            "user1",
+            "user1-lab-password",
+            "REGISTER",
+            "sip:adatum.biz",
+        );
+        phone
+            .send(&phone.register_for("user1", 2, Some(&auth)))
+            .await;
+        let answer = phone.recv().await;
+        assert_eq!(answer.status(), status, "{list:?}\n{}", answer.text);
+        d.stop().await;
+    }
+}

@@ -40,10 +40,10 @@ use rustls::SupportedCipherSuite;
 /// A digest algorithm drhub offers and accepts (RFC 8760 §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
-    /// `SHA-256`, offered first (RFC 8760 §2.3: most preferred at the top).
+    /// `SHA-256`, offered first by default (RFC 8760 §2.3: most preferred at the top).
     Sha256,
     /// `MD5`, for clients that know nothing else (RFC 8760 §3: NOT RECOMMENDED, kept for
-    /// backward compatibility; [`DigestConfig::offer_md5`] turns it off).
+    /// backward compatibility; [`DigestConfig::algorithms`] decides).
     Md5,
 }
 
@@ -87,8 +87,9 @@ impl fmt::Display for Algorithm {
 pub struct DigestConfig {
     /// How long a nonce is accepted after it was issued. Older ones get `stale=true`.
     pub nonce_lifetime: Duration,
-    /// Also offer (and accept) MD5, after SHA-256.
-    pub offer_md5: bool,
+    /// The algorithms offered (one `WWW-Authenticate` each, in this order) and the only
+    /// ones accepted: [`Offered::DEFAULT`] unless the config says otherwise.
+    pub algorithms: Offered,
 }
 
 impl Default for DigestConfig {
@@ -96,8 +97,43 @@ impl Default for DigestConfig {
     fn default() -> Self {
         DigestConfig {
             nonce_lifetime: Duration::from_secs(300),
-            offer_md5: true,
+            algorithms: Offered::DEFAULT,
         }
+    }
+}
+
+/// The digest algorithms offered, most preferred first: one or both, each once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offered([Option<Algorithm>; 2]);
+
+impl Offered {
+    /// `SHA-256` then `MD5` (RFC 8760 §2.3: the preferred one first).
+    pub const DEFAULT: Offered = Offered([Some(Algorithm::Sha256), Some(Algorithm::Md5)]);
+
+    /// The list in this order; `None` when it is empty or names one twice.
+    pub fn new(list: &[Algorithm]) -> Option<Offered> {
+        match *list {
+            [a] => Some(Offered([Some(a), None])),
+            [a, b] if a != b => Some(Offered([Some(a), Some(b)])),
+            _ => None,
+        }
+    }
+
+    /// Most preferred first.
+    pub fn iter(&self) -> impl Iterator<Item = Algorithm> {
+        self.0.into_iter().flatten()
+    }
+
+    /// Whether `a` is offered (and so accepted).
+    pub fn contains(&self, a: Algorithm) -> bool {
+        self.0.contains(&Some(a))
+    }
+}
+
+impl fmt::Display for Offered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(|a| a.as_str()).collect();
+        f.write_str(&names.join(", "))
     }
 }
 
@@ -436,7 +472,7 @@ pub struct Challenge {
     nonce: String,
     opaque: String,
     stale: bool,
-    offer_md5: bool,
+    algorithms: Offered,
 }
 
 impl Challenge {
@@ -463,12 +499,7 @@ impl Challenge {
 
     /// The algorithms offered, most preferred first.
     pub fn algorithms(&self) -> impl Iterator<Item = Algorithm> {
-        [
-            Some(Algorithm::Sha256),
-            self.offer_md5.then_some(Algorithm::Md5),
-        ]
-        .into_iter()
-        .flatten()
+        self.algorithms.iter()
     }
 
     /// The `WWW-Authenticate` value offering `algorithm`.
@@ -599,7 +630,7 @@ impl Authenticator {
             nonce: base64_encode(&raw),
             opaque: self.opaque.clone(),
             stale: false,
-            offer_md5: self.config.offer_md5,
+            algorithms: self.config.algorithms,
         })
     }
 
@@ -619,7 +650,7 @@ impl Authenticator {
         let expected = self.response_digest(auth, method, password);
         let matches = ct_eq(expected.as_bytes(), auth.response.as_bytes());
         let nonce = self.nonce_status(&auth.nonce, &auth.realm, now);
-        let offered = auth.algorithm == Algorithm::Sha256 || self.config.offer_md5;
+        let offered = self.config.algorithms.contains(auth.algorithm);
         match (matches && offered, nonce) {
             (false, _) => Outcome::Failed,
             (true, NonceStatus::Fresh) => Outcome::Ok,
@@ -1178,7 +1209,7 @@ mod tests {
     fn md5_is_refused_when_not_offered() {
         let now = Instant::now();
         let config = DigestConfig {
-            offer_md5: false,
+            algorithms: Offered::new(&[Algorithm::Sha256]).expect("one algorithm"),
             ..DigestConfig::default()
         };
         let a = match Authenticator::with_secret(config, [1u8; 32], b"o", now) {
@@ -1202,6 +1233,53 @@ mod tests {
             a.verify(&auth(&cred_text), "REGISTER", "p", now),
             Outcome::Failed
         );
+    }
+
+    /// Old phones (baresip 1.0) fail on a SHA-256 challenge: an MD5-only list offers one
+    /// `WWW-Authenticate` with `algorithm=MD5`, accepts MD5 and refuses SHA-256; the order
+    /// of a two-algorithm list is kept.
+    #[test]
+    fn an_md5_only_list_offers_and_accepts_md5_alone() {
+        let now = Instant::now();
+        let only = |list: &[Algorithm]| {
+            let config = DigestConfig {
+                algorithms: Offered::new(list).expect("a valid list"),
+                ..DigestConfig::default()
+            };
+            match Authenticator::with_secret(config, [3u8; 32], b"o", now) {
+                Ok(a) => a,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let a = only(&[Algorithm::Md5]);
+        let ch = match a.challenge("r", now) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let values: Vec<String> = ch.header_values().collect();
+        assert_eq!(values.len(), 1);
+        assert!(values[0].contains(", algorithm=MD5,"), "{}", values[0]);
+        for (alg, want) in [("MD5", Outcome::Ok), ("SHA-256", Outcome::Failed)] {
+            let len = if alg == "MD5" { 32 } else { 64 };
+            let v = format!(
+                "Digest username=\"u\", realm=\"r\", nonce=\"{}\", uri=\"sip:r\", algorithm={alg}, response=\"{}\"",
+                ch.nonce(),
+                "0".repeat(len)
+            );
+            let r = a.response_digest(&auth(&v), "REGISTER", "p").to_hex();
+            let cred = v.replace(&"0".repeat(len), &r);
+            assert_eq!(a.verify(&auth(&cred), "REGISTER", "p", now), want, "{alg}");
+        }
+        let reversed = only(&[Algorithm::Md5, Algorithm::Sha256]);
+        let ch = match reversed.challenge("r", now) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let order: Vec<Algorithm> = ch.algorithms().collect();
+        assert_eq!(order, [Algorithm::Md5, Algorithm::Sha256]);
+        assert_eq!(Offered::new(&[]), None);
+        assert_eq!(Offered::new(&[Algorithm::Md5, Algorithm::Md5]), None);
+        assert_eq!(Offered::DEFAULT.to_string(), "SHA-256, MD5");
     }
 
     #[test]

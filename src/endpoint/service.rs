@@ -60,7 +60,11 @@ pub struct Endpoints {
 impl Endpoints {
     pub fn new(config: &Config, udp: Arc<UdpFlow>) -> Result<Endpoints, EndpointError> {
         let local = udp.local;
-        let auth = Authenticator::new(DigestConfig::default(), Instant::now())
+        let digest = DigestConfig {
+            algorithms: config.endpoints.digest_algorithms,
+            ..DigestConfig::default()
+        };
+        let auth = Authenticator::new(digest, Instant::now())
             .map_err(|e| EndpointError::Registrar(e.to_string()))?;
         let cfg = RegistrarConfig {
             min_expires: config.endpoints.min_expires,
