@@ -96,10 +96,22 @@ pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
         .route("/api/route", get(route))
         .route("/api/datacenters", get(datacenters))
         .route("/api/datacenters/{name}", post(set_datacenter))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(token, authenticate))
         .with_state(api)
+}
+
+/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format (see
+/// [`crate::observe::metrics`]).
+async fn metrics(State(api): State<Api>) -> Response {
+    let text = crate::observe::metrics::render(&api.hub);
+    (
+        [(header::CONTENT_TYPE, crate::observe::metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
 }
 
 /// `Authorization: Bearer <token>` when a token is configured.

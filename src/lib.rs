@@ -34,6 +34,7 @@ pub mod endpoint;
 pub mod health;
 pub mod hub;
 pub mod logging;
+pub mod observe;
 pub mod overload;
 pub mod policy;
 pub mod sbc;

@@ -248,6 +248,8 @@ pub struct NewCall {
     pub transfer_back: Option<Box<TransferBack>>,
     /// DR-XFER-1: the SBC takes REFER (its INVITE's Allow, else its OPTIONS').
     pub allows_refer: bool,
+    /// When the router took the INVITE (INVITE-to-100 in the metrics).
+    pub received: Instant,
 }
 
 /// Where the SBC's INVITE back for a transfer to a number goes on to.
@@ -3046,6 +3048,7 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
         info_span!("call", call_id = %sbc_key.call_id(), tenant = %new.tenant, user = %new.user);
     let trunk = new.trunk.fqdn.clone();
     let peer = new.peer.clone();
+    let received = new.received;
     let no = hub.calls.insert(
         sbc_key.clone(),
         tx.clone(),
@@ -3072,6 +3075,7 @@ pub fn spawn(hub: Arc<Hub>, settings: Arc<CallSettings>, new: NewCall, sbc_key: 
             let mut runner = runner;
             let mut rx = rx;
             call.start();
+            runner.hub.calls.metrics.invite_to_100(received.elapsed());
             runner.run(&mut call, &mut rx).await;
             let mut keys = call.leg_keys();
             keys.push(runner.sbc_key.clone());

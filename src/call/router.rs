@@ -131,6 +131,8 @@ pub struct LiveCall {
     pub number: Option<Arc<str>>,
     pub started: SystemTime,
     pub state: CallState,
+    /// When it started, on the monotonic clock (the post-dial delay).
+    pub since: std::time::Instant,
 }
 
 /// An ended call, as the status API and the logs see it.
@@ -178,6 +180,8 @@ pub struct CallTable {
     pub started: AtomicU64,
     pub answered: AtomicU64,
     pub failed: AtomicU64,
+    /// Calls ended, INVITE-to-100, post-dial delay (`GET /metrics`).
+    pub metrics: crate::observe::metrics::CallMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -238,6 +242,7 @@ impl CallTable {
             number: (!facts.number.is_empty()).then(|| facts.number.into()),
             started: SystemTime::now(),
             state: CallState::Trying,
+            since: std::time::Instant::now(),
         };
         lock(&self.calls).insert(no, record);
         self.index(key, inbox, peer);
@@ -248,6 +253,12 @@ impl CallTable {
     /// Records how far call `no` got.
     pub fn set_state(&self, no: u64, state: CallState) {
         if let Some(c) = lock(&self.calls).get_mut(&no) {
+            // The first ringing, or an answer without it, ends the post-dial delay.
+            if c.state == CallState::Trying
+                && matches!(state, CallState::Ringing | CallState::Answered)
+            {
+                self.metrics.post_dial_delay(c.direction, c.since.elapsed());
+            }
             c.state = state;
         }
     }
@@ -320,6 +331,7 @@ impl CallTable {
             (r, calls.is_empty())
         };
         if let Some(live) = record {
+            self.metrics.ended(live.direction, outcome.as_ref());
             let r = CallRecord {
                 call_id: live.call_id,
                 tenant: live.tenant,
@@ -598,6 +610,7 @@ impl Router {
 
     /// A new INVITE from an SBC: DR-VAL, then admission, then the call task.
     fn new_call(&self, req: IncomingRequest<Destination>) {
+        let received = std::time::Instant::now();
         let IncomingRequest {
             tx,
             request,
@@ -669,6 +682,7 @@ impl Router {
             referee: admitted.referee,
             transfer_back: admitted.transfer_back,
             allows_refer: admitted.allows_refer,
+            received,
         };
         spawn(self.hub.clone(), self.settings.clone(), new, key);
     }

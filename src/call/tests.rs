@@ -200,6 +200,7 @@ impl Lab {
             referee: Vec::new(),
             transfer_back: None,
             allows_refer: false,
+            received: t0,
         };
         let mut call = Call::new(new, Arc::new(plan.settings), t0);
         call.start();

@@ -52,7 +52,7 @@ impl std::fmt::Display for FlowId {
 }
 
 /// Who opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Accepted on one of drhub's listeners.
     Inbound,
@@ -405,6 +405,20 @@ impl Flows {
 
     pub fn len(&self) -> usize {
         self.lock().map.len()
+    }
+
+    /// Live connections per listener and direction (an outbound connection counts under
+    /// the listener whose certificate it presented), for the metrics.
+    pub fn count_by_listener(&self) -> Vec<(String, Direction, usize)> {
+        let mut counts: HashMap<(String, Direction), usize> = HashMap::new();
+        for h in self.lock().map.values() {
+            *counts
+                .entry((h.info.listener.clone(), h.info.direction))
+                .or_default() += 1;
+        }
+        let mut v: Vec<_> = counts.into_iter().map(|((l, d), n)| (l, d, n)).collect();
+        v.sort_by(|a, b| (&a.0, a.1 as u8).cmp(&(&b.0, b.1 as u8)));
+        v
     }
 
     pub fn is_empty(&self) -> bool {
