@@ -42,6 +42,8 @@ pub struct Config {
     pub endpoints: EndpointListener,
     pub health: HealthSettings,
     pub api: ApiSettings,
+    /// The protocol trace (`[trace]`: text log, pcap).
+    pub trace: crate::observe::trace::TraceConfig,
     pub listeners: Vec<Listener>,
     pub tenants: Vec<Tenant>,
 }
@@ -1019,6 +1021,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             "endpoints",
             "health",
             "api",
+            "trace",
             "listener",
             "tenant",
         ],
@@ -1292,6 +1295,23 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
         .collect();
     check_tenants(&root.tables("tenant"), &tenants, errs);
     let api = build_api(&root.sub("api", &["address", "token"]));
+    let trace = {
+        let s = root.sub("trace", &["text", "pcap", "max_megabytes", "keep"]);
+        let path = |key: &str| match s.str(key) {
+            None | Some("off") => None,
+            Some("") => {
+                s.err(key, "a file path, or \"off\"");
+                None
+            }
+            Some(p) => Some(PathBuf::from(p)),
+        };
+        crate::observe::trace::TraceConfig {
+            text: path("text"),
+            pcap: path("pcap"),
+            max_bytes: s.int("max_megabytes", 100, 1, 1_000_000) as u64 * 1024 * 1024,
+            keep: s.int("keep", 5, 0, 1000) as u32,
+        }
+    };
     Some(Config {
         proxy: proxy?,
         log,
@@ -1303,6 +1323,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
         endpoints,
         health,
         api,
+        trace,
         listeners,
         tenants,
     })

@@ -53,6 +53,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Endpoints(crate::endpoint::service::EndpointError),
+    #[error("trace: cannot write the trace: {0}")]
+    Trace(String),
     #[error("api.address: cannot listen on {address}: {source}")]
     ApiBind {
         address: SocketAddr,
@@ -98,7 +100,13 @@ impl Daemon {
     pub async fn bind(config: Arc<Config>) -> Result<Daemon, StartError> {
         ensure_lab_pki(&config)?;
         let flows = Arc::new(Flows::default());
-        let tap = Arc::new(Tap::new());
+        let trace = match config.trace.is_on() {
+            true => {
+                Some(crate::observe::trace::Trace::open(&config.trace).map_err(StartError::Trace)?)
+            }
+            false => None,
+        };
+        let tap = Arc::new(Tap::with_trace(trace));
         let shared = Shared {
             flows: flows.clone(),
             tap: tap.clone(),

@@ -2,3 +2,4 @@
 //! conformance report to come (issue 10).
 
 pub mod metrics;
+pub mod trace;

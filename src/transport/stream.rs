@@ -96,9 +96,14 @@ where
 
     let reason = loop {
         // Frame and dispatch everything complete in the buffer, batching the answers.
+        // What `out` holds already (queued by other tasks) went through the tap; each
+        // answer the dispatcher writes goes through it as a message of its own.
+        let mut tapped: usize;
         let mut fatal = false;
         loop {
             skip_keepalives(&mut buf, &mut out);
+            // A keep-alive's answer is no message (DR-TLS-3).
+            tapped = out.len();
             if buf.is_empty() || buf.as_ref() == b"\r\n" {
                 message_started = None;
                 break;
@@ -108,6 +113,7 @@ where
                     let len = msg.len();
                     tap.record(Way::In, &point, &buf[..len]);
                     let handled = dispatch.on_message(&flow, &msg, &mut out);
+                    tap_new(&tap, &point, &out, &mut tapped);
                     message_started = None;
                     if handled == Handled::Done {
                         buf.advance(len);
@@ -119,7 +125,10 @@ where
                     let wire = Stored::new(Bytes::copy_from_slice(&buf[..len]));
                     buf.advance(len);
                     match wire {
-                        Ok(wire) => dispatch.on_owned(&flow, wire, &mut out),
+                        Ok(wire) => {
+                            dispatch.on_owned(&flow, wire, &mut out);
+                            tap_new(&tap, &point, &out, &mut tapped);
+                        }
                         // The same bytes framed a moment ago; this cannot happen.
                         Err(e) => debug!(flow = %flow.id, error = %e, "message lost on copy"),
                     }
@@ -139,13 +148,16 @@ where
                         buf.advance(len);
                         message_started = None;
                         let handled = dispatch.on_message(&flow, &message.message(), &mut out);
+                        tap_new(&tap, &point, &out, &mut tapped);
                         if handled == Handled::Owned {
                             dispatch.on_owned(&flow, message, &mut out);
+                            tap_new(&tap, &point, &out, &mut tapped);
                         }
                     }
                     Recovery::Malformed { len, error } => {
                         tap.record(Way::In, &point, &buf[..len]);
                         dispatch.on_malformed(&flow, &buf[..len], &error, &mut out);
+                        tap_new(&tap, &point, &out, &mut tapped);
                         buf.advance(len);
                         message_started = None;
                     }
@@ -153,15 +165,15 @@ where
                         crate::info_limited!(flow = %flow.id, peer = %flow.peer, error = %e, "unframeable stream; closing");
                         tap.record(Way::In, &point, &buf);
                         dispatch.on_unframeable(&flow, &buf, &e, &mut out);
+                        tap_new(&tap, &point, &out, &mut tapped);
                         fatal = true;
                         break;
                     }
                 },
             }
         }
-        if !out.is_empty() {
-            tap.record(Way::Out, &point, &out);
-        }
+        // Anything else written (a keep-alive's answer) goes through the tap too.
+        tap_new(&tap, &point, &out, &mut tapped);
         // What other tasks queued goes out in the same write.
         let mut gone = false;
         while out.len() < WRITE_BATCH {
@@ -273,6 +285,14 @@ async fn write<S: AsyncWrite + Unpin>(
 /// Consumes leading keep-alives: each double CRLF (ping) is answered with one CRLF
 /// (pong); a lone CRLF (a pong, or a bare keep-alive) is dropped silently. A single
 /// trailing CRLF is kept in case its pair is still in flight.
+/// Passes what was written to `out` since `tapped` through the tap, as one message.
+fn tap_new(tap: &Tap, point: &super::tap::Point<'_>, out: &BytesMut, tapped: &mut usize) {
+    if out.len() > *tapped {
+        tap.record(Way::Out, point, &out[*tapped..]);
+        *tapped = out.len();
+    }
+}
+
 fn skip_keepalives(buf: &mut BytesMut, out: &mut BytesMut) {
     loop {
         if buf.starts_with(b"\r\n\r\n") {

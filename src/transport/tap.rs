@@ -38,17 +38,28 @@ pub struct Point<'a> {
 
 /// The tap. Shared by every flow; cheap when nothing listens.
 #[derive(Debug, Default)]
-pub struct Tap {}
+pub struct Tap {
+    /// The protocol trace files (`[trace]`), when on.
+    trace: Option<crate::observe::trace::Trace>,
+}
 
 impl Tap {
     pub fn new() -> Tap {
-        Tap {}
+        Tap { trace: None }
+    }
+
+    /// A tap that also writes the protocol trace.
+    pub fn with_trace(trace: Option<crate::observe::trace::Trace>) -> Tap {
+        Tap { trace }
     }
 
     /// Records bytes read or written at `point`.
     pub fn record(&self, way: Way, point: &Point<'_>, bytes: &[u8]) {
         if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             return; // keep-alives (DR-TLS-3) are not messages
+        }
+        if let Some(t) = &self.trace {
+            t.record(way, point, bytes);
         }
         debug!(
             target: "drhub::wire",

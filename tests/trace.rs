@@ -1,0 +1,186 @@
+//! Black-box: the protocol trace (issue 10, `[trace]`). A call over mutual TLS is
+//! written decrypted to the text log (the seed trace's record format) and to the pcap
+//! (each message a TCP packet between the real addresses and ports). Where sngrep and
+//! tshark are installed (`.ci/run` installs them), they read drhub's own pcap: sngrep
+//! finds the call's dialog, tshark dissects every message as SIP.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+/// A fresh directory for one test's trace files.
+fn trace_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("drhub-trace-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Each packet of a pcap drhub wrote: (TCP source port, destination port, payload).
+fn tcp_packets(file: &Path) -> Vec<(u16, u16, Vec<u8>)> {
+    let b = std::fs::read(file).expect("the pcap");
+    assert_eq!(&b[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "pcap magic");
+    let mut at = 24;
+    let mut out = Vec::new();
+    while at + 16 <= b.len() {
+        let len = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+        let p = &b[at + 16..at + 16 + len];
+        at += 16 + len;
+        assert_eq!(&p[12..14], &[0x08, 0x00], "IPv4 on loopback");
+        assert_eq!(p[23], 6, "TCP");
+        let tcp = &p[34..54];
+        out.push((
+            u16::from_be_bytes([tcp[0], tcp[1]]),
+            u16::from_be_bytes([tcp[2], tcp[3]]),
+            p[54..].to_vec(),
+        ));
+    }
+    out
+}
+
+fn first_line(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_call_over_mutual_tls_is_traced_decrypted_to_text_and_pcap() {
+    let dir = trace_dir("call");
+    let (log, pcap) = (dir.join("drhub.log"), dir.join("drhub.pcap"));
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = set_key(&t, "trace", "text", &format!("\"{}\"", log.display()));
+        fast(
+            set_key(&t, "trace", "pcap", &format!("\"{}\"", pcap.display())),
+            0.05,
+        )
+    }))
+    .await;
+    let port = d.tls_addr().port();
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    assert_eq!(sbc.options().await.status(), 200);
+    let (inv, ok) = answered_call(&mut sbc, "+18338006777").await;
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200);
+    d.calls_drained().await;
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+
+    // The pcap: the SBC's requests to drhub's TLS port, drhub's answers from it, in
+    // order, as plain SIP.
+    let packets = tcp_packets(&pcap);
+    let call: Vec<(u16, u16, String)> = packets
+        .iter()
+        .filter(|(_, _, p)| String::from_utf8_lossy(p).contains(&call_id))
+        .map(|(s, d, p)| (*s, *d, first_line(p)))
+        .collect();
+    let lines: Vec<&str> = call.iter().map(|(_, _, l)| l.as_str()).collect();
+    assert!(
+        lines[0].starts_with("INVITE sip:+18338006777@"),
+        "{lines:#?}"
+    );
+    for want in [
+        "SIP/2.0 100 Trying",
+        "SIP/2.0 180 Ringing",
+        "SIP/2.0 200 OK",
+    ] {
+        assert!(lines.contains(&want), "{want} in {lines:#?}");
+    }
+    assert!(lines.iter().any(|l| l.starts_with("ACK ")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.starts_with("BYE ")), "{lines:#?}");
+    for (s, dst, l) in &call {
+        if l.starts_with("SIP/2.0") {
+            assert_eq!(*s, port, "drhub answers from its TLS port: {l}");
+        } else {
+            assert_eq!(*dst, port, "the SBC's requests reach drhub's TLS port: {l}");
+        }
+    }
+    // drhub's own OPTIONS to the SBC (DR-OPT-3), once: a message is traced once.
+    let own = packets
+        .iter()
+        .filter(|(_, _, p)| first_line(p).starts_with("OPTIONS sip:sbc1.adatum.biz"))
+        .count();
+    assert_eq!(own, 1, "drhub's OPTIONS traced once");
+    // Every message of the capture is whole SIP (the keep-alives are not).
+    assert!(packets.iter().all(
+        |(_, _, p)| p.ends_with(b"\r\n\r\n") || String::from_utf8_lossy(p).contains("\r\n\r\n")
+    ));
+
+    // The text log: one record per message, in the seed's shape.
+    let text = std::fs::read_to_string(&log).expect("the text log");
+    assert_eq!(
+        text.matches("$$begin_record").count(),
+        packets.len(),
+        "a record per packet"
+    );
+    assert_eq!(text.matches("$$end_record").count(), packets.len());
+    assert!(
+        text.contains("Direction: incoming\nPeer: 127.0.0.1:")
+            && text.contains("\nMessage-Type: request\nStart-Line: INVITE sip:+18338006777@"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Direction: outgoing\nPeer: 127.0.0.1:")
+            && text.contains("\nMessage-Type: response\nStart-Line: SIP/2.0 200 OK\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nMessage-Body: v=0\n"), "the SDP");
+
+    sngrep_sees_the_call(&pcap, &dir, &call_id);
+    tshark_dissects_the_call(&pcap, &call_id);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// sngrep, without its interface, reads drhub's pcap and saves the SIP it parsed: the
+/// call's dialog is in it.
+fn sngrep_sees_the_call(pcap: &Path, dir: &Path, call_id: &str) {
+    if Command::new("sngrep").arg("-V").output().is_err() {
+        eprintln!("SKIPPED sngrep check: sngrep not installed (apt-get install sngrep)");
+        return;
+    }
+    let out = dir.join("sngrep.pcap");
+    let run = Command::new("sngrep")
+        .arg("-N")
+        .arg("-I")
+        .arg(pcap)
+        .arg("-O")
+        .arg(&out)
+        .output()
+        .expect("sngrep runs");
+    assert!(run.status.success(), "sngrep: {run:?}");
+    let saved = std::fs::read(&out).unwrap_or_default();
+    let text = String::from_utf8_lossy(&saved);
+    assert!(
+        text.contains(call_id) && text.contains("INVITE sip:+18338006777@"),
+        "sngrep saved no dialog of the call ({} bytes): {run:?}",
+        saved.len()
+    );
+}
+
+/// tshark dissects every message of the call as SIP by itself, no Decode As, no key.
+fn tshark_dissects_the_call(pcap: &Path, call_id: &str) {
+    if Command::new("tshark").arg("-v").output().is_err() {
+        eprintln!("SKIPPED tshark check: tshark not installed (apt-get install tshark)");
+        return;
+    }
+    let run = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", &format!("sip.Call-ID == \"{call_id}\"")])
+        .args(["-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code"])
+        .output()
+        .expect("tshark runs");
+    let text = String::from_utf8_lossy(&run.stdout);
+    let rows: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(run.status.success(), "tshark: {run:?}");
+    for want in ["INVITE", "100", "180", "200", "ACK", "BYE"] {
+        assert!(
+            rows.iter().any(|r| r.split_whitespace().any(|f| f == want)),
+            "tshark did not dissect {want}: {rows:?}"
+        );
+    }
+}
