@@ -1296,7 +1296,17 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
     check_tenants(&root.tables("tenant"), &tenants, errs);
     let api = build_api(&root.sub("api", &["address", "token"]));
     let trace = {
-        let s = root.sub("trace", &["text", "pcap", "max_megabytes", "keep"]);
+        let s = root.sub(
+            "trace",
+            &[
+                "text",
+                "pcap",
+                "max_megabytes",
+                "keep",
+                "hep",
+                "hep_capture_id",
+            ],
+        );
         let path = |key: &str| match s.str(key) {
             None | Some("off") => None,
             Some("") => {
@@ -1310,6 +1320,20 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
             pcap: path("pcap"),
             max_bytes: s.int("max_megabytes", 100, 1, 1_000_000) as u64 * 1024 * 1024,
             keep: s.int("keep", 5, 0, 1000) as u32,
+            hep: match s.str("hep") {
+                None | Some("off") => None,
+                Some(a) => match a.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        s.err(
+                            "hep",
+                            format!("`{}` is not ip:port, or \"off\"", a.escape_debug()),
+                        );
+                        None
+                    }
+                },
+            },
+            hep_id: s.int("hep_capture_id", 2001, 0, i64::from(u32::MAX)) as u32,
         }
     };
     Some(Config {

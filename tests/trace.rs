@@ -184,3 +184,125 @@ fn tshark_dissects_the_call(pcap: &Path, call_id: &str) {
         );
     }
 }
+
+/// The HEP payload (chunk type 15) and correlation id (17) of a HEP v3 datagram.
+fn hep_chunks(b: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(&b[..4], b"HEP3");
+    let (mut payload, mut correlation) = (Vec::new(), Vec::new());
+    let mut i = 6;
+    while i + 6 <= b.len() {
+        let kind = u16::from_be_bytes([b[i + 2], b[i + 3]]);
+        let len = usize::from(u16::from_be_bytes([b[i + 4], b[i + 5]]));
+        match kind {
+            15 => payload = b[i + 6..i + len].to_vec(),
+            17 => correlation = b[i + 6..i + len].to_vec(),
+            _ => {}
+        }
+        i += len;
+    }
+    (payload, correlation)
+}
+
+/// `[trace] hep`: every message of a call over mutual TLS reaches a HEP v3 collector
+/// (the test's socket), its Call-ID as correlation id; then sngrep, a real HEP
+/// listener (`sngrep -L`), collects a second call.
+#[tokio::test]
+async fn a_call_is_mirrored_to_a_hep_collector() {
+    let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = collector.local_addr().unwrap();
+    let d = TestDaemon::start_with(lab_config(|t| {
+        fast(set_key(&t, "trace", "hep", &format!("\"{to}\"")), 0.05)
+    }))
+    .await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let (inv, ok) = answered_call(&mut sbc, "+18338006777").await;
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200);
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while !seen
+        .iter()
+        .any(|l: &String| l.starts_with("SIP/2.0 200 OK") && l.contains("BYE"))
+    {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), collector.recv(&mut buf))
+            .await
+            .expect("HEP packets keep coming")
+            .unwrap();
+        let (payload, correlation) = hep_chunks(&buf[..n]);
+        if correlation == call_id.as_bytes() {
+            let text = String::from_utf8_lossy(&payload);
+            let cseq = text
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("cseq:"))
+                .unwrap_or("")
+                .to_owned();
+            seen.push(format!("{} [{cseq}]", first_line(&payload)));
+        }
+    }
+    assert!(seen[0].starts_with("INVITE sip:+18338006777@"), "{seen:#?}");
+    for want in ["SIP/2.0 100 Trying", "SIP/2.0 180 Ringing", "ACK ", "BYE "] {
+        assert!(
+            seen.iter().any(|l| l.starts_with(want)),
+            "{want} in {seen:#?}"
+        );
+    }
+    d.stop().await;
+
+    sngrep_collects_hep().await;
+}
+
+/// sngrep as the HEP collector (`-L udp:...`, saving what it parsed with `-O`).
+async fn sngrep_collects_hep() {
+    if std::process::Command::new("sngrep")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED sngrep HEP check: sngrep not installed (apt-get install sngrep)");
+        return;
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = trace_dir("hep");
+    let out = dir.join("hep.pcap");
+    let mut sngrep = std::process::Command::new("sngrep")
+        .args(["-N", "-q", "-L", &format!("udp:127.0.0.1:{port}"), "-O"])
+        .arg(&out)
+        .spawn()
+        .expect("sngrep runs");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let d = TestDaemon::start_with(lab_config(|t| {
+        fast(
+            set_key(&t, "trace", "hep", &format!("\"127.0.0.1:{port}\"")),
+            0.05,
+        )
+    }))
+    .await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let (inv, ok) = answered_call(&mut sbc, "+18338006777").await;
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200);
+    let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
+    let mut saved = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        saved = std::fs::read(&out).unwrap_or_default();
+        if String::from_utf8_lossy(&saved).contains("BYE sip:") {
+            break;
+        }
+    }
+    let _ = sngrep.kill();
+    let _ = sngrep.wait();
+    d.stop().await;
+    let text = String::from_utf8_lossy(&saved);
+    assert!(
+        text.contains(&call_id) && text.contains("INVITE sip:+18338006777@"),
+        "sngrep collected no dialog of the call over HEP ({} bytes saved)",
+        saved.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,7 +6,9 @@
 //!   headers, `Message-Body`, `$$end_record`), and
 //! - a pcap whose packets carry each message as TCP or UDP between the real addresses
 //!   and ports, so that sngrep (`sngrep -I`) and Wireshark draw ladders of calls on the
-//!   mutual-TLS listener without any key.
+//!   mutual-TLS listener without any key, and
+//! - HEP v3 datagrams to a Homer collector (or `sngrep -L`), one per message, with the
+//!   same addresses and ports and the Call-ID as correlation id.
 //!
 //! Both rotate by size. Writing is synchronous under a lock, one message at a time, and
 //! flushed at once (a live `sngrep -I` or `tail -f` sees it); the trace is off unless the
@@ -37,6 +39,10 @@ pub struct TraceConfig {
     pub max_bytes: u64,
     /// How many rotated files are kept.
     pub keep: u32,
+    /// A HEP v3 collector (Homer, `sngrep -L`); `None`: off.
+    pub hep: Option<SocketAddr>,
+    /// The capture agent id HEP packets carry.
+    pub hep_id: u32,
 }
 
 impl Default for TraceConfig {
@@ -46,13 +52,15 @@ impl Default for TraceConfig {
             pcap: None,
             max_bytes: 100 * 1024 * 1024,
             keep: 5,
+            hep: None,
+            hep_id: 2001,
         }
     }
 }
 
 impl TraceConfig {
     pub fn is_on(&self) -> bool {
-        self.text.is_some() || self.pcap.is_some()
+        self.text.is_some() || self.pcap.is_some() || self.hep.is_some()
     }
 }
 
@@ -61,6 +69,7 @@ impl TraceConfig {
 pub struct Trace {
     text: Option<Mutex<TextLog>>,
     pcap: Option<Mutex<Pcap>>,
+    hep: Option<Hep>,
 }
 
 impl Trace {
@@ -81,7 +90,24 @@ impl Trace {
             })),
             None => None,
         };
-        Ok(Trace { text, pcap })
+        let hep = match config.hep {
+            Some(to) => {
+                let any: SocketAddr = match to {
+                    SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+                    SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+                };
+                let socket = std::net::UdpSocket::bind(any)
+                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                    .map_err(|e| format!("hep: a socket to send to {to}: {e}"))?;
+                Some(Hep {
+                    socket,
+                    to,
+                    id: config.hep_id,
+                })
+            }
+            None => None,
+        };
+        Ok(Trace { text, pcap, hep })
     }
 
     /// Writes one message read or written at `point`.
@@ -99,7 +125,90 @@ impl Trace {
                 warn!(error = %e, "the pcap could not be written");
             }
         }
+        if let Some(h) = &self.hep {
+            let packet = hep_packet(h.id, way, point, bytes, now);
+            if let Err(e) = h.socket.send_to(&packet, h.to) {
+                crate::warn_limited!(error = %e, collector = %h.to, "a HEP packet could not be sent");
+            }
+        }
     }
+}
+
+/// Where HEP packets go.
+#[derive(Debug)]
+struct Hep {
+    socket: std::net::UdpSocket,
+    to: SocketAddr,
+    id: u32,
+}
+
+/// One message as a HEP v3 packet (the sipcapture HEP3 specification): `HEP3`, the
+/// total length, then generic chunks (vendor 0): IP family and protocol, source and
+/// destination address and port, the time, protocol type 1 (SIP), the capture agent
+/// id, the Call-ID as correlation id, and the message.
+fn hep_packet(id: u32, way: Way, point: &Point<'_>, bytes: &[u8], now: SystemTime) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+        let len = (6 + value.len()).min(usize::from(u16::MAX)) as u16;
+        out.extend_from_slice(&0u16.to_be_bytes());
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&value[..usize::from(len) - 6]);
+    }
+    let (src, dst) = match way {
+        Way::In => (point.peer, point.local),
+        Way::Out => (point.local, point.peer),
+    };
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut p = Vec::with_capacity(bytes.len() + 128);
+    p.extend_from_slice(b"HEP3\0\0");
+    let proto: u8 = if point.transport == Transport::Udp {
+        17
+    } else {
+        6
+    };
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            chunk(&mut p, 1, &[2]);
+            chunk(&mut p, 2, &[proto]);
+            chunk(&mut p, 3, &s.octets());
+            chunk(&mut p, 4, &d.octets());
+        }
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(a) => a,
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+            };
+            chunk(&mut p, 1, &[10]);
+            chunk(&mut p, 2, &[proto]);
+            chunk(&mut p, 5, &v6(s).octets());
+            chunk(&mut p, 6, &v6(d).octets());
+        }
+    }
+    chunk(&mut p, 7, &src.port().to_be_bytes());
+    chunk(&mut p, 8, &dst.port().to_be_bytes());
+    chunk(&mut p, 9, &(since.as_secs() as u32).to_be_bytes());
+    chunk(&mut p, 10, &since.subsec_micros().to_be_bytes());
+    chunk(&mut p, 11, &[1]);
+    chunk(&mut p, 12, &id.to_be_bytes());
+    if let Some(call_id) = call_id_of(bytes) {
+        chunk(&mut p, 17, call_id.as_bytes());
+    }
+    chunk(&mut p, 15, bytes);
+    let total = p.len().min(usize::from(u16::MAX)) as u16;
+    p[4..6].copy_from_slice(&total.to_be_bytes());
+    p
+}
+
+/// The Call-ID of a message, long or compact form.
+fn call_id_of(bytes: &[u8]) -> Option<&str> {
+    let end = memchr::memmem::find(bytes, b"\r\n\r\n").unwrap_or(bytes.len());
+    let head = std::str::from_utf8(&bytes[..end]).ok()?;
+    head.split("\r\n").skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        let name = name.trim();
+        (name.eq_ignore_ascii_case("call-id") || name.eq_ignore_ascii_case("i"))
+            .then(|| value.trim())
+    })
 }
 
 /// A file that rotates by size; `header` starts every new one (the pcap's).
@@ -521,6 +630,46 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// HEP v3 (sipcapture's specification): the header, then each generic chunk with
+    /// its type and length, the addresses and ports of the message's direction, SIP as
+    /// protocol type, the Call-ID as correlation id, the message whole.
+    #[test]
+    fn hep_packets_carry_the_message_and_its_addresses() {
+        let flow = "flow-1";
+        let p = point(&flow, Transport::Tls);
+        let at = UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_123_456);
+        let b = hep_packet(2001, Way::In, &p, INVITE, at);
+        assert_eq!(&b[..4], b"HEP3");
+        assert_eq!(usize::from(u16::from_be_bytes([b[4], b[5]])), b.len());
+        let mut chunks = std::collections::BTreeMap::new();
+        let mut i = 6;
+        while i < b.len() {
+            assert_eq!(&b[i..i + 2], &[0, 0], "generic chunk");
+            let kind = u16::from_be_bytes([b[i + 2], b[i + 3]]);
+            let len = usize::from(u16::from_be_bytes([b[i + 4], b[i + 5]]));
+            chunks.insert(kind, b[i + 6..i + len].to_vec());
+            i += len;
+        }
+        assert_eq!(chunks[&1], [2], "IPv4");
+        assert_eq!(chunks[&2], [6], "TCP");
+        assert_eq!(chunks[&3], [192, 0, 2, 7], "from the SBC");
+        assert_eq!(chunks[&4], [127, 0, 0, 1]);
+        assert_eq!(chunks[&7], 40000u16.to_be_bytes());
+        assert_eq!(chunks[&8], 5061u16.to_be_bytes());
+        assert_eq!(chunks[&9], 1_700_000_000u32.to_be_bytes());
+        assert_eq!(chunks[&10], 123_456u32.to_be_bytes());
+        assert_eq!(chunks[&11], [1], "SIP");
+        assert_eq!(chunks[&12], 2001u32.to_be_bytes());
+        assert_eq!(chunks[&17], b"a", "the Call-ID");
+        assert_eq!(chunks[&15], INVITE);
+        let out = hep_packet(1, Way::Out, &p, OK, at);
+        assert_eq!(
+            &out[6 + 7 + 7 + 6..6 + 7 + 7 + 10],
+            &[127, 0, 0, 1],
+            "from drhub"
+        );
+    }
+
     /// A file that would pass `max_bytes` is renamed `.1` (the older `.1` to `.2` ...,
     /// at most `keep`) and a new one begun, with the pcap header again.
     #[test]
@@ -532,6 +681,7 @@ mod tests {
             text: Some(dir.join("r.log")),
             max_bytes: 400,
             keep: 2,
+            ..TraceConfig::default()
         };
         let trace = Trace::open(&config).unwrap();
         let flow = "flow-1";
