@@ -97,10 +97,34 @@ pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
         .route("/api/datacenters", get(datacenters))
         .route("/api/datacenters/{name}", post(set_datacenter))
         .route("/metrics", get(metrics))
+        .route("/api/report", get(report))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(token, authenticate))
         .with_state(api)
+}
+
+/// `GET /api/report[?sbc=FQDN]`: the conformance report (DR-CONF), see
+/// [`crate::observe::conformance`]. `404` for an SBC drhub neither knows nor heard.
+async fn report(
+    State(api): State<Api>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = query_params(query.as_deref().unwrap_or(""));
+    let sbc = params
+        .iter()
+        .find(|(k, _)| k == "sbc")
+        .map(|(_, v)| v.as_str());
+    let v = crate::observe::conformance::report(&api.hub, sbc);
+    if let Some(s) = sbc {
+        if v["sbcs"].as_array().is_none_or(Vec::is_empty) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no SBC `{s}` in the config or heard from"),
+            ));
+        }
+    }
+    Ok(Json(v))
 }
 
 /// `GET /metrics`: Prometheus metrics in the OpenMetrics text format (see

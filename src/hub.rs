@@ -47,6 +47,8 @@ pub struct Hub {
     /// The settings every call reads, made once from the config.
     pub call_settings: Arc<crate::call::CallSettings>,
     pub counters: Counters,
+    /// What each SBC broke or nearly broke (DR-CONF).
+    pub conformance: crate::observe::conformance::Conformance,
     pub media: Arc<MediaConfig>,
     connector: OnceLock<Arc<Connector>>,
     next_port: AtomicU16,
@@ -84,6 +86,7 @@ impl Hub {
             rotation: Default::default(),
             call_settings: Arc::new(crate::call::CallSettings::new(&config)),
             counters: Counters::default(),
+            conformance: Default::default(),
             next_port: AtomicU16::new(even(config.media.port_min)),
             media: Arc::new(media),
             connector: OnceLock::new(),

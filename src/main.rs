@@ -147,6 +147,20 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         api: Option<SocketAddr>,
     },
+    /// The conformance report of a running daemon (DR-CONF): what each SBC broke or
+    /// nearly broke, with counts, the last Call-ID and the requirement IDs.
+    Report {
+        /// Only this SBC.
+        #[arg(long, value_name = "FQDN")]
+        sbc: Option<String>,
+        /// The API's JSON as it is.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "ADDR:PORT")]
+        api: Option<SocketAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -300,6 +314,27 @@ fn main() -> ExitCode {
             }
             Ok(status)
         }),
+        Command::Report {
+            sbc,
+            json,
+            config,
+            api,
+        } => api_cmd(config.as_deref(), api, |address, token| async move {
+            let path = match &sbc {
+                Some(s) => format!("/api/report?sbc={s}"),
+                None => "/api/report".to_owned(),
+            };
+            let (status, v) =
+                drhub::api::request(address, "GET", &path, token.as_deref(), None).await?;
+            if !(200..300).contains(&status) {
+                eprintln!("{}", v["error"].as_str().unwrap_or("error"));
+            } else if json {
+                println!("{v:#}");
+            } else {
+                print!("{}", report_text(&v));
+            }
+            Ok(status)
+        }),
         Command::Datacenter {
             name,
             mode,
@@ -331,6 +366,45 @@ fn main() -> ExitCode {
 /// Runs one request against a running daemon's API: the address and token come from
 /// `--api` or the config. Exit 0 on 2xx, 1 on an API error, 69 (EX_UNAVAILABLE) when the
 /// daemon cannot be reached, 64 on a bad config or an API that is off.
+/// The conformance report as text: per SBC, each finding on a line (severity,
+/// requirement, count, what, the last Call-ID and time), its details under it.
+fn report_text(v: &serde_json::Value) -> String {
+    let mut s = String::new();
+    for sbc in v["sbcs"].as_array().into_iter().flatten() {
+        s.push_str(sbc["sbc"].as_str().unwrap_or("?"));
+        s.push('\n');
+        let findings = sbc["findings"].as_array().cloned().unwrap_or_default();
+        if findings.is_empty() {
+            s.push_str("  nothing found\n");
+        }
+        for f in findings {
+            let when = f["last_at"]
+                .as_i64()
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "  {:<6} {:<9} {:>5}x  {}  (last {when}{})\n",
+                f["severity"].as_str().unwrap_or(""),
+                f["requirement"].as_str().unwrap_or(""),
+                f["count"].as_u64().unwrap_or(0),
+                f["what"].as_str().unwrap_or(""),
+                match f["last_call_id"].as_str() {
+                    Some(c) if !c.is_empty() => format!(", Call-ID {c}"),
+                    _ => String::new(),
+                },
+            ));
+            if let Some(d) = f["detail"].as_str().filter(|d| !d.is_empty()) {
+                s.push_str(&format!("         {d}\n"));
+            }
+        }
+    }
+    s
+}
+
 fn api_cmd<F, Fut>(path: Option<&Path>, api: Option<SocketAddr>, f: F) -> ExitCode
 where
     F: FnOnce(SocketAddr, Option<String>) -> Fut,

@@ -46,6 +46,9 @@ impl FrontDoor {
     /// Answers with the rejection (DR-VAL-8) into the connection's output.
     fn reject(&self, flow: &FlowInfo, msg: &Message<'_>, r: Rejection, out: &mut BytesMut) {
         self.hub.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        self.hub
+            .conformance
+            .rejected(flow, msg.call_id().unwrap_or(""), &r);
         let label = flow.id.to_string();
         r.respond(msg, &self.teller(flow, &label), out);
     }

@@ -635,6 +635,7 @@ impl Router {
             return self.reject(tx, &msg, &source, r);
         };
         let call_id = msg.call_id().unwrap_or_default().to_owned();
+        note_nearly(&self.hub, &accepted, &msg, &call_id);
         let key = LegKey::new(&call_id, &from_tag);
         if self.hub.calls.contains(&key) {
             // The dialog set is already up: a second INVITE without To tag (a new branch)
@@ -829,6 +830,43 @@ impl Router {
     }
 }
 
+/// What an SBC's accepted INVITE nearly broke (DR-CONF): a Record-Route that names
+/// another host than the Contact (DR-NH-3), a phone number in the Request-URI without
+/// `user=phone` (DR-TEN-3 reads it as a number all the same).
+fn note_nearly(hub: &Hub, accepted: &Accepted<'_>, msg: &Message<'_>, call_id: &str) {
+    use crate::observe::conformance::Severity;
+    let sbc = &accepted.sbc_fqdn;
+    if let Some(rr) = &accepted.record_route_fqdn {
+        if *rr != accepted.contact_fqdn {
+            hub.conformance.record(
+                sbc,
+                "DR-NH-3",
+                Severity::Nearly,
+                "Record-Route differs from Contact",
+                call_id,
+                format!("record_route={rr} contact={}", accepted.contact_fqdn),
+            );
+        }
+    }
+    if let Some(Ok(ruri)) = msg.request_uri() {
+        let phone = ruri
+            .param("user")
+            .and_then(|p| p.value)
+            .is_some_and(|v| v.eq_ignore_ascii_case("phone"));
+        let number = ruri.user().is_some_and(|u| u.starts_with('+'));
+        if number && !phone {
+            hub.conformance.record(
+                sbc,
+                "DR-TEN-3",
+                Severity::Nearly,
+                "A phone number in the Request-URI without user=phone",
+                call_id,
+                format!("uri={}", ruri.as_str()),
+            );
+        }
+    }
+}
+
 /// Answers a server transaction with a rejection, told as the flow it came on speaks.
 pub fn reject_tx(hub: &Hub, tx: ServerTx, msg: &Message<'_>, source: &Destination, r: &Rejection) {
     let Some(out) = rejection(hub, msg, source, r, false) else {
@@ -861,6 +899,10 @@ fn rejection(
     stateless: bool,
 ) -> Option<BytesMut> {
     hub.counters.rejected.fetch_add(1, Ordering::Relaxed);
+    if let Some(flow) = source.flow() {
+        hub.conformance
+            .rejected(flow, msg.call_id().unwrap_or(""), r);
+    }
     let label = source.label();
     let teller = Teller {
         style: hub.style(),
