@@ -96,6 +96,20 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_through_a_record_routing_edge() {
     let bye = sbc.request(&routed(&inv, &ok, "BYE", 5, &[])).await;
     assert_eq!((bye.status(), bye.cseq_method()), (200, Some("BYE")));
     d.calls_drained().await;
+    // DR-CONF: the conformance report notes the a=sendonly hold, with the call.
+    let (s, v) = api(&d, "GET", "/api/report?sbc=sbc1.adatum.biz").await;
+    assert_eq!(s, 200, "{v}");
+    let hold = v["sbcs"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["requirement"] == "DR-HOLD-1")
+        .unwrap_or_else(|| panic!("no DR-HOLD-1 finding in {v:#}"))
+        .clone();
+    assert_eq!(hold["severity"], "nearly");
+    assert_eq!(hold["count"], 1);
+    assert_eq!(hold["last_call_id"], req_header(&inv, "Call-ID").unwrap());
+    assert_eq!(hold["detail"], "offered a=sendonly");
 }
 
 /// DR-HOLD-1 bad input: a hold with `c=0.0.0.0` gets 488 with 531052, and a re-offer

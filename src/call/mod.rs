@@ -87,6 +87,31 @@ pub enum Action {
     /// A scripted Teams client's consultative transfer: place the consultation call,
     /// then transfer the call once it is answered.
     Consult(Box<ConsultPlan>),
+    /// Something the SBC nearly broke, for the conformance report (DR-CONF).
+    Conformance(Box<Note>),
+}
+
+/// A near-miss of an SBC's in a call (DR-CONF).
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub sbc: Arc<str>,
+    pub requirement: &'static str,
+    pub what: &'static str,
+    pub call_id: String,
+    pub detail: String,
+}
+
+impl Note {
+    /// DR-HOLD-1: the SBC held with `a=sendonly` or `a=recvonly`.
+    fn odd_hold(sbc: &Arc<str>, call_id: &str, direction: &str) -> Action {
+        Action::Conformance(Box::new(Note {
+            sbc: sbc.clone(),
+            requirement: "DR-HOLD-1",
+            what: "Hold with a=sendonly or a=recvonly, which Direct Routing does not understand (a=inactive)",
+            call_id: call_id.to_owned(),
+            detail: format!("offered a={direction}"),
+        }))
+    }
 }
 
 /// A scripted consultative transfer (RFC 5589 §7): `user` transfers `call` to `number`
@@ -419,6 +444,9 @@ struct LegMedia {
     /// A hold or resume the SBC answered 491 (glare), to send again then (RFC 3261
     /// §14.1).
     retry: Option<(Instant, bool)>,
+    /// The SBC's last offer held with `a=sendonly`/`a=recvonly` (DR-HOLD-1), for the
+    /// conformance report: taken by the call once committed.
+    odd_hold: Option<&'static str>,
 }
 
 /// The peer a [`LegMedia`] faces.
@@ -449,6 +477,7 @@ impl LegMedia {
             held: false,
             holding: false,
             retry: None,
+            odd_hold: None,
         }
     }
 
@@ -637,6 +666,7 @@ impl LegMedia {
             && matches!(offered, Direction::SendOnly | Direction::RecvOnly)
         {
             // DR-HOLD-1: the real service is documented not to understand these.
+            self.odd_hold = Some(offered.as_str());
             warn!(
                 offered = offered.as_str(),
                 "the SBC held with a={}: Direct Routing understands a=inactive only; answered a=inactive",
@@ -1742,7 +1772,12 @@ impl Call {
             body.as_deref(),
         );
         if let Some(r) = reanswer {
-            if self.sbc_media.commit(r).is_some() {
+            let moved = self.sbc_media.commit(r).is_some();
+            if let Some(d) = self.sbc_media.odd_hold.take() {
+                let a = Note::odd_hold(&self.trunk.fqdn, &self.call_id, d);
+                self.actions.push(a);
+            }
+            if moved {
                 self.actions.push(Action::Progress(self.sbc_media.state()));
             }
         }
@@ -3486,6 +3521,14 @@ impl Runner {
                 let (correlation, pending) = *t;
                 self.hub.calls.expect_transfer(correlation, pending);
             }
+            Action::Conformance(n) => self.hub.conformance.record(
+                &n.sbc,
+                n.requirement,
+                crate::observe::conformance::Severity::Nearly,
+                n.what,
+                &n.call_id,
+                n.detail,
+            ),
             Action::Consult(plan) => {
                 let task = consult_and_transfer(self.hub.clone(), *plan);
                 tokio::spawn(task.instrument(tracing::Span::current()));

@@ -1669,6 +1669,11 @@ impl Outbound {
                     Ok(Some(a)) => {
                         reply(tx, &msg, 200, "OK", &local, &[], Some(&a.body));
                         b.media.commit(a);
+                        if let Some(d) = b.media.odd_hold.take() {
+                            let fqdn = b.gateway.fqdn.clone();
+                            let call_id = b.leg.call_id().to_owned();
+                            self.actions.push(super::Note::odd_hold(&fqdn, &call_id, d));
+                        }
                     }
                     Ok(None) => reply(tx, &msg, 488, "Not Acceptable Here", &local, &[], None),
                     Err(r) => super::reject_in_dialog(tx, &msg, r, &local, &self.settings, flow),
@@ -2020,7 +2025,15 @@ impl Outbound {
         let body = reanswer.as_ref().map(|r| r.body.clone());
         reply(tx, msg, 200, "OK", &local, &extra, body.as_deref());
         if let Some(r) = reanswer {
-            if self.sbc_media.commit(r).is_some() {
+            let moved = self.sbc_media.commit(r).is_some();
+            if let Some(d) = self.sbc_media.odd_hold.take() {
+                if let Phase::Up(n) = self.phase {
+                    let fqdn = self.placement.gateways[n].fqdn.clone();
+                    let a = super::Note::odd_hold(&fqdn, &self.placement.call_id, d);
+                    self.actions.push(a);
+                }
+            }
+            if moved {
                 self.actions.push(Action::Progress(self.sbc_media.state()));
             }
         }
@@ -2332,7 +2345,8 @@ mod tests {
                     Action::Index { .. }
                     | Action::Progress(_)
                     | Action::ExpectTransfer(_)
-                    | Action::Consult(_) => {}
+                    | Action::Consult(_)
+                    | Action::Conformance(_) => {}
                 }
             }
         }

@@ -240,7 +240,8 @@ impl Lab {
                 | Action::Rest { .. }
                 | Action::Progress(_)
                 | Action::ExpectTransfer(_)
-                | Action::Consult(_) => {}
+                | Action::Consult(_)
+                | Action::Conformance(_) => {}
             }
         }
     }
