@@ -177,8 +177,9 @@ async fn dr_xfer_3_a_transfer_to_a_user_names_its_mri_and_tenant() {
 }
 
 /// DR-XFER bad input: a REFER the SBC refuses (405), and a transfer whose NOTIFY says
-/// 486, leave the call up (the SBC's BYE still ends it with 200); an SBC whose INVITE
-/// did not list REFER gets no REFER (option 1 is not built); the API refuses a bad
+/// 486, leave the call up (the SBC's BYE still ends it with 200), and both show in the
+/// conformance report (DR-CONF); an SBC whose INVITE did not list REFER gets no REFER
+/// (drhub as referee rings the target user, who declines); the API refuses a bad
 /// target or another tenant's user (400), an unknown call or user (404).
 #[tokio::test]
 async fn dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up() {
@@ -219,8 +220,8 @@ async fn dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up() {
     let bye = sbc.request(&routed(&inv, &ok, "BYE", 3, &[])).await;
     assert_eq!(bye.status(), 200, "{}", bye.text);
 
-    // No REFER in the SBC's Allow and a user target: drhub as referee is built for
-    // numbers only; nothing is sent, the call goes on.
+    // No REFER in the SBC's Allow and a user target: drhub as referee rings
+    // busy@adatum.biz's client, which declines; the SBC sees nothing, the call goes on.
     let (mut sbc, inv, ok, call_id) = answered(&d, false).await;
     let (s, _) = transfer(&d, &call_id, "busy@adatum.biz").await;
     assert_eq!(s, 202);
@@ -231,6 +232,38 @@ async fn dr_xfer_a_refused_or_failed_transfer_leaves_the_call_up() {
     let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
     assert_eq!(bye.status(), 200, "{}", bye.text);
     d.calls_drained().await;
+
+    // DR-CONF: the refused REFER and the failed transfer are in the report.
+    let (_, v) = request(
+        d.addr("api"),
+        "GET",
+        "/api/report?sbc=sbc1.adatum.biz",
+        None,
+        None,
+    )
+    .await
+    .expect("API reachable");
+    let findings = v["sbcs"][0]["findings"].as_array().unwrap().clone();
+    let xfer: Vec<(String, String)> = findings
+        .iter()
+        .filter(|f| f["requirement"] == "DR-XFER-3")
+        .map(|f| {
+            (
+                f["what"].as_str().unwrap_or("").to_owned(),
+                f["detail"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        xfer.iter()
+            .any(|(w, d)| w.starts_with("REFER refused") && d == "status=405"),
+        "{v:#}"
+    );
+    assert!(
+        xfer.iter()
+            .any(|(w, d)| w.contains("NOTIFY reported") && d == "sipfrag=486"),
+        "{v:#}"
+    );
 }
 
 /// DR-XFER-1, DR-XFER-2, DR-XFER-5: the SBC's INVITE listed no REFER, so drhub carries

@@ -102,6 +102,28 @@ pub struct Note {
 }
 
 impl Note {
+    /// DR-XFER-3: the SBC listed REFER but refused drhub's (or never answered it).
+    fn refer_refused(sbc: &Arc<str>, call_id: &str, code: u16) -> Action {
+        Action::Conformance(Box::new(Note {
+            sbc: sbc.clone(),
+            requirement: "DR-XFER-3",
+            what: "REFER refused or unanswered although the SBC's Allow listed REFER",
+            call_id: call_id.to_owned(),
+            detail: format!("status={code}"),
+        }))
+    }
+
+    /// DR-XFER-3: the SBC accepted a REFER and its NOTIFY reported the transfer failed.
+    fn transfer_failed(sbc: &Arc<str>, call_id: &str, code: u16) -> Action {
+        Action::Conformance(Box::new(Note {
+            sbc: sbc.clone(),
+            requirement: "DR-XFER-3",
+            what: "The SBC's NOTIFY reported the transfer failed",
+            call_id: call_id.to_owned(),
+            detail: format!("sipfrag={code}"),
+        }))
+    }
+
     /// DR-HOLD-1: the SBC held with `a=sendonly` or `a=recvonly`.
     fn odd_hold(sbc: &Arc<str>, call_id: &str, direction: &str) -> Action {
         Action::Conformance(Box::new(Note {
@@ -2862,6 +2884,8 @@ impl Call {
             self.refer_fallback = Vec::new();
             return;
         }
+        let note = Note::refer_refused(&self.trunk.fqdn, &self.call_id, code);
+        self.actions.push(note);
         let target = self.transfer.take();
         let via = std::mem::take(&mut self.refer_fallback);
         match target {
@@ -2903,6 +2927,8 @@ impl Call {
             }
             Some(code) => {
                 warn!(code, "the transfer failed (sipfrag); the call goes on");
+                let note = Note::transfer_failed(&self.trunk.fqdn, &self.call_id, code);
+                self.actions.push(note);
                 self.transfer = None;
             }
             None => warn!("NOTIFY without a sipfrag status line; answered 200"),

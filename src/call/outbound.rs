@@ -798,6 +798,14 @@ impl Outbound {
         self.legs.iter().rposition(|(a, _)| *a == n)
     }
 
+    /// The FQDN of the SBC that answered.
+    fn answered_gateway(&self) -> Option<Arc<str>> {
+        match self.phase {
+            Phase::Up(n) => Some(self.placement.gateways[n].fqdn.clone()),
+            _ => self.answered.clone(),
+        }
+    }
+
     fn answered_by(&self) -> String {
         match &self.answered {
             Some(sbc) => format!("answered by {sbc}{}", self.story(" after ")),
@@ -832,6 +840,10 @@ impl Outbound {
                     info!(code, "the SBC accepted the REFER");
                 } else {
                     warn!(code, "the SBC refused the REFER; the call goes on");
+                    if let Some(g) = self.answered_gateway() {
+                        let note = super::Note::refer_refused(&g, &self.placement.call_id, code);
+                        self.actions.push(note);
+                    }
                     self.transfer = None;
                 }
             }
@@ -1731,6 +1743,10 @@ impl Outbound {
             }
             Some(code) => {
                 warn!(code, "the transfer failed (sipfrag); the call goes on");
+                if let Some(g) = self.answered_gateway() {
+                    let note = super::Note::transfer_failed(&g, &self.placement.call_id, code);
+                    self.actions.push(note);
+                }
                 self.transfer = None;
             }
             None => warn!("NOTIFY without a sipfrag status line; answered 200"),
