@@ -263,6 +263,8 @@ pub struct Trunk {
     /// When the SBC refuses a REFER (or never answers it), drhub carries the transfer
     /// out itself as referee (DR-XFER-2); otherwise the call goes on and it is logged.
     pub refer_fallback: bool,
+    /// The protocol trace (`[trace]`) covers this SBC's connections.
+    pub trace: bool,
     /// Where the proxy connects to reach this SBC (a lab has no DNS); the FQDN stays the
     /// TLS name. `None`: the system resolver (hosts file) resolves the FQDN (DR-TLS-4).
     pub address: Option<SocketAddr>,
@@ -1554,6 +1556,7 @@ const TRUNK_KEYS: &[&str] = &[
     "failover_time_seconds",
     "allow_insecure",
     "refer_fallback",
+    "trace",
     "address",
 ];
 const USER_KEYS: &[&str] = &[
@@ -1960,6 +1963,7 @@ fn build_trunk(s: &Section) -> Option<Trunk> {
         failover_time: s.seconds("failover_time_seconds", 10.0, 1.0, 600.0),
         allow_insecure: s.bool("allow_insecure", false),
         refer_fallback: s.bool("refer_fallback", false),
+        trace: s.bool("trace", true),
         address: s.str("address").and_then(|a| {
             a.parse::<SocketAddr>()
                 .map_err(|_| {

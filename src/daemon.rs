@@ -106,7 +106,14 @@ impl Daemon {
             }
             false => None,
         };
-        let tap = Arc::new(Tap::with_trace(trace));
+        let untraced = config
+            .tenants
+            .iter()
+            .flat_map(|t| &t.trunks)
+            .filter(|t| !t.trace)
+            .map(|t| t.fqdn.to_string())
+            .collect();
+        let tap = Arc::new(Tap::with_trace(trace, untraced));
         let shared = Shared {
             flows: flows.clone(),
             tap: tap.clone(),

@@ -704,6 +704,7 @@ mod tests {
             media_bypass: false,
             forward_call_history: false,
             refer_fallback: false,
+            trace: true,
             forward_pai: false,
             max_concurrent_sessions: None,
             failover_response_codes: vec![408, 503, 504],

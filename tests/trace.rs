@@ -306,3 +306,48 @@ async fn sngrep_collects_hep() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A trunk's `trace = false` leaves its SBC's connections out of the trace (the lab's
+/// other SBCs stay in): sbc1's OPTIONS and call are not in the pcap, Contoso's OPTIONS
+/// is.
+#[tokio::test]
+async fn a_trunk_can_be_left_out_of_the_trace() {
+    let dir = trace_dir("per-sbc");
+    let pcap = dir.join("drhub.pcap");
+    let d = TestDaemon::start_with(lab_config(|t| {
+        let t = t.replacen(
+            "  refer_fallback = false",
+            "  trace = false\n  refer_fallback = false",
+            1,
+        );
+        fast(
+            set_key(&t, "trace", "pcap", &format!("\"{}\"", pcap.display())),
+            0.05,
+        )
+    }))
+    .await;
+    let mut sbc1 = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    assert_eq!(sbc1.options().await.status(), 200);
+    let (inv, ok) = answered_call(&mut sbc1, "+18338006777").await;
+    let bye = sbc1.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200);
+    let mut contoso = connect_as(&d, "sbc2.contoso.com").await.unwrap();
+    assert_eq!(contoso.options().await.status(), 200);
+    d.calls_drained().await;
+    let packets = tcp_packets(&pcap);
+    let texts: Vec<String> = packets
+        .iter()
+        .map(|(_, _, p)| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    assert!(
+        texts.iter().all(|t| !t.contains("sbc1.adatum.biz")),
+        "sbc1 is left out: {texts:#?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("OPTIONS ") && t.contains("sbc2.contoso.com")),
+        "Contoso's SBC is traced: {texts:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

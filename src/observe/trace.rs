@@ -539,6 +539,7 @@ mod tests {
             transport,
             local: "127.0.0.1:5061".parse().unwrap(),
             peer: "192.0.2.7:40000".parse().unwrap(),
+            traced: true,
         }
     }
 

@@ -79,6 +79,7 @@ where
         transport: flow.transport,
         local: flow.local,
         peer: flow.peer,
+        traced: tap.traces(flow.identity.as_deref()),
     };
     let mut buf = BytesMut::new();
     let mut out = BytesMut::new();

@@ -34,6 +34,9 @@ pub struct Point<'a> {
     pub transport: Transport,
     pub local: SocketAddr,
     pub peer: SocketAddr,
+    /// The protocol trace covers this flow (a trunk's `trace = false` leaves its SBC's
+    /// connections out; the wire log still has them).
+    pub traced: bool,
 }
 
 /// The tap. Shared by every flow; cheap when nothing listens.
@@ -41,16 +44,30 @@ pub struct Point<'a> {
 pub struct Tap {
     /// The protocol trace files (`[trace]`), when on.
     trace: Option<crate::observe::trace::Trace>,
+    /// The FQDNs of trunks with `trace = false`.
+    untraced: Vec<String>,
 }
 
 impl Tap {
     pub fn new() -> Tap {
-        Tap { trace: None }
+        Tap {
+            trace: None,
+            untraced: Vec::new(),
+        }
     }
 
-    /// A tap that also writes the protocol trace.
-    pub fn with_trace(trace: Option<crate::observe::trace::Trace>) -> Tap {
-        Tap { trace }
+    /// A tap that also writes the protocol trace, but for the connections of the SBCs
+    /// named in `untraced`.
+    pub fn with_trace(trace: Option<crate::observe::trace::Trace>, untraced: Vec<String>) -> Tap {
+        Tap { trace, untraced }
+    }
+
+    /// Whether the trace covers a connection whose peer presented `identity`.
+    pub fn traces(&self, identity: Option<&super::tls::PeerIdentity>) -> bool {
+        match identity {
+            Some(id) => !self.untraced.iter().any(|f| id.matches(f)),
+            None => true,
+        }
     }
 
     /// Records bytes read or written at `point`.
@@ -58,7 +75,7 @@ impl Tap {
         if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             return; // keep-alives (DR-TLS-3) are not messages
         }
-        if let Some(t) = &self.trace {
+        if let (Some(t), true) = (&self.trace, point.traced) {
             t.record(way, point, bytes);
         }
         debug!(

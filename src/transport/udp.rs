@@ -55,6 +55,7 @@ impl UdpFlow {
             transport: Transport::Udp,
             local: self.local,
             peer,
+            traced: true,
         }
     }
 }
