@@ -379,6 +379,9 @@ const PCAP_HEADER: [u8; 24] = [
     1, 0, 0, 0, // LINKTYPE_ETHERNET
 ];
 
+/// How many TCP connections' sequence numbers the pcap keeps at most.
+const MAX_TCP_FLOWS: usize = 65_536;
+
 /// The largest payload one packet carries (an IPv4 datagram is at most 65,535 bytes).
 const MAX_SEGMENT: usize = 65_000;
 
@@ -408,7 +411,13 @@ impl Pcap {
             let transport_header = if udp {
                 udp_header(src.port(), dst.port(), chunk.len())
             } else {
-                let seqs = self.tcp.entry((point.local, point.peer)).or_insert((1, 1));
+                let key = (point.local, point.peer);
+                if self.tcp.len() >= MAX_TCP_FLOWS && !self.tcp.contains_key(&key) {
+                    // Connections come and go without the trace hearing of it: start the
+                    // sequence numbers over rather than keep every one ever seen.
+                    self.tcp.clear();
+                }
+                let seqs = self.tcp.entry(key).or_insert((1, 1));
                 let (seq, ack) = match way {
                     Way::Out => (seqs.0, seqs.1),
                     Way::In => (seqs.1, seqs.0),
