@@ -164,7 +164,7 @@ async fn sipp_sbc_handles_the_proxys_refer_over_tcp() {
     let d = TestDaemon::start_with(sipp_lab()).await;
     let addr = d.addr("lab-tcp");
     let sipp = tokio::spawn(sipp_calls(addr, "refer_uac.xml", 1));
-    transfer_when_answered(&d, "+14255550123").await;
+    d.transfer_when_answered("+14255550123").await;
     sipp.await.expect("sipp task");
     d.calls_drained().await;
     let rec = d.hub.calls.recent().pop().expect("a record");
@@ -172,31 +172,6 @@ async fn sipp_sbc_handles_the_proxys_refer_over_tcp() {
         rec.outcome.expect("outcome").reason,
         "transferred to +14255550123"
     );
-}
-
-/// The Teams user transfers the first answered call to `to` through the control API.
-async fn transfer_when_answered(d: &TestDaemon, to: &str) {
-    let api = d.addr("api");
-    for _ in 0..250 {
-        let (_, v) = drhub::api::request(api, "GET", "/api/calls", None, None)
-            .await
-            .expect("API reachable");
-        let up = v["calls"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["state"] == "answered"))
-            .and_then(|c| c["call_id"].as_str().map(str::to_owned));
-        if let Some(id) = up {
-            let body = serde_json::json!({ "to": to });
-            let path = format!("/api/calls/{id}/transfer");
-            let (s, v) = drhub::api::request(api, "POST", &path, None, Some(&body))
-                .await
-                .expect("API reachable");
-            assert_eq!(s, 202, "{v}");
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the call was never answered");
 }
 
 /// DR-XFER-3, DR-XFER-4 with a stack drhub did not write, the way Microsoft asks SBCs
@@ -213,7 +188,7 @@ async fn sipp_sbc_calls_the_refer_to_back_with_referred_by_over_tcp() {
     let d = TestDaemon::start_with(sipp_lab()).await;
     let addr = d.addr("lab-tcp");
     let sipp = tokio::spawn(sipp_calls(addr, "refer_back_uac.xml", 1));
-    transfer_when_answered(&d, "user1@adatum.biz").await;
+    d.transfer_when_answered("user1@adatum.biz").await;
     sipp.await.expect("sipp task");
     d.calls_drained().await;
     let recent = d.hub.calls.recent();

@@ -530,29 +530,7 @@ async fn dr_xfer_3_the_refer_reaches_the_carrier_through_kamailio() {
     let Some(rig) = Rig::start("refer").await else {
         return;
     };
-    let api = rig.daemon.addr("api");
-    let transfer = async {
-        for _ in 0..400 {
-            let (_, v) = drhub::api::request(api, "GET", "/api/calls", None, None)
-                .await
-                .expect("API reachable");
-            let up = v["calls"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["state"] == "answered"))
-                .and_then(|c| c["call_id"].as_str().map(str::to_owned));
-            if let Some(id) = up {
-                let body = serde_json::json!({"to": "+14255550123"});
-                let path = format!("/api/calls/{id}/transfer");
-                let (s, v) = drhub::api::request(api, "POST", &path, None, Some(&body))
-                    .await
-                    .expect("API reachable");
-                assert_eq!(s, 202, "{v}");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the call was never answered");
-    };
+    let transfer = rig.daemon.transfer_when_answered("+14255550123");
     let (carrier, ()) = tokio::join!(rig.sipp("pstn_call_refer_uac.xml", USER1, 1), transfer);
     if let Err(e) = carrier {
         panic!(

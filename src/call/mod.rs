@@ -2701,11 +2701,7 @@ impl Call {
         let d = self.caller.dialog()?;
         Some(transfer::Consultation {
             call: self.call_id.to_string(),
-            replaces: transfer::Replaces {
-                call_id: d.call_id().to_owned(),
-                to_tag: d.remote_tag().to_owned(),
-                from_tag: d.local_tag().to_string(),
-            },
+            replaces: transfer::Replaces::of(d),
             trunk: self.trunk.fqdn.clone(),
             number: self.caller_id.number.clone(),
         })

@@ -912,12 +912,8 @@ impl Outbound {
                     .values(HeaderName::Allow)
                     .any(|v| v.trim().eq_ignore_ascii_case("UPDATE"));
                 // DR-XFER-1: the 200's Allow, else the SBC's OPTIONS' (DR-OPT-2).
-                self.refer_allowed = match m.header(HeaderName::Allow) {
-                    Some(_) => m
-                        .values(HeaderName::Allow)
-                        .any(|v| v.trim().eq_ignore_ascii_case("REFER")),
-                    None => self.placement.gateways[n].options_allow_refer,
-                };
+                self.refer_allowed = super::transfer::allow_lists_refer(&m)
+                    .unwrap_or(self.placement.gateways[n].options_allow_refer);
                 let retry = m.header(HeaderName::RetryAfter).and_then(|v| {
                     v.split(|c: char| !c.is_ascii_digit())
                         .next()?
@@ -1710,11 +1706,7 @@ impl Outbound {
         let d = leg.dialog()?;
         Some(super::transfer::Consultation {
             call: self.placement.call_id.clone(),
-            replaces: super::transfer::Replaces {
-                call_id: d.call_id().to_owned(),
-                to_tag: d.remote_tag().to_owned(),
-                from_tag: d.local_tag().to_string(),
-            },
+            replaces: super::transfer::Replaces::of(d),
             trunk: self.placement.gateways[n].fqdn.clone(),
             number: Some(self.placement.number.clone()),
         })

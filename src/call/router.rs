@@ -1207,12 +1207,8 @@ fn admit<'d>(
     // the legs to the numbers and users the user's scripted clients transfer to are
     // drhub's own; planned now, while the hub is at hand.
     // DR-XFER-1: the INVITE's Allow, else what the SBC's OPTIONS advertised (DR-OPT-2).
-    let allows_refer = match msg.header(HeaderName::Allow) {
-        Some(_) => msg
-            .values(HeaderName::Allow)
-            .any(|v| v.trim().eq_ignore_ascii_case("REFER")),
-        None => hub.health.allows(accepted.trunk.fqdn.as_str(), "REFER"),
-    };
+    let allows_refer = super::transfer::allow_lists_refer(msg)
+        .unwrap_or_else(|| hub.health.allows(accepted.trunk.fqdn.as_str(), "REFER"));
     let mut referee = Vec::new();
     if !allows_refer || accepted.trunk.refer_fallback {
         for e in &user.endpoints {

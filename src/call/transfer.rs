@@ -99,6 +99,28 @@ pub struct Replaces {
     pub from_tag: String,
 }
 
+impl Replaces {
+    /// drhub's dialog with the SBC, as the SBC knows it: the SBC's tag is the to-tag.
+    pub fn of(dialog: &super::dialog::Dialog) -> Replaces {
+        Replaces {
+            call_id: dialog.call_id().to_owned(),
+            to_tag: dialog.remote_tag().to_owned(),
+            from_tag: dialog.local_tag().to_string(),
+        }
+    }
+}
+
+/// DR-XFER-1: whether a message's `Allow` lists REFER; `None` when it has no `Allow`
+/// (then the SBC's OPTIONS decide, DR-OPT-2).
+pub fn allow_lists_refer(msg: &crate::sip::Message<'_>) -> Option<bool> {
+    use crate::sip::HeaderName;
+    msg.header(HeaderName::Allow)?;
+    Some(
+        msg.values(HeaderName::Allow)
+            .any(|v| v.trim().eq_ignore_ascii_case("REFER")),
+    )
+}
+
 impl std::fmt::Display for Replaces {
     /// The header's value (RFC 3891 §6.1).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -123,8 +123,13 @@ pub fn render(hub: &Hub) -> String {
     out
 }
 
+/// A count as a gauge's value.
+fn int(v: usize) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 fn gauge(v: usize) -> ConstGauge<i64> {
-    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
+    ConstGauge::new(int(v))
 }
 
 fn counter(v: u64) -> ConstCounter<u64> {
@@ -202,10 +207,10 @@ fn sbcs(r: &mut Registry, hub: &Hub) {
             answered.get_or_create(&sbc()).inc_by(ok);
             calls_up
                 .get_or_create(&sbc())
-                .set(i64::try_from(hub.calls.trunk_load(&fqdn).0).unwrap_or(i64::MAX));
+                .set(int(hub.calls.trunk_load(&fqdn).0));
             connections
                 .get_or_create(&sbc())
-                .set(i64::try_from(hub.flows.all_by_name(&fqdn).len()).unwrap_or(i64::MAX));
+                .set(int(hub.flows.all_by_name(&fqdn).len()));
         }
     }
     r.register(
@@ -249,7 +254,7 @@ fn transport(r: &mut Registry, hub: &Hub) {
                 ("listener", listener),
                 ("direction", direction.to_owned()),
             ])
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+            .set(int(n));
     }
     r.register(
         "connections",

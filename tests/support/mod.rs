@@ -301,6 +301,32 @@ pub async fn connect_tcp(addr: SocketAddr, fqdn: &str) -> Sbc<TcpStream> {
 }
 
 impl TestDaemon {
+    /// The Teams user transfers the first call the API lists answered to `to` (DR-XFER:
+    /// `POST /api/calls/{id}/transfer`), once there is one (within 8 s).
+    pub async fn transfer_when_answered(&self, to: &str) {
+        let api = self.addr("api");
+        for _ in 0..400 {
+            let (_, v) = drhub::api::request(api, "GET", "/api/calls", None, None)
+                .await
+                .expect("API reachable");
+            let up = v["calls"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["state"] == "answered"))
+                .and_then(|c| c["call_id"].as_str().map(str::to_owned));
+            if let Some(id) = up {
+                let body = serde_json::json!({ "to": to });
+                let path = format!("/api/calls/{id}/transfer");
+                let (s, v) = drhub::api::request(api, "POST", &path, None, Some(&body))
+                    .await
+                    .expect("API reachable");
+                assert_eq!(s, 202, "{v}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the call was never answered");
+    }
+
     /// Waits until no call is up (bounded by [`WAIT`]).
     pub async fn calls_drained(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
