@@ -3,8 +3,10 @@
 //! connected to which emulated datacenter and how healthy they are (DR-OPT-3, DR-DC-2),
 //! which calls are up, and fault modes for the datacenters (DR-DC-1).
 //!
-//! Every answer is JSON, errors too: `{"status": 404, "error": "..."}`. With `[api]
-//! token` set, every request needs `Authorization: Bearer <token>`.
+//! Every answer is JSON, errors too: `{"status": 404, "error": "..."}`, but for the
+//! status page (`GET /`, `GET /calls/{Call-ID}`), which is HTML. With `[api] token`
+//! set, every request needs `Authorization: Bearer <token>`; a browser gives the token
+//! as the password of HTTP Basic authentication.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -87,6 +89,8 @@ pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
         listeners: listeners.into(),
     };
     Router::new()
+        .route("/", get(status_page))
+        .route("/calls/{call_id}", get(call_page))
         .route("/api/status", get(status))
         .route("/api/calls", get(calls).post(place_call))
         .route("/api/calls/{call_id}", get(one_call).delete(hang_up))
@@ -148,23 +152,49 @@ async fn authenticate(
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(&*token) {
+            .and_then(|v| v.to_str().ok());
+        if !authorized(given, &token) {
             crate::warn_limited!(path = %request.uri().path(), "API request refused: missing or wrong bearer token");
             let mut r = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token (Authorization: Bearer <[api] token>)",
             )
             .into_response();
+            // A browser asks its user for the token when challenged with Basic.
+            let page =
+                !request.uri().path().starts_with("/api/") && request.uri().path() != "/metrics";
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
+                header::HeaderValue::from_static(match page {
+                    true => "Basic realm=\"drhub\", charset=\"UTF-8\"",
+                    false => "Bearer",
+                }),
             );
             return r;
         }
     }
     next.run(request).await
+}
+
+/// `Bearer <token>`, or (for a browser on the status page) `Basic` with the token as the
+/// password and any user name.
+fn authorized(given: Option<&str>, token: &str) -> bool {
+    use base64::Engine as _;
+    let Some((scheme, credentials)) = given.and_then(|g| g.split_once(' ')) else {
+        return false;
+    };
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return credentials.trim() == token;
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| pair.split_once(':').map(|(_, p)| p == token))
+        .unwrap_or(false)
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -201,6 +231,11 @@ fn mode_json(name: &str, mode: Mode) -> Value {
 
 /// `GET /api/status`: listeners, SBCs with health and connections by datacenter, calls.
 async fn status(State(api): State<Api>) -> Json<Value> {
+    Json(status_json(&api))
+}
+
+/// What `GET /api/status` answers and the status page draws.
+fn status_json(api: &Api) -> Value {
     let hub = &api.hub;
     let config = &hub.config;
     let listeners: Vec<Value> = api
@@ -260,6 +295,14 @@ async fn status(State(api): State<Api>) -> Json<Value> {
                 "connections": connections,
                 "calls_up": hub.calls.trunk_load(&fqdn).0,
             });
+            if let Some(cert) = record.as_ref().and_then(|r| r.certificate.as_deref()) {
+                v["certificate"] = json!({
+                    "names": cert.dns_names,
+                    "subject_cn": cert.subject_cn,
+                    "issuer": cert.issuer,
+                    "not_after": cert.not_after.to_string(),
+                });
+            }
             if let Some(r) = record {
                 v["options"] = json!({
                     "received": r.options_received,
@@ -282,7 +325,7 @@ async fn status(State(api): State<Api>) -> Json<Value> {
     }
     let c = &hub.counters;
     let t = &hub.calls;
-    Json(json!({
+    json!({
         "version": env!("CARGO_PKG_VERSION"),
         "listeners": listeners,
         "sbcs": sbcs,
@@ -300,7 +343,7 @@ async fn status(State(api): State<Api>) -> Json<Value> {
             "connections": hub.flows.len(),
             "transactions": hub.layer.load().transactions(),
         },
-    }))
+    })
 }
 
 fn live_json(c: &crate::call::router::LiveCall) -> Value {
@@ -313,6 +356,7 @@ fn live_json(c: &crate::call::router::LiveCall) -> Value {
         "trunk": &*c.trunk,
         "started": unix(c.started),
         "state": c.state.as_str(),
+        "legs": c.call_ids.iter().map(|id| &**id).collect::<Vec<_>>(),
     })
 }
 
@@ -327,6 +371,7 @@ fn record_json(c: &crate::call::router::CallRecord) -> Value {
         "started": unix(c.started),
         "ended": c.ended.map(unix),
         "state": "ended",
+        "legs": c.call_ids.iter().map(|id| &**id).collect::<Vec<_>>(),
     });
     if let Some(o) = &c.outcome {
         v["status"] = json!(o.status);
@@ -338,9 +383,13 @@ fn record_json(c: &crate::call::router::CallRecord) -> Value {
 
 /// `GET /api/calls`: the calls up and the last ones that ended.
 async fn calls(State(api): State<Api>) -> Json<Value> {
+    Json(calls_json(&api))
+}
+
+fn calls_json(api: &Api) -> Value {
     let up: Vec<Value> = api.hub.calls.snapshot().iter().map(live_json).collect();
     let recent: Vec<Value> = api.hub.calls.recent().iter().map(record_json).collect();
-    Json(json!({ "calls": up, "recent": recent }))
+    json!({ "calls": up, "recent": recent })
 }
 
 /// `GET /api/calls/{call_id}`: one call, live (`"state"`: `trying`, `ringing` or
@@ -350,17 +399,94 @@ async fn one_call(
     State(api): State<Api>,
     Path(call_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let calls = &api.hub.calls;
-    if let Some(c) = calls.snapshot().iter().find(|c| *c.call_id == call_id) {
-        return Ok(Json(live_json(c)));
-    }
-    match calls.recent().iter().rev().find(|c| *c.call_id == call_id) {
-        Some(c) => Ok(Json(record_json(c))),
-        None => Err(ApiError::new(
+    find_call(&api, &call_id).map(Json).ok_or_else(|| {
+        ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no call up or recently ended with Call-ID `{call_id}`"),
-        )),
+        )
+    })
+}
+
+/// A call up or among the last ended, by its caller's Call-ID, as the calls API shows it.
+fn find_call(api: &Api, call_id: &str) -> Option<Value> {
+    let calls = &api.hub.calls;
+    if let Some(c) = calls.snapshot().iter().find(|c| *c.call_id == *call_id) {
+        return Some(live_json(c));
     }
+    let recent = calls.recent();
+    recent
+        .iter()
+        .rev()
+        .find(|c| *c.call_id == *call_id)
+        .map(record_json)
+}
+
+/// `GET /`: the status page (see [`crate::observe::status_page`]).
+async fn status_page(State(api): State<Api>) -> Response {
+    let status = status_json(&api);
+    let calls = calls_json(&api);
+    let report = crate::observe::conformance::report(&api.hub, None);
+    html(
+        StatusCode::OK,
+        crate::observe::status_page::overview(&crate::observe::status_page::Overview {
+            status: &status,
+            calls: &calls,
+            report: &report,
+            ladders: api.hub.ladders.is_on(),
+        }),
+    )
+}
+
+/// `GET /calls/{call_id}`: a call's page with its SIP ladder, every leg's messages
+/// merged by time.
+async fn call_page(State(api): State<Api>, Path(call_id): Path<String>) -> Response {
+    let Some(call) = find_call(&api, &call_id) else {
+        return html(
+            StatusCode::NOT_FOUND,
+            crate::observe::status_page::not_found(&format!(
+                "no call up or recently ended with Call-ID {call_id}"
+            )),
+        );
+    };
+    let ids: Vec<&str> = call["legs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let rungs = api.hub.ladders.of(&ids);
+    // Label an SBC's connections with its FQDN.
+    let names = status_json(&api)["sbcs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| {
+            let fqdn = s["fqdn"].as_str().unwrap_or("").to_owned();
+            s["connections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["peer"].as_str()?.parse().ok())
+                .map(move |peer| (peer, fqdn.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    html(
+        StatusCode::OK,
+        crate::observe::status_page::call_page(&call, &rungs, &names),
+    )
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// `POST /api/calls` `{"from": "user1@adatum.biz", "to": "+14255550100"}` (optional
@@ -915,6 +1041,24 @@ pub async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_or_basic_with_the_token_as_password() {
+        for (given, ok) in [
+            (Some("Bearer s3cret"), true),
+            (Some("bearer s3cret"), true),
+            (Some("Bearer wrong"), false),
+            (Some("Basic YWRtaW46czNjcmV0"), true), // admin:s3cret
+            (Some("Basic OnMzY3JldA=="), true),     // :s3cret
+            (Some("Basic YWRtaW46d3Jvbmc="), false), // admin:wrong
+            (Some("Basic %%%"), false),
+            (Some("Digest x"), false),
+            (Some("s3cret"), false),
+            (None, false),
+        ] {
+            assert_eq!(authorized(given, "s3cret"), ok, "{given:?}");
+        }
+    }
 
     #[test]
     fn query_params_decode_percent_and_keep_plus() {

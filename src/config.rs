@@ -102,8 +102,11 @@ pub struct CallSettings {
 pub struct ApiSettings {
     /// Where it listens; `None` turns it off.
     pub address: Option<SocketAddr>,
-    /// When set, every request needs `Authorization: Bearer <token>`.
+    /// When set, every request needs `Authorization: Bearer <token>` (the status page
+    /// also takes it as the password of HTTP Basic authentication).
     pub token: Option<String>,
+    /// How many recent calls' SIP the status page keeps for its ladder diagrams.
+    pub ladder_calls: usize,
 }
 
 /// The API's address when the config names none: loopback only, as a lab tool should.
@@ -1296,7 +1299,7 @@ fn build(table: &toml::Table, errs: &Issues) -> Option<Config> {
         .filter_map(|(path, t)| build_tenant(Section::new(t, path, TENANT_KEYS, errs), &calls))
         .collect();
     check_tenants(&root.tables("tenant"), &tenants, errs);
-    let api = build_api(&root.sub("api", &["address", "token"]));
+    let api = build_api(&root.sub("api", &["address", "token", "ladder_calls"]));
     let trace = {
         let s = root.sub(
             "trace",
@@ -1368,7 +1371,12 @@ fn build_api(s: &Section) -> ApiSettings {
         }
         t => t.map(str::to_owned),
     };
-    ApiSettings { address, token }
+    let ladder_calls = s.int("ladder_calls", 200, 0, 10_000) as usize;
+    ApiSettings {
+        address,
+        token,
+        ladder_calls,
+    }
 }
 
 fn build_proxy(s: &Section) -> Option<ProxySettings> {

@@ -113,7 +113,12 @@ impl Daemon {
             .filter(|t| !t.trace)
             .map(|t| t.fqdn.to_string())
             .collect();
-        let tap = Arc::new(Tap::with_trace(trace, untraced));
+        let ladder_calls = match config.api.address {
+            Some(_) => config.api.ladder_calls,
+            None => 0, // no status page to draw them
+        };
+        let ladders = Arc::new(crate::observe::ladder::Ladders::new(ladder_calls));
+        let tap = Arc::new(Tap::with_trace(trace, untraced, ladders.clone()));
         let shared = Shared {
             flows: flows.clone(),
             tap: tap.clone(),
@@ -175,7 +180,13 @@ impl Daemon {
             }
             None => None,
         };
-        let hub = Arc::new(Hub::new(config.clone(), flows, layer_handle, endpoints));
+        let hub = Arc::new(Hub::new(
+            config.clone(),
+            flows,
+            layer_handle,
+            endpoints,
+            ladders,
+        ));
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
         let front_door = Arc::new(FrontDoor::new(hub.clone(), flow_tx));
         let limits = StreamLimits {

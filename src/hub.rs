@@ -47,6 +47,8 @@ pub struct Hub {
     /// The settings every call reads, made once from the config.
     pub call_settings: Arc<crate::call::CallSettings>,
     pub counters: Counters,
+    /// The last calls' SIP for the status page's ladder diagrams (fed by the tap).
+    pub ladders: Arc<crate::observe::ladder::Ladders>,
     /// What each SBC broke or nearly broke (DR-CONF).
     pub conformance: crate::observe::conformance::Conformance,
     pub media: Arc<MediaConfig>,
@@ -68,6 +70,7 @@ impl Hub {
         flows: Arc<Flows>,
         layer: LayerHandle<Destination>,
         endpoints: Option<Arc<Endpoints>>,
+        ladders: Arc<crate::observe::ladder::Ladders>,
     ) -> Hub {
         let mut media = MediaConfig::new(config.media.address);
         media.port_min = config.media.port_min;
@@ -87,6 +90,7 @@ impl Hub {
             call_settings: Arc::new(crate::call::CallSettings::new(&config)),
             counters: Counters::default(),
             conformance: Default::default(),
+            ladders,
             next_port: AtomicU16::new(even(config.media.port_min)),
             media: Arc::new(media),
             connector: OnceLock::new(),

@@ -7,22 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use support::*;
-
-/// The raw answer to `GET /metrics`: its head and body.
-async fn scrape(d: &TestDaemon) -> (String, String) {
-    let addr = d.addr("api");
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("API up");
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.expect("request sent");
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await.expect("answer read");
-    let text = String::from_utf8(answer).expect("UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP");
-    (head.to_owned(), body.to_owned())
-}
 
 /// Every sample of `name` whose labels include `want`, summed.
 fn value(scrape: &prometheus_parse::Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
@@ -57,7 +42,7 @@ async fn metrics_parse_and_count_what_the_sbc_did() {
     sbc.send(ack_non2xx(&busy, r.to_tag().as_deref())).await;
     d.calls_drained().await;
 
-    let (head, body) = scrape(&d).await;
+    let (head, body) = http_get(d.addr("api"), "/metrics", &[]).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()

@@ -3535,7 +3535,7 @@ impl Runner {
     fn perform(&mut self, action: Action) {
         match action {
             Action::Index { key, peer } => {
-                self.hub.calls.index(key, self.inbox.clone(), peer);
+                self.hub.calls.index(self.no, key, self.inbox.clone(), peer);
             }
             Action::Rest { sbc, for_ } => self.hub.rotation.rest(&sbc, for_, Instant::now()),
             Action::Progress(state) => self.hub.calls.set_state(self.no, state),

@@ -133,6 +133,8 @@ pub struct LiveCall {
     pub state: CallState,
     /// When it started, on the monotonic clock (the post-dial delay).
     pub since: std::time::Instant,
+    /// The Call-IDs of its legs, the caller's first: SIP clients rung, SBCs tried.
+    pub call_ids: Vec<Arc<str>>,
 }
 
 /// An ended call, as the status API and the logs see it.
@@ -147,6 +149,8 @@ pub struct CallRecord {
     pub started: SystemTime,
     pub ended: Option<SystemTime>,
     pub outcome: Option<Outcome>,
+    /// The Call-IDs of its legs, the caller's first.
+    pub call_ids: Vec<Arc<str>>,
 }
 
 /// Calls up on a trunk and its `max_concurrent_sessions`.
@@ -243,9 +247,10 @@ impl CallTable {
             started: SystemTime::now(),
             state: CallState::Trying,
             since: std::time::Instant::now(),
+            call_ids: vec![key.call_id.clone()],
         };
         lock(&self.calls).insert(no, record);
-        self.index(key, inbox, peer);
+        lock(&self.legs).insert(key, LegEntry { inbox, peer });
         self.started.fetch_add(1, Ordering::Relaxed);
         no
     }
@@ -263,8 +268,13 @@ impl CallTable {
         }
     }
 
-    /// Routes a leg's requests to a call.
-    pub fn index(&self, key: LegKey, inbox: CallSender, peer: Peer) {
+    /// Routes the requests of call `no`'s new leg to it.
+    pub fn index(&self, no: u64, key: LegKey, inbox: CallSender, peer: Peer) {
+        if let Some(c) = lock(&self.calls).get_mut(&no) {
+            if !c.call_ids.contains(&key.call_id) {
+                c.call_ids.push(key.call_id.clone());
+            }
+        }
         lock(&self.legs).insert(key, LegEntry { inbox, peer });
     }
 
@@ -342,6 +352,7 @@ impl CallTable {
                 started: live.started,
                 ended: Some(SystemTime::now()),
                 outcome,
+                call_ids: live.call_ids,
             };
             let mut recent = lock(&self.recent);
             if recent.len() == RECENT {

@@ -1,13 +1,16 @@
 //! The one place every SIP byte drhub reads or writes passes: stream messages as they are
 //! framed, what is written to a stream, and every datagram in and out. Today it logs each
 //! message whole at `debug` (target `drhub::wire`), with its flow and addresses; trace
-//! files, pcap and HEP (issue 10) hang here too, so no code path can bypass them.
+//! files, pcap and HEP and the status page's ladders (issue 10) hang here too, so no
+//! code path can bypass them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tracing::debug;
 
 use super::Transport;
+use crate::observe::ladder::Ladders;
 
 /// Which way the bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,12 +43,20 @@ pub struct Point<'a> {
 }
 
 /// The tap. Shared by every flow; cheap when nothing listens.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tap {
     /// The protocol trace files (`[trace]`), when on.
     trace: Option<crate::observe::trace::Trace>,
     /// The FQDNs of trunks with `trace = false`.
     untraced: Vec<String>,
+    /// The last calls' messages for the status page's ladders (every SBC's).
+    ladders: Arc<Ladders>,
+}
+
+impl Default for Tap {
+    fn default() -> Tap {
+        Tap::new()
+    }
 }
 
 impl Tap {
@@ -53,13 +64,22 @@ impl Tap {
         Tap {
             trace: None,
             untraced: Vec::new(),
+            ladders: Arc::new(Ladders::new(0)),
         }
     }
 
     /// A tap that also writes the protocol trace, but for the connections of the SBCs
-    /// named in `untraced`.
-    pub fn with_trace(trace: Option<crate::observe::trace::Trace>, untraced: Vec<String>) -> Tap {
-        Tap { trace, untraced }
+    /// named in `untraced`, and keeps the last calls' messages in `ladders`.
+    pub fn with_trace(
+        trace: Option<crate::observe::trace::Trace>,
+        untraced: Vec<String>,
+        ladders: Arc<Ladders>,
+    ) -> Tap {
+        Tap {
+            trace,
+            untraced,
+            ladders,
+        }
     }
 
     /// Whether the trace covers a connection whose peer presented `identity`.
@@ -78,6 +98,7 @@ impl Tap {
         if let (Some(t), true) = (&self.trace, point.traced) {
             t.record(way, point, bytes);
         }
+        self.ladders.record(way, point, bytes);
         debug!(
             target: "drhub::wire",
             flow = %point.flow,

@@ -300,6 +300,24 @@ pub async fn connect_tcp(addr: SocketAddr, fqdn: &str) -> Sbc<TcpStream> {
     Sbc::from_stream(tcp, fqdn)
 }
 
+/// One `GET` to the daemon's API, raw: the head and the body, for answers that are not
+/// JSON (the metrics text, the status page). `headers` are added as given.
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = TcpStream::connect(addr).await.expect("API up");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("request sent");
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.expect("answer read");
+    let text = String::from_utf8(answer).expect("UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP");
+    (head.to_owned(), body.to_owned())
+}
+
 impl TestDaemon {
     /// The Teams user transfers the first call the API lists answered to `to` (DR-XFER:
     /// `POST /api/calls/{id}/transfer`), once there is one (within 8 s).
