@@ -32,8 +32,6 @@ use crate::transport::Direction;
 #[derive(Clone)]
 struct Api {
     hub: Arc<Hub>,
-    /// Every listener's name and the address it is bound to.
-    listeners: Arc<[(String, SocketAddr)]>,
 }
 
 /// An error answered as JSON with its status.
@@ -66,13 +64,8 @@ impl IntoResponse for ApiError {
 }
 
 /// Serves the API on `listener` until `stop` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    hub: Arc<Hub>,
-    listeners: Vec<(String, SocketAddr)>,
-    stop: CancellationToken,
-) {
-    let app = router(hub, listeners);
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, stop: CancellationToken) {
+    let app = router(hub);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
@@ -82,12 +75,9 @@ pub async fn serve(
 }
 
 /// The API's routes, with authentication when a token is configured.
-pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
-    let token = hub.config.api.token.clone().map(Arc::<str>::from);
-    let api = Api {
-        hub,
-        listeners: listeners.into(),
-    };
+pub fn router(hub: Arc<Hub>) -> Router {
+    let token = hub.config().api.token.clone().map(Arc::<str>::from);
+    let api = Api { hub };
     Router::new()
         .route("/", get(status_page))
         .route("/calls/{call_id}", get(call_page))
@@ -102,10 +92,40 @@ pub fn router(hub: Arc<Hub>, listeners: Vec<(String, SocketAddr)>) -> Router {
         .route("/api/datacenters/{name}", post(set_datacenter))
         .route("/metrics", get(metrics))
         .route("/api/report", get(report))
+        .route("/api/reload", post(reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(token, authenticate))
         .with_state(api)
+}
+
+/// `POST /api/reload`: re-reads the config file (see [`crate::reload`]). `200` with
+/// what was applied and what needs a restart; `422` with every error (`path: what is
+/// wrong`) when the new config is refused and nothing changed; `409` when there is no
+/// file to re-read.
+async fn reload(State(api): State<Api>) -> Response {
+    use crate::reload::Error;
+    match api.hub.reload().await {
+        Ok(r) => Json(json!({
+            "reloaded": true,
+            "applied": r.applied,
+            "restart_needed": r.restart_needed,
+        }))
+        .into_response(),
+        Err(e) => {
+            let status = match e {
+                Error::NoFile => StatusCode::CONFLICT,
+                Error::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                Error::Config { .. } | Error::Listener(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let body = json!({
+                "status": status.as_u16(),
+                "error": e.to_string(),
+                "errors": e.lines(),
+            });
+            (status, Json(body)).into_response()
+        }
+    }
 }
 
 /// `GET /api/report[?sbc=FQDN]`: the conformance report (DR-CONF), see
@@ -237,9 +257,9 @@ async fn status(State(api): State<Api>) -> Json<Value> {
 /// What `GET /api/status` answers and the status page draws.
 fn status_json(api: &Api) -> Value {
     let hub = &api.hub;
-    let config = &hub.config;
-    let listeners: Vec<Value> = api
-        .listeners
+    let config = hub.config();
+    let listeners: Vec<Value> = hub
+        .listeners()
         .iter()
         .map(|(name, address)| {
             let l = config.listeners.iter().find(|l| &l.name == name);
@@ -654,9 +674,10 @@ async fn transfer(
             to.escape_debug()
         ))
     })?;
+    let dir = api.hub.directory();
     let user = live
         .and_then(|c| c.user.parse::<crate::config::SipAddress>().ok())
-        .and_then(|u| api.hub.directory.find_user(&u));
+        .and_then(|u| dir.find_user(&u));
     // The leg drhub places itself if the SBC cannot take a REFER (DR-XFER-2): to a
     // number, through the transferring user's voice routing.
     let via = match &target {
@@ -671,11 +692,9 @@ async fn transfer(
             let address = u
                 .parse::<crate::config::SipAddress>()
                 .map_err(|e| bad(format!("to: {e}")))?;
-            let found = api
-                .hub
-                .directory
+            let found = dir
                 .find_user(&address)
-                .map(|(t, _)| api.hub.directory.tenant(t).id.clone())
+                .map(|(t, _)| dir.tenant(t).id.clone())
                 .ok_or_else(|| {
                     ApiError::new(
                         StatusCode::NOT_FOUND,
@@ -689,9 +708,7 @@ async fn transfer(
                     )));
                 }
             }
-            api.hub
-                .directory
-                .find_user(&address)
+            dir.find_user(&address)
                 .map(|(_, u)| crate::call::router::transfer_forks(&api.hub, u))
                 .unwrap_or_default()
         }
@@ -829,13 +846,14 @@ async fn route(State(api): State<Api>, RawQuery(query): RawQuery) -> Result<Json
         .parse::<crate::config::SipAddress>()
         .map_err(|e| bad(&format!("user: {e}")))?;
     let hub = &api.hub;
-    let (tenant, caller) = hub.directory.find_user(&address).ok_or_else(|| {
+    let dir = hub.directory();
+    let (tenant, caller) = dir.find_user(&address).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("{address} is no user of any tenant"),
         )
     })?;
-    let decision = hub.directory.route(tenant, caller, number, |fqdn| {
+    let decision = dir.route(tenant, caller, number, |fqdn| {
         hub.health.state(fqdn.as_str()) == Some(crate::health::SbcState::Inactive)
     });
     let mut v = json!({

@@ -2,10 +2,13 @@
 //! the transaction layer's task; then serving until shutdown and draining within a
 //! bounded grace period.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -82,7 +85,14 @@ impl StartError {
 /// A daemon whose listeners are bound, ready to serve.
 pub struct Daemon {
     config: Arc<Config>,
-    listening: Vec<(TcpListener, Listening)>,
+    /// The file the config came from, re-read by a reload; `None` for the built-in one.
+    source: Option<PathBuf>,
+    /// Bound sockets not yet served, each with what its accept loop serves and stops by.
+    listening: Vec<(TcpListener, Arc<ArcSwap<Listening>>, CancellationToken)>,
+    /// The SBC listeners (not the endpoint listener), for a reload to change.
+    running: Vec<Running>,
+    /// What every SBC listener shares, for a reload to make new ones.
+    kit: ListenerKit,
     addrs: Vec<(String, SocketAddr)>,
     hub: Arc<Hub>,
     shared: Shared,
@@ -198,13 +208,20 @@ impl Daemon {
             message_timeout: config.limits.message_timeout,
             write_timeout: config.limits.write_timeout,
         };
-        let sbc_gate = Arc::new(Gate::new(
-            "SBC listeners",
-            config.limits.max_connections,
-            config.limits.max_connections_per_address,
-        ));
-        let style = hub.style();
+        let kit = ListenerKit {
+            front_door: front_door.clone(),
+            limits: limits.clone(),
+            handshake_timeout: config.limits.handshake_timeout,
+            gate: Arc::new(Gate::new(
+                "SBC listeners",
+                config.limits.max_connections,
+                config.limits.max_connections_per_address,
+            )),
+            server: server.clone(),
+            style: hub.style(),
+        };
         let mut listening = Vec::new();
+        let mut running = Vec::new();
         let mut addrs = Vec::new();
         let mut sides = Vec::new();
         for (index, l) in config
@@ -213,68 +230,14 @@ impl Daemon {
             .enumerate()
             .filter(|(_, l)| l.enabled)
         {
-            let (tls, client) = match &l.tls {
-                Some(t) => {
-                    let files = TlsFiles {
-                        cert: t.certificate.clone(),
-                        key: t.key.clone(),
-                        client_ca: t.client_ca.clone(),
-                    };
-                    let to_err = |source| StartError::Tls {
-                        index,
-                        name: l.name.clone(),
-                        source: Box::new(source),
-                    };
-                    let server_cfg = tls::server_config(&files, &t.versions).map_err(to_err)?;
-                    let client_cfg = tls::client_config(&files, &t.versions).map_err(to_err)?;
-                    (Some(TlsAcceptor::from(server_cfg)), Some(client_cfg))
-                }
-                None => (None, None),
-            };
-            let socket = TcpListener::bind(l.address)
-                .await
-                .map_err(|source| StartError::Bind {
-                    index,
-                    name: l.name.clone(),
-                    address: l.address,
-                    source,
-                })?;
-            let local = socket.local_addr().map_err(|source| StartError::Bind {
-                index,
-                name: l.name.clone(),
-                address: l.address,
-                source,
-            })?;
-            info!(listener = %l.name, transport = %l.transport, address = %local, fqdn = %l.fqdn, "listening");
-            if l.transport == Transport::Tcp {
-                warn!(listener = %l.name, "plain TCP listener enabled: only trunks with allow_insecure = true are served there");
-            }
-            let proxy = LocalIdentity::new(
-                l.fqdn.as_str(),
-                local.port(),
-                l.transport,
-                server.clone(),
-                style,
-            );
-            sides.push(ClientSide {
-                listener: l.name.clone(),
-                tls: client,
-                proxy: proxy.clone(),
-            });
+            let tls = listener_tls(index, l)?;
+            let (socket, local) = bind_listener(index, l).await?;
+            let (made, side) = kit.listening(l, local, tls, &hub);
+            let r = Running::new(l.clone(), local, made, shared.stop_accepting.child_token());
+            sides.push(side);
             addrs.push((l.name.clone(), local));
-            listening.push((
-                socket,
-                Listening {
-                    name: l.name.clone(),
-                    dispatch: front_door.clone(),
-                    proxy,
-                    tls,
-                    limits: limits.clone(),
-                    handshake_timeout: config.limits.handshake_timeout,
-                    gate: sbc_gate.clone(),
-                    fault: hub.datacenters.watch(&l.name),
-                },
-            ));
+            listening.push((socket, r.slot.clone(), r.stop.clone()));
+            running.push(r);
         }
         let connector = Connector::new(
             shared.clone(),
@@ -289,25 +252,27 @@ impl Daemon {
             addrs.push((ENDPOINT_LISTENER.to_owned(), endpoints.local));
             let dispatch = Arc::new(EndpointDispatch::new(hub.clone()));
             endpoint_udp = Some((endpoints.udp.clone(), dispatch.clone()));
+            let endpoint_listening = Listening {
+                name: ENDPOINT_LISTENER.to_owned(),
+                dispatch,
+                proxy,
+                tls: None,
+                limits: StreamLimits {
+                    idle_timeout: config.endpoints.idle_timeout,
+                    ..limits.clone()
+                },
+                handshake_timeout: config.limits.handshake_timeout,
+                gate: Arc::new(Gate::new(
+                    "endpoint listener",
+                    config.endpoints.max_connections,
+                    config.endpoints.max_connections_per_address,
+                )),
+                fault: None,
+            };
             listening.push((
                 tcp,
-                Listening {
-                    name: ENDPOINT_LISTENER.to_owned(),
-                    dispatch,
-                    proxy,
-                    tls: None,
-                    limits: StreamLimits {
-                        idle_timeout: config.endpoints.idle_timeout,
-                        ..limits.clone()
-                    },
-                    handshake_timeout: config.limits.handshake_timeout,
-                    gate: Arc::new(Gate::new(
-                        "endpoint listener",
-                        config.endpoints.max_connections,
-                        config.endpoints.max_connections_per_address,
-                    )),
-                    fault: None,
-                },
+                Arc::new(ArcSwap::from_pointee(endpoint_listening)),
+                shared.stop_accepting.child_token(),
             ));
         }
         let api = match config.api.address {
@@ -324,9 +289,13 @@ impl Daemon {
         let (router_tx, router_rx) = mpsc::channel(ROUTER_QUEUE);
         hub.set_router(router_tx.clone());
         let router = Router::new(hub.clone(), router_rx, flow_rx);
+        hub.set_listeners(addrs.iter().filter(|(n, _)| n != "api").cloned().collect());
         Ok(Daemon {
             config,
+            source: None,
             listening,
+            running,
+            kit,
             addrs,
             hub,
             shared,
@@ -336,6 +305,12 @@ impl Daemon {
             endpoint_udp,
             api,
         })
+    }
+
+    /// The file the config came from, for reloads to re-read (`SIGHUP`, `drhub reload`).
+    pub fn with_source(mut self, path: Option<PathBuf>) -> Daemon {
+        self.source = path;
+        self
     }
 
     /// The bound address of every enabled listener, by listener name.
@@ -362,30 +337,26 @@ impl Daemon {
     pub async fn serve(self, shutdown: CancellationToken) {
         let shared = self.shared;
         let tracker = shared.tracker.clone();
-        for (socket, l) in self.listening {
-            tracker.spawn(listener::accept_loop(socket, l, shared.clone()));
+        for (socket, slot, stop) in self.listening {
+            tracker.spawn(listener::accept_loop(socket, slot, stop, shared.clone()));
         }
+        let (reload, mut reloads) = crate::reload::Handle::new();
+        self.hub.set_reload(reload);
         if let Some(socket) = self.api {
-            let listeners: Vec<_> = self
-                .addrs
-                .iter()
-                .filter(|(n, _)| n != "api")
-                .cloned()
-                .collect();
             tracker.spawn(crate::api::serve(
                 socket,
                 self.hub.clone(),
-                listeners,
                 shared.close_connections.clone(),
             ));
         }
         let layer_task = tokio::spawn(drive_layer(self.layer, self.hub.clone(), self.router_tx));
         let router_stop = CancellationToken::new();
         let router_task = tokio::spawn(self.router.run(router_stop.clone()));
-        // DR-OUT-1: calls users place on their own.
+        // DR-OUT-1: calls users place on their own (started over by a reload).
+        let mut scheduled = shared.close_connections.child_token();
         tracker.spawn(crate::call::place::run_scheduled(
             self.hub.clone(),
-            shared.close_connections.clone(),
+            scheduled.clone(),
         ));
         // DR-OPT-3: the proxy's own OPTIONS.
         tracker.spawn(crate::health::run(
@@ -432,7 +403,31 @@ impl Daemon {
                 }
             });
         }
-        shutdown.cancelled().await;
+        let mut reloader = Reloader {
+            source: self.source,
+            config: self.config.clone(),
+            running: self.running,
+            kit: self.kit,
+            hub: self.hub.clone(),
+            shared: shared.clone(),
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(reply) = reloads.recv() => {
+                    let outcome = reloader.reload().await;
+                    if matches!(&outcome, Ok(r) if r.applied.iter().any(|a| a.starts_with("tenants"))) {
+                        scheduled.cancel();
+                        scheduled = shared.close_connections.child_token();
+                        tracker.spawn(crate::call::place::run_scheduled(
+                            self.hub.clone(),
+                            scheduled.clone(),
+                        ));
+                    }
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
         shared.stop_accepting.cancel();
         self.hub.set_draining();
         let grace = self.config.limits.shutdown_grace;
@@ -547,6 +542,302 @@ async fn drive_layer(
 
 /// Writes the lab PKI when a TLS listener names missing files that are the lab's own
 /// (`proxy.pem`, `proxy.key`, `ca.pem` in `[certs] dir`) and `auto_create` is on.
+/// What every SBC listener shares: the front door, limits, the connection gate, how
+/// drhub names itself.
+struct ListenerKit {
+    front_door: Arc<FrontDoor>,
+    limits: StreamLimits,
+    handshake_timeout: std::time::Duration,
+    gate: Arc<Gate>,
+    server: Arc<str>,
+    style: Style,
+}
+
+impl ListenerKit {
+    /// What an accept loop serves for listener `l` bound on `local`, and the client side
+    /// of its certificate for the connections drhub opens.
+    fn listening(
+        &self,
+        l: &Listener,
+        local: SocketAddr,
+        (tls, client): ListenerTlsPair,
+        hub: &Hub,
+    ) -> (Listening, ClientSide) {
+        let proxy = LocalIdentity::new(
+            l.fqdn.as_str(),
+            local.port(),
+            l.transport,
+            self.server.clone(),
+            self.style,
+        );
+        let side = ClientSide {
+            listener: l.name.clone(),
+            tls: client,
+            proxy: proxy.clone(),
+        };
+        let listening = Listening {
+            name: l.name.clone(),
+            dispatch: self.front_door.clone(),
+            proxy,
+            tls,
+            limits: self.limits.clone(),
+            handshake_timeout: self.handshake_timeout,
+            gate: self.gate.clone(),
+            fault: hub.datacenters.watch(&l.name),
+        };
+        (listening, side)
+    }
+}
+
+/// A listener's TLS server side and client side (`None` on plain TCP).
+type ListenerTlsPair = (Option<TlsAcceptor>, Option<Arc<rustls::ClientConfig>>);
+
+/// Reads a listener's certificate, key and client CA.
+fn listener_tls(index: usize, l: &Listener) -> Result<ListenerTlsPair, StartError> {
+    let Some(t) = &l.tls else {
+        return Ok((None, None));
+    };
+    let files = TlsFiles {
+        cert: t.certificate.clone(),
+        key: t.key.clone(),
+        client_ca: t.client_ca.clone(),
+    };
+    let to_err = |source| StartError::Tls {
+        index,
+        name: l.name.clone(),
+        source: Box::new(source),
+    };
+    let server_cfg = tls::server_config(&files, &t.versions).map_err(to_err)?;
+    let client_cfg = tls::client_config(&files, &t.versions).map_err(to_err)?;
+    Ok((Some(TlsAcceptor::from(server_cfg)), Some(client_cfg)))
+}
+
+/// Binds a listener's socket; returns it and the address it got.
+async fn bind_listener(
+    index: usize,
+    l: &Listener,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let err = |source| StartError::Bind {
+        index,
+        name: l.name.clone(),
+        address: l.address,
+        source,
+    };
+    let socket = TcpListener::bind(l.address).await.map_err(err)?;
+    let local = socket.local_addr().map_err(err)?;
+    info!(listener = %l.name, transport = %l.transport, address = %local, fqdn = %l.fqdn, "listening");
+    if l.transport == Transport::Tcp {
+        warn!(listener = %l.name, "plain TCP listener enabled: only trunks with allow_insecure = true are served there");
+    }
+    Ok((socket, local))
+}
+
+/// An SBC listener being served.
+struct Running {
+    /// What it was made from.
+    config: Listener,
+    local: SocketAddr,
+    /// What its accept loop serves; a reload that keeps its address swaps it.
+    slot: Arc<ArcSwap<Listening>>,
+    /// Stops its accept loop (a reload that removes it, or shutdown).
+    stop: CancellationToken,
+}
+
+impl Running {
+    fn new(config: Listener, local: SocketAddr, l: Listening, stop: CancellationToken) -> Running {
+        Running {
+            config,
+            local,
+            slot: Arc::new(ArcSwap::from_pointee(l)),
+            stop,
+        }
+    }
+}
+
+/// What a reload needs of the daemon: its config file, its listeners and how to make
+/// new ones.
+struct Reloader {
+    source: Option<PathBuf>,
+    config: Arc<Config>,
+    running: Vec<Running>,
+    kit: ListenerKit,
+    hub: Arc<Hub>,
+    shared: Shared,
+}
+
+/// What a reload does to one listener.
+enum ListenerChange {
+    /// Same name, address and transport: swap what its accept loop serves.
+    Update(usize, Listening, ClientSide),
+    /// New, or moved: a new socket and accept loop.
+    Add(
+        Box<Listener>,
+        TcpListener,
+        SocketAddr,
+        Listening,
+        ClientSide,
+    ),
+}
+
+impl Reloader {
+    /// Re-reads the config file; see [`crate::reload`]. Everything that can fail
+    /// (parsing, certificates, binding new sockets) happens before anything changes.
+    async fn reload(&mut self) -> Result<crate::reload::Report, crate::reload::Error> {
+        use crate::reload::{Error, Report};
+        let outcome = self.try_reload().await;
+        match &outcome {
+            Ok(Report {
+                applied,
+                restart_needed,
+            }) => {
+                info!(applied = ?applied, "configuration reloaded");
+                if !restart_needed.is_empty() {
+                    warn!(sections = ?restart_needed, "changed sections that apply only at the next restart");
+                }
+            }
+            Err(e @ Error::Config { issues, .. }) => {
+                for issue in issues {
+                    warn!("reload: {issue}");
+                }
+                warn!("reload refused: {e}");
+            }
+            Err(e) => warn!("reload refused: {e}"),
+        }
+        outcome
+    }
+
+    async fn try_reload(&mut self) -> Result<crate::reload::Report, crate::reload::Error> {
+        use crate::reload::{Error, Report};
+        let path = self.source.as_deref().ok_or(Error::NoFile)?;
+        let new = Config::load(path).map_err(|e| Error::Config {
+            source_name: e.source_name.clone(),
+            issues: e.issues.iter().map(ToString::to_string).collect(),
+        })?;
+        ensure_lab_pki(&new).map_err(|e| Error::Listener(e.to_string()))?;
+        let mut changes = Vec::new();
+        let mut applied = crate::reload::applied_changes(&self.config, &new);
+        for (index, l) in new.listeners.iter().enumerate().filter(|(_, l)| l.enabled) {
+            let same_place = self.running.iter().position(|r| {
+                r.config.name == l.name
+                    && r.config.address == l.address
+                    && r.config.transport == l.transport
+            });
+            match same_place {
+                Some(i) if format!("{:?}", self.running[i].config) == format!("{l:?}") => {}
+                Some(i) => {
+                    let tls = listener_tls(index, l).map_err(|e| Error::Listener(e.to_string()))?;
+                    let (made, side) = self.kit.listening(l, self.running[i].local, tls, &self.hub);
+                    changes.push(ListenerChange::Update(i, made, side));
+                }
+                None => {
+                    let tls = listener_tls(index, l).map_err(|e| Error::Listener(e.to_string()))?;
+                    let (socket, local) = bind_listener(index, l)
+                        .await
+                        .map_err(|e| Error::Listener(e.to_string()))?;
+                    let (made, side) = self.kit.listening(l, local, tls, &self.hub);
+                    changes.push(ListenerChange::Add(
+                        Box::new(l.clone()),
+                        socket,
+                        local,
+                        made,
+                        side,
+                    ));
+                }
+            }
+        }
+        // Nothing can fail from here on.
+        let restart_needed = crate::reload::restart_only_changes(&self.config, &new);
+        let new = Arc::new(new);
+        // The datacenters first: a new accept loop watches its own.
+        self.hub.apply(new.clone());
+        let mut sides: HashMap<String, ClientSide> = HashMap::new();
+        let mut added = Vec::new();
+        for change in changes {
+            match change {
+                ListenerChange::Update(i, mut made, side) => {
+                    let r = &mut self.running[i];
+                    made.fault = self.hub.datacenters.watch(&r.config.name);
+                    applied.push(format!(
+                        "listener `{}` changed in place: new connections use its new settings",
+                        r.config.name
+                    ));
+                    r.slot.store(Arc::new(made));
+                    if let Some(l) = new.listeners.iter().find(|l| l.name == r.config.name) {
+                        r.config = l.clone();
+                    }
+                    sides.insert(side.listener.clone(), side);
+                }
+                ListenerChange::Add(l, socket, local, mut made, side) => {
+                    made.fault = self.hub.datacenters.watch(&l.name);
+                    applied.push(format!("listener `{}` added on {local}", l.name));
+                    let r = Running::new(*l, local, made, self.shared.stop_accepting.child_token());
+                    sides.insert(side.listener.clone(), side);
+                    added.push((socket, r));
+                }
+            }
+        }
+        // Listeners gone, disabled or moved stop accepting; their connections stay.
+        let keep = |r: &Running| {
+            new.listeners.iter().any(|l| {
+                l.enabled
+                    && l.name == r.config.name
+                    && l.address == r.config.address
+                    && l.transport == r.config.transport
+            })
+        };
+        for r in self.running.iter().filter(|r| !keep(r)) {
+            applied.push(format!(
+                "listener `{}` on {} removed: no new connections there",
+                r.config.name, r.local
+            ));
+            r.stop.cancel();
+        }
+        self.running.retain(keep);
+        for (socket, r) in added {
+            self.shared.tracker.spawn(listener::accept_loop(
+                socket,
+                r.slot.clone(),
+                r.stop.clone(),
+                self.shared.clone(),
+            ));
+            self.running.push(r);
+        }
+        // The client sides in the new config's order; those unchanged kept as they were.
+        if let Some(connector) = self.hub.connector() {
+            let mut all = Vec::new();
+            for r in &self.running {
+                match sides.remove(&r.config.name) {
+                    Some(s) => all.push(s),
+                    None => {
+                        if let Some(s) = connector.side_of(&r.config.name) {
+                            all.push(s);
+                        }
+                    }
+                }
+            }
+            connector.set_sides(all);
+        }
+        let mut bound: Vec<(String, SocketAddr)> = self
+            .running
+            .iter()
+            .map(|r| (r.config.name.clone(), r.local))
+            .collect();
+        bound.extend(
+            self.hub
+                .listeners()
+                .iter()
+                .filter(|(n, _)| n == ENDPOINT_LISTENER)
+                .cloned(),
+        );
+        self.hub.set_listeners(bound);
+        self.config = new;
+        Ok(Report {
+            applied,
+            restart_needed,
+        })
+    }
+}
+
 fn ensure_lab_pki(config: &Config) -> Result<(), StartError> {
     let dir = &config.certs.dir;
     let mut need = false;

@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use arc_swap::ArcSwap;
+
 use crate::call::CallTable;
 use crate::config::{Config, Profile};
 use crate::directory::Directory;
@@ -34,8 +36,15 @@ pub struct Counters {
 
 /// See the module docs.
 pub struct Hub {
-    pub config: Arc<Config>,
-    pub directory: Directory,
+    /// `[proxy] server`: the Server and User-Agent drhub's messages carry (a restart
+    /// changes it, not a reload).
+    pub server: Box<str>,
+    /// `[proxy] ms_diagnostics` (a restart changes it, not a reload).
+    pub ms_diagnostics: bool,
+    /// The configuration new calls use; swapped by a reload ([`Hub::apply`]).
+    config: ArcSwap<Config>,
+    /// The tenants, users, numbers and trunks of [`Hub::config`], indexed.
+    directory: ArcSwap<Directory>,
     pub health: Health,
     pub flows: Arc<Flows>,
     pub layer: LayerHandle<Destination>,
@@ -44,8 +53,8 @@ pub struct Hub {
     pub calls: Arc<CallTable>,
     /// SBCs out of outbound rotation after a 503 with Retry-After (DR-OUT-3).
     pub rotation: crate::call::outbound::Rotation,
-    /// The settings every call reads, made once from the config.
-    pub call_settings: Arc<crate::call::CallSettings>,
+    /// The settings a new call takes (and keeps for its life), made from the config.
+    call_settings: ArcSwap<crate::call::CallSettings>,
     pub counters: Counters,
     /// The last calls' SIP for the status page's ladder diagrams (fed by the tap).
     pub ladders: Arc<crate::observe::ladder::Ladders>,
@@ -60,6 +69,11 @@ pub struct Hub {
     pub runtime_lag: StandingDelay,
     /// The emulated datacenters, one per SBC listener, and their fault modes (DR-DC-1).
     pub datacenters: Datacenters,
+    /// Every listener's name and bound address (SBC listeners and the endpoint
+    /// listener), as the status API lists them; a reload changes them.
+    listeners: ArcSwap<Vec<(String, std::net::SocketAddr)>>,
+    /// How the API and `SIGHUP` ask the daemon to reload; set when it serves.
+    reload: OnceLock<crate::reload::Handle>,
     /// The router's queue, to see how full it is.
     router: OnceLock<tokio::sync::mpsc::Sender<CoreEvent<Destination>>>,
 }
@@ -76,7 +90,7 @@ impl Hub {
         media.port_min = config.media.port_min;
         media.port_max = config.media.port_max;
         Hub {
-            directory: Directory::new(&config.tenants),
+            directory: ArcSwap::from_pointee(Directory::new(&config.tenants)),
             health: Health::new(Timing {
                 interval: config.health.options_interval,
                 active_window: config.health.active_window,
@@ -87,7 +101,7 @@ impl Hub {
             endpoints,
             calls: Arc::new(CallTable::default()),
             rotation: Default::default(),
-            call_settings: Arc::new(crate::call::CallSettings::new(&config)),
+            call_settings: ArcSwap::from_pointee(crate::call::CallSettings::new(&config)),
             counters: Counters::default(),
             conformance: Default::default(),
             ladders,
@@ -104,7 +118,67 @@ impl Hub {
                     .map(|l| l.name.as_str()),
             ),
             router: OnceLock::new(),
-            config,
+            listeners: ArcSwap::from_pointee(Vec::new()),
+            reload: OnceLock::new(),
+            server: config.proxy.server.as_str().into(),
+            ms_diagnostics: config.proxy.ms_diagnostics,
+            config: ArcSwap::new(config),
+        }
+    }
+
+    /// The configuration as it is now: what a new call, OPTIONS or API request uses.
+    /// A call keeps what it took at its start (its settings, its routing decisions).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The directory of [`Hub::config`]. A lookup and the use of its result (a
+    /// [`crate::directory::TenantId`] is an index) must go through one snapshot.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.load_full()
+    }
+
+    /// The call settings a new call takes.
+    pub fn call_settings(&self) -> Arc<crate::call::CallSettings> {
+        self.call_settings.load_full()
+    }
+
+    /// Makes `config` the one new work uses (a reload): its directory and call settings
+    /// with it, and a datacenter for every listener it adds. The sections only a
+    /// restart applies (see [`crate::reload`]) keep what the daemon started with.
+    pub fn apply(&self, config: Arc<Config>) {
+        self.directory
+            .store(Arc::new(Directory::new(&config.tenants)));
+        self.call_settings
+            .store(Arc::new(crate::call::CallSettings::new(&config)));
+        self.datacenters.retain(
+            config
+                .listeners
+                .iter()
+                .filter(|l| l.enabled)
+                .map(|l| l.name.as_str()),
+        );
+        self.config.store(config);
+    }
+
+    /// Every listener's name and bound address.
+    pub fn listeners(&self) -> Arc<Vec<(String, std::net::SocketAddr)>> {
+        self.listeners.load_full()
+    }
+
+    pub fn set_listeners(&self, listeners: Vec<(String, std::net::SocketAddr)>) {
+        self.listeners.store(Arc::new(listeners));
+    }
+
+    pub fn set_reload(&self, handle: crate::reload::Handle) {
+        let _ = self.reload.set(handle);
+    }
+
+    /// Re-reads the config file (see [`crate::reload`]).
+    pub async fn reload(&self) -> Result<crate::reload::Report, crate::reload::Error> {
+        match self.reload.get() {
+            Some(h) => h.reload().await,
+            None => Err(crate::reload::Error::Stopping),
         }
     }
 
@@ -135,7 +209,7 @@ impl Hub {
     /// is half full. Calls already admitted go on: only new INVITEs are turned away.
     pub fn overload(&self) -> Option<&'static str> {
         let load = self.layer.load();
-        let limit = self.config.limits.overload_queue_delay;
+        let limit = self.config().limits.overload_queue_delay;
         if load.queued() > 0 && load.delay() > limit {
             return Some("transaction layer queue delay over limits.overload_queue_delay_ms");
         }
@@ -157,7 +231,7 @@ impl Hub {
 
     /// Header style of the responses the proxy answers itself (DR-OPT-1).
     pub fn style(&self) -> Style {
-        match self.config.proxy.profile {
+        match self.config().proxy.profile {
             Profile::Faithful => Style::Faithful,
             Profile::Rfc3261 => Style::Rfc3261,
         }

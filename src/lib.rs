@@ -37,6 +37,7 @@ pub mod logging;
 pub mod observe;
 pub mod overload;
 pub mod policy;
+pub mod reload;
 pub mod sbc;
 pub mod sdp;
 pub mod sip;

@@ -149,6 +149,16 @@ enum Command {
     },
     /// The conformance report of a running daemon (DR-CONF): what each SBC broke or
     /// nearly broke, with counts, the last Call-ID and the requirement IDs.
+    /// Make a running daemon re-read its config file, as SIGHUP does: new calls use the
+    /// new config, calls up keep theirs, listeners are added or removed. Exit 0 when
+    /// reloaded; 64 when the daemon refused the new config (its errors are printed and
+    /// nothing changed); 1 when it runs on the built-in config; 69 when it is not there.
+    Reload {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "ADDR:PORT")]
+        api: Option<SocketAddr>,
+    },
     Report {
         /// Only this SBC.
         #[arg(long, value_name = "FQDN")]
@@ -335,6 +345,40 @@ fn main() -> ExitCode {
             }
             Ok(status)
         }),
+        Command::Reload { config, api } => {
+            api_cmd(config.as_deref(), api, |address, token| async move {
+                let (status, v) =
+                    drhub::api::request(address, "POST", "/api/reload", token.as_deref(), None)
+                        .await?;
+                let lines = |key: &str| -> Vec<String> {
+                    v[key]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|l| l.as_str().map(str::to_owned))
+                        .collect()
+                };
+                if status == 200 {
+                    println!("reloaded");
+                    let applied = lines("applied");
+                    if applied.is_empty() {
+                        println!("  nothing changed that a reload applies");
+                    }
+                    for a in applied {
+                        println!("  applied: {a}");
+                    }
+                    for r in lines("restart_needed") {
+                        println!("  changed, applies at the next restart: {r}");
+                    }
+                } else {
+                    for e in lines("errors") {
+                        eprintln!("{e}");
+                    }
+                    eprintln!("{}", v["error"].as_str().unwrap_or("reload failed"));
+                }
+                Ok(status)
+            })
+        }
         Command::Datacenter {
             name,
             mode,
@@ -363,9 +407,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs one request against a running daemon's API: the address and token come from
-/// `--api` or the config. Exit 0 on 2xx, 1 on an API error, 69 (EX_UNAVAILABLE) when the
-/// daemon cannot be reached, 64 on a bad config or an API that is off.
 /// The conformance report as text: per SBC, each finding on a line (severity,
 /// requirement, count, what, the last Call-ID and time), its details under it.
 fn report_text(v: &serde_json::Value) -> String {
@@ -405,6 +446,10 @@ fn report_text(v: &serde_json::Value) -> String {
     s
 }
 
+/// Runs one request against a running daemon's API: the address and token come from
+/// `--api` or the config. Exit 0 on 2xx, 1 on an API error, 69 (EX_UNAVAILABLE) when the
+/// daemon cannot be reached, 64 on a bad config, an API that is off, or a reload the
+/// daemon refused for its config (422).
 fn api_cmd<F, Fut>(path: Option<&Path>, api: Option<SocketAddr>, f: F) -> ExitCode
 where
     F: FnOnce(SocketAddr, Option<String>) -> Fut,
@@ -435,6 +480,7 @@ where
     };
     match runtime.block_on(f(address, token)) {
         Ok(s) if (200..300).contains(&s) => ExitCode::SUCCESS,
+        Ok(422) => ExitCode::from(EX_CONFIG),
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("{e}");
@@ -581,13 +627,37 @@ fn run(path: Option<&Path>) -> ExitCode {
                 };
             }
         };
+        let file = path.map(Path::to_path_buf).or_else(|| {
+            Path::new(DEFAULT_CONFIG)
+                .exists()
+                .then(|| PathBuf::from(DEFAULT_CONFIG))
+        });
+        let bound = bound.with_source(file);
+        let hub = bound.hub();
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
+        tokio::spawn(reload_on_sighup(hub));
         drhub::systemd::ready();
         bound.serve(shutdown).await;
         info!("drhub stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP re-reads the config file (`ExecReload` in the unit); the outcome is logged.
+async fn reload_on_sighup(hub: Arc<drhub::hub::Hub>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot install the SIGHUP handler; reload with `drhub reload`");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP: reloading the configuration");
+        drhub::systemd::reloading();
+        // The daemon logs what it applied, or every error and that nothing changed.
+        let _ = hub.reload().await;
+        drhub::systemd::reloaded();
+    }
 }
 
 /// SIGTERM or SIGINT starts the bounded drain; a second one is not needed.

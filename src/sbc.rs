@@ -36,8 +36,8 @@ impl FrontDoor {
         Teller {
             style: self.hub.style(),
             source: flow.proxy.host(),
-            server: &self.hub.config.proxy.server,
-            ms_diagnostics: self.hub.config.proxy.ms_diagnostics,
+            server: &self.hub.server,
+            ms_diagnostics: self.hub.ms_diagnostics,
             flow: label,
             allow: ALLOW,
         }
@@ -156,8 +156,8 @@ impl FrontDoor {
 
     /// DR-OPT-1, DR-OPT-2.
     fn on_options(&self, flow: &FlowInfo, msg: &Message<'_>, out: &mut BytesMut) {
-        let dir = &self.hub.directory;
-        let accepted = match policy::check_sbc_request(msg, peer_auth(flow), dir) {
+        let dir = self.hub.directory();
+        let accepted = match policy::check_sbc_request(msg, peer_auth(flow), &dir) {
             Ok(a) => a,
             Err(r) => return self.reject(flow, msg, r, out),
         };
@@ -195,7 +195,7 @@ impl FrontDoor {
                 let mut w =
                     ResponseWriter::start(out, style, msg, 200, "OK", None).content_length_now(0);
                 w.header("Allow", ALLOW);
-                w.header("Server", &self.hub.config.proxy.server);
+                w.header("Server", &self.hub.server);
                 w.finish(b"");
             }
             Style::Rfc3261 => {
@@ -205,7 +205,7 @@ impl FrontDoor {
                 w.header("Allow", ALLOW);
                 w.header("Accept", "application/sdp");
                 w.header("Supported", &SUPPORTED_OPTIONS.join(","));
-                w.header("Server", &self.hub.config.proxy.server);
+                w.header("Server", &self.hub.server);
                 w.finish(b"");
             }
         }

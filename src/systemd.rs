@@ -1,6 +1,6 @@
 //! systemd `Type=notify` integration: READY=1 once listeners are bound, WATCHDOG=1 while
-//! alive, STOPPING=1 on the way out. Outside systemd (`NOTIFY_SOCKET` unset) every call
-//! is a no-op.
+//! alive, RELOADING=1 and READY=1 around a reload (SIGHUP), STOPPING=1 on the way out.
+//! Outside systemd (`NOTIFY_SOCKET` unset) every call is a no-op.
 
 use std::time::Duration;
 
@@ -27,4 +27,18 @@ pub fn ready() {
 
 pub fn stopping() {
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+}
+
+/// A reload has begun (`RELOADING=1` with the monotonic time systemd asks for).
+pub fn reloading() {
+    let mut states = vec![NotifyState::Reloading];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    let _ = sd_notify::notify(false, &states);
+}
+
+/// The reload is over, applied or refused: ready again.
+pub fn reloaded() {
+    let _ = sd_notify::notify(false, &[NotifyState::Ready]);
 }

@@ -546,9 +546,13 @@ async fn dr_ten_1_tenant_by_the_full_sbc_fqdn() {
     let mut sbc = connect_as(&d, "star.contoso.com").await.unwrap();
     sbc.fqdn = "sbc2.contoso.com".into();
     assert_eq!(sbc.options().await.status(), 200);
-    let (id, how) = d.hub.directory.tenant_for_sbc("sbc2.contoso.com").unwrap();
+    let (id, how) = d
+        .hub
+        .directory()
+        .tenant_for_sbc("sbc2.contoso.com")
+        .unwrap();
     assert_eq!(
-        (d.hub.directory.tenant(id).id.as_str(), how),
+        (d.hub.directory().tenant(id).id.as_str(), how),
         ("contoso", drhub::directory::TenantMatch::Exact)
     );
     let inv = invite("sbc2.contoso.com", "+14255550190", &[]);

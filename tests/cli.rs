@@ -353,7 +353,7 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
         .replace("127.0.0.3:5061", "127.0.0.3:0")
         .replace("127.0.0.1:5070", "127.0.0.1:0")
         .replace("127.0.0.1:8080", "127.0.0.1:0");
-    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(&cfg, &text).unwrap();
     let mut child = Command::new(BIN)
         .current_dir(&dir)
         .args(["run", "-c"])
@@ -463,6 +463,51 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
     ))
     .await;
     sbc.until_request("ACK").await;
+
+    // Reload with the call up (issue 10). SIGHUP re-reads the file: a new user.
+    std::fs::write(&cfg, with_instant_user(text.clone())).unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + WAIT;
+    let reloaded = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains("configuration reloaded") => break line,
+            Ok(line) => log.push_str(&(line + "\n")),
+            Err(_) => assert!(Instant::now() < deadline, "no reload after SIGHUP:\n{log}"),
+        }
+    };
+    assert!(reloaded.contains("tenants"), "{reloaded}");
+    // `drhub reload` with a broken file: every error with its path, exit 64, nothing
+    // changed. Then the good file again: exit 0, what was applied.
+    let reload = |api: &str| {
+        let api = api.to_owned();
+        std::thread::spawn(move || {
+            Command::new(BIN)
+                .args(["reload", "--api", &api])
+                .output()
+                .unwrap()
+        })
+    };
+    let broken = text.replace("tel:+18338006777", "tel:18338006777");
+    std::fs::write(&cfg, &broken).unwrap();
+    let out = reload(&api).join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("line_uri"), "{stderr}");
+    assert!(stderr.contains("nothing changed"), "{stderr}");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = reload(&api).join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("reloaded") && stdout.contains("applied: tenants"),
+        "{stdout}"
+    );
+
     // `drhub hold` (DR-HOLD-2): the call is held, then resumed, through the API; on this
     // non-bypass trunk the SBC sees nothing of it. An unknown Call-ID is exit 1.
     let call_id = inv.header("Call-ID").unwrap().to_owned();
@@ -582,7 +627,6 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
         "no daemon there: EX_UNAVAILABLE"
     );
 
-    let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()

@@ -3285,7 +3285,7 @@ async fn carry_on(
 /// answered, and tells the call to transfer to it. Gives up (logged; the call goes on)
 /// when the consultation cannot be placed, is refused, or the call ended meanwhile.
 async fn consult_and_transfer(hub: Arc<Hub>, plan: ConsultPlan) {
-    let ring_for = hub.call_settings.ring_timeout;
+    let ring_for = hub.call_settings().ring_timeout;
     let req = place::Request {
         user: plan.user.clone(),
         number: plan.number.clone(),
@@ -3320,11 +3320,12 @@ async fn consult_and_transfer(hub: Arc<Hub>, plan: ConsultPlan) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let dir = hub.directory();
     let via = plan
         .user
         .parse::<crate::config::SipAddress>()
         .ok()
-        .and_then(|a| hub.directory.find_user(&a))
+        .and_then(|a| dir.find_user(&a))
         .and_then(|(_, u)| {
             let name = format!("transfer to {}", placed.number);
             router::pstn_fork(

@@ -96,7 +96,7 @@ impl std::fmt::Display for Refused {
 /// Routes the call and starts it; see the module docs.
 pub fn place(hub: &Arc<Hub>, req: &Request) -> Result<Placed, Refused> {
     let (placement, placed) = plan(hub, req, None)?;
-    spawn_outbound(hub.clone(), hub.call_settings.clone(), placement, None);
+    spawn_outbound(hub.clone(), hub.call_settings(), placement, None);
     Ok(placed)
 }
 
@@ -118,7 +118,7 @@ pub fn plan(
             req.number.escape_debug()
         )));
     }
-    let dir = &hub.directory;
+    let dir = hub.directory();
     let (tenant, user) = dir
         .find_user(&address)
         .ok_or_else(|| Refused::UnknownUser(format!("{address} is no user of any tenant")))?;
@@ -130,7 +130,7 @@ pub fn plan(
     if hub.is_draining() {
         return Err(Refused::Unavailable("shutting down".into()));
     }
-    if hub.calls.len() >= hub.config.calls.max_concurrent {
+    if hub.calls.len() >= hub.config().calls.max_concurrent {
         return Err(Refused::Unavailable("max_concurrent calls reached".into()));
     }
     let Some(connector) = hub.connector() else {
@@ -242,7 +242,7 @@ pub fn plan(
 /// itself logs under its own span).
 pub async fn run_scheduled(hub: Arc<Hub>, stop: tokio_util::sync::CancellationToken) {
     let mut tasks = tokio::task::JoinSet::new();
-    for tenant in &hub.config.tenants {
+    for tenant in &hub.config().tenants {
         for user in &tenant.users {
             for call in &user.calls {
                 let hub = hub.clone();

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::config::{EndpointKind, User, E164};
 use crate::diagnostics::{Diagnostic, Rejection, Teller};
-use crate::directory::{classify_target, TargetError};
+use crate::directory::{classify_target, Directory, TargetError};
 use crate::hub::{Hub, ENDPOINT_LISTENER};
 use crate::policy::{self, peer_auth, Accepted, ALLOW};
 use crate::sdp::{self, Offer};
@@ -461,7 +461,6 @@ impl CallTable {
 /// See the module docs.
 pub struct Router {
     hub: Arc<Hub>,
-    settings: Arc<CallSettings>,
     core: mpsc::Receiver<CoreEvent<Destination>>,
     flows: mpsc::UnboundedReceiver<FlowEvent>,
 }
@@ -472,12 +471,7 @@ impl Router {
         core: mpsc::Receiver<CoreEvent<Destination>>,
         flows: mpsc::UnboundedReceiver<FlowEvent>,
     ) -> Router {
-        Router {
-            settings: Arc::new(CallSettings::new(&hub.config)),
-            hub,
-            core,
-            flows,
-        }
+        Router { hub, core, flows }
     }
 
     /// Routes until shutdown.
@@ -632,8 +626,11 @@ impl Router {
             return drop(tx);
         };
         let msg = request.message();
-        let dir = &self.hub.directory;
-        let accepted = match policy::check_sbc_request(&msg, peer_auth(&flow), dir) {
+        // One snapshot of the configuration for the whole admission: a reload in between
+        // must not mix two (a tenant is an index into its directory).
+        let dir = self.hub.directory();
+        let settings = self.hub.call_settings();
+        let accepted = match policy::check_sbc_request(&msg, peer_auth(&flow), &dir) {
             Ok(a) => a,
             Err(r) => return self.reject(tx, &msg, &source, r),
         };
@@ -655,7 +652,7 @@ impl Router {
                 .with("call_id", call_id);
             return self.reject(tx, &msg, &source, r);
         }
-        let admitted = match admit(&self.hub, &self.settings, &msg, &accepted, &flow) {
+        let admitted = match admit(&self.hub, &dir, &settings, &msg, &accepted, &flow) {
             Ok(a) => a,
             Err(r) => return self.reject(tx, &msg, &source, r),
         };
@@ -696,7 +693,7 @@ impl Router {
             allows_refer: admitted.allows_refer,
             received,
         };
-        spawn(self.hub.clone(), self.settings.clone(), new, key);
+        spawn(self.hub.clone(), settings, new, key);
     }
 }
 
@@ -705,6 +702,7 @@ impl Router {
     /// like a REGISTER (407), then routed to the PSTN by that user's voice routing; the
     /// endpoint hears 100, the SBC's progress, and 200 or the failure.
     fn endpoint_call(&self, req: IncomingRequest<Destination>) {
+        let settings = self.hub.call_settings();
         let IncomingRequest {
             tx,
             request,
@@ -788,7 +786,7 @@ impl Router {
             user: user.to_string(),
             number: dialled.clone(),
             private,
-            ring_for: self.settings.ring_timeout,
+            ring_for: settings.ring_timeout,
             talk_for: None,
         };
         let offer = Bytes::copy_from_slice(msg.body());
@@ -820,8 +818,8 @@ impl Router {
             request.clone(),
             local,
             peer.clone(),
-            self.settings.t1,
-            self.settings.t2,
+            settings.t1,
+            settings.t2,
         );
         let caller = super::outbound::Caller {
             leg,
@@ -832,12 +830,7 @@ impl Router {
             media: Box::new(answer.continuity().clone()),
             name: format!("{user} at {}", source.label()),
         };
-        super::spawn_outbound(
-            self.hub.clone(),
-            self.settings.clone(),
-            placement,
-            Some(caller),
-        );
+        super::spawn_outbound(self.hub.clone(), settings, placement, Some(caller));
     }
 }
 
@@ -918,8 +911,8 @@ fn rejection(
     let teller = Teller {
         style: hub.style(),
         source: source.proxy().host(),
-        server: &hub.config.proxy.server,
-        ms_diagnostics: hub.config.proxy.ms_diagnostics,
+        server: &hub.server,
+        ms_diagnostics: hub.ms_diagnostics,
         flow: &label,
         allow: ALLOW,
     };
@@ -993,24 +986,24 @@ struct Admitted<'d> {
 /// the load, the user, the caller, the offer, the session interval; then the forks to
 /// ring. `Err` carries the rejection to answer with.
 fn admit<'d>(
-    hub: &'d Arc<Hub>,
+    hub: &Arc<Hub>,
+    dir: &'d Directory,
     settings: &CallSettings,
     msg: &Message<'_>,
     accepted: &Accepted<'_>,
     flow: &FlowInfo,
 ) -> Result<Admitted<'d>, Rejection> {
-    let dir = &hub.directory;
     let calls = &hub.calls;
     // DR-ERR-1
     if hub.is_draining() {
         return Err(Rejection::new(Diagnostic::Overloaded).with("detail", "shutting down"));
     }
-    if calls.len() >= hub.config.calls.max_concurrent {
+    if calls.len() >= hub.config().calls.max_concurrent {
         return Err(
             Rejection::new(Diagnostic::Overloaded).with("detail", "max_concurrent calls reached")
         );
     }
-    if !calls.admit_rate(hub.config.calls.max_per_second) {
+    if !calls.admit_rate(hub.config().calls.max_per_second) {
         return Err(Rejection::new(Diagnostic::Overloaded).with("detail", "max_per_second reached"));
     }
     // DR-TEN-3/4
@@ -1193,7 +1186,7 @@ fn admit<'d>(
         }
         _ => {}
     }
-    let forwarding = forward_rules(hub, accepted.tenant, user, &offer, bypass);
+    let forwarding = forward_rules(hub, dir, accepted.tenant, user, &offer, bypass);
     // DR-FWD-1: a user with no client to ring may still forward.
     let forwards = forwarding
         .as_ref()
@@ -1364,6 +1357,7 @@ pub fn pstn_fork(
 /// forks are planned now, as the user's own are.
 fn forward_rules(
     hub: &Hub,
+    dir: &Directory,
     tenant: crate::directory::TenantId,
     user: &User,
     offer: &Offer,
@@ -1378,8 +1372,7 @@ fn forward_rules(
             crate::config::ForwardTarget::Number(n) => super::Forward::Number(n.to_string()),
             crate::config::ForwardTarget::Voicemail => super::Forward::Voicemail,
             crate::config::ForwardTarget::User(a) => {
-                let forks = hub
-                    .directory
+                let forks = dir
                     .user_by_address(tenant, a)
                     .map(|u| plan_forks(hub, u, bypass.then_some(offer)))
                     .unwrap_or_default();
@@ -1430,7 +1423,7 @@ fn plan_forks(hub: &Hub, user: &User, bypass_offer: Option<&Offer>) -> Vec<ForkP
                 let answer = bypass_offer.filter(|_| script.bypass).map(|offer| {
                     sdp::endpoint_answer(
                         offer,
-                        hub.config.media.address,
+                        hub.config().media.address,
                         hub.media_port(),
                         session_id(),
                     )

@@ -42,7 +42,7 @@ pub struct EndpointDispatch {
 
 impl EndpointDispatch {
     pub fn new(hub: Arc<Hub>) -> EndpointDispatch {
-        let rate = hub.config.endpoints.requests_per_second_per_address;
+        let rate = hub.config().endpoints.requests_per_second_per_address;
         EndpointDispatch {
             hub,
             limits: Mutex::new(SourceLimits::new(rate)),
@@ -53,8 +53,8 @@ impl EndpointDispatch {
         Teller {
             style: self.hub.style(),
             source: proxy.host(),
-            server: &self.hub.config.proxy.server,
-            ms_diagnostics: self.hub.config.proxy.ms_diagnostics,
+            server: &self.hub.server,
+            ms_diagnostics: self.hub.ms_diagnostics,
             flow: label,
             allow: ALLOW,
         }
@@ -77,7 +77,7 @@ impl EndpointDispatch {
             if let Some(endpoints) = &self.hub.endpoints {
                 let transport = dest.transport();
                 let response =
-                    endpoints.register(&self.hub.directory, &msg, dest.peer(), transport);
+                    endpoints.register(&self.hub.directory(), &msg, dest.peer(), transport);
                 if !dest.send(response.freeze()) {
                     debug!("response to an endpoint could not be sent");
                 }
@@ -95,7 +95,7 @@ impl EndpointDispatch {
             let Some(endpoints) = &self.hub.endpoints else {
                 return;
             };
-            match endpoints.authenticate(&self.hub.directory, &msg, dest.peer()) {
+            match endpoints.authenticate(&self.hub.directory(), &msg, dest.peer()) {
                 Ok(_) => {
                     return self.to_layer(wire, dest);
                 }
@@ -148,7 +148,7 @@ impl EndpointDispatch {
                 Some(&tag),
             );
             w.header("Retry-After", "1");
-            w.header("Server", &self.hub.config.proxy.server);
+            w.header("Server", &self.hub.server);
             w.finish(b"");
             let _ = dest.send(out.freeze());
         }
@@ -177,7 +177,7 @@ impl EndpointDispatch {
                 if first {
                     crate::warn_limited!(
                         source = %ip,
-                        limit = self.hub.config.endpoints.requests_per_second_per_address,
+                        limit = self.hub.config().endpoints.requests_per_second_per_address,
                         "endpoint source over requests_per_second_per_address: 503 to its requests until it slows down"
                     );
                 }
@@ -193,7 +193,7 @@ impl EndpointDispatch {
         let mut w =
             ResponseWriter::start(&mut out, dest.proxy().style(), msg, 200, "OK", Some(&tag));
         w.header("Allow", ALLOW);
-        w.header("Server", &self.hub.config.proxy.server);
+        w.header("Server", &self.hub.server);
         w.finish(b"");
         let _ = dest.send(out.freeze());
     }
@@ -315,6 +315,6 @@ impl Dispatch for EndpointDispatch {
         let endpoints = self.hub.endpoints.as_ref()?;
         endpoints
             .registered_over(flow.peer)
-            .then_some(self.hub.config.limits.idle_timeout)
+            .then_some(self.hub.config().limits.idle_timeout)
     }
 }

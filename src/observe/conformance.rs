@@ -222,7 +222,7 @@ pub fn report(hub: &crate::hub::Hub, only: Option<&str>) -> Value {
         }
     }
     // SBCs of the config that never spoke are listed too, with nothing found.
-    for t in &hub.config.tenants {
+    for t in &hub.config().tenants {
         for trunk in &t.trunks {
             all.entry(trunk.fqdn.to_string().to_ascii_lowercase())
                 .or_default();

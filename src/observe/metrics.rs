@@ -185,7 +185,7 @@ fn sbcs(r: &mut Registry, hub: &Hub) {
     let connections: Family<Labels, Gauge<i64, AtomicI64>> = Family::default();
     let now = std::time::Instant::now();
     let timing = hub.health.timing();
-    for tenant in &hub.config.tenants {
+    for tenant in &hub.config().tenants {
         for trunk in &tenant.trunks {
             let fqdn = trunk.fqdn.to_string();
             let sbc = || vec![("sbc", fqdn.clone()), ("tenant", tenant.id.to_string())];

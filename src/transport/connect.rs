@@ -104,8 +104,8 @@ pub struct Connector {
     limits: StreamLimits,
     timeout: Duration,
     /// By listener name; the first TLS one presents the certificate when the caller has
-    /// no preference.
-    sides: Vec<ClientSide>,
+    /// no preference. A reload replaces them with the listeners.
+    sides: arc_swap::ArcSwap<Vec<ClientSide>>,
     /// One connect at a time per SBC: a burst of BYEs to an SBC that has no connection
     /// opens one connection, not one each.
     pending: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -124,7 +124,7 @@ impl Connector {
             dispatch,
             limits,
             timeout,
-            sides,
+            sides: arc_swap::ArcSwap::from_pointee(sides),
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -175,16 +175,32 @@ impl Connector {
         &self,
         listener: Option<&str>,
         transport: Transport,
-    ) -> Option<(&str, &LocalIdentity)> {
+    ) -> Option<(String, LocalIdentity)> {
         self.side(listener, transport)
-            .map(|s| (s.listener.as_str(), &s.proxy))
+            .map(|s| (s.listener, s.proxy))
     }
 
-    fn side(&self, listener: Option<&str>, transport: Transport) -> Option<&ClientSide> {
+    /// The client side of a listener, by name.
+    pub fn side_of(&self, listener: &str) -> Option<ClientSide> {
+        self.sides
+            .load()
+            .iter()
+            .find(|s| s.listener == listener)
+            .cloned()
+    }
+
+    /// The listeners' client sides after a reload.
+    pub fn set_sides(&self, sides: Vec<ClientSide>) {
+        self.sides.store(Arc::new(sides));
+    }
+
+    fn side(&self, listener: Option<&str>, transport: Transport) -> Option<ClientSide> {
+        let sides = self.sides.load();
         let fits = |s: &&ClientSide| s.proxy.transport() == transport;
         listener
-            .and_then(|l| self.sides.iter().filter(fits).find(|s| s.listener == l))
-            .or_else(|| self.sides.iter().find(fits))
+            .and_then(|l| sides.iter().filter(fits).find(|s| s.listener == l))
+            .or_else(|| sides.iter().find(fits))
+            .cloned()
     }
 
     async fn connect(

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::RwLock;
 
 use tokio::sync::watch;
 use tracing::info;
@@ -87,12 +88,12 @@ impl FromStr for Mode {
     }
 }
 
-/// The datacenters of this daemon, one per SBC listener, fixed at start; their modes
-/// change at run time. Every reader sees a change at once; the accept loops also wake on
-/// it ([`Datacenters::watch`]).
+/// The datacenters of this daemon, one per SBC listener (a reload adds and removes
+/// them with their listeners); their modes change at run time. Every reader sees a
+/// change at once; the accept loops also wake on it ([`Datacenters::watch`]).
 #[derive(Debug, Default)]
 pub struct Datacenters {
-    by_name: BTreeMap<String, watch::Sender<Mode>>,
+    by_name: RwLock<BTreeMap<String, watch::Sender<Mode>>>,
 }
 
 /// A datacenter the daemon does not have.
@@ -103,18 +104,27 @@ pub struct UnknownDatacenter(pub String);
 impl Datacenters {
     /// One datacenter per name, all `normal`.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Datacenters {
-        Datacenters {
-            by_name: names
-                .into_iter()
-                .map(|n| (n.to_owned(), watch::Sender::new(Mode::Normal)))
-                .collect(),
+        let d = Datacenters::default();
+        d.retain(names);
+        d
+    }
+
+    /// Makes the set exactly `names`: a datacenter kept keeps its mode, a new one is
+    /// `normal`.
+    pub fn retain<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let names: Vec<&str> = names.into_iter().collect();
+        let mut map = self.write();
+        map.retain(|n, _| names.contains(&n.as_str()));
+        for n in names {
+            map.entry(n.to_owned())
+                .or_insert_with(|| watch::Sender::new(Mode::Normal));
         }
     }
 
     /// The mode of the datacenter a listener is; `normal` for a listener that is none
     /// (the endpoint listener).
     pub fn mode(&self, listener: &str) -> Mode {
-        self.by_name
+        self.read()
             .get(listener)
             .map(|tx| *tx.borrow())
             .unwrap_or_default()
@@ -122,8 +132,8 @@ impl Datacenters {
 
     /// Sets a datacenter's mode and logs the change; returns the mode it had.
     pub fn set(&self, name: &str, mode: Mode) -> Result<Mode, UnknownDatacenter> {
-        let tx = self
-            .by_name
+        let map = self.read();
+        let tx = map
             .get(name)
             .ok_or_else(|| UnknownDatacenter(name.to_owned()))?;
         let before = tx.send_replace(mode);
@@ -136,12 +146,12 @@ impl Datacenters {
     /// Wakes on every change of one datacenter's mode (`None` for a listener that is
     /// none).
     pub fn watch(&self, listener: &str) -> Option<watch::Receiver<Mode>> {
-        self.by_name.get(listener).map(watch::Sender::subscribe)
+        self.read().get(listener).map(watch::Sender::subscribe)
     }
 
     /// Every datacenter and its mode, by name.
     pub fn list(&self) -> Vec<(String, Mode)> {
-        self.by_name
+        self.read()
             .iter()
             .map(|(n, tx)| (n.clone(), *tx.borrow()))
             .collect()
@@ -149,7 +159,16 @@ impl Datacenters {
 
     /// Whether a datacenter of this name exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        self.read().contains_key(name)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, watch::Sender<Mode>>> {
+        // Each change is one map operation; a poisoned lock is still consistent.
+        self.by_name.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, watch::Sender<Mode>>> {
+        self.by_name.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 

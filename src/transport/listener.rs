@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -147,35 +148,41 @@ pub struct Shared {
     pub tracker: TaskTracker,
 }
 
-/// Accepts until shutdown. Connections already up are served by their own tasks.
+/// Accepts until `stop` (shutdown, or a reload that removed the listener: a child of
+/// [`Shared::stop_accepting`]). Connections already up are served by their own tasks.
 ///
 /// The listener's datacenter mode (DR-DC-1) is followed here: `refuse` closes the
 /// listening socket until the mode changes (then it is bound again on the same
 /// address), `reset` and `silent` take over each new connection before any handshake.
-pub async fn accept_loop(socket: TcpListener, listening: Listening, shared: Shared) {
-    let mut fault = listening.fault.clone();
+pub async fn accept_loop(
+    socket: TcpListener,
+    slot: Arc<ArcSwap<Listening>>,
+    stop: CancellationToken,
+    shared: Shared,
+) {
+    let mut fault = slot.load().fault.clone();
     let address = socket.local_addr().ok();
-    let listening = Arc::new(listening);
     // `None` while the datacenter refuses connections.
     let mut socket = Some(socket);
+    let name = slot.load().name.clone();
     loop {
         let mode = fault.as_ref().map(|f| *f.borrow()).unwrap_or_default();
         if mode == Mode::Refuse {
             if socket.take().is_some() {
-                info!(listener = %listening.name, "listening socket closed: connections are refused (DR-DC-1)");
+                info!(listener = %name, "listening socket closed: connections are refused (DR-DC-1)");
             }
         } else if socket.is_none() {
             match address.map(TcpListener::bind) {
                 Some(bind) => match bind.await {
                     Ok(l) => {
-                        info!(listener = %listening.name, "listening again");
+                        info!(listener = %name, "listening again");
                         socket = Some(l);
                     }
                     Err(e) => {
-                        warn!(listener = %listening.name, error = %e, "cannot listen again; retrying in 1 s");
+                        warn!(listener = %name, error = %e, "cannot listen again; retrying in 1 s");
                         tokio::select! {
                             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                            _ = shared.stop_accepting.cancelled() => break,
+                            _ = stop.cancelled() => break,
                         }
                     }
                 },
@@ -201,8 +208,11 @@ pub async fn accept_loop(socket: TcpListener, listening: Listening, shared: Shar
         let accepted = tokio::select! {
             a = accept => a,
             _ = changed => continue,
-            _ = shared.stop_accepting.cancelled() => break,
+            _ = stop.cancelled() => break,
         };
+        // What a reload changed in place (certificate, CA, FQDN) applies from the next
+        // connection on; the connections up keep what they were accepted with.
+        let listening = slot.load_full();
         let (tcp, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
@@ -246,7 +256,7 @@ pub async fn accept_loop(socket: TcpListener, listening: Listening, shared: Shar
             .instrument(span),
         );
     }
-    debug!(listener = %listening.name, "stopped accepting");
+    debug!(listener = %name, "stopped accepting");
 }
 
 /// DR-DC-1 `reset`: reads what the peer sends first (its TLS ClientHello) and resets the

@@ -93,6 +93,16 @@ impl TestDaemon {
     }
 
     pub async fn start_with(config: Config) -> TestDaemon {
+        Self::start_from(config, None).await
+    }
+
+    /// A daemon on the config file `path`, which a reload re-reads.
+    pub async fn start_from_file(path: &std::path::Path) -> TestDaemon {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Self::start_from(config, Some(path.to_owned())).await
+    }
+
+    async fn start_from(config: Config, source: Option<PathBuf>) -> TestDaemon {
         // drhub's log in the test output when RUST_LOG is set.
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -103,7 +113,8 @@ impl TestDaemon {
         let config = Arc::new(config);
         let daemon = drhub::Daemon::bind(config.clone())
             .await
-            .expect("daemon binds");
+            .expect("daemon binds")
+            .with_source(source);
         let addrs = daemon.local_addrs().to_vec();
         let hub = daemon.hub();
         let shutdown = CancellationToken::new();
@@ -282,7 +293,7 @@ pub async fn connect_as_on(
     connect_to(daemon.addr(listener), connector, stem.to_owned()).await
 }
 
-async fn connect_to(
+pub async fn connect_to(
     addr: SocketAddr,
     connector: TlsConnector,
     fqdn: String,
