@@ -18,6 +18,7 @@
 //! - `api`: the control API: status, calls, datacenter fault modes (DR-DC), JSON over HTTP
 //! - `certs`: the lab PKI behind `drhub certs`
 //! - `check`: the `drhub check` summary
+//! - `import`: `drhub import`, the Teams PowerShell cmdlets' JSON into a `[[tenant]]`
 //! - `overload`: when a delay stands long enough to shed new calls (DR-ERR-1)
 //! - `logging`, `systemd`: process plumbing
 //!
@@ -33,6 +34,7 @@ pub mod directory;
 pub mod endpoint;
 pub mod health;
 pub mod hub;
+pub mod import;
 pub mod logging;
 pub mod observe;
 pub mod overload;

@@ -133,6 +133,10 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         api: Option<SocketAddr>,
     },
+    /// Turn the JSON of the Teams PowerShell cmdlets (`... | ConvertTo-Json -Depth 5`) into
+    /// a `[[tenant]]` for drhub's configuration that mirrors a production tenant: its
+    /// SBCs, voice routing and users. Each input is optional; give at least one.
+    Import(ImportArgs),
     /// Put an emulated datacenter of a running daemon into a fault mode (DR-DC-1):
     /// normal, busy, refuse, reset or silent.
     Datacenter {
@@ -171,6 +175,37 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         api: Option<SocketAddr>,
     },
+}
+
+/// `drhub import`'s inputs, one file per cmdlet, and where the fragment goes.
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// `Get-CsOnlinePSTNGateway | ConvertTo-Json -Depth 5`: the SBCs, as trunks.
+    #[arg(long, value_name = "FILE")]
+    gateways: Option<PathBuf>,
+    /// `Get-CsOnlineVoiceRoute | ConvertTo-Json -Depth 5`.
+    #[arg(long, value_name = "FILE")]
+    routes: Option<PathBuf>,
+    /// `Get-CsOnlinePstnUsage | ConvertTo-Json -Depth 5`.
+    #[arg(long, value_name = "FILE")]
+    usages: Option<PathBuf>,
+    /// `Get-CsOnlineVoiceRoutingPolicy | ConvertTo-Json -Depth 5`.
+    #[arg(long, value_name = "FILE")]
+    policies: Option<PathBuf>,
+    /// `Get-CsOnlineUser | ConvertTo-Json -Depth 5`: users with Enterprise Voice and a
+    /// LineURI are imported.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// The tenant's id (default: the first label of its first domain).
+    #[arg(long, value_name = "ID")]
+    tenant: Option<String>,
+    /// A domain registered in the tenant (repeatable); those of the gateways' FQDNs and
+    /// of the users' SIP addresses are added.
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    domains: Vec<String>,
+    /// Write the fragment to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -379,6 +414,7 @@ fn main() -> ExitCode {
                 Ok(status)
             })
         }
+        Command::Import(args) => import_cmd(args),
         Command::Datacenter {
             name,
             mode,
@@ -723,6 +759,86 @@ fn check_route(path: Option<&Path>, user: &str, number: &str) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `drhub import`: exit 0 with the fragment written, 64 when an input is missing,
+/// unreadable or wrong (every problem is printed), 1 when the output cannot be written.
+fn import_cmd(args: ImportArgs) -> ExitCode {
+    let files = [
+        &args.gateways,
+        &args.routes,
+        &args.usages,
+        &args.policies,
+        &args.users,
+    ];
+    if files.iter().all(|f| f.is_none()) {
+        eprintln!("drhub import: give at least one of --gateways, --routes, --usages, --policies, --users");
+        return ExitCode::from(EX_CONFIG);
+    }
+    let mut unreadable = false;
+    let mut read = |path: &Option<PathBuf>| {
+        let path = path.as_deref()?;
+        read_import_input(path)
+            .map_err(|e| {
+                eprintln!("{}: {e}", path.display());
+                unreadable = true;
+            })
+            .ok()
+    };
+    let inputs = drhub::import::Inputs {
+        gateways: read(&args.gateways),
+        routes: read(&args.routes),
+        usages: read(&args.usages),
+        policies: read(&args.policies),
+        users: read(&args.users),
+        tenant: args.tenant,
+        domains: args.domains,
+    };
+    if unreadable {
+        return ExitCode::from(EX_CONFIG);
+    }
+    let imported = match drhub::import::import(&inputs) {
+        Ok(i) => i,
+        Err(issues) => {
+            for issue in &issues {
+                eprintln!("{issue}");
+            }
+            eprintln!("drhub import: {} problem(s); nothing written", issues.len());
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Err(e) = drhub::import::check_fragment(&imported.fragment) {
+        eprintln!("drhub import: the inputs hold what drhub's configuration refuses:");
+        for issue in &e.issues {
+            eprintln!("{issue}");
+        }
+        eprintln!("drhub import: nothing written");
+        return ExitCode::from(EX_CONFIG);
+    }
+    match &args.output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &imported.fragment) {
+                eprintln!("{}: cannot write: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!("drhub import: {imported}; written to {}", path.display());
+        }
+        None => {
+            print!("{}", imported.fragment);
+            eprintln!("drhub import: {imported}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// One input file as text (UTF-8 or UTF-16, as PowerShell writes them).
+fn read_import_input(path: &Path) -> Result<drhub::import::Input, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let text = drhub::import::decode(&bytes)?;
+    Ok(drhub::import::Input {
+        source: path.display().to_string(),
+        text,
+    })
 }
 
 fn certs_cmd(

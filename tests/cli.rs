@@ -4,24 +4,12 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_drhub");
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("drhub-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn shipped_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/drhub.toml")
-}
 
 #[test]
 fn check_accepts_the_shipped_config_and_prints_a_summary() {

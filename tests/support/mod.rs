@@ -8,7 +8,7 @@ mod sbc;
 pub use sbc::*;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -69,6 +69,19 @@ impl Pki {
     pub fn key(&self, stem: &str) -> PathBuf {
         self.dir.join(format!("{stem}.key"))
     }
+}
+
+/// An empty directory of this test process for `name`, where a command runs.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("drhub-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `config/drhub.toml`, the lab configuration drhub ships.
+pub fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/drhub.toml")
 }
 
 /// The shipped lab config with loopback port 0 and the test PKI; `edit` may change
