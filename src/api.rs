@@ -1041,8 +1041,24 @@ pub async fn request(
     head.push_str("\r\n");
     tcp.write_all(head.as_bytes()).await.map_err(io)?;
     tcp.write_all(body.as_bytes()).await.map_err(io)?;
+    // Read to the end of the answer: its Content-Length when it gives one (a server may
+    // keep the connection open after it, chromedriver does despite `Connection: close`),
+    // else until the server closes.
     let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await.map_err(io)?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = tcp.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        if let Some(whole) = answer_length(&answer) {
+            if answer.len() >= whole {
+                answer.truncate(whole);
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&answer);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -1054,6 +1070,22 @@ pub async fn request(
         .ok_or(ClientError::NotHttp { address })?;
     let value = serde_json::from_str(body).unwrap_or_else(|_| json!({ "body": body }));
     Ok((status, value))
+}
+
+/// The length of a whole HTTP answer, head and body, once its head is in and gives a
+/// Content-Length.
+fn answer_length(answer: &[u8]) -> Option<usize> {
+    let head_end = memchr::memmem::find(answer, b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&answer[..head_end]).ok()?;
+    let length = head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if name.trim().eq_ignore_ascii_case("content-length") {
+            value.trim().parse::<usize>().ok()
+        } else {
+            None
+        }
+    })?;
+    Some(head_end + length)
 }
 
 #[cfg(test)]

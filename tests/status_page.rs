@@ -153,3 +153,104 @@ async fn the_status_page_asks_a_browser_for_the_token() {
     );
     d.stop().await;
 }
+
+/// In Debian's headless Chromium: the page, behind the API token, lists a call placed
+/// during the test while it is up; its own script moves the call to the last calls when
+/// it ends (no reload by the test); the call's link opens its ladder, every arrow
+/// labelled. Screenshots of both pages go to `target/screenshots/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_a_call_appears_ends_and_shows_its_ladder() {
+    use std::time::Duration;
+    use support::browser::{screenshot_dir, Browser};
+    let Some(browser) = Browser::start_or_skip().await else {
+        return;
+    };
+    let wait = Duration::from_secs(10);
+    let d = TestDaemon::start_with(lab_config(|t| {
+        t.replace("# token = \"change-me\"", "token = \"s3cret\"")
+    }))
+    .await;
+    let api = d.addr("api");
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    assert_eq!(sbc.options().await.status(), 200);
+    let (inv, ok) = answered_call(&mut sbc, "+18338006777").await;
+    let call_id = req_header(&inv, "Call-ID").expect("Call-ID").to_owned();
+
+    // The token as the Basic password, once; the browser keeps it for the origin.
+    browser
+        .goto(&format!("http://admin:s3cret@{api}/"))
+        .await
+        .expect("page with credentials");
+    browser.goto(&format!("http://{api}/")).await.expect("page");
+    assert_eq!(browser.title().await.unwrap(), "drhub status");
+    let row = format!("#live tr.call[data-call-id=\"{call_id}\"]");
+    let live = browser
+        .wait_for(&row, wait)
+        .await
+        .expect("the call is listed as up");
+    assert!(browser.text(&live).await.unwrap().contains("answered"));
+    let sbc_row = browser
+        .find("tr.sbc[data-fqdn=\"sbc1.adatum.biz\"]")
+        .await
+        .expect("sbc1's row");
+    assert!(browser.text(&sbc_row).await.unwrap().contains("active"));
+    browser
+        .screenshot(&screenshot_dir().join("status-page.png"))
+        .await
+        .expect("screenshot");
+
+    // The SBC hangs up; the page's refresh (every 2 s) moves the call.
+    let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
+    assert_eq!(bye.status(), 200);
+    let ended = browser
+        .wait_for_text("#recent", &call_id, wait)
+        .await
+        .unwrap_or_else(|e| panic!("the page did not refresh: {e}"));
+    assert!(browser.text(&ended).await.unwrap().contains("200"));
+    let updated = browser.find("#updated").await.unwrap();
+    assert!(browser
+        .text(&updated)
+        .await
+        .unwrap()
+        .starts_with("updated "));
+
+    let link = browser
+        .find(&format!(
+            "#recent tr.call[data-call-id=\"{call_id}\"] a.ladder"
+        ))
+        .await
+        .expect("a link to the ladder");
+    browser.click(&link).await.unwrap();
+    browser
+        .wait_for("#ladder", wait)
+        .await
+        .expect("the ladder page");
+    let mut labels = Vec::new();
+    for e in browser.find_all("#ladder text.label").await.unwrap() {
+        labels.push(browser.text(&e).await.unwrap());
+    }
+    assert_eq!(labels.first().map(String::as_str), Some("INVITE (SDP)"));
+    assert!(labels.contains(&"200 OK (SDP)".to_owned()), "{labels:?}");
+    assert_eq!(
+        labels.last().map(String::as_str),
+        Some("200 OK"),
+        "{labels:?}"
+    );
+    assert!(labels.contains(&"BYE".to_owned()), "{labels:?}");
+    // An arrow opens its message.
+    let arrows = browser.find_all("#ladder a.rung").await.unwrap();
+    browser.click(&arrows[0]).await.unwrap();
+    let open = browser
+        .execute("return document.getElementById('m0').open", vec![])
+        .await
+        .unwrap();
+    assert_eq!(open, serde_json::json!(true), "the INVITE's text is open");
+    browser
+        .screenshot(&screenshot_dir().join("status-ladder.png"))
+        .await
+        .expect("screenshot");
+    let log = browser.log().await;
+    assert!(!log.contains("Uncaught"), "script errors:\n{log}");
+    browser.close().await;
+    d.stop().await;
+}

@@ -426,10 +426,14 @@ fn ladder(h: &mut String, rungs: &[Rung], names: &HashMap<SocketAddr, String>) {
         let offset = r.at.duration_since(t0).unwrap_or_default().as_secs_f64();
         let _ = write!(
             h,
-            "<a href=\"#m{i}\" class=\"rung\"><text class=\"time\" x=\"4\" y=\"{ty}\">{offset:.3} s</text>\
+            "<a href=\"#m{i}\" class=\"rung\"><title>{}</title>\
+             <rect class=\"hit\" x=\"0\" y=\"{hy}\" width=\"{width}\" height=\"{ROW}\"/>\
+             <text class=\"time\" x=\"4\" y=\"{ty}\">{offset:.3} s</text>\
              <line class=\"arrow {class}\" x1=\"{x1}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" marker-end=\"url(#arrow)\"/>\
              <text class=\"label {class}\" x=\"{lx}\" y=\"{ly}\">{}</text></a>",
+            esc(r.start_line()),
             esc(&label),
+            hy = y - ROW / 2,
             ty = y + 4,
             lx = x1.min(x2) + COLUMN / 2,
             ly = y - 5,
@@ -581,18 +585,18 @@ svg text{font:12px ui-monospace,Menlo,Consolas,monospace}\
 .arrow.provisional{stroke:#8a6d00}.label.provisional{fill:#8a6d00}\
 .arrow.success{stroke:#1d7a2b}.label.success{fill:#1d7a2b}\
 .arrow.failure{stroke:#b11d1d}.label.failure{fill:#b11d1d}\
-.rung:hover .label{font-weight:bold}\
+.hit{fill:transparent}.rung:hover .hit{fill:#eef1f6}.rung:hover .label{font-weight:bold}\
 details{background:#fff;margin:.2em 0;padding:.3em .7em;box-shadow:0 1px 2px #0002}\
 details:target{outline:2px solid #1d2b4f}pre{white-space:pre-wrap;margin:.5em 0}";
 
 /// Refreshes `main` every two seconds while the box is ticked, keeping open messages
-/// open and the scroll position where it is.
+/// open and the scroll position where it is; an arrow's link opens its message.
 const SCRIPT: &str = "<script>\
 (function(){\
 var box=document.getElementById('refresh'),up=document.getElementById('updated');\
 function tick(){\
 if(!box.checked){return;}\
-fetch(location.pathname,{cache:'no-store',credentials:'same-origin'}).then(function(r){\
+fetch(location.origin+location.pathname,{cache:'no-store',credentials:'same-origin'}).then(function(r){\
 if(!r.ok){throw new Error('HTTP '+r.status);}return r.text();}).then(function(t){\
 var open=Array.prototype.map.call(document.querySelectorAll('details[open]'),function(d){return d.id;});\
 var doc=new DOMParser().parseFromString(t,'text/html');\
@@ -602,6 +606,9 @@ open.forEach(function(id){var d=document.getElementById(id);if(d){d.open=true;}}
 up.textContent='updated '+new Date().toLocaleTimeString();\
 }).catch(function(e){up.textContent='not updated: '+e.message;});}\
 setInterval(tick,2000);\
+function openHash(){var d=location.hash&&document.getElementById(location.hash.slice(1));\
+if(d&&d.tagName==='DETAILS'){d.open=true;}}\
+window.addEventListener('hashchange',openHash);openHash();\
 })();\
 </script>";
 

@@ -2,6 +2,7 @@
 //! it over real mutual TLS (or plain TCP), the way a lab SBC does.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod phone;
 mod sbc;
 
