@@ -4,6 +4,7 @@
 //! `cargo bench --bench calls_load -- --rate 2000 --seconds 60`
 //!   full cycle per call (INVITE, 100, 180, 200, ACK, BYE, 200) at a fixed rate:
 //!   completed and failed calls, p50/p99 INVITE-to-100, daemon CPU per call.
+//!   `--ladder-calls 0` turns off the status page's ladders (`[api] ladder_calls`).
 //! `cargo bench --bench calls_load -- --hold 20000`
 //!   establishes that many calls (INVITE .. ACK) and keeps them up: daemon resident
 //!   memory per established call.
@@ -122,8 +123,15 @@ fn main() {
             None,
         )
     } else {
+        // `--ladder-calls N`: the status page's ladders (`[api] ladder_calls`, 200 by
+        // default as shipped; 0 measures the daemon without them).
+        let ladder_calls = arg("--ladder-calls", 200);
         let (dir, cfg) = lab("calls", |t| {
             with_instant_user(format!("{t}\n"))
+                .replace(
+                    "[api]\n",
+                    &format!("[api]\nladder_calls = {ladder_calls}\n"),
+                )
                 .replace("max_per_second = 5000", "max_per_second = 1000000")
                 .replace("max_concurrent = 20000", "max_concurrent = 1000000")
                 .replace(

@@ -667,8 +667,10 @@ struct Reloader {
 
 /// What a reload does to one listener.
 enum ListenerChange {
-    /// Same name, address and transport: swap what its accept loop serves.
-    Update(usize, Listening, ClientSide),
+    /// Same name, address and transport: swap what its accept loop serves (its
+    /// certificate files re-read, so a certificate renewed at the same path applies);
+    /// `true` when its settings changed.
+    Update(usize, Listening, ClientSide, bool),
     /// New, or moved: a new socket and accept loop.
     Add(
         Box<Listener>,
@@ -723,11 +725,11 @@ impl Reloader {
                     && r.config.transport == l.transport
             });
             match same_place {
-                Some(i) if format!("{:?}", self.running[i].config) == format!("{l:?}") => {}
                 Some(i) => {
+                    let changed = format!("{:?}", self.running[i].config) != format!("{l:?}");
                     let tls = listener_tls(index, l).map_err(|e| Error::Listener(e.to_string()))?;
                     let (made, side) = self.kit.listening(l, self.running[i].local, tls, &self.hub);
-                    changes.push(ListenerChange::Update(i, made, side));
+                    changes.push(ListenerChange::Update(i, made, side, changed));
                 }
                 None => {
                     let tls = listener_tls(index, l).map_err(|e| Error::Listener(e.to_string()))?;
@@ -754,13 +756,15 @@ impl Reloader {
         let mut added = Vec::new();
         for change in changes {
             match change {
-                ListenerChange::Update(i, mut made, side) => {
+                ListenerChange::Update(i, mut made, side, changed) => {
                     let r = &mut self.running[i];
                     made.fault = self.hub.datacenters.watch(&r.config.name);
-                    applied.push(format!(
-                        "listener `{}` changed in place: new connections use its new settings",
-                        r.config.name
-                    ));
+                    if changed {
+                        applied.push(format!(
+                            "listener `{}` changed in place: new connections use its new settings",
+                            r.config.name
+                        ));
+                    }
                     r.slot.store(Arc::new(made));
                     if let Some(l) = new.listeners.iter().find(|l| l.name == r.config.name) {
                         r.config = l.clone();

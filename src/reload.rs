@@ -8,7 +8,8 @@
 //! plans, forwarding, endpoints and their passwords), `[calls]`, and the SBC listeners
 //! (added, removed, or changed in place: a listener keeping its address and transport
 //! takes its new certificate, CA and FQDN for new connections, and its connections
-//! stay). The rest (`[proxy]`, `[log]`, `[limits]`, `[timers]`, `[media]`, `[certs]`,
+//! stay; every listener's certificate files are read again, so a certificate renewed
+//! at the same path applies too). The rest (`[proxy]`, `[log]`, `[limits]`, `[timers]`, `[media]`, `[certs]`,
 //! `[endpoints]`, `[health]`, `[api]`, `[trace]`) is read at start only: a change there
 //! is reported as needing a restart, and the reload goes on without it.
 //!
