@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::transport::tap::{Point, Way};
@@ -30,7 +30,7 @@ pub struct Rung {
     pub way: Way,
     pub transport: Transport,
     /// The listener (datacenter) or `endpoints`.
-    pub listener: Box<str>,
+    pub listener: Arc<str>,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     /// The message as it went on the wire (lossy UTF-8, cut at 16 KiB).
@@ -60,10 +60,38 @@ pub struct Ladders {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_call_id: HashMap<Box<str>, Vec<Rung>>,
+    by_call_id: HashMap<Box<str>, Ladder>,
     /// Call-IDs oldest first, to forget the oldest.
     order: VecDeque<Box<str>>,
+    /// Listener names, each kept once.
+    listeners: Vec<Arc<str>>,
 }
+
+/// One Call-ID's messages: their bytes end to end in one buffer, so that a call costs
+/// a few allocations, not several per message (this runs for every message of every
+/// call on the daemon's hot path).
+#[derive(Debug)]
+struct Ladder {
+    bytes: Vec<u8>,
+    rungs: Vec<Meta>,
+}
+
+/// Where a message went, and where its bytes are in [`Ladder::bytes`].
+#[derive(Debug)]
+struct Meta {
+    at: SystemTime,
+    way: Way,
+    transport: Transport,
+    listener: Arc<str>,
+    local: SocketAddr,
+    peer: SocketAddr,
+    start: usize,
+    end: usize,
+}
+
+/// Room for a call's usual messages (an INVITE and a 200 with SDP, the provisional
+/// responses, ACK, BYE and its 200) without growing.
+const LADDER_BYTES: usize = 8 * 1024;
 
 impl Ladders {
     /// Keeps the messages of the last `keep` Call-IDs that began with an INVITE; 0 keeps
@@ -88,9 +116,13 @@ impl Ladders {
             return;
         };
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Inner { by_call_id, order } = &mut *inner;
-        let rungs = match by_call_id.get_mut(call_id) {
-            Some(r) => r,
+        let Inner {
+            by_call_id,
+            order,
+            listeners,
+        } = &mut *inner;
+        let ladder = match by_call_id.get_mut(call_id) {
+            Some(l) => l,
             None if bytes.starts_with(b"INVITE ") => {
                 if order.len() >= self.keep {
                     if let Some(old) = order.pop_front() {
@@ -98,22 +130,36 @@ impl Ladders {
                     }
                 }
                 order.push_back(call_id.into());
-                by_call_id.entry(call_id.into()).or_default()
+                by_call_id.entry(call_id.into()).or_insert_with(|| Ladder {
+                    bytes: Vec::with_capacity(LADDER_BYTES),
+                    rungs: Vec::with_capacity(8),
+                })
             }
             None => return,
         };
-        if rungs.len() >= RUNGS_MAX {
+        if ladder.rungs.len() >= RUNGS_MAX {
             return;
         }
+        let listener = match listeners.iter().find(|l| l.as_ref() == point.listener) {
+            Some(l) => l.clone(),
+            None => {
+                let l: Arc<str> = point.listener.into();
+                listeners.push(l.clone());
+                l
+            }
+        };
         let kept = &bytes[..bytes.len().min(MESSAGE_MAX)];
-        rungs.push(Rung {
+        let start = ladder.bytes.len();
+        ladder.bytes.extend_from_slice(kept);
+        ladder.rungs.push(Meta {
             at: SystemTime::now(),
             way,
             transport: point.transport,
-            listener: point.listener.into(),
+            listener,
             local: point.local,
             peer: point.peer,
-            text: String::from_utf8_lossy(kept).into(),
+            start,
+            end: ladder.bytes.len(),
         });
     }
 
@@ -123,8 +169,17 @@ impl Ladders {
         let mut rungs: Vec<Rung> = call_ids
             .iter()
             .filter_map(|id| inner.by_call_id.get(*id))
-            .flatten()
-            .cloned()
+            .flat_map(|l| {
+                l.rungs.iter().map(|m| Rung {
+                    at: m.at,
+                    way: m.way,
+                    transport: m.transport,
+                    listener: m.listener.clone(),
+                    local: m.local,
+                    peer: m.peer,
+                    text: String::from_utf8_lossy(&l.bytes[m.start..m.end]).into(),
+                })
+            })
             .collect();
         // Stable: messages recorded in the same instant keep their order.
         rungs.sort_by_key(|r| r.at);
