@@ -15,6 +15,8 @@ use tracing::debug;
 use crate::diagnostics::{answer_unparsed, is_stateless_tag, Diagnostic, Rejection, Teller};
 use crate::health::OptionsSeen;
 use crate::hub::Hub;
+use crate::observe::conformance::sbc_of;
+use crate::observe::refusals::Refused;
 use crate::policy::{self, peer_auth, ALLOW, SUPPORTED_OPTIONS};
 use crate::sip::build::{ResponseWriter, Style};
 use crate::sip::{HeaderName, Message, Method, ParseError, Stored};
@@ -78,7 +80,14 @@ impl FrontDoor {
         let r = Rejection::new(Diagnostic::Overloaded)
             .with("detail", format!("datacenter {} is busy", flow.listener))
             .with("retry_after", retry_after.to_string());
-        r.respond_stateless(msg, &self.teller(flow, &label), out);
+        if r.respond_stateless(msg, &self.teller(flow, &label), out) {
+            // DR-DC-2: the SBC's next INVITE of this call belongs on another datacenter.
+            let how = Refused::Busy {
+                datacenter: flow.listener.as_str().into(),
+                retry_after,
+            };
+            self.hub.conformance.refused(&sbc_of(flow), msg, how);
+        }
     }
 
     fn malformed(
@@ -220,6 +229,11 @@ impl Dispatch for FrontDoor {
         };
         let to_tag = msg.to().and_then(Result::ok).and_then(|t| t.tag());
         let in_dialog = to_tag.is_some();
+        // DR-CONF: a new INVITE may try again what drhub refused (DR-ERR-2, DR-DC-2);
+        // looked at here, before a busy datacenter refuses it again.
+        if !in_dialog && method == Method::Invite {
+            self.hub.conformance.new_invite(flow, msg);
+        }
         // DR-DC-1: a datacenter in a fault mode; calls already up carry on, so only new
         // requests look it up.
         if !in_dialog && method != Method::Ack {

@@ -3,10 +3,15 @@
 //! one to a number without `+`, one without SDP, and one to a number without
 //! `user=phone` that drhub accepts. `GET /api/report` and `drhub report` list each
 //! fault with its requirement ID, count and last Call-ID.
+//!
+//! Then what an SBC does after a refusal: a busy datacenter's 503 answered by retrying
+//! it rather than the next one (DR-DC-2).
 
 mod support;
 
 use std::process::Command;
+
+use serde_json::{json, Value};
 
 use drhub::api::request;
 use support::*;
@@ -164,4 +169,85 @@ async fn dr_conf_the_report_lists_what_a_misbehaving_sbc_did() {
         "{text}"
     );
     assert!(text.contains(&format!("Call-ID {last_ip}")), "{text}");
+}
+
+/// The findings of one SBC, as `GET /api/report?sbc=` lists them.
+async fn findings(d: &TestDaemon, sbc: &str) -> Vec<Value> {
+    let path = format!("/api/report?sbc={sbc}");
+    let (s, v) = request(d.addr("api"), "GET", &path, None, None)
+        .await
+        .expect("API reachable");
+    assert_eq!(s, 200, "{v}");
+    v["sbcs"][0]["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The finding of `requirement`, if any.
+fn finding<'a>(findings: &'a [Value], requirement: &str) -> Option<&'a Value> {
+    findings.iter().find(|f| f["requirement"] == requirement)
+}
+
+/// The SBC's INVITE got a final failure: ACKed, and that failure returned.
+async fn refused(sbc: &mut TlsSbc, inv: &str, status: u16) -> Reply {
+    sbc.send(inv).await;
+    let (r, _) = sbc.until(status).await;
+    sbc.send(ack_non2xx(inv, r.to_tag().as_deref())).await;
+    r
+}
+
+/// DR-DC-2, the seed's rule: after a busy datacenter's 503 with Retry-After, the SBC's
+/// next INVITE of the call goes to the next datacenter. Moving from `sip2` to `sip` is
+/// right (no finding); retrying `sip2` within its Retry-After is noted (broke).
+#[tokio::test]
+async fn dr_dc_2_retrying_the_datacenter_that_answered_503_is_reported_moving_on_is_not() {
+    let d = TestDaemon::start_with(lab_config(|t| fast(t, 0.05))).await;
+    let body = json!({"mode": "busy", "retry_after": 30});
+    let (s, v) = request(
+        d.addr("api"),
+        "POST",
+        "/api/datacenters/sip2",
+        None,
+        Some(&body),
+    )
+    .await
+    .expect("API reachable");
+    assert_eq!(s, 200, "{v}");
+    let mut on_sip2 = connect_as_on(&d, "sip2", "sbc1.adatum.biz").await.unwrap();
+    assert_eq!(on_sip2.options().await.status(), 200);
+    let mut on_sip = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    assert_eq!(on_sip.options().await.status(), 200);
+    // The busy user: a 486 ends each call that gets through.
+    let busy = "+18338006778";
+
+    let first = invite("sbc1.adatum.biz", busy, &[]);
+    let r = refused(&mut on_sip2, &first, 503).await;
+    assert_eq!(r.header("Retry-After"), Some("30"), "{}", r.text);
+    refused(&mut on_sip, &invite("sbc1.adatum.biz", busy, &[]), 486).await;
+    assert!(
+        finding(&findings(&d, "sbc1.adatum.biz").await, "DR-DC-2").is_none(),
+        "moving to the next datacenter is right"
+    );
+
+    let again = invite("sbc1.adatum.biz", busy, &[]);
+    refused(&mut on_sip2, &again, 503).await;
+    let retry = invite("sbc1.adatum.biz", busy, &[]);
+    refused(&mut on_sip2, &retry, 503).await;
+    d.calls_drained().await;
+    let list = findings(&d, "sbc1.adatum.biz").await;
+    let f = finding(&list, "DR-DC-2").unwrap_or_else(|| panic!("no DR-DC-2 in {list:#?}"));
+    assert_eq!(
+        (&f["severity"], &f["count"]),
+        (&json!("broke"), &json!(1)),
+        "{f:#}"
+    );
+    assert_eq!(f["last_call_id"], req_header(&retry, "Call-ID").unwrap());
+    let detail = f["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("retried the datacenter sip2 that answered 503 Retry-After 30 after ")
+            && detail.contains(" s instead of the next one")
+            && detail.contains(req_header(&again, "Call-ID").unwrap()),
+        "{detail}"
+    );
 }

@@ -3,15 +3,19 @@
 //! forever, or the SBC's state says it is heading there), with a count, the last
 //! Call-ID, the last time and the requirement's ID. Rejections are recorded where they
 //! are sent; the SBC's OPTIONS and certificate are read from its health record when the
-//! report is asked for (`GET /api/report`, `drhub report`).
+//! report is asked for (`GET /api/report`, `drhub report`). What an SBC does after a
+//! refusal (a `603` tried again, a busy datacenter tried again) is found with the recent
+//! refusals of [`crate::observe::refusals`], which this store keeps.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
 use crate::diagnostics::{Diagnostic, Rejection};
+use crate::observe::refusals::{Refusals, Refused};
+use crate::sip::Message;
 use crate::transport::FlowInfo;
 
 /// How bad a finding is.
@@ -53,6 +57,8 @@ const MAX_PER_SBC: usize = 256;
 #[derive(Debug, Default)]
 pub struct Conformance {
     by_sbc: Mutex<HashMap<String, Vec<Finding>>>,
+    /// The refusals whose aftermath is a finding (DR-ERR-2, DR-DC-2).
+    refusals: Refusals,
 }
 
 impl Conformance {
@@ -115,6 +121,36 @@ impl Conformance {
             call_id,
             r.facts_line(),
         );
+    }
+
+    /// drhub refused `invite` from `sbc` (named as [`sbc_of`] names it) with a `603` or a
+    /// busy datacenter's `503`: remembered, for the SBC's next INVITE of the same call.
+    pub fn refused(&self, sbc: &str, invite: &Message<'_>, how: Refused) {
+        self.refusals.remember(sbc, invite, how, Instant::now());
+    }
+
+    /// A new INVITE from the SBC on `flow`, before anything answers it: a finding when it
+    /// tries again a call drhub declined (DR-ERR-2), or the busy datacenter that told it
+    /// to go elsewhere (DR-DC-2).
+    pub fn new_invite(&self, flow: &FlowInfo, invite: &Message<'_>) {
+        if self.refusals.is_empty() {
+            return;
+        }
+        let sbc = sbc_of(flow);
+        if let Some(r) = self
+            .refusals
+            .retry(&sbc, invite, &flow.listener, Instant::now())
+        {
+            let call_id = invite.call_id().unwrap_or("");
+            self.record(
+                &sbc,
+                r.requirement,
+                Severity::Broke,
+                r.what,
+                call_id,
+                r.detail,
+            );
+        }
     }
 
     /// Every SBC's findings, worst first, with what its health record says now.

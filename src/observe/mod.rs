@@ -4,5 +4,6 @@
 pub mod conformance;
 pub mod ladder;
 pub mod metrics;
+pub mod refusals;
 pub mod status_page;
 pub mod trace;
