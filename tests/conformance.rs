@@ -4,8 +4,9 @@
 //! `user=phone` that drhub accepts. `GET /api/report` and `drhub report` list each
 //! fault with its requirement ID, count and last Call-ID.
 //!
-//! Then what an SBC does after a refusal: a busy datacenter's 503 answered by retrying
-//! it rather than the next one (DR-DC-2).
+//! Then what an SBC does after a refusal: a call declined with 603 and tried again
+//! (DR-ERR-2), a busy datacenter's 503 answered by retrying it rather than the next one
+//! (DR-DC-2).
 
 mod support;
 
@@ -195,6 +196,54 @@ async fn refused(sbc: &mut TlsSbc, inv: &str, status: u16) -> Reply {
     let (r, _) = sbc.until(status).await;
     sbc.send(ack_non2xx(inv, r.to_tag().as_deref())).await;
     r
+}
+
+/// A user whose one Teams client declines every call with 603 at once.
+const DECLINING_USER: &str = r#"
+  [[tenant.user]]
+  sip_address = "decline@adatum.biz"
+  line_uri = "tel:+18338008603"
+
+    [[tenant.user.endpoint]]
+    name = "desktop"
+    ring_after_seconds = 0
+    reject_status = 603
+    reject_after_seconds = 0
+"#;
+
+/// DR-ERR-2: a call declined with 603 is final. The SBC that calls the same number from
+/// the same caller again within 32 s (64·T1, the emulator's window) is noted (broke),
+/// with the new Call-ID, the declined one and the time between; the decline alone is not.
+#[tokio::test]
+async fn dr_err_2_a_call_tried_again_after_603_is_reported() {
+    let d = TestDaemon::start_with(lab_config(|t| with_user(t, DECLINING_USER))).await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    assert_eq!(sbc.options().await.status(), 200);
+    let first = invite("sbc1.adatum.biz", "+18338008603", &[]);
+    refused(&mut sbc, &first, 603).await;
+    let declined = req_header(&first, "Call-ID").unwrap();
+    assert!(
+        finding(&findings(&d, "sbc1.adatum.biz").await, "DR-ERR-2").is_none(),
+        "a 603 alone is no finding"
+    );
+
+    let again = invite("sbc1.adatum.biz", "+18338008603", &[]);
+    refused(&mut sbc, &again, 603).await;
+    d.calls_drained().await;
+    let list = findings(&d, "sbc1.adatum.biz").await;
+    let f = finding(&list, "DR-ERR-2").unwrap_or_else(|| panic!("no DR-ERR-2 in {list:#?}"));
+    assert_eq!(f["severity"], "broke", "{f:#}");
+    assert_eq!(f["count"], 1, "{f:#}");
+    assert_eq!(f["last_call_id"], req_header(&again, "Call-ID").unwrap());
+    let detail = f["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(" s after 603 Decline to Call-ID ") && detail.contains(declined),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("from +17168712781 to +18338008603"),
+        "{detail}"
+    );
 }
 
 /// DR-DC-2, the seed's rule: after a busy datacenter's 503 with Retry-After, the SBC's

@@ -89,6 +89,9 @@ pub enum Action {
     Consult(Box<ConsultPlan>),
     /// Something the SBC nearly broke, for the conformance report (DR-CONF).
     Conformance(Box<Note>),
+    /// The SBC's INVITE was declined with `603`: remembered under the SBC's name, so that
+    /// the report notes the SBC trying that call again (DR-ERR-2).
+    Declined { sbc: Arc<str>, invite: Stored },
 }
 
 /// A near-miss of an SBC's in a call (DR-CONF).
@@ -268,6 +271,10 @@ pub struct NewCall {
     pub peer: Peer,
     /// The listener the INVITE came in on: its certificate goes on new connections.
     pub listener: Arc<str>,
+    /// The SBC as the conformance report names it at its connections
+    /// ([`crate::observe::conformance::sbc_of`]), where its INVITEs are checked for a
+    /// call tried again after a `603` (DR-ERR-2).
+    pub sbc: Arc<str>,
     pub tenant: String,
     pub user: String,
     /// The caller as the endpoints see it (From of their INVITE).
@@ -867,6 +874,8 @@ pub struct Call {
     call_id: Box<str>,
     caller: UasLeg,
     listener: Arc<str>,
+    /// See [`NewCall::sbc`].
+    sbc: Arc<str>,
     trunk: TrunkRoute,
     forks: Vec<Fork>,
     phase: Phase,
@@ -975,6 +984,7 @@ impl Call {
             call_id,
             caller,
             listener: new.listener,
+            sbc: new.sbc,
             trunk: new.trunk,
             forks: Vec::new(),
             phase: Phase::Ringing,
@@ -2384,6 +2394,14 @@ impl Call {
             flow: &self.call_id,
             allow: DIALOG_ALLOW,
         };
+        // DR-ERR-2: the task remembers the decline right after this event, while the 603
+        // is still on its way through the transaction layer to the SBC.
+        if let (603, Some(invite)) = (r.status(), self.caller.invite()) {
+            self.actions.push(Action::Declined {
+                sbc: self.sbc.clone(),
+                invite: invite.clone(),
+            });
+        }
         self.caller.reject(&r, &teller);
         self.phase = Phase::Done;
     }
@@ -3551,6 +3569,11 @@ impl Runner {
                 n.what,
                 &n.call_id,
                 n.detail,
+            ),
+            Action::Declined { sbc, invite } => self.hub.conformance.refused(
+                &sbc,
+                &invite.message(),
+                crate::observe::refusals::Refused::Declined,
             ),
             Action::Consult(plan) => {
                 let task = consult_and_transfer(self.hub.clone(), *plan);

@@ -2354,7 +2354,8 @@ mod tests {
                     | Action::Progress(_)
                     | Action::ExpectTransfer(_)
                     | Action::Consult(_)
-                    | Action::Conformance(_) => {}
+                    | Action::Conformance(_)
+                    | Action::Declined { .. } => {}
                 }
             }
         }

@@ -676,6 +676,7 @@ impl Router {
             local: flow.proxy.clone(),
             peer,
             listener: flow.listener.as_str().into(),
+            sbc: crate::observe::conformance::sbc_of(&flow).into(),
             tenant,
             user: admitted.user.sip_address.to_string(),
             caller: admitted.caller,

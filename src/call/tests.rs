@@ -179,6 +179,7 @@ impl Lab {
                 fqdn: "sbc1.adatum.biz".into(),
             },
             listener: "sip".into(),
+            sbc: "sbc1.adatum.biz".into(),
             tenant: "adatum".into(),
             user: "user1@adatum.biz".into(),
             caller: "<sip:+17168712781@sip.pstnhub.microsoft.com>".into(),
@@ -241,7 +242,8 @@ impl Lab {
                 | Action::Progress(_)
                 | Action::ExpectTransfer(_)
                 | Action::Consult(_)
-                | Action::Conformance(_) => {}
+                | Action::Conformance(_)
+                | Action::Declined { .. } => {}
             }
         }
     }

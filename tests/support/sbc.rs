@@ -58,9 +58,14 @@ pub const INSTANT_NUMBER: &str = "+18338009999";
 
 /// The lab config text with [`INSTANT_USER`] added to the first tenant.
 pub fn with_instant_user(text: String) -> String {
+    with_user(text, INSTANT_USER)
+}
+
+/// The lab config text with `user` (a `[[tenant.user]]` block) added to the first tenant.
+pub fn with_user(text: String, user: &str) -> String {
     text.replacen(
         "[[tenant]]\nid = \"contoso\"",
-        &format!("{INSTANT_USER}\n[[tenant]]\nid = \"contoso\""),
+        &format!("{user}\n[[tenant]]\nid = \"contoso\""),
         1,
     )
 }
