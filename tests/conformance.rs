@@ -4,9 +4,10 @@
 //! `user=phone` that drhub accepts. `GET /api/report` and `drhub report` list each
 //! fault with its requirement ID, count and last Call-ID.
 //!
-//! Then what an SBC does after a refusal: a call declined with 603 and tried again
-//! (DR-ERR-2), a busy datacenter's 503 answered by retrying it rather than the next one
-//! (DR-DC-2).
+//! Then what an SBC does after a refusal, and what it sends towards a UDP leg: a call
+//! declined with 603 and tried again (DR-ERR-2), a busy datacenter's 503 answered by
+//! retrying it rather than the next one (DR-DC-2), and an SDP over 1,500 bytes that a
+//! media-bypass call relays to a softphone registered over UDP (DR-FORK-10).
 
 mod support;
 
@@ -15,6 +16,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use drhub::api::request;
+use support::phone::Phone;
 use support::*;
 
 fn with_line(inv: &str, name: &str, value: &str) -> String {
@@ -297,6 +299,83 @@ async fn dr_dc_2_retrying_the_datacenter_that_answered_503_is_reported_moving_on
         detail.starts_with("retried the datacenter sip2 that answered 503 Retry-After 30 after ")
             && detail.contains(" s instead of the next one")
             && detail.contains(req_header(&again, "Call-ID").unwrap()),
+        "{detail}"
+    );
+}
+
+/// DR-FORK-10 and the seed's advice on UDP trunks: on a media-bypass call the SBC's own
+/// offer goes on, whole, to the softphone registered over UDP, in the INVITE and in the
+/// SBC's re-INVITE; over 1,500 bytes of SDP each is noted on the SBC (nearly), with the
+/// sizes.
+#[tokio::test]
+async fn dr_fork_10_sdp_over_1500_bytes_relayed_to_a_udp_phone_is_reported() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        fast(t, 0.05)
+            .replacen("media_bypass = false", "media_bypass = true", 1)
+            // User1's Teams clients ring without answering: the phone takes the call.
+            .replace("answer_after_seconds = 0.1\n", "\n")
+            .replace("answer_after_seconds = 0.125\n", "\n")
+    }))
+    .await;
+    let phone = Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    assert_eq!(sbc.options().await.status(), 200);
+
+    let plain = invite("sbc1.adatum.biz", "+18338006777", &RR);
+    let (head, sdp) = plain.split_once("Content-Type:").unwrap();
+    let sdp = sdp.split_once("\r\n\r\n").unwrap().1;
+    let mut padded = sdp.to_owned();
+    for i in 0..40 {
+        padded.push_str(&format!(
+            "a=candidate:{i} 1 UDP 2130706431 192.0.2.10 {} typ host\r\n",
+            40000 + 2 * i
+        ));
+    }
+    assert!(padded.len() > 1500, "{}", padded.len());
+    let inv = with_sdp(&format!("{head}Content-Length: 0\r\n\r\n"), &padded);
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    assert_eq!(to_phone.body(), padded, "the SBC's SDP, whole");
+    let phone_sdp = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    phone
+        .answer(&to_phone, 200, "OK", "ph1", Some(phone_sdp))
+        .await;
+    phone.recv_request("ACK").await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    // The SBC's re-INVITE goes on to the phone in its dialog, the same SDP again.
+    let reinvite = with_sdp(&routed(&inv, &ok, "INVITE", 2, &[]), &padded);
+    sbc.send(&reinvite).await;
+    let relayed = phone.recv_request("INVITE").await;
+    assert_eq!(relayed.body(), padded);
+    phone
+        .answer(&relayed, 200, "OK", "ph1", Some(phone_sdp))
+        .await;
+    phone.recv_request("ACK").await;
+    sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 2, &[])).await;
+    sbc.send(routed(&inv, &ok, "BYE", 3, &[])).await;
+    let bye = phone.recv_request("BYE").await;
+    phone.answer(&bye, 200, "OK", "ph1", None).await;
+    sbc.until(200).await;
+    d.calls_drained().await;
+
+    let list = findings(&d, "sbc1.adatum.biz").await;
+    let f = finding(&list, "DR-FORK-10").unwrap_or_else(|| panic!("no DR-FORK-10 in {list:#?}"));
+    // The INVITE and the re-INVITE; the last is the re-INVITE.
+    assert_eq!(
+        (&f["severity"], &f["count"]),
+        (&json!("nearly"), &json!(2)),
+        "{f:#}"
+    );
+    assert_eq!(f["last_call_id"], req_header(&inv, "Call-ID").unwrap());
+    let detail = f["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("sdp_bytes={} ", padded.len()))
+            && detail.contains(&format!("message_bytes={} ", relayed.text.len()))
+            && detail.contains("method=INVITE")
+            && detail.contains("transport=UDP"),
         "{detail}"
     );
 }

@@ -34,7 +34,7 @@ use crate::diagnostics::{correlation_id, Diagnostic, Rejection, Teller};
 use crate::endpoint::script::{Script, Step};
 use crate::hub::Hub;
 use crate::policy::DIALOG_ALLOW;
-use crate::sip::{HeaderName, LocalIdentity, Message, Method, Stored};
+use crate::sip::{HeaderName, LocalIdentity, Message, Method, Stored, Transport};
 use crate::transaction::{ClientEvent, ServerOutcome, ServerTx};
 use crate::transport::connect::{ConnectError, Target};
 use crate::transport::Destination;
@@ -127,6 +127,18 @@ impl Note {
         }))
     }
 
+    /// DR-FORK-10: the SBC's own SDP, over [`UDP_SDP_LIMIT`] bytes, went on as it is to
+    /// a SIP endpoint over UDP.
+    fn sdp_over_udp(sbc: &Arc<str>, call_id: &str, detail: String) -> Action {
+        Action::Conformance(Box::new(Note {
+            sbc: sbc.clone(),
+            requirement: "DR-FORK-10",
+            what: "SDP over 1,500 bytes relayed to a SIP endpoint over UDP (trim ICE candidates or codecs towards UDP legs)",
+            call_id: call_id.to_owned(),
+            detail,
+        }))
+    }
+
     /// DR-HOLD-1: the SBC held with `a=sendonly` or `a=recvonly`.
     fn odd_hold(sbc: &Arc<str>, call_id: &str, direction: &str) -> Action {
         Action::Conformance(Box::new(Note {
@@ -138,6 +150,11 @@ impl Note {
         }))
     }
 }
+
+/// The largest SDP of an SBC's that goes on to a UDP leg without a conformance note
+/// (DR-CONF, the seed's 1,500 bytes). The spec counts the SBC's SDP, not the whole
+/// message: the SDP is what the SBC controls, drhub's own headers are not its doing.
+pub const UDP_SDP_LIMIT: usize = 1500;
 
 /// A scripted consultative transfer (RFC 5589 §7): `user` transfers `call` to `number`
 /// after calling it.
@@ -1426,6 +1443,8 @@ impl Call {
             addr: dest.peer(),
             transport: dest.transport(),
         };
+        // Media bypass: the endpoint gets the SBC's own offer.
+        let relays_sbc_sdp = offer.is_none() && dest.transport() == Transport::Udp;
         let params = InviteParams {
             target: uri,
             from: caller.to_owned(),
@@ -1437,6 +1456,10 @@ impl Call {
         };
         if self.start_uac_fork(&name, Route::Dest(dest), local, peer, params, offer) {
             debug!(endpoint = %name, target = uri, "INVITE to SIP endpoint");
+            if relays_sbc_sdp {
+                let sdp = self.caller.invite().map_or(0, |i| i.message().body().len());
+                self.note_sdp_over_udp(&name, "INVITE", sdp);
+            }
         } else {
             warn!(endpoint = %name, target = uri, "endpoint not rung: its Contact cannot be a Request-URI");
         }
@@ -2208,10 +2231,17 @@ impl Call {
         }
         let method = offer_method(&msg);
         let id = self.next_id();
-        let sent = match &mut self.forks[i].kind {
-            ForkKind::Sip(leg) => leg.request(id, method, Some(msg.body()), &mut self.actions),
-            _ => false,
+        let (sent, udp) = match &mut self.forks[i].kind {
+            ForkKind::Sip(leg) => (
+                leg.request(id, method, Some(msg.body()), &mut self.actions),
+                matches!(leg.route(), Route::Dest(d) if d.transport() == Transport::Udp),
+            ),
+            _ => (false, false),
         };
+        if sent && udp {
+            let name = self.forks[i].name.clone();
+            self.note_sdp_over_udp(&name, method, msg.body().len());
+        }
         if !sent {
             let local = self.caller.local.clone();
             return reply(
@@ -2232,6 +2262,28 @@ impl Call {
         };
         self.relays.push((id, relay));
         self.requests.push(id, Purpose::Relay);
+    }
+
+    /// DR-CONF: the SBC's own SDP (`sdp` bytes, media bypass) just went on as it is, in
+    /// the request last sent, to the SIP endpoint `endpoint` over UDP. Over
+    /// [`UDP_SDP_LIMIT`] it is noted on the SBC: the seed warns that a UDP peer may refuse
+    /// such a message and asks the SBC to trim its SDP (ICE candidates, unused codecs).
+    /// drhub still sends it whole over UDP, where the endpoint registered (DR-FORK-10:
+    /// nothing truncates; it does not switch to TCP, which the phone may not listen on).
+    fn note_sdp_over_udp(&mut self, endpoint: &str, method: &str, sdp: usize) {
+        if sdp <= UDP_SDP_LIMIT {
+            return;
+        }
+        let message = self.actions.iter().rev().find_map(|a| match a {
+            Action::Send { request, .. } => Some(request.len()),
+            _ => None,
+        });
+        let detail = format!(
+            "sdp_bytes={sdp} message_bytes={} method={method} endpoint=\"{endpoint}\" transport=UDP",
+            message.unwrap_or(0)
+        );
+        let note = Note::sdp_over_udp(&self.trunk.fqdn, &self.call_id, detail);
+        self.actions.push(note);
     }
 
     /// The answer to the SBC's new offer: from the session it talks to ([`LegMedia`]),
