@@ -280,7 +280,7 @@ impl Daemon {
                 let bind_err = |source| StartError::ApiBind { address, source };
                 let socket = TcpListener::bind(address).await.map_err(bind_err)?;
                 let local = socket.local_addr().map_err(bind_err)?;
-                info!(address = %local, "control API listening (http://{local}/api/status)");
+                info!(address = %local, "control API listening: status page http://{local}/, JSON http://{local}/api/status");
                 addrs.push(("api".to_owned(), local));
                 Some(socket)
             }

@@ -97,7 +97,20 @@ pub fn call_page(call: &Value, rungs: &[Rung], names: &HashMap<SocketAddr, Strin
         );
     }
     h.push_str("</table></section>");
-    ladder(&mut h, rungs, names);
+    // A call with one SBC (no failover) names it by its trunk even when its connection
+    // is gone (or was plain TCP, with no certificate to name it).
+    let mut sbcs: Vec<SocketAddr> = rungs
+        .iter()
+        .filter(|r| &*r.listener != crate::transport::ENDPOINT_LISTENER)
+        .map(|r| r.peer)
+        .collect();
+    sbcs.sort_unstable();
+    sbcs.dedup();
+    let mut names = names.clone();
+    if let ([only], Some(trunk)) = (sbcs.as_slice(), call["trunk"].as_str()) {
+        names.entry(*only).or_insert_with(|| trunk.to_owned());
+    }
+    ladder(&mut h, rungs, &names);
     h.push_str("</main>");
     h.push_str(SCRIPT);
     h.push_str("</body></html>\n");
@@ -690,6 +703,18 @@ mod tests {
             page.contains("<tr><th>Outcome</th><td>486</td></tr>"),
             "{page}"
         );
+    }
+
+    /// Its connection gone (or plain TCP), a call's one SBC is named by the trunk.
+    #[test]
+    fn a_lone_sbc_is_named_by_the_calls_trunk() {
+        let rungs = [
+            rung(Way::In, "10.0.0.1:4000", "INVITE sip:x SIP/2.0\r\n\r\n", 0),
+            rung(Way::Out, "10.0.0.1:4000", "SIP/2.0 100 Trying\r\n\r\n", 1),
+        ];
+        let call = json!({"call_id": "c1", "trunk": "sbc1.adatum.biz"});
+        let page = call_page(&call, &rungs, &HashMap::new());
+        assert!(page.contains(">sbc1.adatum.biz</text>"), "{page}");
     }
 
     #[test]
