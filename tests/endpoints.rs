@@ -3,10 +3,8 @@
 
 mod support;
 
-use support::phone::Phone;
+use support::phone::{Phone, PHONE_SDP};
 use support::*;
-
-const PHONE_SDP: &str = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 /// User1's virtual clients ring but never answer, so the softphone decides.
 fn config_virtual_never_answer() -> drhub::config::Config {

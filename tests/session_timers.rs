@@ -6,11 +6,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::phone::Phone;
+use support::phone::{Phone, PHONE_SDP};
 use support::*;
 
 const USER1: &str = "+18338006777";
-const PHONE_SDP: &str = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 /// Scripts 20 times faster and a Min-SE of 1 s.
 fn config() -> drhub::config::Config {

@@ -123,6 +123,90 @@ async fn the_status_page_shows_sbcs_calls_and_each_calls_ladder() {
     d.stop().await;
 }
 
+/// A call the user's registered SIP phone answers: the call lists two legs, and its
+/// ladder has the phone as a third party, the SBC's and the phone's dialogs merged by
+/// time (the INVITE to the phone after the SBC's INVITE, the BYE to it after the
+/// SBC's BYE).
+#[tokio::test]
+async fn a_phones_leg_is_a_third_party_on_the_ladder() {
+    let d = TestDaemon::start_with(lab_config(|t| {
+        // The virtual clients ring but never answer: the phone does.
+        fast(t, 0.05)
+            .replace("answer_after_seconds = 0.1\n", "\n")
+            .replace("answer_after_seconds = 0.125\n", "\n")
+    }))
+    .await;
+    let api = d.addr("api");
+    let phone = support::phone::Phone::new(d.addr("endpoints")).await;
+    assert_eq!(phone.register_with("user1-lab-password").await, 200);
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
+    let inv = invite("sbc1.adatum.biz", "+18338006777", &RR);
+    sbc.send(&inv).await;
+    let to_phone = phone.recv_request("INVITE").await;
+    phone
+        .answer(
+            &to_phone,
+            200,
+            "OK",
+            "phone1",
+            Some(support::phone::PHONE_SDP),
+        )
+        .await;
+    phone.recv_request("ACK").await;
+    let (ok, _) = sbc.until(200).await;
+    sbc.send(routed(&inv, &ok, "ACK", 1, &[])).await;
+    let call_id = req_header(&inv, "Call-ID").expect("Call-ID").to_owned();
+    let phone_call_id = to_phone.header("Call-ID").expect("Call-ID").to_owned();
+
+    let (_, page) = http_get(api, "/", &[]).await;
+    let row = page
+        .split(&format!("data-call-id=\"{call_id}\""))
+        .nth(1)
+        .and_then(|s| s.split("</tr>").next())
+        .expect("the call's row");
+    assert!(row.contains("<td>2</td>"), "two legs: {row}");
+
+    assert_eq!(
+        sbc.request(&routed(&inv, &ok, "BYE", 2, &[]))
+            .await
+            .status(),
+        200
+    );
+    let bye = phone.recv_request("BYE").await;
+    phone.answer(&bye, 200, "OK", "phone1", None).await;
+    d.calls_drained().await;
+
+    let (_, ladder) = http_get(api, &format!("/calls/{}", segment(&call_id)), &[]).await;
+    assert!(
+        ladder.contains(&phone_call_id),
+        "the phone leg's Call-ID: {ladder}"
+    );
+    assert!(
+        ladder.contains(&format!(">{}</text>", phone.addr())),
+        "{ladder}"
+    );
+    let labels = arrows(&ladder);
+    let at = |l: &str| labels.iter().position(|x| x == l);
+    // SBC INVITE, 100, then drhub's INVITE to the phone; two BYEs, two 200s at the end.
+    assert_eq!(labels[0], "INVITE (SDP)", "{labels:?}");
+    assert!(
+        labels.iter().filter(|l| *l == "INVITE (SDP)").count() == 2,
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.iter().filter(|l| *l == "BYE").count(),
+        2,
+        "{labels:?}"
+    );
+    assert!(at("BYE") > at("200 OK (SDP)"), "{labels:?}");
+    // The phone's arrows go right of drhub's column (x 500): to 760.
+    assert!(
+        ladder.contains("x1=\"500\"") && ladder.contains("x2=\"760\""),
+        "{ladder}"
+    );
+    d.stop().await;
+}
+
 /// With `[api] token`, a browser is challenged with Basic authentication and gets in
 /// with the token as its password; the JSON API keeps asking for a bearer token.
 #[tokio::test]

@@ -8,6 +8,9 @@ use tokio::net::UdpSocket;
 
 use super::{Reply, WAIT};
 
+/// A softphone's SDP: PCMU on loopback.
+pub const PHONE_SDP: &str = "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
 /// One softphone (its UDP socket) registering as user1@adatum.biz (or any user).
 pub struct Phone {
     pub sock: UdpSocket,
