@@ -47,14 +47,9 @@ const NEW_USER: &str = r#"
     answer_after_seconds = 0
 "#;
 
-/// `text` with [`NEW_USER`] in the first tenant (before the second `[[tenant]]`).
+/// `text` with [`NEW_USER`] in the first tenant.
 fn with_new_user(text: &str) -> String {
-    let second = text
-        .match_indices("\n[[tenant]]")
-        .nth(1)
-        .map(|(i, _)| i)
-        .expect("two tenants");
-    format!("{}{NEW_USER}{}", &text[..second], &text[second..])
+    with_user(text.to_owned(), NEW_USER)
 }
 
 /// The `[[listener]]` block named `name` taken out.
