@@ -441,16 +441,7 @@ async fn run_creates_certs_serves_options_and_exits_cleanly_on_sigterm() {
         None,
     ))
     .await;
-    sbc.send(response_tagged(
-        &inv.text,
-        200,
-        "OK",
-        "cli",
-        &[contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    sbc.until_request("ACK").await;
+    sbc.answer_200(&inv, "cli", contact).await;
 
     // Reload with the call up (issue 10). SIGHUP re-reads the file: a new user.
     std::fs::write(&cfg, with_instant_user(text.clone())).unwrap();

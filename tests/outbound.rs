@@ -83,16 +83,7 @@ async fn two_sbcs(edit: impl FnOnce(String) -> String) -> (TestDaemon, SbcListen
 /// The SBC answers drhub's INVITE `inv` with 200 and SDP (To tag `tag`, `contact`), then
 /// takes drhub's ACK and answers its BYE (the caller's talk time is short): the ACK.
 async fn answered_until_bye(p: &mut ServerSbc, inv: &Reply, tag: &str, contact: &str) -> Reply {
-    p.send(response_tagged(
-        &inv.text,
-        200,
-        "OK",
-        tag,
-        &[contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    let ack = p.until_request("ACK").await;
+    let ack = p.answer_200(inv, tag, contact).await;
     let bye = p.until_request("BYE").await;
     p.send(response_to(&bye.text, 200, "OK", &[])).await;
     ack
@@ -981,16 +972,7 @@ async fn dr_hold_1_the_sbc_holds_and_resumes_an_outbound_call() {
     let (mut p, _) = sbc1.accept().await;
     let inv = p.until_request("INVITE").await;
     let contact = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
-    p.send(response_tagged(
-        &inv.text,
-        200,
-        "OK",
-        "h1",
-        &[contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    p.until_request("ACK").await;
+    p.answer_200(&inv, "h1", contact).await;
     state_becomes(&d, &call_id, "answered").await;
     let offer = inv.body().to_owned();
     let (id, v1) = sdp_origin(&offer);
@@ -1075,16 +1057,7 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
     let (mut p, _) = sbc.accept().await;
     let inv = p.until_request("INVITE").await;
     let contact = "Contact: <sip:+14255550100@sbc2.contoso.com:5061;transport=tls>";
-    p.send(response_tagged(
-        &inv.text,
-        200,
-        "OK",
-        "h2",
-        &[contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    p.until_request("ACK").await;
+    p.answer_200(&inv, "h2", contact).await;
     state_becomes(&d, &call_id, "answered").await;
     let offer = inv.body().to_owned();
     let (id, v1) = sdp_origin(&offer);
@@ -1130,16 +1103,7 @@ async fn dr_hold_2_teams_hold_of_an_outbound_bypass_call_reinvites_the_sbc() {
     let resume = p.until_request("INVITE").await;
     assert_eq!(sdp_line(resume.body(), "a=sendrecv"), "a=sendrecv");
     assert_eq!(sdp_origin(resume.body()), (id, v1 + 2));
-    p.send(response_tagged(
-        &resume.text,
-        200,
-        "OK",
-        "h2",
-        &[contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    p.until_request("ACK").await;
+    p.answer_200(&resume, "h2", contact).await;
     state_becomes(&d, &call_id, "answered").await;
 
     let bye = p.request(&uas_request(&inv.text, "h2", "BYE", 1)).await;
@@ -1361,16 +1325,7 @@ async fn dr_xfer_2_a_call_drhub_placed_is_transferred_as_referee_without_refer()
     let (mut pstn, _) = sbc1.accept().await;
     let inv = pstn.until_request("INVITE").await;
     let contact = "Contact: <sip:+14255550100@sbc1.adatum.biz:5061;transport=tls>";
-    pstn.send(response_tagged(
-        &inv.text,
-        200,
-        "OK",
-        "x1",
-        &[contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    pstn.until_request("ACK").await;
+    pstn.answer_200(&inv, "x1", contact).await;
     state_becomes(&d, &call_id, "answered").await;
     let (s, v) = post(
         &d,
@@ -1404,16 +1359,7 @@ async fn dr_xfer_2_a_call_drhub_placed_is_transferred_as_referee_without_refer()
         "the media processor's offer"
     );
     let contact2 = "Contact: <sip:+14255550199@sbc1.adatum.biz:5061;transport=tls>";
-    pstn.send(response_tagged(
-        &leg.text,
-        200,
-        "OK",
-        "t2",
-        &[contact2],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    let ack = pstn.until_request("ACK").await;
+    let ack = pstn.answer_200(&leg, "t2", contact2).await;
     assert_eq!(ack.header("Call-ID"), leg.header("Call-ID"));
     // The target holds: the media processor answers for the call.
     let held = SBC_ANSWER.replace("a=sendrecv", "a=inactive");
@@ -1477,16 +1423,7 @@ async fn dr_xfer_2_the_phone_that_placed_a_transferred_call_leaves_it() {
     let leg = pstn.until_request("INVITE").await;
     assert!(leg.header("Referred-By").is_some(), "{}", leg.text);
     let c2 = "Contact: <sip:+14255550199@sbc1.adatum.biz:5061;transport=tls>";
-    pstn.send(response_tagged(
-        &leg.text,
-        200,
-        "OK",
-        "t2",
-        &[c2],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    pstn.until_request("ACK").await;
+    pstn.answer_200(&leg, "t2", c2).await;
     let bye = phone.recv_request("BYE").await;
     phone.send(&response_to(&bye.text, 200, "OK", &[])).await;
     // The party first called hangs up: the target's leg ends.

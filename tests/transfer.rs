@@ -316,16 +316,7 @@ async fn dr_xfer_2_without_refer_drhub_calls_the_target_as_referee() {
         );
         let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
         if answer == 200 {
-            sbc.send(response_tagged(
-                &leg.text,
-                200,
-                "OK",
-                "xfer",
-                &[contact],
-                Some(SBC_ANSWER),
-            ))
-            .await;
-            let ack = sbc.until_request("ACK").await;
+            let ack = sbc.answer_200(&leg, "xfer", contact).await;
             assert_eq!(ack.header("Call-ID"), leg.header("Call-ID"));
             // The caller now talks to the target; its BYE ends the target's leg.
             sbc.send(routed(&inv, &ok, "BYE", 2, &[])).await;
@@ -636,16 +627,7 @@ async fn consultation(d: &TestDaemon, sbc: &mut TlsSbc, to: &str, tag: &str) -> 
     let inv = sbc.until_request("INVITE").await;
     assert_eq!(inv.header("Call-ID"), Some(call_id.as_str()));
     let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
-    sbc.send(response_tagged(
-        &inv.text,
-        200,
-        "OK",
-        tag,
-        &[contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    sbc.until_request("ACK").await;
+    sbc.answer_200(&inv, tag, contact).await;
     (call_id, inv)
 }
 
@@ -937,16 +919,7 @@ async fn dr_xfer_2_a_consultative_transfer_as_referee_sends_replaces() {
     );
     assert!(leg.header("Referred-By").is_some(), "{}", leg.text);
     let contact = "Contact: <sip:+14255550123@sbc1.adatum.biz:5061;transport=tls>";
-    sbc.send(response_tagged(
-        &leg.text,
-        200,
-        "OK",
-        "replacing",
-        &[contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    sbc.until_request("ACK").await;
+    sbc.answer_200(&leg, "replacing", contact).await;
     let r = sbc
         .request(&uas_request(&consult.text, "consult", "BYE", 1))
         .await;
@@ -1020,16 +993,7 @@ async fn dr_xfer_2_a_scripted_consultative_transfer_calls_the_target_first() {
         leg.text
     );
     assert!(leg.header("Referred-By").is_some(), "{}", leg.text);
-    sbc.send(response_tagged(
-        &leg.text,
-        200,
-        "OK",
-        "replacing",
-        &[contact],
-        Some(SBC_ANSWER),
-    ))
-    .await;
-    sbc.until_request("ACK").await;
+    sbc.answer_200(&leg, "replacing", contact).await;
     let r = sbc
         .request(&uas_request(&consult.text, "consult", "BYE", 1))
         .await;

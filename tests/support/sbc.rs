@@ -580,6 +580,21 @@ pub fn dialog_request(
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Sbc<S> {
+    /// Answers drhub's INVITE `inv` as an SBC does: 200 OK with To tag `tag`, the
+    /// `contact` header and the SBC's SDP ([`SBC_ANSWER`]); returns drhub's ACK.
+    pub async fn answer_200(&mut self, inv: &Reply, tag: &str, contact: &str) -> Reply {
+        self.send(response_tagged(
+            &inv.text,
+            200,
+            "OK",
+            tag,
+            &[contact],
+            Some(SBC_ANSWER),
+        ))
+        .await;
+        self.until_request("ACK").await
+    }
+
     /// ACKs the 200 of `invite` on dialog `tag`, then hangs up: the BYE must get 200.
     pub async fn ack_and_bye(&mut self, invite: &str, tag: &str) {
         self.send(in_dialog(invite, "ACK", Some(tag), 1)).await;
