@@ -427,18 +427,35 @@ async fn one_call(
     })
 }
 
-/// A call up or among the last ended, by its caller's Call-ID, as the calls API shows it.
+/// A call up or among the last ended, by its caller's Call-ID (or, failing that, any
+/// of its legs'), as the calls API shows it.
 fn find_call(api: &Api, call_id: &str) -> Option<Value> {
     let calls = &api.hub.calls;
-    if let Some(c) = calls.snapshot().iter().find(|c| *c.call_id == *call_id) {
-        return Some(live_json(c));
-    }
+    let live = calls.snapshot();
     let recent = calls.recent();
-    recent
-        .iter()
-        .rev()
-        .find(|c| *c.call_id == *call_id)
-        .map(record_json)
+    let is = |id: &str| id == call_id;
+    live.iter()
+        .find(|c| is(&c.call_id))
+        .map(live_json)
+        .or_else(|| {
+            recent
+                .iter()
+                .rev()
+                .find(|c| is(&c.call_id))
+                .map(record_json)
+        })
+        .or_else(|| {
+            live.iter()
+                .find(|c| c.call_ids.iter().any(|l| is(l)))
+                .map(live_json)
+        })
+        .or_else(|| {
+            recent
+                .iter()
+                .rev()
+                .find(|c| c.call_ids.iter().any(|l| is(l)))
+                .map(record_json)
+        })
 }
 
 /// `GET /`: the status page (see [`crate::observe::status_page`]).

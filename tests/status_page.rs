@@ -181,6 +181,10 @@ async fn a_phones_leg_is_a_third_party_on_the_ladder() {
         ladder.contains(&phone_call_id),
         "the phone leg's Call-ID: {ladder}"
     );
+    // The phone leg's Call-ID finds the same call.
+    let (head, by_leg) = http_get(api, &format!("/calls/{}", segment(&phone_call_id)), &[]).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(arrows(&by_leg), arrows(&ladder));
     assert!(
         ladder.contains(&format!(">{}</text>", phone.addr())),
         "{ladder}"
