@@ -4,7 +4,8 @@
 //! `cargo bench --bench calls_load -- --rate 2000 --seconds 60`
 //!   full cycle per call (INVITE, 100, 180, 200, ACK, BYE, 200) at a fixed rate:
 //!   completed and failed calls, p50/p99 INVITE-to-100, daemon CPU per call.
-//!   `--ladder-calls 0` turns off the status page's ladders (`[api] ladder_calls`).
+//!   `--ladder-calls 0` turns off the status page's ladders (`[api] ladder_calls`);
+//!   `--trace 1` turns on the protocol trace (text log and pcap).
 //! `cargo bench --bench calls_load -- --hold 20000`
 //!   establishes that many calls (INVITE .. ACK) and keeps them up: daemon resident
 //!   memory per established call.
@@ -126,7 +127,16 @@ fn main() {
         // `--ladder-calls N`: the status page's ladders (`[api] ladder_calls`, 200 by
         // default as shipped; 0 measures the daemon without them).
         let ladder_calls = arg("--ladder-calls", 200);
+        // `--trace 1`: the protocol trace on, its text log and pcap (`[trace]`, off as
+        // shipped) in the bench's directory.
+        let trace = arg("--trace", 0) == 1;
         let (dir, cfg) = lab("calls", |t| {
+            let t = match trace {
+                true => t
+                    .replace("text = \"off\"", "text = \"trace/drhub.log\"")
+                    .replace("pcap = \"off\"", "pcap = \"trace/drhub.pcap\""),
+                false => t,
+            };
             with_instant_user(format!("{t}\n"))
                 .replace(
                     "[api]\n",
