@@ -269,6 +269,9 @@ fn sbcs(h: &mut String, status: &Value) {
     h.push_str("</table></section>");
 }
 
+/// The most calls a table lists.
+const ROWS_MAX: usize = 100;
+
 fn calls_table(h: &mut String, id: &str, title: &str, calls: &Value, ladders: bool) {
     let list = calls.as_array().map(Vec::as_slice).unwrap_or_default();
     let _ = write!(
@@ -284,8 +287,14 @@ fn calls_table(h: &mut String, id: &str, title: &str, calls: &Value, ladders: bo
         "<table><tr><th>Started</th><th>Direction</th><th>User</th><th>Number</th>\
          <th>Trunk</th><th>State</th><th>Legs</th><th>Call-ID</th></tr>",
     );
-    // Newest first.
-    for c in list.iter().rev() {
+    // Newest first, and no more than a page can show: under a load test the page must
+    // not render every one of thousands of calls every two seconds.
+    let mut newest: Vec<&Value> = list.iter().collect();
+    newest.sort_by(|a, b| {
+        let started = |c: &Value| c["started"].as_f64().unwrap_or(0.0);
+        started(b).total_cmp(&started(a))
+    });
+    for c in newest.iter().take(ROWS_MAX) {
         let call_id = c["call_id"].as_str().unwrap_or("");
         let state = c["state"].as_str().unwrap_or("");
         let shown = match outcome_text(c) {
@@ -311,6 +320,13 @@ fn calls_table(h: &mut String, id: &str, title: &str, calls: &Value, ladders: bo
             esc(c["number"].as_str().unwrap_or("—")),
             esc(c["trunk"].as_str().unwrap_or("")),
             c["legs"].as_array().map_or(1, Vec::len),
+        );
+    }
+    if list.len() > ROWS_MAX {
+        let _ = write!(
+            h,
+            "<tr class=\"more\"><td colspan=\"8\">and {} more: <code>GET /api/calls</code> lists every one</td></tr>",
+            list.len() - ROWS_MAX
         );
     }
     h.push_str("</table></section>");
@@ -715,6 +731,23 @@ mod tests {
         let call = json!({"call_id": "c1", "trunk": "sbc1.adatum.biz"});
         let page = call_page(&call, &rungs, &HashMap::new());
         assert!(page.contains(">sbc1.adatum.biz</text>"), "{page}");
+    }
+
+    /// Under load the page lists the newest 100 calls and says how many more.
+    #[test]
+    fn a_long_list_of_calls_is_cut_newest_first() {
+        let calls: Vec<_> = (0..150)
+            .map(|n| json!({"call_id": format!("c{n}"), "started": 1000.0 + n as f64}))
+            .collect();
+        let mut h = String::new();
+        calls_table(&mut h, "live", "Calls up", &json!(calls), true);
+        assert!(h.contains("Calls up <small>(150)</small>"));
+        assert_eq!(h.matches("<tr class=\"call\"").count(), ROWS_MAX);
+        let first = h.find("data-call-id=\"c149\"").expect("the newest");
+        let last = h.find("data-call-id=\"c50\"").expect("the 100th newest");
+        assert!(first < last);
+        assert!(!h.contains("data-call-id=\"c49\""));
+        assert!(h.contains("and 50 more"));
     }
 
     #[test]
