@@ -240,6 +240,21 @@ impl Rig {
             eprintln!("SKIPPED: {why}");
             return None;
         }
+        // A port probed free can be taken by another test before Kamailio binds it (the
+        // tests run in parallel): then Kamailio exits at start, and the rig is made
+        // again on other ports.
+        for _ in 0..3 {
+            match Self::try_start(name).await {
+                Ok(rig) => return Some(rig),
+                Err(log) => eprintln!("Kamailio could not bind its ports; again on others:\n{log}"),
+            }
+        }
+        panic!("Kamailio could not bind its ports three times");
+    }
+
+    /// One attempt: `Err` with Kamailio's log when it exited at start because one of its
+    /// ports was taken meanwhile; any other failure panics.
+    async fn try_start(name: &str) -> Result<Rig, String> {
         let modules = module_dir().expect("module dir, checked above");
         let sbc_udp_port = free_udp_port();
         let sbc_tls_port = free_tcp_port();
@@ -307,6 +322,14 @@ impl Rig {
             && listening("/proc/net/tcp", sbc_tls_port))
         {
             if let Ok(Some(status)) = kamailio.child.try_wait() {
+                let log = kamailio.log_text();
+                let taken: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("Address already in use"))
+                    .collect();
+                if !taken.is_empty() {
+                    return Err(taken.join("\n"));
+                }
                 panic!("kamailio exited at start ({status})");
             }
             assert!(
@@ -316,7 +339,7 @@ impl Rig {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Some(Rig {
+        Ok(Rig {
             daemon,
             sbc_udp_port,
             sbc_tls_port,
