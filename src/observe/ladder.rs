@@ -185,12 +185,6 @@ impl Ladders {
         rungs.sort_by_key(|r| r.at);
         rungs
     }
-
-    /// Whether a ladder is kept for this Call-ID.
-    pub fn has(&self, call_id: &str) -> bool {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.by_call_id.contains_key(call_id)
-    }
 }
 
 /// The Call-ID of a message (`Call-ID:` or its compact form `i:`, any case), found by a
@@ -220,6 +214,12 @@ mod tests {
             "127.0.0.1:40000".parse().unwrap(),
             listener.to_owned(),
         )
+    }
+
+    impl Ladders {
+        fn has(&self, call_id: &str) -> bool {
+            !self.of(&[call_id]).is_empty()
+        }
     }
 
     fn feed(l: &Ladders, way: Way, text: &str) {
