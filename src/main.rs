@@ -406,10 +406,14 @@ fn main() -> ExitCode {
                         println!("  changed, applies at the next restart: {r}");
                     }
                 } else {
-                    for e in lines("errors") {
+                    let errors = lines("errors");
+                    for e in &errors {
                         eprintln!("{e}");
                     }
-                    eprintln!("{}", v["error"].as_str().unwrap_or("reload failed"));
+                    let summary = v["error"].as_str().unwrap_or("reload failed");
+                    if !errors.iter().any(|e| e == summary) {
+                        eprintln!("{summary}");
+                    }
                 }
                 Ok(status)
             })
