@@ -128,7 +128,7 @@ impl Daemon {
             None => 0, // no status page to draw them
         };
         let ladders = Arc::new(crate::observe::ladder::Ladders::new(ladder_calls));
-        let tap = Arc::new(Tap::with_trace(trace, untraced, ladders.clone()));
+        let tap = Arc::new(Tap::with_trace(trace, untraced, ladders));
         let shared = Shared {
             flows: flows.clone(),
             tap: tap.clone(),
@@ -195,7 +195,7 @@ impl Daemon {
             flows,
             layer_handle,
             endpoints,
-            ladders,
+            tap.clone(),
         ));
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
         let front_door = Arc::new(FrontDoor::new(hub.clone(), flow_tx));
@@ -378,6 +378,20 @@ impl Daemon {
                 }
             });
         }
+        // The protocol trace's files, written out every FLUSH_EVERY (and at the end).
+        if shared.tap.traces_anything() {
+            let tap = shared.tap.clone();
+            let stop = shared.close_connections.clone();
+            tracker.spawn(async move {
+                let mut tick = tokio::time::interval(crate::observe::trace::FLUSH_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => tap.flush(),
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
         // DR-ERR-1: how long a ready task waits for a thread.
         {
             let hub = self.hub.clone();
@@ -452,6 +466,7 @@ impl Daemon {
         {
             warn!("some connections did not close in time");
         }
+        shared.tap.flush();
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Hub {
     pub counters: Counters,
     /// The last calls' SIP for the status page's ladder diagrams (fed by the tap).
     pub ladders: Arc<crate::observe::ladder::Ladders>,
+    /// Where every SIP byte passes: the trace, the ladders, the wire log.
+    pub tap: Arc<crate::transport::Tap>,
     /// What each SBC broke or nearly broke (DR-CONF).
     pub conformance: crate::observe::conformance::Conformance,
     pub media: Arc<MediaConfig>,
@@ -84,7 +86,7 @@ impl Hub {
         flows: Arc<Flows>,
         layer: LayerHandle<Destination>,
         endpoints: Option<Arc<Endpoints>>,
-        ladders: Arc<crate::observe::ladder::Ladders>,
+        tap: Arc<crate::transport::Tap>,
     ) -> Hub {
         let mut media = MediaConfig::new(config.media.address);
         media.port_min = config.media.port_min;
@@ -104,7 +106,8 @@ impl Hub {
             call_settings: ArcSwap::from_pointee(crate::call::CallSettings::new(&config)),
             counters: Counters::default(),
             conformance: Default::default(),
-            ladders,
+            ladders: tap.ladders().clone(),
+            tap,
             next_port: AtomicU16::new(even(config.media.port_min)),
             media: Arc::new(media),
             connector: OnceLock::new(),

@@ -68,6 +68,8 @@ async fn a_call_over_mutual_tls_is_traced_decrypted_to_text_and_pcap() {
     let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
     assert_eq!(bye.status(), 200);
     d.calls_drained().await;
+    // What the daemon does every 200 ms: the files get what their buffers hold.
+    d.hub.tap.flush();
     let call_id = req_header(&inv, "Call-ID").unwrap().to_owned();
 
     // The pcap: the SBC's requests to drhub's TLS port, drhub's answers from it, in
@@ -334,6 +336,22 @@ async fn a_trunk_can_be_left_out_of_the_trace() {
     let mut contoso = connect_as(&d, "sbc2.contoso.com").await.unwrap();
     assert_eq!(contoso.options().await.status(), 200);
     d.calls_drained().await;
+    // No flush by the test: the daemon's own, every 200 ms, brings the file up to date
+    // while it runs (what a live `sngrep -I` or `tail -f` sees).
+    let deadline = std::time::Instant::now() + WAIT;
+    let answered = |p: &Path| {
+        tcp_packets(p).iter().any(|(_, _, m)| {
+            let m = String::from_utf8_lossy(m);
+            m.starts_with("SIP/2.0 200") && m.contains("sbc2.contoso.com")
+        })
+    };
+    while !answered(&pcap) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trace was never flushed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let packets = tcp_packets(&pcap);
     let texts: Vec<String> = packets
         .iter()

@@ -82,6 +82,23 @@ impl Tap {
         }
     }
 
+    /// The last calls' messages, for the status page.
+    pub fn ladders(&self) -> &Arc<Ladders> {
+        &self.ladders
+    }
+
+    /// Whether the protocol trace is on (and wants [`Tap::flush`]).
+    pub fn traces_anything(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    /// Writes out what the trace files hold in their buffers.
+    pub fn flush(&self) {
+        if let Some(t) = &self.trace {
+            t.flush();
+        }
+    }
+
     /// Whether the trace covers a connection whose peer presented `identity`.
     pub fn traces(&self, identity: Option<&super::tls::PeerIdentity>) -> bool {
         match identity {
