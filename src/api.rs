@@ -235,7 +235,8 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-fn unix(t: SystemTime) -> f64 {
+/// A time as Unix seconds with milliseconds, as the API and the status page give it.
+pub(crate) fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| (d.as_millis() as f64) / 1000.0)
         .unwrap_or(0.0)
@@ -492,19 +493,19 @@ async fn call_page(State(api): State<Api>, Path(call_id): Path<String>) -> Respo
         .filter_map(Value::as_str)
         .collect();
     let rungs = api.hub.ladders.of(&ids);
-    // Label an SBC's connections with its FQDN.
-    let names = status_json(&api)["sbcs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| {
-            let fqdn = s["fqdn"].as_str().unwrap_or("").to_owned();
-            s["connections"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c["peer"].as_str()?.parse().ok())
-                .map(move |peer| (peer, fqdn.clone()))
+    // Label an SBC's open connections with its FQDN.
+    let config = api.hub.config();
+    let names = config
+        .tenants
+        .iter()
+        .flat_map(|t| &t.trunks)
+        .flat_map(|trunk| {
+            let fqdn = trunk.fqdn.to_string();
+            api.hub
+                .flows
+                .all_by_name(&fqdn)
+                .iter()
+                .map(|f| (f.peer, fqdn.clone()))
                 .collect::<Vec<_>>()
         })
         .collect();

@@ -741,7 +741,7 @@ impl Reloader {
             });
             match same_place {
                 Some(i) => {
-                    let changed = format!("{:?}", self.running[i].config) != format!("{l:?}");
+                    let changed = crate::reload::differs(&self.running[i].config, l);
                     let tls = listener_tls(index, l).map_err(|e| Error::Listener(e.to_string()))?;
                     let (made, side) = self.kit.listening(l, self.running[i].local, tls, &self.hub);
                     changes.push(ListenerChange::Update(i, made, side, changed));

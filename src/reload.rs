@@ -81,13 +81,15 @@ impl Handle {
     }
 }
 
+/// Whether two pieces of config differ. The config types are plain data with Debug;
+/// some hold compiled patterns that have no equality, so their Debug text is what is
+/// compared (once per reload, not on any hot path).
+pub fn differs(a: &impl Debug, b: &impl Debug) -> bool {
+    format!("{a:?}") != format!("{b:?}")
+}
+
 /// The sections of `new` that differ from `old` and that only a restart applies.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    // The config types are plain data with Debug; some hold compiled patterns that
-    // have no equality, so their Debug text is what is compared.
-    fn differs(a: &impl Debug, b: &impl Debug) -> bool {
-        format!("{a:?}") != format!("{b:?}")
-    }
     let mut changed = Vec::new();
     let mut check = |name: &str, d: bool| {
         if d {
@@ -111,10 +113,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
 /// the daemon).
 pub fn applied_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut applied = Vec::new();
-    if format!("{:?}", old.tenants) != format!("{:?}", new.tenants) {
+    if differs(&old.tenants, &new.tenants) {
         applied.push("tenants (users, numbers, trunks, voice routing)".to_owned());
     }
-    if format!("{:?}", old.calls) != format!("{:?}", new.calls) {
+    if differs(&old.calls, &new.calls) {
         applied.push("[calls]".to_owned());
     }
     applied

@@ -128,7 +128,10 @@ async fn a_reload_applies_to_new_calls_and_listeners_while_a_call_stays_up() {
     );
     assert_eq!(v["restart_needed"], serde_json::json!([]), "{v}");
 
-    // The call that was up goes on: the SBC's BYE ends it as before.
+    // The call that was up goes on, even for an SBC that reconnects after the reload
+    // (DR-NH-5): its BYE on the new connection ends it as before.
+    sbc.close().await;
+    let mut sbc = connect_as(&d, "sbc1.adatum.biz").await.unwrap();
     let bye = sbc.request(&routed(&inv, &ok, "BYE", 2, &[])).await;
     assert_eq!(bye.status(), 200, "{}", bye.text);
     // The new user's number answers, on the same connection.
@@ -175,7 +178,7 @@ async fn a_reload_applies_to_new_calls_and_listeners_while_a_call_stays_up() {
         "sip2 takes TLS 1.3 after the reload: {:?}",
         v13.err()
     );
-    // The datacenters follow the listeners (DR-DC-1).
+    // The datacenters follow the listeners (DR-DC-1: each SBC listener is one).
     let dcs = api_get(&d, "/api/datacenters").await.to_string();
     assert!(dcs.contains("lab-tcp") && !dcs.contains("sip3"), "{dcs}");
     d.stop().await;

@@ -65,6 +65,7 @@ async fn the_status_page_shows_sbcs_calls_and_each_calls_ladder() {
         .nth(1)
         .and_then(|s| s.split("</tr>").next())
         .expect("a row for sbc1");
+    // DR-OPT-3 health, DR-DC-2 the datacenter each of its connections is on.
     assert!(sbc_row.contains("state active"), "{sbc_row}");
     assert!(
         sbc_row.contains("inbound 127.0.0.1:"),

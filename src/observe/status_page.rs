@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -473,7 +472,7 @@ fn ladder(h: &mut String, rungs: &[Rung], names: &HashMap<SocketAddr, String>) {
         let _ = write!(
             h,
             "<details id=\"m{i}\"><summary><span class=\"mono\">{} {} {} {}</span> {}</summary><pre>{}</pre></details>",
-            clock(Some(unix(r.at))),
+            clock(Some(crate::api::unix(r.at))),
             match r.way {
                 Way::In => "←",
                 Way::Out => "→",
@@ -532,12 +531,6 @@ fn text_of(v: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// A Unix time as `HH:MM:SS.mmm` UTC (the page is for today's lab session; the API has
@@ -646,6 +639,7 @@ mod tests {
     use super::*;
     use crate::transport::Transport;
     use serde_json::json;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn text_is_escaped() {
